@@ -1,0 +1,106 @@
+# promptgate: plain GNU make. Each program folder holds a module.mk that
+# adds its sources, binaries and unit tests; this file holds the rules.
+#
+#   make [all]      build bin/promptgate, bin/mockllm and the other programs
+#   make test       install missing packages, build, run unit + integration
+#   make run        install missing packages, build, start mockllm + gateway
+#   make bench      measure gateway vs mockllm direct vs nginx (wrk)
+#   make asan       build with ASan/UBSan/LSan into build/asan and run tests
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make clean
+#
+# WERROR=1 turns warnings into errors (CI sets it).
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+PYTHON  ?= /usr/bin/python3
+OPT     ?= -O2
+BUILD   ?= build
+BIN     ?= bin
+SAN     ?=
+
+WARNINGS := -Wall -Wextra -Wstrict-prototypes -Wwrite-strings \
+            -Wformat-security -Wvla
+ifeq ($(WERROR),1)
+WARNINGS += -Werror
+endif
+ifeq ($(CI),true)
+WARNINGS += -Werror
+endif
+
+PKGS       := libevent libevent_openssl libevent_pthreads libcurl jansson sqlite3 openssl hiredis
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS   ?= $(OPT) -g
+ALL_CFLAGS = -std=gnu11 $(WARNINGS) $(CFLAGS) $(SAN) $(PKG_CFLAGS) \
+             -D_GNU_SOURCE -I. -MMD -MP
+ALL_LDFLAGS = $(LDFLAGS) $(SAN)
+LDLIBS   += $(PKG_LIBS) -lm -lpthread
+
+PROGRAMS   :=
+UNIT_TESTS :=
+LIBS       :=
+
+# objs: map source files to object files under $(BUILD)
+objs = $(patsubst %.c,$(BUILD)/%.o,$(1))
+
+.PHONY: all test unit integration run bench asan install clean deps fuzz
+all:
+
+include $(sort $(wildcard */module.mk */*/module.mk))
+
+all: $(PROGRAMS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BIN)/%:
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS)
+
+$(BUILD)/tests/%:
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS) -lcmocka
+
+deps:
+	@contrib/deps.sh
+
+# Unit tests: each cmocka binary prints its own summary; integration: pytest
+# starts redis-server, mockllm and promptgate itself on free ports.
+unit: $(UNIT_TESTS)
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
+
+integration: $(PROGRAMS)
+	PROMPTGATE_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integration
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@contrib/run.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@contrib/bench/bench.sh
+
+asan:
+	@contrib/deps.sh
+	@$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin OPT=-O1 \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	    all unit integration
+
+install: $(PROGRAMS)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/promptgate
+	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 conf/promptgate.json $(DESTDIR)$(PREFIX)/share/promptgate/
+
+clean:
+	rm -rf $(BUILD) $(BIN)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
