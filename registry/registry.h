@@ -1,0 +1,355 @@
+/*
+ * registry.h - the prompt registry library (libregistry.a).
+ *
+ * One owner of the registry schema and of template rendering: the gateway,
+ * the evaluator and promptctl link this library and never write SQL against
+ * the registry themselves.
+ *
+ * Two ways in:
+ *
+ *   struct reg_db        a read-write connection for management verbs
+ *                        (publish, label, experiments, import/export,
+ *                        evaluator runs). Opening it applies the migrations
+ *                        that are built into the binary.
+ *   struct reg_snapshot  an immutable, refcounted in-memory copy of every
+ *                        prompt, version, label and running experiment, for
+ *                        the gateway's request path (no SQL per request).
+ *                        Safe to share read-only between threads.
+ *
+ * Conventions: int functions return 0 on success and -1 on failure; pointer
+ * functions return NULL on failure. On failure, when `err` is not NULL,
+ * `*err` receives a malloc'd one-line message (lowercase, no final period)
+ * that the caller frees with free(). Every x_free(NULL) is a no-op.
+ */
+#ifndef REGISTRY_H
+#define REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+/* ---- limits on every input (enforced by the library) ------------------ */
+#define REG_NAME_MAX        128       /* prompt name bytes */
+#define REG_LABEL_MAX       64        /* label name bytes */
+#define REG_DESC_MAX        1024      /* prompt description bytes */
+#define REG_MESSAGE_MAX     4096      /* publish message (-m) bytes */
+#define REG_AUTHOR_MAX      128       /* author / actor bytes */
+#define REG_SALT_MAX        64        /* experiment salt bytes */
+#define REG_SOURCE_MAX      1024      /* eval run source (file name) bytes */
+#define REG_TEMPLATE_MAX    (1 << 20) /* publish file / total template bytes */
+#define REG_MESSAGES_MAX    256       /* messages per version */
+#define REG_VARIABLES_MAX   256       /* distinct variables per version */
+#define REG_VARNAME_MAX     64        /* variable name bytes */
+#define REG_ARMS_MAX        16        /* arms per experiment */
+#define REG_SUMMARY_MAX     (4 << 20) /* eval run summary JSON bytes */
+#define REG_RENDER_MAX      (8 << 20) /* bytes of one rendered message */
+
+/* ---- database ----------------------------------------------------------- */
+
+struct reg_db;
+
+/* flags for reg_db_open */
+#define REG_DB_CREATE    0x1  /* create the file if it does not exist */
+#define REG_DB_NOMIGRATE 0x2  /* do not apply pending migrations (status) */
+
+/*
+ * Open the registry at `path` (WAL, foreign keys on, busy timeout). Unless
+ * REG_DB_NOMIGRATE is given, applies pending built-in migrations, each in its
+ * own BEGIN IMMEDIATE transaction with its checksum recorded. Refuses a
+ * database whose schema is newer than this binary, or whose applied
+ * migration text differs from the built-in one. Returns NULL on failure.
+ */
+struct reg_db *reg_db_open(const char *path, int flags, char **err);
+void reg_db_free(struct reg_db *db);
+
+/* The sqlite3 handle, for tests only (owned by db). */
+struct sqlite3 *reg_db_handle(struct reg_db *db);
+
+/* One built-in migration and where the database stands with it. */
+struct reg_migration_status {
+    int version;             /* NNNN of migrations/NNNN_name.sql */
+    const char *name;        /* borrowed from the built-in table */
+    const char *checksum;    /* borrowed: sha-256 hex of the built-in text */
+    int applied;             /* 1 when recorded in the database */
+    int checksum_ok;         /* applied and recorded checksum matches */
+    char applied_at[32];     /* when applied (UTC), "" if not */
+};
+
+/*
+ * Fill `out` (up to `max` entries) with the built-in migrations and whether
+ * each one is applied. Returns the number of built-in migrations, or -1.
+ * `*db_version` receives the highest version recorded in the database
+ * (which may exceed every built-in one when the database is newer).
+ */
+int reg_migrate_status(struct reg_db *db, struct reg_migration_status *out,
+                       int max, int *db_version, char **err);
+/* Highest built-in migration version (the schema this binary speaks). */
+int reg_migrate_latest(void);
+
+/* ---- names -------------------------------------------------------------- */
+
+/* 1 when `s` is a valid prompt name [a-z0-9][a-z0-9_.-]*, <= REG_NAME_MAX */
+int reg_name_valid(const char *s);
+/* 1 when `s` is a valid label [a-z0-9_-]+, <= REG_LABEL_MAX */
+int reg_label_valid(const char *s);
+
+/*
+ * Parse "name", "name@label" or "name@N" into its parts. `name` receives at
+ * most REG_NAME_MAX+1 bytes, `label` REG_LABEL_MAX+1 ("" when none);
+ * `*version` is N or 0. Returns -1 with an error for a malformed reference.
+ */
+int reg_ref_parse(const char *ref, char name[REG_NAME_MAX + 1],
+                  char label[REG_LABEL_MAX + 1], int *version, char **err);
+
+/* ---- prompts and versions ----------------------------------------------- */
+
+struct reg_version {
+    char *prompt;            /* owned: prompt name */
+    int version;             /* 1, 2, ... */
+    json_t *messages;        /* owned: [{"role","content"}...] */
+    json_t *params;          /* owned: {"model", "temperature", ...} */
+    json_t *variables;       /* owned: ["product_name", ...] in first-use order */
+    char *hash;              /* owned: sha-256 hex of canonical content */
+    char *message;           /* owned: publish message */
+    char *author;            /* owned */
+    char *created_at;        /* owned: ISO-8601 UTC */
+};
+void reg_version_free(struct reg_version *v);
+
+/*
+ * Parse a publish file: JSON {"messages": [...], "params": {...}} or, when
+ * the text is not a JSON object, plain text = one user message. Validates
+ * roles, sizes and variable names. On success `*messages` and `*params`
+ * receive new references.
+ */
+int reg_content_parse(const char *text, size_t len, json_t **messages,
+                      json_t **params, char **err);
+
+/*
+ * Publish messages/params (borrowed) as version N+1 of prompt `name`,
+ * creating the prompt when absent. When the content equals the latest
+ * version, nothing is added and `*created` is 0. `*version_out` receives the
+ * version. message/author/description may be NULL. Retries on busy.
+ */
+int reg_publish(struct reg_db *db, const char *name, const json_t *messages,
+                const json_t *params, const char *message, const char *author,
+                const char *description, int *version_out, int *created,
+                char **err);
+
+/* Set a prompt's description (the prompt must exist). */
+int reg_prompt_describe(struct reg_db *db, const char *name,
+                        const char *description, char **err);
+
+/* One row of reg_prompt_list. */
+struct reg_prompt_info {
+    char *name;              /* owned */
+    char *description;       /* owned */
+    char *created_at;        /* owned */
+    int latest;              /* newest version number */
+    int n_versions;
+    json_t *labels;          /* owned: {"production": 3, ...} */
+};
+/* All prompts by name. `*out` is an owned array freed by reg_prompt_list_free. */
+int reg_prompt_list(struct reg_db *db, struct reg_prompt_info **out,
+                    size_t *n, char **err);
+void reg_prompt_list_free(struct reg_prompt_info *list, size_t n);
+
+/*
+ * Fetch one version: label "" / NULL and version 0 means latest; "latest"
+ * is the newest as well. Returns NULL with an error naming what is missing.
+ */
+struct reg_version *reg_version_get(struct reg_db *db, const char *name,
+                                    const char *label, int version, char **err);
+
+/* Every version of a prompt, oldest first (array of owned pointers). */
+int reg_versions_list(struct reg_db *db, const char *name,
+                      struct reg_version ***out, size_t *n, char **err);
+void reg_versions_list_free(struct reg_version **list, size_t n);
+
+/* ---- labels ------------------------------------------------------------- */
+
+/* Point `label` of prompt `name` at `version`, recording the move. */
+int reg_label_set(struct reg_db *db, const char *name, int version,
+                  const char *label, const char *actor, char **err);
+
+/*
+ * Move `label` back to where it pointed before its last move (a rollback
+ * itself counts as a move, so two rollbacks go back twice in the chain of
+ * moves, skipping the moves that were undone). `*from`/`*to` receive the
+ * versions. Fails when there is nothing to roll back to.
+ */
+int reg_label_rollback(struct reg_db *db, const char *name, const char *label,
+                       const char *actor, int *from, int *to, char **err);
+
+/*
+ * The label history of a prompt, oldest first, as a new JSON array of
+ * {"label","from","to","action","actor","at"} ("from" null on first set).
+ */
+json_t *reg_label_log(struct reg_db *db, const char *name, char **err);
+
+/* ---- rendering ---------------------------------------------------------- */
+
+/*
+ * The distinct variable names `{{name}}` used in `messages` (borrowed), in
+ * order of first use, as a new JSON array. Names: [A-Za-z_][A-Za-z0-9_]*
+ * with optional spaces inside the braces; any other `{{` is literal text.
+ */
+json_t *reg_template_variables(const json_t *messages, char **err);
+
+/*
+ * Render a version's messages with `variables` (a JSON object, borrowed;
+ * string, number and boolean values). Values are inserted verbatim in one
+ * pass: a value containing "{{x}}" stays literal. A variable the template
+ * uses but `variables` lacks is an error naming it. `*messages_out`
+ * receives a new array of {"role","content"}. Thread-safe on a shared
+ * snapshot version.
+ */
+int reg_render(const struct reg_version *version, const json_t *variables,
+               json_t **messages_out, char **err);
+/* Same, on a bare messages array (borrowed). */
+int reg_render_messages(const json_t *messages, const json_t *variables,
+                        json_t **messages_out, char **err);
+
+/* ---- experiments and assignment ----------------------------------------- */
+
+struct reg_arm {
+    int version;
+    int weight;              /* percent; arms of an experiment sum to 100 */
+};
+
+/*
+ * The arm index a user gets: SHA-256 of (experiment_name, salt, user_id)
+ * -> bucket 0..9999 -> arm by cumulative weight. Stable across processes
+ * and machines. Returns -1 only when n_arms is 0 or all weights are 0.
+ */
+int reg_assign(const char *experiment_name, const char *salt,
+               const char *user_id, const struct reg_arm *arms, size_t n_arms);
+/* The bucket 0..9999 behind reg_assign (exposed for tests and reports). */
+int reg_assign_bucket(const char *experiment_name, const char *salt,
+                      const char *user_id);
+
+struct reg_experiment {
+    int64_t id;
+    char *name;              /* owned: "<prompt>@<label>", the hashing key */
+    char *prompt;            /* owned */
+    char *label;             /* owned */
+    char *salt;              /* owned */
+    int running;             /* 1 running, 0 stopped */
+    char *started_at;        /* owned */
+    char *stopped_at;        /* owned, NULL while running */
+    char *started_by;        /* owned */
+    size_t n_arms;
+    struct reg_arm *arms;    /* owned: n_arms entries */
+};
+void reg_experiment_free(struct reg_experiment *e);
+
+/*
+ * Start an experiment on `label` of prompt `name` splitting its traffic
+ * between `arms` (versions must exist, weights > 0 and summing to 100,
+ * distinct versions, 2..REG_ARMS_MAX arms). salt NULL or "" picks a random
+ * one. At most one running experiment per label. `*id_out` may be NULL.
+ */
+int reg_experiment_start(struct reg_db *db, const char *name,
+                         const char *label, const struct reg_arm *arms,
+                         size_t n_arms, const char *salt, const char *actor,
+                         int64_t *id_out, char **err);
+
+/*
+ * Stop the running experiment of prompt `name` on `label` (label NULL: the
+ * only running experiment of that prompt; an error if there are several).
+ */
+int reg_experiment_stop(struct reg_db *db, const char *name, const char *label,
+                        char **err);
+
+/* Experiments (prompt NULL: all), newest first; running_only filters. */
+int reg_experiment_list(struct reg_db *db, const char *prompt, int running_only,
+                        struct reg_experiment ***out, size_t *n, char **err);
+void reg_experiment_list_free(struct reg_experiment **list, size_t n);
+
+/*
+ * For the evaluator's sample-ratio-mismatch check: the running experiment of
+ * prompt `name` (on `label` when not NULL), or else the most recently started
+ * one. Returns a new reg_experiment (free with reg_experiment_free) holding
+ * the arms and weights, or NULL with an error when the prompt never had one.
+ */
+struct reg_experiment *reg_experiment_weights(struct reg_db *db,
+                                              const char *name,
+                                              const char *label, char **err);
+
+/* ---- evaluator runs ----------------------------------------------------- */
+
+/*
+ * Record an evaluator run against `prompt` version `version` (the version
+ * must exist in the registry): `source` is the samples file name, and
+ * `summary_json` a JSON text (validated, at most REG_SUMMARY_MAX bytes).
+ * `*id_out` (may be NULL) receives the new run id.
+ */
+int reg_eval_run_add(struct reg_db *db, const char *prompt, int version,
+                     const char *source, const char *summary_json,
+                     int64_t *id_out, char **err);
+
+/* Runs recorded for `prompt` (NULL: all), newest first, as a new JSON array
+ * of {"id","created_at","prompt","version","source","summary"}. */
+json_t *reg_eval_run_list(struct reg_db *db, const char *prompt, char **err);
+
+/* ---- export / import / diff --------------------------------------------- */
+
+/* The whole registry as one new JSON document (format "promptgate-registry"). */
+json_t *reg_export(struct reg_db *db, char **err);
+
+/*
+ * Import a document made by reg_export, in one transaction. Idempotent:
+ * existing identical versions are skipped, labels and experiments already
+ * in place are left alone. A version whose number exists with other content
+ * is a conflict and nothing is changed. Counts (may be NULL) say what was
+ * added.
+ */
+struct reg_import_counts {
+    int prompts, versions, labels, experiments;
+};
+int reg_import(struct reg_db *db, const json_t *doc, const char *actor,
+               struct reg_import_counts *counts, char **err);
+
+/*
+ * A unified diff (like `diff -u`) between two versions' templates and
+ * params, as a malloc'd string ("" when they are equal).
+ */
+char *reg_diff(const struct reg_version *a, const struct reg_version *b,
+               char **err);
+
+/* ---- snapshot for the gateway ------------------------------------------- */
+
+struct reg_snapshot;
+
+/*
+ * Load every prompt, version, label and running experiment from the
+ * registry at `path` (opened read-only; the schema must be the one this
+ * binary speaks) into a new immutable snapshot with refcount 1.
+ */
+struct reg_snapshot *reg_snapshot_load(const char *path, char **err);
+struct reg_snapshot *reg_snapshot_ref(struct reg_snapshot *snap);
+void reg_snapshot_unref(struct reg_snapshot *snap);
+
+/* Counts, for logs and /metrics. */
+size_t reg_snapshot_prompts(const struct reg_snapshot *snap);
+size_t reg_snapshot_versions(const struct reg_snapshot *snap);
+
+struct reg_resolved {
+    const struct reg_version *version;      /* borrowed from the snapshot */
+    const struct reg_experiment *experiment;/* borrowed; NULL when none applied */
+    int arm;                                /* arm index, -1 when none */
+    const char *label;                      /* borrowed: label resolved, or NULL */
+};
+
+/*
+ * Resolve what to serve for prompt `name`: version `version` when > 0, else
+ * `label` (NULL or "" means "latest"). When a running experiment splits that
+ * label, `user_id` is assigned an arm (reg_assign) and the arm's version is
+ * served. Thread-safe. Returns -1 with an error naming the unknown prompt,
+ * label or version.
+ */
+int reg_snapshot_resolve(const struct reg_snapshot *snap, const char *name,
+                         const char *label, int version, const char *user_id,
+                         struct reg_resolved *out, char **err);
+
+#endif
