@@ -1,0 +1,18 @@
+# evaluator/: bin/prompteval, which scores A/B samples per prompt version
+# (fact checking, conversion statistics), writes reports and replays
+# samples through a running gateway. Links the registry library for --db.
+EVALUATOR_SRCS := $(filter-out evaluator/main.c,$(wildcard evaluator/*.c))
+EVALUATOR_OBJS := $(call objs,$(EVALUATOR_SRCS))
+PROGRAMS += $(BIN)/prompteval
+$(BIN)/prompteval: $(call objs,evaluator/main.c) $(EVALUATOR_OBJS) $(REGISTRY_LIB)
+
+EVALUATOR_TESTS := $(patsubst tests/unit/test_evl_%.c,%,$(wildcard tests/unit/test_evl_*.c))
+UNIT_TESTS += $(patsubst %,$(BUILD)/tests/test_evl_%,$(EVALUATOR_TESTS))
+$(foreach t,$(EVALUATOR_TESTS),$(eval $(BUILD)/tests/test_evl_$(t): \
+    $(call objs,tests/unit/test_evl_$(t).c) $(EVALUATOR_OBJS) $(REGISTRY_LIB)))
+
+# The generic `$(BUILD)/tests/%` link rule would also match the test objects
+# under $(BUILD)/tests/unit/ (shorter stem wins), so compile ours explicitly.
+$(BUILD)/tests/unit/test_evl_%.o: tests/unit/test_evl_%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
