@@ -3,7 +3,9 @@
 # samples through a running gateway. Links the registry library for --db.
 EVALUATOR_SRCS := $(filter-out evaluator/main.c,$(wildcard evaluator/*.c))
 EVALUATOR_OBJS := $(call objs,$(EVALUATOR_SRCS))
+ifneq ($(wildcard evaluator/main.c),)
 PROGRAMS += $(BIN)/prompteval
+endif
 $(BIN)/prompteval: $(call objs,evaluator/main.c) $(EVALUATOR_OBJS) $(REGISTRY_LIB)
 
 EVALUATOR_TESTS := $(patsubst tests/unit/test_evl_%.c,%,$(wildcard tests/unit/test_evl_*.c))
