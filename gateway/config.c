@@ -1,0 +1,566 @@
+/*
+ * config.c - loading and checking the JSON configuration.
+ *
+ * Every problem in a file is reported, not only the first, each on its own
+ * line naming the JSON path, so that `promptgate -t` tells an operator all
+ * there is to fix at once. Unknown keys are errors: a misspelt limit that
+ * is silently ignored is a limit that does not hold.
+ *
+ * Secrets are never written in the file: a string "env:NAME" is read from
+ * the environment. Resolved secrets are kept only in the built
+ * Authorization header and never logged.
+ */
+#include "gateway/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_MODEL_NAME 256
+#define MAX_BACKENDS 1024
+
+struct problems {
+    char *text; /* owned */
+    size_t len, cap;
+    int count;
+};
+
+static void problem(struct problems *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void problem(struct problems *p, const char *fmt, ...)
+{
+    va_list ap;
+    char line[1024];
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (n > (int)sizeof(line) - 2)
+        n = sizeof(line) - 2;
+    line[n++] = '\n';
+    p->count++;
+    if (p->len + n + 1 > p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 512;
+        while (cap < p->len + n + 1)
+            cap *= 2;
+        char *t = realloc(p->text, cap);
+        if (t == NULL)
+            return;
+        p->text = t, p->cap = cap;
+    }
+    memcpy(p->text + p->len, line, n);
+    p->len += n;
+    p->text[p->len] = '\0';
+}
+
+struct gw_config *gw_config_ref(struct gw_config *c)
+{
+    c->refs++;
+    return c;
+}
+
+static void backend_release(struct gw_backend *b)
+{
+    size_t i;
+
+    free(b->name);
+    free(b->url);
+    if (b->auth_header) {
+        /* the key must not linger in freed memory */
+        volatile char *s = b->auth_header;
+        while (*s)
+            *s++ = 0;
+        free(b->auth_header);
+    }
+    for (i = 0; i < b->n_models; i++)
+        free(b->models[i]);
+    free(b->models);
+}
+
+void gw_config_unref(struct gw_config *c)
+{
+    size_t i;
+
+    if (c == NULL || --c->refs > 0)
+        return;
+    for (i = 0; i < c->n_backends; i++)
+        backend_release(&c->backends[i]);
+    free(c->backends);
+    free(c->model_names); /* strings borrowed from the backends */
+    free(c->path);
+    free(c->listen_host);
+    free(c->access_log);
+    free(c);
+}
+
+struct gw_backend *gw_config_backend_for(struct gw_config *c,
+                                         const char *model)
+{
+    size_t i, j;
+
+    for (i = 0; i < c->n_backends; i++)
+        for (j = 0; j < c->backends[i].n_models; j++)
+            if (strcmp(c->backends[i].models[j], model) == 0)
+                return &c->backends[i];
+    return NULL;
+}
+
+/* A string value, with "env:NAME" resolved. Returns a malloc'd copy or
+ * NULL after reporting the problem. */
+static char *secret_value(json_t *v, const char *path, struct problems *p)
+{
+    const char *s = json_string_value(v);
+
+    if (s == NULL) {
+        problem(p, "%s: must be a string (\"env:NAME\" reads the environment)",
+                path);
+        return NULL;
+    }
+    if (strncmp(s, "env:", 4) == 0) {
+        const char *e = getenv(s + 4);
+        if (s[4] == '\0') {
+            problem(p, "%s: \"env:\" needs a variable name", path);
+            return NULL;
+        }
+        if (e == NULL || *e == '\0') {
+            problem(p, "%s: environment variable '%s' is not set", path,
+                    s + 4);
+            return NULL;
+        }
+        s = e;
+    }
+    for (const char *q = s; *q; q++) {
+        if ((unsigned char)*q < 0x21 || *q == 0x7f) {
+            problem(p, "%s: contains a space or control character", path);
+            return NULL;
+        }
+    }
+    return strdup(s);
+}
+
+/* An integer in [lo, hi], or def when absent. */
+static long int_value(json_t *obj, const char *key, long def, long lo,
+                      long hi, const char *path, struct problems *p)
+{
+    json_t *v = json_object_get(obj, key);
+
+    if (v == NULL)
+        return def;
+    if (!json_is_integer(v) || json_integer_value(v) < lo ||
+        json_integer_value(v) > hi) {
+        problem(p, "%s%s%s: must be an integer from %ld to %ld", path,
+                *path ? "." : "", key, lo, hi);
+        return def;
+    }
+    return (long)json_integer_value(v);
+}
+
+static void unknown_keys(json_t *obj, const char *const *known,
+                         const char *path, struct problems *p)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach(obj, key, v) {
+        const char *const *k;
+        for (k = known; *k; k++)
+            if (strcmp(*k, key) == 0)
+                break;
+        if (*k == NULL)
+            problem(p, "%s%s%s: unknown key", path, *path ? "." : "", key);
+    }
+}
+
+static int parse_listen(struct gw_config *c, json_t *v, struct problems *p)
+{
+    const char *s = json_string_value(v);
+    const char *colon;
+    char *end;
+    long port;
+
+    if (s == NULL) {
+        problem(p, "listen: must be a string \"HOST:PORT\"");
+        return -1;
+    }
+    colon = strrchr(s, ':');
+    if (colon == NULL || colon == s) {
+        problem(p, "listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:8080)", s);
+        return -1;
+    }
+    errno = 0;
+    port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || colon[1] == '\0' || errno || port < 1 ||
+        port > 65535) {
+        problem(p, "listen: port in '%s' must be 1 to 65535", s);
+        return -1;
+    }
+    if (s[0] == '[') {
+        if (colon[-1] != ']') {
+            problem(p, "listen: '%s' is not [IPv6]:PORT", s);
+            return -1;
+        }
+        c->listen_host = strndup(s + 1, colon - s - 2);
+    } else {
+        c->listen_host = strndup(s, colon - s);
+    }
+    c->listen_port = (int)port;
+    return 0;
+}
+
+static int valid_name(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > max)
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("_.-", *s))
+            return 0;
+    return 1;
+}
+
+static int check_url(const char *url, const char *path, struct problems *p)
+{
+    const char *host;
+    size_t n = strlen(url);
+
+    if (strncmp(url, "http://", 7) == 0)
+        host = url + 7;
+    else if (strncmp(url, "https://", 8) == 0)
+        host = url + 8;
+    else {
+        problem(p, "%s: not a URL (must start with http:// or https://)",
+                path);
+        return -1;
+    }
+    if (*host == '\0' || *host == '/' || *host == ':') {
+        problem(p, "%s: not a URL (no host)", path);
+        return -1;
+    }
+    for (const char *q = url; *q; q++) {
+        if ((unsigned char)*q <= 0x20 || *q == 0x7f || *q == '?' ||
+            *q == '#') {
+            problem(p, "%s: not a URL (space, control, '?' or '#')", path);
+            return -1;
+        }
+    }
+    while (n > 0 && url[n - 1] == '/')
+        n--;
+    if (n < 3 || strncmp(url + n - 3, "/v1", 3) != 0) {
+        problem(p, "%s: must be the OpenAI-compatible base URL ending in "
+                   "/v1 (e.g. http://127.0.0.1:8000/v1)", path);
+        return -1;
+    }
+    return 0;
+}
+
+static void parse_backend(struct gw_config *c, struct gw_backend *b,
+                          json_t *o, size_t idx, struct problems *p)
+{
+    static const char *const known[] = {
+        "name", "url", "models", "api_key", "weight", "max_inflight",
+        "timeout_ms", "connect_timeout_ms", "first_byte_timeout_ms", NULL};
+    char path[64], sub[96];
+    json_t *v;
+    size_t i, j;
+
+    snprintf(path, sizeof(path), "backends[%zu]", idx);
+    if (!json_is_object(o)) {
+        problem(p, "%s: must be an object", path);
+        return;
+    }
+    unknown_keys(o, known, path, p);
+
+    v = json_object_get(o, "name");
+    if (!json_is_string(v) || !valid_name(json_string_value(v), 64))
+        problem(p, "%s.name: must be 1-64 characters of [A-Za-z0-9_.-]",
+                path);
+    else {
+        for (i = 0; i < idx; i++)
+            if (c->backends[i].name &&
+                strcmp(c->backends[i].name, json_string_value(v)) == 0)
+                problem(p, "%s.name: '%s' is already used by backends[%zu]",
+                        path, json_string_value(v), i);
+        b->name = strdup(json_string_value(v));
+    }
+
+    v = json_object_get(o, "url");
+    snprintf(sub, sizeof(sub), "%s.url", path);
+    if (!json_is_string(v))
+        problem(p, "%s: must be a string", sub);
+    else if (check_url(json_string_value(v), sub, p) == 0) {
+        const char *u = json_string_value(v);
+        size_t n = strlen(u);
+        while (n > 0 && u[n - 1] == '/')
+            n--;
+        b->url = strndup(u, n);
+    }
+
+    v = json_object_get(o, "models");
+    if (!json_is_array(v) || json_array_size(v) == 0) {
+        problem(p, "%s.models: must be a non-empty array of model names",
+                path);
+    } else {
+        b->models = calloc(json_array_size(v), sizeof(char *));
+        for (i = 0; i < json_array_size(v) && b->models; i++) {
+            const char *m = json_string_value(json_array_get(v, i));
+            if (m == NULL || *m == '\0' || strlen(m) > MAX_MODEL_NAME) {
+                problem(p, "%s.models[%zu]: must be a non-empty string of "
+                           "at most %d bytes", path, i, MAX_MODEL_NAME);
+                continue;
+            }
+            for (j = 0; j < b->n_models; j++)
+                if (strcmp(b->models[j], m) == 0)
+                    break;
+            if (j < b->n_models) {
+                problem(p, "%s.models[%zu]: '%s' is listed twice", path, i,
+                        m);
+                continue;
+            }
+            b->models[b->n_models++] = strdup(m);
+        }
+    }
+
+    v = json_object_get(o, "api_key");
+    if (v) {
+        snprintf(sub, sizeof(sub), "%s.api_key", path);
+        char *key = secret_value(v, sub, p);
+        if (key) {
+            size_t n = strlen(key) + sizeof("Authorization: Bearer ");
+            b->auth_header = malloc(n);
+            if (b->auth_header)
+                snprintf(b->auth_header, n, "Authorization: Bearer %s", key);
+            memset(key, 0, strlen(key));
+            free(key);
+        }
+    }
+    b->weight = (int)int_value(o, "weight", 1, 1, 1000, path, p);
+    b->max_inflight =
+        (int)int_value(o, "max_inflight", 0, 0, 1000000, path, p);
+    b->timeout_ms = int_value(o, "timeout_ms", 60000, 1, 3600000, path, p);
+    b->connect_timeout_ms = int_value(o, "connect_timeout_ms", 5000, 1,
+                                      600000, path, p);
+    b->first_byte_timeout_ms = int_value(o, "first_byte_timeout_ms",
+                                         b->timeout_ms, 1, 3600000, path, p);
+}
+
+static void parse_limits(struct gw_config *c, json_t *o, struct problems *p)
+{
+    static const char *const known[] = {
+        "max_body_bytes", "max_header_bytes", "header_timeout_ms",
+        "body_timeout_ms", "idle_timeout_ms", "drain_timeout_ms", NULL};
+    struct gw_limits *l = &c->limits;
+
+    if (o == NULL)
+        return;
+    if (!json_is_object(o)) {
+        problem(p, "limits: must be an object");
+        return;
+    }
+    unknown_keys(o, known, "limits", p);
+    l->max_body_bytes = (size_t)int_value(o, "max_body_bytes",
+                                          (long)l->max_body_bytes, 1,
+                                          1L << 30, "limits", p);
+    l->max_header_bytes = (size_t)int_value(o, "max_header_bytes",
+                                            (long)l->max_header_bytes, 1024,
+                                            1L << 20, "limits", p);
+    l->header_timeout_ms = int_value(o, "header_timeout_ms",
+                                     l->header_timeout_ms, 1, 3600000,
+                                     "limits", p);
+    l->body_timeout_ms = int_value(o, "body_timeout_ms", l->body_timeout_ms,
+                                   1, 3600000, "limits", p);
+    l->idle_timeout_ms = int_value(o, "idle_timeout_ms", l->idle_timeout_ms,
+                                   1, 3600000, "limits", p);
+    l->drain_timeout_ms = int_value(o, "drain_timeout_ms",
+                                    l->drain_timeout_ms, 0, 3600000,
+                                    "limits", p);
+}
+
+/* Collects the distinct model names across backends, in file order. */
+static int index_models(struct gw_config *c)
+{
+    size_t i, j, k, total = 0;
+
+    for (i = 0; i < c->n_backends; i++)
+        total += c->backends[i].n_models;
+    c->model_names = calloc(total ? total : 1, sizeof(char *));
+    if (c->model_names == NULL)
+        return -1;
+    for (i = 0; i < c->n_backends; i++)
+        for (j = 0; j < c->backends[i].n_models; j++) {
+            const char *m = c->backends[i].models[j];
+            for (k = 0; k < c->n_model_names; k++)
+                if (strcmp(c->model_names[k], m) == 0)
+                    break;
+            if (k == c->n_model_names)
+                c->model_names[c->n_model_names++] = (char *)m;
+        }
+    return 0;
+}
+
+static struct gw_config *from_json(json_t *root, struct problems *p)
+{
+    static const char *const known[] = {"listen",  "workers",   "limits",
+                                        "backends", "access_log", NULL};
+    /* keys of the design that later features bring; named, not "unknown" */
+    static const char *const later[] = {"admin_key", "models", "keys",
+                                        "rate_limit", "cache", "redis",
+                                        "registry", NULL};
+    struct gw_config *c;
+    json_t *v;
+    const char *key;
+    size_t i;
+
+    if (!json_is_object(root)) {
+        problem(p, "(root): must be a JSON object");
+        return NULL;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->refs = 1;
+    c->workers = 1;
+    c->limits.max_body_bytes = 8 << 20;
+    c->limits.max_header_bytes = 32 << 10;
+    c->limits.header_timeout_ms = 10000;
+    c->limits.body_timeout_ms = 30000;
+    c->limits.idle_timeout_ms = 60000;
+    c->limits.drain_timeout_ms = 30000;
+
+    json_object_foreach(root, key, v) {
+        const char *const *k;
+        for (k = known; *k && strcmp(*k, key) != 0; k++)
+            ;
+        if (*k)
+            continue;
+        for (k = later; *k && strcmp(*k, key) != 0; k++)
+            ;
+        if (*k)
+            problem(p, "%s: not supported by this version of promptgate "
+                       "yet; remove it", key);
+        else
+            problem(p, "%s: unknown key", key);
+    }
+
+    v = json_object_get(root, "listen");
+    if (v == NULL)
+        c->listen_host = strdup("127.0.0.1"), c->listen_port = 8080;
+    else
+        parse_listen(c, v, p);
+
+    c->workers = (int)int_value(root, "workers", 1, 1, 1, "", p);
+    parse_limits(c, json_object_get(root, "limits"), p);
+
+    v = json_object_get(root, "access_log");
+    if (v == NULL)
+        c->access_log = strdup("stderr");
+    else if (!json_is_string(v) || json_string_length(v) == 0)
+        problem(p, "access_log: must be \"stderr\", \"off\" or a file path");
+    else
+        c->access_log = strdup(json_string_value(v));
+
+    v = json_object_get(root, "backends");
+    if (!json_is_array(v) || json_array_size(v) == 0) {
+        problem(p, "backends: must be a non-empty array of backends "
+                   "({\"name\", \"url\", \"models\"})");
+    } else if (json_array_size(v) > MAX_BACKENDS) {
+        problem(p, "backends: at most %d backends", MAX_BACKENDS);
+    } else {
+        c->backends = calloc(json_array_size(v), sizeof(*c->backends));
+        if (c->backends == NULL) {
+            gw_config_unref(c);
+            return NULL;
+        }
+        c->n_backends = json_array_size(v);
+        for (i = 0; i < c->n_backends; i++)
+            parse_backend(c, &c->backends[i], json_array_get(v, i), i, p);
+    }
+    if (p->count == 0 && index_models(c) < 0)
+        problem(p, "(root): out of memory");
+    if (p->count > 0) {
+        gw_config_unref(c);
+        return NULL;
+    }
+    return c;
+}
+
+struct gw_config *gw_config_parse(const char *text, size_t len, char **err)
+{
+    struct problems p = {0};
+    json_error_t jerr;
+    json_t *root;
+    struct gw_config *c = NULL;
+
+    root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        problem(&p, "line %d, column %d: %s", jerr.line, jerr.column,
+                jerr.text);
+    else
+        c = from_json(root, &p);
+    json_decref(root);
+    if (c == NULL && p.count == 0)
+        problem(&p, "(root): out of memory");
+    if (c)
+        free(p.text);
+    else if (err)
+        *err = p.text;
+    else
+        free(p.text);
+    return c;
+}
+
+struct gw_config *gw_config_load(const char *path, char **err)
+{
+    FILE *f;
+    char *text = NULL;
+    size_t len = 0, cap = 0, n;
+    struct gw_config *c = NULL;
+
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        if (err && asprintf(err, "cannot open '%s': %s\n", path,
+                            strerror(errno)) < 0)
+            *err = NULL;
+        return NULL;
+    }
+    for (;;) {
+        if (len + 4096 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            if (cap > (16u << 20)) {
+                if (err && asprintf(err, "cannot read '%s': larger than "
+                                         "16 MiB\n", path) < 0)
+                    *err = NULL;
+                goto out;
+            }
+            char *t = realloc(text, cap);
+            if (t == NULL)
+                goto out;
+            text = t;
+        }
+        n = fread(text + len, 1, cap - len, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    if (ferror(f)) {
+        if (err && asprintf(err, "cannot read '%s': %s\n", path,
+                            strerror(errno)) < 0)
+            *err = NULL;
+        goto out;
+    }
+    c = gw_config_parse(text, len, err);
+    if (c)
+        c->path = strdup(path);
+out:
+    free(text);
+    fclose(f);
+    return c;
+}

@@ -1,0 +1,70 @@
+/*
+ * gateway.h - the program-wide header of bin/promptgate.
+ *
+ * Lower layers (http, curlev, sse, accesslog, log, error, usage) never
+ * include this file; it ties them together for the proxy.
+ */
+#ifndef GW_GATEWAY_H
+#define GW_GATEWAY_H
+
+#include <stdint.h>
+#include <sys/time.h>
+#include <curl/curl.h>
+
+#include "gateway/config.h"
+#include "gateway/usage.h"
+
+struct event_base;
+struct gw_curlev;
+struct gw_http_server;
+struct gw_http_req;
+struct gw_accesslog;
+
+#define GW_VERSION "0.1.0"
+
+struct gw_gateway {
+    struct event_base *base;     /* owned */
+    struct gw_curlev *curl;      /* owned */
+    struct gw_http_server *http; /* owned */
+    struct gw_config *config;    /* owned reference: the current config */
+    struct gw_accesslog *alog;   /* owned */
+    const char *config_path;     /* borrowed from argv */
+    uint64_t rng;                /* request id generator state */
+    unsigned long calls;         /* upstream calls in flight */
+};
+
+/* What the access log records of one request. */
+struct gw_reqlog {
+    const char *request_id; /* borrowed */
+    const char *model;      /* borrowed, may be NULL */
+    const char *backend;    /* borrowed, may be NULL */
+    int status;
+    int stream;
+    long ttfb_us; /* -1 when no byte came from upstream */
+    struct gw_usage usage;
+    const char *error; /* borrowed: error code, or NULL */
+};
+
+/* proxy.c: the HTTP handler for every request. */
+void gw_proxy_handle(struct gw_http_req *req, void *arg);
+
+/* proxy.c: writes the access log line of a request that ends now. */
+void gw_proxy_log(struct gw_gateway *gw, struct gw_http_req *req,
+                  const struct gw_reqlog *rl);
+
+/* proxy.c: answers with an OpenAI-shaped error (and logs it). */
+void gw_proxy_error(struct gw_gateway *gw, struct gw_http_req *req,
+                    struct gw_reqlog *rl, int status, const char *code,
+                    const char *message);
+
+/* upstream.c: starts relaying req to backend. Takes a reference to config.
+ * On failure answers the client itself. */
+void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
+                       struct gw_config *config, struct gw_backend *backend,
+                       const char *model, int stream, const char *path_suffix,
+                       const char *request_id);
+
+/* upstream.c: the curlev done callback. */
+void gw_upstream_done(CURL *easy, CURLcode result, void *priv);
+
+#endif

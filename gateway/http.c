@@ -1,0 +1,927 @@
+/*
+ * http.c - HTTP/1.1 server connections.
+ *
+ * One connection at a time holds at most one request. States:
+ *
+ *              first byte              head complete
+ *    IDLE ------------------> HEAD ------------------> BODY
+ *     ^  (idle deadline)       | (header deadline,       | body read,
+ *     |                        |  431, 400: close)       | (413, 400, 408)
+ *     |                        v                         v
+ *     |                      CLOSE <--------------- HANDLING (handler owns
+ *     |                        ^   client gone:           |  the answer)
+ *     |   flushed, keep-alive  |   on_close()             | answer complete
+ *     +---------------------- FLUSH <---------------------+
+ *
+ * Transitions, each made in conn_state() only:
+ *   IDLE -> HEAD         read_cb, bytes arrived
+ *   HEAD -> BODY         parse_head
+ *   BODY -> HANDLING     dispatch
+ *   HANDLING -> FLUSH    answer_done
+ *   FLUSH -> IDLE        write_cb, output empty and keep-alive
+ *   any -> CLOSE         conn_close
+ *
+ * Invariants:
+ *  1. Input after a request's end is not parsed until that request's
+ *     answer is flushed (pipelined requests are answered in order).
+ *  2. The handler hears of a request's end exactly once: by finishing the
+ *     answer itself, or through on_close. After either, http.c owns it.
+ *  3. A connection is freed only from a libevent callback of its own
+ *     bufferevent or timer, after every user callback has returned, or from
+ *     gw_http_server_free.
+ */
+#include "gateway/http.h"
+#include "gateway/error.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#define MAX_HEADERS 128
+#define LOWMARK (32 * 1024)
+
+enum conn_state { C_IDLE, C_HEAD, C_BODY, C_HANDLING, C_FLUSH, C_CLOSE };
+static const char *const state_names[] = {"idle",     "head",  "body",
+                                          "handling", "flush", "close"};
+
+struct gw_http_server {
+    struct event_base *base; /* borrowed */
+    struct evconnlistener *listener; /* owned */
+    gw_http_handler handler;
+    void *handler_arg;
+    struct gw_http_limits limits;
+    struct gw_http_conn *conns; /* owned: doubly linked list */
+    size_t busy;
+    int shutting_down;
+};
+
+struct gw_http_conn {
+    struct gw_http_server *srv; /* borrowed */
+    struct bufferevent *bev;    /* owned */
+    struct event *timer;        /* owned: header / idle deadline */
+    struct gw_http_req *req;    /* owned: the request in progress */
+    struct gw_http_limits limits;
+    enum conn_state state;
+    /* body framing */
+    int chunked;
+    int chunk_state; /* 0 size line, 1 data, 2 CRLF after data, 3 trailer */
+    size_t body_left;
+    struct gw_http_conn *prev, *next;
+};
+
+static void read_cb(struct bufferevent *bev, void *arg);
+static void conn_close(struct gw_http_conn *c);
+
+static void conn_state(struct gw_http_conn *c, enum conn_state to)
+{
+    int was_busy = c->state >= C_HEAD && c->state <= C_FLUSH;
+    int is_busy = to >= C_HEAD && to <= C_FLUSH;
+
+    (void)state_names;
+    if (was_busy && !is_busy)
+        c->srv->busy--;
+    else if (!was_busy && is_busy)
+        c->srv->busy++;
+    c->state = to;
+}
+
+static void arm_timer(struct gw_http_conn *c, long ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+}
+
+static void req_free(struct gw_http_req *r)
+{
+    if (r == NULL)
+        return;
+    free(r->head);
+    free((char *)r->path);
+    free(r->headers);
+    if (r->body)
+        evbuffer_free(r->body);
+    if (r->resp_headers)
+        evbuffer_free(r->resp_headers);
+    free(r);
+}
+
+static void conn_free(struct gw_http_conn *c)
+{
+    struct gw_http_server *srv = c->srv;
+
+    conn_state(c, C_CLOSE);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    req_free(c->req);
+    event_free(c->timer);
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+/* Tells the handler its request is gone, then frees the connection. */
+static void conn_close(struct gw_http_conn *c)
+{
+    struct gw_http_req *r = c->req;
+
+    if (c->state == C_HANDLING && r && !r->done && r->on_close) {
+        gw_http_req_cb cb = r->on_close;
+        r->on_close = NULL;
+        r->on_writable = NULL;
+        cb(r, r->cb_arg);
+    }
+    conn_free(c);
+}
+
+/* ------------------------------------------------------------ answering */
+
+static void write_head(struct gw_http_req *r, int status,
+                       const char *content_type, long content_length)
+{
+    struct evbuffer *out = bufferevent_get_output(r->conn->bev);
+
+    r->status = status;
+    if (r->conn->srv->shutting_down)
+        r->keepalive = 0;
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status,
+                        gw_error_reason(status));
+    if (content_type)
+        evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
+    if (content_length >= 0)
+        evbuffer_add_printf(out, "Content-Length: %ld\r\n", content_length);
+    else if (r->http_minor >= 1)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    else
+        r->keepalive = 0;
+    if (r->resp_headers)
+        evbuffer_add_buffer(out, r->resp_headers);
+    if (!r->keepalive)
+        evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+    else if (r->http_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+    else
+        evbuffer_add(out, "\r\n", 2);
+}
+
+static void answer_done(struct gw_http_req *r)
+{
+    struct gw_http_conn *c = r->conn;
+
+    r->done = 1;
+    r->on_close = NULL;
+    r->on_writable = NULL;
+    conn_state(c, C_FLUSH);
+    /* write_cb fires once the output is empty */
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_enable(c->bev, EV_WRITE);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS |
+                                                  BEV_TRIG_DEFER_CALLBACKS);
+}
+
+int gw_http_add_header(struct gw_http_req *r, const char *name,
+                       const char *value)
+{
+    if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n"))
+        return -1;
+    if (r->resp_headers == NULL && (r->resp_headers = evbuffer_new()) == NULL)
+        return -1;
+    return evbuffer_add_printf(r->resp_headers, "%s: %s\r\n", name, value) <
+                   0
+               ? -1
+               : 0;
+}
+
+void gw_http_reply(struct gw_http_req *r, int status,
+                   const char *content_type, const void *body, size_t len)
+{
+    struct evbuffer *out = bufferevent_get_output(r->conn->bev);
+
+    write_head(r, status, content_type, (long)len);
+    if (len && strcmp(r->method, "HEAD") != 0)
+        evbuffer_add(out, body, len);
+    r->bytes_out += len;
+    answer_done(r);
+}
+
+void gw_http_reply_buffer(struct gw_http_req *r, int status,
+                          const char *content_type, struct evbuffer *body)
+{
+    struct evbuffer *out = bufferevent_get_output(r->conn->bev);
+    size_t len = evbuffer_get_length(body);
+
+    write_head(r, status, content_type, (long)len);
+    evbuffer_add_buffer(out, body);
+    r->bytes_out += len;
+    answer_done(r);
+}
+
+void gw_http_reply_start(struct gw_http_req *r, int status,
+                         const char *content_type)
+{
+    write_head(r, status, content_type, -1);
+    r->streaming = 1;
+}
+
+void gw_http_reply_chunk(struct gw_http_req *r, const void *data, size_t len)
+{
+    struct evbuffer *out = bufferevent_get_output(r->conn->bev);
+
+    if (len == 0)
+        return;
+    if (r->http_minor >= 1) {
+        evbuffer_add_printf(out, "%zx\r\n", len);
+        evbuffer_add(out, data, len);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add(out, data, len);
+    }
+    r->bytes_out += len;
+}
+
+void gw_http_reply_end(struct gw_http_req *r)
+{
+    if (r->http_minor >= 1)
+        evbuffer_add(bufferevent_get_output(r->conn->bev), "0\r\n\r\n", 5);
+    answer_done(r);
+}
+
+size_t gw_http_req_pending(const struct gw_http_req *r)
+{
+    return evbuffer_get_length(bufferevent_get_output(r->conn->bev));
+}
+
+void gw_http_req_set_callbacks(struct gw_http_req *r, gw_http_req_cb on_close,
+                               gw_http_req_cb on_writable, void *arg)
+{
+    r->on_close = on_close;
+    r->on_writable = on_writable;
+    r->cb_arg = arg;
+}
+
+void gw_http_req_wait_writable(struct gw_http_req *r)
+{
+    r->want_writable = 1;
+    bufferevent_setwatermark(r->conn->bev, EV_WRITE, LOWMARK, 0);
+}
+
+const char *gw_http_req_header(const struct gw_http_req *r, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < r->n_headers; i++)
+        if (strcasecmp(r->headers[i].name, name) == 0)
+            return r->headers[i].value;
+    return NULL;
+}
+
+/* An error answer that ends the connection: the input can no longer be
+ * trusted to be framed. */
+static void fail(struct gw_http_conn *c, int status, const char *code,
+                 const char *message)
+{
+    struct evbuffer *body = evbuffer_new();
+
+    if (c->req == NULL)
+        c->req = calloc(1, sizeof(*c->req));
+    if (body == NULL || c->req == NULL) {
+        if (body)
+            evbuffer_free(body);
+        conn_close(c);
+        return;
+    }
+    c->req->conn = c;
+    if (c->req->method == NULL)
+        c->req->method = "GET";
+    c->req->http_minor = 1;
+    c->req->keepalive = 0;
+    evtimer_del(c->timer);
+    bufferevent_disable(c->bev, EV_READ);
+    gw_error_json(body, status, code, message);
+    if (c->state == C_IDLE)
+        conn_state(c, C_HEAD);
+    conn_state(c, C_HANDLING);
+    gw_http_reply_buffer(c->req, status, "application/json", body);
+    evbuffer_free(body);
+}
+
+/* -------------------------------------------------------------- reading */
+
+static int is_tchar(int ch)
+{
+    return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static int has_token(const char *value, const char *token)
+{
+    size_t n = strlen(token);
+    const char *p = value;
+
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (strncasecmp(p, token, n) == 0 &&
+            (p[n] == '\0' || p[n] == ',' || p[n] == ' ' || p[n] == '\t'))
+            return 1;
+        while (*p && *p != ',')
+            p++;
+    }
+    return 0;
+}
+
+static void dispatch(struct gw_http_conn *c);
+static void read_body(struct gw_http_conn *c);
+
+/* Parses the head in r->head (NUL-terminated, CRLF lines). Returns 0 or
+ * the status of the error, with *msg set. */
+static int parse_head(struct gw_http_conn *c, struct gw_http_req *r,
+                      const char **msg, const char **code)
+{
+    char *p = r->head, *line_end, *sp;
+    const char *cl = NULL, *te = NULL, *conn_hdr = NULL;
+    size_t n;
+
+    *code = "bad_request";
+    /* request line */
+    line_end = strstr(p, "\r\n");
+    *line_end = '\0';
+    sp = strchr(p, ' ');
+    if (sp == NULL || sp == p) {
+        *msg = "malformed request line";
+        return 400;
+    }
+    *sp = '\0';
+    r->method = p;
+    for (; *p; p++)
+        if (!isupper((unsigned char)*p)) {
+            *msg = "malformed request method";
+            return 400;
+        }
+    p = sp + 1;
+    sp = strchr(p, ' ');
+    if (sp == NULL || *p != '/') {
+        *msg = "malformed request target";
+        return 400;
+    }
+    *sp = '\0';
+    r->target = p;
+    for (; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
+            *msg = "malformed request target";
+            return 400;
+        }
+    p = sp + 1;
+    if (strcmp(p, "HTTP/1.1") == 0)
+        r->http_minor = 1;
+    else if (strcmp(p, "HTTP/1.0") == 0)
+        r->http_minor = 0;
+    else {
+        *msg = "unsupported HTTP version (HTTP/1.0 or HTTP/1.1 only)";
+        *code = "http_version_not_supported";
+        return 505;
+    }
+    n = strcspn(r->target, "?");
+    r->path = strndup(r->target, n);
+
+    /* header fields */
+    r->headers = malloc(MAX_HEADERS * sizeof(*r->headers));
+    if (r->path == NULL || r->headers == NULL) {
+        *msg = "out of memory";
+        return 500;
+    }
+    p = line_end + 2;
+    while (*p) {
+        char *colon, *v, *e;
+        line_end = strstr(p, "\r\n");
+        *line_end = '\0';
+        if (*p == ' ' || *p == '\t') {
+            *msg = "obsolete header line folding is not accepted";
+            return 400;
+        }
+        colon = strchr(p, ':');
+        if (colon == NULL || colon == p) {
+            *msg = "malformed header line";
+            return 400;
+        }
+        *colon = '\0';
+        for (char *q = p; *q; q++)
+            if (!is_tchar((unsigned char)*q)) {
+                *msg = "malformed header name";
+                return 400;
+            }
+        v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        e = v + strlen(v);
+        while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+            *--e = '\0';
+        for (char *q = v; *q; q++)
+            if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f) {
+                *msg = "control character in header value";
+                return 400;
+            }
+        if (r->n_headers == MAX_HEADERS) {
+            *msg = "too many header fields";
+            *code = "headers_too_large";
+            return 431;
+        }
+        r->headers[r->n_headers].name = p;
+        r->headers[r->n_headers].value = v;
+        r->headers[r->n_headers].value_len = (size_t)(e - v);
+        r->n_headers++;
+        if (strcasecmp(p, "content-length") == 0) {
+            if (cl) {
+                *msg = "more than one Content-Length";
+                return 400;
+            }
+            cl = v;
+        } else if (strcasecmp(p, "transfer-encoding") == 0) {
+            if (te) {
+                *msg = "more than one Transfer-Encoding";
+                return 400;
+            }
+            te = v;
+        } else if (strcasecmp(p, "connection") == 0) {
+            conn_hdr = v;
+        }
+        p = line_end + 2;
+    }
+
+    r->keepalive = r->http_minor >= 1;
+    if (conn_hdr && has_token(conn_hdr, "close"))
+        r->keepalive = 0;
+    else if (conn_hdr && has_token(conn_hdr, "keep-alive"))
+        r->keepalive = 1;
+
+    c->chunked = 0;
+    c->body_left = 0;
+    if (te && cl) {
+        *msg = "both Transfer-Encoding and Content-Length";
+        return 400;
+    }
+    if (te) {
+        if (strcasecmp(te, "chunked") != 0) {
+            *msg = "unsupported Transfer-Encoding (only chunked)";
+            *code = "unsupported_transfer_encoding";
+            return 501;
+        }
+        if (r->http_minor == 0) {
+            *msg = "Transfer-Encoding in an HTTP/1.0 request";
+            return 400;
+        }
+        c->chunked = 1;
+        c->chunk_state = 0;
+    } else if (cl) {
+        unsigned long long len = 0;
+        const char *q = cl;
+        if (*q == '\0') {
+            *msg = "malformed Content-Length";
+            return 400;
+        }
+        for (; *q; q++) {
+            if (!isdigit((unsigned char)*q) || len > (1ULL << 40)) {
+                *msg = "malformed Content-Length";
+                return 400;
+            }
+            len = len * 10 + (unsigned)(*q - '0');
+        }
+        if (len > c->limits.max_body_bytes) {
+            *msg = "request body is larger than the configured "
+                   "limits.max_body_bytes";
+            *code = "body_too_large";
+            return 413;
+        }
+        c->body_left = (size_t)len;
+    }
+    return 0;
+}
+
+static void read_head(struct gw_http_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer_ptr end;
+    struct gw_http_req *r;
+    const char *msg, *code;
+    size_t head_len;
+    int status;
+
+    end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+    if (end.pos < 0) {
+        if (evbuffer_get_length(in) > c->limits.max_header_bytes)
+            fail(c, 431, "headers_too_large",
+                 "request head is larger than the configured "
+                 "limits.max_header_bytes");
+        return;
+    }
+    head_len = (size_t)end.pos + 4;
+    if (head_len > c->limits.max_header_bytes) {
+        fail(c, 431, "headers_too_large",
+             "request head is larger than the configured "
+             "limits.max_header_bytes");
+        return;
+    }
+    r = c->req;
+    r->head = malloc(head_len - 1);
+    if (r->head == NULL) {
+        conn_close(c);
+        return;
+    }
+    /* keep the final CRLF of the last line, drop the blank line */
+    evbuffer_remove(in, r->head, head_len - 2);
+    evbuffer_drain(in, 2);
+    r->head[head_len - 2] = '\0';
+    if (memchr(r->head, '\0', head_len - 2)) {
+        fail(c, 400, "bad_request", "NUL byte in request head");
+        return;
+    }
+    status = parse_head(c, r, &msg, &code);
+    if (status) {
+        fail(c, status, code, msg);
+        return;
+    }
+    evtimer_del(c->timer);
+    conn_state(c, C_BODY);
+    if (c->body_left > 0 || c->chunked) {
+        const char *expect = gw_http_req_header(r, "expect");
+        if (expect && strcasecmp(expect, "100-continue") == 0 &&
+            r->http_minor >= 1)
+            bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        struct timeval tv = {c->limits.body_timeout_ms / 1000,
+                             (c->limits.body_timeout_ms % 1000) * 1000};
+        bufferevent_set_timeouts(c->bev, &tv, NULL);
+    }
+    read_body(c);
+}
+
+/* Reads chunked framing from in; returns 1 when the body is complete, 0
+ * when more input is needed, -1 after answering an error. */
+static int read_chunked(struct gw_http_conn *c, struct evbuffer *in)
+{
+    struct gw_http_req *r = c->req;
+    size_t n_read;
+    char *line;
+
+    for (;;) {
+        switch (c->chunk_state) {
+        case 0: /* chunk-size [;ext] CRLF */
+        case 2: /* CRLF after data */
+        case 3: /* trailer lines until an empty one */
+            line = evbuffer_readln(in, &n_read, EVBUFFER_EOL_CRLF_STRICT);
+            if (line == NULL) {
+                if (evbuffer_get_length(in) > 4096) {
+                    fail(c, 400, "bad_request", "malformed chunked body");
+                    return -1;
+                }
+                return 0;
+            }
+            if (c->chunk_state == 2) {
+                free(line);
+                if (n_read != 0) {
+                    fail(c, 400, "bad_request", "malformed chunked body");
+                    return -1;
+                }
+                c->chunk_state = 0;
+                continue;
+            }
+            if (c->chunk_state == 3) {
+                free(line);
+                if (n_read == 0)
+                    return 1;
+                continue;
+            }
+            {
+                char *endp;
+                unsigned long long size;
+                if (!isxdigit((unsigned char)line[0])) {
+                    free(line);
+                    fail(c, 400, "bad_request", "malformed chunk size");
+                    return -1;
+                }
+                errno = 0;
+                size = strtoull(line, &endp, 16);
+                if (errno || (*endp && *endp != ';' && *endp != ' ' &&
+                              *endp != '\t')) {
+                    free(line);
+                    fail(c, 400, "bad_request", "malformed chunk size");
+                    return -1;
+                }
+                free(line);
+                if (size > c->limits.max_body_bytes ||
+                    evbuffer_get_length(r->body) + size >
+                        c->limits.max_body_bytes) {
+                    fail(c, 413, "body_too_large",
+                         "request body is larger than the configured "
+                         "limits.max_body_bytes");
+                    return -1;
+                }
+                if (size == 0) {
+                    c->chunk_state = 3;
+                    continue;
+                }
+                c->body_left = (size_t)size;
+                c->chunk_state = 1;
+            }
+            /* fall through */
+        case 1: {
+            size_t avail = evbuffer_get_length(in);
+            size_t take = avail < c->body_left ? avail : c->body_left;
+            if (take)
+                evbuffer_remove_buffer(in, r->body, take);
+            c->body_left -= take;
+            if (c->body_left > 0)
+                return 0;
+            c->chunk_state = 2;
+            continue;
+        }
+        }
+    }
+}
+
+static void read_body(struct gw_http_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct gw_http_req *r = c->req;
+
+    if (r->body == NULL && (r->body = evbuffer_new()) == NULL) {
+        conn_close(c);
+        return;
+    }
+    if (c->chunked) {
+        int rc = read_chunked(c, in);
+        if (rc <= 0)
+            return;
+    } else if (c->body_left > 0) {
+        size_t avail = evbuffer_get_length(in);
+        size_t take = avail < c->body_left ? avail : c->body_left;
+        if (take)
+            evbuffer_remove_buffer(in, r->body, take);
+        c->body_left -= take;
+        if (c->body_left > 0)
+            return;
+    }
+    dispatch(c);
+}
+
+static void dispatch(struct gw_http_conn *c)
+{
+    struct timeval none = {0, 0};
+
+    (void)none;
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    conn_state(c, C_HANDLING);
+    /* stop reading ahead beyond one more head; EOF is still noticed */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, c->limits.max_header_bytes);
+    c->srv->handler(c->req, c->srv->handler_arg);
+}
+
+static void start_request(struct gw_http_conn *c)
+{
+    c->req = calloc(1, sizeof(*c->req));
+    if (c->req == NULL) {
+        conn_close(c);
+        return;
+    }
+    c->req->conn = c;
+    event_base_gettimeofday_cached(c->srv->base, &c->req->start);
+    conn_state(c, C_HEAD);
+    arm_timer(c, c->limits.header_timeout_ms);
+}
+
+static void process_input(struct gw_http_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+
+    if (c->state == C_IDLE) {
+        if (evbuffer_get_length(in) == 0)
+            return;
+        start_request(c);
+        if (c->state != C_HEAD)
+            return;
+    }
+    if (c->state == C_HEAD)
+        read_head(c);
+    else if (c->state == C_BODY)
+        read_body(c);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct gw_http_conn *c = arg;
+
+    (void)bev;
+    if (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY)
+        process_input(c);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct gw_http_conn *c = arg;
+    struct gw_http_req *r = c->req;
+
+    if (c->state == C_HANDLING && r && r->want_writable) {
+        r->want_writable = 0;
+        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+        if (r->on_writable)
+            r->on_writable(r, r->cb_arg);
+        return;
+    }
+    if (c->state != C_FLUSH ||
+        evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        return;
+    if (!r->keepalive || c->srv->shutting_down) {
+        conn_free(c);
+        return;
+    }
+    req_free(r);
+    c->req = NULL;
+    conn_state(c, C_IDLE);
+    bufferevent_setwatermark(bev, EV_READ, 0, 0);
+    bufferevent_enable(bev, EV_READ);
+    arm_timer(c, c->limits.idle_timeout_ms);
+    process_input(c); /* a pipelined request may be waiting */
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct gw_http_conn *c = arg;
+
+    (void)bev;
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
+        c->state == C_BODY) {
+        fail(c, 408, "body_timeout",
+             "request body stalled longer than limits.body_timeout_ms");
+        return;
+    }
+    if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) &&
+        c->state == C_FLUSH) {
+        /* half-close after the request: finish writing the answer */
+        bufferevent_disable(bev, EV_READ);
+        return;
+    }
+    conn_close(c);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_http_conn *c = arg;
+
+    (void)fd, (void)what;
+    if (c->state == C_HEAD) {
+        fail(c, 408, "header_timeout",
+             "request head not received within limits.header_timeout_ms");
+        return;
+    }
+    conn_close(c); /* idle keep-alive connection */
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+                      struct sockaddr *sa, int socklen, void *arg)
+{
+    struct gw_http_server *srv = arg;
+    struct gw_http_conn *c;
+    int one = 1;
+    struct timeval wt;
+
+    (void)l, (void)sa, (void)socklen;
+    if (srv->shutting_down) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->srv = srv;
+    c->limits = srv->limits;
+    c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(srv->base, timer_cb, c);
+    if (c->bev == NULL || c->timer == NULL) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        else
+            evutil_closesocket(fd);
+        if (c->timer)
+            event_free(c->timer);
+        free(c);
+        return;
+    }
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    c->state = C_IDLE;
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    /* a client that takes nothing for this long is gone */
+    wt.tv_sec = c->limits.idle_timeout_ms / 1000;
+    wt.tv_usec = (c->limits.idle_timeout_ms % 1000) * 1000;
+    bufferevent_set_timeouts(c->bev, NULL, &wt);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    arm_timer(c, c->limits.header_timeout_ms);
+}
+
+/* ---------------------------------------------------------------- server */
+
+struct gw_http_server *gw_http_server_new(struct event_base *base,
+                                          gw_http_handler handler, void *arg)
+{
+    struct gw_http_server *srv = calloc(1, sizeof(*srv));
+
+    if (srv == NULL)
+        return NULL;
+    srv->base = base;
+    srv->handler = handler;
+    srv->handler_arg = arg;
+    srv->limits.max_header_bytes = 32 * 1024;
+    srv->limits.max_body_bytes = 8 << 20;
+    srv->limits.header_timeout_ms = 10000;
+    srv->limits.body_timeout_ms = 30000;
+    srv->limits.idle_timeout_ms = 60000;
+    return srv;
+}
+
+void gw_http_server_set_limits(struct gw_http_server *srv,
+                               const struct gw_http_limits *limits)
+{
+    srv->limits = *limits;
+}
+
+int gw_http_server_listen(struct gw_http_server *srv, const char *host,
+                          int port, char *err, size_t errlen)
+{
+    struct addrinfo hints, *res = NULL;
+    char portstr[16];
+    int rc;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve '%s': %s", host,
+                 gai_strerror(rc));
+        return -1;
+    }
+    srv->listener = evconnlistener_new_bind(
+        srv->base, accept_cb, srv,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        1024, res->ai_addr, (int)res->ai_addrlen);
+    freeaddrinfo(res);
+    if (srv->listener == NULL) {
+        snprintf(err, errlen, "cannot listen on '%s:%d': %s", host, port,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void gw_http_server_shutdown(struct gw_http_server *srv)
+{
+    struct gw_http_conn *c, *next;
+
+    srv->shutting_down = 1;
+    if (srv->listener) {
+        evconnlistener_free(srv->listener);
+        srv->listener = NULL;
+    }
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        if (c->state == C_IDLE)
+            conn_free(c);
+    }
+}
+
+size_t gw_http_server_busy(const struct gw_http_server *srv)
+{
+    return srv->busy;
+}
+
+void gw_http_server_free(struct gw_http_server *srv)
+{
+    if (srv == NULL)
+        return;
+    if (srv->listener)
+        evconnlistener_free(srv->listener);
+    while (srv->conns)
+        conn_close(srv->conns);
+    free(srv);
+}

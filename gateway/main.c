@@ -1,0 +1,284 @@
+/*
+ * main.c - bin/promptgate: options, signals, reload and shutdown.
+ *
+ * SIGHUP reads the config file again; a good one replaces the current
+ * config for new requests while requests in flight keep the one they
+ * started with (reference counts); a bad one is refused and logged, and
+ * the old one keeps serving. SIGTERM/SIGINT stop accepting, let requests
+ * in flight finish up to limits.drain_timeout_ms, then exit 0.
+ */
+#include "gateway/gateway.h"
+#include "gateway/accesslog.h"
+#include "gateway/curlev.h"
+#include "gateway/http.h"
+#include "gateway/log.h"
+
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char usage_text[] =
+    "usage: promptgate [-c FILE] [-t] [-d] [-h] [-V]\n"
+    "\n"
+    "An OpenAI-compatible LLM gateway: one endpoint in front of local model\n"
+    "servers (vLLM, llama.cpp, Ollama) and remote APIs.\n"
+    "\n"
+    "  -c, --config FILE   configuration file (default conf/promptgate.json)\n"
+    "  -t, --test          check the configuration, print one line per\n"
+    "                      problem naming its JSON path, exit 0 if good\n"
+    "  -d, --debug         log at debug level (state changes per request)\n"
+    "  -h, --help          this text\n"
+    "  -V, --version       print the version\n"
+    "\n"
+    "Signals: SIGHUP reloads the configuration, SIGTERM drains and exits.\n"
+    "Secrets: a config value \"env:NAME\" is read from the environment.\n"
+    "Try it:  make run   (starts the bundled mock backend and the gateway)\n";
+
+struct main_state {
+    struct gw_gateway gw;
+    struct event *sig_hup, *sig_term, *sig_int; /* owned */
+    struct event *drain_timer;                  /* owned */
+    struct timespec drain_deadline;
+    int draining;
+};
+
+static void to_limits(const struct gw_config *c, struct gw_http_limits *l)
+{
+    l->max_header_bytes = c->limits.max_header_bytes;
+    l->max_body_bytes = c->limits.max_body_bytes;
+    l->header_timeout_ms = c->limits.header_timeout_ms;
+    l->body_timeout_ms = c->limits.body_timeout_ms;
+    l->idle_timeout_ms = c->limits.idle_timeout_ms;
+}
+
+static void print_problems(const char *path, const char *err)
+{
+    fprintf(stderr, "promptgate: configuration '%s' is not valid:\n%s", path,
+            err ? err : "out of memory\n");
+}
+
+static void on_hup(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_state *m = arg;
+    struct gw_gateway *gw = &m->gw;
+    struct gw_config *c;
+    struct gw_http_limits l;
+    char *err = NULL;
+
+    (void)fd, (void)what;
+    c = gw_config_load(gw->config_path, &err);
+    if (c == NULL) {
+        char *line, *save = NULL;
+        gw_log_error("reload refused, still serving the previous "
+                     "configuration: '%s' has problems", gw->config_path);
+        for (line = strtok_r(err, "\n", &save); line;
+             line = strtok_r(NULL, "\n", &save))
+            gw_log_error("reload: %s", line);
+        free(err);
+        return;
+    }
+    if (strcmp(c->listen_host, gw->config->listen_host) != 0 ||
+        c->listen_port != gw->config->listen_port)
+        gw_log_warn("reload: a new 'listen' address takes a restart; "
+                    "still listening on %s:%d", gw->config->listen_host,
+                    gw->config->listen_port);
+    if (strcmp(c->access_log, gw->config->access_log) != 0) {
+        char e[256];
+        struct gw_accesslog *al =
+            gw_accesslog_open(gw->base, c->access_log, e, sizeof(e));
+        if (al == NULL) {
+            gw_log_error("reload refused: %s", e);
+            gw_config_unref(c);
+            return;
+        }
+        gw_accesslog_free(gw->alog);
+        gw->alog = al;
+    }
+    to_limits(c, &l);
+    gw_http_server_set_limits(gw->http, &l);
+    gw_config_unref(gw->config);
+    gw->config = c;
+    gw_log_info("configuration reloaded from '%s': %zu backends, %zu models",
+                gw->config_path, c->n_backends, c->n_model_names);
+}
+
+static void check_drained(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_state *m = arg;
+    struct timespec now;
+    struct timeval tick = {0, 20000};
+
+    (void)fd, (void)what;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (gw_http_server_busy(m->gw.http) == 0) {
+        gw_log_info("drained, exiting");
+        event_base_loopexit(m->gw.base, NULL);
+        return;
+    }
+    if (now.tv_sec > m->drain_deadline.tv_sec ||
+        (now.tv_sec == m->drain_deadline.tv_sec &&
+         now.tv_nsec >= m->drain_deadline.tv_nsec)) {
+        gw_log_warn("drain deadline passed with %zu connections busy; "
+                    "exiting", gw_http_server_busy(m->gw.http));
+        event_base_loopexit(m->gw.base, NULL);
+        return;
+    }
+    evtimer_add(m->drain_timer, &tick);
+}
+
+static void on_term(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_state *m = arg;
+    long ms = m->gw.config->limits.drain_timeout_ms;
+
+    (void)fd, (void)what;
+    if (m->draining) {
+        gw_log_warn("second stop signal: exiting now");
+        event_base_loopexit(m->gw.base, NULL);
+        return;
+    }
+    m->draining = 1;
+    gw_log_info("stopping: no new connections, draining up to %ld ms", ms);
+    gw_http_server_shutdown(m->gw.http);
+    clock_gettime(CLOCK_MONOTONIC, &m->drain_deadline);
+    m->drain_deadline.tv_sec += ms / 1000;
+    m->drain_deadline.tv_nsec += (ms % 1000) * 1000000L;
+    if (m->drain_deadline.tv_nsec >= 1000000000L) {
+        m->drain_deadline.tv_sec++;
+        m->drain_deadline.tv_nsec -= 1000000000L;
+    }
+    check_drained(-1, 0, m);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"test", no_argument, NULL, 't'},
+        {"debug", no_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0}};
+    struct main_state m;
+    struct gw_gateway *gw = &m.gw;
+    struct gw_http_limits limits;
+    const char *path = "conf/promptgate.json";
+    char *err = NULL, msg[512];
+    int ch, test = 0, rc = 1;
+    struct timespec ts;
+
+    while ((ch = getopt_long(argc, argv, "c:tdhV", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            test = 1;
+            break;
+        case 'd':
+            gw_log_set_level(GW_LOG_DEBUG);
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return 0;
+        case 'V':
+            printf("promptgate %s\n", GW_VERSION);
+            return 0;
+        default:
+            fputs(usage_text, stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "promptgate: unexpected argument '%s'\n%s",
+                argv[optind], usage_text);
+        return 2;
+    }
+
+    memset(&m, 0, sizeof(m));
+    gw->config_path = path;
+    gw->config = gw_config_load(path, &err);
+    if (gw->config == NULL) {
+        print_problems(path, err);
+        free(err);
+        return 1;
+    }
+    if (test) {
+        printf("promptgate: configuration '%s' ok: %zu backends, %zu models, "
+               "listen %s:%d\n", path, gw->config->n_backends,
+               gw->config->n_model_names, gw->config->listen_host,
+               gw->config->listen_port);
+        gw_config_unref(gw->config);
+        return 0;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        gw_log_error("cannot initialise libcurl");
+        gw_config_unref(gw->config);
+        return 1;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gw->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
+              ((uint64_t)getpid() << 40) ^ 0x9E3779B97F4A7C15ULL;
+    gw->base = event_base_new();
+    if (gw->base == NULL) {
+        gw_log_error("cannot create the event loop");
+        goto out;
+    }
+    gw->alog = gw_accesslog_open(gw->base, gw->config->access_log, msg,
+                                 sizeof(msg));
+    if (gw->alog == NULL) {
+        gw_log_error("%s", msg);
+        goto out;
+    }
+    gw->curl = gw_curlev_new(gw->base, gw_upstream_done);
+    gw->http = gw_http_server_new(gw->base, gw_proxy_handle, gw);
+    m.sig_hup = evsignal_new(gw->base, SIGHUP, on_hup, &m);
+    m.sig_term = evsignal_new(gw->base, SIGTERM, on_term, &m);
+    m.sig_int = evsignal_new(gw->base, SIGINT, on_term, &m);
+    m.drain_timer = evtimer_new(gw->base, check_drained, &m);
+    if (gw->curl == NULL || gw->http == NULL || m.sig_hup == NULL ||
+        m.sig_term == NULL || m.sig_int == NULL || m.drain_timer == NULL) {
+        gw_log_error("out of memory at start");
+        goto out;
+    }
+    to_limits(gw->config, &limits);
+    gw_http_server_set_limits(gw->http, &limits);
+    if (gw_http_server_listen(gw->http, gw->config->listen_host,
+                              gw->config->listen_port, msg,
+                              sizeof(msg)) < 0) {
+        gw_log_error("%s", msg);
+        goto out;
+    }
+    event_add(m.sig_hup, NULL);
+    event_add(m.sig_term, NULL);
+    event_add(m.sig_int, NULL);
+    gw_log_info("promptgate %s listening on %s:%d: %zu backends, %zu models",
+                GW_VERSION, gw->config->listen_host, gw->config->listen_port,
+                gw->config->n_backends, gw->config->n_model_names);
+    event_base_dispatch(gw->base);
+    rc = 0;
+out:
+    gw_http_server_free(gw->http);
+    gw_curlev_free(gw->curl);
+    gw_accesslog_free(gw->alog);
+    if (m.sig_hup)
+        event_free(m.sig_hup);
+    if (m.sig_term)
+        event_free(m.sig_term);
+    if (m.sig_int)
+        event_free(m.sig_int);
+    if (m.drain_timer)
+        event_free(m.drain_timer);
+    gw_config_unref(gw->config);
+    if (gw->base)
+        event_base_free(gw->base);
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,316 @@
+/*
+ * proxy.c - routes: what each request is, and who answers it.
+ *
+ * Reads just enough of the request body to route it (the model, whether
+ * it streams) and hands it to upstream.c unchanged. Answers the gateway's
+ * own endpoints (/v1/models, /healthz, /readyz) and every error in
+ * OpenAI's shape, and writes the access log line of each request.
+ */
+#include "gateway/gateway.h"
+#include "gateway/accesslog.h"
+#include "gateway/error.h"
+#include "gateway/http.h"
+#include "gateway/log.h"
+
+#include <event2/buffer.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#define MAX_MODEL_LEN 256
+
+static long since_ms10(const struct timeval *t)
+{
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    return (now.tv_sec - t->tv_sec) * 10000L +
+           (now.tv_usec - t->tv_usec) / 100;
+}
+
+static void log_str(struct evbuffer *b, const char *key, const char *v)
+{
+    evbuffer_add_printf(b, ",\"%s\":", key);
+    if (v == NULL) {
+        evbuffer_add(b, "null", 4);
+        return;
+    }
+    evbuffer_add(b, "\"", 1);
+    gw_json_escape(b, v, strnlen(v, 512));
+    evbuffer_add(b, "\"", 1);
+}
+
+static void log_num(struct evbuffer *b, const char *key, long v)
+{
+    if (v < 0)
+        evbuffer_add_printf(b, ",\"%s\":null", key);
+    else
+        evbuffer_add_printf(b, ",\"%s\":%ld", key, v);
+}
+
+void gw_proxy_log(struct gw_gateway *gw, struct gw_http_req *req,
+                  const struct gw_reqlog *rl)
+{
+    struct evbuffer *b = gw_accesslog_buffer(gw->alog);
+    struct timeval now;
+    long lat;
+
+    if (b == NULL)
+        return;
+    gettimeofday(&now, NULL);
+    lat = since_ms10(&req->start);
+    evbuffer_add_printf(b, "{\"ts\":%ld.%03ld", (long)now.tv_sec,
+                        (long)now.tv_usec / 1000);
+    log_str(b, "request_id", rl->request_id);
+    log_str(b, "method", req->method);
+    log_str(b, "path", req->path);
+    log_str(b, "model", rl->model);
+    log_str(b, "backend", rl->backend);
+    evbuffer_add_printf(b, ",\"status\":%d,\"stream\":%s", rl->status,
+                        rl->stream ? "true" : "false");
+    evbuffer_add_printf(b, ",\"latency_ms\":%ld.%ld", lat / 10, lat % 10);
+    if (rl->ttfb_us < 0)
+        evbuffer_add(b, ",\"ttfb_ms\":null", 14);
+    else
+        evbuffer_add_printf(b, ",\"ttfb_ms\":%ld.%ld", rl->ttfb_us / 1000,
+                            (rl->ttfb_us % 1000) / 100);
+    log_num(b, "prompt_tokens", rl->usage.prompt_tokens);
+    log_num(b, "completion_tokens", rl->usage.completion_tokens);
+    log_num(b, "total_tokens", rl->usage.total_tokens);
+    log_num(b, "bytes_out", (long)req->bytes_out);
+    log_str(b, "error", rl->error);
+    evbuffer_add(b, "}\n", 2);
+    gw_accesslog_commit(gw->alog);
+}
+
+void gw_proxy_error(struct gw_gateway *gw, struct gw_http_req *req,
+                    struct gw_reqlog *rl, int status, const char *code,
+                    const char *message)
+{
+    struct evbuffer *body = evbuffer_new();
+
+    if (body == NULL || gw_error_json(body, status, code, message) < 0) {
+        gw_http_reply(req, 500, NULL, NULL, 0);
+    } else {
+        if (status == 503 || status == 429)
+            gw_http_add_header(req, "Retry-After", "1");
+        gw_http_reply_buffer(req, status, "application/json", body);
+    }
+    if (body)
+        evbuffer_free(body);
+    rl->status = status;
+    rl->error = code;
+    gw_proxy_log(gw, req, rl);
+}
+
+/* The request's own id when it is short and plain, else a new one. */
+static void request_id(struct gw_gateway *gw, struct gw_http_req *req,
+                       char *out, size_t outlen)
+{
+    const char *given = gw_http_req_header(req, "x-request-id");
+
+    if (given) {
+        size_t n = strspn(given, "abcdefghijklmnopqrstuvwxyz"
+                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-");
+        if (n > 0 && given[n] == '\0' && n < outlen && n <= 128) {
+            memcpy(out, given, n + 1);
+            return;
+        }
+    }
+    /* xorshift64*: ids need to be unique, not secret */
+    uint64_t x = gw->rng;
+    x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+    gw->rng = x;
+    snprintf(out, outlen, "%016llx",
+             (unsigned long long)(x * 0x2545F4914F6CDD1DULL));
+}
+
+static void reply_json(struct gw_gateway *gw, struct gw_http_req *req,
+                       struct gw_reqlog *rl, int status, struct evbuffer *b)
+{
+    gw_http_reply_buffer(req, status, "application/json", b);
+    rl->status = status;
+    gw_proxy_log(gw, req, rl);
+}
+
+static void handle_models(struct gw_gateway *gw, struct gw_http_req *req,
+                          struct gw_reqlog *rl)
+{
+    struct gw_config *c = gw->config;
+    struct evbuffer *b = evbuffer_new();
+    size_t i;
+
+    if (b == NULL) {
+        gw_proxy_error(gw, req, rl, 500, "out_of_memory", "out of memory");
+        return;
+    }
+    evbuffer_add(b, "{\"object\":\"list\",\"data\":[", 25);
+    for (i = 0; i < c->n_model_names; i++) {
+        evbuffer_add_printf(b, "%s{\"id\":\"", i ? "," : "");
+        gw_json_escape(b, c->model_names[i], strlen(c->model_names[i]));
+        evbuffer_add(b, "\",\"object\":\"model\",\"created\":0,"
+                        "\"owned_by\":\"promptgate\"}", 54);
+    }
+    evbuffer_add(b, "]}", 2);
+    reply_json(gw, req, rl, 200, b);
+    evbuffer_free(b);
+}
+
+static void handle_simple(struct gw_gateway *gw, struct gw_http_req *req,
+                          struct gw_reqlog *rl, int ready)
+{
+    struct evbuffer *b = evbuffer_new();
+
+    if (b == NULL) {
+        gw_proxy_error(gw, req, rl, 500, "out_of_memory", "out of memory");
+        return;
+    }
+    if (!ready) {
+        evbuffer_add_printf(b, "{\"status\":\"ok\",\"version\":\"%s\"}",
+                            GW_VERSION);
+        reply_json(gw, req, rl, 200, b);
+    } else if (gw->config && gw->config->n_backends > 0) {
+        evbuffer_add_printf(b, "{\"status\":\"ready\",\"backends\":%zu,"
+                               "\"models\":%zu}",
+                            gw->config->n_backends,
+                            gw->config->n_model_names);
+        reply_json(gw, req, rl, 200, b);
+    } else {
+        evbuffer_add(b, "{\"status\":\"not ready\"}", 22);
+        gw_http_add_header(req, "Retry-After", "1");
+        reply_json(gw, req, rl, 503, b);
+    }
+    evbuffer_free(b);
+}
+
+/* POST /v1/{chat/completions,completions,embeddings}. */
+static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
+                             struct gw_reqlog *rl, const char *suffix)
+{
+    struct gw_config *c = gw->config;
+    struct gw_backend *b;
+    size_t len = evbuffer_get_length(req->body);
+    json_error_t jerr;
+    json_t *root, *v;
+    char msg[512], model[MAX_MODEL_LEN + 1];
+    int stream;
+
+    if (len == 0) {
+        gw_proxy_error(gw, req, rl, 400, "invalid_json",
+                       "request body is empty: send a JSON object with "
+                       "\"model\"");
+        return;
+    }
+    root = json_loadb((const char *)evbuffer_pullup(req->body, -1), len,
+                      JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        snprintf(msg, sizeof(msg),
+                 "request body is not valid JSON: %s (line %d, column %d)",
+                 jerr.text, jerr.line, jerr.column);
+        gw_proxy_error(gw, req, rl, 400, "invalid_json", msg);
+        return;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        gw_proxy_error(gw, req, rl, 400, "invalid_json",
+                       "request body must be a JSON object");
+        return;
+    }
+    v = json_object_get(root, "model");
+    if (!json_is_string(v) || json_string_length(v) == 0) {
+        json_decref(root);
+        gw_proxy_error(gw, req, rl, 400, "missing_model",
+                       "\"model\" must be a non-empty string naming a "
+                       "model (GET /v1/models lists them)");
+        return;
+    }
+    if (json_string_length(v) > MAX_MODEL_LEN) {
+        json_decref(root);
+        gw_proxy_error(gw, req, rl, 404, "model_not_found",
+                       "the model name is longer than 256 bytes; no such "
+                       "model is served here");
+        return;
+    }
+    memcpy(model, json_string_value(v), json_string_length(v) + 1);
+    stream = json_is_true(json_object_get(root, "stream"));
+    json_decref(root);
+    rl->model = model;
+    rl->stream = stream;
+
+    b = gw_config_backend_for(c, model);
+    if (b == NULL) {
+        snprintf(msg, sizeof(msg),
+                 "the model '%s' does not exist or is not served by this "
+                 "gateway (GET /v1/models lists them)", model);
+        gw_proxy_error(gw, req, rl, 404, "model_not_found", msg);
+        return;
+    }
+    rl->backend = b->name;
+    if (b->max_inflight > 0 && b->inflight >= b->max_inflight) {
+        snprintf(msg, sizeof(msg), "backend '%s' is at its max_inflight of "
+                 "%d requests; retry shortly", b->name, b->max_inflight);
+        gw_proxy_error(gw, req, rl, 503, "backend_busy", msg);
+        return;
+    }
+    gw_http_add_header(req, "x-promptgate-backend", b->name);
+    gw_upstream_start(gw, req, c, b, model, stream, suffix, rl->request_id);
+}
+
+static const struct route {
+    const char *path;
+    const char *method;
+    int kind;
+    const char *suffix;
+} routes[] = {
+    {"/v1/chat/completions", "POST", 0, "/chat/completions"},
+    {"/v1/completions", "POST", 0, "/completions"},
+    {"/v1/embeddings", "POST", 0, "/embeddings"},
+    {"/v1/models", "GET", 1, NULL},
+    {"/healthz", "GET", 2, NULL},
+    {"/readyz", "GET", 3, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+void gw_proxy_handle(struct gw_http_req *req, void *arg)
+{
+    struct gw_gateway *gw = arg;
+    struct gw_reqlog rl;
+    const struct route *r;
+    char id[136], msg[256];
+
+    request_id(gw, req, id, sizeof(id));
+    memset(&rl, 0, sizeof(rl));
+    rl.request_id = id;
+    rl.ttfb_us = -1;
+    gw_usage_init(&rl.usage);
+    gw_http_add_header(req, "x-request-id", id);
+
+    for (r = routes; r->path; r++)
+        if (strcmp(req->path, r->path) == 0)
+            break;
+    if (r->path == NULL) {
+        snprintf(msg, sizeof(msg), "unknown route '%.200s'", req->path);
+        gw_proxy_error(gw, req, &rl, 404, "unknown_route", msg);
+        return;
+    }
+    if (strcmp(req->method, r->method) != 0 &&
+        !(strcmp(req->method, "HEAD") == 0 && strcmp(r->method, "GET") == 0)) {
+        snprintf(msg, sizeof(msg), "method %.16s is not allowed on '%s'; "
+                 "use %s", req->method, r->path, r->method);
+        gw_http_add_header(req, "Allow", r->method);
+        gw_proxy_error(gw, req, &rl, 405, "method_not_allowed", msg);
+        return;
+    }
+    switch (r->kind) {
+    case 0:
+        handle_inference(gw, req, &rl, r->suffix);
+        break;
+    case 1:
+        handle_models(gw, req, &rl);
+        break;
+    default:
+        handle_simple(gw, req, &rl, r->kind == 3);
+        break;
+    }
+}
