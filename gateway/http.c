@@ -32,6 +32,7 @@
  */
 #include "gateway/http.h"
 #include "gateway/error.h"
+#include "gateway/clock.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -698,7 +699,7 @@ static void start_request(struct gw_http_conn *c)
         return;
     }
     c->req->conn = c;
-    event_base_gettimeofday_cached(c->srv->base, &c->req->start);
+    c->req->start_us = gw_now_us();
     conn_state(c, C_HEAD);
     arm_timer(c, c->limits.header_timeout_ms);
 }

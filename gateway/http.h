@@ -22,7 +22,7 @@
 #define GW_HTTP_H
 
 #include <stddef.h>
-#include <sys/time.h>
+#include <stdint.h>
 
 struct event_base;
 struct evbuffer;
@@ -55,7 +55,7 @@ struct gw_http_req {
     struct gw_http_header *headers; /* owned array, n_headers entries */
     size_t n_headers;
     struct evbuffer *body; /* owned: the request body, whole */
-    struct timeval start;  /* when the first byte of the head arrived */
+    int64_t start_us;      /* gw_now_us() when the head began */
     int http_minor;
     int keepalive;
 

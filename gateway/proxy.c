@@ -8,6 +8,7 @@
  */
 #include "gateway/gateway.h"
 #include "gateway/accesslog.h"
+#include "gateway/clock.h"
 #include "gateway/error.h"
 #include "gateway/http.h"
 #include "gateway/log.h"
@@ -21,13 +22,6 @@
 
 #define MAX_MODEL_LEN 256
 
-static long since_ms10(const struct timeval *t)
-{
-    struct timeval now;
-    gettimeofday(&now, NULL);
-    return (now.tv_sec - t->tv_sec) * 10000L +
-           (now.tv_usec - t->tv_usec) / 100;
-}
 
 static void log_str(struct evbuffer *b, const char *key, const char *v)
 {
@@ -59,7 +53,7 @@ void gw_proxy_log(struct gw_gateway *gw, struct gw_http_req *req,
     if (b == NULL)
         return;
     gettimeofday(&now, NULL);
-    lat = since_ms10(&req->start);
+    lat = (long)((gw_now_us() - req->start_us) / 100);
     evbuffer_add_printf(b, "{\"ts\":%ld.%03ld", (long)now.tv_sec,
                         (long)now.tv_usec / 1000);
     log_str(b, "request_id", rl->request_id);
@@ -71,7 +65,7 @@ void gw_proxy_log(struct gw_gateway *gw, struct gw_http_req *req,
                         rl->stream ? "true" : "false");
     evbuffer_add_printf(b, ",\"latency_ms\":%ld.%ld", lat / 10, lat % 10);
     if (rl->ttfb_us < 0)
-        evbuffer_add(b, ",\"ttfb_ms\":null", 14);
+        evbuffer_add_printf(b, ",\"ttfb_ms\":null");
     else
         evbuffer_add_printf(b, ",\"ttfb_ms\":%ld.%ld", rl->ttfb_us / 1000,
                             (rl->ttfb_us % 1000) / 100);
@@ -149,8 +143,8 @@ static void handle_models(struct gw_gateway *gw, struct gw_http_req *req,
     for (i = 0; i < c->n_model_names; i++) {
         evbuffer_add_printf(b, "%s{\"id\":\"", i ? "," : "");
         gw_json_escape(b, c->model_names[i], strlen(c->model_names[i]));
-        evbuffer_add(b, "\",\"object\":\"model\",\"created\":0,"
-                        "\"owned_by\":\"promptgate\"}", 54);
+        evbuffer_add_printf(b, "\",\"object\":\"model\",\"created\":0,"
+                               "\"owned_by\":\"promptgate\"}");
     }
     evbuffer_add(b, "]}", 2);
     reply_json(gw, req, rl, 200, b);

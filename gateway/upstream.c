@@ -31,6 +31,7 @@
  *     callback, from a timer, or from the http close callback.
  */
 #include "gateway/gateway.h"
+#include "gateway/clock.h"
 #include "gateway/curlev.h"
 #include "gateway/error.h"
 #include "gateway/http.h"
@@ -72,7 +73,7 @@ struct gw_call {
     char request_id[80];
     char model[264];
     char url[2048];
-    struct timeval t_start;
+    int64_t t_start;
     long ttfb_us;
     struct gw_usage usage;
 };
@@ -84,12 +85,6 @@ static void call_state(struct gw_call *c, enum call_state to)
     c->state = to;
 }
 
-static long since_us(const struct timeval *t)
-{
-    struct timeval now;
-    gettimeofday(&now, NULL);
-    return (now.tv_sec - t->tv_sec) * 1000000L + (now.tv_usec - t->tv_usec);
-}
 
 static void call_free(struct gw_call *c)
 {
@@ -209,7 +204,7 @@ static void on_headers_done(struct gw_call *c)
     curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->status);
     if (c->fb_timer)
         evtimer_del(c->fb_timer);
-    c->ttfb_us = since_us(&c->t_start);
+    c->ttfb_us = (long)(gw_now_us() - c->t_start);
     if (c->status == 200 &&
         strncasecmp(c->content_type, "text/event-stream", 17) == 0) {
         call_state(c, STREAMING);
@@ -440,7 +435,7 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
     gw->calls++;
     gw_usage_init(&c->usage);
     gw_sse_init(&c->sse, MAX_EVENT);
-    gettimeofday(&c->t_start, NULL);
+    c->t_start = c->req->start_us;
     snprintf(c->request_id, sizeof(c->request_id), "%s", request_id);
     snprintf(c->model, sizeof(c->model), "%s", model);
     snprintf(c->url, sizeof(c->url), "%s%s", backend->url, path_suffix);
