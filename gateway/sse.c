@@ -131,8 +131,9 @@ static size_t emit(struct gw_sse *p, const char *b, size_t n, size_t *scan,
         off += end;
         *scan = 0;
     }
-    /* resume one byte early: a trailing '\r' may pair with what comes */
-    *scan = n - off > 0 ? n - off - 1 : 0;
+    /* resume a few bytes early: a line end split across feeds ("\r" |
+     * "\n\r\n") must be seen whole; rescanning never adds a false end */
+    *scan = n - off > 3 ? n - off - 3 : 0;
     return off;
 }
 

@@ -1,0 +1,151 @@
+/* Unit tests of gateway/config.c: defaults, env secrets, every problem
+ * reported with its JSON path. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/config.h"
+
+static struct gw_config *parse(const char *text, char **err)
+{
+    *err = NULL;
+    return gw_config_parse(text, strlen(text), err);
+}
+
+static void test_minimal_defaults(void **state)
+{
+    char *err;
+    struct gw_config *c = parse(
+        "{\"backends\":[{\"name\":\"a\",\"url\":\"http://127.0.0.1:9/v1/\","
+        "\"models\":[\"m1\",\"m2\"]},{\"name\":\"b\",\"url\":"
+        "\"https://api.example.com/v1\",\"models\":[\"m2\",\"m3\"]}]}",
+        &err);
+
+    (void)state;
+    assert_non_null(c);
+    assert_null(err);
+    assert_string_equal(c->listen_host, "127.0.0.1");
+    assert_int_equal(c->listen_port, 8080);
+    assert_int_equal(c->limits.max_body_bytes, 8 << 20);
+    assert_int_equal(c->n_backends, 2);
+    assert_string_equal(c->backends[0].url, "http://127.0.0.1:9/v1");
+    assert_int_equal(c->backends[0].weight, 1);
+    assert_int_equal(c->backends[0].timeout_ms, 60000);
+    assert_null(c->backends[0].auth_header);
+    assert_int_equal(c->n_model_names, 3);
+    assert_string_equal(c->model_names[2], "m3");
+    assert_ptr_equal(gw_config_backend_for(c, "m2"), &c->backends[0]);
+    assert_ptr_equal(gw_config_backend_for(c, "m3"), &c->backends[1]);
+    assert_null(gw_config_backend_for(c, "m4"));
+    assert_string_equal(c->access_log, "stderr");
+    gw_config_unref(gw_config_ref(c));
+    gw_config_unref(c);
+}
+
+static void test_env_secret(void **state)
+{
+    char *err;
+    struct gw_config *c;
+
+    (void)state;
+    setenv("GW_TEST_KEY", "sk-abc", 1);
+    c = parse("{\"listen\":\"[::1]:9000\",\"backends\":[{\"name\":\"a\","
+              "\"url\":\"http://h/v1\",\"models\":[\"m\"],"
+              "\"api_key\":\"env:GW_TEST_KEY\"}]}", &err);
+    assert_non_null(c);
+    assert_string_equal(c->listen_host, "::1");
+    assert_int_equal(c->listen_port, 9000);
+    assert_string_equal(c->backends[0].auth_header,
+                        "Authorization: Bearer sk-abc");
+    gw_config_unref(c);
+
+    unsetenv("GW_TEST_KEY");
+    c = parse("{\"backends\":[{\"name\":\"a\",\"url\":\"http://h/v1\","
+              "\"models\":[\"m\"],\"api_key\":\"env:GW_TEST_KEY\"}]}", &err);
+    assert_null(c);
+    assert_non_null(strstr(err, "backends[0].api_key: environment variable "
+                                "'GW_TEST_KEY' is not set"));
+    free(err);
+}
+
+static void test_every_problem_named(void **state)
+{
+    char *err;
+    struct gw_config *c = parse(
+        "{\"listen\":\"nohost\",\"frobnicate\":1,\"workers\":0,"
+        "\"limits\":{\"max_body_bytes\":-1,\"bogus\":2},"
+        "\"backends\":[{\"name\":\"a\",\"url\":\"http://h/v1\",\"models\":"
+        "[\"m\"]},{\"name\":\"a\",\"url\":\"ftp://x\",\"models\":[],"
+        "\"weight\":\"2\",\"extra\":true}]}",
+        &err);
+
+    (void)state;
+    assert_null(c);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "listen: 'nohost' is not HOST:PORT"));
+    assert_non_null(strstr(err, "frobnicate: unknown key"));
+    assert_non_null(strstr(err, "workers: must be an integer"));
+    assert_non_null(strstr(err, "limits.max_body_bytes: must be an integer"));
+    assert_non_null(strstr(err, "limits.bogus: unknown key"));
+    assert_non_null(strstr(err, "backends[1].name: 'a' is already used"));
+    assert_non_null(strstr(err, "backends[1].url: not a URL"));
+    assert_non_null(strstr(err, "backends[1].models: must be a non-empty"));
+    assert_non_null(strstr(err, "backends[1].weight: must be an integer"));
+    assert_non_null(strstr(err, "backends[1].extra: unknown key"));
+    free(err);
+}
+
+static void test_bad_json_and_shapes(void **state)
+{
+    char *err;
+
+    (void)state;
+    assert_null(parse("{\"backends\": [", &err));
+    assert_non_null(strstr(err, "line 1"));
+    free(err);
+    assert_null(parse("[]", &err));
+    assert_non_null(strstr(err, "(root): must be a JSON object"));
+    free(err);
+    assert_null(parse("{\"backends\":[]}", &err));
+    assert_non_null(strstr(err, "backends: must be a non-empty array"));
+    free(err);
+    assert_null(parse("{\"backends\":[{\"name\":\"a\",\"url\":\"http://h/api\","
+                      "\"models\":[\"m\"]}]}", &err));
+    assert_non_null(strstr(err, "backends[0].url: must be the "
+                                "OpenAI-compatible base URL ending in /v1"));
+    free(err);
+    assert_null(parse("{\"a\":1,\"a\":2}", &err));
+    assert_non_null(strstr(err, "duplicate"));
+    free(err);
+    assert_null(parse("{\"cache\":{},\"backends\":[{\"name\":\"a\",\"url\":"
+                      "\"http://h/v1\",\"models\":[\"m\"]}]}", &err));
+    assert_non_null(strstr(err, "cache: not supported"));
+    free(err);
+}
+
+static void test_load_missing_file(void **state)
+{
+    char *err = NULL;
+
+    (void)state;
+    assert_null(gw_config_load("/nonexistent/promptgate.json", &err));
+    assert_non_null(strstr(err, "cannot open '/nonexistent/promptgate.json'"));
+    free(err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_minimal_defaults),
+        cmocka_unit_test(test_env_secret),
+        cmocka_unit_test(test_every_problem_named),
+        cmocka_unit_test(test_bad_json_and_shapes),
+        cmocka_unit_test(test_load_missing_file),
+    };
+    return cmocka_run_group_tests_name("gw_config", tests, NULL, NULL);
+}
