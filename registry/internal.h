@@ -47,6 +47,12 @@ int reg_migrate_check_current(sqlite3 *sql, const char *path, char **err);
 struct reg_version *reg_version_from_row(sqlite3_stmt *st, const char *prompt,
                                          char **err);
 char *reg_content_hash(const json_t *messages, const json_t *params);
+int reg_content_check(const json_t *messages, const json_t *params, char **err);
+int reg_text_check(const char *what, const char *s, size_t max, char **err);
+
+/* label.c: point a label and record the move, inside the caller's transaction */
+int reg_label_move(struct reg_db *db, int64_t pid, const char *label, int from,
+                   int to, const char *action, const char *actor, char **err);
 
 /* experiment.c */
 struct reg_experiment *reg_experiment_from_row(struct reg_db *db,

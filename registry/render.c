@@ -1,0 +1,252 @@
+/*
+ * render.c - templates: the `{{name}}` variables of a version's messages,
+ * and rendering them with caller values.
+ *
+ * Design: one scanner (next_var) serves both variable extraction at publish
+ * time and rendering at request time, so what `show` lists is exactly what
+ * `render` demands. A placeholder is "{{", optional spaces, a name
+ * [A-Za-z_][A-Za-z0-9_]* of at most REG_VARNAME_MAX bytes, optional spaces,
+ * "}}"; any other "{{" is literal text. Rendering is a single left-to-right
+ * pass over the template that copies values verbatim: a value is never
+ * scanned again, so a value containing "{{x}}" stays literal (no template
+ * injection) and output size is bounded by REG_RENDER_MAX.
+ *
+ * Invariant: reads its inputs only (no refcount changes on them), so many
+ * threads may render the same snapshot version at once.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "registry/internal.h"
+
+static int is_name_start(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static int is_name_char(char c)
+{
+    return is_name_start(c) || (c >= '0' && c <= '9');
+}
+
+/*
+ * Find the next placeholder in s[0..len). Returns its offset (or len when
+ * none) and sets *plen to the placeholder length, *name and *nlen to the name.
+ */
+static size_t next_var(const char *s, size_t len, size_t *plen,
+                       const char **name, size_t *nlen)
+{
+    for (size_t i = 0; i + 1 < len; i++) {
+        size_t j, n0;
+
+        if (s[i] != '{' || s[i + 1] != '{')
+            continue;
+        j = i + 2;
+        while (j < len && s[j] == ' ')
+            j++;
+        if (j >= len || !is_name_start(s[j]))
+            continue;
+        n0 = j;
+        while (j < len && is_name_char(s[j]))
+            j++;
+        if (j - n0 > REG_VARNAME_MAX)
+            continue;
+        *name = s + n0;
+        *nlen = j - n0;
+        while (j < len && s[j] == ' ')
+            j++;
+        if (j + 1 < len && s[j] == '}' && s[j + 1] == '}') {
+            *plen = j + 2 - i;
+            return i;
+        }
+    }
+    return len;
+}
+
+json_t *reg_template_variables(const json_t *messages, char **err)
+{
+    json_t *vars = json_array();
+    size_t i;
+    const json_t *m;
+
+    if (vars == NULL || !json_is_array(messages)) {
+        reg_err(err, "cannot list variables: messages must be an array");
+        json_decref(vars);
+        return NULL;
+    }
+    json_array_foreach(messages, i, m) {
+        const json_t *c = json_object_get(m, "content");
+        const char *s = json_string_value(c);
+        size_t len = json_string_length(c), off = 0;
+
+        while (s && off < len) {
+            size_t plen, nlen, at;
+            const char *name;
+            char buf[REG_VARNAME_MAX + 1];
+            int seen = 0;
+
+            at = next_var(s + off, len - off, &plen, &name, &nlen);
+            if (at == len - off)
+                break;
+            memcpy(buf, name, nlen);
+            buf[nlen] = '\0';
+            for (size_t k = 0; k < json_array_size(vars); k++)
+                if (strcmp(json_string_value(json_array_get(vars, k)), buf) == 0)
+                    seen = 1;
+            if (!seen) {
+                if (json_array_size(vars) >= REG_VARIABLES_MAX) {
+                    reg_err(err, "too many variables: at most %d per version",
+                            REG_VARIABLES_MAX);
+                    json_decref(vars);
+                    return NULL;
+                }
+                json_array_append_new(vars, json_string(buf));
+            }
+            off += at + plen;
+        }
+    }
+    return vars;
+}
+
+struct buf {
+    char *p;                 /* owned */
+    size_t len, cap;
+};
+
+static int buf_add(struct buf *b, const char *s, size_t n)
+{
+    if (b->len + n > REG_RENDER_MAX)
+        return -1;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *p;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        if ((p = realloc(b->p, cap)) == NULL)
+            return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+/* the text of a variable value; `tmp` holds numbers */
+static const char *value_text(const json_t *v, char tmp[64], size_t *n)
+{
+    if (json_is_string(v)) {
+        *n = json_string_length(v);
+        return json_string_value(v);
+    }
+    if (json_is_integer(v))
+        snprintf(tmp, 64, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    else if (json_is_real(v))
+        snprintf(tmp, 64, "%.17g", json_real_value(v));
+    else if (json_is_true(v))
+        snprintf(tmp, 64, "true");
+    else if (json_is_false(v))
+        snprintf(tmp, 64, "false");
+    else
+        return NULL;
+    *n = strlen(tmp);
+    return tmp;
+}
+
+static json_t *render_one(const char *s, size_t len, const json_t *vars,
+                          char **err)
+{
+    struct buf b = {NULL, 0, 0};
+    size_t off = 0;
+    json_t *out;
+
+    if (buf_add(&b, "", 0) < 0)
+        goto toolong;
+    while (off < len) {
+        size_t plen, nlen, at, vlen;
+        const char *name, *val;
+        char key[REG_VARNAME_MAX + 1], tmp[64];
+        const json_t *v;
+
+        at = next_var(s + off, len - off, &plen, &name, &nlen);
+        if (buf_add(&b, s + off, at) < 0)
+            goto toolong;
+        if (at == len - off)
+            break;
+        memcpy(key, name, nlen);
+        key[nlen] = '\0';
+        v = vars ? json_object_get(vars, key) : NULL;
+        if (v == NULL) {
+            reg_err(err, "missing variable '%s'", key);
+            goto fail;
+        }
+        if ((val = value_text(v, tmp, &vlen)) == NULL) {
+            reg_err(err, "variable '%s' must be a string, number or boolean", key);
+            goto fail;
+        }
+        if (buf_add(&b, val, vlen) < 0)
+            goto toolong;
+        off += at + plen;
+    }
+    out = json_stringn_nocheck(b.p, b.len);
+    free(b.p);
+    return out;
+toolong:
+    reg_err(err, "rendered message is larger than %d bytes", REG_RENDER_MAX);
+fail:
+    free(b.p);
+    return NULL;
+}
+
+int reg_render_messages(const json_t *messages, const json_t *variables,
+                        json_t **messages_out, char **err)
+{
+    json_t *out = json_array();
+    const json_t *m;
+    size_t i;
+
+    *messages_out = NULL;
+    if (variables != NULL && !json_is_object(variables)) {
+        reg_err(err, "variables must be a JSON object");
+        goto fail;
+    }
+    if (out == NULL || !json_is_array(messages)) {
+        reg_err(err, "cannot render: messages must be an array");
+        goto fail;
+    }
+    json_array_foreach(messages, i, m) {
+        const json_t *c = json_object_get(m, "content");
+        const char *key;
+        const json_t *val;
+        json_t *copy = json_object(), *text;
+
+        if (copy == NULL || json_array_append_new(out, copy) < 0) {
+            reg_err(err, "cannot render: out of memory");
+            goto fail;
+        }
+        json_object_foreach((json_t *)m, key, val)
+            if (strcmp(key, "content") != 0)
+                json_object_set_new(copy, key, json_deep_copy(val));
+        if (!json_is_string(c)) {
+            reg_err(err, "cannot render: message %zu has no text content", i);
+            goto fail;
+        }
+        text = render_one(json_string_value(c), json_string_length(c),
+                          variables, err);
+        if (text == NULL)
+            goto fail;
+        json_object_set_new(copy, "content", text);
+    }
+    *messages_out = out;
+    return 0;
+fail:
+    json_decref(out);
+    return -1;
+}
+
+int reg_render(const struct reg_version *version, const json_t *variables,
+               json_t **messages_out, char **err)
+{
+    return reg_render_messages(version->messages, variables, messages_out, err);
+}
