@@ -43,7 +43,8 @@ static int layout(const struct reg_version *v, struct lines *out)
         fprintf(f, "[%s]\n%s\n", json_string_value(json_object_get(m, "role")),
                 json_string_value(json_object_get(m, "content")));
     }
-    params = json_dumps(v->params, JSON_INDENT(2) | JSON_SORT_KEYS);
+    params = json_dumps(v->params, JSON_INDENT(2) | JSON_SORT_KEYS
+                        | JSON_REAL_PRECISION(15));
     fprintf(f, "[params]\n%s\n", params ? params : "{}");
     free(params);
     if (fclose(f) != 0) {
@@ -140,12 +141,12 @@ char *reg_diff(const struct reg_version *va, const struct reg_version *vb,
         if (i < n && j < m && strcmp(a.line[i], b.line[j]) == 0) {
             ops[nops++] = '=';
             i++, j++;
-        } else if (j < m && (i == n || t[i * (m + 1) + j + 1] >= t[(i + 1) * (m + 1) + j])) {
+        } else if (i < n && (j == m || t[(i + 1) * (m + 1) + j] >= t[i * (m + 1) + j + 1])) {
+            ops[nops++] = '-';   /* removals first, as diff -u prints them */
+            i++;
+        } else {
             ops[nops++] = '+';
             j++;
-        } else {
-            ops[nops++] = '-';
-            i++;
         }
     }
     if ((f = open_memstream(&out, &outlen)) == NULL) {

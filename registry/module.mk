@@ -19,9 +19,7 @@ $(REGISTRY_LIB): $(REGISTRY_OBJS)
 	rm -f $@
 	$(AR) rcs $@ $^
 
-ifneq ($(wildcard registry/promptctl.c),)
 PROGRAMS += $(BIN)/promptctl
-endif
 $(BIN)/promptctl: $(call objs,registry/promptctl.c) $(REGISTRY_LIB)
 
 REGISTRY_TESTS := $(patsubst tests/unit/test_reg_%.c,%,$(filter-out \
