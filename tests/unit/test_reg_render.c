@@ -1,0 +1,158 @@
+/*
+ * test_reg_render.c - templates: variable extraction and rendering edge
+ * cases (missing variables, braces in values, UTF-8, value types).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tests/unit/test_reg_util.h"
+
+/* render one user message `tpl` with `vars_json`; returns content or NULL */
+static char *render1(const char *tpl, const char *vars_json, char **err)
+{
+    json_t *msgs = json_pack("[{ssss}]", "role", "user", "content", tpl);
+    json_t *vars = vars_json ? json_loads(vars_json, 0, NULL) : NULL;
+    json_t *out = NULL;
+    char *s = NULL;
+
+    if (reg_render_messages(msgs, vars, &out, err) == 0) {
+        assert_string_equal(json_string_value(json_object_get(json_array_get(out, 0),
+                                                              "role")), "user");
+        s = strdup(json_string_value(json_object_get(json_array_get(out, 0), "content")));
+    }
+    json_decref(out);
+    json_decref(msgs);
+    json_decref(vars);
+    return s;
+}
+
+static void expect(const char *tpl, const char *vars, const char *want)
+{
+    char *err = NULL, *got = render1(tpl, vars, &err);
+
+    if (got == NULL)
+        fail_msg("render '%s': %s", tpl, err);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_basic(void **state)
+{
+    (void)state;
+    expect("Hello {{name}}!", "{\"name\": \"Ada\"}", "Hello Ada!");
+    expect("{{ name }} and {{name}}", "{\"name\": \"x\"}", "x and x");
+    expect("no variables", NULL, "no variables");
+    expect("", "{}", "");
+    expect("{{a}}{{b}}", "{\"a\": \"1\", \"b\": \"2\"}", "12");
+}
+
+static void test_missing_variable_named(void **state)
+{
+    char *err = NULL;
+
+    (void)state;
+    assert_null(render1("Hi {{first}} {{product_name}}", "{\"first\": \"x\"}", &err));
+    assert_string_equal(err, "missing variable 'product_name'");
+    free(err);
+    err = NULL;
+    assert_null(render1("Hi {{who}}", NULL, &err));
+    assert_string_equal(err, "missing variable 'who'");
+    free(err);
+}
+
+static void test_no_injection(void **state)
+{
+    (void)state;
+    /* a value that looks like a placeholder stays literal */
+    expect("A {{a}} B {{b}}", "{\"a\": \"{{b}}\", \"b\": \"bee\"}", "A {{b}} B bee");
+    expect("{{a}}", "{\"a\": \"}} {{ {{{a}}}\"}", "}} {{ {{{a}}}");
+}
+
+static void test_literal_braces(void **state)
+{
+    (void)state;
+    expect("{{not a var}} {{x", "{}", "{{not a var}} {{x");
+    expect("{{{x}}}", "{\"x\": \"v\"}", "{v}");
+    expect("{ {x} }", "{}", "{ {x} }");
+    expect("{{1abc}}", "{}", "{{1abc}}");
+    expect("json: {\"k\": {{v}}}", "{\"v\": 3}", "json: {\"k\": 3}");
+}
+
+static void test_utf8(void **state)
+{
+    (void)state;
+    expect("Beschreibe {{produkt}} – bitte", "{\"produkt\": \"Käsereibe 🧀\"}",
+           "Beschreibe Käsereibe 🧀 – bitte");
+    expect("日本語 {{x}}", "{\"x\": \"テスト\"}", "日本語 テスト");
+}
+
+static void test_value_types(void **state)
+{
+    char *err = NULL;
+
+    (void)state;
+    expect("{{n}} {{f}} {{t}} {{no}}", "{\"n\": 42, \"f\": 0.5, \"t\": true, \"no\": false}",
+           "42 0.5 true false");
+    assert_null(render1("{{x}}", "{\"x\": null}", &err));
+    assert_non_null(strstr(err, "'x' must be a string, number or boolean"));
+    free(err);
+    err = NULL;
+    assert_null(render1("{{x}}", "{\"x\": [1]}", &err));
+    free(err);
+}
+
+static void test_variables_list(void **state)
+{
+    json_t *msgs = json_pack("[{ssss}{ssss}]", "role", "system", "content",
+                             "{{b}} then {{ a }} then {{b}}", "role", "user",
+                             "content", "{{c}} {{a}} {{ bad name }}");
+    json_t *vars = reg_template_variables(msgs, NULL);
+
+    (void)state;
+    assert_non_null(vars);
+    assert_int_equal(json_array_size(vars), 3);
+    assert_string_equal(json_string_value(json_array_get(vars, 0)), "b");
+    assert_string_equal(json_string_value(json_array_get(vars, 1)), "a");
+    assert_string_equal(json_string_value(json_array_get(vars, 2)), "c");
+    json_decref(vars);
+    json_decref(msgs);
+}
+
+static void test_keeps_other_keys_and_rejects_bad_vars(void **state)
+{
+    json_t *msgs = json_pack("[{ssssss}]", "role", "user", "name", "bob",
+                             "content", "{{x}}");
+    json_t *vars = json_pack("[]"), *out = NULL;
+    char *err = NULL;
+
+    (void)state;
+    assert_int_equal(reg_render_messages(msgs, vars, &out, &err), -1);
+    assert_string_equal(err, "variables must be a JSON object");
+    free(err);
+    json_decref(vars);
+    vars = json_pack("{ss}", "x", "y");
+    assert_int_equal(reg_render_messages(msgs, vars, &out, NULL), 0);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(out, 0), "name")), "bob");
+    json_decref(out);
+    json_decref(vars);
+    json_decref(msgs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_basic),
+        cmocka_unit_test(test_missing_variable_named),
+        cmocka_unit_test(test_no_injection),
+        cmocka_unit_test(test_literal_braces),
+        cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_value_types),
+        cmocka_unit_test(test_variables_list),
+        cmocka_unit_test(test_keeps_other_keys_and_rejects_bad_vars),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
