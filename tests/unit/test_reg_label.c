@@ -27,7 +27,7 @@ static struct reg_db *setup(char **path)
     *path = treg_tmpdb();
     db = treg_open(*path);
     for (int i = 0; i < 4; i++) {
-        char text[16];
+        char text[32];
         snprintf(text, sizeof(text), "text %d", i);
         treg_publish(db, "copy", text);
     }
