@@ -292,7 +292,7 @@ static int cmd_migrate(struct cli *c)
     if (c->json) {
         json_t *arr = json_array(), *j;
         for (int i = 0; i < n && i < 64; i++)
-            json_array_append_new(arr, json_pack("{si ss ss sb sb s?s}",
+            json_array_append_new(arr, json_pack("{si ss ss sb sb ss?}",
                 "version", st[i].version, "name", st[i].name,
                 "checksum", st[i].checksum, "applied", st[i].applied,
                 "checksum_ok", st[i].checksum_ok,
@@ -910,7 +910,7 @@ static json_t *experiment_json(const struct reg_experiment *e)
     for (size_t a = 0; a < e->n_arms; a++)
         json_array_append_new(arms, json_pack("{sisi}", "version", e->arms[a].version,
                                               "weight", e->arms[a].weight));
-    return json_pack("{sI ss ss ss ss ss ss s?s ss so}", "id", (json_int_t)e->id,
+    return json_pack("{sI ss ss ss ss ss ss ss? ss so}", "id", (json_int_t)e->id,
                      "name", e->name, "prompt", e->prompt, "label", e->label,
                      "salt", e->salt, "status", e->running ? "running" : "stopped",
                      "started_at", e->started_at, "stopped_at", e->stopped_at,
@@ -1281,11 +1281,16 @@ static void overview(FILE *f)
         "  promptctl init\n"
         "  promptctl publish product_copy -f v1.txt -m \"first\"\n"
         "  promptctl publish product_copy -f v2.json -m \"system prompt\"\n"
+        "  promptctl publish product_copy -f v3.json -m \"shorter\"\n"
         "  promptctl label product_copy 1 production\n"
-        "  promptctl experiment start product_copy --label production --arm 1:50 --arm 2:50\n"
+        "  promptctl label product_copy 2 production\n"
+        "  promptctl experiment start product_copy --label production --arm 2:50 --arm 3:50\n"
         "  promptctl render product_copy@production --var product_name=Kettle --user alice\n"
+        "  promptctl experiment stop product_copy@production\n"
         "  promptctl rollback product_copy production\n"
         "  promptctl export -o backup.json\n"
+        "(v1.txt: plain text such as 'Describe {{product_name}}.'; v2.json: see\n"
+        "'promptctl help publish'; rollback moves production back to version 1)\n"
         "\nexit status: 0 on success, 1 on error (one line on stderr).\n");
 }
 
@@ -1348,7 +1353,7 @@ int main(int argc, char **argv)
         }
     }
     if (want_help || v == NULL) {
-        if (v && v->run != cmd_help) {
+        if (v) {
             struct cli h = {c.db_path, 0, 1, NULL};
             char *args[1] = {(char *)v->name};
             h.argv = args;
