@@ -96,7 +96,8 @@ struct reg_db *reg_db_open(const char *path, int flags, char **err)
         return NULL;
     }
     if (!(flags & REG_DB_CREATE) && stat(path, &stbuf) != 0) {
-        reg_err(err, "cannot open '%s': %s", path, strerror(errno));
+        reg_err(err, "cannot open '%s': %s", path,
+                errno == ENOENT ? "no such file" : strerror(errno));
         return NULL;
     }
     if (flags & REG_DB_CREATE)
