@@ -1,0 +1,1190 @@
+/*
+ * api.c: mockllm's endpoints, faults and control surface.
+ *
+ * The OpenAI answers are written with printf-style calls straight into
+ * evbuffers: model names are checked at start to need no JSON escaping,
+ * and everything else in a success body is a number or a fixed word, so
+ * the hot path needs no JSON serializer.  Error bodies, which carry user
+ * input, go through jansson.  The request body is parsed once (jansson)
+ * and shared by the recorder and the endpoint.
+ *
+ * An exchange that outlives the handler is a job (struct mock_job):
+ *
+ *     DELAY --timer (delay-ms)--> answer --non-stream, token delay--> GEN
+ *                                        --stream--> STREAM
+ *     GEN --timer (tokens x token-delay-ms)--> answer sent, job freed
+ *     STREAM --event written; timer / output drained--> STREAM
+ *     STREAM --last event / close-after-chunks--> job freed, conn finished
+ *     any --client closed--> job freed (job_on_close)
+ *
+ * Invariants:
+ *  1. A job is freed before the call that finishes its exchange, so a
+ *     pipelined request processed by that call starts from a clean conn.
+ *  2. active_streams counts STREAM jobs that are alive.
+ *  3. The runtime fault's count is spent only by API requests that used it
+ *     (a request with its own x-mock-fault header does not spend it).
+ */
+#include "contrib/mockllm/api.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <jansson.h>
+
+#include "contrib/mockllm/fault.h"
+#include "contrib/mockllm/record.h"
+
+#define STREAM_HIGH_WATER (64 * 1024)
+#define EMBED_DEFAULT_DIM 8
+#define EMBED_MAX_DIM 4096
+#define EMBED_MAX_INPUTS 2048
+
+struct mock_api {
+    struct event_base *base;        /* borrowed */
+    struct mock_http *http;         /* borrowed from main */
+    char *models[MOCK_MAX_MODELS];  /* owned */
+    size_t n_models;
+    char *models_body;              /* owned: GET /v1/models answer */
+    size_t models_body_len;
+    int tokens, token_delay_ms;
+    struct mock_fault cli_fault;
+    struct mock_fault rt_fault;
+    int has_rt_fault;
+    struct mock_record *rec;        /* owned, NULL with --no-record */
+    unsigned long long count;
+    unsigned long long next_id;
+    long active_streams;
+    time_t started;
+};
+
+enum job_phase { JOB_DELAY, JOB_GEN, JOB_STREAM };
+enum endpoint { EP_CHAT, EP_COMPLETION };
+
+struct mock_job {
+    struct mock_api *api;           /* borrowed */
+    struct mock_http_conn *conn;    /* borrowed: the job ends first */
+    const struct mock_http_req *req;/* borrowed from conn, valid while BUSY */
+    json_t *root;                   /* owned: the parsed request body */
+    struct event timer;
+    int timer_pending;
+    enum job_phase phase;
+    struct mock_fault fault;
+    /* JOB_GEN: the answer, ready */
+    struct evbuffer *body;          /* owned */
+    int truncate;
+    char extra[64];
+    /* JOB_STREAM */
+    enum endpoint ep;
+    int include_usage;
+    int n_tokens, prompt_tokens, token_delay_ms, close_after;
+    int sent, total;
+    int delay_done;
+    char prefix[512];
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static void
+set_retry_after(char *extra, size_t len, const struct mock_fault *f)
+{
+    if (f->retry_after >= 0)
+        snprintf(extra, len, "Retry-After: %d\r\n", f->retry_after);
+    else
+        extra[0] = '\0';
+}
+
+static void
+respond_json(struct mock_http_conn *conn, int status, const char *extra,
+             json_t *obj, int truncate)
+{
+    struct evbuffer *body = evbuffer_new();
+    char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+
+    if (body && s)
+        evbuffer_add(body, s, strlen(s));
+    free(s);
+    mock_http_respond(conn, status, "application/json", extra, body, truncate);
+    evbuffer_free(body);
+}
+
+/* Answer with OpenAI's error shape. */
+static void
+respond_error(struct mock_http_conn *conn, int status, const char *extra,
+              const char *type, const char *code, const char *param,
+              int truncate, const char *fmt, ...)
+    __attribute__((format(printf, 8, 9)));
+
+static void
+respond_error(struct mock_http_conn *conn, int status, const char *extra,
+              const char *type, const char *code, const char *param,
+              int truncate, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    json_t *obj;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    obj = json_pack("{s:{s:s,s:s,s:s?,s:s?}}", "error", "message", msg,
+                    "type", type, "param", param, "code", code);
+    if (!obj) /* msg was not valid UTF-8: keep the shape */
+        obj = json_pack("{s:{s:s,s:s,s:s?,s:s?}}", "error", "message",
+                        "invalid request", "type", type, "param", param, "code", code);
+    respond_json(conn, status, extra, obj, truncate);
+    json_decref(obj);
+}
+
+static void
+bad_request(struct mock_http_conn *conn, const char *code, const char *param,
+            const char *msg)
+{
+    respond_error(conn, 400, NULL, "invalid_request_error", code, param, 0, "%s", msg);
+}
+
+static int
+find_model(const struct mock_api *api, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < api->n_models; i++)
+        if (strcmp(api->models[i], name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void
+model_not_found(struct mock_http_conn *conn, const char *name)
+{
+    respond_error(conn, 404, NULL, "invalid_request_error", "model_not_found", "model",
+                  0, "The model '%.200s' does not exist", name);
+}
+
+/* The fault of a status=N item, in OpenAI's shape. */
+static void
+respond_fault_status(struct mock_http_conn *conn, const struct mock_fault *f)
+{
+    const char *type = "server_error", *code = NULL;
+    char extra[64];
+
+    switch (f->status) {
+    case 400: type = "invalid_request_error"; break;
+    case 401: type = "authentication_error"; code = "invalid_api_key"; break;
+    case 403: type = "permission_error"; break;
+    case 404: type = "invalid_request_error"; code = "not_found"; break;
+    case 429: type = "requests"; code = "rate_limit_exceeded"; break;
+    default:
+        if (f->status < 500)
+            type = "invalid_request_error";
+        break;
+    }
+    set_retry_after(extra, sizeof(extra), f);
+    respond_error(conn, f->status, extra, type, code, NULL,
+                  f->close_after_chunks >= 0, "mock fault: status %d", f->status);
+}
+
+/* Deterministic token estimate of a text: bytes / 4, at least 1. */
+static int
+estimate(size_t bytes)
+{
+    size_t n = bytes / 4;
+
+    return n < 1 ? 1 : (n > 100000000 ? 100000000 : (int)n);
+}
+
+/* Bytes of text in a message content (string or array of parts). */
+static size_t
+content_bytes(json_t *content)
+{
+    size_t n = 0, i;
+    json_t *part;
+
+    if (json_is_string(content))
+        return json_string_length(content);
+    if (json_is_array(content))
+        json_array_foreach(content, i, part) {
+            json_t *t = json_object_get(part, "text");
+            if (json_is_string(t))
+                n += json_string_length(t);
+        }
+    return n;
+}
+
+/*
+ * Read max_tokens / max_completion_tokens into *limit (-1: none).
+ * Returns 0, or -1 after answering 400.
+ */
+static int
+read_max_tokens(struct mock_http_conn *conn, json_t *root, int *limit)
+{
+    static const char *names[] = {"max_tokens", "max_completion_tokens"};
+    size_t i;
+
+    *limit = -1;
+    for (i = 0; i < 2; i++) {
+        json_t *v = json_object_get(root, names[i]);
+        char msg[96];
+
+        if (!v || json_is_null(v))
+            continue;
+        if (!json_is_integer(v) || json_integer_value(v) < 1) {
+            snprintf(msg, sizeof(msg), "invalid '%s': expected an integer >= 1", names[i]);
+            bad_request(conn, "invalid_value", names[i], msg);
+            return -1;
+        }
+        if (*limit < 0 || json_integer_value(v) < *limit)
+            *limit = json_integer_value(v) > 1000000000 ? 1000000000
+                                                         : (int)json_integer_value(v);
+    }
+    return 0;
+}
+
+/* Append " tok0 tok1 ..." (n words, no leading blank) to buf. */
+static void
+add_tokens(struct evbuffer *buf, int n)
+{
+    char chunk[4096];
+    size_t off = 0;
+    int i;
+
+    for (i = 0; i < n; i++) {
+        if (off > sizeof(chunk) - 24) {
+            evbuffer_add(buf, chunk, off);
+            off = 0;
+        }
+        off += (size_t)snprintf(chunk + off, sizeof(chunk) - off, i ? " tok%d" : "tok%d", i);
+    }
+    if (off)
+        evbuffer_add(buf, chunk, off);
+}
+
+/* ------------------------------------------------------------ jobs */
+
+static void job_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static struct mock_job *
+job_new(struct mock_api *api, struct mock_http_conn *conn,
+        const struct mock_http_req *req, json_t *root, const struct mock_fault *f)
+{
+    struct mock_job *j = calloc(1, sizeof(*j));
+
+    if (!j)
+        return NULL;
+    j->api = api;
+    j->conn = conn;
+    j->req = req;
+    j->root = json_incref(root);
+    j->fault = *f;
+    event_assign(&j->timer, api->base, -1, 0, job_timer_cb, j);
+    return j;
+}
+
+static void
+job_free(struct mock_job *j)
+{
+    if (j->timer_pending)
+        event_del(&j->timer);
+    if (j->phase == JOB_STREAM)
+        j->api->active_streams--;
+    json_decref(j->root);
+    if (j->body)
+        evbuffer_free(j->body);
+    free(j);
+}
+
+static void
+job_on_close(struct mock_http_conn *conn, void *arg)
+{
+    (void)conn;
+    job_free(arg);
+}
+
+static void
+job_arm(struct mock_job *j, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+    event_add(&j->timer, &tv);
+    j->timer_pending = 1;
+}
+
+static void answer(struct mock_api *api, struct mock_http_conn *conn,
+                   const struct mock_http_req *req, json_t *root,
+                   const struct mock_fault *f, struct mock_job *job);
+
+/* ------------------------------------------------------------ streams */
+
+/* Write stream event i of j as one SSE event. */
+static void
+stream_event(struct mock_job *j, int i)
+{
+    char buf[2048];
+    const char *un = j->include_usage ? ",\"usage\":null" : "";
+    int n, C = j->n_tokens, P = j->prompt_tokens;
+    int first_tok = j->ep == EP_CHAT ? 1 : 0;
+
+    if (i == j->total - 1) {
+        mock_http_stream_write(j->conn, "data: [DONE]\n\n", 14);
+        return;
+    }
+    if (j->ep == EP_CHAT && i == 0)
+        n = snprintf(buf, sizeof(buf), "data: %s{\"index\":0,\"delta\":{\"role\":\"assistant\","
+                     "\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]%s}\n\n",
+                     j->prefix, un);
+    else if (i < first_tok + C && j->ep == EP_CHAT)
+        n = snprintf(buf, sizeof(buf), "data: %s{\"index\":0,\"delta\":{\"content\":\"%stok%d\"},"
+                     "\"logprobs\":null,\"finish_reason\":null}]%s}\n\n",
+                     j->prefix, i > first_tok ? " " : "", i - first_tok, un);
+    else if (i < first_tok + C)
+        n = snprintf(buf, sizeof(buf), "data: %s{\"text\":\"%stok%d\",\"index\":0,"
+                     "\"logprobs\":null,\"finish_reason\":null}]%s}\n\n",
+                     j->prefix, i > first_tok ? " " : "", i - first_tok, un);
+    else if (i == first_tok + C && j->ep == EP_CHAT)
+        n = snprintf(buf, sizeof(buf), "data: %s{\"index\":0,\"delta\":{},\"logprobs\":null,"
+                     "\"finish_reason\":\"stop\"}]%s}\n\n", j->prefix, un);
+    else if (i == first_tok + C)
+        n = snprintf(buf, sizeof(buf), "data: %s{\"text\":\"\",\"index\":0,\"logprobs\":null,"
+                     "\"finish_reason\":\"stop\"}]%s}\n\n", j->prefix, un);
+    else
+        n = snprintf(buf, sizeof(buf), "data: %s],\"usage\":{\"prompt_tokens\":%d,"
+                     "\"completion_tokens\":%d,\"total_tokens\":%d}}\n\n",
+                     j->prefix, P, C, P + C);
+    if (n > 0 && (size_t)n < sizeof(buf))
+        mock_http_stream_write(j->conn, buf, (size_t)n);
+}
+
+static int
+is_token_event(const struct mock_job *j, int i)
+{
+    int first = j->ep == EP_CHAT ? 1 : 0;
+
+    return i >= first && i < first + j->n_tokens;
+}
+
+static void
+stream_pump(struct mock_job *j)
+{
+    struct mock_http_conn *conn = j->conn;
+
+    while (j->sent < j->total) {
+        if (j->close_after >= 0 && j->sent >= j->close_after) {
+            job_free(j);
+            mock_http_abort(conn);
+            return;
+        }
+        if (j->token_delay_ms > 0 && is_token_event(j, j->sent) && !j->delay_done) {
+            job_arm(j, j->token_delay_ms);
+            return;
+        }
+        j->delay_done = 0;
+        stream_event(j, j->sent);
+        j->sent++;
+        if (mock_http_pending(conn) > STREAM_HIGH_WATER)
+            return; /* on_drain goes on */
+    }
+    job_free(j);
+    mock_http_stream_end(conn);
+}
+
+static void
+stream_on_drain(struct mock_http_conn *conn, void *arg)
+{
+    struct mock_job *j = arg;
+
+    (void)conn;
+    if (!j->timer_pending)
+        stream_pump(j);
+}
+
+/* ------------------------------------------------------------ endpoints */
+
+/*
+ * Chat and legacy completions share everything but the shapes: check the
+ * body, then answer at once, after the generation time, or as a stream.
+ */
+static void
+generate(struct mock_api *api, struct mock_http_conn *conn, json_t *root,
+         const struct mock_fault *f, enum endpoint ep, struct mock_job *job)
+{
+    const char *what = ep == EP_CHAT ? "messages" : "prompt";
+    json_t *jm, *input, *js, *jso;
+    int mi, limit, C, P, delay, stream, include_usage = 0;
+    unsigned long long id;
+    long created = (long)time(NULL);
+    char extra[64];
+    char msg[96];
+
+    if (!json_is_object(root)) {
+        bad_request(conn, "invalid_json", NULL, root ? "invalid type for the request body: "
+                    "expected an object" : "We could not parse the JSON body of your request.");
+        goto out;
+    }
+    jm = json_object_get(root, "model");
+    if (!json_is_string(jm) || json_string_length(jm) == 0) {
+        bad_request(conn, "missing_required_parameter", "model",
+                    "you must provide a model parameter");
+        goto out;
+    }
+    input = json_object_get(root, what);
+    if (ep == EP_CHAT ? (!json_is_array(input) || json_array_size(input) == 0)
+                      : !(json_is_string(input) || json_is_array(input))) {
+        snprintf(msg, sizeof(msg), "missing required parameter: '%s'", what);
+        bad_request(conn, "missing_required_parameter", what, msg);
+        goto out;
+    }
+    mi = find_model(api, json_string_value(jm));
+    if (mi < 0) {
+        model_not_found(conn, json_string_value(jm));
+        goto out;
+    }
+    if (read_max_tokens(conn, root, &limit) < 0)
+        goto out;
+    js = json_object_get(root, "stream");
+    if (js && !json_is_null(js) && !json_is_boolean(js)) {
+        bad_request(conn, "invalid_type", "stream", "invalid 'stream': expected a boolean");
+        goto out;
+    }
+    stream = json_is_true(js);
+    jso = json_object_get(root, "stream_options");
+    if (json_is_object(jso))
+        include_usage = json_is_true(json_object_get(jso, "include_usage"));
+
+    C = f->tokens >= 0 ? f->tokens : api->tokens;
+    if (limit >= 0 && limit < C)
+        C = limit;
+    if (ep == EP_CHAT) {
+        size_t i, bytes = 0;
+        json_t *m;
+
+        json_array_foreach(input, i, m)
+            bytes += content_bytes(json_object_get(m, "content"));
+        P = estimate(bytes);
+    } else if (json_is_string(input)) {
+        P = estimate(json_string_length(input));
+    } else {
+        size_t i, bytes = 0;
+        json_t *p;
+
+        json_array_foreach(input, i, p)
+            bytes += json_is_string(p) ? json_string_length(p) : 4;
+        P = estimate(bytes);
+    }
+    delay = f->token_delay_ms >= 0 ? f->token_delay_ms : api->token_delay_ms;
+    id = ++api->next_id;
+    set_retry_after(extra, sizeof(extra), f);
+
+    if (stream) {
+        if (!job && !(job = job_new(api, conn, NULL, root, f))) {
+            respond_error(conn, 500, NULL, "server_error", NULL, NULL, 0, "out of memory");
+            return;
+        }
+        job->phase = JOB_STREAM;
+        api->active_streams++;
+        job->ep = ep;
+        job->include_usage = include_usage;
+        job->n_tokens = C;
+        job->prompt_tokens = P;
+        job->token_delay_ms = delay;
+        job->close_after = f->close_after_chunks;
+        job->total = (ep == EP_CHAT ? 1 : 0) + C + 1 + (include_usage ? 1 : 0) + 1;
+        job->sent = 0;
+        snprintf(job->prefix, sizeof(job->prefix),
+                 "{\"id\":\"%s-mock-%llu\",\"object\":\"%s\",\"created\":%ld,"
+                 "\"model\":\"%s\",%s\"choices\":[",
+                 ep == EP_CHAT ? "chatcmpl" : "cmpl",
+                 id, ep == EP_CHAT ? "chat.completion.chunk" : "text_completion",
+                 created, api->models[mi],
+                 ep == EP_CHAT ? "\"system_fingerprint\":\"fp_mock\"," : "");
+        mock_http_set_job(conn, stream_on_drain, job_on_close, job);
+        mock_http_stream_start(conn, 200, "text/event-stream", extra);
+        stream_pump(job);
+        return;
+    }
+
+    {
+        struct evbuffer *body = evbuffer_new();
+
+        if (!body) {
+            respond_error(conn, 500, NULL, "server_error", NULL, NULL, 0, "out of memory");
+            goto out;
+        }
+        if (ep == EP_CHAT)
+            evbuffer_add_printf(body, "{\"id\":\"chatcmpl-mock-%llu\",\"object\":\"chat.completion\","
+                                "\"created\":%ld,\"model\":\"%s\",\"system_fingerprint\":\"fp_mock\","
+                                "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                                "\"content\":\"", id, created, api->models[mi]);
+        else
+            evbuffer_add_printf(body, "{\"id\":\"cmpl-mock-%llu\",\"object\":\"text_completion\","
+                                "\"created\":%ld,\"model\":\"%s\",\"choices\":[{\"text\":\"",
+                                id, created, api->models[mi]);
+        add_tokens(body, C);
+        evbuffer_add_printf(body, ep == EP_CHAT
+                            ? "\"},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+                            : "\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"stop\"}],");
+        evbuffer_add_printf(body, "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
+                            "\"total_tokens\":%d}}", P, C, P + C);
+        if (delay > 0 && C > 0) {
+            /* answer after the generation time of C tokens */
+            long ms = (long)delay * C;
+
+            if (!job && !(job = job_new(api, conn, NULL, root, f))) {
+                evbuffer_free(body);
+                respond_error(conn, 500, NULL, "server_error", NULL, NULL, 0, "out of memory");
+                return;
+            }
+            job->phase = JOB_GEN;
+            job->body = body;
+            job->truncate = f->close_after_chunks >= 0;
+            memcpy(job->extra, extra, sizeof(extra));
+            mock_http_set_job(conn, NULL, job_on_close, job);
+            job_arm(job, ms > 3600000 ? 3600000 : (int)ms);
+            return;
+        }
+        mock_http_respond(conn, 200, "application/json", extra, body,
+                          f->close_after_chunks >= 0);
+        evbuffer_free(body);
+    }
+out:
+    if (job)
+        job_free(job); /* callers pass a job only when they have cleared it */
+}
+
+/* splitmix64: spread the bits of a hash for one vector component */
+static uint64_t
+mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static uint64_t
+fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static void
+add_base64(struct evbuffer *out, const unsigned char *p, size_t n)
+{
+    static const char tab[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char q[4];
+    size_t i;
+
+    for (i = 0; i + 2 < n; i += 3) {
+        q[0] = tab[p[i] >> 2];
+        q[1] = tab[((p[i] & 3) << 4) | (p[i + 1] >> 4)];
+        q[2] = tab[((p[i + 1] & 15) << 2) | (p[i + 2] >> 6)];
+        q[3] = tab[p[i + 2] & 63];
+        evbuffer_add(out, q, 4);
+    }
+    if (i < n) {
+        q[0] = tab[p[i] >> 2];
+        if (i + 1 < n) {
+            q[1] = tab[((p[i] & 3) << 4) | (p[i + 1] >> 4)];
+            q[2] = tab[(p[i + 1] & 15) << 2];
+        } else {
+            q[1] = tab[(p[i] & 3) << 4];
+            q[2] = '=';
+        }
+        q[3] = '=';
+        evbuffer_add(out, q, 4);
+    }
+}
+
+/* One embedding of text: dim floats of unit length, from a hash of text. */
+static void
+add_vector(struct evbuffer *out, const char *text, size_t len, int dim, int b64)
+{
+    uint64_t h = fnv1a(text, len);
+    float v[EMBED_MAX_DIM];
+    double norm = 0;
+    int i;
+
+    for (i = 0; i < dim; i++) {
+        uint64_t x = mix64(h + (uint64_t)i);
+        v[i] = (float)((double)(x >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+        norm += (double)v[i] * v[i];
+    }
+    norm = sqrt(norm);
+    for (i = 0; i < dim; i++)
+        v[i] = norm > 0 ? (float)(v[i] / norm) : 0.0f;
+    if (b64) {
+        unsigned char bytes[EMBED_MAX_DIM * 4];
+        for (i = 0; i < dim; i++) {
+            uint32_t u;
+            memcpy(&u, &v[i], 4);
+            bytes[4 * i] = (unsigned char)u;
+            bytes[4 * i + 1] = (unsigned char)(u >> 8);
+            bytes[4 * i + 2] = (unsigned char)(u >> 16);
+            bytes[4 * i + 3] = (unsigned char)(u >> 24);
+        }
+        evbuffer_add(out, "\"", 1);
+        add_base64(out, bytes, (size_t)dim * 4);
+        evbuffer_add(out, "\"", 1);
+        return;
+    }
+    evbuffer_add(out, "[", 1);
+    for (i = 0; i < dim; i++)
+        evbuffer_add_printf(out, i ? ",%.7f" : "%.7f", (double)v[i]);
+    evbuffer_add(out, "]", 1);
+}
+
+static void
+embeddings(struct mock_api *api, struct mock_http_conn *conn, json_t *root,
+           const struct mock_fault *f)
+{
+    json_t *jm, *input, *jd, *jf, *item;
+    struct evbuffer *body;
+    int mi, dim = EMBED_DEFAULT_DIM, b64 = 0, P = 0, single;
+    size_t i, n;
+    char extra[64];
+
+    if (!json_is_object(root)) {
+        bad_request(conn, "invalid_json", NULL, root ? "invalid type for the request body: "
+                    "expected an object" : "We could not parse the JSON body of your request.");
+        return;
+    }
+    jm = json_object_get(root, "model");
+    if (!json_is_string(jm) || json_string_length(jm) == 0) {
+        bad_request(conn, "missing_required_parameter", "model",
+                    "you must provide a model parameter");
+        return;
+    }
+    input = json_object_get(root, "input");
+    if (!(json_is_string(input) && json_string_length(input) > 0) &&
+        !(json_is_array(input) && json_array_size(input) > 0 &&
+          json_array_size(input) <= EMBED_MAX_INPUTS)) {
+        bad_request(conn, "invalid_value", "input", "invalid 'input': expected a non-empty "
+                    "string or an array of 1..2048 strings or token arrays");
+        return;
+    }
+    mi = find_model(api, json_string_value(jm));
+    if (mi < 0) {
+        model_not_found(conn, json_string_value(jm));
+        return;
+    }
+    jd = json_object_get(root, "dimensions");
+    if (jd && !json_is_null(jd)) {
+        if (!json_is_integer(jd) || json_integer_value(jd) < 1 ||
+            json_integer_value(jd) > EMBED_MAX_DIM) {
+            bad_request(conn, "invalid_value", "dimensions",
+                        "invalid 'dimensions': expected an integer 1..4096");
+            return;
+        }
+        dim = (int)json_integer_value(jd);
+    }
+    jf = json_object_get(root, "encoding_format");
+    if (jf && !json_is_null(jf)) {
+        if (json_is_string(jf) && strcmp(json_string_value(jf), "base64") == 0) {
+            b64 = 1;
+        } else if (!json_is_string(jf) || strcmp(json_string_value(jf), "float") != 0) {
+            bad_request(conn, "invalid_value", "encoding_format",
+                        "invalid 'encoding_format': expected 'float' or 'base64'");
+            return;
+        }
+    }
+    /* a string, or an array of integers, is one input; else each element is */
+    single = json_is_string(input) || json_is_integer(json_array_get(input, 0));
+    n = single ? 1 : json_array_size(input);
+    for (i = 0; i < n; i++) {
+        item = single ? input : json_array_get(input, i);
+        if (!json_is_string(item) && !(json_is_array(item) && json_array_size(item) > 0)) {
+            bad_request(conn, "invalid_value", "input", "invalid 'input': items must be "
+                        "strings or non-empty token arrays");
+            return;
+        }
+    }
+    body = evbuffer_new();
+    if (!body) {
+        respond_error(conn, 500, NULL, "server_error", NULL, NULL, 0, "out of memory");
+        return;
+    }
+    evbuffer_add_printf(body, "{\"object\":\"list\",\"data\":[");
+    for (i = 0; i < n; i++) {
+        const char *text;
+        size_t len;
+        char *dump = NULL;
+
+        item = single ? input : json_array_get(input, i);
+        if (json_is_string(item)) {
+            text = json_string_value(item);
+            len = json_string_length(item);
+            P += estimate(len);
+        } else {
+            /* a token array: hash its compact JSON text */
+            dump = json_dumps(item, JSON_COMPACT);
+            text = dump ? dump : "";
+            len = strlen(text);
+            P += (int)json_array_size(item);
+        }
+        evbuffer_add_printf(body, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":",
+                            i ? "," : "", i);
+        add_vector(body, text, len, dim, b64);
+        evbuffer_add(body, "}", 1);
+        free(dump);
+    }
+    evbuffer_add_printf(body, "],\"model\":\"%s\",\"usage\":{\"prompt_tokens\":%d,"
+                        "\"total_tokens\":%d}}", api->models[mi], P, P);
+    set_retry_after(extra, sizeof(extra), f);
+    mock_http_respond(conn, 200, "application/json", extra, body,
+                      f->close_after_chunks >= 0);
+    evbuffer_free(body);
+}
+
+static void
+models(struct mock_api *api, struct mock_http_conn *conn, const char *id,
+       const struct mock_fault *f)
+{
+    struct evbuffer *body = evbuffer_new();
+    char extra[64];
+
+    set_retry_after(extra, sizeof(extra), f);
+    if (!body) {
+        respond_error(conn, 500, NULL, "server_error", NULL, NULL, 0, "out of memory");
+        return;
+    }
+    if (id) {
+        int mi = find_model(api, id);
+
+        if (mi < 0) {
+            evbuffer_free(body);
+            model_not_found(conn, id);
+            return;
+        }
+        evbuffer_add_printf(body, "{\"id\":\"%s\",\"object\":\"model\",\"created\":%ld,"
+                            "\"owned_by\":\"mockllm\"}", api->models[mi], (long)api->started);
+    } else {
+        evbuffer_add(body, api->models_body, api->models_body_len);
+    }
+    mock_http_respond(conn, 200, "application/json", extra, body,
+                      f->close_after_chunks >= 0);
+    evbuffer_free(body);
+}
+
+/*
+ * Route an API request once its faults before the answer (reset, hang,
+ * delay) are behind it.  job: the DELAY job that waited, or NULL; it is
+ * reused for a stream or freed.
+ */
+static void
+answer(struct mock_api *api, struct mock_http_conn *conn,
+       const struct mock_http_req *req, json_t *root, const struct mock_fault *f,
+       struct mock_job *job)
+{
+    const char *p = req->path;
+    int post = strcmp(req->method, "POST") == 0;
+    int get = strcmp(req->method, "GET") == 0;
+    enum endpoint ep;
+
+    if (f->status) {
+        respond_fault_status(conn, f);
+        goto free_job;
+    }
+    if (strcmp(p, "/v1/chat/completions") == 0 || strcmp(p, "/v1/completions") == 0) {
+        ep = p[4] == 'c' && p[5] == 'h' ? EP_CHAT : EP_COMPLETION;
+        if (!post)
+            goto not_allowed;
+        if (!root && req->body_len == 0) {
+            bad_request(conn, "invalid_json", NULL, "We could not parse the JSON body of "
+                        "your request: the body is empty.");
+            goto free_job;
+        }
+        if (job)
+            job->phase = JOB_DELAY;
+        generate(api, conn, root, f, ep, job);
+        return;
+    }
+    if (strcmp(p, "/v1/embeddings") == 0) {
+        if (!post)
+            goto not_allowed;
+        embeddings(api, conn, root, f);
+        goto free_job;
+    }
+    if (strcmp(p, "/v1/models") == 0) {
+        if (!get)
+            goto not_allowed;
+        models(api, conn, NULL, f);
+        goto free_job;
+    }
+    if (strncmp(p, "/v1/models/", 11) == 0 && p[11]) {
+        if (!get)
+            goto not_allowed;
+        models(api, conn, p + 11, f);
+        goto free_job;
+    }
+    respond_error(conn, 404, NULL, "invalid_request_error", "unknown_url", NULL, 0,
+                  "Unknown request URL: %.16s %.200s", req->method, p);
+    goto free_job;
+not_allowed:
+    respond_error(conn, 405, post ? "Allow: GET\r\n" : "Allow: POST\r\n",
+                  "invalid_request_error", "method_not_allowed", NULL, 0,
+                  "Method %.16s is not allowed on %.200s", req->method, p);
+free_job:
+    if (job)
+        job_free(job);
+}
+
+static void
+job_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct mock_job *j = arg;
+    struct mock_http_conn *conn = j->conn;
+
+    (void)fd;
+    (void)what;
+    j->timer_pending = 0;
+    switch (j->phase) {
+    case JOB_DELAY: {
+        /* the job is cleared from the conn: answer() reuses or frees it */
+        mock_http_set_job(conn, NULL, NULL, NULL);
+        answer(j->api, conn, j->req, j->root, &j->fault, j);
+        break;
+    }
+    case JOB_GEN: {
+        struct evbuffer *body = j->body;
+        char extra[64];
+        int truncate = j->truncate;
+
+        memcpy(extra, j->extra, sizeof(extra));
+        j->body = NULL;
+        job_free(j);
+        mock_http_respond(conn, 200, "application/json", extra, body, truncate);
+        evbuffer_free(body);
+        break;
+    }
+    case JOB_STREAM:
+        j->delay_done = 1;
+        stream_pump(j);
+        break;
+    }
+}
+
+/* ------------------------------------------------------------ control */
+
+static json_t *
+fault_json(const struct mock_api *api)
+{
+    char rt[MOCK_FAULT_SPEC_MAX], cli[MOCK_FAULT_SPEC_MAX];
+
+    rt[0] = '\0';
+    if (api->has_rt_fault)
+        mock_fault_format(&api->rt_fault, rt, sizeof(rt));
+    mock_fault_format(&api->cli_fault, cli, sizeof(cli));
+    return json_pack("{s:s,s:o,s:s}", "fault", rt, "count",
+                     api->has_rt_fault && api->rt_fault.count > 0
+                         ? json_integer(api->rt_fault.count) : json_null(),
+                     "cli_fault", cli);
+}
+
+static void
+control(struct mock_api *api, struct mock_http_conn *conn, const struct mock_http_req *req)
+{
+    const char *p = req->path, *m = req->method;
+    json_t *obj = NULL;
+
+    if (strcmp(p, "/_mock/requests") == 0) {
+        if (strcmp(m, "DELETE") == 0) {
+            if (api->rec)
+                mock_record_clear(api->rec);
+            api->count = 0;
+        } else if (strcmp(m, "GET") != 0) {
+            goto not_allowed;
+        }
+        obj = json_pack("{s:I,s:o}", "count", (json_int_t)api->count, "requests",
+                        api->rec ? mock_record_list(api->rec) : json_array());
+    } else if (strcmp(p, "/_mock/fault") == 0) {
+        if (strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0) {
+            struct mock_fault f;
+            char err[256];
+
+            if (mock_fault_parse(&f, req->body, req->body_len, 1, err, sizeof(err)) < 0) {
+                bad_request(conn, "invalid_fault", NULL, err);
+                return;
+            }
+            api->rt_fault = f;
+            api->has_rt_fault = mock_fault_active(&f);
+        } else if (strcmp(m, "DELETE") == 0) {
+            api->has_rt_fault = 0;
+        } else if (strcmp(m, "GET") != 0) {
+            goto not_allowed;
+        }
+        obj = fault_json(api);
+    } else if (strcmp(p, "/_mock/stats") == 0) {
+        if (strcmp(m, "GET") != 0)
+            goto not_allowed;
+        obj = json_pack("{s:I,s:I,s:I}", "count", (json_int_t)api->count,
+                        "open_connections",
+                        (json_int_t)(api->http ? mock_http_open_connections(api->http) : 0),
+                        "active_streams", (json_int_t)api->active_streams);
+    } else {
+        respond_error(conn, 404, NULL, "invalid_request_error", "unknown_url", NULL, 0,
+                      "Unknown control URL: %.200s (known: /_mock/requests, "
+                      "/_mock/fault, /_mock/stats)", p);
+        return;
+    }
+    respond_json(conn, 200, NULL, obj, 0);
+    json_decref(obj);
+    return;
+not_allowed:
+    respond_error(conn, 405, NULL, "invalid_request_error", "method_not_allowed", NULL, 0,
+                  "Method %.16s is not allowed on %.200s", m, p);
+}
+
+/* ------------------------------------------------------------ requests */
+
+static json_t *
+string_lossy(const char *s, size_t len)
+{
+    json_t *j = json_stringn(s, len);
+    char *copy;
+    size_t i;
+
+    if (j)
+        return j;
+    /* not UTF-8: keep the ASCII bytes readable */
+    copy = malloc(len + 1);
+    if (!copy)
+        return json_null();
+    for (i = 0; i < len; i++)
+        copy[i] = (unsigned char)s[i] < 0x80 && s[i] != '\0' ? s[i] : '?';
+    j = json_stringn(copy, len);
+    free(copy);
+    return j ? j : json_null();
+}
+
+static void
+record(struct mock_api *api, const struct mock_http_req *req, json_t *root)
+{
+    json_t *e = json_object(), *h = json_object();
+    size_t i;
+
+    if (!e || !h) {
+        json_decref(e);
+        json_decref(h);
+        return;
+    }
+    for (i = 0; i < req->n_headers; i++) {
+        const char *n = req->headers[i].name;
+        json_t *old = json_object_get(h, n);
+        json_t *v = string_lossy(req->headers[i].value, strlen(req->headers[i].value));
+
+        if (json_is_string(old) && json_is_string(v)) {
+            char *joined;
+            size_t a = json_string_length(old), b = json_string_length(v);
+
+            joined = malloc(a + b + 3);
+            if (joined) {
+                memcpy(joined, json_string_value(old), a);
+                memcpy(joined + a, ", ", 2);
+                memcpy(joined + a + 2, json_string_value(v), b + 1);
+                json_object_set_new(h, n, string_lossy(joined, a + b + 2));
+                free(joined);
+            }
+            json_decref(v);
+        } else {
+            json_object_set_new(h, n, v);
+        }
+    }
+    json_object_set_new(e, "method", json_string(req->method));
+    json_object_set_new(e, "path", string_lossy(req->path, strlen(req->path)));
+    if (req->query)
+        json_object_set_new(e, "query", string_lossy(req->query, strlen(req->query)));
+    json_object_set_new(e, "headers", h);
+    if (root)
+        json_object_set(e, "body", root);
+    else if (req->body_len)
+        json_object_set_new(e, "body", string_lossy(req->body, req->body_len));
+    else
+        json_object_set_new(e, "body", json_null());
+    mock_record_add(api->rec, e);
+}
+
+void
+mock_api_handle(struct mock_http_conn *conn, const struct mock_http_req *req, void *arg)
+{
+    struct mock_api *api = arg;
+    struct mock_fault f;
+    const char *hdr;
+    json_t *root = NULL;
+
+    if (strncmp(req->path, "/_mock/", 7) == 0) {
+        control(api, conn, req);
+        return;
+    }
+    api->count++;
+    if (req->body_len)
+        root = json_loadb(req->body, req->body_len, 0, NULL);
+    if (api->rec)
+        record(api, req, root);
+
+    hdr = mock_http_header(req, "x-mock-fault");
+    if (hdr) {
+        char err[256];
+
+        if (mock_fault_parse(&f, hdr, strlen(hdr), 0, err, sizeof(err)) < 0) {
+            bad_request(conn, "invalid_fault", NULL, err);
+            goto out;
+        }
+    } else if (api->has_rt_fault) {
+        f = api->rt_fault;
+        if (api->rt_fault.count > 0 && --api->rt_fault.count == 0)
+            api->has_rt_fault = 0;
+    } else {
+        f = api->cli_fault;
+    }
+
+    if (f.reset) {
+        mock_http_reset(conn);
+        goto out;
+    }
+    if (f.hang)
+        goto out; /* the exchange stays open until the client leaves */
+    if (f.delay_ms > 0) {
+        struct mock_job *j = job_new(api, conn, req, root, &f);
+
+        if (!j) {
+            respond_error(conn, 500, NULL, "server_error", NULL, NULL, 0, "out of memory");
+            goto out;
+        }
+        j->phase = JOB_DELAY;
+        mock_http_set_job(conn, NULL, job_on_close, j);
+        job_arm(j, f.delay_ms);
+        goto out;
+    }
+    answer(api, conn, req, root, &f, NULL);
+out:
+    json_decref(root);
+}
+
+/* ------------------------------------------------------------ setup */
+
+static int
+model_name_ok(const char *s, size_t n)
+{
+    size_t i;
+
+    if (n == 0 || n > MOCK_MAX_MODEL_LEN)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("._-:/@+", s[i]))
+            return 0;
+    return 1;
+}
+
+struct mock_api *
+mock_api_new(struct event_base *base, const struct mock_api_options *opt,
+             char *err, size_t errlen)
+{
+    struct mock_api *api = calloc(1, sizeof(*api));
+    const char *p;
+    struct evbuffer *b = NULL;
+    size_t i;
+
+    if (!api) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    api->base = base;
+    api->tokens = opt->tokens;
+    api->token_delay_ms = opt->token_delay_ms;
+    api->started = time(NULL);
+    mock_fault_init(&api->rt_fault);
+    if (mock_fault_parse(&api->cli_fault, opt->fault ? opt->fault : "",
+                         opt->fault ? strlen(opt->fault) : 0, 0, err, errlen) < 0)
+        goto fail;
+    for (p = opt->models; *p;) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+
+        if (!model_name_ok(p, n)) {
+            snprintf(err, errlen, "bad model name '%.*s': use 1..%d characters among "
+                     "letters, digits and ._-:/@+", (int)(n > 200 ? 200 : n), p,
+                     MOCK_MAX_MODEL_LEN);
+            goto fail;
+        }
+        if (api->n_models == MOCK_MAX_MODELS) {
+            snprintf(err, errlen, "too many models (limit %d)", MOCK_MAX_MODELS);
+            goto fail;
+        }
+        api->models[api->n_models] = strndup(p, n);
+        if (!api->models[api->n_models]) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        api->n_models++;
+        p = e ? e + 1 : p + n;
+    }
+    if (api->n_models == 0) {
+        snprintf(err, errlen, "no models given: --models needs at least one name");
+        goto fail;
+    }
+    b = evbuffer_new();
+    if (!b) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    evbuffer_add_printf(b, "{\"object\":\"list\",\"data\":[");
+    for (i = 0; i < api->n_models; i++)
+        evbuffer_add_printf(b, "%s{\"id\":\"%s\",\"object\":\"model\",\"created\":%ld,"
+                            "\"owned_by\":\"mockllm\"}", i ? "," : "", api->models[i],
+                            (long)api->started);
+    evbuffer_add_printf(b, "]}");
+    api->models_body_len = evbuffer_get_length(b);
+    api->models_body = malloc(api->models_body_len);
+    if (!api->models_body) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    evbuffer_remove(b, api->models_body, api->models_body_len);
+    evbuffer_free(b);
+    b = NULL;
+    if (opt->record && !(api->rec = mock_record_new(MOCK_RECORD_CAP))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    return api;
+fail:
+    if (b)
+        evbuffer_free(b);
+    mock_api_free(api);
+    return NULL;
+}
+
+void
+mock_api_set_http(struct mock_api *api, struct mock_http *http)
+{
+    api->http = http;
+}
+
+void
+mock_api_free(struct mock_api *api)
+{
+    size_t i;
+
+    if (!api)
+        return;
+    for (i = 0; i < api->n_models; i++)
+        free(api->models[i]);
+    free(api->models_body);
+    mock_record_free(api->rec);
+    free(api);
+}
