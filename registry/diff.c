@@ -33,16 +33,13 @@ static int layout(const struct reg_version *v, struct lines *out)
     char *buf = NULL, *params;
     size_t len = 0, cap = 0, i;
     FILE *f = open_memstream(&buf, &len);
-    const json_t *m;
 
     (void)cap;
     memset(out, 0, sizeof(*out));
     if (f == NULL)
         return -1;
-    json_array_foreach(v->messages, i, m) {
-        fprintf(f, "[%s]\n%s\n", json_string_value(json_object_get(m, "role")),
-                json_string_value(json_object_get(m, "content")));
-    }
+    for (i = 0; i < v->n_messages; i++)
+        fprintf(f, "[%s]\n%s\n", v->messages[i].role, v->messages[i].content);
     params = json_dumps(v->params, JSON_INDENT(2) | JSON_SORT_KEYS
                         | JSON_REAL_PRECISION(15));
     fprintf(f, "[params]\n%s\n", params ? params : "{}");

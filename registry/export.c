@@ -70,8 +70,8 @@ static json_t *export_prompt(struct reg_db *db, const struct reg_prompt_info *p,
     if (reg_versions_list(db, p->name, &vs, &nv, err) < 0)
         goto done;
     for (size_t i = 0; i < nv; i++)
-        json_array_append_new(versions, json_pack("{si sO sO sO ss ss ss ss}",
-            "version", vs[i]->version, "messages", vs[i]->messages,
+        json_array_append_new(versions, json_pack("{si so sO sO ss ss ss ss}",
+            "version", vs[i]->version, "messages", reg_version_messages(vs[i]),
             "params", vs[i]->params, "variables", vs[i]->variables,
             "hash", vs[i]->hash, "message", vs[i]->message,
             "author", vs[i]->author, "created_at", vs[i]->created_at));

@@ -54,6 +54,11 @@ int reg_text_check(const char *what, const char *s, size_t max, char **err);
 int reg_label_move(struct reg_db *db, int64_t pid, const char *label, int from,
                    int to, const char *action, const char *actor, char **err);
 
+/* message.c: decode stored messages JSON into one owned block */
+struct reg_message *reg_message_decode(const char *json, size_t len, size_t *n,
+                                       char **err);
+json_t *reg_message_json(const struct reg_message *msgs, size_t n);
+
 /* experiment.c */
 struct reg_experiment *reg_experiment_from_row(struct reg_db *db,
                                                sqlite3_stmt *st, char **err);

@@ -33,7 +33,7 @@ void reg_version_free(struct reg_version *v)
     if (v == NULL)
         return;
     free(v->prompt);
-    json_decref(v->messages);
+    free(v->messages);
     json_decref(v->params);
     json_decref(v->variables);
     free(v->hash);
@@ -450,7 +450,9 @@ struct reg_version *reg_version_from_row(sqlite3_stmt *st, const char *prompt,
     if (v == NULL)
         goto oom;
     v->version = sqlite3_column_int(st, 0);
-    v->messages = json_loads((const char *)sqlite3_column_text(st, 1), 0, NULL);
+    v->messages = reg_message_decode((const char *)sqlite3_column_text(st, 1),
+                                     (size_t)sqlite3_column_bytes(st, 1),
+                                     &v->n_messages, NULL);
     v->params = json_loads((const char *)sqlite3_column_text(st, 2), 0, NULL);
     v->variables = json_loads((const char *)sqlite3_column_text(st, 3), 0, NULL);
     v->hash = reg_strdup_col0(st, 4);

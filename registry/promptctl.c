@@ -458,11 +458,11 @@ static json_t *labels_of(struct reg_db *db, const char *name, int v)
 
 static json_t *version_json(const struct reg_version *v, json_t *labels)
 {
-    return json_pack("{ss si ss ss ss ss sO sO sO so}", "name", v->prompt,
+    return json_pack("{ss si ss ss ss ss sO sO so so}", "name", v->prompt,
                      "version", v->version, "created_at", v->created_at,
                      "author", v->author, "message", v->message, "hash", v->hash,
                      "variables", v->variables, "params", v->params,
-                     "messages", v->messages, "labels", labels);
+                     "messages", reg_version_messages(v), "labels", labels);
 }
 
 static int cmd_show(struct cli *c)
@@ -515,9 +515,8 @@ static int cmd_show(struct cli *c)
         printf("params: %s\n", p ? p : "");
         free(p);
     }
-    json_array_foreach(v->messages, i, m)
-        printf("\n[%s]\n%s\n", json_string_value(json_object_get(m, "role")),
-               json_string_value(json_object_get(m, "content")));
+    for (i = 0; i < v->n_messages; i++)
+        printf("\n[%s]\n%s\n", v->messages[i].role, v->messages[i].content);
     json_decref(labels);
     reg_version_free(v);
     return 0;

@@ -103,10 +103,19 @@ int reg_ref_parse(const char *ref, char name[REG_NAME_MAX + 1],
 
 /* ---- prompts and versions ----------------------------------------------- */
 
+/* One message of a version's template (plain C: see message.c for why). */
+struct reg_message {
+    const char *role;        /* borrowed from the version's message block */
+    const char *name;        /* borrowed; NULL when the message has none */
+    const char *content;     /* borrowed: the template, NUL-terminated */
+    size_t content_len;      /* bytes of content (it may hold \u0000) */
+};
+
 struct reg_version {
     char *prompt;            /* owned: prompt name */
     int version;             /* 1, 2, ... */
-    json_t *messages;        /* owned: [{"role","content"}...] */
+    size_t n_messages;
+    struct reg_message *messages; /* owned: one block with its strings */
     json_t *params;          /* owned: {"model", "temperature", ...} */
     json_t *variables;       /* owned: ["product_name", ...] in first-use order */
     char *hash;              /* owned: sha-256 hex of canonical content */
@@ -115,6 +124,10 @@ struct reg_version {
     char *created_at;        /* owned: ISO-8601 UTC */
 };
 void reg_version_free(struct reg_version *v);
+
+/* A version's messages (the template, unrendered) as a new JSON array of
+ * {"role", ["name",] "content"}. */
+json_t *reg_version_messages(const struct reg_version *v);
 
 /*
  * Parse a publish file: JSON {"messages": [...], "params": {...}} or, when

@@ -248,5 +248,36 @@ fail:
 int reg_render(const struct reg_version *version, const json_t *variables,
                json_t **messages_out, char **err)
 {
-    return reg_render_messages(version->messages, variables, messages_out, err);
+    json_t *out = json_array();
+
+    *messages_out = NULL;
+    if (variables != NULL && !json_is_object(variables)) {
+        reg_err(err, "variables must be a JSON object");
+        goto fail;
+    }
+    for (size_t i = 0; out && i < version->n_messages; i++) {
+        const struct reg_message *m = &version->messages[i];
+        json_t *o = json_object(), *text;
+
+        if (o == NULL || json_array_append_new(out, o) < 0) {
+            reg_err(err, "cannot render: out of memory");
+            goto fail;
+        }
+        json_object_set_new(o, "role", json_string(m->role));
+        if (m->name)
+            json_object_set_new(o, "name", json_string(m->name));
+        text = render_one(m->content, m->content_len, variables, err);
+        if (text == NULL)
+            goto fail;
+        json_object_set_new(o, "content", text);
+    }
+    if (out == NULL) {
+        reg_err(err, "cannot render: out of memory");
+        return -1;
+    }
+    *messages_out = out;
+    return 0;
+fail:
+    json_decref(out);
+    return -1;
 }

@@ -56,7 +56,7 @@ static void snapshot_free(struct reg_snapshot *s)
         for (size_t v = 0; v < p->n_versions; v++) {
             struct reg_version *rv = &p->versions[v];
             free(rv->prompt);
-            json_decref(rv->messages);
+            free(rv->messages);
             json_decref(rv->params);
             json_decref(rv->variables);
             free(rv->hash);
@@ -227,8 +227,9 @@ static int load_versions(sqlite3 *sql, struct reg_snapshot *s, char **err)
         s->n_versions++;
         v->version = n;
         v->prompt = strdup(name);
-        v->messages = json_loadb((const char *)sqlite3_column_text(st, 2),
-                                 (size_t)sqlite3_column_bytes(st, 2), 0, NULL);
+        v->messages = reg_message_decode((const char *)sqlite3_column_text(st, 2),
+                                         (size_t)sqlite3_column_bytes(st, 2),
+                                         &v->n_messages, NULL);
         /* params and variables rarely change between versions: share them */
         v->params = reuse(st, 3, &prev[0], n > 1 ? v[-1].params : NULL);
         v->variables = reuse(st, 4, &prev[1], n > 1 ? v[-1].variables : NULL);
