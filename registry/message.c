@@ -20,7 +20,8 @@
 #include "registry/internal.h"
 
 struct cursor {
-    const char *p, *end;
+    const char *p;           /* borrowed: next input byte */
+    const char *end;         /* borrowed: end of input */
     char *out;               /* borrowed: next free byte of string space */
 };
 

@@ -34,11 +34,10 @@ struct cli {
 };
 
 struct verb {
-    const char *name;
+    const char *name;        /* borrowed: static */
     int (*run)(struct cli *c);
-    int creates;             /* may create the database file */
-    const char *synopsis;
-    const char *help;
+    const char *synopsis;    /* borrowed: static */
+    const char *help;        /* borrowed: static */
 };
 
 static const struct verb *find_verb(const char *name);
@@ -1185,15 +1184,15 @@ static int cmd_import(struct cli *c)
 static int cmd_help(struct cli *c);
 
 static const struct verb verbs[] = {
-    {"init", cmd_init, 1, "init",
+    {"init", cmd_init, "init",
      "Create the registry database (or bring it to this binary's schema).\n"
      "The path is --db PATH, else $PROMPTGATE_DB, else ./promptgate.db.\n"
      "\nexample:\n  promptctl init --db /var/lib/promptgate/promptgate.db\n"},
-    {"migrate", cmd_migrate, 0, "migrate [--status]",
+    {"migrate", cmd_migrate, "migrate [--status]",
      "Apply pending schema migrations (each in a transaction, recorded with its\n"
      "checksum). --status only shows where the database stands. A database newer\n"
      "than this binary, or one whose applied migration was edited, is refused.\n"},
-    {"publish", cmd_publish, 1,
+    {"publish", cmd_publish,
      "publish NAME -f FILE [-m MESSAGE] [--author A] [--description TEXT]",
      "Add the next version of prompt NAME (created on first publish). Versions\n"
      "are immutable; publishing the same content as the latest version adds\n"
@@ -1207,34 +1206,34 @@ static const struct verb verbs[] = {
      "{{name}} marks a variable; the list is derived and shown by 'show'.\n"
      "NAME: lowercase letters, digits, _ . - (e.g. product_copy).\n"
      "\nexample:\n  promptctl publish product_copy -f copy.json -m \"shorter intro\"\n"},
-    {"list", cmd_list, 0, "list",
+    {"list", cmd_list, "list",
      "List prompts with their latest version and labels.\n"},
-    {"show", cmd_show, 0, "show NAME[@LABEL|@VERSION]",
+    {"show", cmd_show, "show NAME[@LABEL|@VERSION]",
      "Show one version: its messages, params, variables and labels.\n"
      "NAME alone is the latest version.\n"
      "\nexamples:\n  promptctl show product_copy@production\n  promptctl show product_copy@3\n"},
-    {"versions", cmd_versions, 0, "versions NAME",
+    {"versions", cmd_versions, "versions NAME",
      "List every version of a prompt with author, message and labels.\n"},
-    {"diff", cmd_diff, 0, "diff NAME A B",
+    {"diff", cmd_diff, "diff NAME A B",
      "Unified diff of two versions' templates and params. A and B are\n"
      "version numbers or labels.\n\nexample:\n  promptctl diff product_copy production 3\n"},
-    {"label", cmd_label, 0, "label NAME VERSION LABEL [--author A]",
+    {"label", cmd_label, "label NAME VERSION LABEL [--author A]",
      "Point LABEL (production, staging, any [a-z0-9_-]+) at VERSION. Every\n"
      "move is kept in the history ('log'); 'latest' is built in and always\n"
      "means the newest version.\n\nexample:\n  promptctl label product_copy 2 production\n"},
-    {"rollback", cmd_rollback, 0, "rollback NAME LABEL [--author A]",
+    {"rollback", cmd_rollback, "rollback NAME LABEL [--author A]",
      "Move LABEL back to where it pointed before its last move. Repeat to go\n"
      "further back.\n\nexample:\n  promptctl rollback product_copy production\n"},
-    {"log", cmd_log, 0, "log NAME",
+    {"log", cmd_log, "log NAME",
      "Show the label history of a prompt: when, which label, from which\n"
      "version to which, and who.\n"},
-    {"render", cmd_render, 0,
+    {"render", cmd_render,
      "render NAME[@LABEL|@VERSION] [--var K=V ...] [--vars FILE.json] [--user ID]",
      "Print the messages the gateway would send. A missing variable is an\n"
      "error that names it; values are inserted verbatim. --user ID resolves\n"
      "like the gateway, following a running experiment on the label.\n"
      "\nexample:\n  promptctl render product_copy@production --var product_name=\"Trail shoe\"\n"},
-    {"experiment", cmd_experiment, 0,
+    {"experiment", cmd_experiment,
      "experiment start NAME --label L --arm VERSION:WEIGHT ... [--salt S]\n"
      "       promptctl experiment stop NAME[@LABEL]\n"
      "       promptctl experiment list [NAME] [--running]",
@@ -1245,15 +1244,15 @@ static const struct verb verbs[] = {
      "\nexample (50/50 between versions 2 and 3 on production):\n"
      "  promptctl experiment start product_copy --label production --arm 2:50 --arm 3:50\n"
      "  promptctl experiment stop product_copy@production\n"},
-    {"export", cmd_export, 0, "export [-o FILE]",
+    {"export", cmd_export, "export [-o FILE]",
      "Write every prompt, version, label (with history) and experiment as one\n"
      "JSON document, to stdout or FILE. 'import' reads it back.\n"},
-    {"import", cmd_import, 1, "import FILE [--author A]",
+    {"import", cmd_import, "import FILE [--author A]",
      "Import a document made by 'export' (- for stdin), in one transaction.\n"
      "Idempotent: what is already there is skipped; a version number that\n"
      "exists with other content is a conflict and nothing is imported.\n"},
-    {"help", cmd_help, 0, "help [VERB]", "Show help for all verbs or one.\n"},
-    {NULL, NULL, 0, NULL, NULL}};
+    {"help", cmd_help, "help [VERB]", "Show help for all verbs or one.\n"},
+    {NULL, NULL, NULL, NULL}};
 
 static const struct verb *find_verb(const char *name)
 {

@@ -116,8 +116,11 @@ struct reg_version {
     int version;             /* 1, 2, ... */
     size_t n_messages;
     struct reg_message *messages; /* owned: one block with its strings */
-    json_t *params;          /* owned: {"model", "temperature", ...} */
-    json_t *variables;       /* owned: ["product_name", ...] in first-use order */
+    json_t *params;          /* owned: {"model", "temperature", ...}; read
+                                only (in a snapshot it may be shared by
+                                versions; jansson's refcounts are atomic) */
+    json_t *variables;       /* owned: ["product_name", ...] in first-use
+                                order; read only, like params */
     char *hash;              /* owned: sha-256 hex of canonical content */
     char *message;           /* owned: publish message */
     char *author;            /* owned */
