@@ -21,7 +21,7 @@ that start processes live in conftest.py.
                              raises AssertionError on timeout
 """
 
-import http.client
+import http.client as httpclient
 import json
 import os
 import socket
@@ -86,7 +86,7 @@ def _connect(url, timeout):
     u = urllib.parse.urlsplit(url)
     if u.scheme != "http":
         raise ValueError("only http:// URLs are supported: %r" % url)
-    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=timeout)
+    conn = httpclient.HTTPConnection(u.hostname, u.port or 80, timeout=timeout)
     path = u.path or "/"
     if u.query:
         path += "?" + u.query
