@@ -164,10 +164,10 @@ int reg_migrate_apply(struct reg_db *db, int apply, char **err)
 {
     int applied_max;
 
+    if (!apply)   /* status only: report, do not judge */
+        return 0;
     if (check(db->sql, db->path, &applied_max, err) < 0)
         return -1;
-    if (!apply)
-        return 0;
     for (int i = 0; i < reg_migration_count; i++) {
         if (reg_migration_srcs[i].version <= applied_max)
             continue;

@@ -271,23 +271,28 @@ static int cmd_migrate(struct cli *c)
     const char *pos[1];
     char *err = NULL;
     struct reg_db *db;
-    int npos, n, dbv = 0;
+    int npos, n, dbv = 0, bad = 0;
 
     if (parse_opts(c, "migrate", opts, pos, 0, &npos))
         return 1;
-    db = reg_db_open(c->db_path, opts[0].count ? REG_DB_NOMIGRATE : 0, &err);
-    if (db == NULL && opts[0].count && access(c->db_path, F_OK) != 0)
-        return fail(err);
-    if (db == NULL && !opts[0].count)
-        return fail(err);
-    if (db == NULL) {
-        /* status of a database this binary refuses: say why, still exit 1 */
+    if (!opts[0].count) {
+        /* opening applies what is pending, or says why it cannot */
+        if ((db = open_db(c, 0, &err)) == NULL)
+            return fail(err);
+        reg_db_free(db);
+    }
+    if (access(c->db_path, F_OK) != 0) {
+        open_db(c, 0, &err);   /* a missing file: words the error */
         return fail(err);
     }
+    if ((db = reg_db_open(c->db_path, REG_DB_NOMIGRATE, &err)) == NULL)
+        return fail(err);
     n = reg_migrate_status(db, st, 64, &dbv, &err);
     reg_db_free(db);
     if (n < 0)
         return fail(err);
+    for (int i = 0; i < n && i < 64; i++)
+        bad |= st[i].applied && !st[i].checksum_ok;
     if (c->json) {
         json_t *arr = json_array(), *j;
         for (int i = 0; i < n && i < 64; i++)
@@ -296,20 +301,30 @@ static int cmd_migrate(struct cli *c)
                 "checksum", st[i].checksum, "applied", st[i].applied,
                 "checksum_ok", st[i].checksum_ok,
                 "applied_at", st[i].applied ? st[i].applied_at : NULL));
-        j = json_pack("{ss si si so}", "db", c->db_path, "db_version", dbv,
-                      "binary_version", reg_migrate_latest(), "migrations", arr);
+        j = json_pack("{ss si si sb so}", "db", c->db_path, "db_version", dbv,
+                      "binary_version", reg_migrate_latest(), "usable",
+                      !bad && dbv <= reg_migrate_latest(), "migrations", arr);
         print_json(j);
         json_decref(j);
-        return 0;
+    } else {
+        printf("registry '%s': schema version %d, this binary speaks %d\n",
+               c->db_path, dbv, reg_migrate_latest());
+        for (int i = 0; i < n && i < 64; i++)
+            printf("  %-24s %s\n", st[i].name,
+                   !st[i].applied ? "pending"
+                   : st[i].checksum_ok ? st[i].applied_at
+                   : "CHANGED after it was applied");
+        if (dbv > reg_migrate_latest())
+            printf("  (and newer migrations this binary does not know)\n");
+        else if (!bad && dbv < reg_migrate_latest())
+            printf("run 'promptctl migrate' to apply the pending migrations\n");
     }
-    printf("registry '%s': schema version %d, this binary speaks %d\n",
-           c->db_path, dbv, reg_migrate_latest());
-    for (int i = 0; i < n && i < 64; i++)
-        printf("  %-24s %s\n", st[i].name,
-               !st[i].applied ? "pending"
-               : st[i].checksum_ok ? st[i].applied_at : "CHANGED after it was applied");
-    if (opts[0].count && dbv < reg_migrate_latest())
-        printf("run 'promptctl migrate' to apply the pending migrations\n");
+    if (bad || dbv > reg_migrate_latest()) {
+        die_msg("this binary cannot use '%s': %s", c->db_path,
+                bad ? "an applied migration was changed"
+                    : "its schema is newer; upgrade promptgate");
+        return 1;
+    }
     return 0;
 }
 

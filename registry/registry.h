@@ -50,7 +50,8 @@ struct reg_db;
 
 /* flags for reg_db_open */
 #define REG_DB_CREATE    0x1  /* create the file if it does not exist */
-#define REG_DB_NOMIGRATE 0x2  /* do not apply pending migrations (status) */
+#define REG_DB_NOMIGRATE 0x2  /* neither check nor apply migrations: only
+                                 for reg_migrate_status on any database */
 
 /*
  * Open the registry at `path` (WAL, foreign keys on, busy timeout). Unless

@@ -339,6 +339,8 @@ def test_migrate_status_and_refusals(ctl):
     con.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1")
     con.commit()
     assert "0001_init differs" in ctl.fail("list").err
+    r = ctl.fail("migrate", "--status")
+    assert "CHANGED after it was applied" in r.out and "was changed" in r.err
     con.execute("UPDATE schema_migrations SET checksum = ? WHERE version = 1",
                 (st["migrations"][0]["checksum"],))
     con.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (99, '0099_x', 'y')")
@@ -346,6 +348,27 @@ def test_migrate_status_and_refusals(ctl):
     con.close()
     r = ctl.fail("publish", "x", "-f", "-", input="hi")
     assert "newer than this binary" in r.err
+    # --status still shows where it stands, and says why it is refused
+    r = ctl.fail("migrate", "--status")
+    assert "schema version 99, this binary speaks 2" in r.out
+    assert "its schema is newer" in r.err
+    assert ctl.run("migrate", "--status", "--json").rc == 1
+
+
+def test_migrate_applies_pending(ctl, tmp_path):
+    # a registry at version 1 only, as an older promptctl left it
+    ctl.ok("init")
+    con = sqlite3.connect(ctl.db)
+    con.execute("DROP TABLE eval_runs")
+    con.execute("DELETE FROM schema_migrations WHERE version = 2")
+    con.commit()
+    con.close()
+    st = ctl.json("migrate", "--status")
+    assert st["db_version"] == 1 and not st["migrations"][1]["applied"]
+    assert "run 'promptctl migrate'" in ctl.ok("migrate", "--status").out
+    ctl.ok("migrate")
+    st = ctl.json("migrate", "--status")
+    assert st["db_version"] == 2 and st["migrations"][1]["applied"]
 
 
 def test_versions_immutable_in_database(filled):
