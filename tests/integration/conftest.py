@@ -257,8 +257,8 @@ def mockllm(request, tmp_path):
                 argv = [exe, "--listen", "127.0.0.1:%d" % port] + args
             m = fac.add(Mock(port, argv, fac.path("mockllm", ".stderr"), env))
             try:
-                m._wait_ready(lambda: http("GET", m.url + "/v1/models", timeout=2).status == 200,
-                              "serving GET /v1/models")
+                m._wait_ready(lambda: http("GET", m.url + "/_mock/stats", timeout=2).status == 200,
+                              "answering GET /_mock/stats")
                 return m
             except AssertionError:
                 # a free port can be taken between free_port() and bind: retry
