@@ -10,28 +10,32 @@
  *
  * Invariant: pure function, no state: safe from any thread.
  */
+#include <stdlib.h>
 #include <string.h>
-#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include "registry/internal.h"
 
 int reg_assign_bucket(const char *experiment_name, const char *salt,
                       const char *user_id)
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    uint64_t v = 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char md[SHA256_DIGEST_LENGTH], stackbuf[512], *buf = stackbuf;
     const char *parts[3] = {experiment_name ? experiment_name : "",
                             salt ? salt : "", user_id ? user_id : ""};
+    size_t len[3], total = 0, off = 0;
+    uint64_t v = 0;
 
-    if (ctx == NULL || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
-        EVP_MD_CTX_free(ctx);
+    for (int i = 0; i < 3; i++)
+        total += (len[i] = strlen(parts[i]) + 1);
+    /* per request: hash from the stack, no allocation unless ids are huge */
+    if (total > sizeof(stackbuf) && (buf = malloc(total)) == NULL)
         return -1;
+    for (int i = 0; i < 3; i++) {   /* the NULs keep ("ab","c") != ("a","bc") */
+        memcpy(buf + off, parts[i], len[i]);
+        off += len[i];
     }
-    for (int i = 0; i < 3; i++)   /* the NULs keep ("ab","c") != ("a","bc") */
-        EVP_DigestUpdate(ctx, parts[i], strlen(parts[i]) + 1);
-    EVP_DigestFinal_ex(ctx, md, &mdlen);
-    EVP_MD_CTX_free(ctx);
+    SHA256(buf, total, md);
+    if (buf != stackbuf)
+        free(buf);
     for (int i = 0; i < 8; i++)
         v = (v << 8) | md[i];
     return (int)(v % 10000);

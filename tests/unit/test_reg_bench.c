@@ -87,6 +87,20 @@ int main(int argc, char **argv)
             rc = 1;
         printf("snapshot load %d: %.1f ms (%zu prompts, %zu versions)\n", run + 1,
                ms, reg_snapshot_prompts(s), reg_snapshot_versions(s));
+        if (run == 0 && np >= 1) {
+            /* per-request cost: resolve through a running experiment */
+            char id[32];
+            int n = 200000;
+            t0 = now_ms();
+            for (int i = 0; i < n; i++) {
+                snprintf(id, sizeof(id), "user-%d", i);
+                if (reg_snapshot_resolve(s, "prompt-0000", "production", 0, id, &r,
+                                         NULL) < 0 || r.experiment == NULL)
+                    rc = 1;
+            }
+            printf("resolve with experiment: %.2f us each (%d calls)\n",
+                   (now_ms() - t0) * 1000.0 / n, n);
+        }
         if (ms < best)
             best = ms;
         reg_snapshot_unref(s);
