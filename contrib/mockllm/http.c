@@ -14,7 +14,9 @@
  *      ^                                              |
  *      +------------- exchange finished --------------+
  *     BUSY --abort / bad request / Connection: close--> CLOSING
- *     CLOSING --output flushed--> freed
+ *     CLOSING --output flushed: shutdown(SHUT_WR)--> LINGER
+ *     LINGER --client EOF, or 2 s--> freed (input read and dropped meanwhile,
+ *             so that unread request bytes do not turn the close into a RST)
  *     BUSY --reset--> DEAD --> freed (RST)
  *     any --EOF or error from the client--> freed (job's on_close runs)
  *
@@ -47,7 +49,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-enum conn_state { ST_HEAD, ST_BODY, ST_CHUNKED, ST_BUSY, ST_CLOSING, ST_DEAD };
+enum conn_state { ST_HEAD, ST_BODY, ST_CHUNKED, ST_BUSY, ST_CLOSING, ST_LINGER, ST_DEAD };
 
 struct mock_http_conn {
     struct mock_http *h;        /* borrowed from the server */
@@ -140,13 +142,36 @@ conn_free(struct mock_http_conn *c)
  * After a finishing call: free or go on reading, unless conn_process() is
  * on the stack (it does the same when the handler returns).
  */
+/* Output flushed on a closing connection: half-close, then wait for EOF. */
+static void
+conn_linger(struct mock_http_conn *c)
+{
+    struct timeval tv = {2, 0};
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+
+    c->state = ST_LINGER;
+    if (fd >= 0)
+        shutdown(fd, SHUT_WR);
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_enable(c->bev, EV_READ);
+    evbuffer_drain(bufferevent_get_input(c->bev),
+                   evbuffer_get_length(bufferevent_get_input(c->bev)));
+}
+
+/* Free or half-close a connection that is done; 1 if it is done. */
 static int
 conn_release(struct mock_http_conn *c)
 {
-    if (c->state == ST_DEAD ||
-        (c->state == ST_CLOSING &&
-         evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)) {
+    if (c->state == ST_DEAD) {
         conn_free(c);
+        return 1;
+    }
+    if (c->state == ST_LINGER)
+        return 1;
+    if (c->state == ST_CLOSING &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        conn_linger(c);
         return 1;
     }
     return 0;
@@ -645,6 +670,11 @@ read_cb(struct bufferevent *bev, void *arg)
     struct mock_http_conn *c = arg;
 
     (void)bev;
+    if (c->state == ST_LINGER) {
+        evbuffer_drain(bufferevent_get_input(c->bev),
+                       evbuffer_get_length(bufferevent_get_input(c->bev)));
+        return;
+    }
     if (c->state == ST_BUSY) {
         /* pipelined input waits until the current exchange is done */
         if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 2 * MOCK_HTTP_MAX_BODY)
@@ -661,7 +691,7 @@ write_cb(struct bufferevent *bev, void *arg)
 
     (void)bev;
     if (c->state == ST_CLOSING) {
-        conn_free(c);
+        conn_linger(c);
         return;
     }
     if (c->on_drain)
