@@ -118,6 +118,8 @@ struct evl_vocab {
     struct strmap value_map;
     /* trie */
     uint32_t root[256];      /* child node of the root per byte, 0 = none */
+    uint8_t first_cp[8192];  /* bitmap: BMP code points that start a value */
+    int first_astral;        /* some value starts beyond the BMP */
     uint32_t *node_value;    /* owned: value id + 1 per node, 0 = none */
     size_t n_nodes, cap_nodes;
     uint64_t *edge_keys;     /* owned: (node << 8 | byte) + 1, 0 = empty */
@@ -422,6 +424,33 @@ done:
 
 /* ---- trie ---------------------------------------------------------------- */
 
+/* Decode the code point at s[i] (ASCII lower-cased); *n gets its length. */
+static uint32_t decode_cp(const char *s, size_t len, size_t i, size_t *n)
+{
+    const unsigned char *u = (const unsigned char *)s + i;
+    size_t left = len - i;
+
+    if (u[0] < 0x80) {
+        *n = 1;
+        return (u[0] >= 'A' && u[0] <= 'Z') ? u[0] + 32u : u[0];
+    }
+    if (u[0] >= 0xC0 && u[0] < 0xE0 && left >= 2) {
+        *n = 2;
+        return ((u[0] & 0x1Fu) << 6) | (u[1] & 0x3Fu);
+    }
+    if (u[0] >= 0xE0 && u[0] < 0xF0 && left >= 3) {
+        *n = 3;
+        return ((u[0] & 0x0Fu) << 12) | ((u[1] & 0x3Fu) << 6) | (u[2] & 0x3Fu);
+    }
+    if (u[0] >= 0xF0 && left >= 4) {
+        *n = 4;
+        return ((u[0] & 0x07u) << 18) | ((u[1] & 0x3Fu) << 12) |
+               ((u[2] & 0x3Fu) << 6) | (u[3] & 0x3Fu);
+    }
+    *n = 1;
+    return 0xFFFD;
+}
+
 static size_t edge_slot(const struct evl_vocab *v, uint64_t key)
 {
     uint64_t h = key * 0x9E3779B97F4A7C15ULL;
@@ -501,6 +530,15 @@ int evl_vocab_build(struct evl_vocab *v, char **err)
             node = next;
         }
         v->node_value[node] = (uint32_t)i + 1;
+        {
+            size_t n;
+            const char *t = v->value_texts[i];
+            uint32_t cp = decode_cp(t, strlen(t), 0, &n);
+            if (cp < 0x10000)
+                v->first_cp[cp >> 3] |= (uint8_t)(1u << (cp & 7));
+            else
+                v->first_astral = 1;
+        }
     }
     v->built = 1;
     return 0;
@@ -590,6 +628,11 @@ void evl_checker_free(struct evl_checker *c)
     free(c);
 }
 
+static unsigned char lower(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+}
+
 static int is_word(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -607,62 +650,34 @@ static const char *const pair_cues[] = {
     "goes with", "team with"};
 #define N_PAIR_CUES (sizeof(pair_cues) / sizeof(pair_cues[0]))
 
-/* Clause ends: ， 。 ！ ？ ； ： and their ASCII forms, newlines. */
-static const char *const clause_ends[] = {"，", "。", "！", "？", "；", "、"};
-#define N_CLAUSE_ENDS (sizeof(clause_ends) / sizeof(clause_ends[0]))
-
 static int starts_with_ci(const char *text, size_t len, size_t i,
                           const char *tok)
 {
     size_t k;
 
     for (k = 0; tok[k]; k++)
-        if (i + k >= len ||
-            tolower((unsigned char)text[i + k]) != (unsigned char)tok[k])
+        if (i + k >= len || lower((unsigned char)text[i + k]) != (unsigned char)tok[k])
             return 0;
     return 1;
 }
 
-/* 1 when text[i] starts a clause end, 0 when not. */
-static int clause_end_at(const char *text, size_t len, size_t i)
+/* First code points of the cues: 搭 配 内 外 叠 混 可, p w g t. */
+static int is_cue_start(uint32_t cp)
 {
-    unsigned char c = (unsigned char)text[i];
-    size_t k;
-
-    if (c == ',' || c == '.' || c == '!' || c == '?' || c == ';' || c == '\n')
-        return 1;
-    if (c != 0xEF && c != 0xE3)
-        return 0; /* every CJK punctuation above starts with EF or E3 */
-    for (k = 0; k < N_CLAUSE_ENDS; k++)
-        if (starts_with_ci(text, len, i, clause_ends[k]))
-            return 1;
-    return 0;
+    return cp == 0x642D || cp == 0x914D || cp == 0x5185 || cp == 0x5916 ||
+           cp == 0x53E0 || cp == 0x6DF7 || cp == 0x53EF || cp == 'p' ||
+           cp == 'w' || cp == 'g' || cp == 't';
 }
 
 /* 1 when a pairing cue starts at text[i]. */
 static int pair_cue_at(const char *text, size_t len, size_t i)
 {
-    unsigned char c = (unsigned char)text[i];
     size_t k;
 
-    /* cheap filter: the cues' first bytes */
-    if (c != 0xE6 && c != 0xE9 && c != 0xE5 && c != 0xE5 && c != 'p' &&
-        c != 'w' && c != 'g' && c != 't' && c != 'P' && c != 'W' && c != 'G' &&
-        c != 'T')
-        return 0;
     for (k = 0; k < N_PAIR_CUES; k++)
         if (starts_with_ci(text, len, i, pair_cues[k]))
             return 1;
     return 0;
-}
-
-/* Next code point start after text[i]. */
-static size_t next_char(const char *text, size_t len, size_t i)
-{
-    i++;
-    while (i < len && ((unsigned char)text[i] & 0xC0) == 0x80)
-        i++;
-    return i;
 }
 
 /*
@@ -672,15 +687,19 @@ static size_t next_char(const char *text, size_t len, size_t i)
 static size_t match_at(const struct evl_vocab *v, const char *text,
                        size_t len, size_t i, uint32_t *id)
 {
-    uint32_t node = 0;
+    uint32_t node;
     size_t j, best = 0;
-    unsigned char first = (unsigned char)text[i];
+    unsigned char first = lower((unsigned char)text[i]);
 
+    /* most positions fail here, on the root table */
+    if ((node = v->root[first]) == 0)
+        return 0;
     if (is_word(first) && i > 0 && is_word((unsigned char)text[i - 1]))
         return 0;
     for (j = i; j < len; j++) {
-        unsigned char c = (unsigned char)tolower((unsigned char)text[j]);
-        node = trie_child(v, node, c);
+        unsigned char c = lower((unsigned char)text[j]);
+        if (j > i)
+            node = trie_child(v, node, c);
         if (node == 0)
             break;
         if (v->node_value[node]) {
@@ -877,14 +896,20 @@ int evl_check(struct evl_checker *c, const json_t *facts, const char *text,
     /* categorical claims, distinct, in order of first mention */
     c->n_claims = 0;
     for (i = 0, in_pair = 0; i < len;) {
-        uint32_t id;
-        size_t end = match_at(v, text, len, i, &id);
+        uint32_t id, cp;
+        size_t end = 0, n;
+        cp = decode_cp(text, len, i, &n);
+        if (cp < 0x10000 ? (v->first_cp[cp >> 3] >> (cp & 7)) & 1
+                         : v->first_astral)
+            end = match_at(v, text, len, i, &id);
         if (end == 0) {
-            if (clause_end_at(text, len, i))
+            if (cp == 0xFF0C || cp == 0x3002 || cp == 0xFF01 || cp == 0xFF1F ||
+                cp == 0xFF1B || cp == 0x3001 || cp == ',' || cp == '.' ||
+                cp == '!' || cp == '?' || cp == ';' || cp == '\n')
                 in_pair = 0;
-            else if (!in_pair && pair_cue_at(text, len, i))
+            else if (!in_pair && is_cue_start(cp) && pair_cue_at(text, len, i))
                 in_pair = 1;
-            i = next_char(text, len, i);
+            i += n;
             continue;
         }
         if (c->value_seen[id] != c->stamp) {

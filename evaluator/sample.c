@@ -11,6 +11,10 @@
  * CSV follows RFC 4180: quoted fields may hold commas, doubled quotes and
  * newlines; the record is decoded in place into the line buffer.
  *
+ * The first pass also remembers a 64-bit hash of each distinct facts text
+ * (a bounded set: 2^18 slots, 2 MiB, filled to half) and skips decoding a
+ * facts text it has seen: an A/B file shows the same product to many users.
+ *
  * Invariants: at most one record is held; a malformed record leaves the
  * reader positioned on the next one; every error names its line.
  */
@@ -46,7 +50,36 @@ struct evl_reader {
     char *cells[EVL_CSV_COLS_MAX]; /* borrowed from rec */
     size_t cell_len[EVL_CSV_COLS_MAX];
     int n_cols;
+    uint64_t *seen;           /* owned: hashes of facts texts (FACTS mode) */
+    size_t n_seen;
 };
+
+#define SEEN_SLOTS (1u << 18)
+
+/* 1 when the facts text was seen before; remembers it otherwise. */
+static int facts_seen(struct evl_reader *r, const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL ^ n;
+    size_t i;
+
+    if (r->seen == NULL && (r->seen = calloc(SEEN_SLOTS, sizeof(uint64_t))) == NULL)
+        return 0;
+    for (i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ULL;
+    }
+    h ^= h >> 31;
+    h |= 1; /* 0 marks an empty slot */
+    for (i = (size_t)(h >> 7) & (SEEN_SLOTS - 1); r->seen[i];
+         i = (i + 1) & (SEEN_SLOTS - 1))
+        if (r->seen[i] == h)
+            return 1;
+    if (r->n_seen < SEEN_SLOTS / 2) {
+        r->seen[i] = h;
+        r->n_seen++;
+    }
+    return 0;
+}
 
 static void set_err(char **err, const char *fmt, ...)
 {
@@ -423,6 +456,8 @@ static int json_facts_only(struct evl_reader *r, const char *line, size_t n)
         if ((vend = skip_value(v, end)) == NULL)
             return -1;
         if ((size_t)(kend - 1 - k) == klen && memcmp(k, key, klen) == 0) {
+            if (facts_seen(r, v, (size_t)(vend - v)))
+                return 1;
             r->facts = json_loadb(v, (size_t)(vend - v), JSON_DECODE_ANY, NULL);
             return r->facts ? 1 : -1;
         }
@@ -601,6 +636,11 @@ static int read_csv(struct evl_reader *r, struct evl_sample *s,
         set_err(err, "line %ld: empty line", s->line);
         return -1;
     }
+    if (mode == EVL_READ_FACTS) {
+        c = cell(r, EVL_F_FACTS, &n);
+        if (c != NULL && facts_seen(r, c, n))
+            return 1;
+    }
     if (csv_json_cell(r, EVL_F_FACTS, &r->facts, s->line, err) < 0)
         return -1;
     s->facts = r->facts;
@@ -693,6 +733,7 @@ void evl_reader_free(struct evl_reader *r)
     free(r->line);
     free(r->rec);
     free(r->path);
+    free(r->seen);
     free(r);
 }
 

@@ -221,7 +221,15 @@ size_t evl_unit_scan(const char *text, size_t len, struct evl_quantity *out,
     struct evl_quantity q;
 
     while (i < len) {
-        size_t end = quantity_at(text, len, i, &q);
+        unsigned char c = (unsigned char)text[i];
+        size_t end;
+        /* only digits and the money prefixes' first bytes (¥ C2, ￥ EF, r)
+         * can start a quantity: skip everything else cheaply */
+        if (!is_digit(c) && c != 0xC2 && c != 0xEF && c != 'r' && c != 'R') {
+            i++;
+            continue;
+        }
+        end = quantity_at(text, len, i, &q);
         if (end > 0) {
             if (found < max)
                 out[found] = q;
