@@ -148,6 +148,10 @@ int reg_label_rollback(struct reg_db *db, const char *name, const char *label,
 
     if (check_label(label, err) < 0)
         return -1;
+    if (actor && strlen(actor) > REG_AUTHOR_MAX) {
+        reg_err(err, "author is longer than %d bytes", REG_AUTHOR_MAX);
+        return -1;
+    }
     if (reg_db_begin(db, err) < 0)
         return -1;
     if ((pid = reg_db_prompt_id(db, name, err)) <= 0)

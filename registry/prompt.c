@@ -146,10 +146,16 @@ static int check_params(const json_t *params, char **err)
             reg_err(err, "params.model: want a string");
             return -1;
         }
-        if ((strcmp(key, "temperature") == 0 || strcmp(key, "top_p") == 0)
+        if (strcmp(key, "temperature") == 0
             && (!json_is_number(v) || json_number_value(v) < 0
                 || json_number_value(v) > 2)) {
-            reg_err(err, "params.%s: want a number from 0 to 2", key);
+            reg_err(err, "params.temperature: want a number from 0 to 2");
+            return -1;
+        }
+        if (strcmp(key, "top_p") == 0
+            && (!json_is_number(v) || json_number_value(v) < 0
+                || json_number_value(v) > 1)) {
+            reg_err(err, "params.top_p: want a number from 0 to 1");
             return -1;
         }
         if (strcmp(key, "max_tokens") == 0

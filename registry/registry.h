@@ -347,6 +347,19 @@ struct reg_snapshot *reg_snapshot_load(const char *path, char **err);
 struct reg_snapshot *reg_snapshot_ref(struct reg_snapshot *snap);
 void reg_snapshot_unref(struct reg_snapshot *snap);
 
+/*
+ * Change detection, for reloading snapshots without a restart: a watch
+ * keeps a read-only connection on `path`. reg_watch_changed() returns 1 when
+ * the registry changed since the previous call (always on the first call,
+ * and when the file was replaced), 0 when not, -1 with an error when it
+ * cannot be read (the caller keeps its last good snapshot). One pragma and
+ * one stat() per call: fine on a timer. Not thread-safe: one owner.
+ */
+struct reg_watch;
+struct reg_watch *reg_watch_new(const char *path, char **err);
+int reg_watch_changed(struct reg_watch *w, char **err);
+void reg_watch_free(struct reg_watch *w);
+
 /* Counts, for logs and /metrics. */
 size_t reg_snapshot_prompts(const struct reg_snapshot *snap);
 size_t reg_snapshot_versions(const struct reg_snapshot *snap);

@@ -134,6 +134,39 @@ static void test_isolation_and_refcount(void **state)
     treg_cleanup(path);
 }
 
+static void test_watch(void **state)
+{
+    char *path = setup(), *err = NULL, moved[4200];
+    struct reg_watch *w = reg_watch_new(path, &err);
+    struct reg_db *db;
+
+    (void)state;
+    assert_non_null(w);
+    assert_int_equal(reg_watch_changed(w, &err), 1);   /* first call */
+    assert_int_equal(reg_watch_changed(w, &err), 0);
+    assert_int_equal(reg_watch_changed(w, &err), 0);
+    db = treg_open(path);
+    assert_int_equal(reg_label_set(db, "copy", 3, "production", "t", &err), 0);
+    assert_int_equal(reg_watch_changed(w, &err), 1);
+    assert_int_equal(reg_watch_changed(w, &err), 0);
+    /* a read does not count as a change */
+    reg_version_free(reg_version_get(db, "copy", NULL, 0, NULL));
+    assert_int_equal(reg_watch_changed(w, &err), 0);
+    reg_db_free(db);
+    /* a file replaced under the same path */
+    snprintf(moved, sizeof(moved), "%s.old", path);
+    assert_int_equal(rename(path, moved), 0);
+    assert_int_equal(reg_watch_changed(w, &err), -1);
+    assert_non_null(strstr(err, "no such file"));
+    free(err);
+    err = NULL;
+    assert_int_equal(rename(moved, path), 0);
+    assert_int_equal(reg_watch_changed(w, &err), 1);
+    assert_int_equal(reg_watch_changed(w, &err), 0);
+    reg_watch_free(w);
+    treg_cleanup(path);
+}
+
 static void test_load_errors(void **state)
 {
     char *err = NULL;
@@ -153,6 +186,7 @@ int main(void)
         cmocka_unit_test(test_resolve),
         cmocka_unit_test(test_experiment_assignment),
         cmocka_unit_test(test_isolation_and_refcount),
+        cmocka_unit_test(test_watch),
         cmocka_unit_test(test_load_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
