@@ -1283,13 +1283,23 @@ static void overview(FILE *f)
         "promptctl - the prompt registry: publish immutable prompt versions,\n"
         "label them, roll back, split traffic between them, export/import.\n"
         "\nusage: promptctl [--db PATH] [--json] VERB [ARGS]\n\nverbs:\n");
-    for (const struct verb *v = verbs; v->name; v++)
-        fprintf(f, "  %s\n", v->synopsis);
+    for (const struct verb *v = verbs; v->name; v++) {
+        /* multi-line synopses: one verb line each, aligned */
+        for (const char *s = v->synopsis, *nl; s; s = nl ? nl + 1 : NULL) {
+            nl = strchr(s, '\n');
+            while (*s == ' ')
+                s++;
+            if (strncmp(s, "promptctl ", 10) == 0)
+                s += 10;
+            fprintf(f, "  %.*s\n", nl ? (int)(nl - s) : (int)strlen(s), s);
+        }
+    }
     fprintf(f,
         "\noptions:\n"
         "  --db PATH   registry database (default $PROMPTGATE_DB or ./promptgate.db)\n"
         "  --json      machine-readable output on every read verb\n"
         "  -h, --help  this help; 'promptctl help VERB' for one verb\n"
+        "  --author A  who made a change (default $PROMPTCTL_AUTHOR, else $USER)\n"
         "\na first session:\n"
         "  promptctl init\n"
         "  promptctl publish product_copy -f v1.txt -m \"first\"\n"
