@@ -851,6 +851,31 @@ static int contains_ci(const char *hay, size_t hlen, const char *needle,
     return 0;
 }
 
+/*
+ * 1 when the fact's value is part of a longer value the copy names that
+ * belongs to another attribute: 连衣裙 (a dress length) states 裙 (a
+ * skirt-type garment). A longer value of the same attribute is a different
+ * value: 米白色 does not state 白色.
+ */
+static int inside_other_claim(const struct evl_checker *c, const struct fact *f)
+{
+    const struct evl_vocab *v = c->v;
+    const char *needle = v->value_texts[f->value];
+    size_t i, k;
+
+    for (i = 0; i < c->n_claims; i++) {
+        const struct vvalue *w = &v->values[c->claims[i]];
+        int same = 0;
+        if (strstr(v->value_texts[c->claims[i]], needle) == NULL)
+            continue;
+        for (k = 0; k < w->n_attrs && !same; k++)
+            same = w->attrs[k] == f->attr;
+        if (!same)
+            return 1;
+    }
+    return 0;
+}
+
 /* 1 when value `id` is inside one of the product's values of its attributes. */
 static int part_of_own_value(const struct evl_checker *c, uint32_t id)
 {
@@ -937,9 +962,9 @@ int evl_check(struct evl_checker *c, const json_t *facts, const char *text,
         if (f->is_quantity) {
             for (k = 0; k < c->n_qs && !f->mentioned; k++)
                 f->mentioned = evl_unit_equal(&f->q, &c->qs[k], c->tol);
-        } else if (f->value >= 0 && v->values[f->value].matchable &&
-                   c->value_seen[f->value] == c->stamp) {
-            f->mentioned = 1;
+        } else if (f->value >= 0 && v->values[f->value].matchable) {
+            f->mentioned = c->value_seen[f->value] == c->stamp ||
+                           inside_other_claim(c, f);
         } else {
             char buf[EVL_VALUE_BYTES_MAX];
             long n = normalise(f->text, f->len, buf, sizeof(buf));

@@ -1,0 +1,283 @@
+/*
+ * test_evl_claim.c - the claim checker on hand-made Chinese and English
+ * copy: supported, contradicted and unverifiable claims, longest match,
+ * multi-attribute values, pairing clauses, quantities across units, and
+ * malformed facts.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include "evaluator/claim.h"
+
+struct fixture {
+    struct evl_vocab *v;
+    struct evl_checker *c;
+};
+
+/* The "sample file": every product's facts feed the vocabulary. */
+static const char *const products[] = {
+    "{\"颜色\": \"白色\", \"类型\": \"上衣\", \"材质\": \"棉\"}",
+    "{\"颜色\": [\"黑色\", \"红色\"], \"类型\": \"裙\", \"风格\": \"复古\"}",
+    "{\"颜色\": \"米白色\", \"图案\": \"纯色\", \"重量\": \"1.2kg\"}",
+    "{\"颜色\": \"纯色\", \"裙长\": \"连衣裙\", \"裙款式\": \"木耳边\"}",
+    "{\"颜色\": \"蓝色\", \"风格\": [\"简约\", \"休闲\"]}",
+    "{\"color\": \"red\", \"material\": \"cotton\", \"battery\": \"5000mAh\"}",
+    "{\"color\": \"blue\", \"material\": \"linen\", \"weight\": \"2 lb\"}",
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    size_t i;
+
+    f->v = evl_vocab_new(EVL_MIN_CHARS);
+    for (i = 0; i < sizeof(products) / sizeof(products[0]); i++) {
+        json_t *j = json_loads(products[i], 0, NULL);
+        assert_non_null(j);
+        assert_int_equal(evl_vocab_add_facts(f->v, j, NULL), 0);
+        json_decref(j);
+    }
+    assert_int_equal(evl_vocab_add(f->v, "裙款式", "木耳", NULL), 0);
+    assert_int_equal(evl_vocab_build(f->v, NULL), 0);
+    f->c = evl_checker_new(f->v, 0.02);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    evl_checker_free(f->c);
+    evl_vocab_free(f->v);
+    free(f);
+    return 0;
+}
+
+static void check(struct fixture *f, const char *facts, const char *text,
+                  struct evl_check_result *r)
+{
+    json_t *j = json_loads(facts, 0, NULL);
+    char *err = NULL;
+
+    assert_non_null(j);
+    if (evl_check(f->c, j, text, strlen(text), r, &err) != 0)
+        fail_msg("check failed: %s", err);
+    json_decref(j);
+}
+
+static void test_vocab(void **state)
+{
+    struct fixture *f = *state;
+
+    /* quantities are not vocabulary; the attributes are still known */
+    assert_true(evl_vocab_attr_id(f->v, "重量") >= 0);
+    assert_true(evl_vocab_attr_id(f->v, "颜色") >= 0);
+    assert_int_equal(evl_vocab_attr_id(f->v, "尺码"), -1);
+    assert_string_equal(evl_vocab_attr_name(f->v, 0), "颜色");
+}
+
+static void test_supported(void **state)
+{
+    struct evl_check_result r;
+
+    check(*state, "{\"颜色\": \"白色\", \"类型\": \"上衣\"}",
+          "这款白色上衣简约百搭。", &r);
+    assert_int_equal(r.supported, 2);
+    assert_int_equal(r.contradicted, 0);
+    assert_int_equal(r.facts, 2);
+    assert_int_equal(r.facts_mentioned, 2);
+}
+
+static void test_contradicted_colour(void **state)
+{
+    struct evl_check_result r;
+    struct fixture *f = *state;
+
+    check(f, "{\"颜色\": \"白色\", \"类型\": \"上衣\"}", "这款黑色上衣很显瘦。", &r);
+    assert_int_equal(r.contradicted, 1);
+    assert_int_equal(r.supported, 1);
+    assert_int_equal(r.n_details, 1);
+    assert_string_equal(r.details[0].stated, "黑色");
+    assert_string_equal(r.details[0].known, "白色");
+    assert_string_equal(evl_vocab_attr_name(f->v, r.details[0].attr), "颜色");
+    assert_int_equal(r.n_attrs_contradicted, 1);
+    assert_int_equal(r.facts_mentioned, 1);
+}
+
+static void test_longest_match(void **state)
+{
+    struct evl_check_result r;
+
+    /* 米白色 is another colour, not 白色 */
+    check(*state, "{\"颜色\": \"白色\"}", "米白色的针织开衫。", &r);
+    assert_int_equal(r.contradicted, 1);
+    assert_int_equal(r.supported, 0);
+    assert_string_equal(r.details[0].stated, "米白色");
+    /* and a product that is 米白色 is supported by it */
+    check(*state, "{\"颜色\": \"米白色\"}", "米白色的针织开衫。", &r);
+    assert_int_equal(r.supported, 1);
+    assert_int_equal(r.contradicted, 0);
+}
+
+static void test_unverifiable(void **state)
+{
+    struct evl_check_result r;
+
+    /* no 风格 fact: a style claim cannot be checked */
+    check(*state, "{\"颜色\": \"白色\"}", "复古的白色衬衫。", &r);
+    assert_int_equal(r.unverifiable, 1);
+    assert_int_equal(r.supported, 1);
+    assert_int_equal(r.contradicted, 0);
+    /* every real value stated plus one more: an addition, not a swap */
+    check(*state, "{\"风格\": \"简约\"}", "简约又休闲的设计。", &r);
+    assert_int_equal(r.supported, 1);
+    assert_int_equal(r.unverifiable, 1);
+    assert_int_equal(r.contradicted, 0);
+    /* a real value left out and another named: contradiction */
+    check(*state, "{\"风格\": [\"简约\", \"复古\"]}", "简约又休闲的设计。", &r);
+    assert_int_equal(r.contradicted, 1);
+}
+
+static void test_pairing_clause(void **state)
+{
+    struct evl_check_result r;
+
+    check(*state, "{\"颜色\": \"白色\", \"类型\": \"上衣\"}",
+          "白色上衣，搭配黑色的裙，清爽利落。", &r);
+    assert_int_equal(r.contradicted, 0);
+    assert_int_equal(r.unverifiable, 2);
+    /* the cue only covers its own clause */
+    check(*state, "{\"颜色\": \"白色\"}", "搭配什么都好看，黑色很百搭。", &r);
+    assert_int_equal(r.contradicted, 1);
+}
+
+static void test_multi_attribute_value(void **state)
+{
+    struct evl_check_result r;
+
+    /* 纯色 is a colour and a pattern: the product has it as a pattern */
+    check(*state, "{\"图案\": \"纯色\", \"颜色\": \"白色\"}", "纯色白色T恤", &r);
+    assert_int_equal(r.contradicted, 0);
+    assert_int_equal(r.supported, 2);
+}
+
+static void test_part_of_true_value_and_other_attribute(void **state)
+{
+    struct evl_check_result r;
+
+    /* 木耳 is part of the true 木耳边 */
+    check(*state, "{\"裙款式\": \"木耳边\"}", "木耳花边领口。", &r);
+    assert_int_equal(r.contradicted, 0);
+    /* 连衣裙 (a length) states 裙 (a type): 上衣 is then an addition */
+    check(*state, "{\"类型\": \"裙\", \"裙长\": \"连衣裙\"}",
+          "这条连衣裙配一件上衣也好看。", &r);
+    assert_int_equal(r.contradicted, 0);
+}
+
+static void test_english_word_boundaries(void **state)
+{
+    struct evl_check_result r;
+
+    check(*state, "{\"color\": \"red\", \"material\": \"cotton\"}",
+          "A Red cotton shirt, redesigned for summer.", &r);
+    assert_int_equal(r.supported, 2);
+    assert_int_equal(r.contradicted, 0);
+    check(*state, "{\"color\": \"red\", \"material\": \"cotton\"}",
+          "A blue linen shirt.", &r);
+    assert_int_equal(r.contradicted, 2);
+}
+
+static void test_quantities(void **state)
+{
+    struct evl_check_result r;
+
+    check(*state, "{\"重量\": \"1.2kg\"}", "整机仅重1200克，轻薄便携。", &r);
+    assert_int_equal(r.supported, 1);
+    assert_int_equal(r.contradicted, 0);
+    assert_int_equal(r.facts_mentioned, 1);
+    check(*state, "{\"重量\": \"1.2kg\"}", "仅重2.4斤。", &r);
+    assert_int_equal(r.supported, 1);
+    check(*state, "{\"重量\": \"1.2kg\"}", "仅重1.5公斤。", &r);
+    assert_int_equal(r.contradicted, 1);
+    assert_string_equal(r.details[0].stated, "1.5公斤");
+    assert_string_equal(r.details[0].known, "1.2kg");
+    check(*state, "{\"battery\": \"5000mAh\"}", "A 4000 mAh battery, 65W charging.",
+          &r);
+    assert_int_equal(r.contradicted, 1);
+    assert_int_equal(r.unverifiable, 1); /* no power fact */
+    check(*state, "{\"battery\": \"5000mAh\"}", "5 Ah inside.", &r);
+    assert_int_equal(r.supported, 1);
+}
+
+static void test_malformed_facts(void **state)
+{
+    struct fixture *f = *state;
+    struct evl_check_result r;
+    char *err = NULL;
+    json_t *j = json_loads("{\"颜色\": {\"x\": 1}}", 0, NULL);
+
+    assert_int_equal(evl_check(f->c, j, "白色", 6, &r, &err), -1);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "颜色"));
+    free(err);
+    err = NULL;
+    json_decref(j);
+    j = json_loads("[1, 2]", 0, NULL);
+    assert_int_equal(evl_check(f->c, j, "白色", 6, &r, &err), -1);
+    free(err);
+    json_decref(j);
+    /* no facts at all: everything unverifiable */
+    assert_int_equal(evl_check(f->c, NULL, "白色上衣", 12, &r, NULL), 0);
+    assert_int_equal(r.unverifiable, 2);
+}
+
+static void test_lexicon(void **state)
+{
+    struct evl_vocab *v = evl_vocab_new(1);
+    char path[] = "/tmp/test_evl_lexiconXXXXXX";
+    int fd = mkstemp(path);
+    char *err = NULL;
+    static const char text[] = "# colours\n颜色\t藏青色\n\n颜色\t酒红色\n";
+
+    (void)state;
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, sizeof(text) - 1), (int)sizeof(text) - 1);
+    close(fd);
+    assert_int_equal(evl_vocab_load_lexicon(v, path, &err), 0);
+    assert_int_equal(evl_vocab_n_values(v), 2);
+    fd = open(path, O_WRONLY | O_TRUNC);
+    assert_int_equal(write(fd, "no tab here\n", 12), 12);
+    close(fd);
+    assert_int_equal(evl_vocab_load_lexicon(v, path, &err), -1);
+    assert_non_null(strstr(err, "line 1"));
+    free(err);
+    unlink(path);
+    evl_vocab_free(v);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vocab),
+        cmocka_unit_test(test_supported),
+        cmocka_unit_test(test_contradicted_colour),
+        cmocka_unit_test(test_longest_match),
+        cmocka_unit_test(test_unverifiable),
+        cmocka_unit_test(test_pairing_clause),
+        cmocka_unit_test(test_multi_attribute_value),
+        cmocka_unit_test(test_part_of_true_value_and_other_attribute),
+        cmocka_unit_test(test_english_word_boundaries),
+        cmocka_unit_test(test_quantities),
+        cmocka_unit_test(test_malformed_facts),
+        cmocka_unit_test(test_lexicon),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
