@@ -39,6 +39,18 @@ void reg_err(char **err, const char *fmt, ...)
     *err = s;
 }
 
+const char *reg_strerror(int errnum)
+{
+    static __thread char buf[128];
+    const char *s = strerror(errnum);
+
+    /* messages are lowercase: "permission denied", not "Permission denied" */
+    snprintf(buf, sizeof(buf), "%s", s);
+    if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z'))
+        buf[0] = (char)(buf[0] - 'A' + 'a');
+    return buf;
+}
+
 int reg_sha256_hex(const void *data, size_t len, char out[65])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -97,7 +109,7 @@ struct reg_db *reg_db_open(const char *path, int flags, char **err)
     }
     if (!(flags & REG_DB_CREATE) && stat(path, &stbuf) != 0) {
         reg_err(err, "cannot open '%s': %s", path,
-                errno == ENOENT ? "no such file" : strerror(errno));
+                reg_strerror(errno));
         return NULL;
     }
     if (flags & REG_DB_CREATE)

@@ -37,6 +37,8 @@ int64_t reg_db_prompt_id(struct reg_db *db, const char *name, char **err);
 char *reg_strdup_col(sqlite3_stmt *st, int col);      /* NULL column -> NULL */
 char *reg_strdup_col0(sqlite3_stmt *st, int col);     /* NULL column -> "" */
 int reg_sha256_hex(const void *data, size_t len, char out[65]);
+/* strerror, lowercased (thread-local buffer) */
+const char *reg_strerror(int errnum);
 
 /* migrate.c */
 int reg_migrate_apply(struct reg_db *db, int apply, char **err);

@@ -54,6 +54,18 @@ static void die_msg(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+/* strerror in the house style: lowercase, short */
+static const char *errstr(int errnum)
+{
+    static char buf[128];
+    const char *s = strerror(errnum);
+
+    snprintf(buf, sizeof(buf), "%s", s);
+    if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z'))
+        buf[0] = (char)(buf[0] - 'A' + 'a');
+    return buf;
+}
+
 /* report a library error and return 1 */
 static int fail(char *err)
 {
@@ -94,7 +106,7 @@ static char *read_file(const char *path, size_t max, size_t *len, char **err)
 
     if (f == NULL) {
         if (asprintf(err, "cannot open '%s': %s", path,
-                     errno == ENOENT ? "no such file" : strerror(errno)) < 0)
+                     errstr(errno)) < 0)
             *err = NULL;
         return NULL;
     }
@@ -119,7 +131,7 @@ static char *read_file(const char *path, size_t max, size_t *len, char **err)
             break;
     }
     if (ferror(f)) {
-        if (asprintf(err, "cannot read '%s': %s", path, strerror(errno)) < 0)
+        if (asprintf(err, "cannot read '%s': %s", path, errstr(errno)) < 0)
             *err = NULL;
         goto fail;
     }
@@ -1131,7 +1143,7 @@ static int cmd_export(struct cli *c)
         char tmp[4096];
         snprintf(tmp, sizeof(tmp), "%s.tmp", opts[0].value);
         if (json_dump_file(doc, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(17)) != 0 || rename(tmp, opts[0].value) != 0) {
-            die_msg("cannot write '%s': %s", opts[0].value, strerror(errno));
+            die_msg("cannot write '%s': %s", opts[0].value, errstr(errno));
             unlink(tmp);
             rc = 1;
         } else if (!c->json) {

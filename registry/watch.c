@@ -38,7 +38,7 @@ static int watch_open(struct reg_watch *w, char **err)
 
     if (stat(w->path, &st) != 0) {
         reg_err(err, "cannot open '%s': %s", w->path,
-                errno == ENOENT ? "no such file" : strerror(errno));
+                reg_strerror(errno));
         return -1;
     }
     if (sqlite3_open_v2(w->path, &w->sql, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
