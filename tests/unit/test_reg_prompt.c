@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sqlite3.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include "tests/unit/test_reg_util.h"
 
 static char *parse_err(const char *text)
@@ -237,6 +240,56 @@ static void test_list_and_refs(void **state)
     treg_cleanup(path);
 }
 
+/* two processes publishing at once: every publish succeeds, numbers unique */
+static void test_concurrent_publishers(void **state)
+{
+    char *path = treg_tmpdb();
+    struct reg_db *db = treg_open(path);
+    struct reg_version **vs;
+    size_t n;
+    pid_t kids[2];
+
+    (void)state;
+    reg_db_free(db);
+    for (int k = 0; k < 2; k++) {
+        kids[k] = fork();
+        assert_true(kids[k] >= 0);
+        if (kids[k] == 0) {
+            char *err = NULL;
+            struct reg_db *cdb = reg_db_open(path, 0, &err);
+            int bad = cdb == NULL;
+            for (int i = 0; i < 50 && !bad; i++) {
+                char text[64];
+                json_t *m;
+                int v, created;
+                snprintf(text, sizeof(text), "child %d text %d", k, i);
+                m = json_pack("[{ssss}]", "role", "user", "content", text);
+                bad = reg_publish(cdb, "raced", m, NULL, NULL, NULL, NULL, &v,
+                                  &created, &err) < 0 || !created;
+                if (bad)
+                    fprintf(stderr, "child %d: %s\n", k, err ? err : "not created");
+                json_decref(m);
+            }
+            reg_db_free(cdb);
+            _exit(bad);
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        int status;
+        assert_int_equal(waitpid(kids[k], &status, 0), kids[k]);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    db = treg_open(path);
+    assert_int_equal(reg_versions_list(db, "raced", &vs, &n, NULL), 0);
+    assert_int_equal(n, 100);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(vs[i]->version, (int)i + 1);
+    reg_versions_list_free(vs, n);
+    reg_db_free(db);
+    treg_cleanup(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -246,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_publish_rejects),
         cmocka_unit_test(test_versions_immutable_in_database),
         cmocka_unit_test(test_list_and_refs),
+        cmocka_unit_test(test_concurrent_publishers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
