@@ -127,6 +127,8 @@ struct reg_version {
     char *author;            /* owned */
     char *created_at;        /* owned: ISO-8601 UTC */
 };
+/* Frees a version from reg_version_get/reg_versions_list. Versions reached
+ * through a snapshot belong to the snapshot: never free those. */
 void reg_version_free(struct reg_version *v);
 
 /* A version's messages (the template, unrendered) as a new JSON array of
@@ -134,8 +136,10 @@ void reg_version_free(struct reg_version *v);
 json_t *reg_version_messages(const struct reg_version *v);
 
 /*
- * Parse a publish file: JSON {"messages": [...], "params": {...}} or, when
- * the text is not a JSON object, plain text = one user message. Validates
+ * Parse a publish file: JSON {"messages": [...], "params": {...}} when the
+ * text opens like a JSON object ('{' then '"' or '}', whitespace aside), else
+ * plain text = one user message (trailing newlines dropped; a template that
+ * starts with "{{var}}" is text). UTF-8 only. Validates
  * roles, sizes and variable names. On success `*messages` and `*params`
  * receive new references.
  */
