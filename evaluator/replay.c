@@ -536,7 +536,7 @@ int evl_replay_main(int argc, char **argv)
         while (rp.running < rp.concurrency && !eof) {
             struct request *q;
             if (base == NULL) {
-                rc = evl_reader_next(r, &s, EVL_READ_FULL, &err);
+                rc = evl_reader_next(r, &s, EVL_READ_INPUT, &err);
                 if (rc == 0) {
                     eof = 1;
                     break;

@@ -415,7 +415,8 @@ void evl_report_table(const struct evl_score *s, FILE *out)
         fprintf(out, "sample ratio: chi2 %.3f, df %d, p %.4g (expected %s)%s\n",
                 s->srm.chi2, s->srm.df, s->srm.p_value,
                 strcmp(s->srm_source, "equal") == 0 ? "an equal split"
-                                                    : s->srm_source,
+                : strcmp(s->srm_source, "split") == 0 ? "the --split"
+                                                     : "the registry weights",
                 s->srm.flagged ? "  MISMATCH" : "");
     fprintf(out, "%s\n", verdict.text);
     fflush(out);

@@ -356,10 +356,13 @@ static int check_counts(struct evl_sample *s, char **err)
     return 0;
 }
 
-static int check_version(struct evl_sample *s, char **err)
+static int check_version(struct evl_sample *s, enum evl_read_mode mode,
+                         char **err)
 {
     size_t n;
 
+    if (mode == EVL_READ_INPUT && s->version == NULL)
+        return 0;
     if (s->version == NULL || (n = strlen(s->version)) == 0) {
         set_err(err, "line %ld: missing 'version'", s->line);
         return -1;
@@ -586,7 +589,7 @@ static int read_json(struct evl_reader *r, struct evl_sample *s,
         json_count(o, r->key[EVL_F_CONVERSIONS], 0, &s->conversions, s->line,
                    err) < 0)
         return -1;
-    if (check_version(s, err) < 0 || check_counts(s, err) < 0)
+    if (check_version(s, mode, err) < 0 || check_counts(s, err) < 0)
         return -1;
     return 1;
 }
@@ -671,7 +674,7 @@ static int read_csv(struct evl_reader *r, struct evl_sample *s,
                     i + 1);
             return -1;
         }
-    if (check_version(s, err) < 0 || check_counts(s, err) < 0)
+    if (check_version(s, mode, err) < 0 || check_counts(s, err) < 0)
         return -1;
     return 1;
 }

@@ -44,6 +44,7 @@ struct evl_sample {
 
 enum evl_read_mode {
     EVL_READ_FULL,           /* every field, validated */
+    EVL_READ_INPUT,          /* the same, `version` optional (replay input) */
     EVL_READ_FACTS           /* only `facts` (fast path for a first pass):
                                 facts whose exact text was already returned
                                 come back as NULL (products repeat across

@@ -57,8 +57,9 @@ void evl_stats_wilson(uint64_t s, uint64_t n, double z, struct evl_rate *out)
     centre = (p + z2 / (2.0 * nn)) / den;
     half = z * sqrt(p * (1.0 - p) / nn + z2 / (4.0 * nn * nn)) / den;
     out->value = p;
-    out->low = clamp01(centre - half);
-    out->high = clamp01(centre + half);
+    /* exact ends: the interval of 0/n starts at 0, of n/n ends at 1 */
+    out->low = s == 0 ? 0.0 : clamp01(centre - half);
+    out->high = s == n ? 1.0 : clamp01(centre + half);
 }
 
 /* log B(a, b) */
