@@ -4,7 +4,7 @@
 set -eu
 PKGS="make gcc pkg-config libevent-dev libcurl4-openssl-dev libsqlite3-dev
 sqlite3 libjansson-dev libssl-dev libhiredis-dev redis-server libcmocka-dev
-python3 python3-pytest wrk curl jq nginx-light"
+python3 python3-pytest wrk curl jq nginx-light chromium"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then

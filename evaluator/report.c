@@ -596,13 +596,39 @@ static const char *bar_colour(const struct evl_score *s, size_t i,
     return sig > 0 ? C_BETTER : (sig < 0 ? C_WORSE : C_NEUTRAL);
 }
 
+/* A "nice" axis step (1, 2, 2.5 or 5 x 10^k) so that 4 steps cover max. */
+static double nice_step(double max)
+{
+    double raw = max / 4.0, mag = pow(10.0, floor(log10(raw))), r = raw / mag;
+
+    if (r <= 1.0)
+        return mag;
+    if (r <= 2.0)
+        return 2.0 * mag;
+    if (r <= 2.5)
+        return 2.5 * mag;
+    if (r <= 5.0)
+        return 5.0 * mag;
+    return 10.0 * mag;
+}
+
+/* Tick label for a percentage with just enough decimals for the step. */
+static void tick_label(char *buf, size_t n, double pct, double step_pct,
+                       int sign)
+{
+    int dec = step_pct >= 1.0 ? 0 : (step_pct >= 0.1 ? 1 : (step_pct >= 0.01 ? 2 : 3));
+
+    snprintf(buf, n, sign ? "%+.*f%%" : "%.*f%%", dec, pct);
+}
+
 /* A horizontal bar chart of one rate per version with its 95% interval. */
 static void svg_rates(FILE *f, const struct evl_score *s, const char *metric,
                       const char *title)
 {
-    const int W = 720, left = 150, right = 150, row = 36, top = 34;
+    const int W = 760, left = 150, right = 190, row = 36, top = 34;
     int H = top + row * (int)s->n + 34, plot = W - left - right, t;
-    double max = 0.0;
+    double max = 0.0, step;
+    char tl[32];
     size_t i;
 
     for (i = 0; i < s->n; i++) {
@@ -612,7 +638,8 @@ static void svg_rates(FILE *f, const struct evl_score *s, const char *metric,
     }
     if (max <= 0.0)
         max = 0.01;
-    max *= 1.1;
+    step = nice_step(max);
+    max = 4.0 * step;
     fprintf(f, "<svg class=\"chart\" role=\"img\" width=\"%d\" height=\"%d\" "
                "viewBox=\"0 0 %d %d\" xmlns=\"http://www.w3.org/2000/svg\">\n",
             W, H, W, H);
@@ -623,10 +650,11 @@ static void svg_rates(FILE *f, const struct evl_score *s, const char *metric,
     fprintf(f, "</text>\n");
     for (t = 0; t <= 4; t++) {
         double x = left + plot * t / 4.0;
+        tick_label(tl, sizeof(tl), 100.0 * step * t, 100.0 * step, 0);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" "
                    "stroke=\"#e3e3e3\"/>\n<text x=\"%.1f\" y=\"%d\" "
-                   "class=\"ax\" text-anchor=\"middle\">%.2g%%</text>\n",
-                x, top - 4, x, H - 26, x, H - 10, 100.0 * max * t / 4.0);
+                   "class=\"ax\" text-anchor=\"middle\">%s</text>\n",
+                x, top - 4, x, H - 26, x, H - 10, tl);
     }
     for (i = 0; i < s->n; i++) {
         const struct evl_rate *r = metric_rate(s->v[i], metric);
@@ -643,7 +671,7 @@ static void svg_rates(FILE *f, const struct evl_score *s, const char *metric,
             continue;
         }
         fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" "
-                   "fill=\"%s\" fill-opacity=\"0.85\"/>\n",
+                   "fill=\"%s\"/>\n",
                 left, y + 8, plot * r->value / max, row - 14, col);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" "
                    "stroke=\"#222\" stroke-width=\"2\"/>\n",
@@ -668,9 +696,10 @@ static void svg_rates(FILE *f, const struct evl_score *s, const char *metric,
 static void svg_lift(FILE *f, const struct evl_score *s, const char *metric,
                      const char *title)
 {
-    const int W = 720, left = 150, right = 150, row = 36, top = 34;
+    const int W = 760, left = 150, right = 190, row = 36, top = 34;
     int n = (int)s->n - 1, H, plot = W - left - right, t, k = 0;
-    double lim = 0.05;
+    double lim = 0.05, step;
+    char tl[32];
     size_t i;
 
     if (n <= 0)
@@ -685,7 +714,9 @@ static void svg_lift(FILE *f, const struct evl_score *s, const char *metric,
         if (!isnan(c->rel_high) && fabs(c->rel_high) > lim)
             lim = fabs(c->rel_high);
     }
-    lim *= 1.15;
+    step = nice_step(lim * 2.0) / 2.0;
+    lim = 4.0 * step;
+    step = lim / 2.0;
 #define LX(v) (left + plot * ((v) + lim) / (2 * lim))
     fprintf(f, "<svg class=\"chart\" role=\"img\" width=\"%d\" height=\"%d\" "
                "viewBox=\"0 0 %d %d\" xmlns=\"http://www.w3.org/2000/svg\">\n",
@@ -696,12 +727,13 @@ static void svg_lift(FILE *f, const struct evl_score *s, const char *metric,
     html_esc(f, title);
     fprintf(f, "</text>\n");
     for (t = 0; t <= 4; t++) {
-        double v = -lim + 2 * lim * t / 4.0;
+        double v = -lim + step * t;
+        tick_label(tl, sizeof(tl), 100.0 * v, 100.0 * step, t != 2);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" "
                    "stroke=\"%s\"%s/>\n<text x=\"%.1f\" y=\"%d\" class=\"ax\" "
-                   "text-anchor=\"middle\">%+.0f%%</text>\n",
+                   "text-anchor=\"middle\">%s</text>\n",
                 LX(v), top - 4, LX(v), H - 26, t == 2 ? "#555" : "#e3e3e3",
-                t == 2 ? " stroke-width=\"1.5\"" : "", LX(v), H - 10, 100 * v);
+                t == 2 ? " stroke-width=\"1.5\"" : "", LX(v), H - 10, tl);
     }
     for (i = 0; i < s->n; i++) {
         const struct evl_compare *c = metric_cmp(s->v[i], metric);
@@ -806,10 +838,17 @@ static void write_html(const struct evl_score *s, const char *source, FILE *f)
     if (strcmp(verdict.metric, "cvr") == 0)
         svg_rates(f, s, "ctr", "Click-through rate (higher is better)");
 
-    fprintf(f, "<h2>Per version</h2>\n<table><tr><th>version</th><th>samples"
-               "</th><th>fact-error rate [95%% CI]</th><th>CTR [95%% CI]</th>"
-               "<th>CVR [95%% CI]</th><th>CVR lift</th><th>p (Holm)</th>"
-               "<th>chance to beat</th><th>key-fact coverage</th></tr>\n");
+    {
+        const char *short_name = strcmp(verdict.metric, "cvr") == 0 ? "CVR"
+                                 : strcmp(verdict.metric, "ctr") == 0
+                                     ? "CTR"
+                                     : "fact-error";
+        fprintf(f, "<h2>Per version</h2>\n<table><tr><th>version</th><th>samples"
+                   "</th><th>fact-error rate [95%% CI]</th><th>CTR [95%% CI]</th>"
+                   "<th>CVR [95%% CI]</th><th>%s lift</th><th>%s p (Holm)</th>"
+                   "<th>%s chance to beat</th><th>key-fact coverage</th></tr>\n",
+                short_name, short_name, short_name);
+    }
     for (i = 0; i < s->n; i++) {
         const struct evl_version_stats *v = s->v[i];
         char l[32], p[32], c[32], cov[32];
@@ -825,9 +864,10 @@ static void write_html(const struct evl_score *s, const char *source, FILE *f)
             snprintf(p, sizeof(p), "-");
             snprintf(c, sizeof(c), "-");
         } else {
-            fmt_signed_pct(l, sizeof(l), v->vs_cvr.rel_lift);
-            fmt_p(p, sizeof(p), v->vs_cvr.p_adjusted);
-            fmt_pct(c, sizeof(c), v->vs_cvr.chance_to_beat);
+            const struct evl_compare *x = metric_cmp(v, verdict.metric);
+            fmt_signed_pct(l, sizeof(l), x->rel_lift);
+            fmt_p(p, sizeof(p), x->p_adjusted);
+            fmt_pct(c, sizeof(c), x->chance_to_beat);
         }
         fmt_pct(cov, sizeof(cov), v->coverage_n ? v->coverage_sum / (double)v->coverage_n
                                                 : NAN);
