@@ -42,17 +42,22 @@
 
 #include "contrib/mockllm/fault.h"
 #include "contrib/mockllm/record.h"
+#include "contrib/mockllm/scan.h"
 
 #define STREAM_HIGH_WATER (64 * 1024)
 #define EMBED_DEFAULT_DIM 8
 #define EMBED_MAX_DIM 4096
 #define EMBED_MAX_INPUTS 2048
+#define TOK_CACHE 4096 /* tokens whose text is prebuilt */
 
 struct mock_api {
     struct event_base *base;        /* borrowed */
     struct mock_http *http;         /* borrowed from main */
     char *models[MOCK_MAX_MODELS];  /* owned */
+    size_t model_len[MOCK_MAX_MODELS];
     size_t n_models;
+    char *tok_text;                 /* owned: "tok0 tok1 ... tok<TOK_CACHE-1>" */
+    size_t tok_off[TOK_CACHE + 1];  /* length of the text of N tokens */
     char *models_body;              /* owned: GET /v1/models answer */
     size_t models_body_len;
     int tokens, token_delay_ms;
@@ -407,155 +412,243 @@ stream_on_drain(struct mock_http_conn *conn, void *arg)
 
 /* ------------------------------------------------------------ endpoints */
 
-/*
- * Chat and legacy completions share everything but the shapes: check the
- * body, then answer at once, after the generation time, or as a stream.
- */
-static void
-generate(struct mock_api *api, struct mock_http_conn *conn, json_t *root,
-         const struct mock_fault *f, enum endpoint ep, struct mock_job *job)
+/* What chat and completions need from a request body. */
+struct gen {
+    int mi;             /* index of the model */
+    int limit;          /* max_tokens, -1: none */
+    int stream;
+    int include_usage;
+    int P;              /* prompt tokens */
+};
+
+/* The fast path: the allocation-free scanner; -1 when jansson must decide. */
+static int
+gen_fast(const struct mock_api *api, const struct mock_http_req *req,
+         enum endpoint ep, struct gen *g)
+{
+    struct mock_scan sc;
+    size_t i;
+
+    if (mock_scan_request(req->body, req->body_len, &sc) < 0)
+        return -1;
+    if (ep == EP_CHAT ? !sc.has_messages : !sc.has_prompt)
+        return -1;
+    g->mi = -1;
+    for (i = 0; i < api->n_models; i++)
+        if (api->model_len[i] == sc.model_len &&
+            memcmp(api->models[i], sc.model, sc.model_len) == 0) {
+            g->mi = (int)i;
+            break;
+        }
+    if (g->mi < 0)
+        return -1;
+    g->limit = (int)sc.max_tokens;
+    g->stream = sc.stream;
+    g->include_usage = sc.include_usage;
+    g->P = estimate(ep == EP_CHAT ? sc.content_bytes : sc.prompt_bytes);
+    return 0;
+}
+
+/* The reference path on a jansson tree; -1 after answering an error. */
+static int
+gen_json(const struct mock_api *api, struct mock_http_conn *conn, json_t *root,
+         enum endpoint ep, struct gen *g)
 {
     const char *what = ep == EP_CHAT ? "messages" : "prompt";
     json_t *jm, *input, *js, *jso;
-    int mi, limit, C, P, delay, stream, include_usage = 0;
-    unsigned long long id;
-    long created = (long)time(NULL);
-    char extra[64];
     char msg[96];
 
     if (!json_is_object(root)) {
         bad_request(conn, "invalid_json", NULL, root ? "invalid type for the request body: "
                     "expected an object" : "We could not parse the JSON body of your request.");
-        goto out;
+        return -1;
     }
     jm = json_object_get(root, "model");
     if (!json_is_string(jm) || json_string_length(jm) == 0) {
         bad_request(conn, "missing_required_parameter", "model",
                     "you must provide a model parameter");
-        goto out;
+        return -1;
     }
     input = json_object_get(root, what);
     if (ep == EP_CHAT ? (!json_is_array(input) || json_array_size(input) == 0)
                       : !(json_is_string(input) || json_is_array(input))) {
         snprintf(msg, sizeof(msg), "missing required parameter: '%s'", what);
         bad_request(conn, "missing_required_parameter", what, msg);
-        goto out;
+        return -1;
     }
-    mi = find_model(api, json_string_value(jm));
-    if (mi < 0) {
+    g->mi = find_model(api, json_string_value(jm));
+    if (g->mi < 0) {
         model_not_found(conn, json_string_value(jm));
-        goto out;
+        return -1;
     }
-    if (read_max_tokens(conn, root, &limit) < 0)
-        goto out;
+    if (read_max_tokens(conn, root, &g->limit) < 0)
+        return -1;
     js = json_object_get(root, "stream");
     if (js && !json_is_null(js) && !json_is_boolean(js)) {
         bad_request(conn, "invalid_type", "stream", "invalid 'stream': expected a boolean");
-        goto out;
+        return -1;
     }
-    stream = json_is_true(js);
+    g->stream = json_is_true(js);
     jso = json_object_get(root, "stream_options");
-    if (json_is_object(jso))
-        include_usage = json_is_true(json_object_get(jso, "include_usage"));
-
-    C = f->tokens >= 0 ? f->tokens : api->tokens;
-    if (limit >= 0 && limit < C)
-        C = limit;
+    g->include_usage = json_is_object(jso) &&
+                       json_is_true(json_object_get(jso, "include_usage"));
     if (ep == EP_CHAT) {
         size_t i, bytes = 0;
         json_t *m;
 
         json_array_foreach(input, i, m)
             bytes += content_bytes(json_object_get(m, "content"));
-        P = estimate(bytes);
+        g->P = estimate(bytes);
     } else if (json_is_string(input)) {
-        P = estimate(json_string_length(input));
+        g->P = estimate(json_string_length(input));
     } else {
         size_t i, bytes = 0;
         json_t *p;
 
         json_array_foreach(input, i, p)
             bytes += json_is_string(p) ? json_string_length(p) : 4;
-        P = estimate(bytes);
+        g->P = estimate(bytes);
     }
+    return 0;
+}
+
+/*
+ * Chat and legacy completions share everything but the shapes: read the
+ * body, then answer at once, after the generation time, or as a stream.
+ * job: a DELAY job already detached from conn, reused or freed here.
+ */
+static void
+generate(struct mock_api *api, struct mock_http_conn *conn,
+         const struct mock_http_req *req, json_t *root, const struct mock_fault *f,
+         enum endpoint ep, struct mock_job *job)
+{
+    json_t *own = NULL;
+    struct gen g;
+    int C, delay;
+    unsigned long long id;
+    long created = (long)time(NULL);
+    char extra[64];
+
+    if (gen_fast(api, req, ep, &g) < 0) {
+        if (!root)
+            root = own = json_loadb(req->body, req->body_len, 0, NULL);
+        if (gen_json(api, conn, root, ep, &g) < 0)
+            goto out;
+    }
+    C = f->tokens >= 0 ? f->tokens : api->tokens;
+    if (g.limit >= 0 && g.limit < C)
+        C = g.limit;
     delay = f->token_delay_ms >= 0 ? f->token_delay_ms : api->token_delay_ms;
     id = ++api->next_id;
     set_retry_after(extra, sizeof(extra), f);
 
-    if (stream) {
-        if (!job && !(job = job_new(api, conn, NULL, root, f))) {
+    if (g.stream) {
+        if (!job && !(job = job_new(api, conn, NULL, NULL, f))) {
             respond_error(conn, 500, NULL, "server_error", NULL, NULL, 0, "out of memory");
-            return;
+            goto out;
         }
         job->phase = JOB_STREAM;
         api->active_streams++;
         job->ep = ep;
-        job->include_usage = include_usage;
+        job->include_usage = g.include_usage;
         job->n_tokens = C;
-        job->prompt_tokens = P;
+        job->prompt_tokens = g.P;
         job->token_delay_ms = delay;
         job->close_after = f->close_after_chunks;
-        job->total = (ep == EP_CHAT ? 1 : 0) + C + 1 + (include_usage ? 1 : 0) + 1;
+        job->total = (ep == EP_CHAT ? 1 : 0) + C + 1 + (g.include_usage ? 1 : 0) + 1;
         job->sent = 0;
         snprintf(job->prefix, sizeof(job->prefix),
                  "{\"id\":\"%s-mock-%llu\",\"object\":\"%s\",\"created\":%ld,"
                  "\"model\":\"%s\",%s\"choices\":[",
                  ep == EP_CHAT ? "chatcmpl" : "cmpl",
                  id, ep == EP_CHAT ? "chat.completion.chunk" : "text_completion",
-                 created, api->models[mi],
+                 created, api->models[g.mi],
                  ep == EP_CHAT ? "\"system_fingerprint\":\"fp_mock\"," : "");
         mock_http_set_job(conn, stream_on_drain, job_on_close, job);
         mock_http_stream_start(conn, 200, "text/event-stream", extra);
         stream_pump(job);
-        return;
+        job = NULL; /* the stream owns it now */
+        goto out;
     }
 
     {
-        struct evbuffer *body = evbuffer_new();
+        char head[512], tail[192];
+        int hl, tl;
+        struct mock_http_iov iov[3];
 
-        if (!body) {
-            respond_error(conn, 500, NULL, "server_error", NULL, NULL, 0, "out of memory");
+        if (ep == EP_CHAT)
+            hl = snprintf(head, sizeof(head), "{\"id\":\"chatcmpl-mock-%llu\",\"object\":"
+                          "\"chat.completion\",\"created\":%ld,\"model\":\"%s\","
+                          "\"system_fingerprint\":\"fp_mock\",\"choices\":[{\"index\":0,"
+                          "\"message\":{\"role\":\"assistant\",\"content\":\"",
+                          id, created, api->models[g.mi]);
+        else
+            hl = snprintf(head, sizeof(head), "{\"id\":\"cmpl-mock-%llu\",\"object\":"
+                          "\"text_completion\",\"created\":%ld,\"model\":\"%s\","
+                          "\"choices\":[{\"text\":\"", id, created, api->models[g.mi]);
+        tl = snprintf(tail, sizeof(tail), "%s\"usage\":{\"prompt_tokens\":%d,"
+                      "\"completion_tokens\":%d,\"total_tokens\":%d}}",
+                      ep == EP_CHAT
+                      ? "\"},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+                      : "\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"stop\"}],",
+                      g.P, C, g.P + C);
+        if (hl < 0 || tl < 0 || (size_t)hl >= sizeof(head) || (size_t)tl >= sizeof(tail)) {
+            respond_error(conn, 500, NULL, "server_error", NULL, NULL, 0, "answer too long");
             goto out;
         }
-        if (ep == EP_CHAT)
-            evbuffer_add_printf(body, "{\"id\":\"chatcmpl-mock-%llu\",\"object\":\"chat.completion\","
-                                "\"created\":%ld,\"model\":\"%s\",\"system_fingerprint\":\"fp_mock\","
-                                "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
-                                "\"content\":\"", id, created, api->models[mi]);
-        else
-            evbuffer_add_printf(body, "{\"id\":\"cmpl-mock-%llu\",\"object\":\"text_completion\","
-                                "\"created\":%ld,\"model\":\"%s\",\"choices\":[{\"text\":\"",
-                                id, created, api->models[mi]);
-        add_tokens(body, C);
-        evbuffer_add_printf(body, ep == EP_CHAT
-                            ? "\"},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
-                            : "\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"stop\"}],");
-        evbuffer_add_printf(body, "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
-                            "\"total_tokens\":%d}}", P, C, P + C);
-        if (delay > 0 && C > 0) {
-            /* answer after the generation time of C tokens */
-            long ms = (long)delay * C;
-
-            if (!job && !(job = job_new(api, conn, NULL, root, f))) {
-                evbuffer_free(body);
-                respond_error(conn, 500, NULL, "server_error", NULL, NULL, 0, "out of memory");
-                return;
-            }
-            job->phase = JOB_GEN;
-            job->body = body;
-            job->truncate = f->close_after_chunks >= 0;
-            memcpy(job->extra, extra, sizeof(extra));
-            mock_http_set_job(conn, NULL, job_on_close, job);
-            job_arm(job, ms > 3600000 ? 3600000 : (int)ms);
-            return;
+        if (C <= TOK_CACHE && !(delay > 0 && C > 0)) {
+            /* the hot path: three pieces straight into the output */
+            iov[0].base = head;
+            iov[0].len = (size_t)hl;
+            iov[1].base = api->tok_text;
+            iov[1].len = api->tok_off[C];
+            iov[2].base = tail;
+            iov[2].len = (size_t)tl;
+            mock_http_respond_iov(conn, 200, "application/json", extra, iov, 3,
+                                  f->close_after_chunks >= 0);
+            goto out;
         }
-        mock_http_respond(conn, 200, "application/json", extra, body,
-                          f->close_after_chunks >= 0);
-        evbuffer_free(body);
+        {
+            struct evbuffer *body = evbuffer_new();
+
+            if (!body) {
+                respond_error(conn, 500, NULL, "server_error", NULL, NULL, 0, "out of memory");
+                goto out;
+            }
+            evbuffer_add(body, head, (size_t)hl);
+            if (C <= TOK_CACHE)
+                evbuffer_add(body, api->tok_text, api->tok_off[C]);
+            else
+                add_tokens(body, C);
+            evbuffer_add(body, tail, (size_t)tl);
+            if (delay > 0 && C > 0) {
+                /* answer after the generation time of C tokens */
+                long ms = (long)delay * C;
+
+                if (!job && !(job = job_new(api, conn, NULL, NULL, f))) {
+                    evbuffer_free(body);
+                    respond_error(conn, 500, NULL, "server_error", NULL, NULL, 0,
+                                  "out of memory");
+                    goto out;
+                }
+                job->phase = JOB_GEN;
+                job->body = body;
+                job->truncate = f->close_after_chunks >= 0;
+                memcpy(job->extra, extra, sizeof(extra));
+                mock_http_set_job(conn, NULL, job_on_close, job);
+                job_arm(job, ms > 3600000 ? 3600000 : (int)ms);
+                job = NULL; /* armed: the timer owns it */
+                goto out;
+            }
+            mock_http_respond(conn, 200, "application/json", extra, body,
+                              f->close_after_chunks >= 0);
+            evbuffer_free(body);
+        }
     }
 out:
+    json_decref(own);
     if (job)
-        job_free(job); /* callers pass a job only when they have cleared it */
+        job_free(job);
 }
 
 /* splitmix64: spread the bits of a hash for one vector component */
@@ -808,15 +901,20 @@ answer(struct mock_api *api, struct mock_http_conn *conn,
                         "your request: the body is empty.");
             goto free_job;
         }
-        if (job)
-            job->phase = JOB_DELAY;
-        generate(api, conn, root, f, ep, job);
+        generate(api, conn, req, root, f, ep, job);
         return;
     }
     if (strcmp(p, "/v1/embeddings") == 0) {
         if (!post)
             goto not_allowed;
-        embeddings(api, conn, root, f);
+        if (root) {
+            embeddings(api, conn, root, f);
+        } else {
+            json_t *own = json_loadb(req->body, req->body_len, 0, NULL);
+
+            embeddings(api, conn, own, f);
+            json_decref(own);
+        }
         goto free_job;
     }
     if (strcmp(p, "/v1/models") == 0) {
@@ -1031,10 +1129,12 @@ mock_api_handle(struct mock_http_conn *conn, const struct mock_http_req *req, vo
         return;
     }
     api->count++;
-    if (req->body_len)
-        root = json_loadb(req->body, req->body_len, 0, NULL);
-    if (api->rec)
+    if (api->rec) {
+        /* the recorder needs the tree; the endpoints share it */
+        if (req->body_len)
+            root = json_loadb(req->body, req->body_len, 0, NULL);
         record(api, req, root);
+    }
 
     hdr = mock_http_header(req, "x-mock-fault");
     if (hdr) {
@@ -1130,6 +1230,7 @@ mock_api_new(struct event_base *base, const struct mock_api_options *opt,
             snprintf(err, errlen, "out of memory");
             goto fail;
         }
+        api->model_len[api->n_models] = n;
         api->n_models++;
         p = e ? e + 1 : p + n;
     }
@@ -1157,6 +1258,19 @@ mock_api_new(struct event_base *base, const struct mock_api_options *opt,
     evbuffer_remove(b, api->models_body, api->models_body_len);
     evbuffer_free(b);
     b = NULL;
+    api->tok_text = malloc((size_t)TOK_CACHE * 9);
+    if (!api->tok_text) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    api->tok_off[0] = 0;
+    for (i = 0; i < TOK_CACHE; i++) {
+        size_t off = api->tok_off[i];
+        int n = snprintf(api->tok_text + off, (size_t)TOK_CACHE * 9 - off,
+                         i ? " tok%zu" : "tok%zu", i);
+
+        api->tok_off[i + 1] = off + (size_t)n;
+    }
     if (opt->record && !(api->rec = mock_record_new(MOCK_RECORD_CAP))) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -1185,6 +1299,7 @@ mock_api_free(struct mock_api *api)
     for (i = 0; i < api->n_models; i++)
         free(api->models[i]);
     free(api->models_body);
+    free(api->tok_text);
     mock_record_free(api->rec);
     free(api);
 }

@@ -233,6 +233,33 @@ mock_http_respond(struct mock_http_conn *c, int status, const char *ctype,
 }
 
 void
+mock_http_respond_iov(struct mock_http_conn *c, int status, const char *ctype,
+                      const char *extra, const struct mock_http_iov *iov, int n,
+                      int truncate)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t len = 0, send;
+    char framing[48];
+    int i;
+
+    for (i = 0; i < n; i++)
+        len += iov[i].len;
+    if (truncate)
+        c->keep_alive = 0;
+    snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", len);
+    write_head(c, status, ctype, extra, framing);
+    send = truncate ? len / 2 : len;
+    for (i = 0; i < n && send > 0; i++) {
+        size_t k = iov[i].len < send ? iov[i].len : send;
+
+        evbuffer_add(out, iov[i].base, k);
+        send -= k;
+    }
+    exchange_done(c);
+    conn_after(c);
+}
+
+void
 mock_http_stream_start(struct mock_http_conn *c, int status, const char *ctype,
                        const char *extra)
 {

@@ -76,6 +76,17 @@ void mock_http_respond(struct mock_http_conn *conn, int status,
                        const char *content_type, const char *extra_headers,
                        struct evbuffer *body, int truncate);
 
+/* A piece of a body for mock_http_respond_iov (borrowed). */
+struct mock_http_iov {
+    const void *base;
+    size_t len;
+};
+
+/* Like mock_http_respond, the body given as n pieces copied in order. */
+void mock_http_respond_iov(struct mock_http_conn *conn, int status,
+                           const char *content_type, const char *extra_headers,
+                           const struct mock_http_iov *iov, int n, int truncate);
+
 /* Start a chunked answer; then mock_http_stream_write() pieces and end. */
 void mock_http_stream_start(struct mock_http_conn *conn, int status,
                             const char *content_type, const char *extra_headers);
