@@ -13,6 +13,14 @@ import pytest
 from helpers import BIN, DEFAULT_MODELS, http
 
 
+def start_mock(mockllm, *args):
+    """Start a mockllm and forget the fixture's readiness probe, so counts
+    and recorded requests are only what the gateway sent."""
+    m = mockllm(*args)
+    m.reset()
+    return m
+
+
 def good_config(**top):
     cfg = {
         "listen": "127.0.0.1:18080",
@@ -208,7 +216,7 @@ def test_bad_config_refuses_to_start(gateway):
 
 
 def test_listen_port_in_use_is_a_clear_error(gateway, mockllm):
-    mock = mockllm()
+    mock = start_mock(mockllm)
     gw = gateway({"listen": "127.0.0.1:%d" % mock.port,
                   "backends": [{"name": "m", "url": mock.base, "models": ["qwen2.5-7b"]}]},
                  wait=False)
@@ -221,7 +229,7 @@ def test_listen_port_in_use_is_a_clear_error(gateway, mockllm):
 
 
 def test_access_log_off_and_file(gateway, mockllm, tmp_path):
-    mock = mockllm()
+    mock = start_mock(mockllm)
     logfile = tmp_path / "access.log"
     backends = [{"name": "mock", "url": mock.base, "models": list(DEFAULT_MODELS)}]
     off = gateway({"backends": backends, "access_log": "off"})

@@ -17,6 +17,14 @@ LOG_KEYS = {"request_id", "method", "path", "model", "backend", "status", "laten
             "ttfb_ms", "prompt_tokens", "completion_tokens", "total_tokens"}
 
 
+def start_mock(mockllm, *args):
+    """Start a mockllm and forget the fixture's readiness probe, so counts
+    and recorded requests are only what the gateway sent."""
+    m = mockllm(*args)
+    m.reset()
+    return m
+
+
 def config(mock, models=None, drain_ms=3000, **top):
     cfg = {"limits": {"max_body_bytes": 65536, "header_timeout_ms": 2000,
                       "body_timeout_ms": 2000, "idle_timeout_ms": 10000,
@@ -30,7 +38,7 @@ def config(mock, models=None, drain_ms=3000, **top):
 
 @pytest.fixture
 def mg(mockllm, gateway):
-    mock = mockllm()
+    mock = start_mock(mockllm)
     gw = gateway(config(mock))
     return mock, gw
 
@@ -117,7 +125,7 @@ def test_access_log_one_line_per_request(mg):
 
 
 def test_secrets_never_in_stderr(mockllm, gateway):
-    mock = mockllm()
+    mock = start_mock(mockllm)
     backend_key = "sk-backend-SECRET-4a1b2c"
     client_key = "sk-client-SECRET-9z8y7x"
     gw = gateway(config(mock) | {"backends": [{"name": "mock", "url": mock.base,
@@ -145,7 +153,7 @@ def test_secrets_never_in_stderr(mockllm, gateway):
 # ---------------------------------------------------------------- SIGHUP
 
 def test_reload_adds_a_model_without_dropping_a_stream(mockllm, gateway):
-    mock = mockllm()
+    mock = start_mock(mockllm)
     gw = gateway(config(mock, models=["qwen2.5-7b"]))
     r = request("POST", gw.url + CHAT, body=chat("gpt-4o-mini"))
     assert r.status == 404, r
@@ -192,7 +200,7 @@ def test_reload_adds_a_model_without_dropping_a_stream(mockllm, gateway):
 
 
 def test_reload_moves_a_model_to_another_backend(mockllm, gateway):
-    a, b = mockllm(), mockllm()
+    a, b = start_mock(mockllm), start_mock(mockllm)
     gw = gateway(config(a))
     assert request("POST", gw.url + CHAT, body=chat()).status == 200
     new = config(b)
@@ -208,7 +216,7 @@ def test_reload_moves_a_model_to_another_backend(mockllm, gateway):
 
 @pytest.mark.parametrize("bad", ["frobnicate", "badurl", "notjson"])
 def test_bad_reload_is_refused_and_old_config_serves(mockllm, gateway, bad):
-    mock = mockllm()
+    mock = start_mock(mockllm)
     gw = gateway(config(mock, models=["qwen2.5-7b"]))
     before = len(gw.stderr_text())
     if bad == "notjson":
@@ -317,7 +325,7 @@ def test_sigterm_with_idle_keepalive_exits_promptly(mg):
 
 
 def test_sigterm_drain_deadline(mockllm, gateway):
-    mock = mockllm()
+    mock = start_mock(mockllm)
     gw = gateway(config(mock, drain_ms=500))
     s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
     try:

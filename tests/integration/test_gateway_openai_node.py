@@ -14,6 +14,14 @@ from helpers import DEFAULT_MODELS
 HERE = Path(__file__).resolve().parent / "openai-node"
 
 
+def start_mock(mockllm, *args):
+    """Start a mockllm and forget the fixture's readiness probe, so counts
+    and recorded requests are only what the gateway sent."""
+    m = mockllm(*args)
+    m.reset()
+    return m
+
+
 def ensure_node_modules():
     node = shutil.which("node")
     npm = shutil.which("npm")
@@ -27,7 +35,7 @@ def ensure_node_modules():
 
 def test_openai_node_client(mockllm, gateway):
     node = ensure_node_modules()
-    mock = mockllm()
+    mock = start_mock(mockllm)
     key = "sk-backend-for-node-check"
     gw = gateway({"limits": {"max_body_bytes": 1048576, "header_timeout_ms": 5000,
                              "body_timeout_ms": 5000, "idle_timeout_ms": 30000,

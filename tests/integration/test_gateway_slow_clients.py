@@ -16,9 +16,17 @@ BODY_MS = 400
 IDLE_MS = 500
 
 
+def start_mock(mockllm, *args):
+    """Start a mockllm and forget the fixture's readiness probe, so counts
+    and recorded requests are only what the gateway sent."""
+    m = mockllm(*args)
+    m.reset()
+    return m
+
+
 @pytest.fixture
 def mg(mockllm, gateway):
-    mock = mockllm()
+    mock = start_mock(mockllm)
     gw = gateway({"limits": {"max_body_bytes": 65536, "header_timeout_ms": HEADER_MS,
                              "body_timeout_ms": BODY_MS, "idle_timeout_ms": IDLE_MS,
                              "drain_timeout_ms": 1000},
