@@ -1,12 +1,16 @@
 /*
- * http.c: a lean HTTP/1.1 server on libevent bufferevents, for mockllm.
+ * http.c: a lean HTTP/1.1 server on libevent events and evbuffers, for mockllm.
  *
  * mockllm is the baseline of the benchmarks, so the per-request path is
  * short: find the end of the head in the input buffer, copy it once into a
  * buffer owned by the connection, parse it in place (header names are
  * lower-cased and values NUL-terminated there), read the body
  * (Content-Length or chunked) and hand the request to the handler.  No
- * allocation per request once a connection's buffers have grown.
+ * allocation per request once a connection's buffers have grown.  I/O is
+ * done by hand rather than with bufferevents: answers are written straight
+ * after the requests are processed, so a request costs one read and one
+ * writev and no epoll_ctl (the write event is only armed when the socket
+ * is full, or while a stream waits to be drained).
  *
  * Connection states:
  *
@@ -22,9 +26,10 @@
  *
  * Invariants:
  *  1. A connection is freed only from conn_process() after the handler has
- *     returned, or from a libevent callback of its own bufferevent or from
- *     a finishing call made outside the handler (a job's timer); never
- *     while the handler is on the stack.
+ *     returned, or from a libevent callback of its own events or from a
+ *     finishing call made outside the handler (a job's timer); never while
+ *     the handler is on the stack.  A failed write only marks the
+ *     connection (failed) and wakes its read callback, which frees it.
  *  2. Pipelined requests stay in the input buffer until the exchange before
  *     them is finished, so answers keep the order of the requests.
  *  3. The request (head and body buffers) stays valid and unchanged while
@@ -43,17 +48,24 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/listener.h>
 
 enum conn_state { ST_HEAD, ST_BODY, ST_CHUNKED, ST_BUSY, ST_CLOSING, ST_LINGER, ST_DEAD };
 
 struct mock_http_conn {
     struct mock_http *h;        /* borrowed from the server */
-    struct bufferevent *bev;    /* owned */
+    evutil_socket_t fd;         /* owned */
+    struct event rev;           /* read; in LINGER with a timeout */
+    struct event wev;           /* write, armed only while output waits */
+    struct evbuffer *in;        /* owned */
+    struct evbuffer *out;       /* owned */
+    int failed;                 /* a write failed: freed by the read callback */
+    int read_off;               /* reading paused: too much pipelined input */
     enum conn_state state;
     int keep_alive;
     int http10;
@@ -83,6 +95,12 @@ struct mock_http {
 };
 
 static void conn_process(struct mock_http_conn *c);
+
+static int
+retriable(int e)
+{
+    return e == EAGAIN || e == EWOULDBLOCK || e == EINTR;
+}
 
 static const char *
 reason(int status)
@@ -132,55 +150,84 @@ conn_free(struct mock_http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     c->h->n_conns--;
-    bufferevent_free(c->bev);
+    event_del(&c->rev);
+    event_del(&c->wev);
+    evbuffer_free(c->in);
+    evbuffer_free(c->out);
+    evutil_closesocket(c->fd);
     free(c->head);
     free(c->body);
     free(c);
 }
 
 /*
- * After a finishing call: free or go on reading, unless conn_process() is
- * on the stack (it does the same when the handler returns).
+ * Write what is pending; arm the write event if some is left, or if a job
+ * waits for the output to drain (its on_drain then runs from write_cb).
+ * Never frees: a failed write marks the connection and wakes read_cb.
  */
+static void
+conn_flush(struct mock_http_conn *c)
+{
+    if (c->failed || c->state == ST_DEAD || c->state == ST_LINGER)
+        return;
+    if (evbuffer_get_length(c->out) > 0 && evbuffer_write(c->out, c->fd) < 0 &&
+        !retriable(errno)) {
+        c->failed = 1;
+        evbuffer_drain(c->out, evbuffer_get_length(c->out));
+        event_del(&c->wev);
+        event_active(&c->rev, EV_READ, 0);
+        return;
+    }
+    if (evbuffer_get_length(c->out) > 0 || (c->on_drain && c->state == ST_BUSY)) {
+        if (!event_pending(&c->wev, EV_WRITE, NULL))
+            event_add(&c->wev, NULL);
+    }
+}
+
 /* Output flushed on a closing connection: half-close, then wait for EOF. */
 static void
 conn_linger(struct mock_http_conn *c)
 {
     struct timeval tv = {2, 0};
-    evutil_socket_t fd = bufferevent_getfd(c->bev);
 
     c->state = ST_LINGER;
-    if (fd >= 0)
-        shutdown(fd, SHUT_WR);
-    bufferevent_disable(c->bev, EV_WRITE);
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
-    bufferevent_enable(c->bev, EV_READ);
-    evbuffer_drain(bufferevent_get_input(c->bev),
-                   evbuffer_get_length(bufferevent_get_input(c->bev)));
+    shutdown(c->fd, SHUT_WR);
+    event_del(&c->wev);
+    event_del(&c->rev);
+    event_add(&c->rev, &tv);
+    evbuffer_drain(c->in, evbuffer_get_length(c->in));
 }
 
 /* Free or half-close a connection that is done; 1 if it is done. */
 static int
 conn_release(struct mock_http_conn *c)
 {
-    if (c->state == ST_DEAD) {
+    if (c->state == ST_DEAD || c->failed) {
         conn_free(c);
         return 1;
     }
     if (c->state == ST_LINGER)
         return 1;
     if (c->state == ST_CLOSING &&
-        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        evbuffer_get_length(c->out) == 0) {
         conn_linger(c);
         return 1;
     }
     return 0;
 }
 
+/*
+ * After a finishing call: send, free or go on reading, unless
+ * conn_process() is on the stack (it does the same when the handler
+ * returns).
+ */
 static void
 conn_after(struct mock_http_conn *c)
 {
-    if (c->in_process || conn_release(c))
+    if (c->in_process)
+        return;
+    conn_flush(c);
+    if (conn_release(c))
         return;
     if (c->state == ST_HEAD)
         conn_process(c);
@@ -202,7 +249,7 @@ static void
 write_head(struct mock_http_conn *c, int status, const char *ctype,
            const char *extra, const char *framing)
 {
-    evbuffer_add_printf(bufferevent_get_output(c->bev),
+    evbuffer_add_printf(c->out,
                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s%s%s\r\n",
                         status, reason(status), ctype, framing,
                         c->keep_alive ? (c->http10 ? "Connection: keep-alive\r\n" : "")
@@ -214,7 +261,7 @@ void
 mock_http_respond(struct mock_http_conn *c, int status, const char *ctype,
                   const char *extra, struct evbuffer *body, int truncate)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->out;
     size_t len = body ? evbuffer_get_length(body) : 0;
     char framing[48];
 
@@ -237,7 +284,7 @@ mock_http_respond_iov(struct mock_http_conn *c, int status, const char *ctype,
                       const char *extra, const struct mock_http_iov *iov, int n,
                       int truncate)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->out;
     size_t len = 0, send;
     char framing[48];
     int i;
@@ -274,29 +321,33 @@ mock_http_stream_start(struct mock_http_conn *c, int status, const char *ctype,
         write_head(c, status, ctype, extra,
                    "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n");
     }
+    if (!c->in_process)
+        conn_flush(c);
 }
 
 void
 mock_http_stream_write(struct mock_http_conn *c, const char *data, size_t len)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->out;
 
-    if (len == 0)
+    if (len == 0 || c->failed)
         return;
     if (c->chunked_raw) {
         evbuffer_add(out, data, len);
-        return;
+    } else {
+        evbuffer_add_printf(out, "%zx\r\n", len);
+        evbuffer_add(out, data, len);
+        evbuffer_add(out, "\r\n", 2);
     }
-    evbuffer_add_printf(out, "%zx\r\n", len);
-    evbuffer_add(out, data, len);
-    evbuffer_add(out, "\r\n", 2);
+    if (!c->in_process)
+        conn_flush(c);
 }
 
 void
 mock_http_stream_end(struct mock_http_conn *c)
 {
     if (!c->chunked_raw)
-        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+        evbuffer_add(c->out, "0\r\n\r\n", 5);
     exchange_done(c);
     conn_after(c);
 }
@@ -313,10 +364,7 @@ void
 mock_http_reset(struct mock_http_conn *c)
 {
     struct linger lg = {1, 0};
-    evutil_socket_t fd = bufferevent_getfd(c->bev);
-
-    if (fd >= 0)
-        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     c->on_drain = NULL;
     c->on_close = NULL;
     c->job = NULL;
@@ -327,7 +375,9 @@ mock_http_reset(struct mock_http_conn *c)
 size_t
 mock_http_pending(const struct mock_http_conn *c)
 {
-    return evbuffer_get_length(bufferevent_get_output(c->bev));
+    /* a dead peer looks like a full socket: writers wait for on_drain,
+     * which never comes; the connection is freed instead */
+    return c->failed ? (size_t)-1 : evbuffer_get_length(c->out);
 }
 
 void
@@ -571,7 +621,7 @@ read_head(struct mock_http_conn *c, struct evbuffer *in)
     if (c->state == ST_CHUNKED || c->body_want > 0) {
         const char *expect = mock_http_header(&c->req, "expect");
         if (expect && strcasecmp(expect, "100-continue") == 0)
-            evbuffer_add(bufferevent_get_output(c->bev),
+            evbuffer_add(c->out,
                          "HTTP/1.1 100 Continue\r\n\r\n", 25);
     }
     return 1;
@@ -636,9 +686,13 @@ read_chunked(struct mock_http_conn *c, struct evbuffer *in, const char **msg)
 static void
 conn_process(struct mock_http_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     struct mock_http *h = c->h;
 
+    if (c->read_off) {
+        c->read_off = 0;
+        event_add(&c->rev, NULL);
+    }
     c->in_process = 1;
     for (;;) {
         if (c->state == ST_HEAD) {
@@ -683,56 +737,84 @@ conn_process(struct mock_http_conn *c)
         break;
     }
     c->in_process = 0;
-    if (conn_release(c))
-        return;
-    if (c->state == ST_BUSY && evbuffer_get_length(in) > 2 * MOCK_HTTP_MAX_BODY)
-        bufferevent_disable(c->bev, EV_READ);
+    conn_flush(c);
+    conn_release(c);
 }
 
 /* ------------------------------------------------------------ callbacks */
 
+/* Read what the socket has: >0 bytes, 0 at EOF, -1 on error or EAGAIN. */
+static ev_ssize_t
+conn_read(struct mock_http_conn *c)
+{
+    struct evbuffer_iovec v;
+    ev_ssize_t n;
+
+    if (evbuffer_reserve_space(c->in, 16384, &v, 1) < 1)
+        return -1;
+    n = read(c->fd, v.iov_base, v.iov_len);
+    if (n > 0) {
+        v.iov_len = (size_t)n;
+        evbuffer_commit_space(c->in, &v, 1);
+    }
+    return n;
+}
+
 static void
-read_cb(struct bufferevent *bev, void *arg)
+read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct mock_http_conn *c = arg;
+    ev_ssize_t n;
 
-    (void)bev;
+    (void)fd;
+    if ((what & EV_TIMEOUT) || c->failed) {
+        conn_free(c); /* end of LINGER, or a write failed */
+        return;
+    }
+    n = conn_read(c);
+    if (n == 0 || (n < 0 && !retriable(errno))) {
+        conn_free(c);
+        return;
+    }
+    if (n < 0)
+        return;
     if (c->state == ST_LINGER) {
-        evbuffer_drain(bufferevent_get_input(c->bev),
-                       evbuffer_get_length(bufferevent_get_input(c->bev)));
+        evbuffer_drain(c->in, evbuffer_get_length(c->in));
         return;
     }
     if (c->state == ST_BUSY) {
         /* pipelined input waits until the current exchange is done */
-        if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 2 * MOCK_HTTP_MAX_BODY)
-            bufferevent_disable(c->bev, EV_READ);
+        if (evbuffer_get_length(c->in) > 2 * MOCK_HTTP_MAX_BODY) {
+            event_del(&c->rev);
+            c->read_off = 1;
+        }
         return;
     }
     conn_process(c);
 }
 
 static void
-write_cb(struct bufferevent *bev, void *arg)
+write_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct mock_http_conn *c = arg;
 
-    (void)bev;
+    (void)what;
+    if (evbuffer_get_length(c->out) > 0) {
+        if (evbuffer_write(c->out, fd) < 0 &&
+            !retriable(errno)) {
+            conn_free(c);
+            return;
+        }
+        if (evbuffer_get_length(c->out) > 0)
+            return;
+    }
+    event_del(&c->wev);
     if (c->state == ST_CLOSING) {
         conn_linger(c);
         return;
     }
     if (c->on_drain)
-        c->on_drain(c, c->job);
-}
-
-static void
-event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    struct mock_http_conn *c = arg;
-
-    (void)bev;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
-        conn_free(c);
+        c->on_drain(c, c->job); /* may finish the exchange and free c */
 }
 
 static void
@@ -753,12 +835,20 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
         evutil_closesocket(fd);
         return;
     }
-    c->bev = bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
+    c->fd = fd;
+    c->in = evbuffer_new();
+    c->out = evbuffer_new();
+    if (!c->in || !c->out) {
+        if (c->in)
+            evbuffer_free(c->in);
+        if (c->out)
+            evbuffer_free(c->out);
         evutil_closesocket(fd);
         free(c);
         return;
     }
+    event_assign(&c->rev, h->base, fd, EV_READ | EV_PERSIST, read_cb, c);
+    event_assign(&c->wev, h->base, fd, EV_WRITE | EV_PERSIST, write_cb, c);
     c->h = h;
     c->state = ST_HEAD;
     c->keep_alive = 1;
@@ -767,8 +857,7 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
         h->conns->prev = c;
     h->conns = c;
     h->n_conns++;
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    event_add(&c->rev, NULL);
 }
 
 static void
