@@ -229,7 +229,10 @@ class Mock(_Proc):
         return r.json()
 
     def stats(self):
-        """{"count", "open_connections", "active_streams"}"""
+        """{"count", "open_connections", "active_streams"}.  open_connections
+        includes the connection of this very request, and any keep-alive
+        connection a client (the gateway's pool) holds; active_streams counts
+        SSE answers in progress (a client closing ends its stream at once)."""
         return self._get("/_mock/stats")
 
     def _get(self, path):
