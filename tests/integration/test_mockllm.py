@@ -772,3 +772,30 @@ def test_signal_exits_cleanly_with_work_in_flight(mockllm, sig):
     finally:
         for s in socks:
             s.close()
+
+
+def test_ipv6_loopback(mockllm):
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    port = free_port()
+    m = mockllm("--listen", "[::1]:%d" % port)
+    conn = httpclient.HTTPConnection("::1", port, timeout=5)
+    try:
+        conn.request("GET", "/v1/models")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+    assert m.proc.poll() is None
+
+
+def test_sse_events_helper():
+    """helpers.sse_events, which every stream test relies on."""
+    body = (b": comment\n\nevent: error\ndata: {\"a\":1}\n\n"
+            b"data: line1\r\ndata: line2\r\n\r\ndata:nospace\n\ndata: [DONE]")
+    ev = sse_events(body)
+    assert ev == ['{"a":1}', "line1\nline2", "nospace", "[DONE]"]
+    assert ev[0].event == "error" and ev[1].event is None
+    assert sse_json(body[:body.index(b"data: line1")]) == [{"a": 1}]
