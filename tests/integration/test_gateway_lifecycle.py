@@ -110,6 +110,21 @@ def test_access_log_errors(mg):
     assert e["status"] == 404 and e["method"] == "GET" and e["path"] == "/nowhere", e
 
 
+def test_access_log_body_too_large(mockllm, gateway):
+    """A request refused while its head or body is read (here 413) is a
+    request too: it gets its access-log line and its x-request-id."""
+    mock = start_mock(mockllm)
+    cfg = config(mock)
+    cfg["limits"]["max_body_bytes"] = 1024
+    gw = gateway(cfg)
+    r = request("POST", gw.url + CHAT, body=chat(messages=[{"role": "user", "content": "x" * 4096}]),
+                headers={"x-request-id": "al-413"})
+    assert r.status == 413, r
+    assert r.headers.get("x-request-id") == "al-413", r.headers
+    e = log_entry(gw, "al-413")
+    assert e["status"] == 413 and e["method"] == "POST" and e["path"] == CHAT, e
+
+
 def test_access_log_one_line_per_request(mg):
     _, gw = mg
     ids = ["al-n%d" % i for i in range(20)]
