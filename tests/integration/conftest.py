@@ -198,9 +198,9 @@ class Mock(_Proc):
 
     name = "mockllm"
 
-    def __init__(self, port, argv, stderr_path, env=None):
+    def __init__(self, port, argv, stderr_path, env=None, host="127.0.0.1"):
         self.port = port
-        self.url = "http://127.0.0.1:%d" % port
+        self.url = "http://%s:%d" % (host, port)
         self.base = self.url + "/v1"
         super().__init__(argv, stderr_path, env)
 
@@ -251,14 +251,15 @@ def mockllm(request, tmp_path):
         args = [str(a) for a in args]
         exe = BIN / "mockllm"
         for attempt in range(5):
+            host = "127.0.0.1"
             if "--listen" in args:
-                host_port = args[args.index("--listen") + 1]
-                port = int(host_port.rsplit(":", 1)[1])
+                host, _, port = args[args.index("--listen") + 1].rpartition(":")
+                port = int(port)
                 argv = [exe] + args
             else:
                 port = free_port()
                 argv = [exe, "--listen", "127.0.0.1:%d" % port] + args
-            m = fac.add(Mock(port, argv, fac.path("mockllm", ".stderr"), env))
+            m = fac.add(Mock(port, argv, fac.path("mockllm", ".stderr"), env, host))
             try:
                 m._wait_ready(lambda: http("GET", m.url + "/_mock/stats", timeout=2).status == 200,
                               "answering GET /_mock/stats")
