@@ -72,6 +72,20 @@ def test_status_503_passed_through(mg, path, body):
     still_serves(gw)
 
 
+@pytest.mark.parametrize("spec, status", [("status=503", 503), ("status=429,retry-after=3", 429)])
+def test_error_status_on_a_stream_request(mg, spec, status):
+    """An upstream error answered to a stream request is relayed as the
+    JSON error it is (not as an SSE stream)."""
+    _, gw = mg
+    r = request("POST", gw.url + CHAT, body=chat(stream=True), headers=fault(spec))
+    assert r.status == status, r
+    assert r.headers.get("content-type", "").startswith("application/json"), r.headers
+    assert "error" in r.json()
+    if status == 429:
+        assert r.headers.get("retry-after") == "3", r.headers
+    still_serves(gw)
+
+
 def test_status_429_with_retry_after_passed_through(mg):
     mock, gw = mg
     r = request("POST", gw.url + CHAT, body=chat(), headers=fault("status=429,retry-after=2"))

@@ -5,6 +5,7 @@ Authorization, forwarded headers), model routing and keep-alive."""
 import http.client
 import json
 import re
+import socket
 
 import pytest
 
@@ -423,3 +424,119 @@ def test_concurrent_requests(mockllm, gateway):
         t.join(30)
     assert results == [200] * 80, results
     wait_until(lambda: mock.count() == 80, timeout=2)
+
+
+# ---------------------------------------------------------------- HTTP/1.1 details
+
+def _read_until_close(s, limit=5):
+    s.settimeout(limit)
+    data = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            raise AssertionError("connection not closed after %ss: %r" % (limit, data[-200:]))
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_upstream_host_is_the_backend(mg):
+    mock, gw = mg
+    r = request("POST", gw.url + CHAT, body=chat(), headers={"Host": "client.example"})
+    assert r.status == 200, r
+    up = mock.requests()[-1]["headers"]
+    assert up.get("host") == "127.0.0.1:%d" % mock.port, up
+
+
+def test_chunked_request_body_is_proxied(mg):
+    mock, gw = mg
+    body = chat(messages=[{"role": "user", "content": "c" * 3000}])
+    raw = json.dumps(body).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    try:
+        conn.request("POST", CHAT, body=iter([raw[i:i + 700] for i in range(0, len(raw), 700)]),
+                     encode_chunked=True, headers={"content-type": "application/json",
+                                                   "transfer-encoding": "chunked"})
+        r = conn.getresponse()
+        data = r.read()
+        assert r.status == 200, data
+    finally:
+        conn.close()
+    assert mock.requests()[-1]["body"] == body
+
+
+def test_expect_100_continue(mg):
+    """curl sends `Expect: 100-continue` for bodies over 1 KiB and waits up
+    to 1 s for the interim answer: the gateway must not make it wait."""
+    _, gw = mg
+    raw = json.dumps(chat(messages=[{"role": "user", "content": "e" * 3000}])).encode()
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    try:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                  b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(raw))
+        s.settimeout(0.5)
+        try:
+            interim = s.recv(4096)
+        except socket.timeout:
+            raise AssertionError("no 100 Continue within 0.5 s")
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        s.sendall(raw)
+        s.settimeout(5)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    finally:
+        s.close()
+
+
+def test_pipelined_requests_answered_in_order(mg):
+    mock, gw = mg
+    raw = json.dumps(chat(max_tokens=2)).encode()
+    post = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % len(raw) + raw)
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    try:
+        s.sendall(post + b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n" + post +
+                  b"GET /healthz HTTP/1.1\r\nHost: x\r\nconnection: close\r\n\r\n")
+        data = _read_until_close(s)
+    finally:
+        s.close()
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
+    assert statuses == [b"200", b"404", b"200", b"200"], (statuses, data[-300:])
+    assert mock.count() == 2
+
+
+def test_http10_stream_ends_by_close(mg):
+    """An HTTP/1.0 client cannot take chunked encoding: the stream comes
+    raw and ends when the gateway closes the connection."""
+    _, gw = mg
+    raw = json.dumps(chat(stream=True, max_tokens=4)).encode()
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    try:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.0\r\ncontent-type: application/json\r\n"
+                  b"content-length: %d\r\n\r\n" % len(raw) + raw)
+        data = _read_until_close(s)
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert re.match(rb"HTTP/1\.[01] 200", head), head
+    assert b"chunked" not in head.lower(), head
+    assert body.startswith(b"data: "), body[:100]
+    assert body.endswith(b"data: [DONE]\n\n"), body[-100:]
+
+
+def test_http10_non_stream(mg):
+    _, gw = mg
+    raw = json.dumps(chat(max_tokens=3)).encode()
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    try:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.0\r\ncontent-type: application/json\r\n"
+                  b"content-length: %d\r\n\r\n" % len(raw) + raw)
+        data = _read_until_close(s)
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert re.match(rb"HTTP/1\.[01] 200", head), head
+    assert json.loads(body)["usage"]["completion_tokens"] == 3
