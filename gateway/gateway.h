@@ -48,6 +48,10 @@ struct gw_reqlog {
 /* proxy.c: the HTTP handler for every request. */
 void gw_proxy_handle(struct gw_http_req *req, void *arg);
 
+/* proxy.c: the HTTP error handler (errors found while reading). */
+void gw_proxy_reject(struct gw_http_req *req, int status, const char *code,
+                     const char *message, void *arg);
+
 /* proxy.c: writes the access log line of a request that ends now. */
 void gw_proxy_log(struct gw_gateway *gw, struct gw_http_req *req,
                   const struct gw_reqlog *rl);

@@ -19,6 +19,10 @@
  *   BODY -> HANDLING     dispatch
  *   HANDLING -> FLUSH    answer_done
  *   FLUSH -> IDLE        write_cb, output empty and keep-alive
+ *   FLUSH -> LINGER      write_cb, after an error answer to a request
+ *                        whose body was not read: our side is shut, the
+ *                        rest of the body is read and dropped for a while,
+ *                        so the client sees the answer, not a reset
  *   any -> CLOSE         conn_close
  *
  * Invariants:
@@ -54,14 +58,20 @@
 #define MAX_HEADERS 128
 #define LOWMARK (32 * 1024)
 
-enum conn_state { C_IDLE, C_HEAD, C_BODY, C_HANDLING, C_FLUSH, C_CLOSE };
-static const char *const state_names[] = {"idle",     "head",  "body",
-                                          "handling", "flush", "close"};
+enum conn_state {
+    C_IDLE, C_HEAD, C_BODY, C_HANDLING, C_FLUSH, C_LINGER, C_CLOSE
+};
+static const char *const state_names[] = {"idle",  "head",   "body",
+                                          "handling", "flush", "linger",
+                                          "close"};
+#define LINGER_MS 2000
+#define LINGER_MAX_BYTES (4u << 20)
 
 struct gw_http_server {
     struct event_base *base; /* borrowed */
     struct evconnlistener *listener; /* owned */
     gw_http_handler handler;
+    gw_http_error_handler error_handler;
     void *handler_arg;
     struct gw_http_limits limits;
     struct gw_http_conn *conns; /* owned: doubly linked list */
@@ -80,6 +90,8 @@ struct gw_http_conn {
     int chunked;
     int chunk_state; /* 0 size line, 1 data, 2 CRLF after data, 3 trailer */
     size_t body_left;
+    int linger;            /* unread input may follow: linger on close */
+    size_t lingered;       /* bytes dropped while lingering */
     struct gw_http_conn *prev, *next;
 };
 
@@ -215,7 +227,7 @@ void gw_http_reply(struct gw_http_req *r, int status,
     struct evbuffer *out = bufferevent_get_output(r->conn->bev);
 
     write_head(r, status, content_type, (long)len);
-    if (len && strcmp(r->method, "HEAD") != 0)
+    if (len && !(r->method && strcmp(r->method, "HEAD") == 0))
         evbuffer_add(out, body, len);
     r->bytes_out += len;
     answer_done(r);
@@ -308,16 +320,21 @@ static void fail(struct gw_http_conn *c, int status, const char *code,
         return;
     }
     c->req->conn = c;
-    if (c->req->method == NULL)
-        c->req->method = "GET";
     c->req->http_minor = 1;
     c->req->keepalive = 0;
+    c->linger = 1;
     evtimer_del(c->timer);
     bufferevent_disable(c->bev, EV_READ);
-    gw_error_json(body, status, code, message);
     if (c->state == C_IDLE)
         conn_state(c, C_HEAD);
     conn_state(c, C_HANDLING);
+    if (c->srv->error_handler) {
+        evbuffer_free(body);
+        c->srv->error_handler(c->req, status, code, message,
+                              c->srv->handler_arg);
+        return;
+    }
+    gw_error_json(body, status, code, message);
     gw_http_reply_buffer(c->req, status, "application/json", body);
     evbuffer_free(body);
 }
@@ -726,8 +743,15 @@ static void read_cb(struct bufferevent *bev, void *arg)
     struct gw_http_conn *c = arg;
 
     (void)bev;
-    if (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY)
+    if (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY) {
         process_input(c);
+    } else if (c->state == C_LINGER) {
+        struct evbuffer *in = bufferevent_get_input(bev);
+        c->lingered += evbuffer_get_length(in);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        if (c->lingered > LINGER_MAX_BYTES)
+            conn_free(c);
+    }
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)
@@ -745,6 +769,14 @@ static void write_cb(struct bufferevent *bev, void *arg)
     if (c->state != C_FLUSH ||
         evbuffer_get_length(bufferevent_get_output(bev)) > 0)
         return;
+    if (c->linger) {
+        conn_state(c, C_LINGER);
+        shutdown(bufferevent_getfd(bev), SHUT_WR);
+        bufferevent_setwatermark(bev, EV_READ, 0, 0);
+        bufferevent_enable(bev, EV_READ);
+        arm_timer(c, LINGER_MS);
+        return;
+    }
     if (!r->keepalive || c->srv->shutting_down) {
         conn_free(c);
         return;
@@ -770,7 +802,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) &&
-        c->state == C_FLUSH) {
+        c->state == C_FLUSH && !c->linger) {
         /* half-close after the request: finish writing the answer */
         bufferevent_disable(bev, EV_READ);
         return;
@@ -856,6 +888,12 @@ struct gw_http_server *gw_http_server_new(struct event_base *base,
     srv->limits.body_timeout_ms = 30000;
     srv->limits.idle_timeout_ms = 60000;
     return srv;
+}
+
+void gw_http_server_set_error_handler(struct gw_http_server *srv,
+                                      gw_http_error_handler handler)
+{
+    srv->error_handler = handler;
 }
 
 void gw_http_server_set_limits(struct gw_http_server *srv,

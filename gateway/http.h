@@ -45,6 +45,12 @@ struct gw_http_header {
 };
 
 typedef void (*gw_http_handler)(struct gw_http_req *req, void *arg);
+/* Answers an error found while reading a request (bad head, 413, 431,
+ * timeouts). The connection closes after the answer. req->path and
+ * req->method may be NULL when the head could not be parsed. */
+typedef void (*gw_http_error_handler)(struct gw_http_req *req, int status,
+                                      const char *code, const char *message,
+                                      void *arg);
 typedef void (*gw_http_req_cb)(struct gw_http_req *req, void *arg);
 
 struct gw_http_req {
@@ -76,6 +82,10 @@ struct gw_http_req {
 struct gw_http_server *gw_http_server_new(struct event_base *base,
                                           gw_http_handler handler,
                                           void *arg);
+
+/* Without one, errors are answered as {"error": ...} bodies directly. */
+void gw_http_server_set_error_handler(struct gw_http_server *srv,
+                                      gw_http_error_handler handler);
 
 /* Limits apply to connections accepted from then on. */
 void gw_http_server_set_limits(struct gw_http_server *srv,

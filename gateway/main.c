@@ -239,6 +239,8 @@ int main(int argc, char **argv)
     }
     gw->curl = gw_curlev_new(gw->base, gw_upstream_done);
     gw->http = gw_http_server_new(gw->base, gw_proxy_handle, gw);
+    if (gw->http)
+        gw_http_server_set_error_handler(gw->http, gw_proxy_reject);
     m.sig_hup = evsignal_new(gw->base, SIGHUP, on_hup, &m);
     m.sig_term = evsignal_new(gw->base, SIGTERM, on_term, &m);
     m.sig_int = evsignal_new(gw->base, SIGINT, on_term, &m);

@@ -266,6 +266,22 @@ static const struct route {
     {NULL, NULL, 0, NULL},
 };
 
+void gw_proxy_reject(struct gw_http_req *req, int status, const char *code,
+                     const char *message, void *arg)
+{
+    struct gw_gateway *gw = arg;
+    struct gw_reqlog rl;
+    char id[136];
+
+    request_id(gw, req, id, sizeof(id));
+    memset(&rl, 0, sizeof(rl));
+    rl.request_id = id;
+    rl.ttfb_us = -1;
+    gw_usage_init(&rl.usage);
+    gw_http_add_header(req, "x-request-id", id);
+    gw_proxy_error(gw, req, &rl, status, code, message);
+}
+
 void gw_proxy_handle(struct gw_http_req *req, void *arg)
 {
     struct gw_gateway *gw = arg;
