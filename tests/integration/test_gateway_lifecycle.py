@@ -229,6 +229,19 @@ def test_reload_moves_a_model_to_another_backend(mockllm, gateway):
     assert a.count() == n, "requests still go to the old backend"
 
 
+def test_reload_applies_new_limits(mockllm, gateway):
+    mock = start_mock(mockllm)
+    gw = gateway(config(mock))
+    big = chat(messages=[{"role": "user", "content": "y" * 4000}])
+    assert request("POST", gw.url + CHAT, body=big).status == 200
+    new = config(mock)
+    new["limits"]["max_body_bytes"] = 1024
+    gw.reload(new)
+    wait_until(lambda: request("POST", gw.url + CHAT, body=big).status == 413, timeout=3,
+               message="limits.max_body_bytes from the reloaded config not applied")
+    assert request("POST", gw.url + CHAT, body=chat()).status == 200
+
+
 @pytest.mark.parametrize("bad", ["frobnicate", "badurl", "notjson"])
 def test_bad_reload_is_refused_and_old_config_serves(mockllm, gateway, bad):
     mock = start_mock(mockllm)

@@ -87,6 +87,7 @@ def test_models_lists_every_configured_model(mockllm, gateway):
     assert sorted(ids) == sorted(DEFAULT_MODELS), ids
     for m in body["data"]:
         assert m["object"] == "model", m
+    assert r.headers.get("x-request-id"), r.headers
     # answered by the gateway itself
     assert a.count() == 0 and b.count() == 0
 
@@ -272,6 +273,7 @@ def test_wrong_method_405(mg):
         assert r.status == 405, (method, path, r)
         assert r.json()["error"]["message"], r
         assert r.headers.get("content-type", "").startswith("application/json")
+        assert r.headers.get("x-request-id"), r.headers
     assert mock.count() == 0
 
 
@@ -340,24 +342,39 @@ def test_body_size_limit(mockllm, gateway):
 
 
 def test_chunked_body_over_limit_413(mockllm, gateway):
+    """A chunked body that grows over the limit gets a readable 413, even
+    though the client sent more than the gateway read (the gateway must not
+    reset the connection under the answer: lingering close)."""
     mock = start_mock(mockllm)
     cfg = config(backend(mock))
     cfg["limits"]["max_body_bytes"] = 2048
     gw = gateway(cfg)
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    big = json.dumps(chat(messages=[{"role": "user", "content": "b" * 10000}])).encode()
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(big[i:i + 1000]), big[i:i + 1000])
+                    for i in range(0, len(big), 1000)) + b"0\r\n\r\n"
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
     try:
-        big = json.dumps(chat(messages=[{"role": "user", "content": "b" * 10000}])).encode()
-        chunks = [big[i:i + 1000] for i in range(0, len(big), 1000)]
-        conn.request("POST", CHAT, body=iter(chunks), encode_chunked=True,
-                     headers={"content-type": "application/json", "transfer-encoding": "chunked"})
-        r = conn.getresponse()
-        data = r.read()
-        assert r.status == 413, (r.status, data)
-        assert json.loads(data)["error"]["code"] == "body_too_large"
-    except (ConnectionResetError, BrokenPipeError):
-        pytest.fail("the gateway reset the connection instead of answering 413")
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n" + wire)
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                head, sep, body = data.partition(b"\r\n\r\n")
+                m = re.search(rb"(?i)content-length: *(\d+)", head)
+                if sep and m and len(body) >= int(m.group(1)):
+                    break
+        except ConnectionResetError:
+            pytest.fail("connection reset before the 413 could be read (got %r): the gateway "
+                        "closes with unread request bytes instead of a lingering close" % data)
     finally:
-        conn.close()
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), data[:300]
+    assert json.loads(body)["error"]["code"] == "body_too_large"
     assert mock.count() == 0
 
 
@@ -540,3 +557,18 @@ def test_http10_non_stream(mg):
     head, _, body = data.partition(b"\r\n\r\n")
     assert re.match(rb"HTTP/1\.[01] 200", head), head
     assert json.loads(body)["usage"]["completion_tokens"] == 3
+
+
+def test_two_backends_serving_one_model(mockllm, gateway):
+    """Several backends listing the same model form its pool: every request
+    is answered by one of them, and the header says which."""
+    a, b = start_mock(mockllm), start_mock(mockllm)
+    gw = gateway(config(backend(a, "a", ["qwen2.5-7b"]), backend(b, "b", ["qwen2.5-7b"])))
+    seen = []
+    for _ in range(20):
+        r = request("POST", gw.url + CHAT, body=chat(max_tokens=1))
+        assert r.status == 200, r
+        seen.append(r.headers.get("x-promptgate-backend"))
+    assert set(seen) <= {"a", "b"}, seen
+    assert a.count() + b.count() == 20
+    assert a.count() == seen.count("a") and b.count() == seen.count("b"), (seen, a.count(), b.count())
