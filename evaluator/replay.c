@@ -208,7 +208,7 @@ static int write_output(struct replay *rp, struct request *q)
     json_object_set_new(line, "version", json_string(v));
     json_object_set_new(line, "prompt", json_string(rp->prompt));
     json_object_set(line, "output", content);
-    json_dumpf(line, rp->out, JSON_COMPACT | JSON_ENSURE_ASCII * 0);
+    json_dumpf(line, rp->out, JSON_COMPACT);
     fputc('\n', rp->out);
     json_decref(line);
     json_decref(resp);

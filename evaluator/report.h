@@ -22,10 +22,7 @@ struct evl_verdict {
 /* Decide what the reports headline (see report.c for the rule). */
 void evl_report_verdict(const struct evl_score *s, struct evl_verdict *out);
 
-/*
- * report.json as a new JSON object. `source` is the samples file name;
- * `extra` (borrowed, may be NULL) is merged at top level (run metadata).
- */
+/* report.json as a new JSON object; `source` is the samples file name. */
 json_t *evl_report_json(const struct evl_score *s, const char *source);
 
 /* Write report.json, report.md and report.html into `dir` (created). */
