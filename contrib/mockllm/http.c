@@ -460,17 +460,25 @@ has_token(const char *value, const char *token)
 }
 
 /*
- * Parse the head in c->head (NUL-terminated, ends with CRLFCRLF).
+ * Parse the head in c->head (hl bytes ending with CRLFCRLF, then a NUL).
  * Returns 0, or an HTTP status for the error with *msg set.
  */
 static int
-parse_head(struct mock_http_conn *c, const char **msg)
+parse_head(struct mock_http_conn *c, size_t hl, const char **msg)
 {
     struct mock_http_req *r = &c->req;
     char *p = c->head, *eol, *sp;
     const char *cl = NULL, *te = NULL, *conn_hdr = NULL;
 
     memset(r, 0, sizeof(*r));
+    /* the line parsing below relies on: no NUL, every CR and LF paired */
+    for (size_t i = 0; i < hl; i++) {
+        char ch = c->head[i];
+
+        if (ch == '\0' || (ch == '\r' && c->head[i + 1] != '\n') ||
+            (ch == '\n' && (i == 0 || c->head[i - 1] != '\r')))
+            return *msg = "malformed request head (NUL, bare CR or bare LF)", 400;
+    }
     /* request line */
     eol = strstr(p, "\r\n");
     *eol = '\0';
@@ -613,7 +621,7 @@ read_head(struct mock_http_conn *c, struct evbuffer *in)
     }
     evbuffer_remove(in, c->head, hl);
     c->head[hl] = '\0';
-    status = parse_head(c, &msg);
+    status = parse_head(c, hl, &msg);
     if (status) {
         bad_request(c, status, msg);
         return 1;

@@ -799,3 +799,41 @@ def test_sse_events_helper():
     assert ev == ['{"a":1}', "line1\nline2", "nospace", "[DONE]"]
     assert ev[0].event == "error" and ev[1].event is None
     assert sse_json(body[:body.index(b"data: line1")]) == [{"a": 1}]
+
+
+def test_garbage_requests_leave_it_serving(mockllm):
+    """Deterministic corruptions of valid requests (head and body): every
+    one gets an answer or a close, never a crash (under `make asan` the
+    fixture also checks the exit)."""
+    import random
+    rnd = random.Random(7)
+    m = mockllm()
+    body = json.dumps(chat(stream=True, stream_options={"include_usage": True})).encode()
+    base = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    alphabet = b"\r\n :{}[]\",\\0123456789abcdefxyz-\x00\x80\xff"
+    for i in range(300):
+        data = bytearray(base)
+        for _ in range(rnd.randint(1, 6)):
+            op = rnd.randint(0, 2)
+            at = rnd.randrange(len(data))
+            if op == 0:
+                data[at] = rnd.choice(alphabet)
+            elif op == 1:
+                del data[at:at + rnd.randint(1, 8)]
+            else:
+                data[at:at] = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(1, 8)))
+        s = socket.create_connection(("127.0.0.1", m.port), timeout=5)
+        try:
+            s.sendall(bytes(data))
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(0.5)
+            try:
+                while s.recv(65536):
+                    pass
+            except (socket.timeout, ConnectionResetError):
+                pass  # a half-read request waits for more bytes; reset is a valid end
+        finally:
+            s.close()
+    assert m.proc.poll() is None
+    assert http("POST", m.url + CHAT, chat()).status == 200
