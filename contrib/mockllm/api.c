@@ -5,8 +5,10 @@
  * evbuffers: model names are checked at start to need no JSON escaping,
  * and everything else in a success body is a number or a fixed word, so
  * the hot path needs no JSON serializer.  Error bodies, which carry user
- * input, go through jansson.  The request body is parsed once (jansson)
- * and shared by the recorder and the endpoint.
+ * input, go through jansson.  Chat and completion bodies are read by the
+ * allocation-free scanner (scan.c); jansson parses a body only when the
+ * scanner gives up (errors, unusual bodies), for embeddings, and for the
+ * recorder, which then shares its tree with the endpoint.
  *
  * An exchange that outlives the handler is a job (struct mock_job):
  *
@@ -18,8 +20,10 @@
  *     any --client closed--> job freed (job_on_close)
  *
  * Invariants:
- *  1. A job is freed before the call that finishes its exchange, so a
- *     pipelined request processed by that call starts from a clean conn.
+ *  1. A job is detached from its conn (freed, or mock_http_set_job(NULL)
+ *     in the DELAY timer) before the call that finishes its exchange, so
+ *     a pipelined request processed by that call starts from a clean conn
+ *     and the job's on_close can never run for the next exchange.
  *  2. active_streams counts STREAM jobs that are alive.
  *  3. The runtime fault's count is spent only by API requests that used it
  *     (a request with its own x-mock-fault header does not spend it).
