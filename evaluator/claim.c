@@ -378,6 +378,271 @@ int evl_vocab_add_facts(struct evl_vocab *v, const json_t *facts, char **err)
     return 0;
 }
 
+/* ---- facts text fast path ------------------------------------------------ */
+
+struct scan {
+    const char *p, *end;
+};
+
+static void scan_ws(struct scan *sc)
+{
+    while (sc->p < sc->end && (*sc->p == ' ' || *sc->p == '\t' ||
+                               *sc->p == '\n' || *sc->p == '\r'))
+        sc->p++;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int read_hex4(const char *p, const char *end, unsigned *out)
+{
+    int k, h;
+
+    if (end - p < 4)
+        return -1;
+    *out = 0;
+    for (k = 0; k < 4; k++) {
+        if ((h = hexval(p[k])) < 0)
+            return -1;
+        *out = (*out << 4) | (unsigned)h;
+    }
+    return 0;
+}
+
+/*
+ * Decode a JSON string at sc->p ('"') into buf (NUL-terminated). Returns
+ * its length, -1 when malformed, -2 when longer than the buffer (the caller
+ * then skips the value: it cannot be vocabulary).
+ */
+static long scan_string(struct scan *sc, char *buf, size_t size)
+{
+    size_t n = 0;
+    int too_long = 0;
+
+    if (sc->p >= sc->end || *sc->p != '"')
+        return -1;
+    sc->p++;
+    while (sc->p < sc->end) {
+        unsigned char c = (unsigned char)*sc->p++;
+        unsigned cp, lo;
+        char tmp[4];
+        size_t k, w;
+        if (c == '"') {
+            buf[too_long ? 0 : n] = '\0';
+            return too_long ? -2 : (long)n;
+        }
+        if (c < 0x20)
+            return -1;
+        if (c != '\\') {
+            if (n + 1 < size)
+                buf[n++] = (char)c;
+            else
+                too_long = 1;
+            continue;
+        }
+        if (sc->p >= sc->end)
+            return -1;
+        c = (unsigned char)*sc->p++;
+        switch (c) {
+        case '"': case '\\': case '/': tmp[0] = (char)c; w = 1; break;
+        case 'b': tmp[0] = '\b'; w = 1; break;
+        case 'f': tmp[0] = '\f'; w = 1; break;
+        case 'n': tmp[0] = '\n'; w = 1; break;
+        case 'r': tmp[0] = '\r'; w = 1; break;
+        case 't': tmp[0] = '\t'; w = 1; break;
+        case 'u':
+            if (read_hex4(sc->p, sc->end, &cp) < 0)
+                return -1;
+            sc->p += 4;
+            if (cp >= 0xD800 && cp < 0xDC00) {
+                if (sc->end - sc->p < 6 || sc->p[0] != '\\' || sc->p[1] != 'u' ||
+                    read_hex4(sc->p + 2, sc->end, &lo) < 0 || lo < 0xDC00 ||
+                    lo > 0xDFFF)
+                    return -1;
+                sc->p += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            } else if (cp >= 0xDC00 && cp < 0xE000) {
+                return -1;
+            }
+            if (cp == 0)
+                return -1; /* jansson rejects \u0000 too */
+            if (cp < 0x80) {
+                tmp[0] = (char)cp;
+                w = 1;
+            } else if (cp < 0x800) {
+                tmp[0] = (char)(0xC0 | (cp >> 6));
+                tmp[1] = (char)(0x80 | (cp & 0x3F));
+                w = 2;
+            } else if (cp < 0x10000) {
+                tmp[0] = (char)(0xE0 | (cp >> 12));
+                tmp[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                tmp[2] = (char)(0x80 | (cp & 0x3F));
+                w = 3;
+            } else {
+                tmp[0] = (char)(0xF0 | (cp >> 18));
+                tmp[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+                tmp[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                tmp[3] = (char)(0x80 | (cp & 0x3F));
+                w = 4;
+            }
+            break;
+        default:
+            return -1;
+        }
+        for (k = 0; k < w; k++) {
+            if (n + 1 < size)
+                buf[n++] = tmp[k];
+            else
+                too_long = 1;
+        }
+    }
+    return -1;
+}
+
+/* A JSON number token as the text evl_vocab_add_facts would use. */
+static long scan_number(struct scan *sc, char *buf, size_t size)
+{
+    const char *a = sc->p;
+    char tok[64];
+    int real = 0;
+    size_t n;
+
+    while (sc->p < sc->end && (strchr("+-0123456789.eE", *sc->p) != NULL)) {
+        if (*sc->p == '.' || *sc->p == 'e' || *sc->p == 'E')
+            real = 1;
+        sc->p++;
+    }
+    n = (size_t)(sc->p - a);
+    if (n == 0 || n >= sizeof(tok))
+        return -1;
+    memcpy(tok, a, n);
+    tok[n] = '\0';
+    if (real)
+        return snprintf(buf, size, "%.15g", strtod(tok, NULL));
+    return snprintf(buf, size, "%lld", strtoll(tok, NULL, 10));
+}
+
+/* One scalar fact value: 1 added (or skipped as a quantity), 0 not scalar. */
+static int scan_scalar(struct evl_vocab *v, struct scan *sc, uint32_t attr,
+                       char **err, int *fail)
+{
+    char buf[EVL_VALUE_BYTES_MAX * 4];
+    long n;
+    struct evl_quantity q;
+
+    if (sc->p < sc->end && *sc->p == '"')
+        n = scan_string(sc, buf, sizeof(buf));
+    else if (sc->p < sc->end && (*sc->p == '-' || (*sc->p >= '0' && *sc->p <= '9')))
+        n = scan_number(sc, buf, sizeof(buf));
+    else
+        return 0;
+    if (n == -2)
+        return 1; /* too long to be vocabulary */
+    if (n < 0)
+        return 0;
+    if (evl_unit_parse(buf, (size_t)n, &q) == 0)
+        return 1;
+    if (value_add(v, attr, buf, (size_t)n, err) < 0)
+        *fail = 1;
+    return 1;
+}
+
+/* 1 done, 0 the text needs the general path, -1 error (err set). */
+static int facts_text_fast(struct evl_vocab *v, const char *text, size_t len,
+                           char **err)
+{
+    struct scan sc = {text, text + len};
+    char key[EVL_ATTR_BYTES_MAX * 2];
+    int fail = 0;
+
+    scan_ws(&sc);
+    if (sc.p >= sc.end || *sc.p != '{')
+        return 0;
+    sc.p++;
+    scan_ws(&sc);
+    if (sc.p < sc.end && *sc.p == '}')
+        return 1;
+    for (;;) {
+        long a, kn;
+        scan_ws(&sc);
+        if ((kn = scan_string(&sc, key, sizeof(key))) < 0)
+            return 0;
+        scan_ws(&sc);
+        if (sc.p >= sc.end || *sc.p != ':')
+            return 0;
+        sc.p++;
+        scan_ws(&sc);
+        if ((a = attr_intern(v, key, err)) < 0)
+            return -1;
+        if (sc.p < sc.end && *sc.p == '[') {
+            sc.p++;
+            scan_ws(&sc);
+            if (sc.p < sc.end && *sc.p == ']') {
+                sc.p++;
+            } else {
+                for (;;) {
+                    scan_ws(&sc);
+                    if (!scan_scalar(v, &sc, (uint32_t)a, err, &fail))
+                        return 0;
+                    if (fail)
+                        return -1;
+                    scan_ws(&sc);
+                    if (sc.p < sc.end && *sc.p == ',') {
+                        sc.p++;
+                        continue;
+                    }
+                    if (sc.p < sc.end && *sc.p == ']') {
+                        sc.p++;
+                        break;
+                    }
+                    return 0;
+                }
+            }
+        } else {
+            if (!scan_scalar(v, &sc, (uint32_t)a, err, &fail))
+                return 0;
+            if (fail)
+                return -1;
+        }
+        scan_ws(&sc);
+        if (sc.p < sc.end && *sc.p == ',') {
+            sc.p++;
+            continue;
+        }
+        if (sc.p < sc.end && *sc.p == '}')
+            return 1;
+        return 0;
+    }
+}
+
+int evl_vocab_add_facts_text(struct evl_vocab *v, const char *text,
+                             size_t len, char **err)
+{
+    json_error_t jerr;
+    json_t *j;
+    int rc = facts_text_fast(v, text, len, err);
+
+    if (rc != 0)
+        return rc > 0 ? 0 : -1;
+    /* unusual facts (null, nested, invalid): the general, validating path */
+    j = json_loadb(text, len, JSON_DECODE_ANY, &jerr);
+    if (j == NULL) {
+        set_err(err, "invalid JSON in 'facts': %s", jerr.text);
+        return -1;
+    }
+    rc = evl_vocab_add_facts(v, j, err);
+    json_decref(j);
+    return rc;
+}
+
 int evl_vocab_load_lexicon(struct evl_vocab *v, const char *path, char **err)
 {
     FILE *f = fopen(path, "r");

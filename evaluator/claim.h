@@ -56,6 +56,15 @@ void evl_vocab_free(struct evl_vocab *v);
  */
 int evl_vocab_add_facts(struct evl_vocab *v, const json_t *facts, char **err);
 
+/*
+ * The same from the facts' JSON text, without building a JSON tree (the
+ * first pass over a big file): objects of strings, numbers and arrays of
+ * them are scanned directly; anything else goes through jansson and
+ * evl_vocab_add_facts. Returns -1 with err for invalid facts.
+ */
+int evl_vocab_add_facts_text(struct evl_vocab *v, const char *text,
+                             size_t len, char **err);
+
 /* Add one value of one attribute. */
 int evl_vocab_add(struct evl_vocab *v, const char *attr, const char *value,
                   char **err);

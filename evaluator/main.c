@@ -125,7 +125,10 @@ static struct evl_vocab *build_vocab(struct evl_reader *r,
             goto fail;
         if (rc < 0)
             continue; /* the second pass reports malformed lines */
-        if (evl_vocab_add_facts(v, s.facts, &err) < 0) {
+        if (s.facts_text == NULL)
+            continue; /* no facts, or a facts text already seen */
+        if (evl_vocab_add_facts_text(v, s.facts_text, s.facts_text_len,
+                                     &err) < 0) {
             if (err && strstr(err, "more than")) {
                 fprintf(stderr, "prompteval: '%s' line %ld: %s\n", o->samples,
                         s.line, err);

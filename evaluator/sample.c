@@ -429,11 +429,13 @@ static const char *skip_value(const char *p, const char *end)
 }
 
 /*
- * Fast path: find the top-level key `key` and decode only its value.
- * Returns 1 and sets r->facts (may stay NULL when absent), -1 when the
- * line does not look like an object (the full pass reports it).
+ * Fast path: find the top-level key `facts` and hand out its text
+ * undecoded (s->facts_text; NULL when absent or already seen). Returns 1,
+ * or -1 when the line does not look like an object (the full pass reports
+ * it).
  */
-static int json_facts_only(struct evl_reader *r, const char *line, size_t n)
+static int json_facts_only(struct evl_reader *r, struct evl_sample *s,
+                           const char *line, size_t n)
 {
     const char *p = line, *end = line + n, *k, *kend, *v, *vend;
     const char *key = r->key[EVL_F_FACTS];
@@ -459,10 +461,11 @@ static int json_facts_only(struct evl_reader *r, const char *line, size_t n)
         if ((vend = skip_value(v, end)) == NULL)
             return -1;
         if ((size_t)(kend - 1 - k) == klen && memcmp(k, key, klen) == 0) {
-            if (facts_seen(r, v, (size_t)(vend - v)))
-                return 1;
-            r->facts = json_loadb(v, (size_t)(vend - v), JSON_DECODE_ANY, NULL);
-            return r->facts ? 1 : -1;
+            if (!facts_seen(r, v, (size_t)(vend - v))) {
+                s->facts_text = v;
+                s->facts_text_len = (size_t)(vend - v);
+            }
+            return 1;
         }
         p = skip_ws(vend, end);
         if (p < end && *p == ',') {
@@ -520,11 +523,10 @@ static int read_json(struct evl_reader *r, struct evl_sample *s,
     int bad = 0;
 
     if (mode == EVL_READ_FACTS) {
-        if (json_facts_only(r, line, n) < 0) {
+        if (json_facts_only(r, s, line, n) < 0) {
             set_err(err, "line %ld: not a JSON object", s->line);
             return -1;
         }
-        s->facts = r->facts;
         return 1;
     }
     r->root = json_loadb(line, n, 0, &jerr);
@@ -641,14 +643,15 @@ static int read_csv(struct evl_reader *r, struct evl_sample *s,
     }
     if (mode == EVL_READ_FACTS) {
         c = cell(r, EVL_F_FACTS, &n);
-        if (c != NULL && facts_seen(r, c, n))
-            return 1;
+        if (c != NULL && !facts_seen(r, c, n)) {
+            s->facts_text = c;
+            s->facts_text_len = n;
+        }
+        return 1;
     }
     if (csv_json_cell(r, EVL_F_FACTS, &r->facts, s->line, err) < 0)
         return -1;
     s->facts = r->facts;
-    if (mode == EVL_READ_FACTS)
-        return 1;
     if (csv_json_cell(r, EVL_F_VARIABLES, &r->variables, s->line, err) < 0)
         return -1;
     s->variables = r->variables;

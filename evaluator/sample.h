@@ -36,6 +36,8 @@ struct evl_sample {
     const char *user;        /* borrowed, NULL when absent */
     const json_t *variables; /* borrowed, NULL when absent */
     const json_t *facts;     /* borrowed, NULL when absent */
+    const char *facts_text;  /* EVL_READ_FACTS: borrowed JSON text, or NULL */
+    size_t facts_text_len;
     const char *output;      /* borrowed, NULL when absent */
     size_t output_len;
     int64_t impressions, clicks, conversions;
@@ -45,10 +47,10 @@ struct evl_sample {
 enum evl_read_mode {
     EVL_READ_FULL,           /* every field, validated */
     EVL_READ_INPUT,          /* the same, `version` optional (replay input) */
-    EVL_READ_FACTS           /* only `facts` (fast path for a first pass):
-                                facts whose exact text was already returned
-                                come back as NULL (products repeat across
-                                exposures; their values are known) */
+    EVL_READ_FACTS           /* only `facts`, undecoded, in facts_text (fast
+                                path for a first pass); a facts text already
+                                returned comes back as NULL (products repeat
+                                across exposures; their values are known) */
 };
 
 struct evl_reader;

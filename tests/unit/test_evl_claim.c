@@ -125,6 +125,10 @@ static void test_longest_match(void **state)
     check(*state, "{\"颜色\": \"米白色\"}", "米白色的针织开衫。", &r);
     assert_int_equal(r.supported, 1);
     assert_int_equal(r.contradicted, 0);
+    /* the broader 白色 for an off-white product names part of the truth */
+    check(*state, "{\"颜色\": \"米白色\"}", "白色的针织开衫。", &r);
+    assert_int_equal(r.supported, 1);
+    assert_int_equal(r.contradicted, 0);
 }
 
 static void test_unverifiable(void **state)
@@ -263,6 +267,64 @@ static void test_lexicon(void **state)
     evl_vocab_free(v);
 }
 
+static void test_facts_text_fast_path_matches_jansson(void **state)
+{
+    static const char *const texts[] = {
+        "{\"颜色\": \"白色\", \"n\": 12, \"r\": 1.5, \"w\": \"1.2kg\"}",
+        " { \"a\" : [ \"x\" , \"y\\\"q\" ] , \"b\":[] } ",
+        "{\"esc\": \"tab\\there\\u00e9\\u767d\\ud83d\\ude00\"}",
+        "{\"big\": 12345678901234, \"neg\": -3, \"exp\": 2e3}",
+        "{\"nested\": {\"x\": 1}}",          /* invalid: both paths refuse */
+        "{\"nul\": null, \"ok\": \"v\"}",     /* null: refused by both */
+        "{}",
+    };
+    struct evl_vocab *a = evl_vocab_new(1), *b = evl_vocab_new(1);
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        json_t *j = json_loads(texts[i], 0, NULL);
+        char *e1 = NULL, *e2 = NULL;
+        int r1, r2;
+        assert_non_null(j);
+        r1 = evl_vocab_add_facts(a, j, &e1);
+        r2 = evl_vocab_add_facts_text(b, texts[i], strlen(texts[i]), &e2);
+        if (r1 != r2)
+            fail_msg("'%s': jansson path %d (%s), text path %d (%s)", texts[i],
+                     r1, e1 ? e1 : "", r2, e2 ? e2 : "");
+        free(e1);
+        free(e2);
+        json_decref(j);
+    }
+    assert_int_equal(evl_vocab_n_values(a), evl_vocab_n_values(b));
+    assert_int_equal(evl_vocab_n_attrs(a), evl_vocab_n_attrs(b));
+    for (i = 0; i < evl_vocab_n_attrs(a); i++)
+        assert_string_equal(evl_vocab_attr_name(a, i), evl_vocab_attr_name(b, i));
+    assert_int_equal(evl_vocab_build(a, NULL), 0);
+    assert_int_equal(evl_vocab_build(b, NULL), 0);
+    {
+        /* the decoded values match the same way: tab, é, 白, emoji, 2000 */
+        const char *t = "x 12 1.5 y\"q tab\there\xc3\xa9\xe7\x99\xbd\xf0\x9f\x98\x80 "
+                        "12345678901234 -3 2000";
+        const char *facts = "{\"n\": 12, \"r\": 1.5, \"a\": [\"x\", \"y\\\"q\"], "
+            "\"esc\": \"tab\\there\\u00e9\\u767d\\ud83d\\ude00\", "
+            "\"big\": 12345678901234, \"neg\": -3, \"exp\": 2e3}";
+        json_t *j = json_loads(facts, 0, NULL);
+        struct evl_checker *ca = evl_checker_new(a, 0.02), *cb = evl_checker_new(b, 0.02);
+        struct evl_check_result ra, rb;
+        assert_int_equal(evl_check(ca, j, t, strlen(t), &ra, NULL), 0);
+        assert_int_equal(evl_check(cb, j, t, strlen(t), &rb, NULL), 0);
+        assert_int_equal(ra.supported, 8);
+        assert_int_equal(rb.supported, ra.supported);
+        assert_int_equal(rb.facts_mentioned, ra.facts_mentioned);
+        evl_checker_free(ca);
+        evl_checker_free(cb);
+        json_decref(j);
+    }
+    evl_vocab_free(a);
+    evl_vocab_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_quantities),
         cmocka_unit_test(test_malformed_facts),
         cmocka_unit_test(test_lexicon),
+        cmocka_unit_test(test_facts_text_fast_path_matches_jansson),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
