@@ -378,6 +378,32 @@ def test_chunked_body_over_limit_413(mockllm, gateway):
     assert mock.count() == 0
 
 
+def test_chunked_body_over_limit_413_http_client(mockllm, gateway):
+    """The same with http.client, which writes each chunk separately and
+    reads only once it sent everything: the gateway must keep reading
+    (and discarding) after its 413 so the client sees it, not a reset."""
+    mock = start_mock(mockllm)
+    cfg = config(backend(mock))
+    cfg["limits"]["max_body_bytes"] = 2048
+    gw = gateway(cfg)
+    big = json.dumps(chat(messages=[{"role": "user", "content": "b" * 10000}])).encode()
+    for _ in range(5):
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        try:
+            conn.request("POST", CHAT, body=iter([big[i:i + 1000] for i in range(0, len(big), 1000)]),
+                         encode_chunked=True, headers={"content-type": "application/json",
+                                                       "transfer-encoding": "chunked"})
+            r = conn.getresponse()
+            data = r.read()
+            assert r.status == 413, (r.status, data)
+            assert json.loads(data)["error"]["code"] == "body_too_large"
+        except (ConnectionResetError, BrokenPipeError) as e:
+            pytest.fail("%r instead of a readable 413 (no lingering close?)" % e)
+        finally:
+            conn.close()
+    assert mock.count() == 0
+
+
 # ---------------------------------------------------------------- keep-alive
 
 def test_keep_alive_many_requests_one_connection(mg):
