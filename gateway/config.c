@@ -12,7 +12,9 @@
  */
 #include "gateway/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -73,6 +75,8 @@ static void backend_release(struct gw_backend *b)
 
     free(b->name);
     free(b->url);
+    free(b->host_header);
+    free(b->path);
     if (b->auth_header) {
         /* the key must not linger in freed memory */
         volatile char *s = b->auth_header;
@@ -262,6 +266,59 @@ static int check_url(const char *url, const char *path, struct problems *p)
     return 0;
 }
 
+/* Splits an http:// URL into host, port and path; fills the native
+ * address when the host is numeric or localhost. */
+static void native_address(struct gw_backend *b)
+{
+    const char *h = b->url + 7, *slash, *colon, *hend;
+    char host[256];
+    long port = 80;
+
+    if (strncmp(b->url, "http://", 7) != 0)
+        return;
+    slash = strchr(h, '/');
+    hend = slash ? slash : h + strlen(h);
+    b->host_header = strndup(h, (size_t)(hend - h));
+    b->path = strdup(slash ? slash : "");
+    if (h[0] == '[') {
+        const char *rb = memchr(h, ']', (size_t)(hend - h));
+        if (rb == NULL || (size_t)(rb - h - 1) >= sizeof(host))
+            return;
+        memcpy(host, h + 1, (size_t)(rb - h - 1));
+        host[rb - h - 1] = '\0';
+        colon = rb[1] == ':' ? rb + 1 : NULL;
+    } else {
+        colon = memchr(h, ':', (size_t)(hend - h));
+        size_t n = (size_t)((colon ? colon : hend) - h);
+        if (n >= sizeof(host))
+            return;
+        memcpy(host, h, n);
+        host[n] = '\0';
+    }
+    if (colon) {
+        char *e;
+        port = strtol(colon + 1, &e, 10);
+        if (e != hend || port < 1 || port > 65535)
+            return;
+    }
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&b->addr;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&b->addr;
+    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        b->addrlen = sizeof(*in4);
+    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        b->addrlen = sizeof(*in6);
+    } else {
+        return;
+    }
+    b->native = b->host_header && b->path;
+}
+
 static void parse_backend(struct gw_config *c, struct gw_backend *b,
                           json_t *o, size_t idx, struct problems *p)
 {
@@ -302,6 +359,8 @@ static void parse_backend(struct gw_config *c, struct gw_backend *b,
         while (n > 0 && u[n - 1] == '/')
             n--;
         b->url = strndup(u, n);
+        if (b->url)
+            native_address(b);
     }
 
     v = json_object_get(o, "models");

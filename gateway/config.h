@@ -10,6 +10,7 @@
 #define GW_CONFIG_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 
 struct gw_backend {
     char *name;        /* owned */
@@ -23,6 +24,13 @@ struct gw_backend {
     long connect_timeout_ms;
     long first_byte_timeout_ms;
     int inflight; /* live count; the one mutable field, loop-local */
+    /* plain http:// to a numeric address (or localhost) is served by the
+     * gateway's own client (upconn.c); anything else through libcurl */
+    int native;
+    struct sockaddr_storage addr; /* native only */
+    socklen_t addrlen;
+    char *host_header; /* owned: "HOST:PORT" as in the URL */
+    char *path;        /* owned: the URL's path, e.g. "/v1" */
 };
 
 struct gw_limits {

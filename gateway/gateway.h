@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/time.h>
 #include <curl/curl.h>
+#include <sys/socket.h>
 
 #include "gateway/config.h"
 #include "gateway/usage.h"
@@ -19,6 +20,7 @@ struct gw_curlev;
 struct gw_http_server;
 struct gw_http_req;
 struct gw_accesslog;
+struct gw_uppool;
 
 #define GW_VERSION "0.1.0"
 
@@ -30,6 +32,9 @@ struct gw_gateway {
     struct gw_accesslog *alog;   /* owned */
     const char *config_path;     /* borrowed from argv */
     uint64_t rng;                /* request id generator state */
+    struct gw_uppool **pools;    /* owned: keep-alive pools by address */
+    struct sockaddr_storage *pool_addrs; /* owned: address of pools[i] */
+    size_t n_pools;
     unsigned long calls;         /* upstream calls in flight */
 };
 
@@ -67,6 +72,9 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
                        struct gw_config *config, struct gw_backend *backend,
                        const char *model, int stream, const char *path_suffix,
                        const char *request_id);
+
+/* upstream.c: frees the keep-alive pools (at exit). */
+void gw_upstream_free_pools(struct gw_gateway *gw);
 
 /* upstream.c: the curlev done callback. */
 void gw_upstream_done(CURL *easy, CURLcode result, void *priv);

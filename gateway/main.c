@@ -269,6 +269,7 @@ int main(int argc, char **argv)
 out:
     gw_http_server_free(gw->http);
     gw_curlev_free(gw->curl);
+    gw_upstream_free_pools(gw);
     gw_accesslog_free(gw->alog);
     if (m.sig_hup)
         event_free(m.sig_hup);

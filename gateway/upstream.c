@@ -14,7 +14,7 @@
  *    any state --client gone--> CANCELLED
  *
  * Transitions, each made in call_state() only:
- *   WAITING -> STREAMING | BUFFERING   on_header (end of upstream headers)
+ *   WAITING -> STREAMING | BUFFERING   on_head (end of upstream headers)
  *   * -> FINISHED                      finish
  *   * -> CANCELLED                     on_client_close
  *
@@ -28,7 +28,14 @@
  *     is paused (CURL_WRITEFUNC_PAUSE) until the client drains below the
  *     http low mark: memory per stream stays bounded by a slow reader.
  *  4. The call is freed only outside curl callbacks: from the curlev done
- *     callback, from a timer, or from the http close callback.
+ *     callback, from a timer, or from the http close callback. upconn
+ *     callbacks may free it (upconn never touches a call after calling it
+ *     once the exchange is aborted or done).
+ *
+ * Two transports carry a call: upconn.c (the gateway's own keep-alive
+ * client, for plain http:// to numeric addresses, the common case of
+ * local model servers) and libcurl (TLS, named hosts). Both feed the
+ * same three steps: on_head, on_body, call_end.
  */
 #include "gateway/gateway.h"
 #include "gateway/clock.h"
@@ -37,6 +44,7 @@
 #include "gateway/http.h"
 #include "gateway/log.h"
 #include "gateway/sse.h"
+#include "gateway/upconn.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -58,9 +66,10 @@ struct gw_call {
     struct gw_http_req *req;    /* borrowed until FINISHED or CANCELLED */
     struct gw_config *config;   /* owned reference */
     struct gw_backend *backend; /* borrowed from config */
-    CURL *easy;                 /* owned: from the curlev pool */
-    struct curl_slist *headers; /* owned */
-    struct event *fb_timer;     /* owned: first-byte deadline */
+    CURL *easy;                 /* owned: from the curlev pool (curl) */
+    struct curl_slist *headers; /* owned (curl) */
+    struct gw_upconn *up;       /* borrowed from its pool (native) */
+    struct event *timer;        /* owned: first-byte, then total deadline */
     struct evbuffer *body;      /* owned: a buffered (non-SSE) answer */
     struct gw_sse sse;
     enum call_state state;
@@ -72,7 +81,6 @@ struct gw_call {
     char retry_after[32];
     char request_id[80];
     char model[264];
-    char url[2048];
     int64_t t_start;
     long ttfb_us;
     struct gw_usage usage;
@@ -85,7 +93,6 @@ static void call_state(struct gw_call *c, enum call_state to)
     c->state = to;
 }
 
-
 static void call_free(struct gw_call *c)
 {
     if (c->easy) {
@@ -93,8 +100,8 @@ static void call_free(struct gw_call *c)
         gw_curlev_put(c->gw->curl, c->easy);
     }
     curl_slist_free_all(c->headers);
-    if (c->fb_timer)
-        event_free(c->fb_timer);
+    if (c->timer)
+        event_free(c->timer);
     if (c->body)
         evbuffer_free(c->body);
     gw_sse_release(&c->sse);
@@ -102,6 +109,17 @@ static void call_free(struct gw_call *c)
     c->gw->calls--;
     gw_config_unref(c->config);
     free(c);
+}
+
+/* Stops the transfer, whichever transport carries it. */
+static void transport_stop(struct gw_call *c)
+{
+    if (c->up) {
+        gw_upconn_abort(c->up);
+        c->up = NULL;
+    } else if (c->easy) {
+        gw_curlev_remove(c->gw->curl, c->easy);
+    }
 }
 
 static void fill_log(struct gw_call *c, struct gw_reqlog *rl, int status,
@@ -136,6 +154,7 @@ static void finish_stream_error(struct gw_call *c, const char *message)
     struct evbuffer *ev = evbuffer_new();
     struct gw_reqlog rl;
 
+    gw_log_warn("request %s: %s", c->request_id, message);
     if (ev) {
         evbuffer_add(ev, "event: error\ndata: ", 19);
         gw_error_json(ev, 502, "stream_interrupted", message);
@@ -151,12 +170,78 @@ static void finish_stream_error(struct gw_call *c, const char *message)
     call_free(c);
 }
 
+enum end_kind { END_OK, END_TIMEOUT, END_CONNECT, END_ERROR };
+
+/* The transfer ended (the transport is done with it). */
+static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
+{
+    struct gw_reqlog rl;
+    char msg[512];
+
+    if (c->state == STREAMING) {
+        if (kind == END_OK && c->sse.done && gw_sse_pending(&c->sse) == 0) {
+            gw_http_reply_end(c->req);
+            call_state(c, FINISHED);
+            fill_log(c, &rl, 200, NULL);
+            gw_proxy_log(c->gw, c->req, &rl);
+            call_free(c);
+            return;
+        }
+        snprintf(msg, sizeof(msg), "backend '%s' stream ended early: %s",
+                 c->backend->name,
+                 kind == END_OK ? "closed before data: [DONE]" : why);
+        finish_stream_error(c, msg);
+        return;
+    }
+    if (c->state == BUFFERING && kind == END_OK) {
+        struct evbuffer *body = c->body;
+        size_t len = evbuffer_get_length(body);
+        if (c->status >= 200 && c->status < 300 && len > 0)
+            gw_usage_find((const char *)evbuffer_pullup(body, -1), len,
+                          &c->usage);
+        if (c->retry_after[0])
+            gw_http_add_header(c->req, "Retry-After", c->retry_after);
+        call_state(c, FINISHED);
+        gw_http_reply_buffer(c->req, (int)c->status,
+                             c->content_type[0] ? c->content_type
+                                                : "application/json",
+                             body);
+        fill_log(c, &rl, (int)c->status, NULL);
+        gw_proxy_log(c->gw, c->req, &rl);
+        call_free(c);
+        return;
+    }
+    if (c->too_big) {
+        snprintf(msg, sizeof(msg), "backend '%s' answer is larger than %u "
+                 "bytes", c->backend->name, MAX_BUFFERED);
+        finish_error(c, 502, "backend_error", msg);
+        return;
+    }
+    if (kind == END_TIMEOUT) {
+        snprintf(msg, sizeof(msg), "backend '%s' timed out: %s",
+                 c->backend->name, why);
+        finish_error(c, 504, "backend_timeout", msg);
+        return;
+    }
+    if (kind == END_CONNECT && c->state == WAITING) {
+        snprintf(msg, sizeof(msg), "cannot connect to backend '%s': %s",
+                 c->backend->name, why);
+        gw_log_warn("request %s: %s", c->request_id, msg);
+        finish_error(c, 502, "backend_unreachable", msg);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "backend '%s' failed: %s", c->backend->name,
+             why ? why : "answer incomplete");
+    gw_log_warn("request %s: %s", c->request_id, msg);
+    finish_error(c, 502, "backend_error", msg);
+}
+
 static void on_client_close(struct gw_http_req *req, void *arg)
 {
     struct gw_call *c = arg;
     struct gw_reqlog rl;
 
-    gw_curlev_remove(c->gw->curl, c->easy);
+    transport_stop(c);
     call_state(c, CANCELLED);
     fill_log(c, &rl, 499, "client_closed");
     gw_proxy_log(c->gw, req, &rl);
@@ -169,23 +254,35 @@ static void on_client_writable(struct gw_http_req *req, void *arg)
     struct gw_call *c = arg;
 
     (void)req;
-    if (c->paused) {
-        c->paused = 0;
+    if (!c->paused)
+        return;
+    c->paused = 0;
+    if (c->up)
+        gw_upconn_resume(c->up);
+    else
         curl_easy_pause(c->easy, CURLPAUSE_CONT);
-    }
 }
 
-static void first_byte_timeout(evutil_socket_t fd, short what, void *arg)
+static void arm_timer(struct gw_call *c, long ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_call *c = arg;
-    char msg[256];
+    char why[128];
 
     (void)fd, (void)what;
-    gw_curlev_remove(c->gw->curl, c->easy);
-    snprintf(msg, sizeof(msg),
-             "backend '%s' sent no answer within %ld ms (first_byte_timeout_ms)",
-             c->backend->name, c->backend->first_byte_timeout_ms);
-    finish_error(c, 504, "backend_timeout", msg);
+    transport_stop(c);
+    if (c->state == WAITING)
+        snprintf(why, sizeof(why), "no answer within %ld ms "
+                 "(first_byte_timeout_ms)", c->backend->first_byte_timeout_ms);
+    else
+        snprintf(why, sizeof(why), "not complete within %ld ms (timeout_ms)",
+                 c->backend->timeout_ms);
+    call_end(c, END_TIMEOUT, why);
 }
 
 static int relay_event(void *arg, const struct gw_sse_event *ev)
@@ -198,13 +295,14 @@ static int relay_event(void *arg, const struct gw_sse_event *ev)
     return 0;
 }
 
-/* Called at the end of the upstream headers: decides how to relay. */
-static void on_headers_done(struct gw_call *c)
+/* The end of the upstream's head: decides how to relay. */
+static void on_head(struct gw_call *c)
 {
-    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->status);
-    if (c->fb_timer)
-        evtimer_del(c->fb_timer);
+    long left;
+
     c->ttfb_us = (long)(gw_now_us() - c->t_start);
+    left = c->backend->timeout_ms - c->ttfb_us / 1000;
+    arm_timer(c, left > 0 ? left : 1);
     if (c->status == 200 &&
         strncasecmp(c->content_type, "text/event-stream", 17) == 0) {
         call_state(c, STREAMING);
@@ -215,7 +313,163 @@ static void on_headers_done(struct gw_call *c)
     }
 }
 
-static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
+/* Body bytes from either transport. Returns 1 to pause the transfer (the
+ * bytes were taken), -1 to abort it. */
+static int on_body(struct gw_call *c, const char *buf, size_t len)
+{
+    if (c->state == BUFFERING) {
+        if (evbuffer_get_length(c->body) + len > MAX_BUFFERED) {
+            c->too_big = 1;
+            return -1;
+        }
+        evbuffer_add(c->body, buf, len);
+        return 0;
+    }
+    if (c->state != STREAMING)
+        return -1;
+    if (gw_sse_feed(&c->sse, buf, len, relay_event, c) < 0)
+        return -1;
+    if (gw_http_req_pending(c->req) > HIGH_WATER) {
+        c->paused = 1;
+        gw_http_req_wait_writable(c->req);
+        return 1;
+    }
+    return 0;
+}
+
+/* --------------------------------------------------- native transport */
+
+static void up_head(void *arg, int status, const char *ctype,
+                    const char *retry)
+{
+    struct gw_call *c = arg;
+
+    c->status = status;
+    snprintf(c->content_type, sizeof(c->content_type), "%s", ctype);
+    snprintf(c->retry_after, sizeof(c->retry_after), "%s", retry);
+    on_head(c);
+}
+
+static int up_body(void *arg, const char *data, size_t len)
+{
+    struct gw_call *c = arg;
+    int rc = on_body(c, data, len);
+
+    if (rc < 0) {
+        /* inside the upconn callback: abort marks it, it frees itself */
+        transport_stop(c);
+        if (c->too_big)
+            call_end(c, END_ERROR, NULL);
+        else
+            call_end(c, END_ERROR, "malformed event stream");
+        return 1;
+    }
+    return rc;
+}
+
+static void up_done(void *arg, const char *err)
+{
+    struct gw_call *c = arg;
+
+    c->up = NULL;
+    evtimer_del(c->timer);
+    if (err == NULL)
+        call_end(c, END_OK, NULL);
+    else
+        call_end(c, strncmp(err, "cannot connect", 14) == 0 ? END_CONNECT
+                                                             : END_ERROR,
+                 err);
+}
+
+static const struct gw_upconn_cbs up_cbs = {up_head, up_body, up_done};
+
+static struct gw_uppool *pool_for(struct gw_gateway *gw,
+                                  const struct gw_backend *b)
+{
+    size_t i;
+
+    for (i = 0; i < gw->n_pools; i++)
+        if (memcmp(&gw->pool_addrs[i], &b->addr, b->addrlen) == 0)
+            return gw->pools[i];
+    struct gw_uppool **p = realloc(gw->pools, (i + 1) * sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    gw->pools = p;
+    struct sockaddr_storage *a =
+        realloc(gw->pool_addrs, (i + 1) * sizeof(*a));
+    if (a == NULL)
+        return NULL;
+    gw->pool_addrs = a;
+    gw->pools[i] = gw_uppool_new(gw->base, (const struct sockaddr *)&b->addr,
+                                 b->addrlen, 256, 60000);
+    if (gw->pools[i] == NULL)
+        return NULL;
+    memcpy(&gw->pool_addrs[i], &b->addr, sizeof(b->addr));
+    gw->n_pools++;
+    return gw->pools[i];
+}
+
+void gw_upstream_free_pools(struct gw_gateway *gw)
+{
+    for (size_t i = 0; i < gw->n_pools; i++)
+        gw_uppool_free(gw->pools[i]);
+    free(gw->pools);
+    free(gw->pool_addrs);
+    gw->pools = NULL;
+    gw->pool_addrs = NULL;
+    gw->n_pools = 0;
+}
+
+/* Headers a proxy must not pass on, or that the gateway sets itself. */
+static int skip_header(const char *name)
+{
+    static const char *const skip[] = {
+        "host", "content-length", "transfer-encoding", "connection",
+        "keep-alive", "te", "trailer", "upgrade", "proxy-authorization",
+        "proxy-connection", "authorization", "cookie", "x-api-key",
+        "api-key", "expect", "accept-encoding", "x-request-id", NULL};
+    for (const char *const *s = skip; *s; s++)
+        if (strcasecmp(name, *s) == 0)
+            return 1;
+    return 0;
+}
+
+static int native_start(struct gw_call *c, struct gw_http_req *req,
+                        const char *suffix)
+{
+    struct gw_backend *b = c->backend;
+    struct gw_uppool *pool = pool_for(c->gw, b);
+    struct evbuffer *out = evbuffer_new();
+    size_t i, len = evbuffer_get_length(req->body);
+
+    if (pool == NULL || out == NULL) {
+        if (out)
+            evbuffer_free(out);
+        return -1;
+    }
+    evbuffer_add_printf(out, "POST %s%s HTTP/1.1\r\nHost: %s\r\n"
+                             "Content-Length: %zu\r\nX-Request-Id: %s\r\n",
+                        b->path, suffix, b->host_header, len, c->request_id);
+    if (gw_http_req_header(req, "content-type") == NULL)
+        evbuffer_add(out, "Content-Type: application/json\r\n", 32);
+    for (i = 0; i < req->n_headers; i++) {
+        const struct gw_http_header *h = &req->headers[i];
+        if (!skip_header(h->name))
+            evbuffer_add_printf(out, "%s: %s\r\n", h->name, h->value);
+    }
+    if (b->auth_header)
+        evbuffer_add_printf(out, "%s\r\n", b->auth_header);
+    evbuffer_add(out, "\r\n", 2);
+    if (len)
+        evbuffer_add(out, evbuffer_pullup(req->body, -1), len);
+    c->up = gw_upconn_send(pool, out, b->connect_timeout_ms, &up_cbs, c);
+    evbuffer_free(out);
+    return c->up ? 0 : -1;
+}
+
+/* ----------------------------------------------------- curl transport */
+
+static size_t curl_header_cb(char *buf, size_t size, size_t n, void *arg)
 {
     struct gw_call *c = arg;
     size_t len = size * n, vlen;
@@ -229,8 +483,10 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
     if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
         long code = 0;
         curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &code);
-        if (code >= 200 && c->state == WAITING)
-            on_headers_done(c);
+        if (code >= 200 && c->state == WAITING) {
+            c->status = code;
+            on_head(c);
+        }
         return len;
     }
     v = memchr(buf, ':', len);
@@ -256,113 +512,47 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
     return len;
 }
 
-static size_t write_cb(char *buf, size_t size, size_t n, void *arg)
+static size_t curl_write_cb(char *buf, size_t size, size_t n, void *arg)
 {
     struct gw_call *c = arg;
     size_t len = size * n;
 
-    if (c->state == WAITING)
-        on_headers_done(c); /* headers with no blank line seen: HTTP/0.9 */
-    if (c->state == BUFFERING) {
-        if (evbuffer_get_length(c->body) + len > MAX_BUFFERED) {
-            c->too_big = 1;
-            return 0; /* aborts the transfer */
-        }
-        evbuffer_add(c->body, buf, len);
-        return len;
+    if (c->state == WAITING) {
+        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->status);
+        on_head(c);
     }
-    if (c->state != STREAMING)
-        return 0;
-    if (gw_http_req_pending(c->req) > HIGH_WATER) {
+    /* curl keeps the bytes of a paused write and hands them again, so
+     * pause before taking them */
+    if (c->state == STREAMING && gw_http_req_pending(c->req) > HIGH_WATER) {
         c->paused = 1;
         gw_http_req_wait_writable(c->req);
         return CURL_WRITEFUNC_PAUSE;
     }
-    if (gw_sse_feed(&c->sse, buf, len, relay_event, c) < 0)
-        return 0;
+    if (on_body(c, buf, len) < 0)
+        return 0; /* aborts the transfer */
+    if (c->paused) {
+        /* on_body asked to pause after taking the bytes; curl cannot
+         * take them back, so the next write will pause instead */
+        c->paused = 0;
+    }
     return len;
 }
 
 void gw_upstream_done(CURL *easy, CURLcode result, void *priv)
 {
     struct gw_call *c = priv;
-    struct gw_reqlog rl;
-    char msg[512];
 
     (void)easy;
-    if (c->state == STREAMING) {
-        if (result == CURLE_OK && c->sse.done && gw_sse_pending(&c->sse) == 0) {
-            gw_http_reply_end(c->req);
-            call_state(c, FINISHED);
-            fill_log(c, &rl, 200, NULL);
-            gw_proxy_log(c->gw, c->req, &rl);
-            call_free(c);
-            return;
-        }
-        snprintf(msg, sizeof(msg), "backend '%s' stream ended early: %s",
-                 c->backend->name,
-                 result == CURLE_OK ? "closed before data: [DONE]"
-                                    : curl_easy_strerror(result));
-        gw_log_warn("request %s: %s", c->request_id, msg);
-        finish_stream_error(c, msg);
-        return;
-    }
-    if (c->state == BUFFERING && result == CURLE_OK) {
-        struct evbuffer *body = c->body;
-        size_t len = evbuffer_get_length(body);
-        if (c->status >= 200 && c->status < 300 && len > 0)
-            gw_usage_find((const char *)evbuffer_pullup(body, -1), len,
-                          &c->usage);
-        if (c->retry_after[0])
-            gw_http_add_header(c->req, "Retry-After", c->retry_after);
-        call_state(c, FINISHED);
-        gw_http_reply_buffer(c->req, (int)c->status,
-                             c->content_type[0] ? c->content_type
-                                                : "application/json",
-                             body);
-        fill_log(c, &rl, (int)c->status, NULL);
-        gw_proxy_log(c->gw, c->req, &rl);
-        call_free(c);
-        return;
-    }
-    if (c->too_big) {
-        snprintf(msg, sizeof(msg), "backend '%s' answer is larger than %u "
-                 "bytes", c->backend->name, MAX_BUFFERED);
-        finish_error(c, 502, "backend_error", msg);
-        return;
-    }
-    if (result == CURLE_OPERATION_TIMEDOUT) {
-        snprintf(msg, sizeof(msg), "backend '%s' timed out: %s",
-                 c->backend->name, curl_easy_strerror(result));
-        finish_error(c, 504, "backend_timeout", msg);
-        return;
-    }
-    if (c->state == WAITING &&
-        (result == CURLE_COULDNT_CONNECT || result == CURLE_COULDNT_RESOLVE_HOST)) {
-        snprintf(msg, sizeof(msg), "cannot connect to backend '%s': %s",
-                 c->backend->name, curl_easy_strerror(result));
-        gw_log_warn("request %s: %s", c->request_id, msg);
-        finish_error(c, 502, "backend_unreachable", msg);
-        return;
-    }
-    snprintf(msg, sizeof(msg), "backend '%s' failed: %s", c->backend->name,
-             curl_easy_strerror(result));
-    gw_log_warn("request %s: %s", c->request_id, msg);
-    finish_error(c, 502, "backend_error", msg);
-}
-
-/* Headers a proxy must not pass on, or that the gateway sets itself. */
-static int skip_header(const char *name)
-{
-    static const char *const skip[] = {
-        "host", "content-length", "transfer-encoding", "connection",
-        "keep-alive", "te", "trailer", "upgrade", "proxy-authorization",
-        "proxy-connection", "authorization", "cookie", "x-api-key",
-        "api-key", "expect", "accept-encoding", "x-request-id", NULL};
-    for (const char *const *s = skip; *s; s++)
-        if (strcasecmp(name, *s) == 0)
-            return 1;
-    return 0;
+    evtimer_del(c->timer);
+    if (result == CURLE_OK)
+        call_end(c, END_OK, NULL);
+    else if (result == CURLE_OPERATION_TIMEDOUT)
+        call_end(c, END_TIMEOUT, curl_easy_strerror(result));
+    else if (result == CURLE_COULDNT_CONNECT ||
+             result == CURLE_COULDNT_RESOLVE_HOST)
+        call_end(c, END_CONNECT, curl_easy_strerror(result));
+    else
+        call_end(c, END_ERROR, curl_easy_strerror(result));
 }
 
 static struct curl_slist *build_headers(struct gw_call *c,
@@ -372,7 +562,6 @@ static struct curl_slist *build_headers(struct gw_call *c,
     char line[8192];
     size_t i;
 
-    /* the client's Content-Type passes with the other headers */
     if (gw_http_req_header(req, "content-type") == NULL)
         h = curl_slist_append(h, "Content-Type: application/json");
     for (i = 0; i < req->n_headers; i++) {
@@ -404,6 +593,39 @@ fail:
     return NULL;
 }
 
+static int curl_start(struct gw_call *c, struct gw_http_req *req,
+                      const char *suffix)
+{
+    struct gw_backend *b = c->backend;
+    size_t body_len = evbuffer_get_length(req->body);
+    char url[2048];
+    CURL *e;
+
+    c->easy = e = gw_curlev_get(c->gw->curl);
+    c->headers = build_headers(c, req);
+    if (e == NULL || c->headers == NULL)
+        return -1;
+    snprintf(url, sizeof(url), "%s%s", b->url, suffix);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, c);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS,
+                     body_len ? (char *)evbuffer_pullup(req->body, -1) : "");
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curl_write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, curl_header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, b->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, b->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    return gw_curlev_add(c->gw->curl, e);
+}
+
 void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
                        struct gw_config *config, struct gw_backend *backend,
                        const char *model, int stream, const char *path_suffix,
@@ -411,8 +633,7 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
 {
     struct gw_call *c = calloc(1, sizeof(*c));
     struct gw_reqlog rl;
-    size_t body_len;
-    CURL *e;
+    int rc;
 
     memset(&rl, 0, sizeof(rl));
     rl.request_id = request_id;
@@ -431,53 +652,28 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
     c->backend = backend;
     c->client_stream = stream;
     c->ttfb_us = -1;
+    c->t_start = req->start_us;
     backend->inflight++;
     gw->calls++;
     gw_usage_init(&c->usage);
     gw_sse_init(&c->sse, MAX_EVENT);
-    c->t_start = c->req->start_us;
     snprintf(c->request_id, sizeof(c->request_id), "%s", request_id);
     snprintf(c->model, sizeof(c->model), "%s", model);
-    snprintf(c->url, sizeof(c->url), "%s%s", backend->url, path_suffix);
     c->body = evbuffer_new();
-    c->easy = e = gw_curlev_get(gw->curl);
-    c->headers = build_headers(c, req);
-    c->fb_timer = evtimer_new(gw->base, first_byte_timeout, c);
-    if (c->body == NULL || e == NULL || c->headers == NULL ||
-        c->fb_timer == NULL) {
-        call_free(c);
-        gw_proxy_error(gw, req, &rl, 500, "out_of_memory", "out of memory");
-        return;
-    }
-    body_len = evbuffer_get_length(req->body);
-    curl_easy_setopt(e, CURLOPT_URL, c->url);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, c);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS,
-                     body_len ? (char *)evbuffer_pullup(req->body, -1) : "");
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, backend->connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, backend->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);
-    if (gw_curlev_add(gw->curl, e) < 0) {
+    c->timer = evtimer_new(gw->base, on_timer, c);
+    if (c->body == NULL || c->timer == NULL)
+        rc = -1;
+    else if (backend->native)
+        rc = native_start(c, req, path_suffix);
+    else
+        rc = curl_start(c, req, path_suffix);
+    if (rc < 0) {
+        transport_stop(c);
         call_free(c);
         gw_proxy_error(gw, req, &rl, 500, "internal_error",
                        "cannot start the upstream transfer");
         return;
     }
     gw_http_req_set_callbacks(req, on_client_close, on_client_writable, c);
-    if (backend->first_byte_timeout_ms < backend->timeout_ms) {
-        struct timeval tv = {backend->first_byte_timeout_ms / 1000,
-                             (backend->first_byte_timeout_ms % 1000) * 1000};
-        evtimer_add(c->fb_timer, &tv);
-    }
+    arm_timer(c, backend->first_byte_timeout_ms);
 }
