@@ -115,6 +115,8 @@ struct evl_vocab {
     char **value_texts;      /* owned: n_values strings */
     struct vvalue *values;   /* owned: n_values entries */
     size_t n_values, cap_values;
+    size_t value_bytes;      /* total text of the values */
+    int full;                /* a limit was hit: the vocabulary is incomplete */
     struct strmap value_map;
     /* trie */
     uint32_t root[256];      /* child node of the root per byte, 0 = none */
@@ -216,6 +218,7 @@ static long attr_intern(struct evl_vocab *v, const char *name, char **err)
     if ((id = strmap_get(&v->attr_map, name, n)) >= 0)
         return id;
     if (v->n_attrs >= EVL_VOCAB_ATTRS_MAX) {
+        v->full = 1;
         set_err(err, "more than %d distinct attributes in the facts",
                 EVL_VOCAB_ATTRS_MAX);
         return -1;
@@ -254,9 +257,12 @@ static int value_add(struct evl_vocab *v, uint32_t attr, const char *raw,
         return 0; /* empty or too long to be a vocabulary value: not an error */
     if ((id = strmap_get(&v->value_map, buf, (size_t)n)) < 0) {
         char *copy;
-        if (v->n_values >= EVL_VOCAB_VALUES_MAX) {
-            set_err(err, "more than %d distinct fact values",
-                    EVL_VOCAB_VALUES_MAX);
+        if (v->n_values >= EVL_VOCAB_VALUES_MAX ||
+            v->value_bytes + (size_t)n > EVL_VOCAB_BYTES_MAX) {
+            v->full = 1;
+            set_err(err, "more than %d distinct fact values or %d bytes of "
+                    "them (unique values such as ids do not belong in "
+                    "'facts')", EVL_VOCAB_VALUES_MAX, EVL_VOCAB_BYTES_MAX);
             return -1;
         }
         if (v->n_values == v->cap_values) {
@@ -283,6 +289,7 @@ static int value_add(struct evl_vocab *v, uint32_t attr, const char *raw,
         v->values[v->n_values].matchable =
             utf8_chars(buf, (size_t)n) >= (size_t)v->min_chars;
         strmap_put(&v->value_map, buf, (size_t)n, (uint32_t)v->n_values);
+        v->value_bytes += (size_t)n;
         id = (long)v->n_values++;
     }
     vv = &v->values[id];
@@ -293,6 +300,7 @@ static int value_add(struct evl_vocab *v, uint32_t attr, const char *raw,
         uint16_t cap = vv->cap_attrs ? (uint16_t)(vv->cap_attrs * 2) : 2;
         uint32_t *p;
         if (vv->cap_attrs >= 16384) {
+            v->full = 1;
             set_err(err, "value '%s' belongs to too many attributes", buf);
             return -1;
         }
@@ -810,6 +818,11 @@ int evl_vocab_build(struct evl_vocab *v, char **err)
 oom:
     set_err(err, "cannot build the vocabulary matcher: out of memory");
     return -1;
+}
+
+int evl_vocab_full(const struct evl_vocab *v)
+{
+    return v->full;
 }
 
 size_t evl_vocab_n_attrs(const struct evl_vocab *v)

@@ -33,7 +33,8 @@
 #include <jansson.h>
 #include "evaluator/unit.h"
 
-#define EVL_VOCAB_VALUES_MAX 200000  /* distinct categorical values */
+#define EVL_VOCAB_VALUES_MAX 100000  /* distinct categorical values */
+#define EVL_VOCAB_BYTES_MAX  (1 << 20) /* their total text: bounds the matcher */
 #define EVL_VOCAB_ATTRS_MAX  4096    /* distinct attributes */
 #define EVL_VALUE_BYTES_MAX  128     /* longer values are not vocabulary */
 #define EVL_ATTR_BYTES_MAX   128     /* attribute name bytes */
@@ -77,6 +78,9 @@ int evl_vocab_load_lexicon(struct evl_vocab *v, const char *path, char **err);
 
 /* Freeze: build the matcher. Required before evl_check. */
 int evl_vocab_build(struct evl_vocab *v, char **err);
+
+/* 1 when adding failed on a limit (the vocabulary is incomplete). */
+int evl_vocab_full(const struct evl_vocab *v);
 
 size_t evl_vocab_n_attrs(const struct evl_vocab *v);
 size_t evl_vocab_n_values(const struct evl_vocab *v);

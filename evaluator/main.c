@@ -129,7 +129,7 @@ static struct evl_vocab *build_vocab(struct evl_reader *r,
             continue; /* no facts, or a facts text already seen */
         if (evl_vocab_add_facts_text(v, s.facts_text, s.facts_text_len,
                                      &err) < 0) {
-            if (err && strstr(err, "more than")) {
+            if (evl_vocab_full(v)) {
                 fprintf(stderr, "prompteval: '%s' line %ld: %s\n", o->samples,
                         s.line, err);
                 goto fail_quiet;
