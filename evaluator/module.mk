@@ -16,8 +16,3 @@ UNIT_TESTS += $(patsubst %,$(BUILD)/tests/test_evl_%,$(EVALUATOR_TESTS))
 $(foreach t,$(EVALUATOR_TESTS),$(eval $(BUILD)/tests/test_evl_$(t): \
     $(call objs,tests/unit/test_evl_$(t).c) $(EVALUATOR_OBJS) $(EVALUATOR_REGLIB)))
 
-# The generic `$(BUILD)/tests/%` link rule would also match the test objects
-# under $(BUILD)/tests/unit/ (shorter stem wins), so compile ours explicitly.
-$(BUILD)/tests/unit/test_evl_%.o: tests/unit/test_evl_%.c
-	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
