@@ -31,8 +31,15 @@
  *  2. The handler hears of a request's end exactly once: by finishing the
  *     answer itself, or through on_close. After either, http.c owns it.
  *  3. A connection is freed only from a libevent callback of its own
- *     bufferevent or timer, after every user callback has returned, or from
- *     gw_http_server_free.
+ *     events or timer, after every user callback has returned, or from
+ *     gw_http_server_free. Whatever the handler calls (reply, chunk, end)
+ *     never frees the connection nor calls back into the handler: the
+ *     steps after a write (next request, close, on_writable, on_close after
+ *     a write error) run from the write event, made active by hand.
+ *  4. Output is written at once (one writev per answer or chunk); the
+ *     write event is armed only while bytes remain, with the idle timeout
+ *     as the deadline for a client that takes nothing. Reads go straight
+ *     into the input buffer, with no FIONREAD per read.
  */
 #include "gateway/http.h"
 #include "gateway/error.h"
@@ -42,7 +49,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
@@ -54,6 +60,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #define MAX_HEADERS 128
 #define LOWMARK (32 * 1024)
@@ -81,8 +89,13 @@ struct gw_http_server {
 
 struct gw_http_conn {
     struct gw_http_server *srv; /* borrowed */
-    struct bufferevent *bev;    /* owned */
-    struct event *timer;        /* owned: header / idle deadline */
+    evutil_socket_t fd;         /* owned */
+    struct event *rev, *wev;    /* owned: read (persistent), write */
+    struct evbuffer *in, *out;  /* owned */
+    struct event *timer;        /* owned: header / body / idle deadline */
+    int reading;                /* rev is added */
+    int broken;                 /* a write failed: close from wev */
+    int read_eof;               /* the client shut its side */
     struct gw_http_req *req;    /* owned: the request in progress */
     struct gw_http_limits limits;
     enum conn_state state;
@@ -95,7 +108,6 @@ struct gw_http_conn {
     struct gw_http_conn *prev, *next;
 };
 
-static void read_cb(struct bufferevent *bev, void *arg);
 static void conn_close(struct gw_http_conn *c);
 
 static void conn_state(struct gw_http_conn *c, enum conn_state to)
@@ -144,7 +156,11 @@ static void conn_free(struct gw_http_conn *c)
         c->next->prev = c->prev;
     req_free(c->req);
     event_free(c->timer);
-    bufferevent_free(c->bev);
+    event_free(c->rev);
+    event_free(c->wev);
+    evbuffer_free(c->in);
+    evbuffer_free(c->out);
+    evutil_closesocket(c->fd);
     free(c);
 }
 
@@ -162,12 +178,49 @@ static void conn_close(struct gw_http_conn *c)
     conn_free(c);
 }
 
+static void read_on(struct gw_http_conn *c, int on)
+{
+    if (on && !c->reading && !c->read_eof)
+        event_add(c->rev, NULL);
+    else if (!on && c->reading)
+        event_del(c->rev);
+    c->reading = on && !c->read_eof;
+}
+
+/* Runs the after-write steps from the loop, not from the caller's stack. */
+static void schedule_write_cb(struct gw_http_conn *c)
+{
+    event_active(c->wev, EV_WRITE, 0);
+}
+
+/* Writes what it can now; arms the write event for the rest. */
+static void flush_out(struct gw_http_conn *c)
+{
+    while (evbuffer_get_length(c->out) > 0) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct timeval tv = {c->limits.idle_timeout_ms / 1000,
+                                 (c->limits.idle_timeout_ms % 1000) * 1000};
+            event_add(c->wev, &tv);
+            return;
+        }
+        c->broken = 1;
+        evbuffer_drain(c->out, evbuffer_get_length(c->out));
+        schedule_write_cb(c);
+        return;
+    }
+}
+
 /* ------------------------------------------------------------ answering */
 
 static void write_head(struct gw_http_req *r, int status,
                        const char *content_type, long content_length)
 {
-    struct evbuffer *out = bufferevent_get_output(r->conn->bev);
+    struct evbuffer *out = r->conn->out;
 
     r->status = status;
     if (r->conn->srv->shutting_down)
@@ -199,13 +252,11 @@ static void answer_done(struct gw_http_req *r)
     r->done = 1;
     r->on_close = NULL;
     r->on_writable = NULL;
+    r->want_writable = 0;
     conn_state(c, C_FLUSH);
-    /* write_cb fires once the output is empty */
-    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    bufferevent_enable(c->bev, EV_WRITE);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-        bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS |
-                                                  BEV_TRIG_DEFER_CALLBACKS);
+    flush_out(c);
+    if (evbuffer_get_length(c->out) == 0)
+        schedule_write_cb(c); /* the next request, or the close */
 }
 
 int gw_http_add_header(struct gw_http_req *r, const char *name,
@@ -224,7 +275,7 @@ int gw_http_add_header(struct gw_http_req *r, const char *name,
 void gw_http_reply(struct gw_http_req *r, int status,
                    const char *content_type, const void *body, size_t len)
 {
-    struct evbuffer *out = bufferevent_get_output(r->conn->bev);
+    struct evbuffer *out = r->conn->out;
 
     write_head(r, status, content_type, (long)len);
     if (len && !(r->method && strcmp(r->method, "HEAD") == 0))
@@ -236,7 +287,7 @@ void gw_http_reply(struct gw_http_req *r, int status,
 void gw_http_reply_buffer(struct gw_http_req *r, int status,
                           const char *content_type, struct evbuffer *body)
 {
-    struct evbuffer *out = bufferevent_get_output(r->conn->bev);
+    struct evbuffer *out = r->conn->out;
     size_t len = evbuffer_get_length(body);
 
     write_head(r, status, content_type, (long)len);
@@ -250,34 +301,38 @@ void gw_http_reply_start(struct gw_http_req *r, int status,
 {
     write_head(r, status, content_type, -1);
     r->streaming = 1;
+    flush_out(r->conn);
 }
 
 void gw_http_reply_chunk(struct gw_http_req *r, const void *data, size_t len)
 {
-    struct evbuffer *out = bufferevent_get_output(r->conn->bev);
+    struct evbuffer *out = r->conn->out;
+    char size[24];
 
-    if (len == 0)
+    if (len == 0 || r->conn->broken)
         return;
     if (r->http_minor >= 1) {
-        evbuffer_add_printf(out, "%zx\r\n", len);
+        int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+        evbuffer_add(out, size, (size_t)n);
         evbuffer_add(out, data, len);
         evbuffer_add(out, "\r\n", 2);
     } else {
         evbuffer_add(out, data, len);
     }
     r->bytes_out += len;
+    flush_out(r->conn);
 }
 
 void gw_http_reply_end(struct gw_http_req *r)
 {
     if (r->http_minor >= 1)
-        evbuffer_add(bufferevent_get_output(r->conn->bev), "0\r\n\r\n", 5);
+        evbuffer_add(r->conn->out, "0\r\n\r\n", 5);
     answer_done(r);
 }
 
 size_t gw_http_req_pending(const struct gw_http_req *r)
 {
-    return evbuffer_get_length(bufferevent_get_output(r->conn->bev));
+    return evbuffer_get_length(r->conn->out);
 }
 
 void gw_http_req_set_callbacks(struct gw_http_req *r, gw_http_req_cb on_close,
@@ -291,7 +346,6 @@ void gw_http_req_set_callbacks(struct gw_http_req *r, gw_http_req_cb on_close,
 void gw_http_req_wait_writable(struct gw_http_req *r)
 {
     r->want_writable = 1;
-    bufferevent_setwatermark(r->conn->bev, EV_WRITE, LOWMARK, 0);
 }
 
 const char *gw_http_req_header(const struct gw_http_req *r, const char *name)
@@ -324,7 +378,7 @@ static void fail(struct gw_http_conn *c, int status, const char *code,
     c->req->keepalive = 0;
     c->linger = 1;
     evtimer_del(c->timer);
-    bufferevent_disable(c->bev, EV_READ);
+    read_on(c, 0);
     if (c->state == C_IDLE)
         conn_state(c, C_HEAD);
     conn_state(c, C_HANDLING);
@@ -532,7 +586,7 @@ static int parse_head(struct gw_http_conn *c, struct gw_http_req *r,
 
 static void read_head(struct gw_http_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     struct evbuffer_ptr end;
     struct gw_http_req *r;
     const char *msg, *code;
@@ -578,11 +632,11 @@ static void read_head(struct gw_http_conn *c)
     if (c->body_left > 0 || c->chunked) {
         const char *expect = gw_http_req_header(r, "expect");
         if (expect && strcasecmp(expect, "100-continue") == 0 &&
-            r->http_minor >= 1)
-            bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-        struct timeval tv = {c->limits.body_timeout_ms / 1000,
-                             (c->limits.body_timeout_ms % 1000) * 1000};
-        bufferevent_set_timeouts(c->bev, &tv, NULL);
+            r->http_minor >= 1) {
+            evbuffer_add(c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            flush_out(c);
+        }
+        arm_timer(c, c->limits.body_timeout_ms);
     }
     read_body(c);
 }
@@ -673,7 +727,7 @@ static int read_chunked(struct gw_http_conn *c, struct evbuffer *in)
 
 static void read_body(struct gw_http_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     struct gw_http_req *r = c->req;
 
     if (r->body == NULL && (r->body = evbuffer_new()) == NULL) {
@@ -698,13 +752,8 @@ static void read_body(struct gw_http_conn *c)
 
 static void dispatch(struct gw_http_conn *c)
 {
-    struct timeval none = {0, 0};
-
-    (void)none;
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    evtimer_del(c->timer);
     conn_state(c, C_HANDLING);
-    /* stop reading ahead beyond one more head; EOF is still noticed */
-    bufferevent_setwatermark(c->bev, EV_READ, 0, c->limits.max_header_bytes);
     c->srv->handler(c->req, c->srv->handler_arg);
 }
 
@@ -723,7 +772,7 @@ static void start_request(struct gw_http_conn *c)
 
 static void process_input(struct gw_http_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
 
     if (c->state == C_IDLE) {
         if (evbuffer_get_length(in) == 0)
@@ -738,76 +787,115 @@ static void process_input(struct gw_http_conn *c)
         read_body(c);
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+/* Reads what the socket has into c->in. Returns bytes read, 0 at EOF,
+ * -1 on error, -2 when nothing is there now. */
+static int read_some(struct gw_http_conn *c)
 {
-    struct gw_http_conn *c = arg;
+    struct evbuffer_iovec v[2];
+    int nv = evbuffer_reserve_space(c->in, 16384, v, 2);
+    ssize_t n;
 
-    (void)bev;
-    if (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY) {
-        process_input(c);
-    } else if (c->state == C_LINGER) {
-        struct evbuffer *in = bufferevent_get_input(bev);
-        c->lingered += evbuffer_get_length(in);
-        evbuffer_drain(in, evbuffer_get_length(in));
-        if (c->lingered > LINGER_MAX_BYTES)
-            conn_free(c);
+    if (nv <= 0)
+        return -1;
+    do
+        n = readv(c->fd, (struct iovec *)v, nv);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        evbuffer_commit_space(c->in, v, 0);
+        return errno == EAGAIN || errno == EWOULDBLOCK ? -2 : -1;
     }
+    /* commit exactly n bytes across the reserved vectors */
+    size_t left = (size_t)n;
+    for (int i = 0; i < nv; i++) {
+        if (v[i].iov_len > left)
+            v[i].iov_len = left;
+        left -= v[i].iov_len;
+    }
+    evbuffer_commit_space(c->in, v, nv);
+    return (int)n;
 }
 
-static void write_cb(struct bufferevent *bev, void *arg)
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_http_conn *c = arg;
+    int n;
+
+    (void)fd, (void)what;
+    n = read_some(c);
+    if (n == -2)
+        return;
+    if (n > 0) {
+        switch (c->state) {
+        case C_IDLE:
+        case C_HEAD:
+            process_input(c);
+            return;
+        case C_BODY:
+            arm_timer(c, c->limits.body_timeout_ms);
+            process_input(c);
+            return;
+        case C_LINGER:
+            c->lingered += evbuffer_get_length(c->in);
+            evbuffer_drain(c->in, evbuffer_get_length(c->in));
+            if (c->lingered > LINGER_MAX_BYTES)
+                conn_free(c);
+            return;
+        default:
+            /* a pipelined request waits its turn; read no further ahead
+             * than one more head */
+            if (evbuffer_get_length(c->in) > c->limits.max_header_bytes)
+                read_on(c, 0);
+            return;
+        }
+    }
+    /* EOF or error */
+    if (n == 0 && c->state == C_FLUSH && !c->linger) {
+        c->read_eof = 1; /* half-close after the request: finish the answer */
+        read_on(c, 0);
+        return;
+    }
+    conn_close(c);
+}
+
+/* After a write: output drained, or a deferred step (invariant 3). */
+static void on_write(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_http_conn *c = arg;
     struct gw_http_req *r = c->req;
 
+    (void)fd;
+    if (c->broken || (what & EV_TIMEOUT)) {
+        conn_close(c); /* client gone, or it takes nothing */
+        return;
+    }
+    flush_out(c);
+    if (c->broken || evbuffer_get_length(c->out) > LOWMARK)
+        return;
     if (c->state == C_HANDLING && r && r->want_writable) {
         r->want_writable = 0;
-        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
         if (r->on_writable)
             r->on_writable(r, r->cb_arg);
         return;
     }
-    if (c->state != C_FLUSH ||
-        evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+    if (c->state != C_FLUSH || evbuffer_get_length(c->out) > 0)
         return;
     if (c->linger) {
         conn_state(c, C_LINGER);
-        shutdown(bufferevent_getfd(bev), SHUT_WR);
-        bufferevent_setwatermark(bev, EV_READ, 0, 0);
-        bufferevent_enable(bev, EV_READ);
+        shutdown(c->fd, SHUT_WR);
+        read_on(c, 1);
         arm_timer(c, LINGER_MS);
         return;
     }
-    if (!r->keepalive || c->srv->shutting_down) {
+    if (!r->keepalive || c->srv->shutting_down || c->read_eof) {
         conn_free(c);
         return;
     }
     req_free(r);
     c->req = NULL;
     conn_state(c, C_IDLE);
-    bufferevent_setwatermark(bev, EV_READ, 0, 0);
-    bufferevent_enable(bev, EV_READ);
+    read_on(c, 1);
     arm_timer(c, c->limits.idle_timeout_ms);
     process_input(c); /* a pipelined request may be waiting */
-}
-
-static void event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    struct gw_http_conn *c = arg;
-
-    (void)bev;
-    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
-        c->state == C_BODY) {
-        fail(c, 408, "body_timeout",
-             "request body stalled longer than limits.body_timeout_ms");
-        return;
-    }
-    if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) &&
-        c->state == C_FLUSH && !c->linger) {
-        /* half-close after the request: finish writing the answer */
-        bufferevent_disable(bev, EV_READ);
-        return;
-    }
-    conn_close(c);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -820,7 +908,12 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
              "request head not received within limits.header_timeout_ms");
         return;
     }
-    conn_close(c); /* idle keep-alive connection */
+    if (c->state == C_BODY) {
+        fail(c, 408, "body_timeout",
+             "request body stalled longer than limits.body_timeout_ms");
+        return;
+    }
+    conn_close(c); /* idle keep-alive connection, or lingering done */
 }
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
@@ -829,30 +922,34 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     struct gw_http_server *srv = arg;
     struct gw_http_conn *c;
     int one = 1;
-    struct timeval wt;
 
     (void)l, (void)sa, (void)socklen;
-    if (srv->shutting_down) {
+    if (srv->shutting_down || (c = calloc(1, sizeof(*c))) == NULL) {
         evutil_closesocket(fd);
         return;
     }
-    c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        evutil_closesocket(fd);
-        return;
-    }
+    evutil_make_socket_nonblocking(fd);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->srv = srv;
+    c->fd = fd;
     c->limits = srv->limits;
-    c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->in = evbuffer_new();
+    c->out = evbuffer_new();
+    c->rev = event_new(srv->base, fd, EV_READ | EV_PERSIST, on_read, c);
+    c->wev = event_new(srv->base, fd, EV_WRITE, on_write, c);
     c->timer = evtimer_new(srv->base, timer_cb, c);
-    if (c->bev == NULL || c->timer == NULL) {
-        if (c->bev)
-            bufferevent_free(c->bev);
-        else
-            evutil_closesocket(fd);
+    if (!c->in || !c->out || !c->rev || !c->wev || !c->timer) {
+        if (c->in)
+            evbuffer_free(c->in);
+        if (c->out)
+            evbuffer_free(c->out);
+        if (c->rev)
+            event_free(c->rev);
+        if (c->wev)
+            event_free(c->wev);
         if (c->timer)
             event_free(c->timer);
+        evutil_closesocket(fd);
         free(c);
         return;
     }
@@ -861,12 +958,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
         srv->conns->prev = c;
     srv->conns = c;
     c->state = C_IDLE;
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    /* a client that takes nothing for this long is gone */
-    wt.tv_sec = c->limits.idle_timeout_ms / 1000;
-    wt.tv_usec = (c->limits.idle_timeout_ms % 1000) * 1000;
-    bufferevent_set_timeouts(c->bev, NULL, &wt);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    read_on(c, 1);
     arm_timer(c, c->limits.header_timeout_ms);
 }
 
