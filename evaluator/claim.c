@@ -11,9 +11,18 @@
  *   open-addressing hash keyed by (node, byte). Matching walks the trie
  *   from each code point start and keeps the longest value that ends on a
  *   word boundary (ASCII values must not touch ASCII letters or digits).
+ * - A bitmap of the code points that start some value lets the scan skip
+ *   most positions without touching the trie; the same pass tracks clauses
+ *   (split at ，。！？；、 and ASCII punctuation) and pairing cues (搭配, "pair
+ *   with", ...), after which a claim is about another item.
  * - The checker owns per-value and per-attribute stamp arrays, so marking
  *   "mentioned" or "present" costs O(1) and clearing costs nothing (the
  *   stamp moves on). Its memory is fixed once the vocabulary is built.
+ * - The first pass feeds facts as JSON text: a small scanner reads objects
+ *   of strings, numbers and arrays of them without building a JSON tree,
+ *   and hands anything else to jansson, so both paths add the same values.
+ * - Memory is bounded by EVL_VOCAB_VALUES_MAX and EVL_VOCAB_BYTES_MAX (the
+ *   trie has at most one node per byte of value text).
  *
  * Invariants: after evl_vocab_build the vocabulary is read-only; value and
  * attribute ids are dense and stable; every string stored is normalised
