@@ -4,7 +4,8 @@ GATEWAY_OBJS := $(call objs,$(GATEWAY_SRCS))
 PROGRAMS += $(BIN)/promptgate
 $(BIN)/promptgate: $(call objs,gateway/main.c) $(GATEWAY_OBJS)
 
-UNIT_TESTS += $(BUILD)/tests/test_gw_config $(BUILD)/tests/test_gw_sse $(BUILD)/tests/test_gw_error
+UNIT_TESTS += $(BUILD)/tests/test_gw_config $(BUILD)/tests/test_gw_sse $(BUILD)/tests/test_gw_error $(BUILD)/tests/test_gw_jscan
 $(BUILD)/tests/test_gw_config: $(call objs,tests/unit/test_gw_config.c) $(GATEWAY_OBJS)
 $(BUILD)/tests/test_gw_sse: $(call objs,tests/unit/test_gw_sse.c) $(GATEWAY_OBJS)
 $(BUILD)/tests/test_gw_error: $(call objs,tests/unit/test_gw_error.c) $(GATEWAY_OBJS)
+$(BUILD)/tests/test_gw_jscan: $(call objs,tests/unit/test_gw_jscan.c) $(GATEWAY_OBJS)

@@ -1,0 +1,94 @@
+/*
+ * jscan.h - a validating JSON scanner that captures top-level fields.
+ *
+ * The request path needs two or three top-level members of a body ("model",
+ * "stream") and a verdict that the whole body is well-formed JSON. Building
+ * a jansson tree for that costs an allocation per node; gw_jscan validates
+ * the document in one pass, without allocating, and hands back borrowed
+ * spans of the values asked for.
+ *
+ * Usage:
+ *
+ *     struct gw_jscan_field f[2] = {{.key = "model"}, {.key = "stream"}};
+ *     char err[128];
+ *     if (gw_jscan(body, len, 64, f, 2, err, sizeof(err)) < 0)
+ *         reply 400 with err;
+ *     if (f[0].type == GW_JSON_STRING)
+ *         n = gw_jscan_string(&f[0], model, sizeof(model));
+ */
+#ifndef GW_JSCAN_H
+#define GW_JSCAN_H
+
+#include <stddef.h>
+
+/* gw_jscan keeps one bit per open container on the C stack; max_depth may
+ * not exceed this. */
+#define GW_JSCAN_MAX_DEPTH 4096
+
+enum gw_jscan_type {
+    GW_JSON_NONE,   /* the key was absent */
+    GW_JSON_STRING,
+    GW_JSON_NUMBER,
+    GW_JSON_TRUE,
+    GW_JSON_FALSE,
+    GW_JSON_NULL,
+    GW_JSON_OBJECT,
+    GW_JSON_ARRAY
+};
+
+struct gw_jscan_field {
+    const char *key;         /* in, borrowed from the caller: a top-level
+                              * key to capture, plain ASCII; it is compared
+                              * with the raw key bytes, so a key written
+                              * with escapes in the document never matches */
+    enum gw_jscan_type type; /* out: GW_JSON_NONE when absent */
+    const char *val;         /* out, borrowed from the document: the raw
+                              * value text; for strings the bytes between
+                              * the quotes, escapes still in place; for
+                              * objects and arrays the text from the opening
+                              * to the closing bracket inclusive */
+    size_t len;              /* out: bytes at val */
+    int escaped;             /* out: the string holds backslash escapes, so
+                              * val is not its value; use gw_jscan_string */
+};
+
+/*
+ * Validates json[0..len) as one JSON document (RFC 8259) whose root must
+ * be an object nested at most max_depth levels deep (the root object is
+ * level 1), and fills fields[0..n_fields) for the keys they name.
+ *
+ * Strict: UTF-8 is checked (no overlong forms, no encoded surrogates, at
+ * most U+10FFFF), numbers follow the grammar (no leading zeros, no '+', no
+ * bare '.'), control characters in strings are rejected, \u escapes are
+ * checked, a high surrogate must be followed by a low one and a low one
+ * may not stand alone, and only whitespace may follow the document. It does
+ * not limit the range of numbers, and accepts \u0000 (RFC 8259 does);
+ * jansson rejects both, so bodies it refused may pass here.
+ *
+ * A requested key that appears twice at the top level is an error; other
+ * duplicates are not checked. Nothing is allocated; the scan is iterative,
+ * so any nesting costs no C stack beyond a fixed bit array.
+ *
+ * Returns 0. On failure returns -1 with a message in err (always
+ * NUL-terminated when errlen > 0), such as
+ *   "invalid JSON at byte 17: expected ':' after object key"
+ *   "JSON nested deeper than 64 levels"
+ *   "request body must be a JSON object"
+ * and the fields' out members are unspecified. max_depth outside
+ * 1..GW_JSCAN_MAX_DEPTH is an error too.
+ */
+int gw_jscan(const char *json, size_t len, int max_depth,
+             struct gw_jscan_field *fields, size_t n_fields,
+             char *err, size_t errlen);
+
+/*
+ * Decodes a string field filled by a successful gw_jscan (f->val, f->len,
+ * escapes resolved to UTF-8) into out[0..outcap), NUL-terminated. Returns
+ * the decoded length in bytes, or -1 when f is not a string, when the value
+ * and its NUL do not fit in outcap, or when it holds \u0000, which a C
+ * string cannot carry (so strlen(out) is always the returned length).
+ */
+long gw_jscan_string(const struct gw_jscan_field *f, char *out,
+                     size_t outcap);
+
+#endif
