@@ -217,6 +217,22 @@ static void flush_out(struct gw_http_conn *c)
 
 /* ------------------------------------------------------------ answering */
 
+static void add_str(struct evbuffer *b, const char *s)
+{
+    evbuffer_add(b, s, strlen(s));
+}
+
+/* Appends v in decimal: printf costs more than the rest of a head. */
+static void add_num(struct evbuffer *b, unsigned long v)
+{
+    char buf[24], *p = buf + sizeof(buf);
+
+    do
+        *--p = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    evbuffer_add(b, p, (size_t)(buf + sizeof(buf) - p));
+}
+
 static void write_head(struct gw_http_req *r, int status,
                        const char *content_type, long content_length)
 {
@@ -225,13 +241,21 @@ static void write_head(struct gw_http_req *r, int status,
     r->status = status;
     if (r->conn->srv->shutting_down)
         r->keepalive = 0;
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status,
-                        gw_error_reason(status));
-    if (content_type)
-        evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
-    if (content_length >= 0)
-        evbuffer_add_printf(out, "Content-Length: %ld\r\n", content_length);
-    else if (r->http_minor >= 1)
+    evbuffer_add(out, "HTTP/1.1 ", 9);
+    add_num(out, (unsigned long)status);
+    evbuffer_add(out, " ", 1);
+    add_str(out, gw_error_reason(status));
+    evbuffer_add(out, "\r\n", 2);
+    if (content_type) {
+        evbuffer_add(out, "Content-Type: ", 14);
+        add_str(out, content_type);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    if (content_length >= 0) {
+        evbuffer_add(out, "Content-Length: ", 16);
+        add_num(out, (unsigned long)content_length);
+        evbuffer_add(out, "\r\n", 2);
+    } else if (r->http_minor >= 1)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
     else
         r->keepalive = 0;
@@ -266,10 +290,10 @@ int gw_http_add_header(struct gw_http_req *r, const char *name,
         return -1;
     if (r->resp_headers == NULL && (r->resp_headers = evbuffer_new()) == NULL)
         return -1;
-    return evbuffer_add_printf(r->resp_headers, "%s: %s\r\n", name, value) <
-                   0
-               ? -1
-               : 0;
+    add_str(r->resp_headers, name);
+    evbuffer_add(r->resp_headers, ": ", 2);
+    add_str(r->resp_headers, value);
+    return evbuffer_add(r->resp_headers, "\r\n", 2);
 }
 
 void gw_http_reply(struct gw_http_req *r, int status,

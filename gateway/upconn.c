@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define MAX_HEAD (64 * 1024)
@@ -419,6 +420,33 @@ static int process(struct gw_upconn *c)
     return 0;
 }
 
+/* One readv into the buffer's free space: evbuffer_read asks the kernel
+ * for FIONREAD first, a system call per read that this path can spare. */
+static int read_some(struct evbuffer *in, evutil_socket_t fd)
+{
+    struct evbuffer_iovec v[2];
+    int nv = evbuffer_reserve_space(in, READ_CHUNK, v, 2);
+    ssize_t n;
+
+    if (nv <= 0)
+        return -1;
+    do
+        n = readv(fd, (struct iovec *)v, nv);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        evbuffer_commit_space(in, v, 0);
+        return -1;
+    }
+    size_t left = (size_t)n;
+    for (int i = 0; i < nv; i++) {
+        if (v[i].iov_len > left)
+            v[i].iov_len = left;
+        left -= v[i].iov_len;
+    }
+    evbuffer_commit_space(in, v, nv);
+    return (int)n;
+}
+
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_upconn *c = arg;
@@ -438,7 +466,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         if (process(c) || c->paused)
             return;
     }
-    n = evbuffer_read(c->in, fd, READ_CHUNK);
+    n = read_some(c->in, fd);
     if (n > 0) {
         c->got_bytes = 1;
         process(c);

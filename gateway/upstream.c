@@ -423,13 +423,22 @@ void gw_upstream_free_pools(struct gw_gateway *gw)
 /* Headers a proxy must not pass on, or that the gateway sets itself. */
 static int skip_header(const char *name)
 {
-    static const char *const skip[] = {
-        "host", "content-length", "transfer-encoding", "connection",
-        "keep-alive", "te", "trailer", "upgrade", "proxy-authorization",
-        "proxy-connection", "authorization", "cookie", "x-api-key",
-        "api-key", "expect", "accept-encoding", "x-request-id", NULL};
-    for (const char *const *s = skip; *s; s++)
-        if (strcasecmp(name, *s) == 0)
+    static const struct {
+        const char *name;
+        size_t len;
+    } skip[] = {
+#define H(s) {s, sizeof(s) - 1}
+        H("host"), H("content-length"), H("transfer-encoding"),
+        H("connection"), H("keep-alive"), H("te"), H("trailer"),
+        H("upgrade"), H("proxy-authorization"), H("proxy-connection"),
+        H("authorization"), H("cookie"), H("x-api-key"), H("api-key"),
+        H("expect"), H("accept-encoding"), H("x-request-id"),
+#undef H
+    };
+    size_t n = strlen(name);
+
+    for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
+        if (skip[i].len == n && strcasecmp(name, skip[i].name) == 0)
             return 1;
     return 0;
 }
@@ -447,18 +456,35 @@ static int native_start(struct gw_call *c, struct gw_http_req *req,
             evbuffer_free(out);
         return -1;
     }
-    evbuffer_add_printf(out, "POST %s%s HTTP/1.1\r\nHost: %s\r\n"
-                             "Content-Length: %zu\r\nX-Request-Id: %s\r\n",
-                        b->path, suffix, b->host_header, len, c->request_id);
+    char num[24];
+    int nl = snprintf(num, sizeof(num), "%zu", len);
+
+    /* pieces, not printf: this runs once per request */
+    evbuffer_add(out, "POST ", 5);
+    evbuffer_add(out, b->path, strlen(b->path));
+    evbuffer_add(out, suffix, strlen(suffix));
+    evbuffer_add(out, " HTTP/1.1\r\nHost: ", 17);
+    evbuffer_add(out, b->host_header, strlen(b->host_header));
+    evbuffer_add(out, "\r\nContent-Length: ", 18);
+    evbuffer_add(out, num, (size_t)nl);
+    evbuffer_add(out, "\r\nX-Request-Id: ", 16);
+    evbuffer_add(out, c->request_id, strlen(c->request_id));
+    evbuffer_add(out, "\r\n", 2);
     if (gw_http_req_header(req, "content-type") == NULL)
         evbuffer_add(out, "Content-Type: application/json\r\n", 32);
     for (i = 0; i < req->n_headers; i++) {
         const struct gw_http_header *h = &req->headers[i];
-        if (!skip_header(h->name))
-            evbuffer_add_printf(out, "%s: %s\r\n", h->name, h->value);
+        if (skip_header(h->name))
+            continue;
+        evbuffer_add(out, h->name, strlen(h->name));
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, h->value, h->value_len);
+        evbuffer_add(out, "\r\n", 2);
     }
-    if (b->auth_header)
-        evbuffer_add_printf(out, "%s\r\n", b->auth_header);
+    if (b->auth_header) {
+        evbuffer_add(out, b->auth_header, strlen(b->auth_header));
+        evbuffer_add(out, "\r\n", 2);
+    }
     evbuffer_add(out, "\r\n", 2);
     if (len)
         evbuffer_add(out, evbuffer_pullup(req->body, -1), len);
