@@ -63,7 +63,9 @@ struct gw_jscan_field {
  * checked, a high surrogate must be followed by a low one and a low one
  * may not stand alone, and only whitespace may follow the document. It does
  * not limit the range of numbers, and accepts \u0000 (RFC 8259 does);
- * jansson rejects both, so bodies it refused may pass here.
+ * jansson rejects both, so bodies it refused may pass here. The other way,
+ * a NUL byte right after a number or literal, which jansson 2.14 silently
+ * drops, is an error here.
  *
  * A requested key that appears twice at the top level is an error; other
  * duplicates are not checked. Nothing is allocated; the scan is iterative,
