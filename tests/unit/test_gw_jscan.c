@@ -587,8 +587,8 @@ static void test_mutations(void **state)
                                    "\x00\x1f\x7f\x80\xbf\xc3\xa9\xe2\x82"
                                    "\xed\xa0\xf0\x9f\xf4\x90\xff";
     static const char *seeds[] = {
-        "{\"model\":\"m\\u00e9\\ud83d\\ude00\",\"stream\":true,\"n\":-1.5e+2,"
-        "\"a\":[0,{},[],null,false,\"\\n\"]}",
+        ("{\"model\":\"m\\u00e9\\ud83d\\ude00\",\"stream\":true,\"n\":-1.5e+2,"
+         "\"a\":[0,{},[],null,false,\"\\n\"]}"),
         "{\"s\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\",\"o\":{\"k\":[1e5]}}",
         "{\"a\":[[[{\"b\":\"\\\"\\\\\\/\"}]]],\"c\":0.25}",
     };
