@@ -11,16 +11,17 @@
 #include "gateway/clock.h"
 #include "gateway/error.h"
 #include "gateway/http.h"
+#include "gateway/jscan.h"
 #include "gateway/log.h"
 
 #include <event2/buffer.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
 #define MAX_MODEL_LEN 256
+#define MAX_JSON_DEPTH 128
 
 
 static void log_str(struct evbuffer *b, const char *key, const char *v)
@@ -185,9 +186,8 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
     struct gw_config *c = gw->config;
     struct gw_backend *b;
     size_t len = evbuffer_get_length(req->body);
-    json_error_t jerr;
-    json_t *root, *v;
-    char msg[512], model[MAX_MODEL_LEN + 1];
+    struct gw_jscan_field f[2] = {{.key = "model"}, {.key = "stream"}};
+    char msg[512], err[256], model[MAX_MODEL_LEN + 1];
     int stream;
 
     if (len == 0) {
@@ -196,39 +196,33 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
                        "\"model\"");
         return;
     }
-    root = json_loadb((const char *)evbuffer_pullup(req->body, -1), len,
-                      JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL) {
-        snprintf(msg, sizeof(msg),
-                 "request body is not valid JSON: %s (line %d, column %d)",
-                 jerr.text, jerr.line, jerr.column);
+    /* validate the whole body, read only what routing needs: no tree */
+    if (gw_jscan((const char *)evbuffer_pullup(req->body, -1), len,
+                 MAX_JSON_DEPTH, f, 2, err, sizeof(err)) < 0) {
+        snprintf(msg, sizeof(msg), "request body is not valid JSON: %s", err);
         gw_proxy_error(gw, req, rl, 400, "invalid_json", msg);
         return;
     }
-    if (!json_is_object(root)) {
-        json_decref(root);
-        gw_proxy_error(gw, req, rl, 400, "invalid_json",
-                       "request body must be a JSON object");
-        return;
-    }
-    v = json_object_get(root, "model");
-    if (!json_is_string(v) || json_string_length(v) == 0) {
-        json_decref(root);
+    if (f[0].type != GW_JSON_STRING || f[0].len == 0) {
         gw_proxy_error(gw, req, rl, 400, "missing_model",
                        "\"model\" must be a non-empty string naming a "
                        "model (GET /v1/models lists them)");
         return;
     }
-    if (json_string_length(v) > MAX_MODEL_LEN) {
-        json_decref(root);
+    if (f[0].len > MAX_MODEL_LEN ||
+        gw_jscan_string(&f[0], model, sizeof(model)) < 0) {
         gw_proxy_error(gw, req, rl, 404, "model_not_found",
-                       "the model name is longer than 256 bytes; no such "
-                       "model is served here");
+                       "the model name is longer than 256 bytes or holds a "
+                       "NUL; no such model is served here");
         return;
     }
-    memcpy(model, json_string_value(v), json_string_length(v) + 1);
-    stream = json_is_true(json_object_get(root, "stream"));
-    json_decref(root);
+    if (f[1].type != GW_JSON_NONE && f[1].type != GW_JSON_TRUE &&
+        f[1].type != GW_JSON_FALSE && f[1].type != GW_JSON_NULL) {
+        gw_proxy_error(gw, req, rl, 400, "invalid_stream",
+                       "\"stream\" must be true or false");
+        return;
+    }
+    stream = f[1].type == GW_JSON_TRUE;
     rl->model = model;
     rl->stream = stream;
 

@@ -4,11 +4,13 @@
  * Responses can be megabytes of generated text; the access log needs only
  * three integers. The last occurrence of "usage" is searched for (OpenAI
  * puts it at the end of bodies, and in the last chunk of streams), and
- * only the object after it is parsed with jansson.
+ * only the object after it is read: three integers at its first level.
+ * The body has already been checked as JSON by the backend's own
+ * serializer or is refused by the client anyway; a malformed usage object
+ * yields unknown counts (-1), never a crash or a read past the end.
  */
 #include "gateway/usage.h"
 
-#include <jansson.h>
 #include <string.h>
 
 void gw_usage_init(struct gw_usage *u)
@@ -16,16 +18,81 @@ void gw_usage_init(struct gw_usage *u)
     u->prompt_tokens = u->completion_tokens = u->total_tokens = -1;
 }
 
-static long count(json_t *o, const char *key)
+/* Offset just past the object starting at p[0] == '{', or 0 when it is
+ * not closed within n bytes. Strings are skipped, escapes included. */
+static size_t object_end(const char *p, size_t n)
 {
-    json_t *v = json_object_get(o, key);
-    return json_is_integer(v) ? (long)json_integer_value(v) : -1;
+    size_t i;
+    int depth = 0, in_str = 0;
+
+    for (i = 0; i < n; i++) {
+        char ch = p[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_str = 0;
+        } else if (ch == '"') {
+            in_str = 1;
+        } else if (ch == '{' || ch == '[') {
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            if (--depth == 0)
+                return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* The integer after "key": at depth 1 of the object o[0..n), or -1. */
+static long count(const char *o, size_t n, const char *key)
+{
+    size_t kl = strlen(key), i;
+    int depth = 0, in_str = 0;
+
+    for (i = 0; i < n; i++) {
+        char ch = o[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_str = 0;
+            continue;
+        }
+        if (ch == '{' || ch == '[') {
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            depth--;
+        } else if (ch == '"') {
+            if (depth == 1 && i + kl + 1 < n &&
+                memcmp(o + i + 1, key, kl) == 0 && o[i + kl + 1] == '"') {
+                const char *p = o + i + kl + 2, *end = o + n;
+                long v = 0;
+                while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' ||
+                                   *p == '\r'))
+                    p++;
+                if (p >= end || *p != ':')
+                    return -1;
+                p++;
+                while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' ||
+                                   *p == '\r'))
+                    p++;
+                if (p >= end || *p < '0' || *p > '9')
+                    return -1;
+                while (p < end && *p >= '0' && *p <= '9' && v < 1000000000000L)
+                    v = v * 10 + (*p++ - '0');
+                return v;
+            }
+            in_str = 1;
+        }
+    }
+    return -1;
 }
 
 int gw_usage_find(const char *json, size_t len, struct gw_usage *u)
 {
     const char *p = NULL, *q, *end = json + len;
-    json_t *o;
+    size_t n;
 
     /* last occurrence of the key */
     for (q = json; (q = memmem(q, (size_t)(end - q), "\"usage\"", 7));
@@ -43,14 +110,11 @@ int gw_usage_find(const char *json, size_t len, struct gw_usage *u)
         p++;
     if (p >= end || *p != '{')
         return 0;
-    o = json_loadb(p, (size_t)(end - p), JSON_DISABLE_EOF_CHECK, NULL);
-    if (!json_is_object(o)) {
-        json_decref(o);
+    n = object_end(p, (size_t)(end - p));
+    if (n == 0)
         return 0;
-    }
-    u->prompt_tokens = count(o, "prompt_tokens");
-    u->completion_tokens = count(o, "completion_tokens");
-    u->total_tokens = count(o, "total_tokens");
-    json_decref(o);
+    u->prompt_tokens = count(p, n, "prompt_tokens");
+    u->completion_tokens = count(p, n, "completion_tokens");
+    u->total_tokens = count(p, n, "total_tokens");
     return 1;
 }
