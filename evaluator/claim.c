@@ -30,6 +30,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -458,6 +459,31 @@ static long scan_string(struct scan *sc, char *buf, size_t size)
         }
         if (c < 0x20)
             return -1;
+        if (c >= 0x80) {
+            /* a whole UTF-8 sequence, validated as jansson does */
+            size_t len = c >= 0xC2 && c <= 0xDF ? 2
+                         : c >= 0xE0 && c <= 0xEF ? 3
+                         : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+            unsigned char c1;
+            if (len == 0 || (size_t)(sc->end - sc->p) < len - 1)
+                return -1;
+            c1 = (unsigned char)sc->p[0];
+            if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 > 0x9F) ||
+                (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 > 0x8F))
+                return -1; /* overlong, surrogate or beyond U+10FFFF */
+            for (k = 0; k + 1 < len; k++)
+                if (((unsigned char)sc->p[k] & 0xC0) != 0x80)
+                    return -1;
+            if (n + len < size) {
+                buf[n++] = (char)c;
+                for (k = 0; k + 1 < len; k++)
+                    buf[n++] = sc->p[k];
+            } else {
+                too_long = 1;
+            }
+            sc->p += len - 1;
+            continue;
+        }
         if (c != '\\') {
             if (n + 1 < size)
                 buf[n++] = (char)c;
@@ -532,22 +558,60 @@ static long scan_number(struct scan *sc, char *buf, size_t size)
     int real = 0;
     size_t n;
 
-    while (sc->p < sc->end && (strchr("+-0123456789.eE", *sc->p) != NULL)) {
-        if (*sc->p == '.' || *sc->p == 'e' || *sc->p == 'E')
-            real = 1;
+    /* JSON grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+#define DIGIT(p) ((p) < sc->end && *(p) >= '0' && *(p) <= '9')
+    if (sc->p < sc->end && *sc->p == '-')
         sc->p++;
+    if (sc->p < sc->end && *sc->p == '0')
+        sc->p++;
+    else if (DIGIT(sc->p))
+        while (DIGIT(sc->p))
+            sc->p++;
+    else
+        return -1;
+    if (sc->p < sc->end && *sc->p == '.') {
+        real = 1;
+        sc->p++;
+        if (!DIGIT(sc->p))
+            return -1;
+        while (DIGIT(sc->p))
+            sc->p++;
     }
+    if (sc->p < sc->end && (*sc->p == 'e' || *sc->p == 'E')) {
+        real = 1;
+        sc->p++;
+        if (sc->p < sc->end && (*sc->p == '+' || *sc->p == '-'))
+            sc->p++;
+        if (!DIGIT(sc->p))
+            return -1;
+        while (DIGIT(sc->p))
+            sc->p++;
+    }
+#undef DIGIT
     n = (size_t)(sc->p - a);
     if (n == 0 || n >= sizeof(tok))
         return -1;
     memcpy(tok, a, n);
     tok[n] = '\0';
-    if (real)
-        return snprintf(buf, size, "%.15g", strtod(tok, NULL));
-    return snprintf(buf, size, "%lld", strtoll(tok, NULL, 10));
+    if (real) {
+        double d = strtod(tok, NULL);
+        if (!isfinite(d))
+            return -1; /* jansson: real number overflow */
+        return snprintf(buf, size, "%.15g", d);
+    }
+    errno = 0;
+    {
+        long long x = strtoll(tok, NULL, 10);
+        if (errno == ERANGE)
+            return -1; /* jansson refuses it too: the general path says so */
+        return snprintf(buf, size, "%lld", x);
+    }
 }
 
-/* One scalar fact value: 1 added (or skipped as a quantity), 0 not scalar. */
+/*
+ * One scalar fact value: 1 added (or skipped as a quantity), 0 not scalar.
+ * With v NULL (a dry run) nothing is added.
+ */
 static int scan_scalar(struct evl_vocab *v, struct scan *sc, uint32_t attr,
                        char **err, int *fail)
 {
@@ -565,14 +629,18 @@ static int scan_scalar(struct evl_vocab *v, struct scan *sc, uint32_t attr,
         return 1; /* too long to be vocabulary */
     if (n < 0)
         return 0;
-    if (evl_unit_parse(buf, (size_t)n, &q) == 0)
+    if (v == NULL || evl_unit_parse(buf, (size_t)n, &q) == 0)
         return 1;
     if (value_add(v, attr, buf, (size_t)n, err) < 0)
         *fail = 1;
     return 1;
 }
 
-/* 1 done, 0 the text needs the general path, -1 error (err set). */
+/*
+ * 1 done, 0 the text needs the general path, -1 error (err set). With v
+ * NULL only checks that the text is a plain facts object, so that a text
+ * jansson would refuse adds nothing.
+ */
 static int facts_text_fast(struct evl_vocab *v, const char *text, size_t len,
                            char **err)
 {
@@ -585,8 +653,11 @@ static int facts_text_fast(struct evl_vocab *v, const char *text, size_t len,
         return 0;
     sc.p++;
     scan_ws(&sc);
-    if (sc.p < sc.end && *sc.p == '}')
-        return 1;
+    if (sc.p < sc.end && *sc.p == '}') {
+        sc.p++;
+        scan_ws(&sc);
+        return sc.p == sc.end ? 1 : 0;
+    }
     for (;;) {
         long a, kn;
         scan_ws(&sc);
@@ -597,7 +668,8 @@ static int facts_text_fast(struct evl_vocab *v, const char *text, size_t len,
             return 0;
         sc.p++;
         scan_ws(&sc);
-        if ((a = attr_intern(v, key, err)) < 0)
+        a = 0;
+        if (v != NULL && (a = attr_intern(v, key, err)) < 0)
             return -1;
         if (sc.p < sc.end && *sc.p == '[') {
             sc.p++;
@@ -634,8 +706,11 @@ static int facts_text_fast(struct evl_vocab *v, const char *text, size_t len,
             sc.p++;
             continue;
         }
-        if (sc.p < sc.end && *sc.p == '}')
-            return 1;
+        if (sc.p < sc.end && *sc.p == '}') {
+            sc.p++;
+            scan_ws(&sc);
+            return sc.p == sc.end ? 1 : 0;
+        }
         return 0;
     }
 }
@@ -645,9 +720,10 @@ int evl_vocab_add_facts_text(struct evl_vocab *v, const char *text,
 {
     json_error_t jerr;
     json_t *j;
-    int rc = facts_text_fast(v, text, len, err);
+    int rc = facts_text_fast(NULL, text, len, err);
 
-    if (rc != 0)
+    /* a dry run first: a text that turns out invalid half-way adds nothing */
+    if (rc > 0 && (rc = facts_text_fast(v, text, len, err)) != 0)
         return rc > 0 ? 0 : -1;
     /* unusual facts (null, nested, invalid): the general, validating path */
     j = json_loadb(text, len, JSON_DECODE_ANY, &jerr);
@@ -842,6 +918,11 @@ size_t evl_vocab_n_attrs(const struct evl_vocab *v)
 size_t evl_vocab_n_values(const struct evl_vocab *v)
 {
     return v->n_values;
+}
+
+const char *evl_vocab_value_text(const struct evl_vocab *v, size_t id)
+{
+    return id < v->n_values ? v->value_texts[id] : NULL;
 }
 
 const char *evl_vocab_attr_name(const struct evl_vocab *v, size_t id)

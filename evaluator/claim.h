@@ -86,6 +86,8 @@ size_t evl_vocab_n_attrs(const struct evl_vocab *v);
 size_t evl_vocab_n_values(const struct evl_vocab *v);
 /* Attribute name by id (borrowed from v); NULL when out of range. */
 const char *evl_vocab_attr_name(const struct evl_vocab *v, size_t id);
+/* Normalised value text by id (borrowed from v); NULL when out of range. */
+const char *evl_vocab_value_text(const struct evl_vocab *v, size_t id);
 /* Attribute id by name, -1 when unknown. */
 long evl_vocab_attr_id(const struct evl_vocab *v, const char *name);
 

@@ -325,6 +325,73 @@ static void test_facts_text_fast_path_matches_jansson(void **state)
     evl_vocab_free(b);
 }
 
+/* Random mutations of facts texts: both paths agree on every one. */
+static void test_facts_text_fuzz_equivalence(void **state)
+{
+    static const char *const seeds[] = {
+        "{\"颜色\": [\"白色\", \"黑色\"], \"n\": -12.5e1, \"w\": \"1.2kg\"}",
+        "{\"a\": \"x\\u00e9\\ud83d\\ude00\\n\", \"b\": [1, 0, -0, 2E-3]}",
+        "{}",
+    };
+    static const char alphabet[] = "\"\\{}[],:u0-9.eE+ \xe7\x99\xbd\xff\xc3";
+    struct evl_vocab *a = evl_vocab_new(1), *b = evl_vocab_new(1);
+    uint64_t rng = 88172645463325252ULL;
+    char buf[256];
+    size_t i, k;
+
+    (void)state;
+    for (i = 0; i < 20000; i++) {
+        const char *seed = seeds[i % 3];
+        size_t n = strlen(seed), muts;
+        json_t *j;
+        json_error_t jerr;
+        char *e1 = NULL, *e2 = NULL;
+        int r1, r2;
+        memcpy(buf, seed, n);
+        rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+        for (muts = 1 + rng % 3; muts > 0; muts--) {
+            size_t pos;
+            rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+            pos = n ? (size_t)(rng >> 8) % n : 0;
+            switch (rng % 3) {
+            case 0: /* replace */
+                if (n)
+                    buf[pos] = alphabet[(rng >> 32) % (sizeof(alphabet) - 1)];
+                break;
+            case 1: /* delete */
+                if (n) {
+                    memmove(buf + pos, buf + pos + 1, n - pos - 1);
+                    n--;
+                }
+                break;
+            default: /* insert */
+                if (n + 1 < sizeof(buf)) {
+                    memmove(buf + pos + 1, buf + pos, n - pos);
+                    buf[pos] = alphabet[(rng >> 32) % (sizeof(alphabet) - 1)];
+                    n++;
+                }
+            }
+        }
+        j = json_loadb(buf, n, JSON_DECODE_ANY, &jerr);
+        r1 = j ? evl_vocab_add_facts(a, j, &e1) : -1;
+        r2 = evl_vocab_add_facts_text(b, buf, n, &e2);
+        if (r1 != r2 || evl_vocab_n_values(a) != evl_vocab_n_values(b) ||
+            evl_vocab_n_attrs(a) != evl_vocab_n_attrs(b))
+            fail_msg("mutation %zu '%.*s': jansson %d (%s), text %d (%s), "
+                     "values %zu/%zu", i, (int)n, buf, r1, e1 ? e1 : "", r2,
+                     e2 ? e2 : "", evl_vocab_n_values(a), evl_vocab_n_values(b));
+        free(e1);
+        free(e2);
+        json_decref(j);
+    }
+    for (k = 0; k < evl_vocab_n_values(a); k++)
+        assert_string_equal(evl_vocab_value_text(a, k), evl_vocab_value_text(b, k));
+    for (k = 0; k < evl_vocab_n_attrs(a); k++)
+        assert_string_equal(evl_vocab_attr_name(a, k), evl_vocab_attr_name(b, k));
+    evl_vocab_free(a);
+    evl_vocab_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -341,6 +408,7 @@ int main(void)
         cmocka_unit_test(test_malformed_facts),
         cmocka_unit_test(test_lexicon),
         cmocka_unit_test(test_facts_text_fast_path_matches_jansson),
+        cmocka_unit_test(test_facts_text_fuzz_equivalence),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
