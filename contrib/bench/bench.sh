@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# make bench: non-streaming chat completions through promptgate, side by
+# side in one run with the mock backend alone and nginx proxy_pass (with
+# upstream keepalive) in front of the same mock, on the same core budget:
+# every server pinned to cpu 0, wrk on cpu 1.
+#
+# Per target: saturation (wrk -t1 -c$SAT_CONN -d$SAT_DUR) for requests/s,
+# p50/p99 and the server's CPU time per request (utime+stime from /proc);
+# light load (wrk -t1 -c1 -d$LIGHT_DUR) for p50/p99 latency. Ratios are
+# printed against nginx and against the mock alone, and everything is
+# written to results/bench-<UTC time>.json.
+#
+# Knobs: SAT_CONN=32 SAT_DUR=10 LIGHT_DUR=5 WARM_DUR=3 PIN=1
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HERE="$ROOT/contrib/bench"
+BIN=${BIN:-$ROOT/bin}
+SAT_CONN=${SAT_CONN:-32}
+SAT_DUR=${SAT_DUR:-10}
+LIGHT_DUR=${LIGHT_DUR:-5}
+WARM_DUR=${WARM_DUR:-3}
+PIN=${PIN:-1}
+WORK=$(mktemp -d /tmp/promptgate-bench.XXXXXX)
+RESULTS="$ROOT/results"
+mkdir -p "$RESULTS"
+
+# arrays, not functions: "$!" must be the server itself, not a subshell
+SRV=(); CLI=()
+if [[ $PIN == 1 ]]; then SRV=(taskset -c 0); CLI=(taskset -c 1); fi
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+die() { echo "bench: $*" >&2; exit 1; }
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [[ -f $WORK/nginx.pid ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_http() { # url
+    for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done
+    die "nothing answers at $1"
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+MOCK_PORT=$(free_port); GW_PORT=$(free_port); NGX_PORT=$(free_port)
+"${SRV[@]}" "$BIN/mockllm" --listen "127.0.0.1:$MOCK_PORT" --no-record --tokens 48 \
+    2>"$WORK/mock.log" &
+MOCK_PID=$!; PIDS+=("$MOCK_PID")
+wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
+
+cat >"$WORK/gw.json" <<JSON
+{"listen": "127.0.0.1:$GW_PORT", "access_log": "off",
+ "backends": [{"name": "mock", "url": "http://127.0.0.1:$MOCK_PORT/v1",
+               "models": ["gpt-4o-mini"]}]}
+JSON
+"${SRV[@]}" "$BIN/promptgate" -c "$WORK/gw.json" 2>"$WORK/gw.log" &
+GW_PID=$!; PIDS+=("$GW_PID")
+wait_http "http://127.0.0.1:$GW_PORT/healthz"
+
+NGINX=$(command -v nginx || true)
+if [[ -n $NGINX ]]; then
+    mkdir -p "$WORK/ngx/logs"
+    cat >"$WORK/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/ngx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/ngx/body;
+    proxy_temp_path $WORK/ngx/proxy;
+    fastcgi_temp_path $WORK/ngx/fastcgi;
+    uwsgi_temp_path $WORK/ngx/uwsgi;
+    scgi_temp_path $WORK/ngx/scgi;
+    keepalive_requests 1000000;
+    upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGX_PORT;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+    "${SRV[@]}" "$NGINX" -p "$WORK/ngx" -c "$WORK/nginx.conf" &
+    NGX_PID=$!; PIDS+=("$NGX_PID")
+    wait_http "http://127.0.0.1:$NGX_PORT/v1/models"
+fi
+
+export BENCH_BODY="$HERE/request.json"
+run_wrk() { # conns dur url
+    "${CLI[@]}" wrk -t1 -c"$1" -d"$2"s --latency -s "$HERE/post.lua" "$3" 2>&1 |
+        sed -n 's/^BENCHJSON //p'
+}
+field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+
+measure() { # name url pid...
+    local name=$1 url=$2; shift 2
+    local t0=0 t1=0 p j reqs
+    run_wrk "$SAT_CONN" "$WARM_DUR" "$url" >/dev/null
+    for p in "$@"; do t0=$((t0 + $(cpu_ticks "$p"))); done
+    j=$(run_wrk "$SAT_CONN" "$SAT_DUR" "$url")
+    for p in "$@"; do t1=$((t1 + $(cpu_ticks "$p"))); done
+    [[ -n $j ]] || die "wrk gave no result for $name"
+    [[ $(field "$j" non2xx) == 0 && $(field "$j" socket_errors) == 0 ]] ||
+        die "$name: errors under load: $j"
+    echo "$j" >"$WORK/$name.sat"
+    reqs=$(field "$j" requests)
+    python3 -c "print(round(($t1-$t0)*1e6/$(getconf CLK_TCK)/$reqs, 2))" >"$WORK/$name.cpu"
+    run_wrk 1 "$LIGHT_DUR" "$url" >"$WORK/$name.light"
+}
+
+echo "bench: mock on :$MOCK_PORT, promptgate on :$GW_PORT${NGINX:+, nginx on :$NGX_PORT}; pinned=$PIN" >&2
+URL=/v1/chat/completions
+measure direct "http://127.0.0.1:$MOCK_PORT$URL" "$MOCK_PID"
+[[ -n $NGINX ]] && measure nginx "http://127.0.0.1:$NGX_PORT$URL" "$NGX_PID" $(pgrep -P "$NGX_PID" || true)
+measure promptgate "http://127.0.0.1:$GW_PORT$URL" "$GW_PID"
+
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+OUT="$RESULTS/bench-$TS.json"
+python3 - "$OUT" "$WORK" <<PY
+import json, os, sys
+w = sys.argv[2]
+names = [n for n in ("direct", "nginx", "promptgate") if os.path.exists(os.path.join(w, n + ".sat"))]
+rd = lambda n, ext: open(os.path.join(w, n + "." + ext)).read()
+sat = {n: json.loads(rd(n, "sat")) for n in names}
+light = {n: json.loads(rd(n, "light")) for n in names}
+cpu = {n: float(rd(n, "cpu")) for n in names}
+order = [n for n in ("direct", "nginx", "promptgate") if n in sat]
+rows = []
+print("%-11s %10s %9s %9s %12s %10s %10s %14s" % ("target", "rps", "p50_us", "p99_us",
+      "cpu_us/req", "light_p50", "light_p99", "added_p50_us"))
+for n in order:
+    added = light[n]["p50_us"] - light["direct"]["p50_us"]
+    print("%-11s %10.0f %9d %9d %12.2f %10d %10d %14d" % (n, sat[n]["rps"], sat[n]["p50_us"],
+          sat[n]["p99_us"], cpu[n], light[n]["p50_us"], light[n]["p99_us"], added))
+    rows.append({"target": n, "saturation": sat[n], "light": light[n], "cpu_us_per_req": cpu[n],
+                 "added_light_p50_us": added})
+ratios = {}
+if "nginx" in sat:
+    ratios["promptgate_rps_vs_nginx"] = round(sat["promptgate"]["rps"] / sat["nginx"]["rps"], 3)
+    ratios["promptgate_cpu_vs_nginx"] = round(cpu["promptgate"] / cpu["nginx"], 3) if cpu["nginx"] else None
+ratios["promptgate_rps_vs_direct"] = round(sat["promptgate"]["rps"] / sat["direct"]["rps"], 3)
+print()
+for k, v in ratios.items():
+    print("%-28s %s" % (k, v))
+json.dump({"rows": rows, "ratios": ratios, "sat_conn": $SAT_CONN, "sat_dur_s": $SAT_DUR,
+           "light_dur_s": $LIGHT_DUR}, open(sys.argv[1], "w"), indent=1)
+print("\nwritten to", sys.argv[1])
+PY
