@@ -399,7 +399,7 @@ int evl_vocab_add_facts(struct evl_vocab *v, const json_t *facts, char **err)
 /* ---- facts text fast path ------------------------------------------------ */
 
 struct scan {
-    const char *p, *end;
+    const char *p, *end;     /* borrowed: the text being scanned */
 };
 
 static void scan_ws(struct scan *sc)

@@ -41,7 +41,7 @@
 #define RETRY_AFTER_MAX 60.0
 
 struct request {
-    struct request *next;     /* delayed list link */
+    struct request *next;     /* borrowed: next in replay.delayed */
     CURL *easy;               /* owned */
     struct curl_slist *hdrs;  /* owned */
     char *body;               /* owned: request JSON */
@@ -57,7 +57,7 @@ struct request {
 };
 
 struct replay {
-    const char *gateway, *prompt, *model;
+    const char *gateway, *prompt, *model; /* borrowed from argv */
     char *auth;               /* owned: "Authorization: Bearer ..." */
     char url[2048];
     int versions[VERSIONS_MAX];

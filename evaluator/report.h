@@ -12,8 +12,8 @@
 
 /* The metric a verdict is about, and its outcome. */
 struct evl_verdict {
-    const char *metric;      /* "cvr", "ctr" or "fact_error_rate" */
-    const char *label;       /* "conversion rate", ... */
+    const char *metric;      /* static: "cvr", "ctr" or "fact_error_rate" */
+    const char *label;       /* static: "conversion rate", ... */
     long winner;             /* version index, -1 when no clear winner */
     int significant;         /* winner beats the others at Holm p < 0.05 */
     char text[1024];         /* one sentence for people */

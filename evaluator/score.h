@@ -58,7 +58,7 @@ struct evl_score {
     uint64_t samples, malformed;
     size_t control;                  /* index into v, set by finish */
     struct evl_srm srm;
-    const char *srm_source;          /* "equal", "split" or "registry" */
+    const char *srm_source;          /* static: "equal", "split", "registry" */
 };
 
 struct evl_score *evl_score_new(const struct evl_vocab *vocab,
