@@ -226,6 +226,19 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
     rl->model = model;
     rl->stream = stream;
 
+    /* Stages of the request path, in this order (DESIGN.md); each feature
+     * adds its step at its marker and nowhere else in this function:
+     *   authenticate the virtual key           (keys: 401/403)
+     *   resolve the registry prompt            (prompt: 400/404)
+     *   rate limit                             (limits: 429)
+     *   cache lookup                           (cache)
+     *   route: model -> pool -> backend        (routing)
+     */
+    /* stage: authenticate */
+    /* stage: resolve prompt */
+    /* stage: rate limit */
+    /* stage: cache lookup */
+    /* stage: route */
     b = gw_config_backend_for(c, model);
     if (b == NULL) {
         snprintf(msg, sizeof(msg),
