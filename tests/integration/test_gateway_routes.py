@@ -305,6 +305,60 @@ def test_body_not_an_object_400(mg, body):
     assert mock.count() == 0
 
 
+MSG = '"messages": [{"role": "user", "content": "hi"}]'
+
+
+@pytest.mark.parametrize("raw, status, code", [
+    # the model is read from the top level only, escapes decoded
+    ('{"messages": [{"role": "user", "content": "x", "model": "qwen2.5-7b"}]}', 400, "missing_model"),
+    ('{"metadata": {"model": "qwen2.5-7b"}, %s}' % MSG, 400, "missing_model"),
+    ('{"model": "qwen2.5\\u002d7b", %s}' % MSG, 200, None),
+    ('{"model": "qwen2.5\\\\-7b", %s}' % MSG, 404, "model_not_found"),
+    (' \r\n\t{ "model" :\n"qwen2.5-7b" , %s }\n ' % MSG, 200, None),
+    ('{"model": "gpt-4o-mini", "x": {"model": "qwen2.5-7b"}, %s}' % MSG, 200, None),
+    ('{"a": "\\"model\\": \\"nope\\"", "model": "qwen2.5-7b", %s}' % MSG, 200, None),
+    # broken documents, wherever the break is
+    ('{"model": "qwen2.5-7b", %s, "t": tru}' % MSG, 400, "invalid_json"),
+    ('{"model": "qwen2.5-7b", %s, "n": 01}' % MSG, 400, "invalid_json"),
+    ('{"model": "qwen2.5-7b", %s, "s": "unterminated}' % MSG, 400, "invalid_json"),
+    ('{"model": "qwen2.5-7b", %s, "e": "\\x41"}' % MSG, 400, "invalid_json"),
+    ('{"model": "qwen2.5-7b", %s, "c": "ctl\x01"}' % MSG, 400, "invalid_json"),
+    ('{"model": "qwen2.5-7b", %s}}' % MSG, 400, "invalid_json"),
+    ('{"model": "qwen2.5-7b", %s]' % MSG, 400, "invalid_json"),
+    ('{"model": "qwen2.5-7b" %s}' % MSG, 400, "invalid_json"),
+    ('{"model": "qwen2.5-7b", %s, "deep": %s}' % (MSG, "[" * 40 + "]" * 39), 400, "invalid_json"),
+])
+def test_json_edge_cases(mg, raw, status, code):
+    mock, gw = mg
+    r = request("POST", gw.url + CHAT, body=raw.encode(), headers={"content-type": "application/json"})
+    if code:
+        assert_openai_error(r, status, code)
+        assert mock.count() == 0
+    else:
+        assert r.status == status, r
+        # forwarded byte for byte: the mock parsed the same document
+        assert mock.requests()[-1]["body"] == json.loads(raw)
+
+
+def test_invalid_utf8_in_body(mg):
+    mock, gw = mg
+    raw = b'{"model": "qwen2.5-7b", "messages": [{"role": "user", "content": "\xc3\x28"}]}'
+    r = request("POST", gw.url + CHAT, body=raw, headers={"content-type": "application/json"})
+    assert_openai_error(r, 400, "invalid_json")
+    assert mock.count() == 0
+
+
+def test_deep_nesting_is_refused_cleanly(mg):
+    mock, gw = mg
+    raw = '{"model": "qwen2.5-7b", %s, "deep": %s}' % (MSG, "[" * 100000 + "]" * 100000)
+    r = request("POST", gw.url + CHAT, body=raw.encode(), headers={"content-type": "application/json"})
+    assert r.status in (200, 400, 413), r
+    if r.status == 400:
+        assert r.json()["error"]["code"] in ("invalid_json", "bad_request"), r
+    assert gw.alive()
+    assert request("POST", gw.url + CHAT, body=chat()).status == 200
+
+
 def test_unknown_model_404(mg):
     mock, gw = mg
     for path in (CHAT, "/v1/completions", "/v1/embeddings"):
