@@ -14,6 +14,25 @@ CHAT = "/v1/chat/completions"
 BACKEND_TIMEOUT_MS = 600
 
 
+UPSTREAM_HOST = "127.0.0.1"
+
+
+@pytest.fixture(autouse=True, params=["127.0.0.1", "localhost"], ids=["native", "curl"])
+def upstream_host(request):
+    """The gateway reaches a backend at a numeric address with its own HTTP
+    client (upconn.c) and a named host with libcurl: every test here runs
+    against both transports."""
+    global UPSTREAM_HOST
+    UPSTREAM_HOST = request.param
+    yield request.param
+    UPSTREAM_HOST = "127.0.0.1"
+
+
+def upstream(mock):
+    """The backend URL of mock, through the transport under test."""
+    return "http://%s:%d/v1" % (UPSTREAM_HOST, mock.port)
+
+
 def start_mock(mockllm, *args):
     """Start a mockllm and forget the fixture's readiness probe, so counts
     and recorded requests are only what the gateway sent."""
@@ -35,7 +54,7 @@ def config(mock_base, **backend_extra):
 @pytest.fixture
 def mg(mockllm, gateway):
     mock = start_mock(mockllm)
-    gw = gateway(config(mock.base))
+    gw = gateway(config(upstream(mock)))
     return mock, gw
 
 
@@ -190,9 +209,9 @@ def test_unreachable_backend_is_502(mockllm, gateway):
     mock = start_mock(mockllm)
     dead = free_port()   # nothing listens there
     gw = gateway({"backends": [
-        {"name": "dead", "url": "http://127.0.0.1:%d/v1" % dead, "models": ["gpt-4o-mini"],
+        {"name": "dead", "url": "http://%s:%d/v1" % (UPSTREAM_HOST, dead), "models": ["gpt-4o-mini"],
          "timeout_ms": 2000, "connect_timeout_ms": 300},
-        {"name": "mock", "url": mock.base, "models": ["qwen2.5-7b"]}],
+        {"name": "mock", "url": upstream(mock), "models": ["qwen2.5-7b"]}],
         "access_log": "stderr"})
     t0 = time.monotonic()
     r = request("POST", gw.url + CHAT, body=chat("gpt-4o-mini"))
@@ -275,7 +294,7 @@ def test_backend_closing_idle_connections(mockllm, gateway):
     a clean 502 and the request after that works)."""
     mock = start_mock(mockllm)
     port = mock.port
-    gw = gateway(config(mock.base))
+    gw = gateway(config(upstream(mock)))
     assert request("POST", gw.url + CHAT, body=chat()).status == 200
     mock.stop()
     r = request("POST", gw.url + CHAT, body=chat())

@@ -17,6 +17,25 @@ LOG_KEYS = {"request_id", "method", "path", "model", "backend", "status", "laten
             "ttfb_ms", "prompt_tokens", "completion_tokens", "total_tokens"}
 
 
+UPSTREAM_HOST = "127.0.0.1"
+
+
+@pytest.fixture(autouse=True, params=["127.0.0.1", "localhost"], ids=["native", "curl"])
+def upstream_host(request):
+    """The gateway reaches a backend at a numeric address with its own HTTP
+    client (upconn.c) and a named host with libcurl: every test here runs
+    against both transports."""
+    global UPSTREAM_HOST
+    UPSTREAM_HOST = request.param
+    yield request.param
+    UPSTREAM_HOST = "127.0.0.1"
+
+
+def upstream(mock):
+    """The backend URL of mock, through the transport under test."""
+    return "http://%s:%d/v1" % (UPSTREAM_HOST, mock.port)
+
+
 def start_mock(mockllm, *args):
     """Start a mockllm and forget the fixture's readiness probe, so counts
     and recorded requests are only what the gateway sent."""
@@ -29,7 +48,7 @@ def config(mock, models=None, drain_ms=3000, **top):
     cfg = {"limits": {"max_body_bytes": 65536, "header_timeout_ms": 2000,
                       "body_timeout_ms": 2000, "idle_timeout_ms": 10000,
                       "drain_timeout_ms": drain_ms},
-           "backends": [{"name": "mock", "url": mock.base,
+           "backends": [{"name": "mock", "url": upstream(mock),
                          "models": list(models or DEFAULT_MODELS), "timeout_ms": 10000}],
            "access_log": "stderr"}
     cfg.update(top)
@@ -143,7 +162,7 @@ def test_secrets_never_in_stderr(mockllm, gateway):
     mock = start_mock(mockllm)
     backend_key = "sk-backend-SECRET-4a1b2c"
     client_key = "sk-client-SECRET-9z8y7x"
-    gw = gateway(config(mock) | {"backends": [{"name": "mock", "url": mock.base,
+    gw = gateway(config(mock) | {"backends": [{"name": "mock", "url": upstream(mock),
                                                "models": list(DEFAULT_MODELS),
                                                "api_key": "env:PG_TEST_SECRET_KEY"}]},
                  env={"PG_TEST_SECRET_KEY": backend_key})
@@ -155,7 +174,7 @@ def test_secrets_never_in_stderr(mockllm, gateway):
     request("POST", gw.url + CHAT, body=chat(), headers=dict(auth, **{"x-mock-fault": "status=401"}))
     request("POST", gw.url + CHAT, body=chat(), headers=dict(auth, **{"x-mock-fault": "reset"}))
     assert mock.requests()[0]["headers"]["authorization"] == "Bearer " + backend_key
-    gw.reload(config(mock) | {"backends": [{"name": "mock", "url": mock.base,
+    gw.reload(config(mock) | {"backends": [{"name": "mock", "url": upstream(mock),
                                             "models": ["qwen2.5-7b"],
                                             "api_key": "env:PG_TEST_SECRET_KEY"}],
                               "frobnicate": 1})

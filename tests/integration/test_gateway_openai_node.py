@@ -9,9 +9,30 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from helpers import DEFAULT_MODELS
 
 HERE = Path(__file__).resolve().parent / "openai-node"
+
+
+UPSTREAM_HOST = "127.0.0.1"
+
+
+@pytest.fixture(autouse=True, params=["127.0.0.1", "localhost"], ids=["native", "curl"])
+def upstream_host(request):
+    """The gateway reaches a backend at a numeric address with its own HTTP
+    client (upconn.c) and a named host with libcurl: every test here runs
+    against both transports."""
+    global UPSTREAM_HOST
+    UPSTREAM_HOST = request.param
+    yield request.param
+    UPSTREAM_HOST = "127.0.0.1"
+
+
+def upstream(mock):
+    """The backend URL of mock, through the transport under test."""
+    return "http://%s:%d/v1" % (UPSTREAM_HOST, mock.port)
 
 
 def start_mock(mockllm, *args):
@@ -40,7 +61,7 @@ def test_openai_node_client(mockllm, gateway):
     gw = gateway({"limits": {"max_body_bytes": 1048576, "header_timeout_ms": 5000,
                              "body_timeout_ms": 5000, "idle_timeout_ms": 30000,
                              "drain_timeout_ms": 2000},
-                  "backends": [{"name": "mock", "url": mock.base, "models": list(DEFAULT_MODELS),
+                  "backends": [{"name": "mock", "url": upstream(mock), "models": list(DEFAULT_MODELS),
                                 "api_key": "env:PG_TEST_NODE_KEY", "timeout_ms": 10000}],
                   "access_log": "stderr"},
                  env={"PG_TEST_NODE_KEY": key})

@@ -14,6 +14,25 @@ from helpers import DEFAULT_MODELS, chat, completion, embedding, http as request
 CHAT = "/v1/chat/completions"
 
 
+UPSTREAM_HOST = "127.0.0.1"
+
+
+@pytest.fixture(autouse=True, params=["127.0.0.1", "localhost"], ids=["native", "curl"])
+def upstream_host(request):
+    """The gateway reaches a backend at a numeric address with its own HTTP
+    client (upconn.c) and a named host with libcurl: every test here runs
+    against both transports."""
+    global UPSTREAM_HOST
+    UPSTREAM_HOST = request.param
+    yield request.param
+    UPSTREAM_HOST = "127.0.0.1"
+
+
+def upstream(mock):
+    """The backend URL of mock, through the transport under test."""
+    return "http://%s:%d/v1" % (UPSTREAM_HOST, mock.port)
+
+
 def start_mock(mockllm, *args):
     """Start a mockllm and forget the fixture's readiness probe, so counts
     and recorded requests are only what the gateway sent."""
@@ -32,7 +51,7 @@ def config(*backends, **top):
 
 
 def backend(mock, name="mock", models=None, **extra):
-    b = {"name": name, "url": mock.base, "models": list(models or DEFAULT_MODELS),
+    b = {"name": name, "url": upstream(mock), "models": list(models or DEFAULT_MODELS),
          "timeout_ms": 5000}
     b.update(extra)
     return b
@@ -205,6 +224,29 @@ def test_client_headers_are_forwarded(mg):
     assert up.get("x-custom-thing") == "value 42", up
     assert up.get("openai-organization") == "org-1", up
     assert up.get("content-type", "").startswith("application/json"), up
+
+
+def test_hop_by_hop_headers_not_forwarded(mg):
+    """RFC 9110 7.6.1: Connection, the headers it names, Keep-Alive,
+    Proxy-Connection, TE, Upgrade and Proxy-Authorization stay on the
+    client's hop; end-to-end headers go through."""
+    mock, gw = mg
+    r = request("POST", gw.url + CHAT, body=chat(), headers={
+        "Connection": "keep-alive, x-drop-me",
+        "x-drop-me": "1",
+        "Keep-Alive": "timeout=5",
+        "Proxy-Connection": "keep-alive",
+        "TE": "trailers",
+        "Upgrade": "h2c",
+        "Proxy-Authorization": "Basic c2VjcmV0",
+        "x-keep-me": "2"})
+    assert r.status == 200, r
+    up = mock.requests()[-1]["headers"]
+    for h in ("keep-alive", "proxy-connection", "te", "upgrade", "proxy-authorization"):
+        assert h not in up, "hop-by-hop header %r forwarded: %r" % (h, up)
+    assert up.get("x-keep-me") == "2", up
+    assert "x-drop-me" not in up.get("connection", "").lower(), up
+    assert "x-drop-me" not in up, "a header named in Connection was forwarded: %r" % up
 
 
 # ---------------------------------------------------------------- request ids
@@ -543,7 +585,7 @@ def test_upstream_host_is_the_backend(mg):
     r = request("POST", gw.url + CHAT, body=chat(), headers={"Host": "client.example"})
     assert r.status == 200, r
     up = mock.requests()[-1]["headers"]
-    assert up.get("host") == "127.0.0.1:%d" % mock.port, up
+    assert up.get("host") == "%s:%d" % (UPSTREAM_HOST, mock.port), up
 
 
 def test_chunked_request_body_is_proxied(mg):

@@ -17,6 +17,25 @@ CHAT = "/v1/chat/completions"
 MIB = 1024 * 1024
 
 
+UPSTREAM_HOST = "127.0.0.1"
+
+
+@pytest.fixture(autouse=True, params=["127.0.0.1", "localhost"], ids=["native", "curl"])
+def upstream_host(request):
+    """The gateway reaches a backend at a numeric address with its own HTTP
+    client (upconn.c) and a named host with libcurl: every test here runs
+    against both transports."""
+    global UPSTREAM_HOST
+    UPSTREAM_HOST = request.param
+    yield request.param
+    UPSTREAM_HOST = "127.0.0.1"
+
+
+def upstream(mock):
+    """The backend URL of mock, through the transport under test."""
+    return "http://%s:%d/v1" % (UPSTREAM_HOST, mock.port)
+
+
 def start_mock(mockllm, *args):
     """Start a mockllm and forget the fixture's readiness probe, so counts
     and recorded requests are only what the gateway sent."""
@@ -29,7 +48,7 @@ def config(mock, **top):
     cfg = {"limits": {"max_body_bytes": 65536, "header_timeout_ms": 2000,
                       "body_timeout_ms": 2000, "idle_timeout_ms": 10000,
                       "drain_timeout_ms": 2000},
-           "backends": [{"name": "mock", "url": mock.base, "models": list(DEFAULT_MODELS),
+           "backends": [{"name": "mock", "url": upstream(mock), "models": list(DEFAULT_MODELS),
                          "timeout_ms": 30000}],
            "access_log": "stderr"}
     cfg.update(top)
