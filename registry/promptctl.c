@@ -1210,6 +1210,77 @@ static int cmd_import(struct cli *c)
 
 static int cmd_help(struct cli *c);
 
+/* ---- samples: the gateway's exposures as the evaluator's input --------- */
+
+static int sample_print(void *arg, json_t *sample)
+{
+    FILE *out = arg;
+
+    if (json_dumpf(sample, out, JSON_COMPACT | JSON_REAL_PRECISION(15)) < 0
+        || fputc('\n', out) == EOF)
+        return -1;
+    return 0;
+}
+
+static int cmd_samples(struct cli *c)
+{
+    struct opt opts[] = {{"--experiment", NULL, 0, 0, 0, NULL, NULL},
+                         {"--since", NULL, 0, 0, 0, NULL, NULL},
+                         {"--from", NULL, 0, 0, 0, NULL, NULL},
+                         {"-o", "--output", 0, 0, 0, NULL, NULL},
+                         {0}};
+    const char *pos[1];
+    struct reg_db *db = NULL;
+    FILE *out = stdout;
+    char *err = NULL;
+    size_t n = 0;
+    int npos, rc = 1, r;
+
+    if (parse_opts(c, "samples", opts, pos, 1, &npos))
+        goto done;
+    if (npos != 1 || strcmp(pos[0], "export") != 0) {
+        usage("samples", "want 'samples export --experiment PROMPT@LABEL'");
+        goto done;
+    }
+    if (opts[0].value == NULL) {
+        usage("samples", "export needs --experiment PROMPT@LABEL "
+              "('promptctl experiment list' names them)");
+        goto done;
+    }
+    if (opts[3].value && (out = fopen(opts[3].value, "w")) == NULL) {
+        die_msg("cannot open '%s': %s", opts[3].value, errstr(errno));
+        goto done;
+    }
+    if (opts[2].value) {
+        r = reg_samples_export_file(opts[2].value, opts[0].value,
+                                    opts[1].value, sample_print, out, &n, &err);
+    } else {
+        if ((db = open_db(c, 0, &err)) == NULL) {
+            fail(err);
+            goto done;
+        }
+        r = reg_samples_export(db, opts[0].value, opts[1].value, sample_print,
+                               out, &n, &err);
+    }
+    if (r < 0) {
+        fail(err);
+        goto done;
+    }
+    if (fflush(out) != 0 || ferror(out)) {
+        die_msg("cannot write samples: %s", errstr(errno));
+        goto done;
+    }
+    fprintf(stderr, "promptctl: exported %zu samples of '%s'\n", n,
+            opts[0].value);
+    rc = 0;
+done:
+    if (out != stdout)
+        fclose(out);
+    reg_db_free(db);
+    free_opts(opts);
+    return rc;
+}
+
 static const struct verb verbs[] = {
     {"init", cmd_init, "init",
      "Create the registry database (or bring it to this binary's schema).\n"
@@ -1278,6 +1349,18 @@ static const struct verb verbs[] = {
      "Import a document made by 'export' (- for stdin), in one transaction.\n"
      "Idempotent: what is already there is skipped; a version number that\n"
      "exists with other content is a conflict and nothing is imported.\n"},
+    {"samples", cmd_samples,
+     "samples export --experiment PROMPT@LABEL [--since T] [--from FILE] [-o FILE]",
+     "Write one A/B sample per exposure the gateway recorded for an\n"
+     "experiment, as JSON lines in prompteval's input format: version, user,\n"
+     "variables, facts (when the variables carry them), output (when the\n"
+     "gateway logs outputs), impressions, clicks and conversions (from\n"
+     "POST /v1/feedback events \"click\" and \"conversion\") and every outcome.\n"
+     "--since keeps exposures at or after an ISO-8601 UTC time; --from reads\n"
+     "the gateway's JSON-lines exposure log instead of the database.\n"
+     "\nexample:\n"
+     "  promptctl samples export --experiment product_copy@production > samples.jsonl\n"
+     "  prompteval run samples.jsonl --db promptgate.db\n"},
     {"help", cmd_help, "help [VERB]", "Show help for all verbs or one.\n"},
     {NULL, NULL, NULL, NULL}};
 

@@ -386,4 +386,87 @@ int reg_snapshot_resolve(const struct reg_snapshot *snap, const char *name,
                          const char *label, int version, const char *user_id,
                          struct reg_resolved *out, char **err);
 
+/* ---- exposures and outcomes (the gateway's A/B log) --------------------- */
+
+#define REG_REQUEST_ID_MAX  128       /* request id bytes */
+#define REG_EVENT_MAX       64        /* feedback event name bytes */
+#define REG_USER_MAX        256       /* user id bytes */
+
+/* One request served with a registry prompt. Every pointer is borrowed
+ * and may be NULL unless said otherwise; numbers < 0 mean unknown. */
+struct reg_exposure {
+    const char *request_id;  /* required */
+    const char *at;          /* required: ISO-8601 UTC */
+    const char *key_name;
+    const char *user_id;
+    const char *prompt;      /* required */
+    int version;             /* required, >= 1 */
+    const char *label;
+    int64_t experiment_id;   /* 0 when no experiment applied */
+    const char *experiment;  /* "<prompt>@<label>" */
+    int arm;                 /* -1 when none */
+    const char *model;
+    const char *backend;
+    int status;
+    int stream;
+    double latency_ms;
+    long prompt_tokens, completion_tokens, total_tokens;
+    const char *cache;       /* "hit", "miss", "bypass" or NULL */
+    const char *variables;   /* JSON object text; NULL means {} */
+    const char *output;      /* the generated text, NULL when not logged */
+};
+
+/* One business outcome: `event` ([a-z0-9_.-], <= REG_EVENT_MAX) of
+ * request `request_id` (<= REG_REQUEST_ID_MAX), with a value. */
+struct reg_feedback {
+    const char *request_id;
+    const char *event;
+    double value;
+    const char *at;          /* ISO-8601 UTC */
+};
+
+/* 1 when `s` is a valid feedback event name */
+int reg_event_valid(const char *s);
+
+/*
+ * Append exposures and feedback in one transaction (retried on busy).
+ * Feedback is idempotent per (request_id, event): a repeat is skipped and
+ * not counted. `*fb_added` (may be NULL) receives the feedback rows added.
+ * Bad records (missing required fields) fail the whole batch.
+ */
+int reg_exposures_write(struct reg_db *db, const struct reg_exposure *ex,
+                        size_t n_ex, const struct reg_feedback *fb,
+                        size_t n_fb, int *fb_added, char **err);
+
+/* Called once per sample by reg_samples_export; `sample` is borrowed
+ * (the callback takes a reference to keep it). Non-zero stops the export. */
+typedef int (*reg_sample_cb)(void *arg, json_t *sample);
+
+/*
+ * The A/B samples of experiment `experiment` ("<prompt>@<label>" or a
+ * prompt name: its newest experiment on that label, or of that prompt),
+ * one per exposure, oldest first, in the evaluator's input format:
+ * {"id", "prompt", "version", "arm", "experiment", "user", "at",
+ *  "variables", ["facts",] ["output",] "impressions", "clicks",
+ *  "conversions", "outcomes": {event: value}, "status", "model"}.
+ * `facts` is the variable "facts" when it is an object, or a string that
+ * holds a JSON object. clicks/conversions are 1 when feedback "click" /
+ * "conversion" with a non-zero value exists. `since` (may be NULL) keeps
+ * exposures at or after that ISO-8601 time. `*count` receives the samples.
+ */
+int reg_samples_export(struct reg_db *db, const char *experiment,
+                       const char *since, reg_sample_cb cb, void *arg,
+                       size_t *count, char **err);
+
+/* The same, from a JSON-lines exposure log (the gateway's "exposures":
+ * FILE mode): records {"type": "exposure"|"feedback", ...}. */
+int reg_samples_export_file(const char *path, const char *experiment,
+                            const char *since, reg_sample_cb cb, void *arg,
+                            size_t *count, char **err);
+
+/* The exposure record as the JSON object the file mode writes (new
+ * reference; "type": "exposure"), and the same for feedback. */
+json_t *reg_exposure_json(const struct reg_exposure *e);
+json_t *reg_feedback_json(const struct reg_feedback *f);
+
 #endif
