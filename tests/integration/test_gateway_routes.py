@@ -694,3 +694,22 @@ def test_two_backends_serving_one_model(mockllm, gateway):
     assert set(seen) <= {"a", "b"}, seen
     assert a.count() + b.count() == 20
     assert a.count() == seen.count("a") and b.count() == seen.count("b"), (seen, a.count(), b.count())
+
+
+def test_large_request_and_answer_bodies(mockllm, gateway):
+    """1 MiB in, ~1 MB out: both relayed whole."""
+    mock = start_mock(mockllm)
+    cfg = config(backend(mock))
+    cfg["limits"]["max_body_bytes"] = 2 * 1024 * 1024
+    gw = gateway(cfg)
+    content = "".join(chr(0x41 + i % 26) for i in range(1024 * 1024))
+    body = chat(messages=[{"role": "user", "content": content}])
+    r = request("POST", gw.url + CHAT, body=body, headers={"x-mock-fault": "tokens=150000"},
+                timeout=30)
+    assert r.status == 200, r
+    out = r.json()
+    assert out["usage"]["completion_tokens"] == 150000
+    assert len(out["choices"][0]["message"]["content"].split()) == 150000
+    assert len(r.body) > 900000, len(r.body)
+    up = mock.requests()[-1]
+    assert up["body"]["messages"][0]["content"] == content
