@@ -17,6 +17,8 @@
 #include <netinet/in.h>
 #include <errno.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +71,44 @@ struct gw_config *gw_config_ref(struct gw_config *c)
     return c;
 }
 
+static void key_release(struct gw_key *k)
+{
+    size_t i;
+
+    free(k->name);
+    for (i = 0; i < k->n_models; i++)
+        free(k->models[i]);
+    free(k->models);
+    for (i = 0; i < k->n_model_rates; i++)
+        free(k->model_rates[i].model);
+    free(k->model_rates);
+}
+
+struct gw_key *gw_config_key_by_digest(struct gw_config *c,
+                                       const unsigned char digest[32])
+{
+    struct gw_key *found = NULL;
+    size_t i;
+
+    /* every key is compared, so the time does not tell which matched */
+    for (i = 0; i < c->n_keys; i++)
+        if (CRYPTO_memcmp(c->keys[i].sha256, digest, 32) == 0)
+            found = &c->keys[i];
+    return found;
+}
+
+int gw_key_allows(const struct gw_key *key, const char *model)
+{
+    size_t i;
+
+    if (key->models == NULL)
+        return 1;
+    for (i = 0; i < key->n_models; i++)
+        if (strcmp(key->models[i], model) == 0)
+            return 1;
+    return 0;
+}
+
 static void backend_release(struct gw_backend *b)
 {
     size_t i;
@@ -98,6 +138,11 @@ void gw_config_unref(struct gw_config *c)
     for (i = 0; i < c->n_backends; i++)
         backend_release(&c->backends[i]);
     free(c->backends);
+    for (i = 0; i < c->n_keys; i++)
+        key_release(&c->keys[i]);
+    free(c->keys);
+    free(c->redis.host);
+    free(c->redis.password);
     free(c->model_names); /* strings borrowed from the backends */
     free(c->path);
     free(c->listen_host);
@@ -411,6 +456,239 @@ static void parse_backend(struct gw_config *c, struct gw_backend *b,
                                          b->timeout_ms, 1, 3600000, path, p);
 }
 
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+static void parse_rate(json_t *o, struct gw_rate *r, const char *path,
+                       struct problems *p)
+{
+    r->rpm = int_value(o, "rpm", 0, 0, 100000000L, path, p);
+    r->tpm = int_value(o, "tpm", 0, 0, 100000000000L, path, p);
+}
+
+static void parse_key(struct gw_config *c, struct gw_key *k, json_t *o,
+                      size_t idx, struct problems *p)
+{
+    static const char *const known[] = {
+        "name", "key", "key_sha256", "models", "rpm", "tpm",
+        "max_concurrent", "daily_tokens", "model_limits", NULL};
+    char path[64], sub[128];
+    json_t *v;
+    size_t i;
+
+    snprintf(path, sizeof(path), "keys[%zu]", idx);
+    if (!json_is_object(o)) {
+        problem(p, "%s: must be an object", path);
+        return;
+    }
+    unknown_keys(o, known, path, p);
+    v = json_object_get(o, "name");
+    if (!json_is_string(v) || !valid_name(json_string_value(v), 64)) {
+        problem(p, "%s.name: must be 1-64 characters of [A-Za-z0-9_.-]",
+                path);
+    } else {
+        for (i = 0; i < idx; i++)
+            if (c->keys[i].name &&
+                strcmp(c->keys[i].name, json_string_value(v)) == 0)
+                problem(p, "%s.name: '%s' is already used by keys[%zu]",
+                        path, json_string_value(v), i);
+        k->name = strdup(json_string_value(v));
+    }
+
+    json_t *key = json_object_get(o, "key");
+    json_t *dig = json_object_get(o, "key_sha256");
+    if ((key == NULL) == (dig == NULL)) {
+        problem(p, "%s: give exactly one of \"key\" (\"env:NAME\") or "
+                   "\"key_sha256\" (64 hex digits)", path);
+    } else if (key) {
+        snprintf(sub, sizeof(sub), "%s.key", path);
+        if (json_is_string(key) &&
+            strncmp(json_string_value(key), "env:", 4) != 0) {
+            problem(p, "%s: write the key as \"env:NAME\" or give "
+                       "key_sha256; a key in the file is a leaked key", sub);
+        } else {
+            char *secret = secret_value(key, sub, p);
+            if (secret) {
+                unsigned int n = 0;
+                EVP_Digest(secret, strlen(secret), k->sha256, &n,
+                           EVP_sha256(), NULL);
+                OPENSSL_cleanse(secret, strlen(secret));
+                free(secret);
+            }
+        }
+    } else {
+        const char *h = json_string_value(dig);
+        if (h == NULL || strlen(h) != 64) {
+            problem(p, "%s.key_sha256: must be 64 hex digits (sha256sum "
+                       "of the key)", path);
+        } else {
+            for (i = 0; i < 32; i++) {
+                int hi = hexval(h[2 * i]), lo = hexval(h[2 * i + 1]);
+                if (hi < 0 || lo < 0) {
+                    problem(p, "%s.key_sha256: must be 64 hex digits", path);
+                    break;
+                }
+                k->sha256[i] = (unsigned char)(hi << 4 | lo);
+            }
+        }
+    }
+
+    v = json_object_get(o, "models");
+    if (v == NULL) {
+        problem(p, "%s.models: required: the models it may use, or [\"*\"]",
+                path);
+    } else if (!json_is_array(v) || json_array_size(v) == 0) {
+        problem(p, "%s.models: must be a non-empty array (or [\"*\"])", path);
+    } else {
+        int star = 0;
+        for (i = 0; i < json_array_size(v); i++) {
+            const char *m = json_string_value(json_array_get(v, i));
+            if (m == NULL || *m == '\0')
+                problem(p, "%s.models[%zu]: must be a model name or \"*\"",
+                        path, i);
+            else if (strcmp(m, "*") == 0)
+                star = 1;
+        }
+        if (!star) {
+            k->models = calloc(json_array_size(v), sizeof(char *));
+            for (i = 0; k->models && i < json_array_size(v); i++) {
+                const char *m = json_string_value(json_array_get(v, i));
+                if (m && *m)
+                    k->models[k->n_models++] = strdup(m);
+            }
+        }
+    }
+    parse_rate(o, &k->rate, path, p);
+    k->max_concurrent = int_value(o, "max_concurrent", 0, 0, 1000000, path, p);
+    k->daily_tokens = int_value(o, "daily_tokens", 0, 0, 1000000000000L,
+                                path, p);
+    v = json_object_get(o, "model_limits");
+    if (v && !json_is_object(v)) {
+        problem(p, "%s.model_limits: must be an object {\"MODEL\": "
+                   "{\"rpm\", \"tpm\"}}", path);
+    } else if (v) {
+        const char *model;
+        json_t *lim;
+        static const char *const rk[] = {"rpm", "tpm", NULL};
+        k->model_rates = calloc(json_object_size(v) + 1, sizeof(*k->model_rates));
+        json_object_foreach(v, model, lim) {
+            snprintf(sub, sizeof(sub), "%s.model_limits.%s", path, model);
+            if (!json_is_object(lim)) {
+                problem(p, "%s: must be an object {\"rpm\", \"tpm\"}", sub);
+                continue;
+            }
+            unknown_keys(lim, rk, sub, p);
+            if (k->model_rates == NULL)
+                continue;
+            struct gw_model_rate *mr = &k->model_rates[k->n_model_rates++];
+            mr->model = strdup(model);
+            parse_rate(lim, &mr->rate, sub, p);
+        }
+    }
+}
+
+static void parse_keys(struct gw_config *c, json_t *v, struct problems *p)
+{
+    size_t i, j;
+
+    if (v == NULL)
+        return;
+    if (!json_is_array(v)) {
+        problem(p, "keys: must be an array of keys");
+        return;
+    }
+    c->keys = calloc(json_array_size(v) + 1, sizeof(*c->keys));
+    if (c->keys == NULL)
+        return;
+    c->n_keys = json_array_size(v);
+    for (i = 0; i < c->n_keys; i++)
+        parse_key(c, &c->keys[i], json_array_get(v, i), i, p);
+    for (i = 0; i < c->n_keys; i++)
+        for (j = 0; j < i; j++)
+            if (CRYPTO_memcmp(c->keys[i].sha256, c->keys[j].sha256, 32) == 0)
+                problem(p, "keys[%zu]: the same key as keys[%zu]", i, j);
+}
+
+static void parse_rate_limit(struct gw_config *c, json_t *o,
+                             struct problems *p)
+{
+    static const char *const known[] = {"mode", "on_error", NULL};
+    json_t *v;
+
+    if (o == NULL)
+        return;
+    if (!json_is_object(o)) {
+        problem(p, "rate_limit: must be an object {\"mode\", \"on_error\"}");
+        return;
+    }
+    unknown_keys(o, known, "rate_limit", p);
+    v = json_object_get(o, "mode");
+    if (v && !(json_is_string(v) &&
+               (strcmp(json_string_value(v), "local") == 0 ||
+                strcmp(json_string_value(v), "redis") == 0)))
+        problem(p, "rate_limit.mode: must be \"local\" or \"redis\"");
+    else if (v && strcmp(json_string_value(v), "redis") == 0)
+        c->rl_mode = GW_RL_REDIS;
+    v = json_object_get(o, "on_error");
+    if (v && !(json_is_string(v) &&
+               (strcmp(json_string_value(v), "open") == 0 ||
+                strcmp(json_string_value(v), "closed") == 0)))
+        problem(p, "rate_limit.on_error: must be \"open\" (admit when Redis "
+                   "fails) or \"closed\" (429)");
+    else if (v && strcmp(json_string_value(v), "closed") == 0)
+        c->rl_fail_closed = 1;
+}
+
+static void parse_redis(struct gw_config *c, json_t *o, struct problems *p)
+{
+    static const char *const known[] = {"url", "timeout_ms", NULL};
+    const char *u, *h, *e;
+    json_t *v;
+
+    if (o == NULL)
+        return;
+    if (!json_is_object(o)) {
+        problem(p, "redis: must be an object {\"url\", \"timeout_ms\"}");
+        return;
+    }
+    unknown_keys(o, known, "redis", p);
+    c->redis.timeout_ms = int_value(o, "timeout_ms", 50, 1, 60000, "redis", p);
+    v = json_object_get(o, "url");
+    u = json_string_value(v);
+    if (u && strncmp(u, "env:", 4) == 0)
+        u = getenv(u + 4);
+    if (u == NULL || strncmp(u, "redis://", 8) != 0) {
+        problem(p, "redis.url: must be redis://[:PASSWORD@]HOST:PORT[/DB] "
+                   "(\"env:NAME\" allowed)");
+        return;
+    }
+    h = u + 8;
+    e = strchr(h, '@');
+    if (e) {
+        const char *pw = h;
+        if (*pw == ':')
+            pw++;
+        c->redis.password = strndup(pw, (size_t)(e - pw));
+        h = e + 1;
+    }
+    const char *colon = strchr(h, ':'), *slash = strchr(h, '/');
+    const char *hend = colon ? colon : (slash ? slash : h + strlen(h));
+    c->redis.host = strndup(h, (size_t)(hend - h));
+    c->redis.port = colon ? atoi(colon + 1) : 6379;
+    c->redis.db = slash ? atoi(slash + 1) : 0;
+    if (c->redis.port < 1 || c->redis.port > 65535 || hend == h)
+        problem(p, "redis.url: bad host or port in the URL");
+    c->has_redis = 1;
+}
+
 static void parse_limits(struct gw_config *c, json_t *o, struct problems *p)
 {
     static const char *const known[] = {
@@ -468,10 +746,10 @@ static int index_models(struct gw_config *c)
 static struct gw_config *from_json(json_t *root, struct problems *p)
 {
     static const char *const known[] = {"listen",  "workers",   "limits",
-                                        "backends", "access_log", NULL};
+                                        "backends", "access_log", "keys",
+                                        "rate_limit", "redis", NULL};
     /* keys of the design that later features bring; named, not "unknown" */
-    static const char *const later[] = {"admin_key", "models", "keys",
-                                        "rate_limit", "cache", "redis",
+    static const char *const later[] = {"admin_key", "models", "cache",
                                         "registry", NULL};
     struct gw_config *c;
     json_t *v;
@@ -517,6 +795,13 @@ static struct gw_config *from_json(json_t *root, struct problems *p)
 
     c->workers = (int)int_value(root, "workers", 1, 1, 1, "", p);
     parse_limits(c, json_object_get(root, "limits"), p);
+
+    parse_keys(c, json_object_get(root, "keys"), p);
+    parse_rate_limit(c, json_object_get(root, "rate_limit"), p);
+    parse_redis(c, json_object_get(root, "redis"), p);
+    if (c->rl_mode == GW_RL_REDIS && !c->has_redis)
+        problem(p, "rate_limit.mode: \"redis\" needs the \"redis\" key "
+                   "({\"url\": \"redis://127.0.0.1:6379/0\"})");
 
     v = json_object_get(root, "access_log");
     if (v == NULL)

@@ -12,6 +12,11 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "gateway/breaker.h"
+
+struct gw_backend_state;
+struct gw_pool;
+
 struct gw_backend {
     char *name;        /* owned */
     char *url;         /* owned: base URL, no trailing '/', e.g. .../v1 */
@@ -31,6 +36,62 @@ struct gw_backend {
     socklen_t addrlen;
     char *host_header; /* owned: "HOST:PORT" as in the URL */
     char *path;        /* owned: the URL's path, e.g. "/v1" */
+    int priority;      /* tier: lower tiers are used first */
+    struct gw_breaker_conf breaker;
+    char *health_path;        /* owned: e.g. "/models", NULL: no checks */
+    long health_interval_ms;
+    long health_timeout_ms;
+    /* runtime state kept across reloads by backend name (pool.c); NULL
+     * until gw_states_attach */
+    struct gw_backend_state *state; /* borrowed from the gateway's table */
+};
+
+enum gw_strategy {
+    GW_STRATEGY_ROUND_ROBIN,
+    GW_STRATEGY_LEAST_INFLIGHT,
+    GW_STRATEGY_LATENCY
+};
+
+/* Routing settings of one model (config key "models"). */
+struct gw_model_conf {
+    char *name; /* owned */
+    enum gw_strategy strategy;
+    char **fallbacks; /* owned: n_fallbacks owned model names, in order */
+    size_t n_fallbacks;
+};
+
+/* Per key and model limits; 0 means no limit. */
+struct gw_rate {
+    long rpm;
+    long tpm;
+};
+
+struct gw_model_rate {
+    char *model; /* owned */
+    struct gw_rate rate;
+};
+
+/* A virtual key: who calls, what it may use, how much. */
+struct gw_key {
+    char *name;                 /* owned */
+    unsigned char sha256[32];   /* of the key itself; the key is not kept */
+    char **models;              /* owned: allowed models; NULL when "*" */
+    size_t n_models;
+    struct gw_rate rate;        /* per key */
+    struct gw_model_rate *model_rates; /* owned: per key and model */
+    size_t n_model_rates;
+    long max_concurrent;
+    long daily_tokens;
+};
+
+enum gw_rl_mode { GW_RL_LOCAL, GW_RL_REDIS };
+
+struct gw_redis_conf {
+    char *host; /* owned */
+    int port;
+    int db;
+    char *password; /* owned, may be NULL */
+    long timeout_ms;
 };
 
 struct gw_limits {
@@ -54,6 +115,17 @@ struct gw_config {
     char **model_names; /* owned: distinct model names, in file order */
     size_t n_model_names;
     char *access_log; /* owned: "stderr", "off" or a path */
+    char *admin_key;  /* owned: resolved secret, NULL: admin API off */
+    struct gw_model_conf *model_confs; /* owned: n_model_confs */
+    size_t n_model_confs;
+    struct gw_pool *pools; /* owned: one per model name (pool.c) */
+    size_t n_pools;
+    struct gw_key *keys; /* owned: n_keys; none means the gateway is open */
+    size_t n_keys;
+    enum gw_rl_mode rl_mode;
+    int rl_fail_closed; /* rate_limit.on_error "closed" */
+    int has_redis;
+    struct gw_redis_conf redis;
 };
 
 /* Reads and checks FILE. On failure returns NULL and sets *err to a
@@ -66,6 +138,14 @@ struct gw_config *gw_config_parse(const char *text, size_t len, char **err);
 
 struct gw_config *gw_config_ref(struct gw_config *c);
 void gw_config_unref(struct gw_config *c); /* NULL is a no-op */
+
+/* The key whose SHA-256 is digest (compared in constant time over all
+ * keys), or NULL. */
+struct gw_key *gw_config_key_by_digest(struct gw_config *c,
+                                       const unsigned char digest[32]);
+
+/* 1 when key may use model. */
+int gw_key_allows(const struct gw_key *key, const char *model);
 
 /* The first backend serving model, or NULL. The pointer is borrowed from
  * c and lives as long as c. */

@@ -21,6 +21,8 @@ struct gw_http_server;
 struct gw_http_req;
 struct gw_accesslog;
 struct gw_uppool;
+struct gw_limiter;
+struct gw_admit;
 
 #define GW_VERSION "0.1.0"
 
@@ -30,6 +32,7 @@ struct gw_gateway {
     struct gw_http_server *http; /* owned */
     struct gw_config *config;    /* owned reference: the current config */
     struct gw_accesslog *alog;   /* owned */
+    struct gw_limiter *limiter;  /* owned: rate-limit state, across reloads */
     const char *config_path;     /* borrowed from argv */
     uint64_t rng;                /* request id generator state */
     struct gw_uppool **pools;    /* owned: keep-alive pools by address */
@@ -43,6 +46,7 @@ struct gw_reqlog {
     const char *request_id; /* borrowed */
     const char *model;      /* borrowed, may be NULL */
     const char *backend;    /* borrowed, may be NULL */
+    const char *key;        /* borrowed: the virtual key's name, or NULL */
     int status;
     int stream;
     long ttfb_us; /* -1 when no byte came from upstream */
@@ -71,7 +75,8 @@ void gw_proxy_error(struct gw_gateway *gw, struct gw_http_req *req,
 void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
                        struct gw_config *config, struct gw_backend *backend,
                        const char *model, int stream, const char *path_suffix,
-                       const char *request_id);
+                       const char *request_id, const char *key_name,
+                       const struct gw_admit *admit);
 
 /* upstream.c: frees the keep-alive pools (at exit). */
 void gw_upstream_free_pools(struct gw_gateway *gw);

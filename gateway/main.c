@@ -11,6 +11,7 @@
 #include "gateway/accesslog.h"
 #include "gateway/curlev.h"
 #include "gateway/http.h"
+#include "gateway/limit.h"
 #include "gateway/log.h"
 
 #include <event2/event.h>
@@ -213,6 +214,14 @@ int main(int argc, char **argv)
                "listen %s:%d\n", path, gw->config->n_backends,
                gw->config->n_model_names, gw->config->listen_host,
                gw->config->listen_port);
+        if (gw->config->n_keys == 0)
+            printf("promptgate: note: no \"keys\": the gateway runs open, "
+                   "any caller may use every model (fine for local "
+                   "development only)\n");
+        else
+            printf("promptgate: %zu virtual keys, rate limits %s\n",
+                   gw->config->n_keys,
+                   gw->config->rl_mode == GW_RL_REDIS ? "in redis" : "local");
         gw_config_unref(gw->config);
         return 0;
     }
@@ -238,6 +247,7 @@ int main(int argc, char **argv)
         goto out;
     }
     gw->curl = gw_curlev_new(gw->base, gw_upstream_done);
+    gw->limiter = gw_limiter_new();
     gw->http = gw_http_server_new(gw->base, gw_proxy_handle, gw);
     if (gw->http)
         gw_http_server_set_error_handler(gw->http, gw_proxy_reject);
@@ -245,7 +255,7 @@ int main(int argc, char **argv)
     m.sig_term = evsignal_new(gw->base, SIGTERM, on_term, &m);
     m.sig_int = evsignal_new(gw->base, SIGINT, on_term, &m);
     m.drain_timer = evtimer_new(gw->base, check_drained, &m);
-    if (gw->curl == NULL || gw->http == NULL || m.sig_hup == NULL ||
+    if (gw->curl == NULL || gw->http == NULL || gw->limiter == NULL || m.sig_hup == NULL ||
         m.sig_term == NULL || m.sig_int == NULL || m.drain_timer == NULL) {
         gw_log_error("out of memory at start");
         goto out;
@@ -270,6 +280,7 @@ out:
     gw_http_server_free(gw->http);
     gw_curlev_free(gw->curl);
     gw_upstream_free_pools(gw);
+    gw_limiter_free(gw->limiter);
     gw_accesslog_free(gw->alog);
     if (m.sig_hup)
         event_free(m.sig_hup);

@@ -12,9 +12,11 @@
 #include "gateway/error.h"
 #include "gateway/http.h"
 #include "gateway/jscan.h"
+#include "gateway/limit.h"
 #include "gateway/log.h"
 
 #include <event2/buffer.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +64,7 @@ void gw_proxy_log(struct gw_gateway *gw, struct gw_http_req *req,
     log_str(b, "path", req->path);
     log_str(b, "model", rl->model);
     log_str(b, "backend", rl->backend);
+    log_str(b, "key", rl->key);
     evbuffer_add_printf(b, ",\"status\":%d,\"stream\":%s", rl->status,
                         rl->stream ? "true" : "false");
     evbuffer_add_printf(b, ",\"latency_ms\":%ld.%ld", lat / 10, lat % 10);
@@ -179,6 +182,93 @@ static void handle_simple(struct gw_gateway *gw, struct gw_http_req *req,
     evbuffer_free(b);
 }
 
+/* The virtual key the request presents (Authorization: Bearer, or the
+ * api-key / x-api-key headers some clients use), or NULL after answering
+ * 401. The key is hashed and compared in constant time; it is never
+ * logged. */
+static const struct gw_key *authenticate(struct gw_gateway *gw,
+                                         struct gw_http_req *req,
+                                         struct gw_reqlog *rl)
+{
+    const char *h = gw_http_req_header(req, "authorization");
+    unsigned char digest[32];
+    unsigned int n = 0;
+    const struct gw_key *key;
+
+    if (h && strncasecmp(h, "Bearer ", 7) == 0)
+        h += 7;
+    else if (h)
+        h = NULL;
+    if (h == NULL)
+        h = gw_http_req_header(req, "api-key");
+    if (h == NULL)
+        h = gw_http_req_header(req, "x-api-key");
+    if (h == NULL || *h == '\0') {
+        gw_proxy_error(gw, req, rl, 401, "missing_api_key",
+                       "no API key: send it as 'Authorization: Bearer KEY'");
+        return NULL;
+    }
+    while (*h == ' ')
+        h++;
+    if (EVP_Digest(h, strlen(h), digest, &n, EVP_sha256(), NULL) != 1 ||
+        (key = gw_config_key_by_digest(gw->config, digest)) == NULL) {
+        gw_proxy_error(gw, req, rl, 401, "invalid_api_key",
+                       "the API key is not valid for this gateway");
+        return NULL;
+    }
+    return key;
+}
+
+static long number_field(const struct gw_jscan_field *f)
+{
+    long v = 0;
+    size_t i;
+
+    if (f->type != GW_JSON_NUMBER)
+        return -1;
+    for (i = 0; i < f->len && f->val[i] >= '0' && f->val[i] <= '9'; i++)
+        if (v < 100000000L)
+            v = v * 10 + (f->val[i] - '0');
+    return i == f->len ? v : -1; /* negative or fractional: not a count */
+}
+
+static void add_num_header(struct gw_http_req *req, const char *name, long v)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%ld", v);
+    gw_http_add_header(req, name, buf);
+}
+
+/* The x-ratelimit-* headers, named and formatted as OpenAI does. */
+static void limit_headers(struct gw_http_req *req,
+                          const struct gw_limit_result *r)
+{
+    char buf[32];
+
+    if (r->limit_req >= 0) {
+        add_num_header(req, "x-ratelimit-limit-requests", r->limit_req);
+        add_num_header(req, "x-ratelimit-remaining-requests",
+                       r->remaining_req);
+        gw_limit_fmt_reset(r->reset_req_ms, buf, sizeof(buf));
+        gw_http_add_header(req, "x-ratelimit-reset-requests", buf);
+    }
+    if (r->limit_tok >= 0) {
+        add_num_header(req, "x-ratelimit-limit-tokens", r->limit_tok);
+        add_num_header(req, "x-ratelimit-remaining-tokens", r->remaining_tok);
+        gw_limit_fmt_reset(r->reset_tok_ms, buf, sizeof(buf));
+        gw_http_add_header(req, "x-ratelimit-reset-tokens", buf);
+    }
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define DEFAULT_MAX_TOKENS 256
+
 /* POST /v1/{chat/completions,completions,embeddings}. */
 static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
                              struct gw_reqlog *rl, const char *suffix)
@@ -186,7 +276,12 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
     struct gw_config *c = gw->config;
     struct gw_backend *b;
     size_t len = evbuffer_get_length(req->body);
-    struct gw_jscan_field f[2] = {{.key = "model"}, {.key = "stream"}};
+    struct gw_jscan_field f[4] = {{.key = "model"},
+                                  {.key = "stream"},
+                                  {.key = "max_tokens"},
+                                  {.key = "max_completion_tokens"}};
+    const struct gw_key *key = NULL;
+    struct gw_admit admit = {0};
     char msg[512], err[256], model[MAX_MODEL_LEN + 1];
     int stream;
 
@@ -198,7 +293,7 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
     }
     /* validate the whole body, read only what routing needs: no tree */
     if (gw_jscan((const char *)evbuffer_pullup(req->body, -1), len,
-                 MAX_JSON_DEPTH, f, 2, err, sizeof(err)) < 0) {
+                 MAX_JSON_DEPTH, f, 4, err, sizeof(err)) < 0) {
         snprintf(msg, sizeof(msg), "request body is not valid JSON: %s", err);
         gw_proxy_error(gw, req, rl, 400, "invalid_json", msg);
         return;
@@ -235,8 +330,44 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
      *   route: model -> pool -> backend        (routing)
      */
     /* stage: authenticate */
+    if (c->n_keys > 0) {
+        if ((key = authenticate(gw, req, rl)) == NULL)
+            return;
+        rl->key = key->name;
+        if (!gw_key_allows(key, model)) {
+            snprintf(msg, sizeof(msg), "key '%s' may not use the model "
+                     "'%s'", key->name, model);
+            gw_proxy_error(gw, req, rl, 403, "model_not_allowed", msg);
+            return;
+        }
+    }
     /* stage: resolve prompt */
     /* stage: rate limit */
+    if (key) {
+        struct gw_limit_result lr;
+        long max_tokens = number_field(&f[2]);
+        if (max_tokens < 0)
+            max_tokens = number_field(&f[3]);
+        if (max_tokens < 0)
+            max_tokens = DEFAULT_MAX_TOKENS;
+        /* about four bytes a token; settled from usage when it ends */
+        long est = (long)(len / 4) + max_tokens;
+        if (gw_limit_admit(gw->limiter, key, model, est, wall_ms(), &admit,
+                           &lr) < 0) {
+            gw_proxy_error(gw, req, rl, 500, "out_of_memory", "out of memory");
+            return;
+        }
+        limit_headers(req, &lr);
+        if (!lr.allowed) {
+            char ra[24], ra_ms[24];
+            snprintf(ra, sizeof(ra), "%ld", (lr.retry_after_ms + 999) / 1000);
+            snprintf(ra_ms, sizeof(ra_ms), "%ld", lr.retry_after_ms);
+            gw_http_add_header(req, "retry-after-ms", ra_ms);
+            gw_http_add_header(req, "retry-after", ra);
+            gw_proxy_error(gw, req, rl, 429, lr.code, lr.message);
+            return;
+        }
+    }
     /* stage: cache lookup */
     /* stage: route */
     b = gw_config_backend_for(c, model);
@@ -244,6 +375,7 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
         snprintf(msg, sizeof(msg),
                  "the model '%s' does not exist or is not served by this "
                  "gateway (GET /v1/models lists them)", model);
+        gw_limit_release(gw->limiter, &admit, 0, wall_ms());
         gw_proxy_error(gw, req, rl, 404, "model_not_found", msg);
         return;
     }
@@ -251,11 +383,13 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
     if (b->max_inflight > 0 && b->inflight >= b->max_inflight) {
         snprintf(msg, sizeof(msg), "backend '%s' is at its max_inflight of "
                  "%d requests; retry shortly", b->name, b->max_inflight);
+        gw_limit_release(gw->limiter, &admit, 0, wall_ms());
         gw_proxy_error(gw, req, rl, 503, "backend_busy", msg);
         return;
     }
     gw_http_add_header(req, "x-promptgate-backend", b->name);
-    gw_upstream_start(gw, req, c, b, model, stream, suffix, rl->request_id);
+    gw_upstream_start(gw, req, c, b, model, stream, suffix, rl->request_id,
+                      key ? key->name : NULL, &admit);
 }
 
 static const struct route {

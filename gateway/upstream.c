@@ -42,6 +42,7 @@
 #include "gateway/curlev.h"
 #include "gateway/error.h"
 #include "gateway/http.h"
+#include "gateway/limit.h"
 #include "gateway/log.h"
 #include "gateway/sse.h"
 #include "gateway/upconn.h"
@@ -84,6 +85,8 @@ struct gw_call {
     int64_t t_start;
     long ttfb_us;
     struct gw_usage usage;
+    struct gw_admit admit; /* the rate-limit reservation, settled at free */
+    char key_name[72];
 };
 
 static void call_state(struct gw_call *c, enum call_state to)
@@ -95,6 +98,12 @@ static void call_state(struct gw_call *c, enum call_state to)
 
 static void call_free(struct gw_call *c)
 {
+    if (c->admit.active) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gw_limit_release(c->gw->limiter, &c->admit, c->usage.total_tokens,
+                         (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    }
     if (c->easy) {
         curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, NULL);
         gw_curlev_put(c->gw->curl, c->easy);
@@ -129,6 +138,7 @@ static void fill_log(struct gw_call *c, struct gw_reqlog *rl, int status,
     rl->request_id = c->request_id;
     rl->model = c->model;
     rl->backend = c->backend->name;
+    rl->key = c->key_name[0] ? c->key_name : NULL;
     rl->status = status;
     rl->stream = c->client_stream;
     rl->ttfb_us = c->ttfb_us;
@@ -655,7 +665,8 @@ static int curl_start(struct gw_call *c, struct gw_http_req *req,
 void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
                        struct gw_config *config, struct gw_backend *backend,
                        const char *model, int stream, const char *path_suffix,
-                       const char *request_id)
+                       const char *request_id, const char *key_name,
+                       const struct gw_admit *admit)
 {
     struct gw_call *c = calloc(1, sizeof(*c));
     struct gw_reqlog rl;
@@ -669,9 +680,17 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
     rl.ttfb_us = -1;
     gw_usage_init(&rl.usage);
     if (c == NULL) {
+        if (admit) {
+            struct gw_admit a = *admit;
+            gw_limit_release(gw->limiter, &a, -1, 0);
+        }
         gw_proxy_error(gw, req, &rl, 500, "out_of_memory", "out of memory");
         return;
     }
+    if (admit)
+        c->admit = *admit;
+    if (key_name)
+        snprintf(c->key_name, sizeof(c->key_name), "%s", key_name);
     c->gw = gw;
     c->req = req;
     c->config = gw_config_ref(config);

@@ -1,0 +1,63 @@
+/*
+ * limit.h - per-key rate limits: requests and tokens per minute (GCRA),
+ * concurrency and a daily token budget, with reservations settled from
+ * the upstream's usage.
+ *
+ * State lives in a gw_limiter that outlives configurations (keyed by key
+ * name, and key name + model), so a SIGHUP does not reset anyone's
+ * counters. This file decides locally; redis mode (rlredis.c) runs the
+ * same arithmetic in a Lua script shared by every instance.
+ */
+#ifndef GW_LIMIT_H
+#define GW_LIMIT_H
+
+#include <stdint.h>
+
+#include "gateway/config.h"
+
+struct gw_limiter;
+struct gw_lstate;
+
+/* A reservation held by one admitted request until it ends. */
+struct gw_admit {
+    struct gw_lstate *ks; /* borrowed from the limiter: the key's state */
+    struct gw_lstate *ms; /* borrowed: key+model state, or NULL */
+    const struct gw_key *key; /* borrowed from the request's config */
+    const struct gw_rate *mrate; /* borrowed: the key+model rate, or NULL */
+    long reserved; /* tokens reserved */
+    int active;
+};
+
+/* What a decision says; the x-ratelimit-* headers come from it. Fields
+ * are -1 when the key has no such limit. */
+struct gw_limit_result {
+    int allowed;
+    long retry_after_ms;
+    const char *code; /* when denied: "rate_limit_exceeded", ... */
+    char message[256];
+    long limit_req, remaining_req, reset_req_ms;
+    long limit_tok, remaining_tok, reset_tok_ms;
+};
+
+struct gw_limiter *gw_limiter_new(void);
+void gw_limiter_free(struct gw_limiter *l); /* NULL is a no-op */
+
+/* Decides on a request of key for model, estimated to cost est_tokens,
+ * at time now_ms (wall clock, ms). On admission fills *admit, which must
+ * later go to gw_limit_release exactly once. Returns 0, or -1 when out of
+ * memory. */
+int gw_limit_admit(struct gw_limiter *l, const struct gw_key *key,
+                   const char *model, long est_tokens, int64_t now_ms,
+                   struct gw_admit *admit, struct gw_limit_result *res);
+
+/* Ends a reservation: frees the concurrency slot and settles tokens with
+ * what the upstream reported (actual < 0: unknown, the reservation
+ * stands). A no-op when admit is not active. */
+void gw_limit_release(struct gw_limiter *l, struct gw_admit *admit,
+                      long actual_tokens, int64_t now_ms);
+
+/* Formats a duration as OpenAI does in x-ratelimit-reset-*: "20ms",
+ * "1.5s", "6m0s". */
+void gw_limit_fmt_reset(long ms, char *out, size_t outlen);
+
+#endif
