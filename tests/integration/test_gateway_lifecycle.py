@@ -248,6 +248,67 @@ def test_reload_moves_a_model_to_another_backend(mockllm, gateway):
     assert a.count() == n, "requests still go to the old backend"
 
 
+def test_reload_removes_the_backend_of_an_in_flight_stream(mockllm, gateway):
+    """The backend serving a stream disappears from the config: the stream
+    still ends cleanly (backends outlive the config that named them while a
+    request holds them), new requests go to the new backend."""
+    a, b = start_mock(mockllm), start_mock(mockllm)
+    gw = gateway(config(a))
+    result = {}
+
+    def stream():
+        result["r"] = request("POST", gw.url + CHAT, body=chat(stream=True), timeout=20,
+                              headers={"x-mock-fault": "tokens=20,token-delay-ms=50"})
+
+    t = threading.Thread(target=stream)
+    t.start()
+    try:
+        wait_until(lambda: a.stats()["active_streams"] == 1, timeout=3)
+        new = config(b)
+        new["backends"][0]["name"] = "b"
+        gw.reload(new)
+        wait_until(lambda: request("POST", gw.url + CHAT, body=chat()).headers.get(
+            "x-promptgate-backend") == "b", timeout=3)
+    finally:
+        t.join(20)
+    r = result["r"]
+    assert r.status == 200 and r.headers.get("x-promptgate-backend") == "mock", r
+    assert sse_events(r.body)[-1] == "[DONE]"
+    assert gw.alive()
+
+
+def test_reload_storm_under_load(mockllm, gateway):
+    """Twenty SIGHUPs while requests and streams flow: every request is
+    answered normally and the gateway survives."""
+    mock = start_mock(mockllm)
+    gw = gateway(config(mock))
+    statuses = []
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            r = request("POST", gw.url + CHAT, body=chat(stream=len(statuses) % 2 == 0, max_tokens=3),
+                        headers={"x-mock-fault": "token-delay-ms=5"})
+            ok = r.status == 200 and (b"[DONE]" in r.body or b'"usage"' in r.body)
+            statuses.append(r.status if ok else (r.status, r.body[-200:]))
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(20):
+            models = ["qwen2.5-7b", "gpt-4o-mini"] if i % 2 else ["qwen2.5-7b"]
+            gw.reload(config(mock, models=models))
+            time.sleep(0.03)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert gw.alive(), "the gateway died during the reloads"
+    assert len(statuses) > 20, statuses
+    assert all(s == 200 for s in statuses), [s for s in statuses if s != 200][:5]
+
+
 def test_reload_applies_new_limits(mockllm, gateway):
     mock = start_mock(mockllm)
     gw = gateway(config(mock))
