@@ -453,6 +453,30 @@ static int skip_header(const char *name)
     return 0;
 }
 
+/* 1 when the request's Connection header names this header: such
+ * headers are hop-by-hop too (RFC 9110 7.6.1). */
+static int named_in_connection(const struct gw_http_req *req,
+                               const char *name)
+{
+    const char *conn = gw_http_req_header(req, "connection");
+    size_t n = strlen(name);
+
+    while (conn && *conn) {
+        while (*conn == ' ' || *conn == '\t' || *conn == ',')
+            conn++;
+        size_t t = strcspn(conn, ", \t");
+        if (t == n && strncasecmp(conn, name, n) == 0)
+            return 1;
+        conn += t;
+    }
+    return 0;
+}
+
+static int forwardable(const struct gw_http_req *req, const char *name)
+{
+    return !skip_header(name) && !named_in_connection(req, name);
+}
+
 static int native_start(struct gw_call *c, struct gw_http_req *req,
                         const char *suffix)
 {
@@ -484,7 +508,7 @@ static int native_start(struct gw_call *c, struct gw_http_req *req,
         evbuffer_add(out, "Content-Type: application/json\r\n", 32);
     for (i = 0; i < req->n_headers; i++) {
         const struct gw_http_header *h = &req->headers[i];
-        if (skip_header(h->name))
+        if (!forwardable(req, h->name))
             continue;
         evbuffer_add(out, h->name, strlen(h->name));
         evbuffer_add(out, ": ", 2);
@@ -602,7 +626,7 @@ static struct curl_slist *build_headers(struct gw_call *c,
         h = curl_slist_append(h, "Content-Type: application/json");
     for (i = 0; i < req->n_headers; i++) {
         const struct gw_http_header *hd = &req->headers[i];
-        if (skip_header(hd->name))
+        if (!forwardable(req, hd->name))
             continue;
         if (snprintf(line, sizeof(line), "%s: %s", hd->name, hd->value) >=
             (int)sizeof(line))
