@@ -11,6 +11,7 @@
  * Authorization header and never logged.
  */
 #include "gateway/config.h"
+#include "gateway/pool.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -127,6 +128,7 @@ static void backend_release(struct gw_backend *b)
     for (i = 0; i < b->n_models; i++)
         free(b->models[i]);
     free(b->models);
+    free(b->health_path);
 }
 
 void gw_config_unref(struct gw_config *c)
@@ -144,6 +146,20 @@ void gw_config_unref(struct gw_config *c)
     free(c->redis.host);
     free(c->redis.password);
     free(c->model_names); /* strings borrowed from the backends */
+    gw_pools_free(c);
+    for (i = 0; i < c->n_model_confs; i++) {
+        for (size_t j = 0; j < c->model_confs[i].n_fallbacks; j++)
+            free(c->model_confs[i].fallbacks[j]);
+        free(c->model_confs[i].fallbacks);
+        free(c->model_confs[i].name);
+    }
+    free(c->model_confs);
+    if (c->admin_key) {
+        volatile char *s = c->admin_key;
+        while (*s)
+            *s++ = 0;
+        free(c->admin_key);
+    }
     free(c->path);
     free(c->listen_host);
     free(c->access_log);
@@ -364,12 +380,86 @@ static void native_address(struct gw_backend *b)
     b->native = b->host_header && b->path;
 }
 
+/* routing (breaker.c): "breaker": {...} of a backend */
+static void parse_breaker(struct gw_backend *b, json_t *o, const char *bpath,
+                          struct problems *p)
+{
+    static const char *const known[] = {
+        "failures", "error_rate_pct", "min_requests", "window_s",
+        "cooldown_ms", "max_cooldown_ms", "probes", NULL};
+    struct gw_breaker_conf *k = &b->breaker;
+    char path[96];
+
+    gw_breaker_conf_default(k);
+    if (o == NULL)
+        return;
+    snprintf(path, sizeof(path), "%s.breaker", bpath);
+    if (!json_is_object(o)) {
+        problem(p, "%s: must be an object", path);
+        return;
+    }
+    unknown_keys(o, known, path, p);
+    k->failures = (int)int_value(o, "failures", k->failures, 0, 1000000, path,
+                                 p);
+    k->error_rate_pct = (int)int_value(o, "error_rate_pct", k->error_rate_pct,
+                                       0, 100, path, p);
+    k->min_requests = (int)int_value(o, "min_requests", k->min_requests, 1,
+                                     1000000, path, p);
+    k->window_s = (int)int_value(o, "window_s", k->window_s, 1,
+                                 GW_BREAKER_MAX_WINDOW, path, p);
+    k->cooldown_ms = int_value(o, "cooldown_ms", k->cooldown_ms, 1, 3600000,
+                               path, p);
+    k->max_cooldown_ms = int_value(o, "max_cooldown_ms",
+                                   k->max_cooldown_ms > k->cooldown_ms
+                                       ? k->max_cooldown_ms : k->cooldown_ms,
+                                   1, 3600000, path, p);
+    if (k->max_cooldown_ms < k->cooldown_ms)
+        problem(p, "%s.max_cooldown_ms: must be at least cooldown_ms (%ld)",
+                path, k->cooldown_ms);
+    k->probes = (int)int_value(o, "probes", k->probes, 1, 1000, path, p);
+}
+
+/* routing (health.c): "health_check": {"path", "interval_ms", "timeout_ms"} */
+static void parse_health(struct gw_backend *b, json_t *o, const char *bpath,
+                         struct problems *p)
+{
+    static const char *const known[] = {"path", "interval_ms", "timeout_ms",
+                                        NULL};
+    char path[96];
+    const char *hp;
+
+    if (o == NULL)
+        return;
+    snprintf(path, sizeof(path), "%s.health_check", bpath);
+    if (!json_is_object(o)) {
+        problem(p, "%s: must be an object {\"path\": \"/models\", "
+                   "\"interval_ms\": 5000, \"timeout_ms\": 1000}", path);
+        return;
+    }
+    unknown_keys(o, known, path, p);
+    hp = json_string_value(json_object_get(o, "path"));
+    if (json_object_get(o, "path") == NULL)
+        hp = "/models";
+    if (hp == NULL || hp[0] != '/' || strlen(hp) > 256 ||
+        strpbrk(hp, " \t\r\n?#") != NULL) {
+        problem(p, "%s.path: must be a path under the backend's URL starting "
+                   "with '/' (e.g. \"/models\"), at most 256 bytes", path);
+        return;
+    }
+    b->health_path = strdup(hp);
+    b->health_interval_ms = int_value(o, "interval_ms", 5000, 100, 3600000,
+                                      path, p);
+    b->health_timeout_ms = int_value(o, "timeout_ms", 1000, 10, 600000, path,
+                                     p);
+}
+
 static void parse_backend(struct gw_config *c, struct gw_backend *b,
                           json_t *o, size_t idx, struct problems *p)
 {
     static const char *const known[] = {
         "name", "url", "models", "api_key", "weight", "max_inflight",
-        "timeout_ms", "connect_timeout_ms", "first_byte_timeout_ms", NULL};
+        "timeout_ms", "connect_timeout_ms", "first_byte_timeout_ms",
+        "priority", "breaker", "health_check", NULL};
     char path[64], sub[96];
     json_t *v;
     size_t i, j;
@@ -454,6 +544,89 @@ static void parse_backend(struct gw_config *c, struct gw_backend *b,
                                       600000, path, p);
     b->first_byte_timeout_ms = int_value(o, "first_byte_timeout_ms",
                                          b->timeout_ms, 1, 3600000, path, p);
+    b->priority = (int)int_value(o, "priority", 0, 0, 100, path, p);
+    parse_breaker(b, json_object_get(o, "breaker"), path, p);
+    parse_health(b, json_object_get(o, "health_check"), path, p);
+}
+
+/* routing (pool.c): "models": {"NAME": {"strategy", "fallbacks"}} */
+static void parse_models(struct gw_config *c, json_t *o, struct problems *p)
+{
+    static const char *const known[] = {"strategy", "fallbacks", NULL};
+    static const char *const strategies[] = {"round_robin", "least_inflight",
+                                             "latency", NULL};
+    const char *name;
+    json_t *m;
+    char path[320], err[512];
+    size_t i, j;
+
+    if (o != NULL && !json_is_object(o)) {
+        problem(p, "models: must be an object {\"MODEL\": {\"strategy\": "
+                   "\"round_robin\", \"fallbacks\": [...]}}");
+        return;
+    }
+    if (o != NULL && json_object_size(o) > 0) {
+        c->model_confs = calloc(json_object_size(o), sizeof(*c->model_confs));
+        if (c->model_confs == NULL)
+            return;
+    }
+    json_object_foreach(o, name, m) {
+        struct gw_model_conf *mc = &c->model_confs[c->n_model_confs];
+        json_t *v;
+        snprintf(path, sizeof(path), "models.%.256s", name);
+        for (i = 0; i < c->n_model_names; i++)
+            if (strcmp(c->model_names[i], name) == 0)
+                break;
+        if (i == c->n_model_names) {
+            problem(p, "%s: no backend serves this model (list it in a "
+                       "backend's \"models\")", path);
+            continue;
+        }
+        if (!json_is_object(m)) {
+            problem(p, "%s: must be an object", path);
+            continue;
+        }
+        unknown_keys(m, known, path, p);
+        mc->name = strdup(name);
+        c->n_model_confs++;
+        v = json_object_get(m, "strategy");
+        if (v) {
+            for (j = 0; strategies[j]; j++)
+                if (json_is_string(v) &&
+                    strcmp(json_string_value(v), strategies[j]) == 0)
+                    break;
+            if (strategies[j] == NULL)
+                problem(p, "%s.strategy: must be \"round_robin\", "
+                           "\"least_inflight\" or \"latency\"", path);
+            else
+                mc->strategy = (enum gw_strategy)j;
+        }
+        v = json_object_get(m, "fallbacks");
+        if (v == NULL)
+            continue;
+        if (!json_is_array(v) || json_array_size(v) > GW_POOL_MAX_FALLBACKS) {
+            problem(p, "%s.fallbacks: must be an array of at most %d model "
+                       "names", path, GW_POOL_MAX_FALLBACKS);
+            continue;
+        }
+        mc->fallbacks = calloc(json_array_size(v) + 1, sizeof(char *));
+        if (mc->fallbacks == NULL)
+            continue;
+        for (j = 0; j < json_array_size(v); j++) {
+            const char *f = json_string_value(json_array_get(v, j));
+            for (i = 0; f && i < c->n_model_names; i++)
+                if (strcmp(c->model_names[i], f) == 0)
+                    break;
+            if (f == NULL || i == c->n_model_names || strcmp(f, name) == 0) {
+                problem(p, "%s.fallbacks[%zu]: must name another model that "
+                           "a backend serves", path, j);
+                continue;
+            }
+            mc->fallbacks[mc->n_fallbacks++] = strdup(f);
+        }
+    }
+    if (p->count == 0 && gw_pools_build(c, err, sizeof(err)) < 0)
+        problem(p, "%s", err);
 }
 
 static int hexval(int ch)
@@ -747,9 +920,10 @@ static struct gw_config *from_json(json_t *root, struct problems *p)
 {
     static const char *const known[] = {"listen",  "workers",   "limits",
                                         "backends", "access_log", "keys",
-                                        "rate_limit", "redis", NULL};
+                                        "rate_limit", "redis", "admin_key",
+                                        "models", NULL};
     /* keys of the design that later features bring; named, not "unknown" */
-    static const char *const later[] = {"admin_key", "models", "cache",
+    static const char *const later[] = {"cache",
                                         "registry", NULL};
     struct gw_config *c;
     json_t *v;
@@ -829,6 +1003,11 @@ static struct gw_config *from_json(json_t *root, struct problems *p)
     }
     if (p->count == 0 && index_models(c) < 0)
         problem(p, "(root): out of memory");
+    if (p->count == 0)
+        parse_models(c, json_object_get(root, "models"), p);
+    if (json_object_get(root, "admin_key"))
+        c->admin_key = secret_value(json_object_get(root, "admin_key"),
+                                    "admin_key", p);
     if (p->count > 0) {
         gw_config_unref(c);
         return NULL;
