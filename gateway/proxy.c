@@ -269,12 +269,57 @@ static int64_t wall_ms(void)
 
 #define DEFAULT_MAX_TOKENS 256
 
+/* What the stages before routing decided, handed to the rest. */
+struct gw_fwd {
+    struct gw_config *config; /* borrowed, or owned by a pending decision */
+    char model[MAX_MODEL_LEN + 1];
+    int stream;
+    const char *suffix;        /* static: the upstream path */
+    const struct gw_key *key;  /* borrowed from config, or NULL */
+    struct gw_admit admit;     /* the rate-limit reservation */
+};
+
+/* The stages after the rate limit: cache lookup, route, upstream. Runs at
+ * once, or later when a rate-limit decision came from Redis. */
+static void forward(struct gw_gateway *gw, struct gw_http_req *req,
+                    struct gw_reqlog *rl, struct gw_fwd *f)
+{
+    struct gw_config *c = f->config;
+    const char *model = f->model;
+    struct gw_backend *b;
+    char msg[512];
+
+    rl->model = model;
+    /* stage: cache lookup */
+    /* stage: route */
+    b = gw_config_backend_for(c, model);
+    if (b == NULL) {
+        snprintf(msg, sizeof(msg),
+                 "the model '%s' does not exist or is not served by this "
+                 "gateway (GET /v1/models lists them)", model);
+        gw_limit_release(gw->limiter, &f->admit, 0, wall_ms());
+        gw_proxy_error(gw, req, rl, 404, "model_not_found", msg);
+        return;
+    }
+    rl->backend = b->name;
+    if (b->max_inflight > 0 && b->inflight >= b->max_inflight) {
+        snprintf(msg, sizeof(msg), "backend '%s' is at its max_inflight of "
+                 "%d requests; retry shortly", b->name, b->max_inflight);
+        gw_limit_release(gw->limiter, &f->admit, 0, wall_ms());
+        gw_proxy_error(gw, req, rl, 503, "backend_busy", msg);
+        return;
+    }
+    gw_http_add_header(req, "x-promptgate-backend", b->name);
+    gw_upstream_start(gw, req, c, b, model, f->stream, f->suffix,
+                      rl->request_id, f->key ? f->key->name : NULL,
+                      &f->admit);
+}
+
 /* POST /v1/{chat/completions,completions,embeddings}. */
 static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
                              struct gw_reqlog *rl, const char *suffix)
 {
     struct gw_config *c = gw->config;
-    struct gw_backend *b;
     size_t len = evbuffer_get_length(req->body);
     struct gw_jscan_field f[4] = {{.key = "model"},
                                   {.key = "stream"},
@@ -282,6 +327,7 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
                                   {.key = "max_completion_tokens"}};
     const struct gw_key *key = NULL;
     struct gw_admit admit = {0};
+    struct gw_fwd fwd;
     char msg[512], err[256], model[MAX_MODEL_LEN + 1];
     int stream;
 
@@ -368,28 +414,13 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
             return;
         }
     }
-    /* stage: cache lookup */
-    /* stage: route */
-    b = gw_config_backend_for(c, model);
-    if (b == NULL) {
-        snprintf(msg, sizeof(msg),
-                 "the model '%s' does not exist or is not served by this "
-                 "gateway (GET /v1/models lists them)", model);
-        gw_limit_release(gw->limiter, &admit, 0, wall_ms());
-        gw_proxy_error(gw, req, rl, 404, "model_not_found", msg);
-        return;
-    }
-    rl->backend = b->name;
-    if (b->max_inflight > 0 && b->inflight >= b->max_inflight) {
-        snprintf(msg, sizeof(msg), "backend '%s' is at its max_inflight of "
-                 "%d requests; retry shortly", b->name, b->max_inflight);
-        gw_limit_release(gw->limiter, &admit, 0, wall_ms());
-        gw_proxy_error(gw, req, rl, 503, "backend_busy", msg);
-        return;
-    }
-    gw_http_add_header(req, "x-promptgate-backend", b->name);
-    gw_upstream_start(gw, req, c, b, model, stream, suffix, rl->request_id,
-                      key ? key->name : NULL, &admit);
+    fwd.config = c;
+    snprintf(fwd.model, sizeof(fwd.model), "%s", model);
+    fwd.stream = stream;
+    fwd.suffix = suffix;
+    fwd.key = key;
+    fwd.admit = admit;
+    forward(gw, req, rl, &fwd);
 }
 
 static const struct route {
