@@ -7,6 +7,7 @@ Every test runs bin/prompteval as a real process on files in tmp_path.
 import json
 import math
 import os
+import pty
 import random
 import sqlite3
 import subprocess
@@ -445,3 +446,42 @@ def test_replay_gateway_down_fails_cleanly(tmp_path):
             "--out", tmp_path / "o.jsonl", check=False)
     assert p.returncode == 1
     assert "cannot reach" in p.stderr and "line 1" in p.stderr
+
+
+def test_replay_progress_bar_on_a_terminal(tmp_path):
+    """stderr on a terminal gets a redrawn bar (done/total, rate, ETA)."""
+    FakeGateway.seen = {}
+    FakeGateway.requests = []
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeGateway)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    master, slave = pty.openpty()
+    try:
+        src = write_jsonl(tmp_path / "in.jsonl",
+                          [{"id": "s%d" % i, "user": "x%d1" % i,
+                            "variables": {"color": "白色"}} for i in range(30)])
+        p = subprocess.Popen(
+            [PROMPTEVAL, "replay", str(src), "--gateway",
+             "http://127.0.0.1:%d" % srv.server_port, "--key", "k", "--prompt",
+             "p", "--versions", "1", "--out", str(tmp_path / "o.jsonl")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        slave = None
+        chunks = []
+        while True:
+            try:
+                b = os.read(master, 4096)
+            except OSError:
+                break
+            if not b:
+                break
+            chunks.append(b)
+        assert p.wait(timeout=60) == 0
+        text = b"".join(chunks).decode("utf-8", "replace")
+        assert "\r[" in text and "30/30" in text and "ETA" in text, text[-500:]
+        assert "#" * 30 in text
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+        srv.shutdown()
+        srv.server_close()
