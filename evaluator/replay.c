@@ -329,10 +329,10 @@ static struct request *new_request(struct replay *rp,
     }
     json_object_set_new(pr, "name", json_string(rp->prompt));
     json_object_set_new(pr, "version", json_integer(version));
-    json_object_set(pr, "variables",
-                    s->variables ? (json_t *)s->variables : json_object());
-    if (s->variables == NULL)
-        json_decref(json_object_get(pr, "variables"));
+    if (s->variables != NULL)
+        json_object_set(pr, "variables", (json_t *)s->variables);
+    else
+        json_object_set_new(pr, "variables", json_object());
     if (rp->model)
         json_object_set_new(body, "model", json_string(rp->model));
     json_object_set_new(body, "prompt", pr);
