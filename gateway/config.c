@@ -163,6 +163,8 @@ void gw_config_unref(struct gw_config *c)
     free(c->path);
     free(c->listen_host);
     free(c->access_log);
+    free(c->registry.path);
+    free(c->registry.exposures);
     free(c);
 }
 
@@ -916,10 +918,49 @@ static int index_models(struct gw_config *c)
     return 0;
 }
 
+static void parse_registry(struct gw_config *c, json_t *o,
+                           struct problems *p)
+{
+    static const char *const known[] = {"path", "exposures", "log_outputs",
+                                        NULL};
+    struct gw_registry_conf *r = &c->registry;
+    json_t *v;
+
+    if (o == NULL)
+        return;
+    if (!json_is_object(o)) {
+        problem(p, "registry: must be an object {\"path\", \"exposures\", "
+                   "\"log_outputs\"}");
+        return;
+    }
+    unknown_keys(o, known, "registry", p);
+    v = json_object_get(o, "path");
+    if (!json_is_string(v) || json_string_length(v) == 0 ||
+        json_string_length(v) > 4096)
+        problem(p, "registry.path: must be the registry database file "
+                   "(made with 'promptctl init')");
+    else
+        r->path = strdup(json_string_value(v));
+    v = json_object_get(o, "exposures");
+    if (v == NULL)
+        r->exposures = strdup("db");
+    else if (!json_is_string(v) || json_string_length(v) == 0 ||
+             json_string_length(v) > 4096)
+        problem(p, "registry.exposures: must be \"db\" (the registry's "
+                   "exposures table) or a JSON-lines file path");
+    else
+        r->exposures = strdup(json_string_value(v));
+    v = json_object_get(o, "log_outputs");
+    if (v && !json_is_boolean(v))
+        problem(p, "registry.log_outputs: must be true or false");
+    else
+        r->log_outputs = json_is_true(v);
+}
+
 static struct gw_config *from_json(json_t *root, struct problems *p)
 {
     static const char *const known[] = {"listen",  "workers",   "limits",
-                                        "backends", "access_log", "keys",
+                                        "backends", "access_log", "registry", "keys",
                                         "rate_limit", "redis", "admin_key",
                                         "models", NULL};
     /* keys of the design that later features bring; named, not "unknown" */
@@ -984,6 +1025,8 @@ static struct gw_config *from_json(json_t *root, struct problems *p)
         problem(p, "access_log: must be \"stderr\", \"off\" or a file path");
     else
         c->access_log = strdup(json_string_value(v));
+
+    parse_registry(c, json_object_get(root, "registry"), p);
 
     v = json_object_get(root, "backends");
     if (!json_is_array(v) || json_array_size(v) == 0) {

@@ -103,6 +103,13 @@ struct gw_limits {
     long drain_timeout_ms;
 };
 
+/* "registry": {"path", "exposures", "log_outputs"} (issue 7) */
+struct gw_registry_conf {
+    char *path;      /* owned: registry database; NULL when not configured */
+    char *exposures; /* owned: "db" or a JSON-lines file path */
+    int log_outputs; /* record the generated text with each exposure */
+};
+
 struct gw_config {
     int refs;
     char *path;        /* owned: the file it was read from */
@@ -115,6 +122,7 @@ struct gw_config {
     char **model_names; /* owned: distinct model names, in file order */
     size_t n_model_names;
     char *access_log; /* owned: "stderr", "off" or a path */
+    struct gw_registry_conf registry;
     char *admin_key;  /* owned: resolved secret, NULL: admin API off */
     struct gw_model_conf *model_confs; /* owned: n_model_confs */
     size_t n_model_confs;

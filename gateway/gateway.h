@@ -21,6 +21,7 @@ struct gw_http_server;
 struct gw_http_req;
 struct gw_accesslog;
 struct gw_uppool;
+struct gw_prompts;
 struct gw_limiter;
 struct gw_admit;
 
@@ -32,6 +33,8 @@ struct gw_gateway {
     struct gw_http_server *http; /* owned */
     struct gw_config *config;    /* owned reference: the current config */
     struct gw_accesslog *alog;   /* owned */
+    struct gw_prompts *prompts;  /* owned: registry snapshot and exposure
+                                    log; NULL without "registry" */
     struct gw_limiter *limiter;  /* owned: rate-limit state, across reloads */
     const char *config_path;     /* borrowed from argv */
     uint64_t rng;                /* request id generator state */

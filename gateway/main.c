@@ -13,6 +13,7 @@
 #include "gateway/http.h"
 #include "gateway/limit.h"
 #include "gateway/log.h"
+#include "gateway/prompt.h"
 
 #include <event2/event.h>
 #include <getopt.h>
@@ -104,6 +105,11 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
     gw_http_server_set_limits(gw->http, &l);
     gw_config_unref(gw->config);
     gw->config = c;
+    if (gw->prompts && c->registry.path)
+        gw_prompts_reload(gw->prompts, &c->registry);
+    else if (gw->prompts || c->registry.path)
+        gw_log_warn("reload: adding or removing \"registry\" takes a "
+                    "restart");
     gw_log_info("configuration reloaded from '%s': %zu backends, %zu models",
                 gw->config_path, c->n_backends, c->n_model_names);
 }
@@ -246,6 +252,12 @@ int main(int argc, char **argv)
         gw_log_error("%s", msg);
         goto out;
     }
+    if (gw->config->registry.path &&
+        (gw->prompts = gw_prompts_new(gw->base, &gw->config->registry, msg,
+                                      sizeof(msg))) == NULL) {
+        gw_log_error("%s", msg);
+        goto out;
+    }
     gw->curl = gw_curlev_new(gw->base, gw_upstream_done);
     gw->limiter = gw_limiter_new();
     gw->http = gw_http_server_new(gw->base, gw_proxy_handle, gw);
@@ -280,6 +292,7 @@ out:
     gw_http_server_free(gw->http);
     gw_curlev_free(gw->curl);
     gw_upstream_free_pools(gw);
+    gw_prompts_free(gw->prompts);
     gw_limiter_free(gw->limiter);
     gw_accesslog_free(gw->alog);
     if (m.sig_hup)

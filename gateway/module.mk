@@ -1,6 +1,8 @@
 # gateway/: bin/promptgate, the reverse proxy daemon
 GATEWAY_SRCS := $(filter-out gateway/main.c,$(wildcard gateway/*.c))
-GATEWAY_OBJS := $(call objs,$(GATEWAY_SRCS))
+# prompt.c and exposure.c link libregistry ($(REGISTRY_LIB), spelt out: the
+# registry module.mk is read after this one); last, after the objects
+GATEWAY_OBJS := $(call objs,$(GATEWAY_SRCS)) $(BUILD)/libregistry.a
 PROGRAMS += $(BIN)/promptgate
 $(BIN)/promptgate: $(call objs,gateway/main.c) $(GATEWAY_OBJS)
 

@@ -14,6 +14,7 @@
 #include "gateway/jscan.h"
 #include "gateway/limit.h"
 #include "gateway/log.h"
+#include "gateway/prompt.h"
 
 #include <event2/buffer.h>
 #include <openssl/evp.h>
@@ -53,6 +54,8 @@ void gw_proxy_log(struct gw_gateway *gw, struct gw_http_req *req,
     struct timeval now;
     long lat;
 
+    if (gw->prompts)
+        gw_prompt_finish(gw->prompts, req, rl);
     if (b == NULL)
         return;
     gettimeofday(&now, NULL);
@@ -321,10 +324,12 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
 {
     struct gw_config *c = gw->config;
     size_t len = evbuffer_get_length(req->body);
-    struct gw_jscan_field f[4] = {{.key = "model"},
+    struct gw_jscan_field f[6] = {{.key = "model"},
                                   {.key = "stream"},
                                   {.key = "max_tokens"},
-                                  {.key = "max_completion_tokens"}};
+                                  {.key = "max_completion_tokens"},
+                                  {.key = "prompt"},
+                                  {.key = "user"}};
     const struct gw_key *key = NULL;
     struct gw_admit admit = {0};
     struct gw_fwd fwd;
@@ -339,19 +344,23 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
     }
     /* validate the whole body, read only what routing needs: no tree */
     if (gw_jscan((const char *)evbuffer_pullup(req->body, -1), len,
-                 MAX_JSON_DEPTH, f, 4, err, sizeof(err)) < 0) {
+                 MAX_JSON_DEPTH, f, 6, err, sizeof(err)) < 0) {
         snprintf(msg, sizeof(msg), "request body is not valid JSON: %s", err);
         gw_proxy_error(gw, req, rl, 400, "invalid_json", msg);
         return;
     }
-    if (f[0].type != GW_JSON_STRING || f[0].len == 0) {
+    /* a registry prompt may supply the model (resolve prompt stage) */
+    model[0] = '\0';
+    if ((f[0].type != GW_JSON_STRING || f[0].len == 0) &&
+        !(f[0].type == GW_JSON_NONE && f[4].type == GW_JSON_OBJECT)) {
         gw_proxy_error(gw, req, rl, 400, "missing_model",
                        "\"model\" must be a non-empty string naming a "
                        "model (GET /v1/models lists them)");
         return;
     }
-    if (f[0].len > MAX_MODEL_LEN ||
-        gw_jscan_string(&f[0], model, sizeof(model)) < 0) {
+    if (f[0].type == GW_JSON_STRING &&
+        (f[0].len > MAX_MODEL_LEN ||
+         gw_jscan_string(&f[0], model, sizeof(model)) < 0)) {
         gw_proxy_error(gw, req, rl, 404, "model_not_found",
                        "the model name is longer than 256 bytes or holds a "
                        "NUL; no such model is served here");
@@ -388,6 +397,10 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
         }
     }
     /* stage: resolve prompt */
+    if (f[4].type == GW_JSON_OBJECT &&
+        gw_prompt_resolve(gw, req, rl, f, 6, 4, 5, rl->key, model,
+                          sizeof(model)) < 0)
+        return;
     /* stage: rate limit */
     if (key) {
         struct gw_limit_result lr;
@@ -435,6 +448,7 @@ static const struct route {
     {"/v1/models", "GET", 1, NULL},
     {"/healthz", "GET", 2, NULL},
     {"/readyz", "GET", 3, NULL},
+    {"/v1/feedback", "POST", 4, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -490,6 +504,9 @@ void gw_proxy_handle(struct gw_http_req *req, void *arg)
         break;
     case 1:
         handle_models(gw, req, &rl);
+        break;
+    case 4:
+        gw_prompt_feedback(gw, req, &rl);
         break;
     default:
         handle_simple(gw, req, &rl, r->kind == 3);

@@ -363,6 +363,10 @@ struct reg_watch;
 struct reg_watch *reg_watch_new(const char *path, char **err);
 int reg_watch_changed(struct reg_watch *w, char **err);
 void reg_watch_free(struct reg_watch *w);
+/* A short text that changes when what a snapshot holds may have changed
+ * (prompts, versions, labels, experiments), and not on other writes such
+ * as exposures. `out` receives at most outlen bytes (128 is plenty). */
+int reg_watch_stamp(struct reg_watch *w, char *out, size_t outlen, char **err);
 
 /* Counts, for logs and /metrics. */
 size_t reg_snapshot_prompts(const struct reg_snapshot *snap);

@@ -13,6 +13,7 @@
  * caller can load its first snapshot from the same loop.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -110,5 +111,40 @@ int reg_watch_changed(struct reg_watch *w, char **err)
         w->data_version = dv;
         return 1;
     }
+    return 0;
+}
+
+/*
+ * The serving content's stamp (issue 7): counts and high-water marks of the
+ * tables a snapshot reads. The gateway's own exposure writes change
+ * data_version too; comparing stamps tells a registry change (publish,
+ * label move, experiment start/stop, import) from log traffic, so those
+ * writes never cause a snapshot reload.
+ */
+int reg_watch_stamp(struct reg_watch *w, char *out, size_t outlen, char **err)
+{
+    static const char q[] =
+        "SELECT (SELECT count(*) FROM prompts) || ':' ||"
+        " (SELECT count(*) FROM versions) || ':' ||"
+        " (SELECT count(*) FROM labels) || ':' ||"
+        " (SELECT coalesce(max(id), 0) FROM label_history) || ':' ||"
+        " (SELECT coalesce(max(id), 0) FROM experiments) || ':' ||"
+        " (SELECT count(*) || '/' || coalesce(sum(id), 0) FROM experiments"
+        "  WHERE status = 'running')";
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (w->sql == NULL && watch_open(w, err) < 0)
+        return -1;
+    rc = sqlite3_prepare_v2(w->sql, q, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        reg_err(err, "cannot read '%s': %s", w->path, sqlite3_errmsg(w->sql));
+        sqlite3_finalize(st);
+        return -1;
+    }
+    snprintf(out, outlen, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
     return 0;
 }

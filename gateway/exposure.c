@@ -1,0 +1,383 @@
+/*
+ * exposure.c - the exposure log writer (issue 7): a bounded queue and one
+ * writer thread.
+ *
+ * Design: the event loop pushes record pointers into a ring under a mutex
+ * held for a few instructions; the writer thread takes up to BATCH records
+ * at a time and writes them with one registry transaction (or one fflush
+ * of a JSON-lines file). Everything slow - formatting times, extracting
+ * the output text from the upstream answer, JSON, SQLite - happens on the
+ * writer thread.
+ *
+ * Invariants:
+ *  1. gw_exposure_push never waits for I/O: a full ring drops the record
+ *     and counts it (stats.dropped); nothing blocks a request.
+ *  2. Only the writer thread touches the database handle or the file after
+ *     gw_exposure_new returns.
+ *  3. gw_exposure_free writes everything queued before it returns (drain
+ *     on SIGTERM loses nothing that was accepted).
+ *  4. Counters are read and written under the mutex.
+ */
+#include "gateway/exposure.h"
+#include "gateway/log.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BATCH 512
+
+struct gw_exposure {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* the writer waits for records */
+    pthread_cond_t idle;    /* flushers wait for the writer */
+    struct gw_exposure_rec **ring; /* owned: cap slots */
+    size_t cap, head, n;
+    int stop;
+    int busy;               /* the writer holds a batch */
+    struct reg_db *db;      /* owned; NULL in file mode */
+    FILE *file;             /* owned; NULL in db mode */
+    char *where;            /* owned: path, for messages */
+    struct gw_exposure_stats st;
+};
+
+struct gw_exposure_rec *gw_exposure_rec_new(enum gw_exposure_kind kind,
+                                            size_t strings)
+{
+    struct gw_exposure_rec *r = calloc(1, sizeof(*r) + strings);
+
+    if (r == NULL)
+        return NULL;
+    r->kind = kind;
+    r->ex.arm = -1;
+    r->ex.latency_ms = -1;
+    r->ex.prompt_tokens = r->ex.completion_tokens = r->ex.total_tokens = -1;
+    return r;
+}
+
+const char *gw_exposure_rec_str(struct gw_exposure_rec *r, size_t *off,
+                                const char *s, size_t len)
+{
+    char *d;
+
+    if (s == NULL)
+        return NULL;
+    d = r->strings + *off;
+    memcpy(d, s, len);
+    d[len] = '\0';
+    *off += len + 1;
+    return d;
+}
+
+void gw_exposure_rec_output(struct gw_exposure_rec *r, const char *data,
+                            size_t len, size_t max)
+{
+    size_t need = len + (r->raw_sse ? 1 : 0);
+
+    if (r->truncated)
+        return;
+    if (r->raw_len + need > max) {
+        r->truncated = 1;
+        return;
+    }
+    if (r->raw_len + need + 1 > r->raw_cap) {
+        size_t cap = r->raw_cap ? r->raw_cap : 1024;
+        char *nb;
+        while (cap < r->raw_len + need + 1)
+            cap *= 2;
+        if ((nb = realloc(r->raw, cap)) == NULL) {
+            r->truncated = 1;
+            return;
+        }
+        r->raw = nb, r->raw_cap = cap;
+    }
+    memcpy(r->raw + r->raw_len, data, len);
+    r->raw_len += len;
+    if (r->raw_sse)
+        r->raw[r->raw_len++] = '\n';
+    r->raw[r->raw_len] = '\0';
+}
+
+void gw_exposure_rec_free(struct gw_exposure_rec *r)
+{
+    if (r == NULL)
+        return;
+    free(r->raw);
+    free((char *)r->ex.output);
+    free(r);
+}
+
+/* the text of choices[0] of one JSON answer or chunk */
+static const char *choice_text(json_t *doc, int delta)
+{
+    json_t *c = json_array_get(json_object_get(doc, "choices"), 0);
+    json_t *m = json_object_get(c, delta ? "delta" : "message");
+    const char *s = json_string_value(json_object_get(m, "content"));
+
+    return s ? s : json_string_value(json_object_get(c, "text"));
+}
+
+char *gw_exposure_output_text(const char *raw, size_t len, int sse)
+{
+    json_t *doc;
+    char *out = NULL;
+
+    if (raw == NULL || len == 0)
+        return NULL;
+    if (!sse) {
+        const char *s;
+        if ((doc = json_loadb(raw, len, 0, NULL)) == NULL)
+            return NULL;
+        if ((s = choice_text(doc, 0)) != NULL)
+            out = strdup(s);
+        json_decref(doc);
+        return out;
+    }
+    size_t n = 0, cap = 0;
+    const char *p = raw, *end = raw + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p)), *s;
+        size_t l = (nl ? nl : end) - p;
+        if (l > 0 && (doc = json_loadb(p, l, 0, NULL)) != NULL) {
+            if ((s = choice_text(doc, 1)) != NULL) {
+                size_t sl = strlen(s);
+                if (n + sl + 1 > cap) {
+                    size_t nc = cap ? cap : 256;
+                    char *nb;
+                    while (nc < n + sl + 1)
+                        nc *= 2;
+                    if ((nb = realloc(out, nc)) == NULL) {
+                        json_decref(doc);
+                        break;
+                    }
+                    out = nb, cap = nc;
+                }
+                memcpy(out + n, s, sl);
+                n += sl;
+                out[n] = '\0';
+            }
+            json_decref(doc);
+        }
+        p += l + 1;
+    }
+    if (out == NULL)
+        out = strdup("");
+    return out;
+}
+
+/* ---- the writer thread --------------------------------------------------- */
+
+static void format_at(int64_t us, char out[32])
+{
+    time_t s = (time_t)(us / 1000000);
+    struct tm tm;
+
+    size_t n;
+
+    gmtime_r(&s, &tm);
+    n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03dZ", (int)((us / 1000) % 1000));
+}
+
+static int write_file(struct gw_exposure *w, struct gw_exposure_rec **recs,
+                      size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        json_t *j = recs[i]->kind == GW_EXPOSURE
+                        ? reg_exposure_json(&recs[i]->ex)
+                        : reg_feedback_json(&recs[i]->fb);
+        int rc = j ? json_dumpf(j, w->file, JSON_COMPACT) : -1;
+        json_decref(j);
+        if (rc < 0 || fputc('\n', w->file) == EOF)
+            return -1;
+    }
+    return fflush(w->file) == 0 ? 0 : -1;
+}
+
+static void write_batch(struct gw_exposure *w, struct gw_exposure_rec **recs,
+                        size_t n)
+{
+    static __thread struct reg_exposure ex[BATCH];
+    static __thread struct reg_feedback fb[BATCH];
+    char ats[BATCH][32];
+    size_t i, n_ex = 0, n_fb = 0;
+    char *err = NULL;
+    int rc;
+
+    for (i = 0; i < n; i++) {
+        struct gw_exposure_rec *r = recs[i];
+        format_at(r->at_us, ats[i]);
+        if (r->kind == GW_EXPOSURE) {
+            r->ex.at = ats[i];
+            if (r->raw)
+                r->ex.output = gw_exposure_output_text(r->raw, r->raw_len,
+                                                       r->raw_sse);
+            ex[n_ex++] = r->ex;
+        } else {
+            r->fb.at = ats[i];
+            fb[n_fb++] = r->fb;
+        }
+    }
+    if (w->file) {
+        rc = write_file(w, recs, n);
+        if (rc < 0)
+            err = strdup(strerror(errno));
+    } else {
+        rc = reg_exposures_write(w->db, ex, n_ex, fb, n_fb, NULL, &err);
+    }
+    pthread_mutex_lock(&w->mu);
+    if (rc < 0)
+        w->st.failed += n;
+    else
+        w->st.written += n;
+    pthread_mutex_unlock(&w->mu);
+    if (rc < 0)
+        gw_log_error("exposure log: cannot write %zu records to '%s': %s", n,
+                     w->where, err ? err : "out of memory");
+    free(err);
+}
+
+static void *writer_main(void *arg)
+{
+    struct gw_exposure *w = arg;
+    struct gw_exposure_rec *batch[BATCH];
+    size_t n, i;
+
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (w->n == 0 && !w->stop) {
+            w->busy = 0;
+            pthread_cond_broadcast(&w->idle);
+            pthread_cond_wait(&w->cv, &w->mu);
+        }
+        if (w->n == 0 && w->stop)
+            break;
+        w->busy = 1;
+        for (n = 0; n < BATCH && w->n > 0; n++) {
+            batch[n] = w->ring[w->head];
+            w->head = (w->head + 1) % w->cap;
+            w->n--;
+        }
+        pthread_mutex_unlock(&w->mu);
+        write_batch(w, batch, n);
+        for (i = 0; i < n; i++)
+            gw_exposure_rec_free(batch[i]);
+        pthread_mutex_lock(&w->mu);
+    }
+    w->busy = 0;
+    pthread_cond_broadcast(&w->idle);
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+struct gw_exposure *gw_exposure_new(const char *db_path, const char *file,
+                                    size_t queue, char *err, size_t errlen)
+{
+    struct gw_exposure *w = calloc(1, sizeof(*w));
+    char *e = NULL;
+
+    if (w == NULL || queue == 0 ||
+        (w->ring = calloc(queue, sizeof(*w->ring))) == NULL) {
+        snprintf(err, errlen, "cannot start the exposure log: out of memory");
+        free(w);
+        return NULL;
+    }
+    w->cap = queue;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    pthread_cond_init(&w->idle, NULL);
+    if (file) {
+        w->where = strdup(file);
+        if ((w->file = fopen(file, "a")) == NULL) {
+            snprintf(err, errlen, "cannot open exposure log '%s': %s", file,
+                     strerror(errno));
+            goto fail;
+        }
+    } else {
+        w->where = strdup(db_path);
+        if ((w->db = reg_db_open(db_path, 0, &e)) == NULL) {
+            snprintf(err, errlen, "exposure log: %s", e ? e : "out of memory");
+            free(e);
+            goto fail;
+        }
+    }
+    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        snprintf(err, errlen, "cannot start the exposure log thread");
+        goto fail;
+    }
+    return w;
+fail:
+    if (w->file)
+        fclose(w->file);
+    reg_db_free(w->db);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    pthread_cond_destroy(&w->idle);
+    free(w->where);
+    free(w->ring);
+    free(w);
+    return NULL;
+}
+
+int gw_exposure_push(struct gw_exposure *w, struct gw_exposure_rec *r)
+{
+    int wake;
+
+    pthread_mutex_lock(&w->mu);
+    if (w->n == w->cap || w->stop) {
+        w->st.dropped++;
+        pthread_mutex_unlock(&w->mu);
+        gw_exposure_rec_free(r);
+        return -1;
+    }
+    w->ring[(w->head + w->n) % w->cap] = r;
+    wake = w->n++ == 0 && !w->busy;
+    w->st.queued++;
+    pthread_mutex_unlock(&w->mu);
+    if (wake)
+        pthread_cond_signal(&w->cv);
+    return 0;
+}
+
+void gw_exposure_stats(struct gw_exposure *w, struct gw_exposure_stats *s)
+{
+    pthread_mutex_lock(&w->mu);
+    *s = w->st;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void gw_exposure_flush(struct gw_exposure *w)
+{
+    pthread_mutex_lock(&w->mu);
+    pthread_cond_signal(&w->cv);
+    while (w->n > 0 || w->busy)
+        pthread_cond_wait(&w->idle, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void gw_exposure_free(struct gw_exposure *w)
+{
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    if (w->file)
+        fclose(w->file);
+    reg_db_free(w->db);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    pthread_cond_destroy(&w->idle);
+    free(w->where);
+    free(w->ring);
+    free(w);
+}

@@ -1,0 +1,83 @@
+/*
+ * exposure.h - the exposure log writer: a bounded queue in front of a
+ * thread that appends exposure and feedback records to the registry
+ * database (one transaction per batch) or to a JSON-lines file.
+ *
+ * The event loop only ever takes a mutex for a few instructions to push a
+ * pointer; when the queue is full the record is dropped and counted, so a
+ * slow disk never stalls a request. Knows nothing of requests or config.
+ */
+#ifndef GW_EXPOSURE_H
+#define GW_EXPOSURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "registry/registry.h"
+
+enum gw_exposure_kind { GW_EXPOSURE, GW_FEEDBACK };
+
+/* One record. The strings live in the same allocation (gw_exposure_rec_new);
+ * the fields of ex/fb point into it or into the fixed arrays below. */
+struct gw_exposure_rec {
+    struct gw_exposure_rec *next; /* borrowed: the owner's list link */
+    const void *owner;            /* borrowed: the request it belongs to,
+                                     only used as a key; never dereferenced */
+    enum gw_exposure_kind kind;
+    int64_t at_us;                /* wall clock (µs since the epoch) */
+    struct reg_exposure ex;
+    struct reg_feedback fb;
+    char model[264];
+    char backend[128];
+    char *raw;                    /* owned: upstream answer bytes for the
+                                     output text (SSE data or a JSON body) */
+    size_t raw_len, raw_cap;
+    int raw_sse;                  /* raw holds SSE data payloads, one a line */
+    int truncated;                /* raw stopped at its limit */
+    char strings[];               /* the packed strings */
+};
+
+/* Allocates a record with room for `strings` extra bytes (zeroed). */
+struct gw_exposure_rec *gw_exposure_rec_new(enum gw_exposure_kind kind,
+                                            size_t strings);
+/* Copies s (may be NULL) into the record's string area at *off; returns
+ * the copy or NULL. */
+const char *gw_exposure_rec_str(struct gw_exposure_rec *r, size_t *off,
+                                const char *s, size_t len);
+/* Appends upstream answer bytes (bounded to max bytes in all). */
+void gw_exposure_rec_output(struct gw_exposure_rec *r, const char *data,
+                            size_t len, size_t max);
+void gw_exposure_rec_free(struct gw_exposure_rec *r);
+
+struct gw_exposure;
+
+/*
+ * Starts a writer. `db_path`: the registry database (opened read-write,
+ * migrated), used when `file` is NULL; `file`: a JSON-lines file opened
+ * for appending. `queue` is the capacity in records. Returns NULL with a
+ * message in err.
+ */
+struct gw_exposure *gw_exposure_new(const char *db_path, const char *file,
+                                    size_t queue, char *err, size_t errlen);
+
+/* Queues r (ownership passes). Returns 0, or -1 when the queue was full
+ * (r is freed and counted as dropped). Never blocks on I/O. */
+int gw_exposure_push(struct gw_exposure *w, struct gw_exposure_rec *r);
+
+struct gw_exposure_stats {
+    unsigned long queued, written, dropped, failed;
+};
+void gw_exposure_stats(struct gw_exposure *w, struct gw_exposure_stats *s);
+
+/* Waits until everything queued so far is written (tests, shutdown). */
+void gw_exposure_flush(struct gw_exposure *w);
+
+/* Writes what is queued, stops the thread and frees. NULL is a no-op. */
+void gw_exposure_free(struct gw_exposure *w);
+
+/* The text an answer carries: choices[0].message.content (or .text) of a
+ * JSON body, or the concatenated choices[0].delta.content (or .text) of
+ * SSE data payloads separated by '\n'. Returns a malloc'd string or NULL. */
+char *gw_exposure_output_text(const char *raw, size_t len, int sse);
+
+#endif

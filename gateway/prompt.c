@@ -1,0 +1,712 @@
+/*
+ * prompt.c - registry prompts on the request path (issue 7).
+ *
+ * A request may name a prompt instead of sending messages:
+ *
+ *   "prompt": {"name": "product_copy", "label": "production",
+ *              "variables": {"product_name": "Kettle"}}
+ *
+ * This file resolves it against an in-memory registry snapshot (libregistry:
+ * reg_snapshot_resolve picks the label's version or the caller's experiment
+ * arm, reg_render fills the variables), rewrites the body into an ordinary
+ * OpenAI request, and records an exposure when the request ends.
+ *
+ * Design:
+ *  - The snapshot is immutable and refcounted. A timer polls reg_watch
+ *    (one pragma and one stat) every WATCH_MS; a change, or SIGHUP, loads a
+ *    new snapshot and swaps the pointer. Rendering happens inside the
+ *    resolve stage, synchronously, so a request never holds a snapshot past
+ *    its own stage: requests in flight are unaffected by a swap. A registry
+ *    that cannot be read keeps the last good snapshot (logged once per
+ *    failure streak).
+ *  - The body is not rebuilt as a jansson tree. gw_jscan gives the spans of
+ *    the "prompt" member and of the top-level keys the version's params
+ *    name; the new body is spliced from the original bytes: the rendered
+ *    messages and the missing params first, then the request's own members
+ *    minus "prompt". Only the prompt's variables are parsed by jansson.
+ *  - The exposure record is allocated at resolve time (one malloc holding
+ *    its strings) and kept in a small hash table keyed by the request
+ *    pointer; gw_proxy_log, which runs exactly once when a request ends,
+ *    calls gw_prompt_finish to complete it and hand it to the writer thread
+ *    (exposure.c). No SQL, no formatting of times, no output parsing on the
+ *    event loop.
+ *
+ * Invariants:
+ *  1. A request with a prompt reference is either rewritten completely or
+ *     answered with an error; the upstream never sees a "prompt" object.
+ *  2. Every request that passed resolution yields exactly one exposure
+ *     record (queued, or counted as dropped).
+ *  3. Errors name the problem: unknown prompt, label or version (404);
+ *     malformed reference, missing variable, label and version both (400).
+ */
+#include "gateway/prompt.h"
+#include "gateway/gateway.h"
+#include "gateway/clock.h"
+#include "gateway/error.h"
+#include "gateway/exposure.h"
+#include "gateway/http.h"
+#include "gateway/jscan.h"
+#include "gateway/log.h"
+#include "registry/registry.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#define WATCH_MS 250
+#define QUEUE_MAX 65536           /* exposure records waiting for the writer */
+#define BUCKETS 1024              /* pending table, power of two */
+#define MAX_PARAMS 32             /* params keys looked up in a request */
+#define OUTPUT_MAX (256u << 10)   /* bytes of an answer kept for its text */
+#define MAX_DEPTH 64
+
+struct gw_prompts {
+    struct event_base *base;      /* borrowed */
+    char *path;                   /* owned: registry database */
+    char *exposures;              /* owned: "db" or a file path */
+    int log_outputs;
+    struct reg_watch *watch;      /* owned */
+    struct reg_snapshot *snap;    /* owned reference: the current snapshot */
+    struct event *timer;          /* owned */
+    struct gw_exposure *writer;   /* owned */
+    struct gw_exposure_rec *pending[BUCKETS]; /* owned lists */
+    size_t n_pending;
+    struct evbuffer *scratch;     /* owned: the body being built */
+    int failing;                  /* the last reload failed */
+    char stamp[128];              /* reg_watch_stamp of the snapshot */
+    unsigned long dropped_seen;
+};
+
+/* ---- snapshot ------------------------------------------------------------ */
+
+static int snapshot_load(struct gw_prompts *p, const char *why)
+{
+    char *err = NULL;
+    struct reg_snapshot *s = reg_snapshot_load(p->path, &err);
+
+    if (s == NULL) {
+        if (!p->failing)
+            gw_log_error("registry: %s; still serving the previous "
+                         "snapshot", err ? err : "out of memory");
+        p->failing = 1;
+        free(err);
+        return -1;
+    }
+    reg_snapshot_unref(p->snap);
+    p->snap = s;
+    if (p->failing)
+        gw_log_info("registry: readable again");
+    p->failing = 0;
+    gw_log_info("registry: snapshot of '%s' loaded (%s): %zu prompts, %zu "
+                "versions", p->path, why, reg_snapshot_prompts(s),
+                reg_snapshot_versions(s));
+    return 0;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_prompts *p = arg;
+    struct gw_exposure_stats st;
+    char *err = NULL;
+    int rc;
+
+    (void)fd, (void)what;
+    rc = reg_watch_changed(p->watch, &err);
+    if (rc < 0) {
+        if (!p->failing)
+            gw_log_error("registry: %s; still serving the previous "
+                         "snapshot", err ? err : "out of memory");
+        p->failing = 1;
+        free(err);
+    } else if (rc == 1 || p->failing) {
+        /* the exposure writer's commits change data_version too: reload
+         * only when what a snapshot holds changed */
+        char stamp[sizeof(p->stamp)];
+        if (reg_watch_stamp(p->watch, stamp, sizeof(stamp), &err) < 0) {
+            if (!p->failing)
+                gw_log_error("registry: %s; still serving the previous "
+                             "snapshot", err ? err : "out of memory");
+            p->failing = 1;
+            free(err);
+        } else if (strcmp(stamp, p->stamp) != 0 || p->failing) {
+            if (snapshot_load(p, "the database changed") == 0)
+                memcpy(p->stamp, stamp, sizeof(stamp));
+        }
+    }
+    gw_exposure_stats(p->writer, &st);
+    if (st.dropped > p->dropped_seen) {
+        gw_log_warn("exposure log: %lu records dropped so far (queue of %d "
+                    "full: the writer cannot keep up)", st.dropped,
+                    QUEUE_MAX);
+        p->dropped_seen = st.dropped;
+    }
+}
+
+struct gw_prompts *gw_prompts_new(struct event_base *base,
+                                  const struct gw_registry_conf *conf,
+                                  char *err, size_t errlen)
+{
+    struct gw_prompts *p = calloc(1, sizeof(*p));
+    struct timeval tv = {0, WATCH_MS * 1000};
+    char *e = NULL;
+    int file;
+
+    if (p == NULL)
+        goto oom;
+    p->base = base;
+    p->log_outputs = conf->log_outputs;
+    p->path = strdup(conf->path);
+    p->exposures = strdup(conf->exposures ? conf->exposures : "db");
+    p->scratch = evbuffer_new();
+    p->timer = event_new(base, -1, EV_PERSIST, on_timer, p);
+    if (!p->path || !p->exposures || !p->scratch || !p->timer)
+        goto oom;
+    file = strcmp(p->exposures, "db") != 0;
+    /* the writer first: opening the database read-write applies pending
+     * migrations, which the snapshot then expects */
+    p->writer = gw_exposure_new(p->path, file ? p->exposures : NULL,
+                                QUEUE_MAX, err, errlen);
+    if (p->writer == NULL)
+        goto fail;
+    if ((p->watch = reg_watch_new(p->path, &e)) == NULL ||
+        reg_watch_changed(p->watch, &e) < 0 ||
+        reg_watch_stamp(p->watch, p->stamp, sizeof(p->stamp), &e) < 0 ||
+        (p->snap = reg_snapshot_load(p->path, &e)) == NULL) {
+        snprintf(err, errlen, "registry: %s", e ? e : "out of memory");
+        free(e);
+        goto fail;
+    }
+    gw_log_info("registry: '%s': %zu prompts, %zu versions; exposures to %s%s",
+                p->path, reg_snapshot_prompts(p->snap),
+                reg_snapshot_versions(p->snap),
+                file ? p->exposures : "the registry database",
+                p->log_outputs ? " with outputs" : "");
+    event_add(p->timer, &tv);
+    return p;
+oom:
+    snprintf(err, errlen, "registry: out of memory");
+fail:
+    gw_prompts_free(p);
+    return NULL;
+}
+
+void gw_prompts_reload(struct gw_prompts *p,
+                       const struct gw_registry_conf *conf)
+{
+    if (conf->path == NULL || strcmp(conf->path, p->path) != 0 ||
+        strcmp(conf->exposures ? conf->exposures : "db", p->exposures) != 0)
+        gw_log_warn("reload: a new registry path or exposures target takes "
+                    "a restart; still using '%s' and '%s'", p->path,
+                    p->exposures);
+    p->log_outputs = conf->log_outputs;
+    snapshot_load(p, "reload");
+}
+
+void gw_prompts_free(struct gw_prompts *p)
+{
+    size_t i;
+
+    if (p == NULL)
+        return;
+    if (p->timer)
+        event_free(p->timer);
+    /* requests still pending at exit never ended: their records go */
+    for (i = 0; i < BUCKETS; i++)
+        while (p->pending[i]) {
+            struct gw_exposure_rec *r = p->pending[i];
+            p->pending[i] = r->next;
+            gw_exposure_rec_free(r);
+        }
+    if (p->writer) {
+        struct gw_exposure_stats st;
+        gw_exposure_flush(p->writer);
+        gw_exposure_stats(p->writer, &st);
+        gw_log_info("exposure log: %lu records written, %lu dropped, %lu "
+                    "failed", st.written, st.dropped, st.failed);
+        gw_exposure_free(p->writer);
+    }
+    reg_watch_free(p->watch);
+    reg_snapshot_unref(p->snap);
+    if (p->scratch)
+        evbuffer_free(p->scratch);
+    free(p->path);
+    free(p->exposures);
+    free(p);
+}
+
+/* ---- pending requests ---------------------------------------------------- */
+
+static size_t bucket(const void *req)
+{
+    uintptr_t x = (uintptr_t)req;
+
+    x ^= x >> 17;
+    x *= 0x9E3779B97F4A7C15ULL;
+    return (size_t)(x >> 40) & (BUCKETS - 1);
+}
+
+static struct gw_exposure_rec *pending_take(struct gw_prompts *p,
+                                            const void *req)
+{
+    struct gw_exposure_rec **pp = &p->pending[bucket(req)], *r;
+
+    for (; (r = *pp) != NULL; pp = &r->next)
+        if (r->owner == req) {
+            *pp = r->next;
+            r->next = NULL;
+            p->n_pending--;
+            return r;
+        }
+    return NULL;
+}
+
+static struct gw_exposure_rec *pending_find(struct gw_prompts *p,
+                                            const void *req)
+{
+    struct gw_exposure_rec *r = p->pending[bucket(req)];
+
+    while (r && r->owner != req)
+        r = r->next;
+    return r;
+}
+
+/* ---- resolve ------------------------------------------------------------- */
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int dump_cb(const char *buf, size_t size, void *data)
+{
+    return evbuffer_add(data, buf, size);
+}
+
+static const char *skip_ws(const char *s, const char *end)
+{
+    while (s < end && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r'))
+        s++;
+    return s;
+}
+
+static const char *skip_ws_back(const char *s, const char *begin)
+{
+    while (s > begin &&
+           (s[-1] == ' ' || s[-1] == '\t' || s[-1] == '\n' || s[-1] == '\r'))
+        s--;
+    return s;
+}
+
+/*
+ * Finds the member `"prompt": value` around the value span [v, v+vlen) of a
+ * validated object body, and the bytes to cut with one adjacent comma.
+ * Returns 0 with [*cut0, *cut1), or -1 when the key is not where it must be.
+ */
+static int member_span(const char *body, size_t len, const char *v,
+                       size_t vlen, const char **cut0, const char **cut1)
+{
+    const char *end = body + len, *k, *a, *b;
+
+    k = skip_ws_back(v, body);
+    if (k <= body || k[-1] != ':')
+        return -1;
+    k = skip_ws_back(k - 1, body);
+    if (k - body < 8 || memcmp(k - 8, "\"prompt\"", 8) != 0)
+        return -1;
+    a = k - 8;
+    b = skip_ws(v + vlen, end);
+    if (b < end && *b == ',') {
+        *cut0 = a, *cut1 = b + 1;
+        return 0;
+    }
+    k = skip_ws_back(a, body);
+    if (k > body && k[-1] == ',')
+        a = k - 1;
+    *cut0 = a, *cut1 = v + vlen;
+    return 0;
+}
+
+static int fail(struct gw_gateway *gw, struct gw_http_req *req,
+                struct gw_reqlog *rl, int status, const char *code,
+                const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static int fail(struct gw_gateway *gw, struct gw_http_req *req,
+                struct gw_reqlog *rl, int status, const char *code,
+                const char *fmt, ...)
+{
+    char msg[768];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    gw_proxy_error(gw, req, rl, status, code, msg);
+    return -1;
+}
+
+/* A string field into out (NUL-terminated); -1 when not a string that fits. */
+static int field_str(const struct gw_jscan_field *f, char *out, size_t cap)
+{
+    return gw_jscan_string(f, out, cap) < 0 ? -1 : 0;
+}
+
+int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
+                      struct gw_reqlog *rl, struct gw_jscan_field *f,
+                      size_t n_f, size_t pi, size_t ui, const char *key_name,
+                      char *model, size_t model_cap)
+{
+    const struct gw_jscan_field *pf = &f[pi], *uf = &f[ui];
+    struct gw_prompts *p = gw->prompts;
+    struct gw_jscan_field pfs[4] = {{.key = "name"}, {.key = "label"},
+                                    {.key = "version"}, {.key = "variables"}};
+    struct gw_jscan_field bf[MAX_PARAMS + 1];
+    char name[REG_NAME_MAX + 1], label[REG_LABEL_MAX + 1];
+    char user[REG_USER_MAX + 1], hdr[REG_NAME_MAX + 64], err[256];
+    const char *uid = NULL, *body, *cut0, *cut1, *rest, *key;
+    json_t *vars = NULL, *msgs = NULL, *val;
+    struct reg_resolved res;
+    struct gw_exposure_rec *r;
+    size_t len, nb = 0, i, off, need;
+    char *e = NULL;
+    long version = 0;
+    int rc = -1;
+
+    if (p == NULL)
+        return fail(gw, req, rl, 400, "registry_not_configured",
+                    "this request names a registry prompt, but the gateway "
+                    "has no registry: set \"registry\": {\"path\": ...} in "
+                    "its configuration");
+    if (strcmp(req->path, "/v1/chat/completions") != 0)
+        return fail(gw, req, rl, 400, "invalid_prompt",
+                    "registry prompts are served on /v1/chat/completions "
+                    "only");
+    if (gw_jscan(pf->val, pf->len, MAX_DEPTH, pfs, 4, err, sizeof(err)) < 0)
+        return fail(gw, req, rl, 400, "invalid_prompt", "\"prompt\": %s", err);
+    if (pfs[0].type != GW_JSON_STRING ||
+        field_str(&pfs[0], name, sizeof(name)) < 0 || !reg_name_valid(name))
+        return fail(gw, req, rl, 400, "invalid_prompt",
+                    "\"prompt.name\" must be a prompt name ([a-z0-9_.-], at "
+                    "most %d bytes)", REG_NAME_MAX);
+    label[0] = '\0';
+    if (pfs[1].type != GW_JSON_NONE && pfs[1].type != GW_JSON_NULL &&
+        (pfs[1].type != GW_JSON_STRING ||
+         field_str(&pfs[1], label, sizeof(label)) < 0 ||
+         (strcmp(label, "latest") != 0 && !reg_label_valid(label))))
+        return fail(gw, req, rl, 400, "invalid_prompt",
+                    "\"prompt.label\" must be a label name ([a-z0-9_-], at "
+                    "most %d bytes)", REG_LABEL_MAX);
+    if (pfs[2].type != GW_JSON_NONE && pfs[2].type != GW_JSON_NULL) {
+        char num[16], *end;
+        if (pfs[2].type != GW_JSON_NUMBER || pfs[2].len >= sizeof(num))
+            return fail(gw, req, rl, 400, "invalid_prompt",
+                        "\"prompt.version\" must be a version number (1, 2, "
+                        "...)");
+        memcpy(num, pfs[2].val, pfs[2].len);
+        num[pfs[2].len] = '\0';
+        version = strtol(num, &end, 10);
+        if (*end != '\0' || version < 1 || version > 1000000000L)
+            return fail(gw, req, rl, 400, "invalid_prompt",
+                        "\"prompt.version\" must be a version number (1, 2, "
+                        "...), not %s", num);
+    }
+    if (version > 0 && label[0])
+        return fail(gw, req, rl, 400, "invalid_prompt",
+                    "\"prompt\" names both a label ('%s') and a version (%ld):"
+                    " give one of them", label, version);
+    if (pfs[3].type != GW_JSON_NONE && pfs[3].type != GW_JSON_NULL &&
+        pfs[3].type != GW_JSON_OBJECT)
+        return fail(gw, req, rl, 400, "invalid_prompt",
+                    "\"prompt.variables\" must be an object of strings, "
+                    "numbers or booleans");
+    /* the caller: the request's user, else x-user-id, else the key */
+    if (uf->type == GW_JSON_STRING) {
+        if (uf->len > REG_USER_MAX || field_str(uf, user, sizeof(user)) < 0)
+            return fail(gw, req, rl, 400, "invalid_user",
+                        "\"user\" must be a string of at most %d bytes",
+                        REG_USER_MAX);
+        uid = user;
+    } else if ((uid = gw_http_req_header(req, "x-user-id")) != NULL) {
+        if (strlen(uid) > REG_USER_MAX)
+            return fail(gw, req, rl, 400, "invalid_user",
+                        "x-user-id must be at most %d bytes", REG_USER_MAX);
+    } else {
+        uid = key_name;
+    }
+    if (uid && *uid == '\0')
+        uid = NULL;
+
+    if (reg_snapshot_resolve(p->snap, name, label, (int)version, uid, &res,
+                             &e) < 0) {
+        rc = fail(gw, req, rl, 404, "prompt_not_found",
+                  "%s (promptctl list shows the registry)",
+                  e ? e : "out of memory");
+        free(e);
+        return rc;
+    }
+    if (pfs[3].type == GW_JSON_OBJECT &&
+        (vars = json_loadb(pfs[3].val, pfs[3].len, 0, NULL)) == NULL)
+        return fail(gw, req, rl, 400, "invalid_prompt",
+                    "\"prompt.variables\" cannot be read (numbers out of "
+                    "range or \\u0000)");
+    if (reg_render(res.version, vars, &msgs, &e) < 0) {
+        rc = fail(gw, req, rl, 400, "prompt_render_error",
+                  "prompt '%s@%d': %s", name, res.version->version,
+                  e ? e : "out of memory");
+        free(e);
+        goto done;
+    }
+
+    /* which of the version's params the request sets itself */
+    len = evbuffer_get_length(req->body);
+    body = (const char *)evbuffer_pullup(req->body, -1);
+    memset(bf, 0, sizeof(bf));
+    bf[nb++].key = "messages";
+    json_object_foreach(res.version->params, key, val) {
+        if (nb > MAX_PARAMS)
+            break;
+        bf[nb++].key = key;
+    }
+    if (gw_jscan(body, len, MAX_DEPTH, bf, nb, err, sizeof(err)) < 0 ||
+        member_span(body, len, pf->val, pf->len, &cut0, &cut1) < 0) {
+        rc = fail(gw, req, rl, 400, "invalid_prompt",
+                  "\"prompt\" must be written once, as a plain top-level key");
+        goto done;
+    }
+    if (bf[0].type != GW_JSON_NONE) {
+        rc = fail(gw, req, rl, 400, "invalid_prompt",
+                  "send either \"messages\" or \"prompt\", not both: the "
+                  "prompt's version supplies the messages");
+        goto done;
+    }
+
+    /* {"messages":[...], params the request lacks, the request's members
+     * without "prompt"} */
+    evbuffer_add(p->scratch, "{\"messages\":", 12);
+    if (json_dump_callback(msgs, dump_cb, p->scratch, JSON_COMPACT) < 0)
+        goto oom;
+    for (i = 1; i < nb; i++) {
+        if (bf[i].type != GW_JSON_NONE)
+            continue;
+        val = json_object_get(res.version->params, bf[i].key);
+        if (strcmp(bf[i].key, "model") == 0) {
+            const char *m = json_string_value(val);
+            if (m == NULL || strlen(m) >= model_cap)
+                continue;
+            memcpy(model, m, strlen(m) + 1);
+        }
+        evbuffer_add(p->scratch, ",\"", 2);
+        gw_json_escape(p->scratch, bf[i].key, strlen(bf[i].key));
+        evbuffer_add(p->scratch, "\":", 2);
+        if (json_dump_callback(val, dump_cb, p->scratch,
+                               JSON_COMPACT | JSON_ENCODE_ANY) < 0)
+            goto oom;
+    }
+    if (model[0] == '\0') {
+        rc = fail(gw, req, rl, 400, "missing_model",
+                  "prompt '%s@%d' sets no model in its params: send "
+                  "\"model\" with the request", name, res.version->version);
+        goto reset;
+    }
+    /* the request's own members, minus the prompt (and one comma) */
+    rest = (const char *)memchr(body, '{', len) + 1;
+    if (!(skip_ws(rest, body + len) == cut0 &&
+          *skip_ws(cut1, body + len) == '}'))
+        evbuffer_add(p->scratch, ",", 1);
+    evbuffer_add(p->scratch, rest, (size_t)(cut0 - rest));
+    evbuffer_add(p->scratch, cut1, (size_t)(body + len - cut1));
+
+    /* the exposure record, with its strings in one allocation */
+    need = strlen(rl->request_id) + strlen(name) + strlen(res.label ? res.label : "")
+         + (uid ? strlen(uid) : 0) + (key_name ? strlen(key_name) : 0)
+         + (res.experiment ? strlen(res.experiment->name) : 0)
+         + (pfs[3].type == GW_JSON_OBJECT ? pfs[3].len : 2) + 8;
+    if ((r = gw_exposure_rec_new(GW_EXPOSURE, need)) == NULL)
+        goto oom;
+    off = 0;
+    r->owner = req;
+    r->at_us = wall_us();
+    r->ex.request_id = gw_exposure_rec_str(r, &off, rl->request_id,
+                                           strlen(rl->request_id));
+    r->ex.prompt = gw_exposure_rec_str(r, &off, name, strlen(name));
+    r->ex.version = res.version->version;
+    if (res.label)
+        r->ex.label = gw_exposure_rec_str(r, &off, res.label, strlen(res.label));
+    if (uid)
+        r->ex.user_id = gw_exposure_rec_str(r, &off, uid, strlen(uid));
+    if (key_name)
+        r->ex.key_name = gw_exposure_rec_str(r, &off, key_name,
+                                             strlen(key_name));
+    if (res.experiment) {
+        r->ex.experiment_id = res.experiment->id;
+        r->ex.experiment = gw_exposure_rec_str(r, &off, res.experiment->name,
+                                               strlen(res.experiment->name));
+        r->ex.arm = res.arm;
+    }
+    if (pfs[3].type == GW_JSON_OBJECT)
+        r->ex.variables = gw_exposure_rec_str(r, &off, pfs[3].val, pfs[3].len);
+    else
+        r->ex.variables = gw_exposure_rec_str(r, &off, "{}", 2);
+    r->truncated = !p->log_outputs; /* keeps no output bytes */
+    r->next = p->pending[bucket(req)];
+    p->pending[bucket(req)] = r;
+    p->n_pending++;
+
+    /* the body is now the rewritten one; the caller's fields describe it
+     * (later stages read them), so scan it again: it is valid JSON */
+    evbuffer_drain(req->body, len);
+    evbuffer_add_buffer(req->body, p->scratch);
+    len = evbuffer_get_length(req->body);
+    if (gw_jscan((const char *)evbuffer_pullup(req->body, -1), len,
+                 MAX_DEPTH, f, n_f, err, sizeof(err)) < 0)
+        gw_log_error("request %s: rewritten body does not scan: %s",
+                     rl->request_id, err);
+
+    snprintf(hdr, sizeof(hdr), "%s@%d", name, res.version->version);
+    gw_http_add_header(req, "x-prompt-version", hdr);
+    if (res.experiment) {
+        snprintf(hdr, sizeof(hdr), "%s; arm=%d", res.experiment->name,
+                 res.arm);
+        gw_http_add_header(req, "x-prompt-experiment", hdr);
+    }
+    rc = 0;
+    goto done;
+oom:
+    rc = fail(gw, req, rl, 500, "out_of_memory", "out of memory");
+reset:
+    evbuffer_drain(p->scratch, evbuffer_get_length(p->scratch));
+done:
+    json_decref(msgs);
+    json_decref(vars);
+    return rc;
+}
+
+void gw_prompt_finish(struct gw_prompts *p, struct gw_http_req *req,
+                      const struct gw_reqlog *rl)
+{
+    struct gw_exposure_rec *r;
+
+    if (p->n_pending == 0 || (r = pending_take(p, req)) == NULL)
+        return;
+    r->ex.status = rl->status;
+    r->ex.stream = rl->stream;
+    r->ex.latency_ms = (double)(gw_now_us() - req->start_us) / 1000.0;
+    r->ex.prompt_tokens = rl->usage.prompt_tokens;
+    r->ex.completion_tokens = rl->usage.completion_tokens;
+    r->ex.total_tokens = rl->usage.total_tokens;
+    if (rl->model) {
+        snprintf(r->model, sizeof(r->model), "%s", rl->model);
+        r->ex.model = r->model;
+    }
+    if (rl->backend) {
+        snprintf(r->backend, sizeof(r->backend), "%s", rl->backend);
+        r->ex.backend = r->backend;
+    }
+    gw_exposure_push(p->writer, r);
+}
+
+void gw_prompt_output(struct gw_prompts *p, struct gw_http_req *req,
+                      const char *data, size_t len, int sse)
+{
+    struct gw_exposure_rec *r;
+
+    if (p == NULL || p->n_pending == 0 || !p->log_outputs ||
+        (r = pending_find(p, req)) == NULL)
+        return;
+    r->raw_sse = sse;
+    if (sse && (len == 6 && memcmp(data, "[DONE]", 6) == 0))
+        return;
+    gw_exposure_rec_output(r, data, len, OUTPUT_MAX);
+}
+
+/* ---- feedback ------------------------------------------------------------ */
+
+void gw_prompt_feedback(struct gw_gateway *gw, struct gw_http_req *req,
+                        struct gw_reqlog *rl)
+{
+    struct gw_prompts *p = gw->prompts;
+    struct gw_jscan_field f[3] = {{.key = "request_id"}, {.key = "event"},
+                                  {.key = "value"}};
+    char rid[REG_REQUEST_ID_MAX + 1], ev[REG_EVENT_MAX + 1], err[256];
+    struct gw_exposure_rec *r;
+    struct evbuffer *b;
+    size_t len = evbuffer_get_length(req->body), off = 0, n;
+    double value = 1;
+
+    if (p == NULL) {
+        fail(gw, req, rl, 404, "registry_not_configured",
+             "feedback is recorded in the registry, and this gateway has "
+             "none: set \"registry\": {\"path\": ...} in its configuration");
+        return;
+    }
+    if (len == 0 || gw_jscan((const char *)evbuffer_pullup(req->body, -1),
+                             len, MAX_DEPTH, f, 3, err, sizeof(err)) < 0) {
+        fail(gw, req, rl, 400, "invalid_json", "feedback body: %s",
+             len ? err : "empty; send {\"request_id\", \"event\", \"value\"}");
+        return;
+    }
+    if (f[0].type != GW_JSON_STRING || field_str(&f[0], rid, sizeof(rid)) < 0
+        || rid[0] == '\0'
+        || rid[n = strspn(rid, "abcdefghijklmnopqrstuvwxyz"
+                               "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")]
+               != '\0') {
+        fail(gw, req, rl, 400, "invalid_feedback",
+             "\"request_id\" must be the x-request-id of an answer (1-%d "
+             "characters of [A-Za-z0-9._:-])", REG_REQUEST_ID_MAX);
+        return;
+    }
+    if (f[1].type != GW_JSON_STRING || field_str(&f[1], ev, sizeof(ev)) < 0
+        || !reg_event_valid(ev)) {
+        fail(gw, req, rl, 400, "invalid_feedback",
+             "\"event\" must be an event name such as \"click\" or "
+             "\"conversion\" ([a-z0-9_.-], at most %d bytes)", REG_EVENT_MAX);
+        return;
+    }
+    if (f[2].type == GW_JSON_NUMBER) {
+        char num[64], *end;
+        if (f[2].len >= sizeof(num)) {
+            fail(gw, req, rl, 400, "invalid_feedback",
+                 "\"value\" is too long a number");
+            return;
+        }
+        memcpy(num, f[2].val, f[2].len);
+        num[f[2].len] = '\0';
+        value = strtod(num, &end);
+    } else if (f[2].type == GW_JSON_TRUE || f[2].type == GW_JSON_FALSE) {
+        value = f[2].type == GW_JSON_TRUE;
+    } else if (f[2].type != GW_JSON_NONE && f[2].type != GW_JSON_NULL) {
+        fail(gw, req, rl, 400, "invalid_feedback",
+             "\"value\" must be a number (default 1)");
+        return;
+    }
+    if ((r = gw_exposure_rec_new(GW_FEEDBACK, strlen(rid) + strlen(ev) + 2))
+        == NULL || (b = evbuffer_new()) == NULL) {
+        gw_exposure_rec_free(r);
+        fail(gw, req, rl, 500, "out_of_memory", "out of memory");
+        return;
+    }
+    r->at_us = wall_us();
+    r->fb.request_id = gw_exposure_rec_str(r, &off, rid, strlen(rid));
+    r->fb.event = gw_exposure_rec_str(r, &off, ev, strlen(ev));
+    r->fb.value = value;
+    if (gw_exposure_push(p->writer, r) < 0) {
+        evbuffer_free(b);
+        fail(gw, req, rl, 503, "feedback_queue_full",
+             "the feedback log is behind; retry shortly (feedback is "
+             "idempotent per request id and event)");
+        return;
+    }
+    evbuffer_add_printf(b, "{\"status\":\"accepted\",\"request_id\":\"%s\","
+                        "\"event\":\"%s\"}", rid, ev);
+    gw_http_reply_buffer(req, 202, "application/json", b);
+    evbuffer_free(b);
+    rl->status = 202;
+    gw_proxy_log(gw, req, rl);
+}

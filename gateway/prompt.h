@@ -1,0 +1,71 @@
+/*
+ * prompt.h - registry prompts on the request path (issue 7): the snapshot
+ * of the registry, resolving a request's "prompt" reference into messages,
+ * experiment arms, exposure records and POST /v1/feedback.
+ */
+#ifndef GW_PROMPT_H
+#define GW_PROMPT_H
+
+#include <stddef.h>
+
+struct event_base;
+struct gw_gateway;
+struct gw_http_req;
+struct gw_reqlog;
+struct gw_jscan_field;
+struct gw_registry_conf;
+struct gw_prompts;
+
+/* Loads the registry named by conf (borrowed) into a first snapshot, starts
+ * the change watch (a timer on base) and the exposure writer. Returns NULL
+ * with a message in err when the registry cannot be read or the exposure
+ * log cannot be opened. */
+struct gw_prompts *gw_prompts_new(struct event_base *base,
+                                  const struct gw_registry_conf *conf,
+                                  char *err, size_t errlen);
+
+/* SIGHUP: applies conf's log_outputs and reloads the snapshot now. A new
+ * path or exposures target is refused with a warning (it takes a
+ * restart). A registry that cannot be read keeps the last good snapshot. */
+void gw_prompts_reload(struct gw_prompts *p,
+                       const struct gw_registry_conf *conf);
+
+/* Writes every queued exposure, stops the writer and frees. NULL: no-op. */
+void gw_prompts_free(struct gw_prompts *p);
+
+/*
+ * The resolve-prompt stage of a chat request whose body has a top-level
+ * "prompt" object: f[0..n_f) are the request's gw_jscan fields, f[pi] the
+ * "prompt" object and f[ui] the "user" field. After a rewrite, f is
+ * scanned again so that it describes the new body for later stages.
+ * Renders the version that the label, version or experiment arm names,
+ * rewrites req->body into a plain OpenAI request (messages, the version's
+ * params where the request sets none, no "prompt"), adds x-prompt-version
+ * and x-prompt-experiment, and remembers the request for its exposure
+ * record. `model` (model_cap bytes) is the request's model, "" when it
+ * sent none: it is filled from the version's params. key_name (may be
+ * NULL) is the authenticated key. Returns 0 to go on, or -1 after
+ * answering an error (400 bad reference or render error, 404 unknown
+ * prompt, label or version).
+ */
+int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
+                      struct gw_reqlog *rl, struct gw_jscan_field *f,
+                      size_t n_f, size_t pi, size_t ui, const char *key_name,
+                      char *model, size_t model_cap);
+
+/* The end of a request (called from gw_proxy_log): a request that used a
+ * prompt gets its exposure record completed and queued. Cheap otherwise. */
+void gw_prompt_finish(struct gw_prompts *p, struct gw_http_req *req,
+                      const struct gw_reqlog *rl);
+
+/* Upstream answer bytes of a request (a JSON body, or one SSE event's data)
+ * for the exposure's output text, when log_outputs is on. */
+void gw_prompt_output(struct gw_prompts *p, struct gw_http_req *req,
+                      const char *data, size_t len, int sse);
+
+/* POST /v1/feedback {"request_id", "event", "value"}: queues the outcome
+ * (idempotent per request id and event in the registry) and answers 202. */
+void gw_prompt_feedback(struct gw_gateway *gw, struct gw_http_req *req,
+                        struct gw_reqlog *rl);
+
+#endif
