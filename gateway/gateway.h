@@ -22,7 +22,10 @@ struct gw_http_req;
 struct gw_accesslog;
 struct gw_uppool;
 struct gw_prompts;
+struct gw_backend_states;
+struct gw_prompts;
 struct gw_limiter;
+struct gw_rlredis;
 struct gw_admit;
 
 #define GW_VERSION "0.1.0"
@@ -36,12 +39,16 @@ struct gw_gateway {
     struct gw_prompts *prompts;  /* owned: registry snapshot and exposure
                                     log; NULL without "registry" */
     struct gw_limiter *limiter;  /* owned: rate-limit state, across reloads */
+    struct gw_rlredis *rlredis;  /* owned: redis-mode limiter, or NULL */
     const char *config_path;     /* borrowed from argv */
     uint64_t rng;                /* request id generator state */
     struct gw_uppool **pools;    /* owned: keep-alive pools by address */
     struct sockaddr_storage *pool_addrs; /* owned: address of pools[i] */
     size_t n_pools;
     unsigned long calls;         /* upstream calls in flight */
+    unsigned long retries;       /* of which on a retry attempt (budget) */
+    struct gw_backend_states *states; /* owned: backend state by name,
+                                         across reloads (pool.c) */
 };
 
 /* What the access log records of one request. */
@@ -73,13 +80,19 @@ void gw_proxy_error(struct gw_gateway *gw, struct gw_http_req *req,
                     struct gw_reqlog *rl, int status, const char *code,
                     const char *message);
 
-/* upstream.c: starts relaying req to backend. Takes a reference to config.
- * On failure answers the client itself. */
+/* upstream.c: starts relaying req for model. backend NULL lets the model's
+ * pool pick (pool.c), with retries and fallbacks; a backend pins the first
+ * attempt there. Takes a reference to config. On failure (nothing usable:
+ * 503 with retry-after) answers the client itself. */
 void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
                        struct gw_config *config, struct gw_backend *backend,
                        const char *model, int stream, const char *path_suffix,
                        const char *request_id, const char *key_name,
                        const struct gw_admit *admit);
+
+/* admin.c: GET /admin/backends (admin_key required). */
+void gw_admin_backends(struct gw_gateway *gw, struct gw_http_req *req,
+                       struct gw_reqlog *rl);
 
 /* upstream.c: frees the keep-alive pools (at exit). */
 void gw_upstream_free_pools(struct gw_gateway *gw);

@@ -296,6 +296,27 @@ int gw_http_add_header(struct gw_http_req *r, const char *name,
     return evbuffer_add(r->resp_headers, "\r\n", 2);
 }
 
+int gw_http_resp_has_header(const struct gw_http_req *r, const char *name)
+{
+    size_t n = strlen(name), len;
+    const char *p, *end;
+
+    if (r->resp_headers == NULL)
+        return 0;
+    len = evbuffer_get_length(r->resp_headers);
+    p = (const char *)evbuffer_pullup(r->resp_headers, -1);
+    end = p + len;
+    while (p < end) {
+        if ((size_t)(end - p) > n && p[n] == ':' && strncasecmp(p, name, n) == 0)
+            return 1;
+        p = memchr(p, '\n', (size_t)(end - p));
+        if (p == NULL)
+            break;
+        p++;
+    }
+    return 0;
+}
+
 void gw_http_reply(struct gw_http_req *r, int status,
                    const char *content_type, const void *body, size_t len)
 {

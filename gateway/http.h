@@ -115,6 +115,9 @@ const char *gw_http_req_header(const struct gw_http_req *req,
 int gw_http_add_header(struct gw_http_req *req, const char *name,
                        const char *value);
 
+/* 1 when a response header of that name was added already. */
+int gw_http_resp_has_header(const struct gw_http_req *req, const char *name);
+
 /* A whole answer with Content-Length. content_type may be NULL. */
 void gw_http_reply(struct gw_http_req *req, int status,
                    const char *content_type, const void *body, size_t len);

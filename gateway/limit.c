@@ -24,6 +24,7 @@
  *  2. Every admission is released exactly once (gw_admit.active).
  */
 #include "gateway/limit.h"
+#include "gateway/rlredis.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,6 +251,39 @@ int gw_limit_admit(struct gw_limiter *l, const struct gw_key *key,
     return 0;
 }
 
+int gw_limit_take_slot(struct gw_limiter *l, const struct gw_key *key,
+                       const char *model, long est, struct gw_rlredis *remote,
+                       struct gw_admit *admit, struct gw_limit_result *r)
+{
+    struct gw_lstate *ks;
+    size_t i;
+
+    memset(admit, 0, sizeof(*admit));
+    memset(r, 0, sizeof(*r));
+    r->limit_req = r->remaining_req = r->reset_req_ms = -1;
+    r->limit_tok = r->remaining_tok = r->reset_tok_ms = -1;
+    r->allowed = 1;
+    if ((ks = state(l, key->name, NULL)) == NULL)
+        return -1;
+    if (key->max_concurrent && ks->inflight >= key->max_concurrent) {
+        deny(r, "concurrency_limit_exceeded", 1000,
+             "key '%s' has %ld requests in flight, its max_concurrent",
+             key->name, key->max_concurrent);
+        return 0;
+    }
+    ks->inflight++;
+    admit->ks = ks;
+    admit->key = key;
+    for (i = 0; i < key->n_model_rates; i++)
+        if (strcmp(key->model_rates[i].model, model) == 0)
+            admit->mrate = &key->model_rates[i].rate;
+    admit->reserved = est;
+    admit->active = 1;
+    admit->remote = remote;
+    snprintf(admit->model, sizeof(admit->model), "%s", model);
+    return 0;
+}
+
 void gw_limit_release(struct gw_limiter *l, struct gw_admit *a, long actual,
                       int64_t now_ms)
 {
@@ -263,6 +297,12 @@ void gw_limit_release(struct gw_limiter *l, struct gw_admit *a, long actual,
     if (actual < 0)
         return;
     delta = actual - a->reserved; /* negative: tokens given back */
+    if (a->remote) {
+        gw_rlredis_settle(a->remote, a->key->name, NULL, delta);
+        if (a->mrate)
+            gw_rlredis_settle(a->remote, a->key->name, a->model, delta);
+        return;
+    }
     if (a->ks->day == (long)(now_ms / DAY_MS))
         a->ks->day_tokens += delta;
     if (a->key->rate.tpm)

@@ -17,6 +17,7 @@
 
 struct gw_limiter;
 struct gw_lstate;
+struct gw_rlredis;
 
 /* A reservation held by one admitted request until it ends. */
 struct gw_admit {
@@ -26,6 +27,10 @@ struct gw_admit {
     const struct gw_rate *mrate; /* borrowed: the key+model rate, or NULL */
     long reserved; /* tokens reserved */
     int active;
+    struct gw_rlredis *remote; /* borrowed: decided in Redis, settle there */
+    int injected_usage; /* the gateway asked upstream for stream usage:
+                           the relay drops that chunk for the client */
+    char model[264];           /* remote only: for the key+model settle */
 };
 
 /* What a decision says; the x-ratelimit-* headers come from it. Fields
@@ -49,6 +54,13 @@ void gw_limiter_free(struct gw_limiter *l); /* NULL is a no-op */
 int gw_limit_admit(struct gw_limiter *l, const struct gw_key *key,
                    const char *model, long est_tokens, int64_t now_ms,
                    struct gw_admit *admit, struct gw_limit_result *res);
+
+/* Redis mode: only the concurrency slot is local (an in-flight request
+ * is a local resource); rates and budget are decided by rlredis.c. Fills
+ * *admit as gw_limit_admit does, with admit->remote set. */
+int gw_limit_take_slot(struct gw_limiter *l, const struct gw_key *key,
+                       const char *model, long est, struct gw_rlredis *remote,
+                       struct gw_admit *admit, struct gw_limit_result *res);
 
 /* Ends a reservation: frees the concurrency slot and settles tokens with
  * what the upstream reported (actual < 0: unknown, the reservation

@@ -12,7 +12,10 @@
 #include "gateway/curlev.h"
 #include "gateway/http.h"
 #include "gateway/limit.h"
+#include "gateway/rlredis.h"
 #include "gateway/log.h"
+#include "gateway/prompt.h"
+#include "gateway/pool.h"
 #include "gateway/prompt.h"
 
 #include <event2/event.h>
@@ -89,6 +92,12 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
         gw_log_warn("reload: a new 'listen' address takes a restart; "
                     "still listening on %s:%d", gw->config->listen_host,
                     gw->config->listen_port);
+    /* routing: breakers and counters carry over by backend name */
+    if (gw_states_attach(gw->states, c) < 0) {
+        gw_log_error("reload refused: out of memory");
+        gw_config_unref(c);
+        return;
+    }
     if (strcmp(c->access_log, gw->config->access_log) != 0) {
         char e[256];
         struct gw_accesslog *al =
@@ -260,6 +269,11 @@ int main(int argc, char **argv)
     }
     gw->curl = gw_curlev_new(gw->base, gw_upstream_done);
     gw->limiter = gw_limiter_new();
+    if (gw->config->has_redis &&
+        (gw->rlredis = gw_rlredis_new(gw->base, &gw->config->redis)) == NULL) {
+        gw_log_error("cannot set up the redis client");
+        goto out;
+    }
     gw->http = gw_http_server_new(gw->base, gw_proxy_handle, gw);
     if (gw->http)
         gw_http_server_set_error_handler(gw->http, gw_proxy_reject);
@@ -269,6 +283,11 @@ int main(int argc, char **argv)
     m.drain_timer = evtimer_new(gw->base, check_drained, &m);
     if (gw->curl == NULL || gw->http == NULL || gw->limiter == NULL || m.sig_hup == NULL ||
         m.sig_term == NULL || m.sig_int == NULL || m.drain_timer == NULL) {
+        gw_log_error("out of memory at start");
+        goto out;
+    }
+    gw->states = gw_states_new();
+    if (gw->states == NULL || gw_states_attach(gw->states, gw->config) < 0) {
         gw_log_error("out of memory at start");
         goto out;
     }
@@ -293,6 +312,9 @@ out:
     gw_curlev_free(gw->curl);
     gw_upstream_free_pools(gw);
     gw_prompts_free(gw->prompts);
+    gw_states_free(gw->states);
+    gw_prompts_free(gw->prompts);
+    gw_rlredis_free(gw->rlredis);
     gw_limiter_free(gw->limiter);
     gw_accesslog_free(gw->alog);
     if (m.sig_hup)

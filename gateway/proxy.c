@@ -13,6 +13,7 @@
 #include "gateway/http.h"
 #include "gateway/jscan.h"
 #include "gateway/limit.h"
+#include "gateway/rlredis.h"
 #include "gateway/log.h"
 #include "gateway/prompt.h"
 
@@ -94,7 +95,8 @@ void gw_proxy_error(struct gw_gateway *gw, struct gw_http_req *req,
     if (body == NULL || gw_error_json(body, status, code, message) < 0) {
         gw_http_reply(req, 500, NULL, NULL, 0);
     } else {
-        if (status == 503 || status == 429)
+        if ((status == 503 || status == 429) &&
+            !gw_http_resp_has_header(req, "retry-after"))
             gw_http_add_header(req, "Retry-After", "1");
         gw_http_reply_buffer(req, status, "application/json", body);
     }
@@ -304,18 +306,104 @@ static void forward(struct gw_gateway *gw, struct gw_http_req *req,
         gw_proxy_error(gw, req, rl, 404, "model_not_found", msg);
         return;
     }
-    rl->backend = b->name;
-    if (b->max_inflight > 0 && b->inflight >= b->max_inflight) {
-        snprintf(msg, sizeof(msg), "backend '%s' is at its max_inflight of "
-                 "%d requests; retry shortly", b->name, b->max_inflight);
-        gw_limit_release(gw->limiter, &f->admit, 0, wall_ms());
-        gw_proxy_error(gw, req, rl, 503, "backend_busy", msg);
-        return;
-    }
-    gw_http_add_header(req, "x-promptgate-backend", b->name);
-    gw_upstream_start(gw, req, c, b, model, f->stream, f->suffix,
+    /* the model's pool picks the backend (pool.c, strategies, breakers,
+     * max_inflight) in upstream.c, which retries and answers 503 itself */
+    gw_upstream_start(gw, req, c, NULL, model, f->stream, f->suffix,
                       rl->request_id, f->key ? f->key->name : NULL,
                       &f->admit);
+}
+
+/* A stream is settled from its final usage chunk: when the client did not
+ * ask for one, ask upstream for it (the relay strips it again). Returns 1
+ * when the body was changed. */
+static int ask_for_usage(struct gw_http_req *req)
+{
+    static const char opt[] = "{\"stream_options\":{\"include_usage\":true},";
+    struct evbuffer_ptr brace = evbuffer_search(req->body, "{", 1, NULL);
+
+    if (brace.pos < 0)
+        return 0;
+    evbuffer_drain(req->body, (size_t)brace.pos + 1);
+    return evbuffer_prepend(req->body, opt, sizeof(opt) - 1) == 0;
+}
+
+/* A request waiting for its rate-limit decision from Redis. */
+struct pending {
+    struct gw_gateway *gw;   /* borrowed */
+    struct gw_http_req *req; /* borrowed until resumed or the client left */
+    struct gw_fwd fwd;       /* fwd.config: owned reference */
+    struct gw_reqlog rl;
+    char request_id[136];
+    struct gw_rlop *op; /* borrowed from rlredis until answered */
+};
+
+static void pending_free(struct pending *p)
+{
+    gw_config_unref(p->fwd.config);
+    free(p);
+}
+
+static void deny_429(struct gw_gateway *gw, struct gw_http_req *req,
+                     struct gw_reqlog *rl, const struct gw_limit_result *lr)
+{
+    char ra[24], ra_ms[24];
+
+    snprintf(ra, sizeof(ra), "%ld", (lr->retry_after_ms + 999) / 1000);
+    snprintf(ra_ms, sizeof(ra_ms), "%ld", lr->retry_after_ms);
+    gw_http_add_header(req, "retry-after-ms", ra_ms);
+    gw_http_add_header(req, "retry-after", ra);
+    gw_proxy_error(gw, req, rl, 429, lr->code, lr->message);
+}
+
+static void pending_client_gone(struct gw_http_req *req, void *arg)
+{
+    struct pending *p = arg;
+
+    (void)req;
+    gw_rlredis_cancel(p->op);
+    gw_limit_release(p->gw->limiter, &p->fwd.admit, 0, wall_ms());
+    p->rl.status = 499;
+    p->rl.error = "client_closed";
+    gw_proxy_log(p->gw, p->req, &p->rl);
+    pending_free(p);
+}
+
+static void pending_decided(void *arg, int ok, const struct gw_limit_result *lr)
+{
+    struct pending *p = arg;
+    struct gw_gateway *gw = p->gw;
+    struct gw_http_req *req = p->req;
+
+    gw_http_req_set_callbacks(req, NULL, NULL, NULL);
+    if (!ok) {
+        /* Redis did not answer within its timeout: on_error decides */
+        if (p->fwd.config->rl_fail_closed) {
+            struct gw_limit_result r = {0};
+            r.retry_after_ms = 1000;
+            r.code = "rate_limit_unavailable";
+            snprintf(r.message, sizeof(r.message),
+                     "the rate limiter (redis) is unavailable and "
+                     "rate_limit.on_error is \"closed\"; retry shortly");
+            gw_limit_release(gw->limiter, &p->fwd.admit, 0, wall_ms());
+            deny_429(gw, req, &p->rl, &r);
+            pending_free(p);
+            return;
+        }
+        p->fwd.admit.remote = NULL; /* nothing to settle in Redis */
+        forward(gw, req, &p->rl, &p->fwd);
+        pending_free(p);
+        return;
+    }
+    limit_headers(req, lr);
+    if (!lr->allowed) {
+        gw_limit_release(gw->limiter, &p->fwd.admit, 0, wall_ms());
+        p->fwd.admit.active = 0;
+        deny_429(gw, req, &p->rl, lr);
+        pending_free(p);
+        return;
+    }
+    forward(gw, req, &p->rl, &p->fwd);
+    pending_free(p);
 }
 
 /* POST /v1/{chat/completions,completions,embeddings}. */
@@ -324,12 +412,13 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
 {
     struct gw_config *c = gw->config;
     size_t len = evbuffer_get_length(req->body);
-    struct gw_jscan_field f[6] = {{.key = "model"},
+    struct gw_jscan_field f[7] = {{.key = "model"},
                                   {.key = "stream"},
                                   {.key = "max_tokens"},
                                   {.key = "max_completion_tokens"},
                                   {.key = "prompt"},
-                                  {.key = "user"}};
+                                  {.key = "user"},
+                                  {.key = "stream_options"}};
     const struct gw_key *key = NULL;
     struct gw_admit admit = {0};
     struct gw_fwd fwd;
@@ -344,7 +433,7 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
     }
     /* validate the whole body, read only what routing needs: no tree */
     if (gw_jscan((const char *)evbuffer_pullup(req->body, -1), len,
-                 MAX_JSON_DEPTH, f, 6, err, sizeof(err)) < 0) {
+                 MAX_JSON_DEPTH, f, 7, err, sizeof(err)) < 0) {
         snprintf(msg, sizeof(msg), "request body is not valid JSON: %s", err);
         gw_proxy_error(gw, req, rl, 400, "invalid_json", msg);
         return;
@@ -411,6 +500,49 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
             max_tokens = DEFAULT_MAX_TOKENS;
         /* about four bytes a token; settled from usage when it ends */
         long est = (long)(len / 4) + max_tokens;
+        int inject = stream && f[6].type == GW_JSON_NONE &&
+                     (key->rate.tpm || key->daily_tokens ||
+                      key->n_model_rates);
+        if (c->rl_mode == GW_RL_REDIS && gw->rlredis) {
+            struct pending *p;
+            if (gw_limit_take_slot(gw->limiter, key, model, est, gw->rlredis,
+                                   &admit, &lr) < 0 ||
+                (lr.allowed && (p = calloc(1, sizeof(*p))) == NULL)) {
+                gw_limit_release(gw->limiter, &admit, 0, wall_ms());
+                gw_proxy_error(gw, req, rl, 500, "out_of_memory",
+                               "out of memory");
+                return;
+            }
+            if (!lr.allowed) {
+                deny_429(gw, req, rl, &lr);
+                return;
+            }
+            p->gw = gw;
+            p->req = req;
+            p->fwd.config = gw_config_ref(c);
+            snprintf(p->fwd.model, sizeof(p->fwd.model), "%s", model);
+            p->fwd.stream = stream;
+            p->fwd.suffix = suffix;
+            p->fwd.key = key;
+            p->fwd.admit = admit;
+            if (inject)
+                p->fwd.admit.injected_usage = ask_for_usage(req);
+            p->rl = *rl;
+            snprintf(p->request_id, sizeof(p->request_id), "%s",
+                     rl->request_id);
+            p->rl.request_id = p->request_id;
+            p->rl.model = p->fwd.model;
+            p->rl.key = key->name;
+            p->op = gw_rlredis_admit(gw->rlredis, key, model,
+                                     p->fwd.admit.mrate, est,
+                                     pending_decided, p);
+            if (p->op == NULL) {
+                pending_decided(p, 0, NULL); /* not connected: on_error */
+                return;
+            }
+            gw_http_req_set_callbacks(req, pending_client_gone, NULL, p);
+            return;
+        }
         if (gw_limit_admit(gw->limiter, key, model, est, wall_ms(), &admit,
                            &lr) < 0) {
             gw_proxy_error(gw, req, rl, 500, "out_of_memory", "out of memory");
@@ -418,14 +550,11 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
         }
         limit_headers(req, &lr);
         if (!lr.allowed) {
-            char ra[24], ra_ms[24];
-            snprintf(ra, sizeof(ra), "%ld", (lr.retry_after_ms + 999) / 1000);
-            snprintf(ra_ms, sizeof(ra_ms), "%ld", lr.retry_after_ms);
-            gw_http_add_header(req, "retry-after-ms", ra_ms);
-            gw_http_add_header(req, "retry-after", ra);
-            gw_proxy_error(gw, req, rl, 429, lr.code, lr.message);
+            deny_429(gw, req, rl, &lr);
             return;
         }
+        if (inject)
+            admit.injected_usage = ask_for_usage(req);
     }
     fwd.config = c;
     snprintf(fwd.model, sizeof(fwd.model), "%s", model);
@@ -448,6 +577,7 @@ static const struct route {
     {"/v1/models", "GET", 1, NULL},
     {"/healthz", "GET", 2, NULL},
     {"/readyz", "GET", 3, NULL},
+    {"/admin/backends", "GET", 5, NULL},
     {"/v1/feedback", "POST", 4, NULL},
     {NULL, NULL, 0, NULL},
 };
@@ -507,6 +637,9 @@ void gw_proxy_handle(struct gw_http_req *req, void *arg)
         break;
     case 4:
         gw_prompt_feedback(gw, req, &rl);
+        break;
+    case 5:
+        gw_admin_backends(gw, req, &rl);
         break;
     default:
         handle_simple(gw, req, &rl, r->kind == 3);

@@ -13,10 +13,30 @@
  *
  *    any state --client gone--> CANCELLED
  *
+ *    WAITING | BUFFERING --attempt failed, retry allowed--> RETRYING
+ *    RETRYING --next attempt sent (from the loop)--> WAITING
+ *
  * Transitions, each made in call_state() only:
  *   WAITING -> STREAMING | BUFFERING   on_head (end of upstream headers)
+ *   WAITING | BUFFERING -> RETRYING    retry (the attempt failed)
+ *   RETRYING -> WAITING                attempt_send (from the timer)
  *   * -> FINISHED                      finish
  *   * -> CANCELLED                     on_client_close
+ *
+ * Attempts, retries and fallbacks (routing, pool.c):
+ *   The call owns the whole request; an attempt is one try on one backend
+ *   that gw_pool_pick chose. An attempt that fails before anything went to
+ *   the client (connect error, reset, first-byte timeout, a 5xx or 429
+ *   answer, which BUFFERING holds back) is retried on another backend of
+ *   the pool, then on the pools of the model's fallbacks (the body's
+ *   "model" rewritten), as long as: fewer than MAX_ATTEMPTS were made, the
+ *   request's deadline (start + timeout_ms of its first backend) leaves
+ *   MIN_ATTEMPT_MS, and the retry budget holds: calls on a retry are at
+ *   most 20% of the calls in flight, never fewer than 3 allowed, so a
+ *   failing backend cannot multiply the load. When no retry is allowed
+ *   the last failure is answered as it came. A STREAMING call has sent
+ *   bytes: it is never retried. Every attempt ends with exactly one
+ *   gw_pool_record (breaker, in-flight, latency).
  *
  * Invariants:
  *  1. Nothing is written to the client before the upstream's headers are
@@ -44,6 +64,9 @@
 #include "gateway/http.h"
 #include "gateway/limit.h"
 #include "gateway/log.h"
+#include "gateway/prompt.h"
+#include "gateway/jscan.h"
+#include "gateway/pool.h"
 #include "gateway/sse.h"
 #include "gateway/upconn.h"
 
@@ -57,16 +80,21 @@
 #define HIGH_WATER (256 * 1024)
 #define MAX_BUFFERED (64u << 20) /* largest non-streamed answer */
 #define MAX_EVENT (4u << 20)     /* largest single SSE event */
+#define MAX_ATTEMPTS 5
+#define MIN_ATTEMPT_MS 5
 
-enum call_state { WAITING, STREAMING, BUFFERING, FINISHED, CANCELLED };
+enum call_state { WAITING, STREAMING, BUFFERING, FINISHED, CANCELLED,
+                  RETRYING };
 static const char *const call_state_names[] = {
-    "waiting", "streaming", "buffering", "finished", "cancelled"};
+    "waiting", "streaming", "buffering", "finished", "cancelled",
+    "retrying"};
 
 struct gw_call {
     struct gw_gateway *gw;      /* borrowed */
     struct gw_http_req *req;    /* borrowed until FINISHED or CANCELLED */
     struct gw_config *config;   /* owned reference */
-    struct gw_backend *backend; /* borrowed from config */
+    struct gw_backend *backend; /* borrowed from config: the attempt's,
+                                   NULL before the first */
     CURL *easy;                 /* owned: from the curlev pool (curl) */
     struct curl_slist *headers; /* owned (curl) */
     struct gw_upconn *up;       /* borrowed from its pool (native) */
@@ -87,6 +115,19 @@ struct gw_call {
     struct gw_usage usage;
     struct gw_admit admit; /* the rate-limit reservation, settled at free */
     char key_name[72];
+    /* routing */
+    struct gw_pool *first_pool; /* borrowed from config: the model's */
+    struct gw_pool *pool;       /* borrowed from config: being tried */
+    size_t next_fallback;       /* first_pool->fallbacks taken so far */
+    struct gw_backend *tried[MAX_ATTEMPTS]; /* borrowed from config */
+    int n_tried;
+    int probe;        /* the attempt is a half-open probe */
+    int attempt_live; /* picked and not yet recorded */
+    int retrying;     /* counted in gw->retries */
+    int64_t deadline_us, t_attempt;
+    long head_us;               /* the attempt's time to head */
+    const char *suffix;         /* static: the upstream path */
+    struct evbuffer *alt_body;  /* owned: body naming a fallback model */
 };
 
 static void call_state(struct gw_call *c, enum call_state to)
@@ -113,8 +154,14 @@ static void call_free(struct gw_call *c)
         event_free(c->timer);
     if (c->body)
         evbuffer_free(c->body);
+    if (c->alt_body)
+        evbuffer_free(c->alt_body);
     gw_sse_release(&c->sse);
-    c->backend->inflight--;
+    if (c->attempt_live)
+        gw_pool_record(c->backend, gw_now_us(), c->probe, GW_BREAKER_NEUTRAL,
+                       -1, 0);
+    if (c->retrying)
+        c->gw->retries--;
     c->gw->calls--;
     gw_config_unref(c->config);
     free(c);
@@ -137,7 +184,7 @@ static void fill_log(struct gw_call *c, struct gw_reqlog *rl, int status,
     memset(rl, 0, sizeof(*rl));
     rl->request_id = c->request_id;
     rl->model = c->model;
-    rl->backend = c->backend->name;
+    rl->backend = c->backend ? c->backend->name : NULL;
     rl->key = c->key_name[0] ? c->key_name : NULL;
     rl->status = status;
     rl->stream = c->client_stream;
@@ -146,12 +193,213 @@ static void fill_log(struct gw_call *c, struct gw_reqlog *rl, int status,
     rl->error = error;
 }
 
+/* ------------------------------------------------------------ routing */
+
+static int native_start(struct gw_call *c, struct gw_http_req *req,
+                        const char *suffix);
+static int curl_start(struct gw_call *c, struct gw_http_req *req,
+                      const char *suffix);
+
+/* x-promptgate-backend and x-promptgate-attempts, before the answer. */
+static void route_headers(struct gw_call *c)
+{
+    char n[16];
+
+    if (c->backend == NULL)
+        return;
+    gw_http_add_header(c->req, "x-promptgate-backend", c->backend->name);
+    snprintf(n, sizeof(n), "%d", c->n_tried);
+    gw_http_add_header(c->req, "x-promptgate-attempts", n);
+}
+
+/* The end of the current attempt: what it tells about its backend. */
+static void attempt_release(struct gw_call *c,
+                            enum gw_breaker_outcome outcome,
+                            long retry_after_ms)
+{
+    if (!c->attempt_live)
+        return;
+    c->attempt_live = 0;
+    gw_pool_record(c->backend, gw_now_us(), c->probe, outcome,
+                   outcome == GW_BREAKER_OK ? c->head_us : -1,
+                   retry_after_ms);
+    if (c->easy) {
+        curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, NULL);
+        gw_curlev_put(c->gw->curl, c->easy);
+        c->easy = NULL;
+    }
+    curl_slist_free_all(c->headers);
+    c->headers = NULL;
+}
+
+/* The request body with "model" set to the fallback model's name. */
+static int rewrite_model(struct gw_call *c, const char *model)
+{
+    struct evbuffer *src = c->req->body;
+    size_t len = evbuffer_get_length(src);
+    const char *body = (const char *)evbuffer_pullup(src, -1);
+    struct gw_jscan_field f = {.key = "model"};
+    char err[64];
+
+    if (c->alt_body == NULL && (c->alt_body = evbuffer_new()) == NULL)
+        return -1;
+    evbuffer_drain(c->alt_body, evbuffer_get_length(c->alt_body));
+    if (gw_jscan(body, len, 128, &f, 1, err, sizeof(err)) < 0 ||
+        f.type != GW_JSON_STRING)
+        return -1;
+    evbuffer_add(c->alt_body, body, (size_t)(f.val - body));
+    gw_json_escape(c->alt_body, model, strlen(model));
+    evbuffer_add(c->alt_body, f.val + f.len,
+                 len - (size_t)(f.val + f.len - body));
+    return 0;
+}
+
+/* Picks the backend of the next attempt: the current pool, then the
+ * fallbacks' pools. Sets c->backend (acquired) or returns -1 with why. */
+static int attempt_pick(struct gw_call *c, struct gw_pick_why *why)
+{
+    int64_t now = gw_now_us();
+    struct gw_pick_why w;
+    struct gw_backend *b;
+
+    memset(why, 0, sizeof(*why));
+    if (c->n_tried >= MAX_ATTEMPTS)
+        return -1;
+    for (;;) {
+        b = gw_pool_pick(c->pool, now, &c->gw->rng, c->tried,
+                         (size_t)c->n_tried, &c->probe, &w);
+        why->busy |= w.busy;
+        why->open |= w.open;
+        if (w.reopen_us && (!why->reopen_us || w.reopen_us < why->reopen_us))
+            why->reopen_us = w.reopen_us;
+        if (b)
+            break;
+        if (c->next_fallback >= c->first_pool->n_fallbacks)
+            return -1;
+        c->pool = c->first_pool->fallbacks[c->next_fallback++];
+        if (rewrite_model(c, c->pool->model) < 0)
+            return -1;
+    }
+    c->backend = b;
+    c->tried[c->n_tried++] = b;
+    c->attempt_live = 1;
+    if (c->deadline_us == 0)
+        c->deadline_us = c->t_start + (int64_t)b->timeout_ms * 1000;
+    return 0;
+}
+
+static void arm_timer(struct gw_call *c, long ms);
+
+/* Sends the picked attempt. Returns 0, or -1 when it could not start
+ * (recorded as a failure of the backend). */
+static int attempt_send(struct gw_call *c)
+{
+    struct gw_http_req *req = c->req;
+    long left = (long)((c->deadline_us - gw_now_us()) / 1000);
+    long fb = c->backend->first_byte_timeout_ms;
+    int rc;
+
+    c->status = 0;
+    c->content_type[0] = c->retry_after[0] = '\0';
+    c->too_big = 0;
+    c->head_us = -1;
+    evbuffer_drain(c->body, evbuffer_get_length(c->body));
+    c->t_attempt = gw_now_us();
+    call_state(c, WAITING);
+    if (c->backend->native)
+        rc = native_start(c, req, c->suffix);
+    else
+        rc = curl_start(c, req, c->suffix);
+    if (rc < 0) {
+        transport_stop(c);
+        attempt_release(c, GW_BREAKER_DOWN, 0);
+        return -1;
+    }
+    arm_timer(c, fb < left ? fb : (left > 0 ? left : 1));
+    return 0;
+}
+
+/* Starts the next attempt after a failed one, if the deadline, the attempt
+ * count and the retry budget allow and a backend is left. The current
+ * attempt must be released. Returns 0 when a retry is under way (the
+ * call is no longer the caller's), -1 to answer the failure as it is. */
+static int retry(struct gw_call *c, const char *why)
+{
+    struct gw_gateway *gw = c->gw;
+    struct gw_pick_why w;
+    unsigned long budget = gw->calls / 5 > 3 ? gw->calls / 5 : 3;
+    const char *last = c->backend ? c->backend->name : "";
+    struct timeval zero = {0, 0};
+
+    if (c->state == STREAMING || c->req == NULL || c->first_pool == NULL)
+        return -1;
+    if (c->n_tried >= MAX_ATTEMPTS ||
+        gw_now_us() + MIN_ATTEMPT_MS * 1000 >= c->deadline_us)
+        return -1;
+    if (!c->retrying && gw->retries >= budget) {
+        gw_log_warn("request %s: no retry after backend '%s' failed: retry "
+                    "budget spent (%lu retries in flight of %lu calls)",
+                    c->request_id, last, gw->retries, gw->calls);
+        return -1;
+    }
+    if (attempt_pick(c, &w) < 0)
+        return -1;
+    if (!c->retrying) {
+        c->retrying = 1;
+        gw->retries++;
+    }
+    c->backend->state->retries_to++;
+    gw_log_info("request %s: attempt %d on backend '%s' after '%s' failed: "
+                "%s", c->request_id, c->n_tried, c->backend->name, last,
+                why);
+    call_state(c, RETRYING);
+    evtimer_del(c->timer);
+    evtimer_add(c->timer, &zero); /* sent from the loop, not from inside
+                                     the transport's callback */
+    return 0;
+}
+
+/* Nothing in the pool (or its fallbacks) can take the request now: a
+ * fast 503 with how long to wait. */
+static void finish_unavailable(struct gw_call *c, const struct gw_pick_why *w)
+{
+    struct gw_reqlog rl;
+    struct evbuffer *b = evbuffer_new();
+    char msg[512], ra[24];
+    long secs = 1;
+
+    if (w->reopen_us) {
+        int64_t d = w->reopen_us - gw_now_us();
+        secs = d > 0 ? (long)((d + 999999) / 1000000) : 1;
+    }
+    if (w->busy && !w->open)
+        snprintf(msg, sizeof(msg), "every backend serving '%s' is at its "
+                 "max_inflight; retry shortly", c->model);
+    else
+        snprintf(msg, sizeof(msg), "no backend serving '%s' is usable now "
+                 "(circuit breakers open%s); retry in %ld s", c->model,
+                 w->busy ? " or at max_inflight" : "", secs);
+    snprintf(ra, sizeof(ra), "%ld", secs);
+    call_state(c, FINISHED);
+    fill_log(c, &rl, 503, "no_backend_available");
+    gw_http_add_header(c->req, "Retry-After", ra);
+    if (b == NULL || gw_error_json(b, 503, "no_backend_available", msg) < 0)
+        gw_http_reply(c->req, 503, NULL, NULL, 0);
+    else
+        gw_http_reply_buffer(c->req, 503, "application/json", b);
+    if (b)
+        evbuffer_free(b);
+    gw_proxy_log(c->gw, c->req, &rl);
+    call_free(c);
+}
+
 /* Ends the call with a gateway error before anything reached the client. */
 static void finish_error(struct gw_call *c, int status, const char *code,
                          const char *message)
 {
     struct gw_reqlog rl;
 
+    route_headers(c);
     call_state(c, FINISHED);
     fill_log(c, &rl, status, code);
     gw_proxy_error(c->gw, c->req, &rl, status, code, message);
@@ -190,6 +438,7 @@ static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
 
     if (c->state == STREAMING) {
         if (kind == END_OK && c->sse.done && gw_sse_pending(&c->sse) == 0) {
+            attempt_release(c, GW_BREAKER_OK, 0);
             gw_http_reply_end(c->req);
             call_state(c, FINISHED);
             fill_log(c, &rl, 200, NULL);
@@ -197,6 +446,8 @@ static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
             call_free(c);
             return;
         }
+        /* bytes went out: never retried (invariant 1) */
+        attempt_release(c, GW_BREAKER_FAIL, 0);
         snprintf(msg, sizeof(msg), "backend '%s' stream ended early: %s",
                  c->backend->name,
                  kind == END_OK ? "closed before data: [DONE]" : why);
@@ -206,9 +457,23 @@ static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
     if (c->state == BUFFERING && kind == END_OK) {
         struct evbuffer *body = c->body;
         size_t len = evbuffer_get_length(body);
+        if (c->status >= 500 || c->status == 429) {
+            long ra = c->status == 429 || c->status == 503
+                          ? gw_breaker_parse_retry_after(c->retry_after) : 0;
+            attempt_release(c, GW_BREAKER_FAIL, ra);
+            snprintf(msg, sizeof(msg), "it answered %ld", c->status);
+            if (retry(c, msg) == 0)
+                return;
+        } else {
+            attempt_release(c, GW_BREAKER_OK, 0);
+        }
+        route_headers(c);
         if (c->status >= 200 && c->status < 300 && len > 0)
             gw_usage_find((const char *)evbuffer_pullup(body, -1), len,
                           &c->usage);
+        if (c->gw->prompts && c->status >= 200 && c->status < 300)
+            gw_prompt_output(c->gw->prompts, c->req,
+                             (const char *)evbuffer_pullup(body, -1), len, 0);
         if (c->retry_after[0])
             gw_http_add_header(c->req, "Retry-After", c->retry_after);
         call_state(c, FINISHED);
@@ -222,26 +487,36 @@ static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
         return;
     }
     if (c->too_big) {
+        attempt_release(c, GW_BREAKER_FAIL, 0);
         snprintf(msg, sizeof(msg), "backend '%s' answer is larger than %u "
                  "bytes", c->backend->name, MAX_BUFFERED);
         finish_error(c, 502, "backend_error", msg);
         return;
     }
+    /* nothing reached the client: a retry may go elsewhere */
+    attempt_release(c, c->state == WAITING ? GW_BREAKER_DOWN
+                                           : GW_BREAKER_FAIL, 0);
     if (kind == END_TIMEOUT) {
         snprintf(msg, sizeof(msg), "backend '%s' timed out: %s",
                  c->backend->name, why);
+        if (retry(c, msg) == 0)
+            return;
         finish_error(c, 504, "backend_timeout", msg);
         return;
     }
     if (kind == END_CONNECT && c->state == WAITING) {
         snprintf(msg, sizeof(msg), "cannot connect to backend '%s': %s",
                  c->backend->name, why);
+        if (retry(c, msg) == 0)
+            return;
         gw_log_warn("request %s: %s", c->request_id, msg);
         finish_error(c, 502, "backend_unreachable", msg);
         return;
     }
     snprintf(msg, sizeof(msg), "backend '%s' failed: %s", c->backend->name,
              why ? why : "answer incomplete");
+    if (retry(c, msg) == 0)
+        return;
     gw_log_warn("request %s: %s", c->request_id, msg);
     finish_error(c, 502, "backend_error", msg);
 }
@@ -285,6 +560,18 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     char why[128];
 
     (void)fd, (void)what;
+    if (c->state == RETRYING) {
+        struct gw_pick_why w;
+        while (attempt_send(c) < 0) {
+            if (attempt_pick(c, &w) < 0) {
+                snprintf(why, sizeof(why), "cannot start the upstream "
+                         "transfer to backend '%s'", c->backend->name);
+                finish_error(c, 502, "backend_unreachable", why);
+                return;
+            }
+        }
+        return;
+    }
     transport_stop(c);
     if (c->state == WAITING)
         snprintf(why, sizeof(why), "no answer within %ld ms "
@@ -299,8 +586,15 @@ static int relay_event(void *arg, const struct gw_sse_event *ev)
 {
     struct gw_call *c = arg;
 
-    if (ev->data_len > 8 && memmem(ev->data, ev->data_len, "\"usage\"", 7))
+    if (ev->data_len > 8 && memmem(ev->data, ev->data_len, "\"usage\"", 7)) {
         gw_usage_find(ev->data, ev->data_len, &c->usage);
+        /* the usage-only chunk the gateway asked for, not the client */
+        if (c->admit.injected_usage &&
+            memmem(ev->data, ev->data_len, "\"choices\":[]", 12))
+            return 0;
+    }
+    if (c->gw->prompts)
+        gw_prompt_output(c->gw->prompts, c->req, ev->data, ev->data_len, 1);
     gw_http_reply_chunk(c->req, ev->raw, ev->raw_len);
     return 0;
 }
@@ -308,14 +602,17 @@ static int relay_event(void *arg, const struct gw_sse_event *ev)
 /* The end of the upstream's head: decides how to relay. */
 static void on_head(struct gw_call *c)
 {
+    int64_t now = gw_now_us();
     long left;
 
-    c->ttfb_us = (long)(gw_now_us() - c->t_start);
-    left = c->backend->timeout_ms - c->ttfb_us / 1000;
+    c->ttfb_us = (long)(now - c->t_start);
+    c->head_us = (long)(now - c->t_attempt);
+    left = (long)((c->deadline_us - now) / 1000);
     arm_timer(c, left > 0 ? left : 1);
     if (c->status == 200 &&
         strncasecmp(c->content_type, "text/event-stream", 17) == 0) {
         call_state(c, STREAMING);
+        route_headers(c);
         gw_http_add_header(c->req, "Cache-Control", "no-cache");
         gw_http_reply_start(c->req, 200, "text/event-stream");
     } else {
@@ -483,7 +780,8 @@ static int native_start(struct gw_call *c, struct gw_http_req *req,
     struct gw_backend *b = c->backend;
     struct gw_uppool *pool = pool_for(c->gw, b);
     struct evbuffer *out = evbuffer_new();
-    size_t i, len = evbuffer_get_length(req->body);
+    struct evbuffer *body = c->alt_body ? c->alt_body : req->body;
+    size_t i, len = evbuffer_get_length(body);
 
     if (pool == NULL || out == NULL) {
         if (out)
@@ -521,7 +819,7 @@ static int native_start(struct gw_call *c, struct gw_http_req *req,
     }
     evbuffer_add(out, "\r\n", 2);
     if (len)
-        evbuffer_add(out, evbuffer_pullup(req->body, -1), len);
+        evbuffer_add(out, evbuffer_pullup(body, -1), len);
     c->up = gw_upconn_send(pool, out, b->connect_timeout_ms, &up_cbs, c);
     evbuffer_free(out);
     return c->up ? 0 : -1;
@@ -657,7 +955,8 @@ static int curl_start(struct gw_call *c, struct gw_http_req *req,
                       const char *suffix)
 {
     struct gw_backend *b = c->backend;
-    size_t body_len = evbuffer_get_length(req->body);
+    struct evbuffer *body = c->alt_body ? c->alt_body : req->body;
+    size_t body_len = evbuffer_get_length(body);
     char url[2048];
     CURL *e;
 
@@ -670,7 +969,7 @@ static int curl_start(struct gw_call *c, struct gw_http_req *req,
     curl_easy_setopt(e, CURLOPT_PRIVATE, c);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS,
-                     body_len ? (char *)evbuffer_pullup(req->body, -1) : "");
+                     body_len ? (char *)evbuffer_pullup(body, -1) : "");
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curl_write_cb);
@@ -694,12 +993,13 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
 {
     struct gw_call *c = calloc(1, sizeof(*c));
     struct gw_reqlog rl;
-    int rc;
+    struct gw_pick_why why;
+    char msg[512];
 
     memset(&rl, 0, sizeof(rl));
     rl.request_id = request_id;
     rl.model = model;
-    rl.backend = backend->name;
+    rl.backend = backend ? backend->name : NULL;
     rl.stream = stream;
     rl.ttfb_us = -1;
     gw_usage_init(&rl.usage);
@@ -718,11 +1018,10 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
     c->gw = gw;
     c->req = req;
     c->config = gw_config_ref(config);
-    c->backend = backend;
     c->client_stream = stream;
     c->ttfb_us = -1;
     c->t_start = req->start_us;
-    backend->inflight++;
+    c->suffix = path_suffix;
     gw->calls++;
     gw_usage_init(&c->usage);
     gw_sse_init(&c->sse, MAX_EVENT);
@@ -730,19 +1029,35 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
     snprintf(c->model, sizeof(c->model), "%s", model);
     c->body = evbuffer_new();
     c->timer = evtimer_new(gw->base, on_timer, c);
-    if (c->body == NULL || c->timer == NULL)
-        rc = -1;
-    else if (backend->native)
-        rc = native_start(c, req, path_suffix);
-    else
-        rc = curl_start(c, req, path_suffix);
-    if (rc < 0) {
-        transport_stop(c);
+    c->first_pool = c->pool = gw_pool_find(config, model);
+    if (c->body == NULL || c->timer == NULL || c->first_pool == NULL) {
         call_free(c);
         gw_proxy_error(gw, req, &rl, 500, "internal_error",
                        "cannot start the upstream transfer");
         return;
     }
     gw_http_req_set_callbacks(req, on_client_close, on_client_writable, c);
-    arm_timer(c, backend->first_byte_timeout_ms);
+    if (backend) {
+        /* the caller chose: the first attempt goes there, retries follow
+         * the pool */
+        struct gw_backend_state *s = backend->state;
+        c->probe = gw_breaker_acquire(&s->breaker, &backend->breaker,
+                                      gw_now_us());
+        s->inflight++;
+        c->backend = backend;
+        c->tried[c->n_tried++] = backend;
+        c->attempt_live = 1;
+        c->deadline_us = c->t_start + (int64_t)backend->timeout_ms * 1000;
+    } else if (attempt_pick(c, &why) < 0) {
+        finish_unavailable(c, &why);
+        return;
+    }
+    while (attempt_send(c) < 0) {
+        if (attempt_pick(c, &why) < 0) {
+            snprintf(msg, sizeof(msg), "cannot start the upstream transfer "
+                     "to backend '%s'", c->backend->name);
+            finish_error(c, 502, "backend_unreachable", msg);
+            return;
+        }
+    }
 }
