@@ -198,6 +198,7 @@ int gw_limit_admit(struct gw_limiter *l, const struct gw_key *key,
              "rate limit reached for key '%s': %ld requests per minute",
              key->name, key->rate.rpm);
         fill_req(r, key->rate.rpm, ks->tat_req, now);
+        r->remaining_req = 0; /* none without waiting */
         return 0;
     }
     if (mrate && mrate->rpm &&
@@ -213,6 +214,7 @@ int gw_limit_admit(struct gw_limiter *l, const struct gw_key *key,
              "rate limit reached for key '%s': %ld tokens per minute",
              key->name, key->rate.tpm);
         fill_tok(r, key->rate.tpm, ks->tat_tok, now);
+        r->remaining_tok = 0;
         return 0;
     }
     if (mrate && mrate->tpm &&

@@ -71,6 +71,8 @@ static const char script[] =
     "local function deny(w, code)\n"
     "  local rr, rs = rem(rpm, get(KEYS[1]))\n"
     "  local tr, ts = rem(tpm, get(KEYS[2]))\n"
+    "  if code == 1 then rr = 0 end\n"
+    "  if code == 2 then tr = 0 end\n"
     "  return {0, math.ceil(w), code, rpm, rr, rs, tpm, tr, ts}\n"
     "end\n"
     "if dlim > 0 and tonumber(redis.call('GET', KEYS[5]) or '0') >= dlim then\n"
