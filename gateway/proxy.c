@@ -487,7 +487,8 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
     }
     /* stage: resolve prompt */
     if (f[4].type == GW_JSON_OBJECT &&
-        gw_prompt_resolve(gw, req, rl, f, 6, 4, 5, rl->key, model,
+        gw_prompt_resolve(gw, req, rl, f, sizeof(f) / sizeof(f[0]), 4, 5,
+                          rl->key, model,
                           sizeof(model)) < 0)
         return;
     /* stage: rate limit */

@@ -71,6 +71,17 @@ def assert_error(r, status, code):
     assert r.headers.get("x-request-id")
 
 
+def honours_retry_after(gw, seconds):
+    """Issue 3: a 429/503 with Retry-After opens the backend's breaker for
+    that long; with no other backend the gateway answers a fast 503 with
+    retry-after meanwhile, and serves again once the time is over."""
+    t = time.monotonic()
+    r = request("POST", gw.url + CHAT, body=chat(max_tokens=2))
+    assert r.status == 503 and time.monotonic() - t < 0.5, r
+    assert 1 <= int(r.headers["retry-after"]) <= seconds, r.headers
+    time.sleep(seconds + 0.1)
+
+
 def still_serves(gw):
     r = request("POST", gw.url + CHAT, body=chat(max_tokens=2))
     assert r.status == 200, "gateway no longer serves after the fault: %r" % r
@@ -102,6 +113,7 @@ def test_error_status_on_a_stream_request(mg, spec, status):
     assert "error" in r.json()
     if status == 429:
         assert r.headers.get("retry-after") == "3", r.headers
+        honours_retry_after(gw, 3)
     still_serves(gw)
 
 
@@ -113,6 +125,7 @@ def test_status_429_with_retry_after_passed_through(mg):
     direct = request("POST", mock.url + CHAT, body=chat(), headers=fault("status=429,retry-after=2"))
     assert r.json() == direct.json()
     assert r.headers.get("x-promptgate-backend") == "mock"
+    honours_retry_after(gw, 2)
     still_serves(gw)
 
 

@@ -1,0 +1,408 @@
+"""Registry prompts through promptgate (issue 7): resolution by label and by
+version, render errors, params, hot relabel, experiments (stickiness and
+split), exposures with and without outputs (streamed too), feedback
+idempotency and the samples export."""
+
+import json
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from helpers import DEFAULT_MODELS, http, sse_json, wait_until
+from regtest import Ctl
+
+CHAT = "/v1/chat/completions"
+
+V1 = "Write a product description for {{product_name}}.\n"
+V2 = {"messages": [{"role": "system", "content": "You write copy for a shop. Never invent facts."},
+                   {"role": "user", "content": "Describe {{product_name}}. Facts: {{facts}}"}],
+      "params": {"model": "qwen2.5-7b", "temperature": 0.7, "max_tokens": 12}}
+V3 = {"messages": [{"role": "system", "content": "Short copy. At most 60 words."},
+                   {"role": "user", "content": "Describe {{product_name}}. Facts: {{facts}}"}],
+      "params": {"model": "gpt-4o-mini", "temperature": 0.2}}
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A registry with product_copy v1 (text), v2, v3; production -> 2."""
+    ctl = Ctl(tmp_path / "reg.db")
+    ctl.ok("init")
+    (tmp_path / "v1.txt").write_text(V1)
+    (tmp_path / "v2.json").write_text(json.dumps(V2))
+    (tmp_path / "v3.json").write_text(json.dumps(V3))
+    for v in ("v1.txt", "v2.json", "v3.json"):
+        ctl.ok("publish", "product_copy", "-f", str(tmp_path / v))
+    ctl.ok("label", "product_copy", "2", "production")
+    return ctl
+
+
+def gw_config(mock, ctl, **registry):
+    reg = {"path": ctl.db}
+    reg.update(registry)
+    return {"limits": {"max_body_bytes": 1 << 20, "drain_timeout_ms": 2000},
+            "backends": [{"name": "mock", "url": mock.base, "models": list(DEFAULT_MODELS),
+                          "timeout_ms": 5000}],
+            "access_log": "stderr", "registry": reg}
+
+
+@pytest.fixture
+def served(mockllm, gateway, registry):
+    """(mock, gw, ctl): a gateway on the registry, exposures in the db."""
+    mock = mockllm()
+    mock.reset()
+    gw = gateway(gw_config(mock, registry))
+    return mock, gw, registry
+
+
+def ask(gw, prompt, headers=None, **extra):
+    body = {"prompt": prompt}
+    body.update(extra)
+    return http("POST", gw.url + CHAT, body, headers=headers)
+
+
+def exposures(db, n=None, timeout=5):
+    """Rows of the exposures table as dicts (waits until there are n)."""
+    def rows():
+        con = sqlite3.connect(db)
+        con.row_factory = sqlite3.Row
+        try:
+            r = [dict(x) for x in con.execute("SELECT * FROM exposures ORDER BY id")]
+        finally:
+            con.close()
+        return r if n is None or len(r) >= n else None
+    return wait_until(rows, timeout=timeout, message="exposures written") if n else rows()
+
+
+def export(ctl, *args):
+    r = ctl.run("samples", "export", *args)
+    assert r.rc == 0, r
+    return [json.loads(line) for line in r.out.splitlines()]
+
+
+# ------------------------------------------------------------ resolution
+
+def test_label_renders_messages_params_and_header(served):
+    mock, gw, ctl = served
+    r = ask(gw, {"name": "product_copy", "label": "production",
+                 "variables": {"product_name": "Kettle", "facts": "1.7 l"}},
+            user="u1")
+    assert r.status == 200, r
+    assert r.headers["x-prompt-version"] == "product_copy@2"
+    assert "x-prompt-experiment" not in r.headers
+    up = mock.requests()[-1]["body"]
+    assert "prompt" not in up
+    assert up["messages"] == [
+        {"role": "system", "content": "You write copy for a shop. Never invent facts."},
+        {"role": "user", "content": "Describe Kettle. Facts: 1.7 l"}]
+    # the version's params, where the request sets none; the request's own
+    # members kept
+    assert up["model"] == "qwen2.5-7b" and up["temperature"] == 0.7
+    assert up["max_tokens"] == 12 and up["user"] == "u1"
+
+
+def test_request_params_win_over_the_versions(served):
+    mock, gw, _ = served
+    r = ask(gw, {"name": "product_copy", "label": "production",
+                 "variables": {"product_name": "K", "facts": "f"}},
+            model="gpt-4o-mini", temperature=0, max_tokens=3)
+    assert r.status == 200, r
+    up = mock.requests()[-1]["body"]
+    assert up["model"] == "gpt-4o-mini" and up["temperature"] == 0 and up["max_tokens"] == 3
+    assert list(up).count("model") == 1
+
+
+def test_version_and_latest(served):
+    mock, gw, _ = served
+    r = ask(gw, {"name": "product_copy", "version": 1,
+                 "variables": {"product_name": "Lamp"}}, model="qwen2.5-7b")
+    assert r.status == 200 and r.headers["x-prompt-version"] == "product_copy@1"
+    assert mock.requests()[-1]["body"]["messages"] == [
+        {"role": "user", "content": "Write a product description for Lamp."}]
+    r = ask(gw, {"name": "product_copy", "variables": {"product_name": "x", "facts": "y"}})
+    assert r.status == 200 and r.headers["x-prompt-version"] == "product_copy@3"
+    assert mock.requests()[-1]["body"]["model"] == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize("prompt,status,code,words", [
+    ({"name": "nope", "label": "production"}, 404, "prompt_not_found", "unknown prompt 'nope'"),
+    ({"name": "product_copy", "label": "staging"}, 404, "prompt_not_found", "no label 'staging'"),
+    ({"name": "product_copy", "version": 9}, 404, "prompt_not_found", "no version 9"),
+    ({"name": "product_copy", "label": "production", "version": 2}, 400, "invalid_prompt", "give one"),
+    ({"name": "product_copy", "label": "production", "variables": {"product_name": "x"}},
+     400, "prompt_render_error", "missing variable 'facts'"),
+    ({"name": "Bad Name"}, 400, "invalid_prompt", "prompt.name"),
+    ({"name": "product_copy", "version": "2"}, 400, "invalid_prompt", "prompt.version"),
+    ({"name": "product_copy", "variables": [1]}, 400, "invalid_prompt", "prompt.variables"),
+    ({"label": "production"}, 400, "invalid_prompt", "prompt.name"),
+])
+def test_errors_name_the_problem(served, prompt, status, code, words):
+    mock, gw, ctl = served
+    r = ask(gw, prompt, model="qwen2.5-7b")
+    assert r.status == status, r
+    err = r.json()["error"]
+    assert err["code"] == code and words in err["message"], err
+    assert mock.count() == 0
+
+
+def test_messages_and_prompt_both_is_400(served):
+    mock, gw, _ = served
+    r = ask(gw, {"name": "product_copy", "version": 1, "variables": {"product_name": "x"}},
+            model="qwen2.5-7b", messages=[{"role": "user", "content": "hi"}])
+    assert r.status == 400 and "not both" in r.json()["error"]["message"]
+
+
+def test_no_model_anywhere_is_400(served):
+    _, gw, _ = served
+    r = ask(gw, {"name": "product_copy", "version": 1, "variables": {"product_name": "x"}})
+    assert r.status == 400 and r.json()["error"]["code"] == "missing_model"
+
+
+def test_prompt_without_registry_is_400(mockllm, gateway):
+    mock = mockllm()
+    gw = gateway({"backends": [{"name": "mock", "url": mock.base, "models": DEFAULT_MODELS}]})
+    r = ask(gw, {"name": "product_copy"}, model="qwen2.5-7b")
+    assert r.status == 400 and r.json()["error"]["code"] == "registry_not_configured"
+    # a plain completions prompt string is not a registry reference
+    r = http("POST", gw.url + "/v1/completions", {"model": "qwen2.5-7b", "prompt": "hi"})
+    assert r.status == 200
+
+
+def test_bad_registry_config(gateway_check, tmp_path):
+    base = {"backends": [{"name": "m", "url": "http://127.0.0.1:9/v1", "models": ["a"]}]}
+    rc, out, err = gateway_check(dict(base, registry={"path": ""}))
+    assert rc == 1 and "registry.path" in err
+    rc, out, err = gateway_check(dict(base, registry={"path": "x.db", "log_outputs": "yes",
+                                                      "exposure": "db"}))
+    assert rc == 1 and "registry.log_outputs" in err and "registry.exposure: unknown key" in err
+
+
+# ------------------------------------------------------------ snapshot
+
+def test_relabel_is_served_within_2s_under_load(served):
+    mock, gw, ctl = served
+    prompt = {"name": "product_copy", "label": "production",
+              "variables": {"product_name": "K", "facts": "f"}}
+    stop = threading.Event()
+    seen, bad = set(), []
+
+    def load():
+        while not stop.is_set():
+            r = ask(gw, prompt, model="qwen2.5-7b")
+            if r.status != 200:
+                bad.append(r)
+            else:
+                seen.add(r.headers["x-prompt-version"])
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        ctl.ok("label", "product_copy", "3", "production")
+        wait_until(lambda: "product_copy@3" in seen, timeout=2,
+                   message="the new label served within 2 s")
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not bad, bad[:3]
+    assert seen == {"product_copy@2", "product_copy@3"}
+    assert took < 2
+
+
+def test_unreadable_registry_keeps_last_snapshot(served, tmp_path):
+    mock, gw, ctl = served
+    prompt = {"name": "product_copy", "label": "production",
+              "variables": {"product_name": "K", "facts": "f"}}
+    import os
+    os.rename(ctl.db, str(tmp_path / "moved.db"))
+    time.sleep(0.6)
+    r = ask(gw, prompt)
+    assert r.status == 200 and r.headers["x-prompt-version"] == "product_copy@2"
+    assert "still serving the previous snapshot" in gw.stderr_text()
+    os.rename(str(tmp_path / "moved.db"), ctl.db)
+    ctl.ok("label", "product_copy", "1", "production")
+    wait_until(lambda: ask(gw, dict(prompt, label="production"), model="qwen2.5-7b")
+               .headers.get("x-prompt-version") == "product_copy@1", timeout=3)
+
+
+def test_sighup_reloads_the_registry(served):
+    mock, gw, ctl = served
+    gw.reload(gw_config(mock, ctl))
+    wait_until(lambda: "snapshot of" in gw.stderr_text() and "(reload)" in gw.stderr_text())
+
+
+# ------------------------------------------------------------ experiments
+
+def test_experiment_sticky_split_and_headers(served):
+    mock, gw, ctl = served
+    ctl.ok("experiment", "start", "product_copy", "--label", "production",
+           "--arm", "2:50", "--arm", "3:50")
+    prompt = {"name": "product_copy", "label": "production",
+              "variables": {"product_name": "K", "facts": "f"}}
+    wait_until(lambda: "x-prompt-experiment" in ask(gw, prompt, user="probe").headers, timeout=3)
+    versions = {}
+    for i in range(400):
+        u = "user-%d" % i
+        r = ask(gw, prompt, user=u)
+        assert r.status == 200
+        exp = r.headers["x-prompt-experiment"]
+        v = r.headers["x-prompt-version"]
+        assert exp.startswith("product_copy@production; arm=")
+        assert exp.endswith("arm=0") == (v == "product_copy@2")
+        # promptctl render --user says the same arm
+        versions[u] = v
+    for u in ("user-1", "user-2", "user-3"):
+        for how in ({"user": u}, {"headers": {"x-user-id": u}}):
+            r = ask(gw, prompt, **how)
+            assert r.headers["x-prompt-version"] == versions[u]
+        rendered = ctl.json("render", "product_copy@production", "--user", u,
+                            "--var", "product_name=K", "--var", "facts=f")
+        assert "product_copy@%d" % rendered["version"] == versions[u]
+    share = sum(v == "product_copy@2" for v in versions.values()) / len(versions)
+    assert 0.40 < share < 0.60, share
+
+
+# ------------------------------------------------------------ exposures
+
+def test_exposure_recorded_without_output(served):
+    mock, gw, ctl = served
+    r = ask(gw, {"name": "product_copy", "label": "production",
+                 "variables": {"product_name": "Kettle", "facts": "1.7 l"}},
+            user="alice", headers={"x-request-id": "req-1"})
+    assert r.status == 200
+    e = exposures(ctl.db, 1)[0]
+    assert e["request_id"] == "req-1" and e["user_id"] == "alice"
+    assert e["prompt"] == "product_copy" and e["version"] == 2 and e["label"] == "production"
+    assert e["model"] == "qwen2.5-7b" and e["backend"] == "mock" and e["status"] == 200
+    assert e["latency_ms"] > 0 and e["completion_tokens"] > 0 and e["stream"] == 0
+    assert json.loads(e["variables"]) == {"product_name": "Kettle", "facts": "1.7 l"}
+    assert e["output"] is None and e["experiment_id"] is None
+
+
+def test_exposure_output_logged_buffered_and_streamed(mockllm, gateway, registry):
+    mock = mockllm("--tokens", "5")
+    gw = gateway(gw_config(mock, registry, log_outputs=True))
+    prompt = {"name": "product_copy", "label": "production",
+              "variables": {"product_name": "K", "facts": "f"}}
+    r = ask(gw, prompt, headers={"x-request-id": "plain"})
+    assert r.status == 200
+    text = r.json()["choices"][0]["message"]["content"]
+    r = ask(gw, prompt, stream=True, headers={"x-request-id": "streamed"})
+    assert r.status == 200
+    streamed = "".join(c["choices"][0]["delta"].get("content", "")
+                       for c in sse_json(r.body) if c.get("choices"))
+    rows = {e["request_id"]: e for e in exposures(registry.db, 2)}
+    assert rows["plain"]["output"] == text and text
+    assert rows["streamed"]["output"] == streamed and streamed
+    assert rows["streamed"]["stream"] == 1
+
+
+def test_exposures_to_a_jsonl_file(mockllm, gateway, registry, tmp_path):
+    mock = mockllm()
+    log = tmp_path / "exposures.jsonl"
+    gw = gateway(gw_config(mock, registry, exposures=str(log), log_outputs=True))
+    r = ask(gw, {"name": "product_copy", "version": 1, "variables": {"product_name": "P"}},
+            model="qwen2.5-7b", headers={"x-request-id": "f1"})
+    assert r.status == 200
+    assert http("POST", gw.url + "/v1/feedback", {"request_id": "f1", "event": "click"}).status == 202
+    lines = wait_until(lambda: [json.loads(x) for x in log.read_text().splitlines()]
+                       if log.exists() and len(log.read_text().splitlines()) >= 2 else None)
+    ex = [x for x in lines if x["type"] == "exposure"][0]
+    assert ex["request_id"] == "f1" and ex["version"] == 1 and ex["output"]
+    assert ex["variables"] == {"product_name": "P"}
+    fb = [x for x in lines if x["type"] == "feedback"][0]
+    assert fb["request_id"] == "f1" and fb["event"] == "click" and fb["value"] == 1
+    assert exposures(registry.db) == []
+
+
+def test_failed_upstream_is_an_exposure_too(served):
+    mock, gw, ctl = served
+    mock.set_fault("status=500", count=10)
+    r = ask(gw, {"name": "product_copy", "label": "production",
+                 "variables": {"product_name": "K", "facts": "f"}},
+            headers={"x-request-id": "bad-1"})
+    assert r.status >= 500
+    e = exposures(ctl.db, 1)[0]
+    assert e["request_id"] == "bad-1" and e["status"] == r.status
+
+
+# ------------------------------------------------------------ feedback
+
+def test_feedback_idempotent_and_validated(served):
+    mock, gw, ctl = served
+    fb = gw.url + "/v1/feedback"
+    for _ in range(3):
+        r = http("POST", fb, {"request_id": "r-9", "event": "click", "value": 1})
+        assert r.status == 202 and r.json()["status"] == "accepted"
+    assert http("POST", fb, {"request_id": "r-9", "event": "conversion"}).status == 202
+    assert http("POST", fb, {"request_id": "r-9", "event": "click", "value": 0}).status == 202
+
+    def rows():
+        con = sqlite3.connect(ctl.db)
+        try:
+            got = con.execute("SELECT request_id, event, value FROM feedback ORDER BY event").fetchall()
+        finally:
+            con.close()
+        return got if len(got) == 2 else None
+    assert wait_until(rows) == [("r-9", "click", 1.0), ("r-9", "conversion", 1.0)]
+    for body, words in [({"event": "click"}, "request_id"),
+                        ({"request_id": "a b", "event": "click"}, "request_id"),
+                        ({"request_id": "r", "event": "Click!"}, "event"),
+                        ({"request_id": "r", "event": "click", "value": "1"}, "value"),
+                        ("[1]", "JSON")]:
+        r = http("POST", fb, body)
+        assert r.status == 400 and words in r.json()["error"]["message"], (body, r)
+    assert http("GET", fb).status == 405
+
+
+# ------------------------------------------------------------ samples export
+
+def test_samples_export_format(served):
+    mock, gw, ctl = served
+    ctl.ok("experiment", "start", "product_copy", "--label", "production",
+           "--arm", "2:50", "--arm", "3:50")
+    facts = {"颜色": "白色", "容量": "1.7L"}
+    prompt = {"name": "product_copy", "label": "production",
+              "variables": {"product_name": "Kettle", "facts": json.dumps(facts, ensure_ascii=False)}}
+    wait_until(lambda: "x-prompt-experiment" in ask(gw, prompt, user="probe",
+                                                     headers={"x-request-id": "probe"}).headers,
+               timeout=3)
+    ids = []
+    for i in range(20):
+        r = ask(gw, prompt, user="u%d" % i, headers={"x-request-id": "x%d" % i})
+        assert r.status == 200
+        ids.append("x%d" % i)
+    for i in range(0, 20, 4):
+        http("POST", gw.url + "/v1/feedback", {"request_id": "x%d" % i, "event": "click"})
+    http("POST", gw.url + "/v1/feedback", {"request_id": "x0", "event": "conversion", "value": 1})
+    http("POST", gw.url + "/v1/feedback", {"request_id": "x0", "event": "add_to_cart", "value": 2})
+    exposures(ctl.db, 21)
+
+    def feedback_in():
+        con = sqlite3.connect(ctl.db)
+        try:
+            return con.execute("SELECT count(*) FROM feedback").fetchone()[0] == 7
+        finally:
+            con.close()
+    wait_until(feedback_in)
+    samples = export(ctl, "--experiment", "product_copy@production")
+    by_id = {s["id"]: s for s in samples}
+    assert set(ids) <= set(by_id)
+    s = by_id["x0"]
+    assert s["clicks"] == 1 and s["conversions"] == 1 and s["impressions"] == 1
+    assert s["outcomes"] == {"click": 1, "conversion": 1, "add_to_cart": 2}
+    assert s["facts"] == facts and s["variables"]["product_name"] == "Kettle"
+    assert s["user"] == "u0" and s["version"] in (2, 3) and s["prompt"] == "product_copy"
+    assert s["experiment"] == "product_copy@production"
+    assert by_id["x1"]["clicks"] == 0 and by_id["x1"]["outcomes"] == {}
+    assert sum(by_id[i]["clicks"] for i in ids) == 5
+    # --since after everything: nothing; an unknown experiment: a clear error
+    assert export(ctl, "--experiment", "product_copy@production", "--since", "9999") == []
+    r = ctl.run("samples", "export", "--experiment", "product_copy@staging")
+    assert r.rc == 1 and "no experiment 'product_copy@staging'" in r.err
+    r = ctl.run("samples", "export")
+    assert r.rc == 1 and "--experiment" in r.err
