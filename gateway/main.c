@@ -313,7 +313,6 @@ out:
     gw_upstream_free_pools(gw);
     gw_prompts_free(gw->prompts);
     gw_states_free(gw->states);
-    gw_prompts_free(gw->prompts);
     gw_rlredis_free(gw->rlredis);
     gw_limiter_free(gw->limiter);
     gw_accesslog_free(gw->alog);
