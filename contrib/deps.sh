@@ -11,6 +11,14 @@ for p in $PKGS; do
         missing="$missing $p"
     fi
 done
+# the official OpenAI client test runs on Node.js: use the machine's node
+# (and its npm) when there is one, else Debian's
+if ! command -v node >/dev/null 2>&1; then
+    missing="$missing nodejs"
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    missing="$missing npm"
+fi
 [ -z "$missing" ] && exit 0
 echo "deps: installing$missing" >&2
 SUDO=""
