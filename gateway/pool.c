@@ -379,18 +379,20 @@ int gw_states_attach(struct gw_backend_states *s, struct gw_config *c)
 
 /* ---------------------------------------------------------------- admin */
 
+#define ADD(b, lit) evbuffer_add((b), (lit), sizeof(lit) - 1)
+
 static void json_str(struct evbuffer *out, const char *s)
 {
-    evbuffer_add(out, "\"", 1);
+    ADD(out, "\"");
     gw_json_escape(out, s, strlen(s));
-    evbuffer_add(out, "\"", 1);
+    ADD(out, "\"");
 }
 
 void gw_states_json(struct gw_config *c, int64_t now_us, struct evbuffer *out)
 {
     size_t i, j;
 
-    evbuffer_add(out, "{\"backends\":[", 13);
+    ADD(out, "{\"backends\":[");
     for (i = 0; i < c->n_backends; i++) {
         const struct gw_backend *b = &c->backends[i];
         const struct gw_backend_state *s = b->state;
@@ -401,14 +403,14 @@ void gw_states_json(struct gw_config *c, int64_t now_us, struct evbuffer *out)
         gw_breaker_window(br, &b->breaker, now_us, &n, &nf);
         if (br->state == GW_BREAKER_OPEN && br->open_until_us > now_us)
             open_ms = (long)((br->open_until_us - now_us) / 1000);
-        evbuffer_add(out, i ? ",{\"name\":" : "{\"name\":", i ? 10 : 9);
+        evbuffer_add_printf(out, "%s{\"name\":", i ? "," : "");
         json_str(out, b->name);
-        evbuffer_add(out, ",\"url\":", 7);
+        ADD(out, ",\"url\":");
         json_str(out, b->url);
-        evbuffer_add(out, ",\"models\":[", 11);
+        ADD(out, ",\"models\":[");
         for (j = 0; j < b->n_models; j++) {
             if (j)
-                evbuffer_add(out, ",", 1);
+                ADD(out, ",");
             json_str(out, b->models[j]);
         }
         evbuffer_add_printf(
@@ -418,7 +420,7 @@ void gw_states_json(struct gw_config *c, int64_t now_us, struct evbuffer *out)
             gw_breaker_state_name(br->state), open_ms, br->opens,
             s->inflight, b->max_inflight, b->weight, b->priority);
         if (s->ewma_us < 0)
-            evbuffer_add(out, "\"ewma_latency_ms\":null,", 23);
+            ADD(out, "\"ewma_latency_ms\":null,");
         else
             evbuffer_add_printf(out, "\"ewma_latency_ms\":%.3f,",
                                 (double)s->ewma_us / 1000.0);
@@ -431,27 +433,27 @@ void gw_states_json(struct gw_config *c, int64_t now_us, struct evbuffer *out)
             br->consecutive, s->attempts, s->failures,
             b->health_path ? "true" : "false");
     }
-    evbuffer_add(out, "],\"models\":[", 12);
+    ADD(out, "],\"models\":[");
     for (i = 0; i < c->n_pools; i++) {
         const struct gw_pool *p = &c->pools[i];
-        evbuffer_add(out, i ? ",{\"model\":" : "{\"model\":", i ? 10 : 9);
+        evbuffer_add_printf(out, "%s{\"model\":", i ? "," : "");
         json_str(out, p->model);
         evbuffer_add_printf(out, ",\"strategy\":\"%s\",\"backends\":[",
                             strategy_names[p->strategy]);
         for (j = 0; j < p->n; j++) {
             if (j)
-                evbuffer_add(out, ",", 1);
+                ADD(out, ",");
             json_str(out, p->backends[j]->name);
         }
-        evbuffer_add(out, "],\"fallbacks\":[", 15);
+        ADD(out, "],\"fallbacks\":[");
         for (j = 0; j < p->n_fallbacks; j++) {
             if (j)
-                evbuffer_add(out, ",", 1);
+                ADD(out, ",");
             json_str(out, p->fallbacks[j]->model);
         }
-        evbuffer_add(out, "]}", 2);
+        ADD(out, "]}");
     }
-    evbuffer_add(out, "]}", 2);
+    ADD(out, "]}");
 }
 
 int gw_admin_key_ok(const char *key, const char *given)
