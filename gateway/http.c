@@ -43,6 +43,7 @@
  */
 #include "gateway/http.h"
 #include "gateway/error.h"
+#include "gateway/chunked.h"
 #include "gateway/clock.h"
 
 #include <arpa/inet.h>
@@ -101,7 +102,7 @@ struct gw_http_conn {
     enum conn_state state;
     /* body framing */
     int chunked;
-    int chunk_state; /* 0 size line, 1 data, 2 CRLF after data, 3 trailer */
+    struct gw_chunked ck;
     size_t body_left;
     int linger;            /* unread input may follow: linger on close */
     size_t lingered;       /* bytes dropped while lingering */
@@ -603,7 +604,7 @@ static int parse_head(struct gw_http_conn *c, struct gw_http_req *r,
             return 400;
         }
         c->chunked = 1;
-        c->chunk_state = 0;
+        gw_chunked_init(&c->ck);
     } else if (cl) {
         unsigned long long len = 0;
         const char *q = cl;
@@ -690,82 +691,27 @@ static void read_head(struct gw_http_conn *c)
  * when more input is needed, -1 after answering an error. */
 static int read_chunked(struct gw_http_conn *c, struct evbuffer *in)
 {
-    struct gw_http_req *r = c->req;
-    size_t n_read;
-    char *line;
+    size_t n;
 
     for (;;) {
-        switch (c->chunk_state) {
-        case 0: /* chunk-size [;ext] CRLF */
-        case 2: /* CRLF after data */
-        case 3: /* trailer lines until an empty one */
-            line = evbuffer_readln(in, &n_read, EVBUFFER_EOL_CRLF_STRICT);
-            if (line == NULL) {
-                if (evbuffer_get_length(in) > 4096) {
-                    fail(c, 400, "bad_request", "malformed chunked body");
-                    return -1;
-                }
-                return 0;
+        switch (gw_chunked_next(&c->ck, in, &n)) {
+        case GW_CHUNKED_NEED:
+            return 0;
+        case GW_CHUNKED_DONE:
+            return 1;
+        case GW_CHUNKED_ERROR:
+            fail(c, 400, "bad_request", "malformed chunked body");
+            return -1;
+        case GW_CHUNKED_DATA:
+            if (c->ck.total + c->ck.left > c->limits.max_body_bytes) {
+                fail(c, 413, "body_too_large",
+                     "request body is larger than the configured "
+                     "limits.max_body_bytes");
+                return -1;
             }
-            if (c->chunk_state == 2) {
-                free(line);
-                if (n_read != 0) {
-                    fail(c, 400, "bad_request", "malformed chunked body");
-                    return -1;
-                }
-                c->chunk_state = 0;
-                continue;
-            }
-            if (c->chunk_state == 3) {
-                free(line);
-                if (n_read == 0)
-                    return 1;
-                continue;
-            }
-            {
-                char *endp;
-                unsigned long long size;
-                if (!isxdigit((unsigned char)line[0])) {
-                    free(line);
-                    fail(c, 400, "bad_request", "malformed chunk size");
-                    return -1;
-                }
-                errno = 0;
-                size = strtoull(line, &endp, 16);
-                if (errno || (*endp && *endp != ';' && *endp != ' ' &&
-                              *endp != '\t')) {
-                    free(line);
-                    fail(c, 400, "bad_request", "malformed chunk size");
-                    return -1;
-                }
-                free(line);
-                if (size > c->limits.max_body_bytes ||
-                    evbuffer_get_length(r->body) + size >
-                        c->limits.max_body_bytes) {
-                    fail(c, 413, "body_too_large",
-                         "request body is larger than the configured "
-                         "limits.max_body_bytes");
-                    return -1;
-                }
-                if (size == 0) {
-                    c->chunk_state = 3;
-                    continue;
-                }
-                c->body_left = (size_t)size;
-                c->chunk_state = 1;
-            }
-            /* fall through */
-        case 1: {
-            size_t avail = evbuffer_get_length(in);
-            size_t take = avail < c->body_left ? avail : c->body_left;
-            if (take)
-                evbuffer_remove_buffer(in, r->body, take);
-            c->body_left -= take;
-            if (c->body_left > 0)
-                return 0;
-            c->chunk_state = 2;
-            continue;
-        }
+            evbuffer_remove_buffer(in, c->req->body, n);
+            gw_chunked_took(&c->ck, n);
+            break;
         }
     }
 }
@@ -832,33 +778,6 @@ static void process_input(struct gw_http_conn *c)
         read_body(c);
 }
 
-/* Reads what the socket has into c->in. Returns bytes read, 0 at EOF,
- * -1 on error, -2 when nothing is there now. */
-static int read_some(struct gw_http_conn *c)
-{
-    struct evbuffer_iovec v[2];
-    int nv = evbuffer_reserve_space(c->in, 16384, v, 2);
-    ssize_t n;
-
-    if (nv <= 0)
-        return -1;
-    do
-        n = readv(c->fd, (struct iovec *)v, nv);
-    while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        evbuffer_commit_space(c->in, v, 0);
-        return errno == EAGAIN || errno == EWOULDBLOCK ? -2 : -1;
-    }
-    /* commit exactly n bytes across the reserved vectors */
-    size_t left = (size_t)n;
-    for (int i = 0; i < nv; i++) {
-        if (v[i].iov_len > left)
-            v[i].iov_len = left;
-        left -= v[i].iov_len;
-    }
-    evbuffer_commit_space(c->in, v, nv);
-    return (int)n;
-}
 
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
@@ -866,7 +785,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     int n;
 
     (void)fd, (void)what;
-    n = read_some(c);
+    n = gw_read_some(c->in, c->fd, 16384);
     if (n == -2)
         return;
     if (n > 0) {

@@ -27,6 +27,7 @@
  *     remain, so a request costs no epoll_ctl churn.
  */
 #include "gateway/upconn.h"
+#include "gateway/chunked.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -67,7 +68,8 @@ struct gw_upconn {
     const char *pending_err; /* static text: fail from the timer */
     int reused, got_bytes, paused, in_cb, dead;
     /* answer framing */
-    int status, keepalive, chunked, until_close, chunk_state;
+    int status, keepalive, chunked, until_close;
+    struct gw_chunked ck;
     long long left;
     struct gw_upconn *next; /* in the pool's idle list */
 };
@@ -269,7 +271,7 @@ static int parse_head(struct gw_upconn *c)
         if (strcasecmp(buf, "chunked") != 0)
             return -1;
         c->chunked = 1;
-        c->chunk_state = 0;
+        gw_chunked_init(&c->ck);
     } else if (head_value(h, n, "content-length", buf, sizeof(buf))) {
         char *e;
         errno = 0;
@@ -316,9 +318,7 @@ static int deliver(struct gw_upconn *c, size_t n)
  * is needed or paused, -1 when malformed. */
 static int parse_body(struct gw_upconn *c)
 {
-    size_t avail;
-    char *line;
-    size_t len;
+    size_t avail, len;
 
     for (;;) {
         if (c->paused || c->dead)
@@ -336,49 +336,18 @@ static int parse_body(struct gw_upconn *c)
                 return c->left == 0 && !c->dead && c->cbs ? 1 : 0;
             return c->left == 0 ? 1 : 0;
         }
-        switch (c->chunk_state) {
-        case 0: /* size line */
-        case 2: /* CRLF after data */
-        case 3: /* trailers */
-            line = evbuffer_readln(c->in, &len, EVBUFFER_EOL_CRLF);
-            if (line == NULL)
-                return evbuffer_get_length(c->in) > 4096 ? -1 : 0;
-            if (c->chunk_state == 2) {
-                free(line);
-                if (len != 0)
-                    return -1;
-                c->chunk_state = 0;
-                continue;
-            }
-            if (c->chunk_state == 3) {
-                free(line);
-                if (len == 0)
-                    return 1;
-                continue;
-            }
-            {
-                char *e;
-                errno = 0;
-                c->left = strtoll(line, &e, 16);
-                int bad = errno || e == line || c->left < 0 ||
-                          (*e && *e != ';' && *e != ' ');
-                free(line);
-                if (bad)
-                    return -1;
-            }
-            c->chunk_state = c->left == 0 ? 3 : 1;
-            continue;
-        case 1: {
-            size_t take = (long long)avail < c->left ? avail : (size_t)c->left;
-            if (take == 0)
+        switch (gw_chunked_next(&c->ck, c->in, &len)) {
+        case GW_CHUNKED_NEED:
+            return 0;
+        case GW_CHUNKED_DONE:
+            return 1;
+        case GW_CHUNKED_ERROR:
+            return -1;
+        case GW_CHUNKED_DATA:
+            gw_chunked_took(&c->ck, len);
+            if (deliver(c, len))
                 return 0;
-            c->left -= (long long)take;
-            if (c->left == 0)
-                c->chunk_state = 2;
-            if (deliver(c, take))
-                return 0;
-            continue;
-        }
+            break;
         }
     }
 }
@@ -420,32 +389,6 @@ static int process(struct gw_upconn *c)
     return 0;
 }
 
-/* One readv into the buffer's free space: evbuffer_read asks the kernel
- * for FIONREAD first, a system call per read that this path can spare. */
-static int read_some(struct evbuffer *in, evutil_socket_t fd)
-{
-    struct evbuffer_iovec v[2];
-    int nv = evbuffer_reserve_space(in, READ_CHUNK, v, 2);
-    ssize_t n;
-
-    if (nv <= 0)
-        return -1;
-    do
-        n = readv(fd, (struct iovec *)v, nv);
-    while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        evbuffer_commit_space(in, v, 0);
-        return -1;
-    }
-    size_t left = (size_t)n;
-    for (int i = 0; i < nv; i++) {
-        if (v[i].iov_len > left)
-            v[i].iov_len = left;
-        left -= v[i].iov_len;
-    }
-    evbuffer_commit_space(in, v, nv);
-    return (int)n;
-}
 
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
@@ -466,13 +409,13 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         if (process(c) || c->paused)
             return;
     }
-    n = read_some(c->in, fd);
+    n = gw_read_some(c->in, fd, READ_CHUNK);
     if (n > 0) {
         c->got_bytes = 1;
         process(c);
         return;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    if (n == -2)
         return;
     /* EOF or error */
     if (n == 0 && c->state == U_BODY && c->until_close) {

@@ -1,0 +1,119 @@
+/*
+ * chunked.c - chunked transfer coding (RFC 9112 7.1) and socket reads.
+ *
+ *   size line --size 0--> trailers --empty line--> done
+ *      ^   \--size n--> data --n bytes taken--> CRLF --+
+ *      +-----------------------------------------------+
+ *
+ * Lines must end in CRLF; a size line or trailer longer than 4 KiB without
+ * one is malformed (it would otherwise buffer without bound).
+ */
+#include "gateway/chunked.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <stdlib.h>
+#include <sys/uio.h>
+
+#define MAX_LINE 4096
+
+void gw_chunked_init(struct gw_chunked *d)
+{
+    d->state = 0;
+    d->left = d->total = 0;
+}
+
+static int parse_size(const char *line, uint64_t *out)
+{
+    uint64_t v = 0;
+    const char *p = line;
+
+    if (!isxdigit((unsigned char)*p))
+        return -1;
+    for (; isxdigit((unsigned char)*p); p++) {
+        if (v >> 60)
+            return -1; /* would overflow */
+        v = v * 16 + (uint64_t)(isdigit((unsigned char)*p)
+                                    ? *p - '0'
+                                    : (tolower((unsigned char)*p) - 'a' + 10));
+    }
+    if (*p && *p != ';' && *p != ' ' && *p != '\t')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+enum gw_chunked_step gw_chunked_next(struct gw_chunked *d,
+                                     struct evbuffer *in, size_t *len)
+{
+    size_t n;
+    char *line;
+
+    for (;;) {
+        if (d->state == 1) {
+            size_t avail = evbuffer_get_length(in);
+            if (avail == 0)
+                return GW_CHUNKED_NEED;
+            *len = avail < d->left ? avail : (size_t)d->left;
+            return GW_CHUNKED_DATA;
+        }
+        line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF_STRICT);
+        if (line == NULL)
+            return evbuffer_get_length(in) > MAX_LINE ? GW_CHUNKED_ERROR
+                                                      : GW_CHUNKED_NEED;
+        if (d->state == 2) { /* the CRLF after a chunk's data */
+            free(line);
+            if (n != 0)
+                return GW_CHUNKED_ERROR;
+            d->state = 0;
+            continue;
+        }
+        if (d->state == 3) { /* trailers: skipped up to the empty line */
+            free(line);
+            if (n == 0)
+                return GW_CHUNKED_DONE;
+            continue;
+        }
+        int bad = parse_size(line, &d->left);
+        free(line);
+        if (bad)
+            return GW_CHUNKED_ERROR;
+        d->state = d->left == 0 ? 3 : 1;
+    }
+}
+
+void gw_chunked_took(struct gw_chunked *d, size_t n)
+{
+    d->left -= n;
+    d->total += n;
+    if (d->left == 0)
+        d->state = 2;
+}
+
+int gw_read_some(struct evbuffer *in, evutil_socket_t fd, size_t max)
+{
+    struct evbuffer_iovec v[2];
+    int nv = evbuffer_reserve_space(in, (ev_ssize_t)max, v, 2);
+    ssize_t n;
+
+    if (nv <= 0)
+        return -1;
+    do
+        n = readv(fd, (struct iovec *)v, nv);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        int e = errno;
+        evbuffer_commit_space(in, v, 0);
+        errno = e;
+        return e == EAGAIN || e == EWOULDBLOCK ? -2 : -1;
+    }
+    size_t left = (size_t)n;
+    for (int i = 0; i < nv; i++) {
+        if (v[i].iov_len > left)
+            v[i].iov_len = left;
+        left -= v[i].iov_len;
+    }
+    evbuffer_commit_space(in, v, nv);
+    return (int)n;
+}
