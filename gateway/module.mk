@@ -13,3 +13,5 @@ $(BUILD)/tests/test_gw_error: $(call objs,tests/unit/test_gw_error.c) $(GATEWAY_
 $(BUILD)/tests/test_gw_jscan: $(call objs,tests/unit/test_gw_jscan.c) $(GATEWAY_OBJS)
 UNIT_TESTS += $(BUILD)/tests/test_gw_limit
 $(BUILD)/tests/test_gw_limit: $(call objs,tests/unit/test_gw_limit.c) $(GATEWAY_OBJS)
+UNIT_TESTS += $(BUILD)/tests/test_gw_chunked
+$(BUILD)/tests/test_gw_chunked: $(call objs,tests/unit/test_gw_chunked.c) $(GATEWAY_OBJS)
