@@ -11,6 +11,8 @@
 # written to results/bench-<UTC time>.json.
 #
 # Knobs: SAT_CONN=32 SAT_DUR=10 LIGHT_DUR=5 WARM_DUR=3 PIN=1
+#        POOL=N  promptgate routes over a pool of N mocks (round robin,
+#                breakers on), the cost of routing; direct/nginx use one
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/contrib/bench"
@@ -20,6 +22,7 @@ SAT_DUR=${SAT_DUR:-10}
 LIGHT_DUR=${LIGHT_DUR:-5}
 WARM_DUR=${WARM_DUR:-3}
 PIN=${PIN:-1}
+POOL=${POOL:-1}
 WORK=$(mktemp -d /tmp/promptgate-bench.XXXXXX)
 RESULTS="$ROOT/results"
 mkdir -p "$RESULTS"
@@ -50,11 +53,19 @@ MOCK_PORT=$(free_port); GW_PORT=$(free_port); NGX_PORT=$(free_port)
     2>"$WORK/mock.log" &
 MOCK_PID=$!; PIDS+=("$MOCK_PID")
 wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
+BACKENDS="{\"name\": \"mock\", \"url\": \"http://127.0.0.1:$MOCK_PORT/v1\", \"models\": [\"gpt-4o-mini\"]}"
+for i in $(seq 2 "$POOL"); do
+    P=$(free_port)
+    "${SRV[@]}" "$BIN/mockllm" --listen "127.0.0.1:$P" --no-record --tokens 48 \
+        2>"$WORK/mock$i.log" &
+    PIDS+=("$!")
+    wait_http "http://127.0.0.1:$P/v1/models"
+    BACKENDS="$BACKENDS, {\"name\": \"mock$i\", \"url\": \"http://127.0.0.1:$P/v1\", \"models\": [\"gpt-4o-mini\"]}"
+done
 
 cat >"$WORK/gw.json" <<JSON
 {"listen": "127.0.0.1:$GW_PORT", "access_log": "off",
- "backends": [{"name": "mock", "url": "http://127.0.0.1:$MOCK_PORT/v1",
-               "models": ["gpt-4o-mini"]}]}
+ "backends": [$BACKENDS]}
 JSON
 "${SRV[@]}" "$BIN/promptgate" -c "$WORK/gw.json" 2>"$WORK/gw.log" &
 GW_PID=$!; PIDS+=("$GW_PID")
