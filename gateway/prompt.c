@@ -64,6 +64,23 @@
 #define MAX_PARAMS 32             /* params keys looked up in a request */
 #define OUTPUT_MAX (256u << 10)   /* bytes of an answer kept for its text */
 #define MAX_DEPTH 64
+#define VC_BUCKETS 256            /* version cache, power of two */
+
+/* What the request path needs of one snapshot version, computed once:
+ * its params as JSON text members and its variable names. Valid as long
+ * as the snapshot it came from is the current one (cleared on a swap). */
+struct vcache {
+    const struct reg_version *v;  /* borrowed from the current snapshot */
+    struct vcache *next;          /* owned: the bucket's chain */
+    size_t n_params;
+    const char *keys[MAX_PARAMS]; /* borrowed from v->params */
+    char *texts[MAX_PARAMS];      /* owned: ",\"key\":value" */
+    size_t lens[MAX_PARAMS];
+    char model[256];              /* params.model, "" when none */
+    size_t n_vars;
+    const char **vars;            /* owned array of names borrowed from
+                                     v->variables */
+};
 
 struct gw_prompts {
     struct event_base *base;      /* borrowed */
@@ -77,10 +94,125 @@ struct gw_prompts {
     struct gw_exposure_rec *pending[BUCKETS]; /* owned lists */
     size_t n_pending;
     struct evbuffer *scratch;     /* owned: the body being built */
+    struct vcache *vcache[VC_BUCKETS]; /* owned: per version of snap */
     int failing;                  /* the last reload failed */
     char stamp[128];              /* reg_watch_stamp of the snapshot */
     unsigned long dropped_seen;
 };
+
+/* ---- version cache ------------------------------------------------------- */
+
+static void vcache_clear(struct gw_prompts *p)
+{
+    size_t i, k;
+
+    for (i = 0; i < VC_BUCKETS; i++)
+        while (p->vcache[i]) {
+            struct vcache *c = p->vcache[i];
+            p->vcache[i] = c->next;
+            for (k = 0; k < c->n_params; k++)
+                free(c->texts[k]);
+            free(c->vars);
+            free(c);
+        }
+}
+
+static size_t vc_bucket(const void *v)
+{
+    uintptr_t x = (uintptr_t)v;
+
+    x ^= x >> 15;
+    x *= 0x9E3779B97F4A7C15ULL;
+    return (size_t)(x >> 40) & (VC_BUCKETS - 1);
+}
+
+static struct vcache *vcache_get(struct gw_prompts *p,
+                                 const struct reg_version *v)
+{
+    struct vcache *c;
+    const char *key;
+    json_t *val;
+    size_t b = vc_bucket(v), k;
+
+    for (c = p->vcache[b]; c; c = c->next)
+        if (c->v == v)
+            return c;
+    if ((c = calloc(1, sizeof(*c))) == NULL)
+        return NULL;
+    c->v = v;
+    json_object_foreach(v->params, key, val) {
+        char *t;
+        if (c->n_params == MAX_PARAMS)
+            break;
+        if (strcmp(key, "model") == 0 && json_is_string(val) &&
+            json_string_length(val) < sizeof(c->model))
+            memcpy(c->model, json_string_value(val),
+                   json_string_length(val) + 1);
+        t = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (t == NULL)
+            goto oom;
+        json_t *kj = json_string(key);
+        char *ks = kj ? json_dumps(kj, JSON_ENCODE_ANY) : NULL;
+        json_decref(kj);
+        if (ks == NULL || asprintf(&c->texts[c->n_params], ",%s:%s", ks, t) < 0) {
+            free(ks);
+            free(t);
+            goto oom;
+        }
+        free(ks);
+        free(t);
+        c->keys[c->n_params] = key;
+        c->lens[c->n_params] = strlen(c->texts[c->n_params]);
+        c->n_params++;
+    }
+    c->n_vars = json_array_size(v->variables);
+    if ((c->vars = calloc(c->n_vars + 1, sizeof(*c->vars))) == NULL)
+        goto oom;
+    for (k = 0; k < c->n_vars; k++)
+        c->vars[k] = json_string_value(json_array_get(v->variables, k));
+    c->next = p->vcache[b];
+    p->vcache[b] = c;
+    return c;
+oom:
+    for (k = 0; k < c->n_params; k++)
+        free(c->texts[k]);
+    free(c->vars);
+    free(c);
+    return NULL;
+}
+
+/* the variables of a request, as spans of its body (reg_lookup_fn) */
+struct lookup {
+    struct gw_jscan_field *f;     /* borrowed */
+    size_t n;
+};
+
+static int lookup_var(void *arg, const char *name, struct reg_value *out)
+{
+    struct lookup *l = arg;
+    size_t i;
+
+    for (i = 0; i < l->n; i++)
+        if (strcmp(l->f[i].key, name) == 0)
+            break;
+    if (i == l->n || l->f[i].type == GW_JSON_NONE)
+        return -1;
+    out->text = l->f[i].val;
+    out->len = l->f[i].len;
+    switch (l->f[i].type) {
+    case GW_JSON_STRING: out->type = REG_VALUE_STRING; break;
+    case GW_JSON_NUMBER: out->type = REG_VALUE_NUMBER; break;
+    case GW_JSON_TRUE: out->type = REG_VALUE_TRUE; break;
+    case GW_JSON_FALSE: out->type = REG_VALUE_FALSE; break;
+    default: out->type = REG_VALUE_OTHER; break;
+    }
+    return 0;
+}
+
+static int emit_cb(void *arg, const char *data, size_t len)
+{
+    return evbuffer_add(arg, data, len);
+}
 
 /* ---- snapshot ------------------------------------------------------------ */
 
@@ -97,6 +229,7 @@ static int snapshot_load(struct gw_prompts *p, const char *why)
         free(err);
         return -1;
     }
+    vcache_clear(p);
     reg_snapshot_unref(p->snap);
     p->snap = s;
     if (p->failing)
@@ -231,6 +364,7 @@ void gw_prompts_free(struct gw_prompts *p)
         gw_exposure_free(p->writer);
     }
     reg_watch_free(p->watch);
+    vcache_clear(p);
     reg_snapshot_unref(p->snap);
     if (p->scratch)
         evbuffer_free(p->scratch);
@@ -283,11 +417,6 @@ static int64_t wall_us(void)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int dump_cb(const char *buf, size_t size, void *data)
-{
-    return evbuffer_add(data, buf, size);
 }
 
 static const char *skip_ws(const char *s, const char *end)
@@ -367,14 +496,15 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     struct gw_prompts *p = gw->prompts;
     struct gw_jscan_field pfs[4] = {{.key = "name"}, {.key = "label"},
                                     {.key = "version"}, {.key = "variables"}};
-    struct gw_jscan_field bf[MAX_PARAMS + 1];
+    struct gw_jscan_field bf[MAX_PARAMS + 1], vf[REG_VARIABLES_MAX];
+    struct lookup lk;
+    struct vcache *vc;
     char name[REG_NAME_MAX + 1], label[REG_LABEL_MAX + 1];
     char user[REG_USER_MAX + 1], hdr[REG_NAME_MAX + 64], err[256];
-    const char *uid = NULL, *body, *cut0, *cut1, *rest, *key;
-    json_t *vars = NULL, *msgs = NULL, *val;
+    const char *uid = NULL, *body, *cut0, *cut1, *rest;
     struct reg_resolved res;
     struct gw_exposure_rec *r;
-    size_t len, nb = 0, i, off, need;
+    size_t len, i, off, need;
     char *e = NULL;
     long version = 0;
     int rc = -1;
@@ -451,63 +581,61 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         free(e);
         return rc;
     }
-    if (pfs[3].type == GW_JSON_OBJECT &&
-        (vars = json_loadb(pfs[3].val, pfs[3].len, 0, NULL)) == NULL)
-        return fail(gw, req, rl, 400, "invalid_prompt",
-                    "\"prompt.variables\" cannot be read (numbers out of "
-                    "range or \\u0000)");
-    if (reg_render(res.version, vars, &msgs, &e) < 0) {
-        rc = fail(gw, req, rl, 400, "prompt_render_error",
-                  "prompt '%s@%d': %s", name, res.version->version,
-                  e ? e : "out of memory");
-        free(e);
-        goto done;
-    }
+    if ((vc = vcache_get(p, res.version)) == NULL)
+        goto oom;
 
     /* which of the version's params the request sets itself */
     len = evbuffer_get_length(req->body);
     body = (const char *)evbuffer_pullup(req->body, -1);
     memset(bf, 0, sizeof(bf));
-    bf[nb++].key = "messages";
-    json_object_foreach(res.version->params, key, val) {
-        if (nb > MAX_PARAMS)
-            break;
-        bf[nb++].key = key;
-    }
-    if (gw_jscan(body, len, MAX_DEPTH, bf, nb, err, sizeof(err)) < 0 ||
-        member_span(body, len, pf->val, pf->len, &cut0, &cut1) < 0) {
-        rc = fail(gw, req, rl, 400, "invalid_prompt",
-                  "\"prompt\" must be written once, as a plain top-level key");
-        goto done;
-    }
-    if (bf[0].type != GW_JSON_NONE) {
-        rc = fail(gw, req, rl, 400, "invalid_prompt",
-                  "send either \"messages\" or \"prompt\", not both: the "
-                  "prompt's version supplies the messages");
-        goto done;
-    }
+    bf[0].key = "messages";
+    for (i = 0; i < vc->n_params; i++)
+        bf[i + 1].key = vc->keys[i];
+    if (gw_jscan(body, len, MAX_DEPTH, bf, vc->n_params + 1, err,
+                 sizeof(err)) < 0 ||
+        member_span(body, len, pf->val, pf->len, &cut0, &cut1) < 0)
+        return fail(gw, req, rl, 400, "invalid_prompt",
+                    "\"prompt\" must be written once, as a plain top-level "
+                    "key");
+    if (bf[0].type != GW_JSON_NONE)
+        return fail(gw, req, rl, 400, "invalid_prompt",
+                    "send either \"messages\" or \"prompt\", not both: the "
+                    "prompt's version supplies the messages");
+
+    /* the variables the version uses, as spans of the request */
+    if (vc->n_vars > REG_VARIABLES_MAX)
+        goto oom;
+    memset(vf, 0, vc->n_vars * sizeof(vf[0]));
+    for (i = 0; i < vc->n_vars; i++)
+        vf[i].key = vc->vars[i];
+    if (pfs[3].type == GW_JSON_OBJECT &&
+        gw_jscan(pfs[3].val, pfs[3].len, MAX_DEPTH, vf, vc->n_vars, err,
+                 sizeof(err)) < 0)
+        return fail(gw, req, rl, 400, "invalid_prompt",
+                    "\"prompt.variables\": %s", err);
+    lk.f = vf;
+    lk.n = vc->n_vars;
 
     /* {"messages":[...], params the request lacks, the request's members
      * without "prompt"} */
     evbuffer_add(p->scratch, "{\"messages\":", 12);
-    if (json_dump_callback(msgs, dump_cb, p->scratch, JSON_COMPACT) < 0)
-        goto oom;
-    for (i = 1; i < nb; i++) {
-        if (bf[i].type != GW_JSON_NONE)
+    if (reg_render_json(res.version, lookup_var, &lk, emit_cb, p->scratch,
+                        &e) < 0) {
+        rc = fail(gw, req, rl, 400, "prompt_render_error",
+                  "prompt '%s@%d': %s", name, res.version->version,
+                  e ? e : "out of memory");
+        free(e);
+        goto reset;
+    }
+    for (i = 0; i < vc->n_params; i++) {
+        if (bf[i + 1].type != GW_JSON_NONE)
             continue;
-        val = json_object_get(res.version->params, bf[i].key);
-        if (strcmp(bf[i].key, "model") == 0) {
-            const char *m = json_string_value(val);
-            if (m == NULL || strlen(m) >= model_cap)
+        if (strcmp(vc->keys[i], "model") == 0) {
+            if (vc->model[0] == '\0' || strlen(vc->model) >= model_cap)
                 continue;
-            memcpy(model, m, strlen(m) + 1);
+            memcpy(model, vc->model, strlen(vc->model) + 1);
         }
-        evbuffer_add(p->scratch, ",\"", 2);
-        gw_json_escape(p->scratch, bf[i].key, strlen(bf[i].key));
-        evbuffer_add(p->scratch, "\":", 2);
-        if (json_dump_callback(val, dump_cb, p->scratch,
-                               JSON_COMPACT | JSON_ENCODE_ANY) < 0)
-            goto oom;
+        evbuffer_add(p->scratch, vc->texts[i], vc->lens[i]);
     }
     if (model[0] == '\0') {
         rc = fail(gw, req, rl, 400, "missing_model",
@@ -583,8 +711,6 @@ oom:
 reset:
     evbuffer_drain(p->scratch, evbuffer_get_length(p->scratch));
 done:
-    json_decref(msgs);
-    json_decref(vars);
     return rc;
 }
 

@@ -231,6 +231,32 @@ int reg_render(const struct reg_version *version, const json_t *variables,
 int reg_render_messages(const json_t *messages, const json_t *variables,
                         json_t **messages_out, char **err);
 
+/* A variable's value for reg_render_json, as raw JSON text: a string's
+ * bytes between its quotes with escapes in place (valid JSON string
+ * content, spliced verbatim), or a number's text. */
+enum reg_value_type { REG_VALUE_NONE, REG_VALUE_STRING, REG_VALUE_NUMBER,
+                      REG_VALUE_TRUE, REG_VALUE_FALSE, REG_VALUE_OTHER };
+struct reg_value {
+    enum reg_value_type type;
+    const char *text;        /* borrowed */
+    size_t len;
+};
+/* Finds variable `name`: 0 with *out filled, or -1 when absent. */
+typedef int (*reg_lookup_fn)(void *arg, const char *name, struct reg_value *out);
+/* Appends bytes to the output: 0, or -1 on failure. */
+typedef int (*reg_emit_fn)(void *arg, const char *data, size_t len);
+
+/*
+ * Render a version's messages straight to JSON text, without building a
+ * tree: emits [{"role","name"?,"content"}, ...] exactly as reg_render's
+ * result would encode (the same template scanner, the same values, the
+ * same errors: a missing variable names it). For the gateway's request
+ * path, where the variables are spans of the request body. Thread-safe on
+ * a shared snapshot version.
+ */
+int reg_render_json(const struct reg_version *version, reg_lookup_fn lookup,
+                    void *larg, reg_emit_fn emit, void *earg, char **err);
+
 /* ---- experiments and assignment ----------------------------------------- */
 
 struct reg_arm {

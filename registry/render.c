@@ -14,6 +14,7 @@
  * Invariant: reads its inputs only (no refcount changes on them), so many
  * threads may render the same snapshot version at once.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -280,4 +281,153 @@ int reg_render(const struct reg_version *version, const json_t *variables,
 fail:
     json_decref(out);
     return -1;
+}
+
+/* ---- rendering straight to JSON text (the gateway's request path) -------- */
+
+/* JSON-escapes s[0..len) (valid UTF-8) through emit, runs at a time. */
+static int emit_escaped(reg_emit_fn emit, void *arg, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, run = 0;
+
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[6];
+        size_t n = 2;
+
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        if (i > run && emit(arg, s + run, i - run) < 0)
+            return -1;
+        esc[0] = '\\';
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            esc[1] = 'u', esc[2] = '0', esc[3] = '0';
+            esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
+            n = 6;
+        }
+        if (emit(arg, esc, n) < 0)
+            return -1;
+        run = i + 1;
+    }
+    return len > run ? emit(arg, s + run, len - run) : 0;
+}
+
+/* A number's text as reg_render writes it (jansson's reading of the JSON
+ * number, then JSON_INTEGER_FORMAT or %.17g): tmp receives it. */
+static int number_text(const char *s, size_t len, char tmp[64], size_t *n)
+{
+    char num[64], *end;
+
+    if (len == 0 || len >= sizeof(num))
+        return -1;
+    memcpy(num, s, len);
+    num[len] = '\0';
+    errno = 0;
+    if (strpbrk(num, ".eE") == NULL) {
+        long long v = strtoll(num, &end, 10);
+        if (errno || *end != '\0')
+            return -1;
+        snprintf(tmp, 64, "%lld", v);
+    } else {
+        double d = strtod(num, &end);
+        if (errno || *end != '\0')
+            return -1;
+        snprintf(tmp, 64, "%.17g", d);
+    }
+    *n = strlen(tmp);
+    return 0;
+}
+
+int reg_render_json(const struct reg_version *version, reg_lookup_fn lookup,
+                    void *larg, reg_emit_fn emit, void *earg, char **err)
+{
+#define EMIT(p, n) do { if (emit(earg, (p), (n)) < 0) goto oom; } while (0)
+    size_t i;
+
+    EMIT("[", 1);
+    for (i = 0; i < version->n_messages; i++) {
+        const struct reg_message *m = &version->messages[i];
+        const char *s = m->content;
+        size_t len = m->content_len, off = 0, total = 0;
+
+        EMIT(i ? ",{\"role\":\"" : "{\"role\":\"", i ? 10 : 9);
+        if (emit_escaped(emit, earg, m->role, strlen(m->role)) < 0)
+            goto oom;
+        if (m->name) {
+            EMIT("\",\"name\":\"", 10);
+            if (emit_escaped(emit, earg, m->name, strlen(m->name)) < 0)
+                goto oom;
+        }
+        EMIT("\",\"content\":\"", 13);
+        while (off < len) {
+            size_t plen, nlen, at, vlen;
+            const char *name, *val;
+            char key[REG_VARNAME_MAX + 1], tmp[64];
+            struct reg_value v;
+
+            at = next_var(s + off, len - off, &plen, &name, &nlen);
+            if (emit_escaped(emit, earg, s + off, at) < 0)
+                goto oom;
+            total += at;
+            if (at == len - off)
+                break;
+            memcpy(key, name, nlen);
+            key[nlen] = '\0';
+            if (lookup(larg, key, &v) < 0) {
+                reg_err(err, "missing variable '%s'", key);
+                return -1;
+            }
+            switch (v.type) {
+            case REG_VALUE_STRING: /* raw JSON string text: already escaped */
+                val = v.text, vlen = v.len;
+                break;
+            case REG_VALUE_NUMBER:
+                if (number_text(v.text, v.len, tmp, &vlen) < 0) {
+                    reg_err(err, "variable '%s' is not a number in range", key);
+                    return -1;
+                }
+                val = tmp;
+                break;
+            case REG_VALUE_TRUE:
+                val = "true", vlen = 4;
+                break;
+            case REG_VALUE_FALSE:
+                val = "false", vlen = 5;
+                break;
+            default:
+                reg_err(err, "variable '%s' must be a string, number or boolean",
+                        key);
+                return -1;
+            }
+            total += vlen;
+            if (total > REG_RENDER_MAX) {
+                reg_err(err, "rendered message is larger than %d bytes",
+                        REG_RENDER_MAX);
+                return -1;
+            }
+            EMIT(val, vlen);
+            off += at + plen;
+        }
+        if (total > REG_RENDER_MAX) {
+            reg_err(err, "rendered message is larger than %d bytes",
+                    REG_RENDER_MAX);
+            return -1;
+        }
+        EMIT("\"}", 2);
+    }
+    EMIT("]", 1);
+    return 0;
+oom:
+    reg_err(err, "cannot render: out of memory");
+    return -1;
+#undef EMIT
 }
