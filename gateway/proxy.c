@@ -637,6 +637,13 @@ void gw_proxy_handle(struct gw_http_req *req, void *arg)
         handle_models(gw, req, &rl);
         break;
     case 4:
+        /* outcomes are posted with the same keys as requests */
+        if (gw->config->n_keys > 0) {
+            const struct gw_key *k = authenticate(gw, req, &rl);
+            if (k == NULL)
+                break;
+            rl.key = k->name;
+        }
         gw_prompt_feedback(gw, req, &rl);
         break;
     case 5:

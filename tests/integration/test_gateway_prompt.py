@@ -406,3 +406,30 @@ def test_samples_export_format(served):
     assert r.rc == 1 and "no experiment 'product_copy@staging'" in r.err
     r = ctl.run("samples", "export")
     assert r.rc == 1 and "--experiment" in r.err
+
+
+# ------------------------------------------------------------ keys
+
+def test_keys_feedback_authenticated_and_key_is_the_default_user(mockllm, gateway, registry):
+    mock = mockllm()
+    cfg = gw_config(mock, registry)
+    cfg["keys"] = [{"name": "shop-copy", "key": "env:PG_TEST_SHOP_KEY", "models": ["*"]}]
+    gw = gateway(cfg, env={"PG_TEST_SHOP_KEY": "sk-shop-123"})
+    auth = {"Authorization": "Bearer sk-shop-123"}
+    registry.ok("experiment", "start", "product_copy", "--label", "production",
+                "--arm", "2:50", "--arm", "3:50")
+    prompt = {"name": "product_copy", "label": "production",
+              "variables": {"product_name": "K", "facts": "f"}}
+    assert ask(gw, prompt).status == 401
+    r = wait_until(lambda: (lambda r: r if "x-prompt-experiment" in r.headers else None)(
+        ask(gw, prompt, headers=dict(auth, **{"x-request-id": "k1"}))), timeout=3)
+    # no user field, no x-user-id: the key's name picks the arm
+    rendered = registry.json("render", "product_copy@production", "--user", "shop-copy",
+                             "--var", "product_name=K", "--var", "facts=f")
+    assert r.headers["x-prompt-version"] == "product_copy@%d" % rendered["version"]
+    e = [x for x in exposures(registry.db, 1) if x["request_id"] == "k1"]
+    e = e or [x for x in exposures(registry.db, 2) if x["request_id"] == "k1"]
+    assert e[0]["key_name"] == "shop-copy" and e[0]["user_id"] == "shop-copy"
+    fb = gw.url + "/v1/feedback"
+    assert http("POST", fb, {"request_id": "k1", "event": "click"}).status == 401
+    assert http("POST", fb, {"request_id": "k1", "event": "click"}, headers=auth).status == 202
