@@ -96,9 +96,14 @@ def parse_reset(text):
     return total
 
 
-def api_log(gw):
-    """The access log lines of API requests (not the fixture's /healthz)."""
-    return [e for e in gw.access_log() if e.get("path") == CHAT]
+def api_log(gw, n=0):
+    """The access log lines of API requests (not the fixture's /healthz);
+    with n, waits until there are at least n (a line is written after its
+    answer)."""
+    def lines():
+        out = [e for e in gw.access_log() if e.get("path") == CHAT]
+        return out if len(out) >= n else None
+    return wait_until(lines, timeout=3) if n else lines()
 
 
 @pytest.fixture
@@ -240,7 +245,7 @@ def test_key_from_env_and_from_sha256(mock, gateway):
     assert post(gw, SECRET_B).status == 200
     # the env var's name is not a key
     assert_error(post(gw, "PG_TEST_KEY_A"), 401, "invalid_api_key")
-    names = [e.get("key") for e in api_log(gw) if e["status"] == 200]
+    names = [e.get("key") for e in api_log(gw, 3) if e["status"] == 200]
     assert names == ["alpha", "bravo"], api_log(gw)
 
 
@@ -328,7 +333,7 @@ def test_secrets_never_in_stderr(mock, gateway):
     assert post(gw, headers={"api-key": SECRET_WRONG + "2"}).status == 401
     gw.reload(config(mock, [key("alpha", env="PG_TEST_KEY_A", rpm=600)]))
     wait_until(lambda: post(gw, SECRET_B).status == 401)
-    log = api_log(gw)
+    log = api_log(gw, 7)
     assert {e.get("key") for e in log if e["status"] in (200, 403, 429)} == {"alpha", "bravo"}, log
     assert all(e.get("key") is None for e in log if e["status"] == 401), log
     text = gw.stderr_text()
@@ -492,8 +497,26 @@ def test_tokens_refunded_from_usage(mock, gateway):
             i, r)
         used = r.json()["usage"]["total_tokens"]
         assert used < 100, used
-    log = [e for e in api_log(gw) if e["status"] == 200]
+    log = [e for e in api_log(gw, 20) if e["status"] == 200]
     assert len(log) == 20 and all(e["total_tokens"] < 100 for e in log)
+
+
+def test_refused_request_credits_no_tokens(mock, gateway):
+    """60 rpm (one at once) and 60000 tpm (a second of tolerance): after a
+    3000-token request the key owes ~3 s of tokens; requests refused for
+    rpm meanwhile must not wipe that debt."""
+    gw = gateway(config(mock, [key("alpha", SECRET_A, rpm=60, tpm=60000)]))
+    t0 = time.monotonic()
+    big = post(gw, SECRET_A, body=chat(max_tokens=3000), headers={"x-mock-fault": "tokens=3000"})
+    assert big.status == 200 and big.json()["usage"]["completion_tokens"] == 3000, big
+    for _ in range(3):
+        r = post(gw, SECRET_A, body=chat(max_tokens=100000))
+        assert_error(r, 429, "rate_limit_exceeded")
+        assert "requests per minute" in r.json()["error"]["message"]
+    time.sleep(max(0, 1.1 - (time.monotonic() - t0)))
+    r = post(gw, SECRET_A)
+    assert r.status == 429, "admitted while owing ~2 s of tokens"
+    assert "tokens per minute" in r.json()["error"]["message"]
 
 
 def test_tokens_reserved_while_in_flight(mock, gateway):
