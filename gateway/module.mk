@@ -11,6 +11,8 @@ $(BUILD)/tests/test_gw_config: $(call objs,tests/unit/test_gw_config.c) $(GATEWA
 $(BUILD)/tests/test_gw_sse: $(call objs,tests/unit/test_gw_sse.c) $(GATEWAY_OBJS)
 $(BUILD)/tests/test_gw_error: $(call objs,tests/unit/test_gw_error.c) $(GATEWAY_OBJS)
 $(BUILD)/tests/test_gw_jscan: $(call objs,tests/unit/test_gw_jscan.c) $(GATEWAY_OBJS)
+UNIT_TESTS += $(BUILD)/tests/test_gw_prompt
+$(BUILD)/tests/test_gw_prompt: $(call objs,tests/unit/test_gw_prompt.c) $(GATEWAY_OBJS)
 UNIT_TESTS += $(BUILD)/tests/test_gw_limit
 $(BUILD)/tests/test_gw_limit: $(call objs,tests/unit/test_gw_limit.c) $(GATEWAY_OBJS)
 UNIT_TESTS += $(BUILD)/tests/test_gw_chunked

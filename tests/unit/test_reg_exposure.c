@@ -1,0 +1,291 @@
+/*
+ * test_reg_exposure.c - the A/B log in the registry: exposures and
+ * feedback (batch all-or-nothing, feedback idempotent per request and
+ * event), the samples export, and reg_render_json against reg_render.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sqlite3.h>
+#include "tests/unit/test_reg_util.h"
+
+/* ---- reg_render_json ------------------------------------------------------ */
+
+struct var {
+    const char *name;
+    enum reg_value_type type;
+    const char *raw; /* JSON text: a string's contents, or a number */
+};
+
+struct vars {
+    const struct var *v;
+    size_t n;
+};
+
+static int lookup(void *arg, const char *name, struct reg_value *out)
+{
+    struct vars *vs = arg;
+
+    for (size_t i = 0; i < vs->n; i++)
+        if (strcmp(vs->v[i].name, name) == 0) {
+            out->type = vs->v[i].type;
+            out->text = vs->v[i].raw;
+            out->len = strlen(vs->v[i].raw);
+            return 0;
+        }
+    return -1;
+}
+
+struct sbuf {
+    char *p;
+    size_t len;
+};
+
+static int emit(void *arg, const char *data, size_t len)
+{
+    struct sbuf *b = arg;
+    char *p = realloc(b->p, b->len + len + 1);
+
+    if (p == NULL)
+        return -1;
+    memcpy(p + b->len, data, len);
+    b->p = p;
+    b->len += len;
+    p[b->len] = '\0';
+    return 0;
+}
+
+/* The variables as the JSON object text a request would carry. */
+static char *vars_text(const struct var *v, size_t n)
+{
+    struct sbuf b = {NULL, 0};
+
+    emit(&b, "{", 1);
+    for (size_t i = 0; i < n; i++) {
+        int str = v[i].type == REG_VALUE_STRING;
+        emit(&b, i ? ",\"" : "\"", i ? 2 : 1);
+        emit(&b, v[i].name, strlen(v[i].name));
+        emit(&b, str ? "\":\"" : "\":", str ? 3 : 2);
+        emit(&b, v[i].raw, strlen(v[i].raw));
+        if (str)
+            emit(&b, "\"", 1);
+    }
+    emit(&b, "}", 1);
+    return b.p;
+}
+
+/* reg_render_json and reg_render agree on `text` (a publish file) */
+static void same_render(const char *text, const struct var *v, size_t n)
+{
+    char *path = treg_tmpdb(), *err = NULL, *err2 = NULL, *vt = vars_text(v, n);
+    struct reg_db *db = treg_open(path);
+    struct reg_version *ver;
+    json_t *vars = json_loads(vt, 0, NULL), *want = NULL, *got;
+    struct vars vs = {v, n};
+    struct sbuf b = {NULL, 0};
+    int rc1, rc2;
+
+    assert_non_null(vars);
+    treg_publish(db, "p", text);
+    ver = reg_version_get(db, "p", NULL, 0, &err);
+    assert_non_null(ver);
+    rc1 = reg_render(ver, vars, &want, &err);
+    rc2 = reg_render_json(ver, lookup, &vs, emit, &b, &err2);
+    assert_int_equal(rc1, rc2);
+    if (rc1 == 0) {
+        got = json_loads(b.p, 0, NULL);
+        if (got == NULL || !json_equal(got, want)) {
+            char *w = json_dumps(want, JSON_COMPACT);
+            fail_msg("render differs:\n  reg_render      %s\n  reg_render_json %s", w, b.p);
+        }
+        json_decref(got);
+    } else {
+        assert_string_equal(err, err2);
+    }
+    json_decref(want);
+    json_decref(vars);
+    free(b.p);
+    free(err);
+    free(err2);
+    free(vt);
+    reg_version_free(ver);
+    reg_db_free(db);
+    treg_cleanup(path);
+}
+
+static void test_render_json_matches_render(void **state)
+{
+    static const struct var basic[] = {{"name", REG_VALUE_STRING, "Ada"}};
+    static const struct var tricky[] = {
+        {"a", REG_VALUE_STRING, "quote \\\" backslash \\\\ nl \\n tab \\t"},
+        {"b", REG_VALUE_STRING, "\\u00e9t\\u00e9 \\ud83d\\ude00 \xe4\xbf\x9d\xe6\xb8\xa9"},
+        {"c", REG_VALUE_STRING, "{{a}} stays literal"},
+        {"n", REG_VALUE_NUMBER, "42"},
+        {"r", REG_VALUE_NUMBER, "1.5e3"},
+        {"f", REG_VALUE_NUMBER, "0.1"},
+        {"neg", REG_VALUE_NUMBER, "-7"},
+        {"t", REG_VALUE_TRUE, "true"},
+        {"u", REG_VALUE_FALSE, "false"}};
+    static const struct var missing[] = {{"first", REG_VALUE_STRING, "x"}};
+    static const struct var bad[] = {{"x", REG_VALUE_OTHER, "null"}};
+
+    (void)state;
+    same_render("Hello {{name}}!\n", basic, 1);
+    same_render("{\"messages\": [{\"role\": \"system\", \"content\": \"Say \\\"hi\\\"\\n\\t\\\\ \\u0001 "
+                "{{ a }}|{{b}}|{{c}}\"}, {\"role\": \"user\", \"name\": \"bob\", \"content\": "
+                "\"{{n}} {{r}} {{f}} {{neg}} {{t}} {{u}} {{ nope {{x y}}\"}], \"params\": {}}",
+                tricky, sizeof(tricky) / sizeof(tricky[0]));
+    same_render("Hi {{first}} {{product_name}}", missing, 1);
+    same_render("value {{x}}", bad, 1);
+}
+
+/* ---- exposures and feedback ----------------------------------------------- */
+
+static int count(struct reg_db *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    int n = -1;
+
+    assert_int_equal(sqlite3_prepare_v2(reg_db_handle(db), sql, -1, &st, NULL), SQLITE_OK);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return n;
+}
+
+static struct reg_exposure exposure(const char *rid, const char *user, int version,
+                                    int64_t exp_id, int arm, const char *vars)
+{
+    struct reg_exposure e;
+
+    memset(&e, 0, sizeof(e));
+    e.request_id = rid;
+    e.at = "2026-11-28T10:00:00.000Z";
+    e.user_id = user;
+    e.prompt = "p";
+    e.version = version;
+    e.label = "production";
+    e.experiment_id = exp_id;
+    e.experiment = exp_id ? "p@production" : NULL;
+    e.arm = arm;
+    e.model = "m";
+    e.backend = "b";
+    e.status = 200;
+    e.latency_ms = 1.5;
+    e.prompt_tokens = 3;
+    e.completion_tokens = 4;
+    e.total_tokens = 7;
+    e.variables = vars;
+    return e;
+}
+
+static void test_write_batch_and_feedback_idempotent(void **state)
+{
+    char *path = treg_tmpdb(), *err = NULL;
+    struct reg_db *db = treg_open(path);
+    struct reg_exposure ex[2] = {exposure("r1", "u1", 1, 0, -1, "{\"a\":1}"),
+                                 exposure("r2", "u2", 1, 0, -1, NULL)};
+    struct reg_feedback fb[3] = {{"r1", "click", 1, "2026-11-28T10:00:01.000Z"},
+                                 {"r1", "click", 1, "2026-11-28T10:00:02.000Z"},
+                                 {"r1", "conversion", 5, "2026-11-28T10:00:03.000Z"}};
+    int added = -1;
+
+    (void)state;
+    treg_publish(db, "p", "hello");
+    assert_int_equal(reg_exposures_write(db, ex, 2, fb, 3, &added, &err), 0);
+    assert_int_equal(added, 2);
+    assert_int_equal(count(db, "SELECT count(*) FROM exposures"), 2);
+    assert_int_equal(count(db, "SELECT count(*) FROM exposures WHERE variables = '{}'"), 1);
+    /* a retried feedback adds nothing, and the first value stays */
+    fb[2].value = 9;
+    assert_int_equal(reg_exposures_write(db, NULL, 0, &fb[1], 2, &added, &err), 0);
+    assert_int_equal(added, 0);
+    assert_int_equal(count(db, "SELECT value FROM feedback WHERE event = 'conversion'"), 5);
+    /* a bad record fails the whole batch: nothing of it is kept */
+    ex[1].request_id = NULL;
+    assert_int_equal(reg_exposures_write(db, ex, 2, NULL, 0, NULL, &err), -1);
+    assert_non_null(strstr(err, "request id"));
+    free(err);
+    err = NULL;
+    assert_int_equal(count(db, "SELECT count(*) FROM exposures"), 2);
+    fb[0].event = "Bad Event";
+    assert_int_equal(reg_exposures_write(db, NULL, 0, fb, 1, NULL, &err), -1);
+    free(err);
+    reg_db_free(db);
+    treg_cleanup(path);
+}
+
+static int collect(void *arg, json_t *sample)
+{
+    json_array_append(arg, sample);
+    return 0;
+}
+
+static void test_samples_export(void **state)
+{
+    char *path = treg_tmpdb(), *err = NULL;
+    struct reg_db *db = treg_open(path);
+    struct reg_arm arms[2] = {{1, 50}, {2, 50}};
+    json_t *out = json_array(), *s;
+    int64_t id = 0;
+    size_t n = 0;
+
+    (void)state;
+    treg_publish(db, "p", "v1 {{x}}");
+    treg_publish(db, "p", "v2 {{x}}");
+    assert_int_equal(reg_label_set(db, "p", 1, "production", "t", &err), 0);
+    assert_int_equal(reg_experiment_start(db, "p", "production", arms, 2, "salt", "t",
+                                          &id, &err), 0);
+    {
+        struct reg_exposure ex[3] = {
+            exposure("a", "u1", 1, id, 0, "{\"x\":\"k\",\"facts\":\"{\\\"color\\\":\\\"white\\\"}\"}"),
+            exposure("b", "u2", 2, id, 1, "{\"x\":\"k\",\"facts\":{\"weight\":\"1kg\"}}"),
+            exposure("c", "u3", 1, 0, -1, "{}")}; /* not in the experiment */
+        struct reg_feedback fb[2] = {{"a", "click", 1, "t"}, {"a", "conversion", 1, "t"}};
+        ex[1].at = "2026-11-28T11:00:00.000Z";
+        ex[1].output = "the text";
+        assert_int_equal(reg_exposures_write(db, ex, 3, fb, 2, NULL, &err), 0);
+    }
+    assert_int_equal(reg_samples_export(db, "p@production", NULL, collect, out, &n, &err), 0);
+    assert_int_equal(n, 2);
+    s = json_array_get(out, 0);
+    assert_string_equal(json_string_value(json_object_get(s, "id")), "a");
+    assert_int_equal(json_integer_value(json_object_get(s, "version")), 1);
+    assert_int_equal(json_integer_value(json_object_get(s, "clicks")), 1);
+    assert_int_equal(json_integer_value(json_object_get(s, "conversions")), 1);
+    assert_int_equal(json_integer_value(json_object_get(s, "impressions")), 1);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(s, "facts"), "color")),
+                        "white");
+    assert_null(json_object_get(s, "output"));
+    s = json_array_get(out, 1);
+    assert_int_equal(json_integer_value(json_object_get(s, "clicks")), 0);
+    assert_string_equal(json_string_value(json_object_get(s, "output")), "the text");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(s, "facts"), "weight")),
+                        "1kg");
+    assert_string_equal(json_string_value(json_object_get(s, "user")), "u2");
+    /* the prompt name alone finds its newest experiment; --since filters */
+    json_array_clear(out);
+    assert_int_equal(reg_samples_export(db, "p", "2026-11-28T10:30", collect, out, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(reg_samples_export(db, "p@staging", NULL, collect, out, &n, &err), -1);
+    assert_string_equal(err, "no experiment 'p@staging' (see 'promptctl experiment list')");
+    free(err);
+    json_decref(out);
+    reg_db_free(db);
+    treg_cleanup(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_render_json_matches_render),
+        cmocka_unit_test(test_write_batch_and_feedback_idempotent),
+        cmocka_unit_test(test_samples_export),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
