@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -128,6 +129,48 @@ static void test_bad_json_and_shapes(void **state)
     free(err);
 }
 
+static void test_parse_registry(void **state)
+{
+    static const char be[] =
+        "\"backends\":[{\"name\":\"a\",\"url\":\"http://h/v1\",\"models\":[\"m\"]}]";
+    char text[512], *err = NULL;
+    struct gw_config *c;
+
+    (void)state;
+    c = parse("{\"backends\":[{\"name\":\"a\",\"url\":\"http://h/v1\","
+              "\"models\":[\"m\"]}]}", &err);
+    assert_non_null(c);
+    assert_null(c->registry.path); /* no registry: prompts off */
+    gw_config_unref(c);
+    snprintf(text, sizeof(text), "{\"registry\":{\"path\":\"r.db\"},%s}", be);
+    c = parse(text, &err);
+    assert_non_null(c);
+    assert_string_equal(c->registry.path, "r.db");
+    assert_string_equal(c->registry.exposures, "db");
+    assert_int_equal(c->registry.log_outputs, 0);
+    gw_config_unref(c);
+    snprintf(text, sizeof(text), "{\"registry\":{\"path\":\"r.db\",\"exposures\":"
+             "\"/var/log/x.jsonl\",\"log_outputs\":true},%s}", be);
+    c = parse(text, &err);
+    assert_non_null(c);
+    assert_string_equal(c->registry.exposures, "/var/log/x.jsonl");
+    assert_int_equal(c->registry.log_outputs, 1);
+    gw_config_unref(c);
+    /* every problem named with its path */
+    snprintf(text, sizeof(text), "{\"registry\":{\"exposures\":3,\"log_outputs\":1,"
+             "\"outputs\":true},%s}", be);
+    assert_null(parse(text, &err));
+    assert_non_null(strstr(err, "registry.path: must be"));
+    assert_non_null(strstr(err, "registry.exposures: must be"));
+    assert_non_null(strstr(err, "registry.log_outputs: must be true or false"));
+    assert_non_null(strstr(err, "registry.outputs: unknown key"));
+    free(err);
+    snprintf(text, sizeof(text), "{\"registry\":\"r.db\",%s}", be);
+    assert_null(parse(text, &err));
+    assert_non_null(strstr(err, "registry: must be an object"));
+    free(err);
+}
+
 static void test_load_missing_file(void **state)
 {
     char *err = NULL;
@@ -145,6 +188,7 @@ int main(void)
         cmocka_unit_test(test_env_secret),
         cmocka_unit_test(test_every_problem_named),
         cmocka_unit_test(test_bad_json_and_shapes),
+        cmocka_unit_test(test_parse_registry),
         cmocka_unit_test(test_load_missing_file),
     };
     return cmocka_run_group_tests_name("gw_config", tests, NULL, NULL);
