@@ -83,6 +83,7 @@ static void key_release(struct gw_key *k)
     for (i = 0; i < k->n_model_rates; i++)
         free(k->model_rates[i].model);
     free(k->model_rates);
+    free(k->cache_namespace);
 }
 
 struct gw_key *gw_config_key_by_digest(struct gw_config *c,
@@ -554,7 +555,8 @@ static void parse_backend(struct gw_config *c, struct gw_backend *b,
 /* routing (pool.c): "models": {"NAME": {"strategy", "fallbacks"}} */
 static void parse_models(struct gw_config *c, json_t *o, struct problems *p)
 {
-    static const char *const known[] = {"strategy", "fallbacks", NULL};
+    static const char *const known[] = {"strategy", "fallbacks", "cache",
+                                        "cache_ttl_s", NULL};
     static const char *const strategies[] = {"round_robin", "least_inflight",
                                              "latency", NULL};
     const char *name;
@@ -603,6 +605,16 @@ static void parse_models(struct gw_config *c, json_t *o, struct problems *p)
             else
                 mc->strategy = (enum gw_strategy)j;
         }
+        v = json_object_get(m, "cache");
+        if (json_is_false(v))
+            mc->cache = GW_MODEL_CACHE_OFF;
+        else if (json_is_string(v) && strcmp(json_string_value(v), "all") == 0)
+            mc->cache = GW_MODEL_CACHE_ALL;
+        else if (v && !json_is_true(v))
+            problem(p, "%s.cache: must be true (deterministic requests), "
+                       "false or \"all\" (every request)", path);
+        mc->cache_ttl_s = int_value(m, "cache_ttl_s", 0, 1, 30L * 86400,
+                                    path, p);
         v = json_object_get(m, "fallbacks");
         if (v == NULL)
             continue;
@@ -654,7 +666,8 @@ static void parse_key(struct gw_config *c, struct gw_key *k, json_t *o,
 {
     static const char *const known[] = {
         "name", "key", "key_sha256", "models", "rpm", "tpm",
-        "max_concurrent", "daily_tokens", "model_limits", NULL};
+        "max_concurrent", "daily_tokens", "model_limits", "cache_namespace",
+        NULL};
     char path[64], sub[128];
     json_t *v;
     size_t i;
@@ -741,6 +754,12 @@ static void parse_key(struct gw_config *c, struct gw_key *k, json_t *o,
             }
         }
     }
+    v = json_object_get(o, "cache_namespace");
+    if (v && (!json_is_string(v) || !valid_name(json_string_value(v), 64)))
+        problem(p, "%s.cache_namespace: must be 1-64 characters of "
+                   "[A-Za-z0-9_.-]", path);
+    else if (v)
+        k->cache_namespace = strdup(json_string_value(v));
     parse_rate(o, &k->rate, path, p);
     k->max_concurrent = int_value(o, "max_concurrent", 0, 0, 1000000, path, p);
     k->daily_tokens = int_value(o, "daily_tokens", 0, 0, 1000000000000L,
@@ -864,6 +883,42 @@ static void parse_redis(struct gw_config *c, json_t *o, struct problems *p)
     c->has_redis = 1;
 }
 
+/* "cache": {"backend", "ttl_s", "max_entry_bytes", "max_bytes"} */
+static void parse_cache(struct gw_config *c, json_t *o, struct problems *p)
+{
+    static const char *const known[] = {"backend", "ttl_s",
+                                        "max_entry_bytes", "max_bytes", NULL};
+    struct gw_cache_conf *cc = &c->cache;
+    json_t *v;
+
+    if (o == NULL)
+        return;
+    if (!json_is_object(o)) {
+        problem(p, "cache: must be an object {\"backend\": \"memory\" or "
+                   "\"redis\", \"ttl_s\", \"max_entry_bytes\", "
+                   "\"max_bytes\"}");
+        return;
+    }
+    unknown_keys(o, known, "cache", p);
+    cc->enabled = 1;
+    v = json_object_get(o, "backend");
+    if (v && !(json_is_string(v) &&
+               (strcmp(json_string_value(v), "memory") == 0 ||
+                strcmp(json_string_value(v), "redis") == 0)))
+        problem(p, "cache.backend: must be \"memory\" (in-process LRU) or "
+                   "\"redis\" (shared; needs the \"redis\" key)");
+    else if (v && strcmp(json_string_value(v), "redis") == 0)
+        cc->backend = GW_CACHE_REDIS;
+    cc->ttl_s = int_value(o, "ttl_s", 3600, 1, 30L * 86400, "cache", p);
+    cc->max_entry_bytes = (size_t)int_value(o, "max_entry_bytes", 1L << 20,
+                                            64, 64L << 20, "cache", p);
+    cc->max_bytes = (size_t)int_value(o, "max_bytes", 64L << 20, 4096,
+                                      64L << 30, "cache", p);
+    if (cc->backend == GW_CACHE_MEMORY && cc->max_entry_bytes > cc->max_bytes)
+        problem(p, "cache.max_entry_bytes: larger than cache.max_bytes "
+                   "(%zu): no entry could be kept", cc->max_bytes);
+}
+
 static void parse_limits(struct gw_config *c, json_t *o, struct problems *p)
 {
     static const char *const known[] = {
@@ -962,10 +1017,9 @@ static struct gw_config *from_json(json_t *root, struct problems *p)
     static const char *const known[] = {"listen",  "workers",   "limits",
                                         "backends", "access_log", "registry", "keys",
                                         "rate_limit", "redis", "admin_key",
-                                        "models", NULL};
+                                        "models", "cache", NULL};
     /* keys of the design that later features bring; named, not "unknown" */
-    static const char *const later[] = {"cache",
-                                        "registry", NULL};
+    static const char *const later[] = {"registry", NULL};
     struct gw_config *c;
     json_t *v;
     const char *key;
@@ -1016,6 +1070,10 @@ static struct gw_config *from_json(json_t *root, struct problems *p)
     parse_redis(c, json_object_get(root, "redis"), p);
     if (c->rl_mode == GW_RL_REDIS && !c->has_redis)
         problem(p, "rate_limit.mode: \"redis\" needs the \"redis\" key "
+                   "({\"url\": \"redis://127.0.0.1:6379/0\"})");
+    parse_cache(c, json_object_get(root, "cache"), p);
+    if (c->cache.backend == GW_CACHE_REDIS && !c->has_redis)
+        problem(p, "cache.backend: \"redis\" needs the \"redis\" key "
                    "({\"url\": \"redis://127.0.0.1:6379/0\"})");
 
     v = json_object_get(root, "access_log");

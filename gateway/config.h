@@ -58,7 +58,14 @@ struct gw_model_conf {
     enum gw_strategy strategy;
     char **fallbacks; /* owned: n_fallbacks owned model names, in order */
     size_t n_fallbacks;
+    int cache;        /* enum gw_model_cache (cache.c) */
+    long cache_ttl_s; /* 0: the cache's ttl_s */
 };
+
+/* models.NAME.cache: true (the default: deterministic requests), false,
+ * or "all" (every request of the model, sampling or not) */
+enum gw_model_cache { GW_MODEL_CACHE_ON, GW_MODEL_CACHE_OFF,
+                      GW_MODEL_CACHE_ALL };
 
 /* Per key and model limits; 0 means no limit. */
 struct gw_rate {
@@ -82,6 +89,8 @@ struct gw_key {
     size_t n_model_rates;
     long max_concurrent;
     long daily_tokens;
+    char *cache_namespace;      /* owned: whose cache entries it shares;
+                                   defaults to the key's name */
 };
 
 enum gw_rl_mode { GW_RL_LOCAL, GW_RL_REDIS };
@@ -92,6 +101,17 @@ struct gw_redis_conf {
     int db;
     char *password; /* owned, may be NULL */
     long timeout_ms;
+};
+
+enum gw_cache_backend { GW_CACHE_MEMORY, GW_CACHE_REDIS };
+
+/* "cache": {"backend", "ttl_s", "max_entry_bytes", "max_bytes"} (issue 5) */
+struct gw_cache_conf {
+    int enabled; /* the key is present */
+    enum gw_cache_backend backend;
+    long ttl_s;
+    size_t max_entry_bytes; /* a larger answer is not stored */
+    size_t max_bytes;       /* memory backend: the LRU's bound */
 };
 
 struct gw_limits {
@@ -134,6 +154,7 @@ struct gw_config {
     int rl_fail_closed; /* rate_limit.on_error "closed" */
     int has_redis;
     struct gw_redis_conf redis;
+    struct gw_cache_conf cache;
 };
 
 /* Reads and checks FILE. On failure returns NULL and sets *err to a

@@ -383,7 +383,7 @@ def test_breaker_state_survives_sighup(mockllm, gateway):
     ({"models": {MODEL: {"strategy": "random"}}}, "models.qwen2.5-7b.strategy"),
     ({"models": {MODEL: {"fallbacks": [MODEL]}}}, "models.qwen2.5-7b.fallbacks[0]"),
     ({"models": {MODEL: {"fallbacks": ["x"]}}}, "models.qwen2.5-7b.fallbacks[0]"),
-    ({"models": {MODEL: {"cache": 1, "strategy": "latency"}}}, "models.qwen2.5-7b.cache: unknown key"),
+    ({"models": {MODEL: {"cache": 1, "strategy": "latency"}}}, "models.qwen2.5-7b.cache: must be true"),
     ({"breaker": {"failures": -1}}, "backends[0].breaker.failures"),
     ({"breaker": {"cooldown_ms": 5000, "max_cooldown_ms": 100}}, "backends[0].breaker.max_cooldown_ms"),
     ({"health_check": {"path": "models"}}, "backends[0].health_check.path"),

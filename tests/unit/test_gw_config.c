@@ -6,8 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <stdio.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "gateway/config.h"
@@ -123,9 +123,80 @@ static void test_bad_json_and_shapes(void **state)
     assert_null(parse("{\"a\":1,\"a\":2}", &err));
     assert_non_null(strstr(err, "duplicate"));
     free(err);
-    assert_null(parse("{\"cache\":{},\"backends\":[{\"name\":\"a\",\"url\":"
-                      "\"http://h/v1\",\"models\":[\"m\"]}]}", &err));
-    assert_non_null(strstr(err, "cache: not supported"));
+    assert_null(parse("{\"cache\":{\"backend\":\"redis\"},\"backends\":[{"
+                      "\"name\":\"a\",\"url\":\"http://h/v1\",\"models\":[\"m\"]}]}",
+                      &err));
+    assert_non_null(strstr(err, "cache.backend: \"redis\" needs the \"redis\" key"));
+    free(err);
+}
+
+static const char cache_backends[] =
+    "\"backends\":[{\"name\":\"a\",\"url\":\"http://h/v1\",\"models\":[\"m\"]}]";
+
+static void test_parse_cache(void **state)
+{
+    struct gw_config *c;
+    char *err = NULL, text[1024];
+
+    (void)state;
+    /* absent: off */
+    snprintf(text, sizeof(text), "{%s}", cache_backends);
+    c = parse(text, &err);
+    assert_non_null(c);
+    assert_int_equal(c->cache.enabled, 0);
+    gw_config_unref(c);
+    /* defaults */
+    snprintf(text, sizeof(text), "{\"cache\":{},%s}", cache_backends);
+    c = parse(text, &err);
+    assert_non_null(c);
+    assert_int_equal(c->cache.enabled, 1);
+    assert_int_equal(c->cache.backend, GW_CACHE_MEMORY);
+    assert_int_equal(c->cache.ttl_s, 3600);
+    assert_int_equal(c->cache.max_entry_bytes, 1 << 20);
+    assert_int_equal(c->cache.max_bytes, 64 << 20);
+    gw_config_unref(c);
+    /* per model switch and ttl, key namespace */
+    snprintf(text, sizeof(text),
+             "{\"cache\":{\"backend\":\"redis\",\"ttl_s\":5},"
+             "\"redis\":{\"url\":\"redis://127.0.0.1:1/0\"},"
+             "\"models\":{\"m\":{\"cache\":\"all\",\"cache_ttl_s\":7}},"
+             "\"keys\":[{\"name\":\"k\",\"key_sha256\":\"%064d\","
+             "\"models\":[\"*\"],\"cache_namespace\":\"shop\"}],%s}",
+             0, cache_backends);
+    c = parse(text, &err);
+    assert_non_null(c);
+    assert_int_equal(c->cache.backend, GW_CACHE_REDIS);
+    assert_int_equal(c->cache.ttl_s, 5);
+    assert_int_equal(c->model_confs[0].cache, GW_MODEL_CACHE_ALL);
+    assert_int_equal(c->model_confs[0].cache_ttl_s, 7);
+    assert_string_equal(c->keys[0].cache_namespace, "shop");
+    gw_config_unref(c);
+    /* problems, by path */
+    snprintf(text, sizeof(text),
+             "{\"cache\":{\"backend\":\"disk\",\"ttl_s\":0,\"x\":1},"
+             "\"models\":{\"m\":{\"cache\":1}},%s}", cache_backends);
+    assert_null(parse(text, &err));
+    assert_non_null(strstr(err, "cache.backend: must be"));
+    assert_non_null(strstr(err, "cache.ttl_s: must be an integer"));
+    assert_non_null(strstr(err, "cache.x: unknown key"));
+    free(err);
+    snprintf(text, sizeof(text),
+             "{\"models\":{\"m\":{\"cache\":1}},%s}", cache_backends);
+    assert_null(parse(text, &err));
+    assert_non_null(strstr(err, "models.m.cache: must be true"));
+    free(err);
+    snprintf(text, sizeof(text),
+             "{\"cache\":{\"max_bytes\":4096,\"max_entry_bytes\":8192},%s}",
+             cache_backends);
+    assert_null(parse(text, &err));
+    assert_non_null(strstr(err, "cache.max_entry_bytes: larger than"));
+    free(err);
+    snprintf(text, sizeof(text),
+             "{\"keys\":[{\"name\":\"k\",\"key_sha256\":\"%064d\","
+             "\"models\":[\"*\"],\"cache_namespace\":\"a b\"}],%s}",
+             0, cache_backends);
+    assert_null(parse(text, &err));
+    assert_non_null(strstr(err, "keys[0].cache_namespace: must be"));
     free(err);
 }
 
@@ -188,6 +259,7 @@ int main(void)
         cmocka_unit_test(test_env_secret),
         cmocka_unit_test(test_every_problem_named),
         cmocka_unit_test(test_bad_json_and_shapes),
+        cmocka_unit_test(test_parse_cache),
         cmocka_unit_test(test_parse_registry),
         cmocka_unit_test(test_load_missing_file),
     };
