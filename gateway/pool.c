@@ -276,8 +276,12 @@ struct gw_backend *gw_pool_pick(struct gw_pool *p, int64_t now_us,
         }
     } else if (why->open && !why->busy) {
         /* panic: everything is out on answered errors; probe the backend
-         * whose cool-down ends first */
-        for (i = 0; i < p->n; i++) {
+         * whose cool-down ends first, one probe for the pool at a time */
+        int probing = 0;
+        for (i = 0; i < p->n; i++)
+            if (p->backends[i]->state->breaker.state == GW_BREAKER_HALF_OPEN)
+                probing = 1;
+        for (i = 0; i < p->n && !probing; i++) {
             b = p->backends[i];
             if (was_tried(b, tried, n_tried) ||
                 !gw_breaker_can_force(&b->state->breaker))
