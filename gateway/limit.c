@@ -300,9 +300,10 @@ void gw_limit_release(struct gw_limiter *l, struct gw_admit *a, long actual,
         return;
     delta = actual - a->reserved; /* negative: tokens given back */
     if (a->remote) {
-        gw_rlredis_settle(a->remote, a->key->name, NULL, delta);
+        gw_rlredis_settle(a->remote, a->key, NULL, a->key->rate.tpm, delta);
         if (a->mrate)
-            gw_rlredis_settle(a->remote, a->key->name, a->model, delta);
+            gw_rlredis_settle(a->remote, a->key, a->model, a->mrate->tpm,
+                              delta);
         return;
     }
     if (a->ks->day == (long)(now_ms / DAY_MS))

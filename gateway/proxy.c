@@ -361,7 +361,7 @@ static void pending_client_gone(struct gw_http_req *req, void *arg)
 
     (void)req;
     gw_rlredis_cancel(p->op);
-    gw_limit_release(p->gw->limiter, &p->fwd.admit, 0, wall_ms());
+    gw_limit_release(p->gw->limiter, &p->fwd.admit, -1, wall_ms());
     p->rl.status = 499;
     p->rl.error = "client_closed";
     gw_proxy_log(p->gw, p->req, &p->rl);
@@ -384,7 +384,7 @@ static void pending_decided(void *arg, int ok, const struct gw_limit_result *lr)
             snprintf(r.message, sizeof(r.message),
                      "the rate limiter (redis) is unavailable and "
                      "rate_limit.on_error is \"closed\"; retry shortly");
-            gw_limit_release(gw->limiter, &p->fwd.admit, 0, wall_ms());
+            gw_limit_release(gw->limiter, &p->fwd.admit, -1, wall_ms());
             deny_429(gw, req, &p->rl, &r);
             pending_free(p);
             return;
@@ -396,7 +396,7 @@ static void pending_decided(void *arg, int ok, const struct gw_limit_result *lr)
     }
     limit_headers(req, lr);
     if (!lr->allowed) {
-        gw_limit_release(gw->limiter, &p->fwd.admit, 0, wall_ms());
+        gw_limit_release(gw->limiter, &p->fwd.admit, -1, wall_ms());
         p->fwd.admit.active = 0;
         deny_429(gw, req, &p->rl, lr);
         pending_free(p);

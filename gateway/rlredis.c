@@ -63,14 +63,18 @@ static const char script[] =
     "  if base - now >= tol then return base - now - tol + 1, 0 end\n"
     "  return 0, base + est * 60000 / r\n"
     "end\n"
-    "local function rem(r, tat)\n"
+    "local function rem(r, tat, reqs)\n"
     "  if r <= 0 then return -1, -1 end\n"
+    "  local T = 60000 / r\n"
     "  local used = math.max(tat - now, 0)\n"
-    "  return math.max(r - math.ceil(used * r / 60000), 0), math.floor(used)\n"
+    "  local owed = math.ceil(used / T - 1e-6)\n"
+    "  local left = math.max(r - owed, 0)\n"
+    "  if reqs and owed > 0 and math.max(tol, T) - used < T then left = 0 end\n"
+    "  return left, math.floor(used)\n"
     "end\n"
     "local function deny(w, code)\n"
-    "  local rr, rs = rem(rpm, get(KEYS[1]))\n"
-    "  local tr, ts = rem(tpm, get(KEYS[2]))\n"
+    "  local rr, rs = rem(rpm, get(KEYS[1]), true)\n"
+    "  local tr, ts = rem(tpm, get(KEYS[2]), false)\n"
     "  if code == 1 then rr = 0 end\n"
     "  if code == 2 then tr = 0 end\n"
     "  return {0, math.ceil(w), code, rpm, rr, rs, tpm, tr, ts}\n"
@@ -94,12 +98,31 @@ static const char script[] =
     "  redis.call('INCRBY', KEYS[5], est)\n"
     "  redis.call('PEXPIRE', KEYS[5], 172800000)\n"
     "end\n"
-    "local rr, rs = rem(rpm, nk)\n"
-    "local tr, ts = rem(tpm, tk)\n"
+    "local rr, rs = rem(rpm, nk, true)\n"
+    "local tr, ts = rem(tpm, tk, false)\n"
     "return {1, 0, 0, rpm, rr, rs, tpm, tr, ts}\n";
+
+/* Settles tokens of requests whose key got no next request soon enough
+ * to carry them: KEYS[1] the token tat, KEYS[2] the day's budget counter. */
+static const char settle_script[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local d, r = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "if r > 0 and d ~= 0 then\n"
+    "  local v = tonumber(redis.call('GET', KEYS[1]) or '0') + d * 60000 / r\n"
+    "  redis.call('SET', KEYS[1], string.format('%.3f', v), 'PX',\n"
+    "             math.max(math.floor(v - now), 0) + 60000)\n"
+    "end\n"
+    "if ARGV[3] == '1' and d ~= 0 then redis.call('INCRBY', KEYS[2], d) end\n"
+    "return 1\n";
+
+#define FLUSH_MS 100
 
 struct pending_delta {
     char *name; /* owned: key name, or key name '\x1f' model */
+    char *tat_key;   /* owned: the Redis key of its token tat */
+    char *daily_key; /* owned: the day's counter, or NULL */
+    long tpm;
     long delta;
     struct pending_delta *next; /* owned */
 };
@@ -124,6 +147,7 @@ struct gw_rlredis {
     long backoff_ms;
     char sha[41];
     struct pending_delta *deltas; /* owned */
+    struct event *flush;          /* owned: settles deltas left waiting */
     unsigned long errors;
     int freeing;
 };
@@ -233,47 +257,6 @@ static int send_op(struct gw_rlop *op, int full)
                : -1;
 }
 
-static long take_delta(struct gw_rlredis *r, const char *name)
-{
-    struct pending_delta **pp, *d;
-    long v;
-
-    for (pp = &r->deltas; (d = *pp); pp = &d->next)
-        if (strcmp(d->name, name) == 0) {
-            *pp = d->next;
-            v = d->delta;
-            free(d->name);
-            free(d);
-            return v;
-        }
-    return 0;
-}
-
-void gw_rlredis_settle(struct gw_rlredis *r, const char *key_name,
-                       const char *model, long delta)
-{
-    char name[600];
-    struct pending_delta *d;
-
-    if (delta == 0)
-        return;
-    snprintf(name, sizeof(name), "%s%s%s", key_name, model ? "\x1f" : "",
-             model ? model : "");
-    for (d = r->deltas; d; d = d->next)
-        if (strcmp(d->name, name) == 0) {
-            d->delta += delta;
-            return;
-        }
-    d = calloc(1, sizeof(*d));
-    if (d == NULL || (d->name = strdup(name)) == NULL) {
-        free(d);
-        return;
-    }
-    d->delta = delta;
-    d->next = r->deltas;
-    r->deltas = d;
-}
-
 static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 static char *fmt(const char *f, ...)
 {
@@ -286,6 +269,96 @@ static char *fmt(const char *f, ...)
     va_end(ap);
     return s;
 }
+
+static void delta_free(struct pending_delta *d)
+{
+    free(d->name);
+    free(d->tat_key);
+    free(d->daily_key);
+    free(d);
+}
+
+static long take_delta(struct gw_rlredis *r, const char *name)
+{
+    struct pending_delta **pp, *d;
+    long v;
+
+    for (pp = &r->deltas; (d = *pp); pp = &d->next)
+        if (strcmp(d->name, name) == 0) {
+            *pp = d->next;
+            v = d->delta;
+            delta_free(d);
+            return v;
+        }
+    return 0;
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_rlredis *r = arg;
+    struct pending_delta *d;
+
+    (void)fd, (void)what;
+    if (!r->connected || r->ac == NULL) {
+        struct timeval tv = {0, FLUSH_MS * 1000};
+        evtimer_add(r->flush, &tv); /* keep them until Redis is back */
+        return;
+    }
+    while ((d = r->deltas)) {
+        char delta[24], tpm[24];
+        r->deltas = d->next;
+        snprintf(delta, sizeof(delta), "%ld", d->delta);
+        snprintf(tpm, sizeof(tpm), "%ld", d->tpm);
+        const char *argv[] = {"EVAL", settle_script, "2", d->tat_key,
+                              d->daily_key ? d->daily_key : d->tat_key,
+                              delta, tpm, d->daily_key ? "1" : "0"};
+        redisAsyncCommandArgv(r->ac, NULL, NULL, 8, argv, NULL);
+        delta_free(d);
+    }
+}
+
+void gw_rlredis_settle(struct gw_rlredis *r, const struct gw_key *key,
+                       const char *model, long tpm, long delta)
+{
+    char name[600];
+    struct pending_delta *d;
+
+    if (delta == 0)
+        return;
+    snprintf(name, sizeof(name), "%s%s%s", key->name, model ? "\x1f" : "",
+             model ? model : "");
+    for (d = r->deltas; d; d = d->next)
+        if (strcmp(d->name, name) == 0) {
+            d->delta += delta;
+            return;
+        }
+    d = calloc(1, sizeof(*d));
+    if (d == NULL || (d->name = strdup(name)) == NULL) {
+        free(d);
+        return;
+    }
+    if (model)
+        d->tat_key = fmt("pg:rl:%s:m:%s:t", key->name, model);
+    else
+        d->tat_key = fmt("pg:rl:%s:t", key->name);
+    if (!model && key->daily_tokens)
+        d->daily_key = fmt("pg:rl:%s:d:%ld", key->name,
+                           (long)(time(NULL) / 86400));
+    if (d->tat_key == NULL) {
+        delta_free(d);
+        return;
+    }
+    d->tpm = tpm;
+    d->delta = delta;
+    d->next = r->deltas;
+    r->deltas = d;
+    /* a key's next request carries it; if none comes soon, the timer does */
+    if (!evtimer_pending(r->flush, NULL)) {
+        struct timeval tv = {0, FLUSH_MS * 1000};
+        evtimer_add(r->flush, &tv);
+    }
+}
+
 
 struct gw_rlop *gw_rlredis_admit(struct gw_rlredis *r,
                                  const struct gw_key *key, const char *model,
@@ -439,7 +512,8 @@ struct gw_rlredis *gw_rlredis_new(struct event_base *base,
     r->conf.password = conf->password ? strdup(conf->password) : NULL;
     r->backoff_ms = 100;
     r->reconnect = evtimer_new(base, reconnect_cb, r);
-    if (r->conf.host == NULL || r->reconnect == NULL) {
+    r->flush = evtimer_new(base, flush_cb, r);
+    if (r->conf.host == NULL || r->reconnect == NULL || r->flush == NULL) {
         gw_rlredis_free(r);
         return NULL;
     }
@@ -459,11 +533,12 @@ void gw_rlredis_free(struct gw_rlredis *r)
         redisAsyncFree(r->ac); /* fails pending ops: on_reply(NULL) */
     if (r->reconnect)
         event_free(r->reconnect);
+    if (r->flush)
+        event_free(r->flush);
     while (r->deltas) {
         struct pending_delta *d = r->deltas;
         r->deltas = d->next;
-        free(d->name);
-        free(d);
+        delta_free(d);
     }
     free(r->conf.host);
     free(r->conf.password);

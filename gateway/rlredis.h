@@ -39,8 +39,8 @@ void gw_rlredis_cancel(struct gw_rlop *op);
 
 /* Queues delta tokens (actual - reserved) for the key (and key+model):
  * sent with that key's next decision, so a request costs one round trip. */
-void gw_rlredis_settle(struct gw_rlredis *r, const char *key_name,
-                       const char *model, long delta);
+void gw_rlredis_settle(struct gw_rlredis *r, const struct gw_key *key,
+                       const char *model, long tpm, long delta);
 
 /* Decisions that failed (timeout, disconnect) since start. */
 unsigned long gw_rlredis_errors(const struct gw_rlredis *r);

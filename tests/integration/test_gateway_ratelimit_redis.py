@@ -145,9 +145,6 @@ def test_refunds_in_redis_mode(mock, gateway, redis_server):
         assert resp.status == 200, "request %d refused: not refunded: %r" % (i, resp)
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: refunds are queued in the instance that "
-                   "served the request and only ride its next call for that key "
-                   "(rlredis.c gw_rlredis_settle); other instances see the whole reservation")
 def test_refund_seen_by_the_other_instance(mock, gateway, redis_server):
     r = redis_server()
     g1, g2 = two(gateway, rconfig(mock, [key("alpha", SECRET_A, tpm=60000)], r))
@@ -160,9 +157,6 @@ def test_refund_seen_by_the_other_instance(mock, gateway, redis_server):
                        "that used < 100 tokens")
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: a request Redis refused is released with "
-                   "actual 0 (proxy.c pending_decided), queueing a refund of tokens it was never "
-                   "charged; the next call erases the key's token debt")
 def test_refused_request_credits_no_tokens(mock, gateway, redis_server):
     """60 rpm (one at once) and 60000 tpm (a second of tolerance): after a
     3000-token request the key owes ~3 s of tokens; requests refused for
@@ -183,9 +177,6 @@ def test_refused_request_credits_no_tokens(mock, gateway, redis_server):
     assert "tokens per minute" in resp.json()["error"]["message"]
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: each refusal queues a refund of its estimate "
-                   "(proxy.c pending_decided releases with actual 0), which reopens the budget: "
-                   "705 tokens used of a 300 budget")
 def test_daily_budget_shared(mock, gateway, redis_server):
     """Alternating instances until both refuse: the tokens used in all stay
     within the budget (each instance's settlement rides its next call, so
@@ -329,9 +320,6 @@ def test_redis_down_at_start(mock, gateway, redis_server, respawn):
                message="never connected to Redis after it started")
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: the Lua script's rem() (rlredis.c) says 590 "
-                   "remain on the answer before a refusal; limit.c fill_req says 0 (the next "
-                   "one would wait)")
 def test_remaining_requests_same_as_local_mode(mock, gateway, redis_server):
     """x-ratelimit-remaining-requests means the same in both modes: it
     counts down, and the answer just before a refusal already says 0."""
