@@ -318,7 +318,7 @@ struct gw_exposure *gw_exposure_new(const char *db_path, const char *file,
         }
     } else {
         w->where = strdup(db_path);
-        if ((w->db = reg_db_open(db_path, 0, &e)) == NULL) {
+        if ((w->db = reg_exposure_log_open(db_path, &e)) == NULL) {
             snprintf(err, errlen, "exposure log: %s", e ? e : "out of memory");
             free(e);
             goto fail;

@@ -36,6 +36,20 @@ int reg_event_valid(const char *s)
     return s[n] == '\0' && n <= REG_EVENT_MAX;
 }
 
+struct reg_db *reg_exposure_log_open(const char *path, char **err)
+{
+    struct reg_db *db = reg_db_open(path, 0, err);
+
+    /* an append-mostly log: a larger page cache and memory-mapped reads
+     * keep the index pages of a big table out of read() copies */
+    if (db && (reg_db_exec(db, "PRAGMA cache_size = -16384", err) < 0 ||
+               reg_db_exec(db, "PRAGMA mmap_size = 268435456", err) < 0)) {
+        reg_db_free(db);
+        return NULL;
+    }
+    return db;
+}
+
 static int exposure_check(const struct reg_exposure *e, char **err)
 {
     if (e->request_id == NULL || *e->request_id == '\0'

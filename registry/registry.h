@@ -455,6 +455,10 @@ struct reg_feedback {
     const char *at;          /* ISO-8601 UTC */
 };
 
+/* Open the registry at `path` (it must exist) for appending exposures:
+ * reg_db_open with a connection tuned for a write-heavy log. */
+struct reg_db *reg_exposure_log_open(const char *path, char **err);
+
 /* 1 when `s` is a valid feedback event name */
 int reg_event_valid(const char *s);
 
