@@ -33,7 +33,10 @@
  *   request's deadline (start + timeout_ms of its first backend) leaves
  *   MIN_ATTEMPT_MS, and the retry budget holds: calls on a retry are at
  *   most 20% of the calls in flight, never fewer than 3 allowed, so a
- *   failing backend cannot multiply the load. When no retry is allowed
+ *   failing backend cannot multiply the load. A connect that was refused
+ *   or timed out is retried outside the budget: the request reached no
+ *   backend, so its retry adds no load, and a dead backend under a burst
+ *   must not turn into client errors. When no retry is allowed
  *   the last failure is answered as it came. A STREAMING call has sent
  *   bytes: it is never retried. Every attempt ends with exactly one
  *   gw_pool_record (breaker, in-flight, latency).
@@ -323,7 +326,7 @@ static int attempt_send(struct gw_call *c)
  * count and the retry budget allow and a backend is left. The current
  * attempt must be released. Returns 0 when a retry is under way (the
  * call is no longer the caller's), -1 to answer the failure as it is. */
-static int retry(struct gw_call *c, const char *why)
+static int retry(struct gw_call *c, const char *why, int free_of_budget)
 {
     struct gw_gateway *gw = c->gw;
     struct gw_pick_why w;
@@ -336,7 +339,7 @@ static int retry(struct gw_call *c, const char *why)
     if (c->n_tried >= MAX_ATTEMPTS ||
         gw_now_us() + MIN_ATTEMPT_MS * 1000 >= c->deadline_us)
         return -1;
-    if (!c->retrying && gw->retries >= budget) {
+    if (!c->retrying && !free_of_budget && gw->retries >= budget) {
         gw_log_warn("request %s: no retry after backend '%s' failed: retry "
                     "budget spent (%lu retries in flight of %lu calls)",
                     c->request_id, last, gw->retries, gw->calls);
@@ -462,7 +465,7 @@ static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
                           ? gw_breaker_parse_retry_after(c->retry_after) : 0;
             attempt_release(c, GW_BREAKER_FAIL, ra);
             snprintf(msg, sizeof(msg), "it answered %ld", c->status);
-            if (retry(c, msg) == 0)
+            if (retry(c, msg, 0) == 0)
                 return;
         } else {
             attempt_release(c, GW_BREAKER_OK, 0);
@@ -499,7 +502,7 @@ static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
     if (kind == END_TIMEOUT) {
         snprintf(msg, sizeof(msg), "backend '%s' timed out: %s",
                  c->backend->name, why);
-        if (retry(c, msg) == 0)
+        if (retry(c, msg, 0) == 0)
             return;
         finish_error(c, 504, "backend_timeout", msg);
         return;
@@ -507,7 +510,7 @@ static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
     if (kind == END_CONNECT && c->state == WAITING) {
         snprintf(msg, sizeof(msg), "cannot connect to backend '%s': %s",
                  c->backend->name, why);
-        if (retry(c, msg) == 0)
+        if (retry(c, msg, 1) == 0)
             return;
         gw_log_warn("request %s: %s", c->request_id, msg);
         finish_error(c, 502, "backend_unreachable", msg);
@@ -515,7 +518,7 @@ static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
     }
     snprintf(msg, sizeof(msg), "backend '%s' failed: %s", c->backend->name,
              why ? why : "answer incomplete");
-    if (retry(c, msg) == 0)
+    if (retry(c, msg, 0) == 0)
         return;
     gw_log_warn("request %s: %s", c->request_id, msg);
     finish_error(c, 502, "backend_error", msg);
