@@ -64,6 +64,7 @@
 #define MAX_PARAMS 32             /* params keys looked up in a request */
 #define OUTPUT_MAX (256u << 10)   /* bytes of an answer kept for its text */
 #define MAX_DEPTH 64
+#define MAX_FIELDS 32             /* caller fields moved without a rescan */
 #define VC_BUCKETS 256            /* version cache, power of two */
 
 /* What the request path needs of one snapshot version, computed once:
@@ -76,10 +77,20 @@ struct vcache {
     const char *keys[MAX_PARAMS]; /* borrowed from v->params */
     char *texts[MAX_PARAMS];      /* owned: ",\"key\":value" */
     size_t lens[MAX_PARAMS];
+    /* where the value sits in texts[i], as gw_jscan would report it */
+    size_t voff[MAX_PARAMS], vlen[MAX_PARAMS];
+    enum gw_jscan_type vtype[MAX_PARAMS];
+    int vesc[MAX_PARAMS];
     char model[256];              /* params.model, "" when none */
     size_t n_vars;
     const char **vars;            /* owned array of names borrowed from
                                      v->variables */
+};
+
+/* A growable byte buffer, reused request after request. */
+struct obuf {
+    char *p;                      /* owned */
+    size_t len, cap;
 };
 
 struct gw_prompts {
@@ -93,7 +104,7 @@ struct gw_prompts {
     struct gw_exposure *writer;   /* owned */
     struct gw_exposure_rec *pending[BUCKETS]; /* owned lists */
     size_t n_pending;
-    struct evbuffer *scratch;     /* owned: the body being built */
+    struct obuf out;              /* the body being built (reused) */
     struct vcache *vcache[VC_BUCKETS]; /* owned: per version of snap */
     int failing;                  /* the last reload failed */
     char stamp[128];              /* reg_watch_stamp of the snapshot */
@@ -159,10 +170,27 @@ static struct vcache *vcache_get(struct gw_prompts *p,
             free(t);
             goto oom;
         }
+        k = c->n_params;
+        c->voff[k] = 1 + strlen(ks) + 1;
+        c->vlen[k] = strlen(t);
+        c->vesc[k] = 0;
+        switch (json_typeof(val)) {
+        case JSON_OBJECT: c->vtype[k] = GW_JSON_OBJECT; break;
+        case JSON_ARRAY: c->vtype[k] = GW_JSON_ARRAY; break;
+        case JSON_STRING:
+            c->vtype[k] = GW_JSON_STRING;
+            c->voff[k]++, c->vlen[k] -= 2; /* between the quotes */
+            c->vesc[k] = strchr(t, '\\') != NULL;
+            break;
+        case JSON_TRUE: c->vtype[k] = GW_JSON_TRUE; break;
+        case JSON_FALSE: c->vtype[k] = GW_JSON_FALSE; break;
+        case JSON_NULL: c->vtype[k] = GW_JSON_NULL; break;
+        default: c->vtype[k] = GW_JSON_NUMBER; break;
+        }
         free(ks);
         free(t);
-        c->keys[c->n_params] = key;
-        c->lens[c->n_params] = strlen(c->texts[c->n_params]);
+        c->keys[k] = key;
+        c->lens[k] = strlen(c->texts[k]);
         c->n_params++;
     }
     c->n_vars = json_array_size(v->variables);
@@ -209,9 +237,25 @@ static int lookup_var(void *arg, const char *name, struct reg_value *out)
     return 0;
 }
 
+static int ob_add(struct obuf *b, const char *data, size_t len)
+{
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        char *p;
+        while (cap < b->len + len)
+            cap *= 2;
+        if ((p = realloc(b->p, cap)) == NULL)
+            return -1;
+        b->p = p, b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
 static int emit_cb(void *arg, const char *data, size_t len)
 {
-    return evbuffer_add(arg, data, len);
+    return ob_add(arg, data, len);
 }
 
 /* ---- snapshot ------------------------------------------------------------ */
@@ -295,9 +339,8 @@ struct gw_prompts *gw_prompts_new(struct event_base *base,
     p->log_outputs = conf->log_outputs;
     p->path = strdup(conf->path);
     p->exposures = strdup(conf->exposures ? conf->exposures : "db");
-    p->scratch = evbuffer_new();
     p->timer = event_new(base, -1, EV_PERSIST, on_timer, p);
-    if (!p->path || !p->exposures || !p->scratch || !p->timer)
+    if (!p->path || !p->exposures || !p->timer)
         goto oom;
     file = strcmp(p->exposures, "db") != 0;
     /* the writer first: opening the database read-write applies pending
@@ -366,8 +409,7 @@ void gw_prompts_free(struct gw_prompts *p)
     reg_watch_free(p->watch);
     vcache_clear(p);
     reg_snapshot_unref(p->snap);
-    if (p->scratch)
-        evbuffer_free(p->scratch);
+    free(p->out.p);
     free(p->path);
     free(p->exposures);
     free(p);
@@ -499,6 +541,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     struct gw_jscan_field bf[MAX_PARAMS + 1], vf[REG_VARIABLES_MAX];
     struct lookup lk;
     struct vcache *vc;
+    size_t ins[MAX_PARAMS], offs[MAX_FIELDS], seg1, seg2, msg_len;
+    const char *nbody;
     char name[REG_NAME_MAX + 1], label[REG_LABEL_MAX + 1];
     char user[REG_USER_MAX + 1], hdr[REG_NAME_MAX + 64], err[256];
     const char *uid = NULL, *body, *cut0, *cut1, *rest;
@@ -617,17 +661,21 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     lk.n = vc->n_vars;
 
     /* {"messages":[...], params the request lacks, the request's members
-     * without "prompt"} */
-    evbuffer_add(p->scratch, "{\"messages\":", 12);
-    if (reg_render_json(res.version, lookup_var, &lk, emit_cb, p->scratch,
+     * without "prompt"}; offs[] remembers where the caller's fields land */
+    p->out.len = 0;
+    if (ob_add(&p->out, "{\"messages\":", 12) < 0)
+        goto oom;
+    if (reg_render_json(res.version, lookup_var, &lk, emit_cb, &p->out,
                         &e) < 0) {
         rc = fail(gw, req, rl, 400, "prompt_render_error",
                   "prompt '%s@%d': %s", name, res.version->version,
                   e ? e : "out of memory");
         free(e);
-        goto reset;
+        goto done;
     }
+    msg_len = p->out.len - 12;
     for (i = 0; i < vc->n_params; i++) {
+        ins[i] = (size_t)-1;
         if (bf[i + 1].type != GW_JSON_NONE)
             continue;
         if (strcmp(vc->keys[i], "model") == 0) {
@@ -635,21 +683,46 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
                 continue;
             memcpy(model, vc->model, strlen(vc->model) + 1);
         }
-        evbuffer_add(p->scratch, vc->texts[i], vc->lens[i]);
+        ins[i] = p->out.len + vc->voff[i];
+        if (ob_add(&p->out, vc->texts[i], vc->lens[i]) < 0)
+            goto oom;
     }
     if (model[0] == '\0') {
         rc = fail(gw, req, rl, 400, "missing_model",
                   "prompt '%s@%d' sets no model in its params: send "
                   "\"model\" with the request", name, res.version->version);
-        goto reset;
+        goto done;
     }
     /* the request's own members, minus the prompt (and one comma) */
     rest = (const char *)memchr(body, '{', len) + 1;
     if (!(skip_ws(rest, body + len) == cut0 &&
-          *skip_ws(cut1, body + len) == '}'))
-        evbuffer_add(p->scratch, ",", 1);
-    evbuffer_add(p->scratch, rest, (size_t)(cut0 - rest));
-    evbuffer_add(p->scratch, cut1, (size_t)(body + len - cut1));
+          *skip_ws(cut1, body + len) == '}') && ob_add(&p->out, ",", 1) < 0)
+        goto oom;
+    seg1 = p->out.len;
+    if (ob_add(&p->out, rest, (size_t)(cut0 - rest)) < 0)
+        goto oom;
+    seg2 = p->out.len;
+    if (ob_add(&p->out, cut1, (size_t)(body + len - cut1)) < 0)
+        goto oom;
+    for (i = 0; i < n_f && i < MAX_FIELDS; i++) {
+        size_t k;
+        const char *v = f[i].val;
+        offs[i] = (size_t)-1;
+        if (i == pi) {
+            continue;
+        } else if (f[i].type != GW_JSON_NONE) {
+            if (v >= rest && v < cut0)
+                offs[i] = seg1 + (size_t)(v - rest);
+            else if (v >= cut1 && v < body + len)
+                offs[i] = seg2 + (size_t)(v - cut1);
+        } else if (strcmp(f[i].key, "messages") == 0) {
+            offs[i] = 12;
+        } else {
+            for (k = 0; k < vc->n_params; k++)
+                if (ins[k] != (size_t)-1 && strcmp(f[i].key, vc->keys[k]) == 0)
+                    offs[i] = ins[k];
+        }
+    }
 
     /* the exposure record, with its strings in one allocation */
     need = strlen(rl->request_id) + strlen(name) + strlen(res.label ? res.label : "")
@@ -687,15 +760,68 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     p->pending[bucket(req)] = r;
     p->n_pending++;
 
-    /* the body is now the rewritten one; the caller's fields describe it
-     * (later stages read them), so scan it again: it is valid JSON */
+    /* the body is now the rewritten one, and the caller's fields describe
+     * it (later stages read them): moved, dropped ("prompt") or pointing
+     * at the inserted messages and params */
     evbuffer_drain(req->body, len);
-    evbuffer_add_buffer(req->body, p->scratch);
-    len = evbuffer_get_length(req->body);
-    if (gw_jscan((const char *)evbuffer_pullup(req->body, -1), len,
-                 MAX_DEPTH, f, n_f, err, sizeof(err)) < 0)
-        gw_log_error("request %s: rewritten body does not scan: %s",
-                     rl->request_id, err);
+    if (evbuffer_add(req->body, p->out.p, p->out.len) < 0)
+        goto oom_late;
+    nbody = (const char *)evbuffer_pullup(req->body, -1);
+    if (n_f > MAX_FIELDS) {
+        if (gw_jscan(nbody, p->out.len, MAX_DEPTH, f, n_f, err,
+                     sizeof(err)) < 0)
+            gw_log_error("request %s: rewritten body does not scan: %s",
+                         rl->request_id, err);
+    } else {
+        for (i = 0; i < n_f; i++) {
+            size_t k;
+            if (i == pi) {
+                f[i].type = GW_JSON_NONE;
+            } else if (offs[i] == (size_t)-1) {
+                continue;
+            } else if (f[i].type != GW_JSON_NONE) {
+                f[i].val = nbody + offs[i];
+            } else if (strcmp(f[i].key, "messages") == 0) {
+                f[i].type = GW_JSON_ARRAY;
+                f[i].val = nbody + offs[i];
+                f[i].len = msg_len;
+                f[i].escaped = 0;
+            } else {
+                for (k = 0; k < vc->n_params; k++)
+                    if (ins[k] == offs[i])
+                        break;
+                f[i].type = vc->vtype[k];
+                f[i].val = nbody + offs[i];
+                f[i].len = vc->vlen[k];
+                f[i].escaped = vc->vesc[k];
+            }
+        }
+    }
+#ifdef GW_PROMPT_CHECK_FIELDS
+    /* make CFLAGS="-O1 -g -DGW_PROMPT_CHECK_FIELDS": the moved fields must
+     * equal what a fresh scan of the new body reports */
+    {
+        struct gw_jscan_field chk[MAX_FIELDS];
+        memset(chk, 0, sizeof(chk));
+        for (i = 0; i < n_f && i < MAX_FIELDS; i++)
+            chk[i].key = f[i].key;
+        if (gw_jscan(nbody, p->out.len, MAX_DEPTH, chk, i, err,
+                     sizeof(err)) < 0)
+            gw_log_error("check: rewritten body does not scan: %s", err),
+                abort();
+        while (i-- > 0)
+            if (chk[i].type != f[i].type ||
+                (chk[i].type != GW_JSON_NONE &&
+                 (chk[i].val != f[i].val || chk[i].len != f[i].len ||
+                  chk[i].escaped != f[i].escaped)))
+                gw_log_error("check: field '%s' moved wrong", f[i].key),
+                    abort();
+    }
+#endif
+    if (p->out.cap > (1u << 20)) { /* do not keep a huge body's buffer */
+        free(p->out.p);
+        p->out.p = NULL, p->out.len = p->out.cap = 0;
+    }
 
     snprintf(hdr, sizeof(hdr), "%s@%d", name, res.version->version);
     gw_http_add_header(req, "x-prompt-version", hdr);
@@ -708,10 +834,11 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     goto done;
 oom:
     rc = fail(gw, req, rl, 500, "out_of_memory", "out of memory");
-reset:
-    evbuffer_drain(p->scratch, evbuffer_get_length(p->scratch));
 done:
     return rc;
+oom_late:
+    /* the record is pending: the error's log line completes it */
+    return fail(gw, req, rl, 500, "out_of_memory", "out of memory");
 }
 
 void gw_prompt_finish(struct gw_prompts *p, struct gw_http_req *req,

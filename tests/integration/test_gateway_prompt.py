@@ -433,3 +433,29 @@ def test_keys_feedback_authenticated_and_key_is_the_default_user(mockllm, gatewa
     fb = gw.url + "/v1/feedback"
     assert http("POST", fb, {"request_id": "k1", "event": "click"}).status == 401
     assert http("POST", fb, {"request_id": "k1", "event": "click"}, headers=auth).status == 202
+
+
+@pytest.mark.parametrize("raw", [
+    '{"prompt":%s}',
+    '{ "prompt" : %s , "user" : "u" }',
+    '{"user":"u",\n  "prompt":\t%s\n}',
+    '{"stream":false,"prompt":%s,"max_tokens":5,"metadata":{"a":[1,{"b":"c"}]}}',
+    '{"temperature":1,"prompt":%s}',
+    '  {"x":"\\u00e9\\"","prompt":%s,"y":[]}  ',
+])
+def test_body_shapes_rewritten(served, raw):
+    mock, gw, _ = served
+    ref = json.dumps({"name": "product_copy", "label": "production",
+                      "variables": {"product_name": "K \"q\" \\ \u00e9", "facts": 1.5}})
+    text = raw % ref
+    r = http("POST", gw.url + CHAT, text.encode(), headers={"Content-Type": "application/json"})
+    assert r.status == 200, r
+    up = mock.requests()[-1]["body"]
+    sent = json.loads(text)
+    del sent["prompt"]
+    for k, v in sent.items():
+        assert up[k] == v, (k, up)
+    for k, v in V2["params"].items():
+        assert up[k] == sent.get(k, v)
+    assert up["messages"][1]["content"] == 'Describe K "q" \\ \u00e9. Facts: 1.5'
+    assert set(up) == set(sent) | set(V2["params"]) | {"messages"}
