@@ -249,6 +249,7 @@ int gw_limit_admit(struct gw_limiter *l, const struct gw_key *key,
     admit->key = key;
     admit->mrate = mrate;
     admit->reserved = est;
+    admit->day = today;
     admit->active = 1;
     return 0;
 }
@@ -306,7 +307,9 @@ void gw_limit_release(struct gw_limiter *l, struct gw_admit *a, long actual,
                               delta);
         return;
     }
-    if (a->ks->day == (long)(now_ms / DAY_MS))
+    (void)now_ms;
+    /* a reservation from before midnight settles yesterday, not today */
+    if (a->ks->day == a->day)
         a->ks->day_tokens += delta;
     if (a->key->rate.tpm)
         a->ks->tat_tok += (double)delta * 60000.0 / (double)a->key->rate.tpm;
@@ -320,6 +323,9 @@ void gw_limit_fmt_reset(long ms, char *out, size_t outlen)
         snprintf(out, outlen, "%ldms", ms < 0 ? 0 : ms);
     else if (ms < 60000)
         snprintf(out, outlen, "%.3gs", (double)ms / 1000.0);
-    else
+    else if (ms < 3600000)
         snprintf(out, outlen, "%ldm%lds", ms / 60000, (ms % 60000) / 1000);
+    else
+        snprintf(out, outlen, "%ldh%ldm%lds", ms / 3600000,
+                 (ms % 3600000) / 60000, (ms % 60000) / 1000);
 }

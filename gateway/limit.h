@@ -26,6 +26,7 @@ struct gw_admit {
     const struct gw_key *key; /* borrowed from the request's config */
     const struct gw_rate *mrate; /* borrowed: the key+model rate, or NULL */
     long reserved; /* tokens reserved */
+    long day;      /* the day (UTC) the reservation counted against */
     int active;
     struct gw_rlredis *remote; /* borrowed: decided in Redis, settle there */
     int injected_usage; /* the gateway asked upstream for stream usage:
