@@ -19,18 +19,17 @@
 #include <string.h>
 #include <strings.h>
 
-void gw_admin_backends(struct gw_gateway *gw, struct gw_http_req *req,
-                       struct gw_reqlog *rl)
+int gw_admin_check(struct gw_gateway *gw, struct gw_http_req *req,
+                   struct gw_reqlog *rl)
 {
     struct gw_config *c = gw->config;
     const char *given = gw_http_req_header(req, "authorization");
-    struct evbuffer *b;
 
     if (c->admin_key == NULL) {
         gw_proxy_error(gw, req, rl, 404, "admin_disabled",
                        "the admin API is off: set \"admin_key\" in the "
                        "configuration (e.g. \"env:PROMPTGATE_ADMIN_KEY\")");
-        return;
+        return -1;
     }
     if (given && strncasecmp(given, "Bearer ", 7) == 0)
         given += 7;
@@ -39,13 +38,24 @@ void gw_admin_backends(struct gw_gateway *gw, struct gw_http_req *req,
     if (given == NULL) {
         gw_proxy_error(gw, req, rl, 401, "missing_admin_key",
                        "send the admin key as 'Authorization: Bearer KEY'");
-        return;
+        return -1;
     }
     if (!gw_admin_key_ok(c->admin_key, given)) {
         gw_proxy_error(gw, req, rl, 403, "invalid_admin_key",
                        "the admin key is not valid");
-        return;
+        return -1;
     }
+    return 0;
+}
+
+void gw_admin_backends(struct gw_gateway *gw, struct gw_http_req *req,
+                       struct gw_reqlog *rl)
+{
+    struct gw_config *c = gw->config;
+    struct evbuffer *b;
+
+    if (gw_admin_check(gw, req, rl) < 0)
+        return;
     b = evbuffer_new();
     if (b == NULL) {
         gw_proxy_error(gw, req, rl, 500, "out_of_memory", "out of memory");

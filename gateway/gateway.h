@@ -27,6 +27,8 @@ struct gw_prompts;
 struct gw_limiter;
 struct gw_rlredis;
 struct gw_admit;
+struct gw_cache;
+struct gw_cache_fill;
 
 #define GW_VERSION "0.1.0"
 
@@ -49,6 +51,8 @@ struct gw_gateway {
     unsigned long retries;       /* of which on a retry attempt (budget) */
     struct gw_backend_states *states; /* owned: backend state by name,
                                          across reloads (pool.c) */
+    struct gw_cache *cache;      /* owned: the response cache, NULL until a
+                                    config has "cache" (cache.c) */
 };
 
 /* What the access log records of one request. */
@@ -83,12 +87,19 @@ void gw_proxy_error(struct gw_gateway *gw, struct gw_http_req *req,
 /* upstream.c: starts relaying req for model. backend NULL lets the model's
  * pool pick (pool.c), with retries and fallbacks; a backend pins the first
  * attempt there. Takes a reference to config. On failure (nothing usable:
- * 503 with retry-after) answers the client itself. */
+ * 503 with retry-after) answers the client itself. fill (owned from now
+ * on, may be NULL) is the cache entry the answer fills (cache.c). */
 void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
                        struct gw_config *config, struct gw_backend *backend,
                        const char *model, int stream, const char *path_suffix,
                        const char *request_id, const char *key_name,
-                       const struct gw_admit *admit);
+                       const struct gw_admit *admit,
+                       struct gw_cache_fill *fill);
+
+/* admin.c: 0 when req carries the admin key, else -1 after answering
+ * (404 admin API off, 401, 403). */
+int gw_admin_check(struct gw_gateway *gw, struct gw_http_req *req,
+                   struct gw_reqlog *rl);
 
 /* admin.c: GET /admin/backends (admin_key required). */
 void gw_admin_backends(struct gw_gateway *gw, struct gw_http_req *req,

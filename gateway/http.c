@@ -318,6 +318,37 @@ int gw_http_resp_has_header(const struct gw_http_req *r, const char *name)
     return 0;
 }
 
+int gw_http_resp_header_get(const struct gw_http_req *r, const char *name,
+                            char *out, size_t cap)
+{
+    size_t n = strlen(name), len;
+    const char *p, *end, *eol;
+
+    if (r->resp_headers == NULL || cap == 0)
+        return -1;
+    len = evbuffer_get_length(r->resp_headers);
+    p = (const char *)evbuffer_pullup(r->resp_headers, -1);
+    end = p + len;
+    while (p < end) {
+        eol = memchr(p, '\r', (size_t)(end - p));
+        if (eol == NULL)
+            break;
+        if ((size_t)(eol - p) > n + 1 && p[n] == ':' &&
+            strncasecmp(p, name, n) == 0) {
+            const char *v = p + n + 1;
+            while (v < eol && *v == ' ')
+                v++;
+            if ((size_t)(eol - v) >= cap)
+                return -1;
+            memcpy(out, v, (size_t)(eol - v));
+            out[eol - v] = '\0';
+            return 0;
+        }
+        p = eol + 2;
+    }
+    return -1;
+}
+
 void gw_http_reply(struct gw_http_req *r, int status,
                    const char *content_type, const void *body, size_t len)
 {

@@ -118,6 +118,11 @@ int gw_http_add_header(struct gw_http_req *req, const char *name,
 /* 1 when a response header of that name was added already. */
 int gw_http_resp_has_header(const struct gw_http_req *req, const char *name);
 
+/* Copies the value of the first response header of that name into out
+ * (cap bytes with the NUL). Returns 0, or -1 when absent or too long. */
+int gw_http_resp_header_get(const struct gw_http_req *req, const char *name,
+                            char *out, size_t cap);
+
 /* A whole answer with Content-Length. content_type may be NULL. */
 void gw_http_reply(struct gw_http_req *req, int status,
                    const char *content_type, const void *body, size_t len);

@@ -9,6 +9,7 @@
  */
 #include "gateway/gateway.h"
 #include "gateway/accesslog.h"
+#include "gateway/cache.h"
 #include "gateway/curlev.h"
 #include "gateway/http.h"
 #include "gateway/limit.h"
@@ -274,6 +275,11 @@ int main(int argc, char **argv)
         gw_log_error("cannot set up the redis client");
         goto out;
     }
+    if (gw->config->cache.enabled &&
+        (gw->cache = gw_cache_new(gw->base, gw->config)) == NULL) {
+        gw_log_error("cannot set up the response cache: out of memory");
+        goto out;
+    }
     gw->http = gw_http_server_new(gw->base, gw_proxy_handle, gw);
     if (gw->http)
         gw_http_server_set_error_handler(gw->http, gw_proxy_reject);
@@ -309,6 +315,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     gw_http_server_free(gw->http);
+    gw_cache_free(gw->cache); /* after the requests that wait on it */
     gw_curlev_free(gw->curl);
     gw_upstream_free_pools(gw);
     gw_prompts_free(gw->prompts);

@@ -8,6 +8,7 @@
  */
 #include "gateway/gateway.h"
 #include "gateway/accesslog.h"
+#include "gateway/cache.h"
 #include "gateway/clock.h"
 #include "gateway/error.h"
 #include "gateway/http.h"
@@ -92,6 +93,7 @@ void gw_proxy_error(struct gw_gateway *gw, struct gw_http_req *req,
 {
     struct evbuffer *body = evbuffer_new();
 
+    gw_cache_error_header(req);
     if (body == NULL || gw_error_json(body, status, code, message) < 0) {
         gw_http_reply(req, 500, NULL, NULL, 0);
     } else {
@@ -284,33 +286,55 @@ struct gw_fwd {
     struct gw_admit admit;     /* the rate-limit reservation */
 };
 
-/* The stages after the rate limit: cache lookup, route, upstream. Runs at
- * once, or later when a rate-limit decision came from Redis. */
-static void forward(struct gw_gateway *gw, struct gw_http_req *req,
-                    struct gw_reqlog *rl, struct gw_fwd *f)
+static int cache_stage(struct gw_gateway *gw, struct gw_http_req *req,
+                       struct gw_reqlog *rl, struct gw_fwd *f,
+                       struct gw_cache_fill **fill);
+static int ask_for_usage(struct gw_http_req *req);
+
+/* The route stage and the upstream call; fill (owned, may be NULL) is the
+ * cache entry the answer fills. */
+static void route(struct gw_gateway *gw, struct gw_http_req *req,
+                  struct gw_reqlog *rl, struct gw_fwd *f,
+                  struct gw_cache_fill *fill)
 {
     struct gw_config *c = f->config;
     const char *model = f->model;
     struct gw_backend *b;
     char msg[512];
 
-    rl->model = model;
-    /* stage: cache lookup */
-    /* stage: route */
     b = gw_config_backend_for(c, model);
     if (b == NULL) {
         snprintf(msg, sizeof(msg),
                  "the model '%s' does not exist or is not served by this "
                  "gateway (GET /v1/models lists them)", model);
+        gw_cache_fill_free(fill);
         gw_limit_release(gw->limiter, &f->admit, 0, wall_ms());
         gw_proxy_error(gw, req, rl, 404, "model_not_found", msg);
         return;
     }
+    /* a stream stored for the cache keeps its usage (stripped live) */
+    if (fill && !f->admit.injected_usage && gw_cache_fill_wants_usage(fill))
+        f->admit.injected_usage = ask_for_usage(req);
     /* the model's pool picks the backend (pool.c, strategies, breakers,
      * max_inflight) in upstream.c, which retries and answers 503 itself */
     gw_upstream_start(gw, req, c, NULL, model, f->stream, f->suffix,
                       rl->request_id, f->key ? f->key->name : NULL,
-                      &f->admit);
+                      &f->admit, fill);
+}
+
+/* The stages after the rate limit: cache lookup, route, upstream. Runs at
+ * once, or later when a rate-limit decision came from Redis. */
+static void forward(struct gw_gateway *gw, struct gw_http_req *req,
+                    struct gw_reqlog *rl, struct gw_fwd *f)
+{
+    struct gw_cache_fill *fill = NULL;
+
+    rl->model = f->model;
+    /* stage: cache lookup */
+    if (f->config->cache.enabled && cache_stage(gw, req, rl, f, &fill))
+        return;
+    /* stage: route */
+    route(gw, req, rl, f, fill);
 }
 
 /* A stream is settled from its final usage chunk: when the client did not
@@ -335,6 +359,7 @@ struct pending {
     struct gw_reqlog rl;
     char request_id[136];
     struct gw_rlop *op; /* borrowed from rlredis until answered */
+    struct gw_cache_op *cop; /* borrowed from cache.c until answered */
 };
 
 static void pending_free(struct pending *p)
@@ -404,6 +429,71 @@ static void pending_decided(void *arg, int ok, const struct gw_limit_result *lr)
     }
     forward(gw, req, &p->rl, &p->fwd);
     pending_free(p);
+}
+
+static void cache_client_gone(struct gw_http_req *req, void *arg)
+{
+    struct pending *p = arg;
+
+    (void)req;
+    gw_cache_op_cancel(p->cop);
+    gw_limit_release(p->gw->limiter, &p->fwd.admit, 0, wall_ms());
+    p->rl.status = 499;
+    p->rl.error = "client_closed";
+    gw_proxy_log(p->gw, p->req, &p->rl);
+    pending_free(p);
+}
+
+static void cache_resumed(void *arg, int answered, struct gw_cache_fill *fill)
+{
+    struct pending *p = arg;
+
+    gw_http_req_set_callbacks(p->req, NULL, NULL, NULL);
+    if (answered)
+        gw_limit_release(p->gw->limiter, &p->fwd.admit, 0, wall_ms());
+    else
+        route(p->gw, p->req, &p->rl, &p->fwd, fill);
+    pending_free(p);
+}
+
+/* The cache stage (cache.c decides and answers hits). Returns 0 to route
+ * the request with *fill, 1 when it was answered or waits for the cache
+ * (Redis, or an identical request upstream) and resumes later. */
+static int cache_stage(struct gw_gateway *gw, struct gw_http_req *req,
+                       struct gw_reqlog *rl, struct gw_fwd *f,
+                       struct gw_cache_fill **fill)
+{
+    struct gw_cache_op *op;
+    struct pending *p;
+
+    switch (gw_cache_lookup(gw, req, rl, f->config, f->key, f->model,
+                            f->suffix, f->stream, f->admit.injected_usage,
+                            fill, &op)) {
+    case GW_CACHE_GO:
+        return 0;
+    case GW_CACHE_ANSWERED:
+        gw_limit_release(gw->limiter, &f->admit, 0, wall_ms());
+        return 1;
+    case GW_CACHE_WAIT:
+        break;
+    }
+    if ((p = calloc(1, sizeof(*p))) == NULL) {
+        gw_cache_op_cancel(op);
+        gw_cache_error_header(req); /* bypass */
+        return 0;
+    }
+    p->gw = gw;
+    p->req = req;
+    p->fwd = *f;
+    p->fwd.config = gw_config_ref(f->config);
+    p->rl = *rl;
+    snprintf(p->request_id, sizeof(p->request_id), "%s", rl->request_id);
+    p->rl.request_id = p->request_id;
+    p->rl.model = p->fwd.model;
+    p->cop = op;
+    gw_cache_op_wait(op, &p->rl, cache_resumed, p);
+    gw_http_req_set_callbacks(req, cache_client_gone, NULL, p);
+    return 1;
 }
 
 /* POST /v1/{chat/completions,completions,embeddings}. */
@@ -579,6 +669,7 @@ static const struct route {
     {"/healthz", "GET", 2, NULL},
     {"/readyz", "GET", 3, NULL},
     {"/admin/backends", "GET", 5, NULL},
+    {"/admin/cache/purge", "POST", 6, NULL},
     {"/v1/feedback", "POST", 4, NULL},
     {NULL, NULL, 0, NULL},
 };
@@ -648,6 +739,9 @@ void gw_proxy_handle(struct gw_http_req *req, void *arg)
         break;
     case 5:
         gw_admin_backends(gw, req, &rl);
+        break;
+    case 6:
+        gw_cache_purge(gw, req, &rl);
         break;
     default:
         handle_simple(gw, req, &rl, r->kind == 3);

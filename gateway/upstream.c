@@ -61,6 +61,7 @@
  * same three steps: on_head, on_body, call_end.
  */
 #include "gateway/gateway.h"
+#include "gateway/cache.h"
 #include "gateway/clock.h"
 #include "gateway/curlev.h"
 #include "gateway/error.h"
@@ -131,6 +132,8 @@ struct gw_call {
     long head_us;               /* the attempt's time to head */
     const char *suffix;         /* static: the upstream path */
     struct evbuffer *alt_body;  /* owned: body naming a fallback model */
+    struct gw_cache_fill *fill; /* owned: the cache entry the answer fills
+                                   (a miss), or NULL (cache.c) */
 };
 
 static void call_state(struct gw_call *c, enum call_state to)
@@ -159,6 +162,7 @@ static void call_free(struct gw_call *c)
         evbuffer_free(c->body);
     if (c->alt_body)
         evbuffer_free(c->alt_body);
+    gw_cache_fill_free(c->fill);
     gw_sse_release(&c->sse);
     if (c->attempt_live)
         gw_pool_record(c->backend, gw_now_us(), c->probe, GW_BREAKER_NEUTRAL,
@@ -442,6 +446,8 @@ static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
     if (c->state == STREAMING) {
         if (kind == END_OK && c->sse.done && gw_sse_pending(&c->sse) == 0) {
             attempt_release(c, GW_BREAKER_OK, 0);
+            if (c->pool == c->first_pool) /* not a fallback's answer */
+                gw_cache_fill_store(c->fill, NULL, 0);
             gw_http_reply_end(c->req);
             call_state(c, FINISHED);
             fill_log(c, &rl, 200, NULL);
@@ -479,6 +485,10 @@ static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
                              (const char *)evbuffer_pullup(body, -1), len, 0);
         if (c->retry_after[0])
             gw_http_add_header(c->req, "Retry-After", c->retry_after);
+        if (c->fill && c->status >= 200 && c->status < 300 &&
+            c->pool == c->first_pool)
+            gw_cache_fill_store(c->fill,
+                                (const char *)evbuffer_pullup(body, -1), len);
         call_state(c, FINISHED);
         gw_http_reply_buffer(c->req, (int)c->status,
                              c->content_type[0] ? c->content_type
@@ -589,6 +599,8 @@ static int relay_event(void *arg, const struct gw_sse_event *ev)
 {
     struct gw_call *c = arg;
 
+    if (c->fill) /* before the usage chunk may be stripped: it is kept */
+        gw_cache_fill_event(c->fill, ev->data, ev->data_len);
     if (ev->data_len > 8 && memmem(ev->data, ev->data_len, "\"usage\"", 7)) {
         gw_usage_find(ev->data, ev->data_len, &c->usage);
         /* the usage-only chunk the gateway asked for, not the client */
@@ -992,7 +1004,8 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
                        struct gw_config *config, struct gw_backend *backend,
                        const char *model, int stream, const char *path_suffix,
                        const char *request_id, const char *key_name,
-                       const struct gw_admit *admit)
+                       const struct gw_admit *admit,
+                       struct gw_cache_fill *fill)
 {
     struct gw_call *c = calloc(1, sizeof(*c));
     struct gw_reqlog rl;
@@ -1007,6 +1020,7 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
     rl.ttfb_us = -1;
     gw_usage_init(&rl.usage);
     if (c == NULL) {
+        gw_cache_fill_free(fill);
         if (admit) {
             struct gw_admit a = *admit;
             gw_limit_release(gw->limiter, &a, -1, 0);
@@ -1016,6 +1030,7 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
     }
     if (admit)
         c->admit = *admit;
+    c->fill = fill;
     if (key_name)
         snprintf(c->key_name, sizeof(c->key_name), "%s", key_name);
     c->gw = gw;

@@ -1,0 +1,106 @@
+"""The response cache (issue 5) on its memory backend: hit/miss/bypass
+headers and age, a streamed miss answering both stream and JSON hits from
+one entry (and the other way round), deterministic-only by default, the
+per-model switch, tenants that never share unless their config names the
+same namespace, cache-control no-cache/no-store, errors and truncated
+streams never stored, the entry size limit, TTL, purge by namespace,
+request coalescing, and the LRU's byte bound.  The same checks run on
+Redis in test_gateway_cache_redis.py (cache_common.py)."""
+
+import pytest
+
+import cache_common as cc
+from conftest import mock_backend_config
+from helpers import chat, http
+
+
+@pytest.fixture
+def setup(mockllm, gateway):
+    def start(cache_conf, keys=None, models=None, mock_args=()):
+        mock = mockllm(*mock_args)
+        cfg = mock_backend_config(mock)
+        cfg["cache"] = dict({"backend": "memory"}, **cache_conf)
+        cfg["admin_key"] = "env:PG_TEST_ADMIN_KEY"
+        if keys:
+            cfg["keys"] = keys
+        if models:
+            cfg["models"] = models
+        gw = gateway(cfg, env={"PG_TEST_ADMIN_KEY": cc.ADMIN_KEY})
+        return mock, gw
+    return start
+
+
+def test_miss_then_hit(setup):
+    cc.check_miss_then_hit(setup)
+
+
+def test_stream_miss_then_stream_and_json_hits(setup):
+    cc.check_stream_then_both_hits(setup)
+
+
+def test_json_miss_then_stream_hit(setup):
+    cc.check_json_then_stream_hit(setup)
+
+
+def test_bypass_rules(setup):
+    cc.check_bypass_rules(setup)
+
+
+def test_model_cache_all(setup):
+    cc.check_model_all(setup)
+
+
+def test_tenants_never_share(setup):
+    cc.check_tenants(setup)
+
+
+def test_cache_control(setup):
+    cc.check_cache_control(setup)
+
+
+def test_errors_and_truncated_streams_not_stored(setup):
+    cc.check_failures_not_stored(setup)
+
+
+def test_entry_size_limit(setup):
+    cc.check_entry_size_limit(setup)
+
+
+def test_ttl(setup):
+    cc.check_ttl(setup)
+
+
+def test_purge(setup):
+    cc.check_purge(setup)
+
+
+def test_coalescing_100_identical_misses_one_upstream(setup):
+    cc.check_coalescing(setup, 100)
+
+
+def test_lru_bounded_in_bytes(setup):
+    mock, gw = setup({"max_bytes": 8192, "max_entry_bytes": 4096})
+    bodies = [chat(messages=[{"role": "user", "content": "lru %d" % i}]) for i in range(12)]
+    for b in bodies:
+        assert cc.cache_of(cc.post(gw, b)) == "miss"
+    # each entry is ~1.5 KiB: the oldest were evicted, the newest kept
+    assert cc.cache_of(cc.post(gw, bodies[-1])) == "hit"
+    assert cc.cache_of(cc.post(gw, bodies[0])) == "miss"
+
+
+def test_purge_needs_admin_key_config(mockllm, gateway):
+    mock = mockllm()
+    cfg = mock_backend_config(mock)
+    cfg["cache"] = {}
+    gw = gateway(cfg)
+    r = http("POST", gw.url + "/admin/cache/purge", body={"namespace": "default"})
+    assert r.status == 404 and r.json()["error"]["code"] == "admin_disabled"
+    # a gateway without keys keeps its entries in "default"
+    assert cc.cache_of(cc.post(gw, chat())) == "miss"
+    assert cc.cache_of(cc.post(gw, chat())) == "hit"
+
+
+def test_cache_off_has_no_header(mock_gateway):
+    mock, gw = mock_gateway
+    r = cc.post(gw, chat())
+    assert r.status == 200 and "x-promptgate-cache" not in r.headers
