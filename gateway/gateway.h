@@ -23,6 +23,7 @@ struct gw_accesslog;
 struct gw_uppool;
 struct gw_prompts;
 struct gw_backend_states;
+struct gw_health;
 struct gw_prompts;
 struct gw_limiter;
 struct gw_rlredis;
@@ -51,6 +52,7 @@ struct gw_gateway {
     unsigned long retries;       /* of which on a retry attempt (budget) */
     struct gw_backend_states *states; /* owned: backend state by name,
                                          across reloads (pool.c) */
+    struct gw_health *health;    /* owned: active health checks */
     struct gw_cache *cache;      /* owned: the response cache, NULL until a
                                     config has "cache" (cache.c) */
 };

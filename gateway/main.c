@@ -16,6 +16,7 @@
 #include "gateway/rlredis.h"
 #include "gateway/log.h"
 #include "gateway/prompt.h"
+#include "gateway/health.h"
 #include "gateway/pool.h"
 #include "gateway/prompt.h"
 
@@ -115,6 +116,7 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
     gw_http_server_set_limits(gw->http, &l);
     gw_config_unref(gw->config);
     gw->config = c;
+    gw_health_apply(gw->health); /* checks follow the new config */
     if (gw->prompts && c->registry.path)
         gw_prompts_reload(gw->prompts, &c->registry);
     else if (gw->prompts || c->registry.path)
@@ -293,7 +295,9 @@ int main(int argc, char **argv)
         goto out;
     }
     gw->states = gw_states_new();
-    if (gw->states == NULL || gw_states_attach(gw->states, gw->config) < 0) {
+    if (gw->states == NULL || gw_states_attach(gw->states, gw->config) < 0 ||
+        (gw->health = gw_health_new(gw)) == NULL ||
+        gw_health_apply(gw->health) < 0) {
         gw_log_error("out of memory at start");
         goto out;
     }
@@ -319,6 +323,7 @@ out:
     gw_curlev_free(gw->curl);
     gw_upstream_free_pools(gw);
     gw_prompts_free(gw->prompts);
+    gw_health_free(gw->health);
     gw_states_free(gw->states);
     gw_rlredis_free(gw->rlredis);
     gw_limiter_free(gw->limiter);

@@ -38,7 +38,6 @@
 #include "gateway/error.h"
 
 #include <event2/buffer.h>
-#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,11 +340,8 @@ void gw_states_free(struct gw_backend_states *s)
 {
     if (s == NULL)
         return;
-    for (size_t i = 0; i < s->n; i++) {
-        if (s->v[i]->health_timer)
-            event_free(s->v[i]->health_timer);
-        free(s->v[i]);
-    }
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i]); /* health checks are gone: gw_health_free first */
     free(s->v);
     free(s);
 }

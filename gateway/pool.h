@@ -18,7 +18,7 @@
 #include "gateway/config.h"
 
 struct evbuffer;
-struct event;
+struct gw_hcheck;
 
 #define GW_POOL_MAX_FALLBACKS 8
 
@@ -29,9 +29,7 @@ struct gw_backend_state {
     int64_t ewma_us;           /* time to answer head; -1: no sample yet */
     unsigned long attempts, failures, retries_to; /* since start */
     int in_config;             /* named by the current config */
-    struct event *health_timer; /* owned (health.c) */
-    void *health_probe;        /* owned by health.c: a check in flight */
-    void *health_arg;          /* borrowed: health.c's context */
+    struct gw_hcheck *health;  /* owned by health.c (gw_health_free) */
 };
 
 struct gw_backend_states {
