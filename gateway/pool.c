@@ -377,6 +377,18 @@ int gw_states_attach(struct gw_backend_states *s, struct gw_config *c)
     return 0;
 }
 
+size_t gw_states_usable(const struct gw_config *c, int64_t now_us)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < c->n_backends; i++) {
+        const struct gw_backend *b = &c->backends[i];
+        n += b->state == NULL ||
+             gw_breaker_usable(&b->state->breaker, &b->breaker, now_us);
+    }
+    return n;
+}
+
 /* ---------------------------------------------------------------- admin */
 
 #define ADD(b, lit) evbuffer_add((b), (lit), sizeof(lit) - 1)

@@ -91,6 +91,9 @@ void gw_states_free(struct gw_backend_states *s); /* NULL is a no-op */
  * c is then not usable). */
 int gw_states_attach(struct gw_backend_states *s, struct gw_config *c);
 
+/* Backends of c whose breaker lets an attempt through now (/readyz). */
+size_t gw_states_usable(const struct gw_config *c, int64_t now_us);
+
 /* GET /admin/backends: the JSON document of every backend of c. */
 void gw_states_json(struct gw_config *c, int64_t now_us, struct evbuffer *out);
 

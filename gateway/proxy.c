@@ -16,6 +16,7 @@
 #include "gateway/limit.h"
 #include "gateway/rlredis.h"
 #include "gateway/log.h"
+#include "gateway/pool.h"
 #include "gateway/prompt.h"
 
 #include <event2/buffer.h>
@@ -175,10 +176,13 @@ static void handle_simple(struct gw_gateway *gw, struct gw_http_req *req,
         evbuffer_add_printf(b, "{\"status\":\"ok\",\"version\":\"%s\"}",
                             GW_VERSION);
         reply_json(gw, req, rl, 200, b);
-    } else if (gw->config && gw->config->n_backends > 0) {
+    } else if (gw->config &&
+               gw_states_usable(gw->config, gw_now_us()) > 0) {
+        /* routing: ready while some backend's breaker lets requests in */
         evbuffer_add_printf(b, "{\"status\":\"ready\",\"backends\":%zu,"
-                               "\"models\":%zu}",
+                               "\"usable_backends\":%zu,\"models\":%zu}",
                             gw->config->n_backends,
+                            gw_states_usable(gw->config, gw_now_us()),
                             gw->config->n_model_names);
         reply_json(gw, req, rl, 200, b);
     } else {

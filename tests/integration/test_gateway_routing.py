@@ -228,6 +228,8 @@ def test_all_backends_dead_fast_503_with_retry_after(mockllm, gateway):
     assert r.json()["error"]["code"] == "no_backend_available"
     assert int(r.headers["retry-after"]) >= 1
     assert took < 0.05, took
+    r = request("GET", gw.url + "/readyz")
+    assert r.status == 503 and r.headers["retry-after"] == "1", r
 
 
 def test_mid_stream_death_is_an_sse_error_not_a_retry(mockllm, gateway):
