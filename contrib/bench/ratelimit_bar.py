@@ -30,7 +30,7 @@ mockllm, and redis-server/redis-cli from PATH.  Exit status 0 when every
 bar is met, 1 otherwise, 2 on a setup failure.
 
 usage: ratelimit_bar.py [--duration S] [--outage S] [--rpm N] [--clients N]
-                        [--timeout-ms MS] [--on-error open|closed]
+                        [--pace-ms MS] [--timeout-ms MS] [--on-error open|closed]
                         [--json FILE] [--keep]
 example (the issue's bar, ~3 minutes):
   contrib/bench/ratelimit_bar.py --duration 120
@@ -138,12 +138,13 @@ def commandstats(port):
 
 # ---------------------------------------------------------------- clients
 
-def client(ports, t_start, t_end, q):
-    """Hammers ports in turn until t_end (time.time()).  Sends back
+def client(ports, t_start, t_end, q, pace=0.0):
+    """Hammers ports in turn until t_end (time.time()), pausing pace s
+    after each answer.  Sends back
     admitted times, 429s as (time, retry_after_ms, retry_after_s), and the
     other statuses counted."""
     conns = [None] * len(ports)
-    admitted, refused, other, errors = [], [], {}, 0
+    admitted, refused, other, errors, unlimited = [], [], {}, 0, 0
     i = 0
     while time.time() < t_start:
         time.sleep(0.001)
@@ -166,15 +167,20 @@ def client(ports, t_start, t_end, q):
             conns[k] = None
             continue
         t1 = time.time()
+        if pace:
+            time.sleep(pace)
         mid = (t0 + t1) / 2
         if r.status == 200:
             admitted.append(mid)
+            if r.getheader("x-ratelimit-limit-requests") is None:
+                unlimited += 1  # not decided by Redis: on_error "open"
         elif r.status == 429:
             refused.append((mid, int(r.getheader("retry-after-ms") or -1),
                             int(r.getheader("retry-after") or -1)))
         else:
             other[r.status] = other.get(r.status, 0) + 1
-    q.put({"admitted": admitted, "refused": refused, "other": other, "errors": errors})
+    q.put({"admitted": admitted, "refused": refused, "other": other, "errors": errors,
+           "unlimited": unlimited})
 
 
 def probe(port, t_start, t_end, q, every=0.02):
@@ -201,12 +207,12 @@ def probe(port, t_start, t_end, q, every=0.02):
     q.put(out)
 
 
-def run_load(ports, clients, seconds, probe_port=None):
+def run_load(ports, clients, seconds, probe_port=None, pace=0.0):
     q = mp.Queue()
     t_start = time.time() + 0.5
     t_end = t_start + seconds
     ps = [mp.Process(target=client, args=(ports[i % len(ports):] + ports[:i % len(ports)],
-                                          t_start, t_end, q)) for i in range(clients)]
+                                          t_start, t_end, q, pace)) for i in range(clients)]
     if probe_port:
         ps.append(mp.Process(target=probe, args=(probe_port, t_start, t_end, q)))
     for p in ps:
@@ -218,7 +224,8 @@ def collect(ps, q):
     res = [q.get() for _ in ps]
     for p in ps:
         p.join()
-    out = {"admitted": [], "refused": [], "other": {}, "errors": 0, "probe": []}
+    out = {"admitted": [], "refused": [], "other": {}, "errors": 0, "unlimited": 0,
+           "probe": []}
     for r in res:
         if isinstance(r, list):
             out["probe"] = r
@@ -226,6 +233,7 @@ def collect(ps, q):
         out["admitted"] += r["admitted"]
         out["refused"] += r["refused"]
         out["errors"] += r["errors"]
+        out["unlimited"] += r["unlimited"]
         for k, v in r["other"].items():
             out["other"][k] = out["other"].get(k, 0) + v
     out["admitted"].sort()
@@ -262,7 +270,7 @@ def accuracy(args, gw_ports, rport):
     rate = args.rpm / 60.0
     burst = max(1, int(rate))
     before = commandstats(rport)
-    ps, q, t0, t1 = run_load(gw_ports, args.clients, args.duration)
+    ps, q, t0, t1 = run_load(gw_ports, args.clients, args.duration, pace=args.pace_ms / 1000)
     res = collect(ps, q)
     after = commandstats(rport)
     adm = res["admitted"]
@@ -294,8 +302,11 @@ def accuracy(args, gw_ports, rport):
     evals = after.get("eval", 0) - before.get("eval", 0)
     out = {
         "duration_s": round(span, 3), "rpm": args.rpm, "clients": args.clients,
+        "pace_ms": args.pace_ms, "cpus": os.cpu_count(),
         "requests": n_req, "requests_per_s": round(n_req / span),
         "admitted": len(adm), "target": round(target, 1),
+        # 200s without x-ratelimit headers: Redis timed out, on_error admitted
+        "admitted_without_redis": res["unlimited"],
         "target_with_burst": round(target + burst, 1),
         "error_pct": round(100.0 * (len(adm) - target) / target, 3),
         "max_in_any_60s": worst60, "limit_60s": args.rpm + burst,
@@ -324,7 +335,8 @@ def outage(args, procs, gw_ports, rport, logs):
     """Load while Redis is killed, restarted, frozen and thawed."""
     seconds = args.outage
     marks = {"kill": 0.25, "restart": 0.5, "stop": 0.7, "cont": 0.9}
-    ps, q, t0, t1 = run_load(gw_ports, args.clients, seconds, probe_port=gw_ports[0])
+    ps, q, t0, t1 = run_load(gw_ports, args.clients, seconds, probe_port=gw_ports[0],
+                             pace=args.pace_ms / 1000)
     events = {}
     while time.time() < t0:
         time.sleep(0.001)
@@ -390,6 +402,9 @@ def main():
     ap.add_argument("--outage", type=float, default=20, help="outage phase, s (20; 0 skips)")
     ap.add_argument("--rpm", type=int, default=600, help="the key's limit (600)")
     ap.add_argument("--clients", type=int, default=4, help="hammering processes (4)")
+    ap.add_argument("--pace-ms", type=float, default=0,
+                    help="pause after each answer, per client (0: flat out); on a small "
+                         "machine flat-out clients starve the servers of CPU")
     ap.add_argument("--timeout-ms", type=int, default=50, help="redis.timeout_ms (50)")
     ap.add_argument("--on-error", choices=["open", "closed"], default="open")
     ap.add_argument("--json", help="also write the results to FILE")

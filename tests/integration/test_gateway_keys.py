@@ -361,6 +361,31 @@ def test_rpm_accuracy_under_hammering(mock, gateway):
     assert mock.count() == len(adm)
 
 
+def tokens_used(gateways, n_admitted):
+    """Total usage.total_tokens the gateways logged for admitted requests."""
+    logs = lambda: [e for g in gateways for e in api_log(g) if e["status"] == 200]
+    wait_until(lambda: len(logs()) >= n_admitted, timeout=3)
+    return sum(e["total_tokens"] for e in logs())
+
+
+def test_tpm_accuracy_under_hammering(mock, gateway):
+    """60000 tpm is 1000 tokens a second, with a second's tolerance: over
+    T seconds of hammering the tokens used are 1000 * T + 1000, give or
+    take one request (its estimate is charged before its usage is known)."""
+    gw = gateway(config(mock, [key("alpha", SECRET_A, tpm=60000)]))
+    body = chat(max_tokens=16)
+    est = len(json.dumps(body).encode()) // 4 + 16
+    h = Hammer([gw.url], SECRET_A, n=4, seconds=3.0, body=body).run()
+    assert not h.failures, h.failures[:5]
+    st = h.statuses()
+    assert set(st) <= {(200, None), (429, "rate_limit_exceeded")}, st
+    used = tokens_used([gw], len(h.admitted()))
+    expected = 1000 * h.span() + 1000
+    assert abs(used - expected) <= 0.03 * expected + 2 * est, \
+        "%d tokens used in %.2f s at 60000 tpm, expected %.0f (est %d a request, %r)" % (
+            used, h.span(), expected, est, st)
+
+
 def test_retry_after_is_right(mock, gateway):
     gw = gateway(config(mock, [key("alpha", SECRET_A, rpm=600), key("slow", SECRET_B, rpm=6)]))
     codes = [post(gw, SECRET_A).status for _ in range(10)]
