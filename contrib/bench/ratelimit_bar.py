@@ -29,7 +29,7 @@ Stdlib only; uses PROMPTGATE_BIN (default <repo>/bin) for promptgate and
 mockllm, and redis-server/redis-cli from PATH.  Exit status 0 when every
 bar is met, 1 otherwise, 2 on a setup failure.
 
-usage: ratelimit_bar.py [--duration S] [--outage S] [--rpm N] [--clients N]
+usage: ratelimit_bar.py [--duration S] [--outage S] [--rpm N] [--tpm N] [--clients N]
                         [--pace-ms MS] [--timeout-ms MS] [--on-error open|closed]
                         [--json FILE] [--keep]
 example (the issue's bar, ~3 minutes):
@@ -301,7 +301,8 @@ def accuracy(args, gw_ports, rport):
     evalsha = after.get("evalsha", 0) - before.get("evalsha", 0)
     evals = after.get("eval", 0) - before.get("eval", 0)
     out = {
-        "duration_s": round(span, 3), "rpm": args.rpm, "clients": args.clients,
+        "duration_s": round(span, 3), "rpm": args.rpm, "tpm": args.tpm,
+        "clients": args.clients,
         "pace_ms": args.pace_ms, "cpus": os.cpu_count(),
         "requests": n_req, "requests_per_s": round(n_req / span),
         "admitted": len(adm), "target": round(target, 1),
@@ -401,6 +402,8 @@ def main():
     ap.add_argument("--duration", type=float, default=120, help="accuracy phase, s (120)")
     ap.add_argument("--outage", type=float, default=20, help="outage phase, s (20; 0 skips)")
     ap.add_argument("--rpm", type=int, default=600, help="the key's limit (600)")
+    ap.add_argument("--tpm", type=int, default=0,
+                    help="also limit the key's tokens per minute (0: no)")
     ap.add_argument("--clients", type=int, default=4, help="hammering processes (4)")
     ap.add_argument("--pace-ms", type=float, default=0,
                     help="pause after each answer, per client (0: flat out); on a small "
@@ -410,9 +413,9 @@ def main():
     ap.add_argument("--json", help="also write the results to FILE")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
-    if not (1 <= args.rpm <= 10000000 and 1 <= args.clients <= 64
+    if not (1 <= args.rpm <= 10000000 and 0 <= args.tpm <= 10**10 and 1 <= args.clients <= 64
             and 1 <= args.duration <= 3600 and 0 <= args.outage <= 3600):
-        ap.error("--rpm 1..1e7, --clients 1..64, --duration 1..3600, --outage 0..3600")
+        ap.error("--rpm 1..1e7, --tpm 0..1e10, --clients 1..64, --duration 1..3600, --outage 0..3600")
     for exe in ("promptgate", "mockllm"):
         if not (BIN / exe).exists():
             sys.exit("ratelimit_bar: %s not found in %s: run make (or set PROMPTGATE_BIN)"
@@ -433,6 +436,7 @@ def main():
                    "backends": [{"name": "mock", "url": "http://127.0.0.1:%d/v1" % mport,
                                  "models": ["qwen2.5-7b"]}],
                    "keys": [{"name": "bench", "models": ["*"], "rpm": args.rpm,
+                             "tpm": args.tpm,
                              "key_sha256": hashlib.sha256(SECRET.encode()).hexdigest()}],
                    "rate_limit": {"mode": "redis", "on_error": args.on_error},
                    "redis": {"url": "redis://127.0.0.1:%d/0" % rport,
