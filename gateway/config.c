@@ -130,6 +130,10 @@ static void backend_release(struct gw_backend *b)
         free(b->models[i]);
     free(b->models);
     free(b->health_path);
+    free(b->api_version);
+    for (i = 0; b->deployments && i < b->n_models; i++)
+        free(b->deployments[i]);
+    free(b->deployments);
 }
 
 void gw_config_unref(struct gw_config *c)
@@ -295,7 +299,8 @@ static int valid_name(const char *s, size_t max)
     return 1;
 }
 
-static int check_url(const char *url, const char *path, struct problems *p)
+static int check_url(const char *url, const char *path, struct problems *p,
+                     int need_v1)
 {
     const char *host;
     size_t n = strlen(url);
@@ -322,7 +327,7 @@ static int check_url(const char *url, const char *path, struct problems *p)
     }
     while (n > 0 && url[n - 1] == '/')
         n--;
-    if (n < 3 || strncmp(url + n - 3, "/v1", 3) != 0) {
+    if (need_v1 && (n < 3 || strncmp(url + n - 3, "/v1", 3) != 0)) {
         problem(p, "%s: must be the OpenAI-compatible base URL ending in "
                    "/v1 (e.g. http://127.0.0.1:8000/v1)", path);
         return -1;
@@ -381,6 +386,59 @@ static void native_address(struct gw_backend *b)
         return;
     }
     b->native = b->host_header && b->path;
+}
+
+/* routing (upstream.c): azure's "api_version" and "deployments" {MODEL:
+ * NAME} (a model without one is its own deployment name) */
+static void parse_azure(struct gw_backend *b, json_t *o, const char *path,
+                        struct problems *p)
+{
+    json_t *v = json_object_get(o, "api_version");
+    json_t *d = json_object_get(o, "deployments");
+    const char *s, *key;
+    json_t *dv;
+    size_t i;
+
+    if (b->provider != GW_PROVIDER_AZURE) {
+        if (v || d)
+            problem(p, "%s: \"api_version\" and \"deployments\" are for "
+                       "\"provider\": \"azure\" only", path);
+        return;
+    }
+    s = json_string_value(v);
+    if (s == NULL || *s == '\0' || strlen(s) > 32 ||
+        strspn(s, "0123456789abcdefghijklmnopqrstuvwxyz"
+                  "ABCDEFGHIJKLMNOPQRSTUVWXYZ.-") != strlen(s))
+        problem(p, "%s.api_version: azure needs its api-version, e.g. "
+                   "\"2024-06-01\"", path);
+    else
+        b->api_version = strdup(s);
+    if (d != NULL && !json_is_object(d)) {
+        problem(p, "%s.deployments: must be an object {\"MODEL\": "
+                   "\"DEPLOYMENT\"}", path);
+        return;
+    }
+    json_object_foreach(d, key, dv) {
+        for (i = 0; i < b->n_models; i++)
+            if (strcmp(b->models[i], key) == 0)
+                break;
+        if (i == b->n_models)
+            problem(p, "%s.deployments.%.256s: not one of this backend's "
+                       "models", path, key);
+        if (!json_is_string(dv) || !valid_name(json_string_value(dv), 64))
+            problem(p, "%s.deployments.%.256s: must be 1-64 characters of "
+                       "[A-Za-z0-9_.-]", path, key);
+    }
+    b->deployments = calloc(b->n_models ? b->n_models : 1, sizeof(char *));
+    for (i = 0; b->deployments && i < b->n_models; i++) {
+        s = json_string_value(json_object_get(d, b->models[i]));
+        if (s == NULL && !valid_name(b->models[i], 64)) {
+            problem(p, "%s.deployments: model '%s' needs a deployment name "
+                       "(its own name is not one)", path, b->models[i]);
+            continue;
+        }
+        b->deployments[i] = strdup(s ? s : b->models[i]);
+    }
 }
 
 /* routing (breaker.c): "breaker": {...} of a backend */
@@ -462,7 +520,8 @@ static void parse_backend(struct gw_config *c, struct gw_backend *b,
     static const char *const known[] = {
         "name", "url", "models", "api_key", "weight", "max_inflight",
         "timeout_ms", "connect_timeout_ms", "first_byte_timeout_ms",
-        "priority", "breaker", "health_check", NULL};
+        "priority", "breaker", "health_check", "provider", "api_version",
+        "deployments", NULL};
     char path[64], sub[96];
     json_t *v;
     size_t i, j;
@@ -487,11 +546,26 @@ static void parse_backend(struct gw_config *c, struct gw_backend *b,
         b->name = strdup(json_string_value(v));
     }
 
+    /* routing: provider adapters */
+    v = json_object_get(o, "provider");
+    if (v && json_is_string(v) &&
+        strcmp(json_string_value(v), "azure") == 0)
+        b->provider = GW_PROVIDER_AZURE;
+    else if (v && json_is_string(v) &&
+             strcmp(json_string_value(v), "anthropic") == 0)
+        problem(p, "%s.provider: \"anthropic\" is not supported by this "
+                   "version of promptgate yet", path);
+    else if (v && !(json_is_string(v) &&
+                    strcmp(json_string_value(v), "openai") == 0))
+        problem(p, "%s.provider: must be \"openai\" (also vLLM, llama.cpp, "
+                   "Ollama, DashScope) or \"azure\"", path);
+
     v = json_object_get(o, "url");
     snprintf(sub, sizeof(sub), "%s.url", path);
     if (!json_is_string(v))
         problem(p, "%s: must be a string", sub);
-    else if (check_url(json_string_value(v), sub, p) == 0) {
+    else if (check_url(json_string_value(v), sub, p,
+                       b->provider != GW_PROVIDER_AZURE) == 0) {
         const char *u = json_string_value(v);
         size_t n = strlen(u);
         while (n > 0 && u[n - 1] == '/')
@@ -533,7 +607,9 @@ static void parse_backend(struct gw_config *c, struct gw_backend *b,
         if (key) {
             size_t n = strlen(key) + sizeof("Authorization: Bearer ");
             b->auth_header = malloc(n);
-            if (b->auth_header)
+            if (b->auth_header && b->provider == GW_PROVIDER_AZURE)
+                snprintf(b->auth_header, n, "api-key: %s", key);
+            else if (b->auth_header)
                 snprintf(b->auth_header, n, "Authorization: Bearer %s", key);
             memset(key, 0, strlen(key));
             free(key);
@@ -548,6 +624,7 @@ static void parse_backend(struct gw_config *c, struct gw_backend *b,
     b->first_byte_timeout_ms = int_value(o, "first_byte_timeout_ms",
                                          b->timeout_ms, 1, 3600000, path, p);
     b->priority = (int)int_value(o, "priority", 0, 0, 100, path, p);
+    parse_azure(b, o, path, p);
     parse_breaker(b, json_object_get(o, "breaker"), path, p);
     parse_health(b, json_object_get(o, "health_check"), path, p);
 }

@@ -38,12 +38,21 @@ struct gw_backend {
     char *path;        /* owned: the URL's path, e.g. "/v1" */
     int priority;      /* tier: lower tiers are used first */
     struct gw_breaker_conf breaker;
+    int provider; /* enum gw_provider */
+    char *api_version;  /* owned: azure "api-version", else NULL */
+    char **deployments; /* owned: azure, one owned name per models[i] */
     char *health_path;        /* owned: e.g. "/models", NULL: no checks */
     long health_interval_ms;
     long health_timeout_ms;
     /* runtime state kept across reloads by backend name (pool.c); NULL
      * until gw_states_attach */
     struct gw_backend_state *state; /* borrowed from the gateway's table */
+};
+
+/* How a backend is spoken to (routing, config "provider"). */
+enum gw_provider {
+    GW_PROVIDER_OPENAI, /* OpenAI's API: also vLLM, llama.cpp, Ollama, ... */
+    GW_PROVIDER_AZURE   /* deployment URLs, api-version, api-key header */
 };
 
 enum gw_strategy {

@@ -207,6 +207,26 @@ static int native_start(struct gw_call *c, struct gw_http_req *req,
 static int curl_start(struct gw_call *c, struct gw_http_req *req,
                       const char *suffix);
 
+/* The request target after the backend's base URL: the OpenAI path
+ * suffix, or for azure /openai/deployments/NAME/SUFFIX?api-version=V with
+ * the deployment of the model the attempt is for. */
+static const char *target(const struct gw_call *c, const char *suffix,
+                          char *buf, size_t len)
+{
+    const struct gw_backend *b = c->backend;
+    const char *model = c->pool ? c->pool->model : c->model;
+    size_t i;
+
+    if (b->provider != GW_PROVIDER_AZURE)
+        return suffix;
+    for (i = 0; i < b->n_models && strcmp(b->models[i], model) != 0; i++)
+        ;
+    snprintf(buf, len, "/openai/deployments/%s%s?api-version=%s",
+             i < b->n_models ? b->deployments[i] : model, suffix,
+             b->api_version);
+    return buf;
+}
+
 /* x-promptgate-backend and x-promptgate-attempts, before the answer. */
 static void route_headers(struct gw_call *c)
 {
@@ -797,6 +817,7 @@ static int native_start(struct gw_call *c, struct gw_http_req *req,
     struct evbuffer *out = evbuffer_new();
     struct evbuffer *body = c->alt_body ? c->alt_body : req->body;
     size_t i, len = evbuffer_get_length(body);
+    char tbuf[512];
 
     if (pool == NULL || out == NULL) {
         if (out)
@@ -809,6 +830,7 @@ static int native_start(struct gw_call *c, struct gw_http_req *req,
     /* pieces, not printf: this runs once per request */
     evbuffer_add(out, "POST ", 5);
     evbuffer_add(out, b->path, strlen(b->path));
+    suffix = target(c, suffix, tbuf, sizeof(tbuf));
     evbuffer_add(out, suffix, strlen(suffix));
     evbuffer_add(out, " HTTP/1.1\r\nHost: ", 17);
     evbuffer_add(out, b->host_header, strlen(b->host_header));
@@ -972,14 +994,15 @@ static int curl_start(struct gw_call *c, struct gw_http_req *req,
     struct gw_backend *b = c->backend;
     struct evbuffer *body = c->alt_body ? c->alt_body : req->body;
     size_t body_len = evbuffer_get_length(body);
-    char url[2048];
+    char url[2048], tbuf[512];
     CURL *e;
 
     c->easy = e = gw_curlev_get(c->gw->curl);
     c->headers = build_headers(c, req);
     if (e == NULL || c->headers == NULL)
         return -1;
-    snprintf(url, sizeof(url), "%s%s", b->url, suffix);
+    snprintf(url, sizeof(url), "%s%s", b->url,
+             target(c, suffix, tbuf, sizeof(tbuf)));
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, c);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
