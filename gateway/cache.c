@@ -911,6 +911,8 @@ static int miss_or_wait(struct gw_cache *cache, struct gw_cache_op *op)
     struct flight *f = flight_find(cache, op->fill->digest);
     struct timeval tv = {COALESCE_MS / 1000, 0};
 
+    if (op->fill->flight)
+        return 0; /* it leads already (it asked Redis as the leader) */
     if (f) {
         op->phase = OP_WAIT;
         op->flight = f;
@@ -949,6 +951,12 @@ static void on_get(redisAsyncContext *ac, void *reply, void *priv)
     }
     if (r && r->type == REDIS_REPLY_STRING &&
         entry_parse((const unsigned char *)r->str, r->len, &v) == 0) {
+        if (op->fill->flight) {
+            /* those that waited on this lookup get the entry too */
+            struct flight *fl = op->fill->flight;
+            op->fill->flight = NULL;
+            flight_land(op->cache, fl, &v);
+        }
         op->cache->hits++;
         answer_hit(op->gw, op->req, op->rl, &v, op->stream,
                    op->with_usage);
