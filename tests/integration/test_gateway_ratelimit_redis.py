@@ -370,3 +370,27 @@ def test_remaining_requests_same_as_local_mode(mock, gateway, redis_server):
     rem = [n for _, n in seen]
     assert rem == sorted(rem, reverse=True), "remaining went up: %r" % seen
     assert rem[-2] == 0 and rem[-1] == 0, seen
+
+
+@pytest.mark.xfail(strict=True, reason="gateway bug: main.c creates gw->rlredis at start only; a "
+                   "reload to another redis.url keeps the old one and a reload to redis mode stays "
+                   "local (proxy.c: rl_mode == REDIS && gw->rlredis), both without a word")
+@pytest.mark.parametrize("start", ["redis", "local"])
+def test_reload_to_another_redis(mock, gateway, redis_server, start):
+    """A reload that points the limits at another Redis (or turns redis
+    mode on) either moves the decisions there or says, like a new listen
+    address, that it takes a restart; never silently keeps the old way."""
+    ra, rb = redis_server(), redis_server()
+    keys = [key("alpha", SECRET_A, rpm=600000)]
+    first = rconfig(mock, keys, ra) if start == "redis" else config(mock, keys)
+    gw = gateway(first)
+    assert post(gw, SECRET_A).status == 200
+    gw.reload(rconfig(mock, keys, rb))
+    time.sleep(0.3)
+    for _ in range(5):
+        assert post(gw, SECRET_A).status == 200
+    moved = int(rb.cli("dbsize")) > 0
+    text = gw.stderr_text().lower()
+    warned = "redis" in text and "restart" in text
+    assert moved or warned, "after the reload the limits neither use the new Redis nor " \
+                            "say that this takes a restart"
