@@ -15,7 +15,10 @@
 # core, checks that every request left an exposure, and writes
 # results/bench-prompt-<UTC time>.json.
 #
-# Knobs: SAT_CONN=32 SAT_DUR=10 WARM_DUR=3 PIN=1 BENCH_USERS=2000
+# The three are measured in turns, ROUNDS times, and the median of each
+# figure is kept, so a machine busy with other work skews them alike.
+#
+# Knobs: SAT_CONN=32 SAT_DUR=10 WARM_DUR=3 ROUNDS=3 PIN=1 BENCH_USERS=2000
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/contrib/bench"
@@ -23,6 +26,7 @@ BIN=${BIN:-$ROOT/bin}
 SAT_CONN=${SAT_CONN:-32}
 SAT_DUR=${SAT_DUR:-10}
 WARM_DUR=${WARM_DUR:-3}
+ROUNDS=${ROUNDS:-3}
 PIN=${PIN:-1}
 export BENCH_USERS=${BENCH_USERS:-2000}
 WORK=$(mktemp -d /tmp/promptgate-bench-prompt.XXXXXX)
@@ -35,12 +39,12 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 die() { echo "bench-prompt: $*" >&2; exit 1; }
 PIDS=()
 cleanup() {
+    [[ -n ${KEEP:-} ]] && { echo "kept $WORK; servers left running: ${PIDS[*]}" >&2; return; }
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-[[ -n ${KEEP:-} ]] && trap "for p in \"\${PIDS[@]}\"; do kill \$p 2>/dev/null; done; echo kept \$WORK >&2" EXIT
 wait_http() {
     for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done
     die "nothing answers at $1"
@@ -93,24 +97,28 @@ run_wrk() { # conns dur url lua body
 }
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 URL=/v1/chat/completions
-measure() { # name port pid lua body
+measure() { # name port pid lua body round
     local j t0 t1 l0 l1 reqs
-    run_wrk "$SAT_CONN" "$WARM_DUR" "http://127.0.0.1:$2$URL" "$4" "$5" >"$WORK/$1.warm"
+    if [[ $6 == 1 ]]; then
+        run_wrk "$SAT_CONN" "$WARM_DUR" "http://127.0.0.1:$2$URL" "$4" "$5" >"$WORK/$1.warm"
+    fi
     t0=$(cpu_ticks "$3"); l0=$(loop_ticks "$3")
     j=$(run_wrk "$SAT_CONN" "$SAT_DUR" "http://127.0.0.1:$2$URL" "$4" "$5")
     t1=$(cpu_ticks "$3"); l1=$(loop_ticks "$3")
     [[ -n $j ]] || die "wrk gave no result for $1"
     [[ $(field "$j" non2xx) == 0 && $(field "$j" socket_errors) == 0 ]] ||
         die "$1: errors under load: $j"
-    echo "$j" >"$WORK/$1.sat"
+    echo "$j" >>"$WORK/$1.sat"
     reqs=$(field "$j" requests)
-    python3 -c "print(round(($t1-$t0)*1e6/$(getconf CLK_TCK)/$reqs, 2))" >"$WORK/$1.cpu"
-    python3 -c "print(round(($l1-$l0)*1e6/$(getconf CLK_TCK)/$reqs, 2))" >"$WORK/$1.loop"
+    python3 -c "print(round(($t1-$t0)*1e6/$(getconf CLK_TCK)/$reqs, 2))" >>"$WORK/$1.cpu"
+    python3 -c "print(round(($l1-$l0)*1e6/$(getconf CLK_TCK)/$reqs, 2))" >>"$WORK/$1.loop"
 }
-echo "bench-prompt: mock :$MOCK_PORT core :$CORE_PORT prompt :$PR_PORT outputs :$OUT_PORT; pinned=$PIN" >&2
-measure core "$CORE_PORT" "$CORE_PID" "$HERE/post.lua" "$HERE/request.json"
-measure prompt "$PR_PORT" "$PR_PID" "$HERE/prompt.lua" "$WORK/body-prompt.json"
-measure outputs "$OUT_PORT" "$OUT_PID" "$HERE/prompt.lua" "$WORK/body-prompt.json"
+echo "bench-prompt: mock :$MOCK_PORT core :$CORE_PORT prompt :$PR_PORT outputs :$OUT_PORT; pinned=$PIN, $ROUNDS rounds" >&2
+for r in $(seq "$ROUNDS"); do
+    measure core "$CORE_PORT" "$CORE_PID" "$HERE/post.lua" "$HERE/request.json" "$r"
+    measure prompt "$PR_PORT" "$PR_PID" "$HERE/prompt.lua" "$WORK/body-prompt.json" "$r"
+    measure outputs "$OUT_PORT" "$OUT_PID" "$HERE/prompt.lua" "$WORK/body-prompt.json" "$r"
+done
 
 # every request answered must have left an exposure (after the writers flush)
 kill -TERM "$PR_PID" "$OUT_PID"
@@ -124,14 +132,17 @@ OUT="$RESULTS/bench-prompt-$TS.json"
 python3 - "$OUT" "$WORK" "$EXPOSED_DB" "$EXPOSED_FILE" "${DROPPED:-0}" <<PY
 import json, os, sys
 out, w, ex_db, ex_file, dropped = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+import statistics
 rd = lambda n, ext: open(os.path.join(w, n + "." + ext)).read()
 names = ["core", "prompt", "outputs"]
-sat = {n: json.loads(rd(n, "sat")) for n in names}
+runs = {n: [json.loads(l) for l in rd(n, "sat").splitlines()] for n in names}
+med = lambda xs: statistics.median(xs)
+sat = {n: {k: med([r[k] for r in runs[n]]) for k in ("rps", "p50_us", "p99_us")} for n in names}
 warm = {n: json.loads(rd(n, "warm")) for n in names}
-cpu = {n: float(rd(n, "cpu")) for n in names}
-loop = {n: float(rd(n, "loop")) for n in names}
-print("%-8s %10s %9s %9s %12s %13s" % ("target", "rps", "p50_us", "p99_us", "cpu_us/req",
-                                        "loop_us/req"))
+cpu = {n: med([float(x) for x in rd(n, "cpu").split()]) for n in names}
+loop = {n: med([float(x) for x in rd(n, "loop").split()]) for n in names}
+print("%-8s %10s %9s %9s %12s %13s" % ("target", "rps", "p50_us", "p99_us",
+      "cpu_us/req", "loop_us/req"))
 for n in names:
     print("%-8s %10.0f %9d %9d %12.2f %13.2f" % (n, sat[n]["rps"], sat[n]["p50_us"],
           sat[n]["p99_us"], cpu[n], loop[n]))
@@ -141,14 +152,14 @@ ratios = {"prompt_rps_vs_core": round(sat["prompt"]["rps"] / sat["core"]["rps"],
           "outputs_added_cpu_us": round(cpu["outputs"] - cpu["core"], 2),
           "prompt_added_loop_us": round(loop["prompt"] - loop["core"], 2),
           "outputs_added_loop_us": round(loop["outputs"] - loop["core"], 2)}
-sent_db = sat["prompt"]["requests"] + warm["prompt"]["requests"]
-sent_file = sat["outputs"]["requests"] + warm["outputs"]["requests"]
+sent_db = sum(r["requests"] for r in runs["prompt"]) + warm["prompt"]["requests"]
+sent_file = sum(r["requests"] for r in runs["outputs"]) + warm["outputs"]["requests"]
 checks = {"exposures_db": ex_db, "requests_db": sent_db,
           "exposures_file": ex_file, "requests_file": sent_file, "dropped": dropped}
 print()
 for k, v in list(ratios.items()) + list(checks.items()):
     print("%-24s %s" % (k, v))
-json.dump({"sat": sat, "cpu_us_per_req": cpu, "loop_cpu_us_per_req": loop, "ratios": ratios, "exposures": checks,
-           "sat_conn": $SAT_CONN, "sat_dur_s": $SAT_DUR}, open(out, "w"), indent=1)
+json.dump({"runs": runs, "median": sat, "cpu_us_per_req": cpu, "loop_cpu_us_per_req": loop, "ratios": ratios, "exposures": checks,
+           "sat_conn": $SAT_CONN, "sat_dur_s": $SAT_DUR, "rounds": $ROUNDS}, open(out, "w"), indent=1)
 print("\nwritten to", out)
 PY
