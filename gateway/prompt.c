@@ -453,6 +453,39 @@ static struct gw_exposure_rec *pending_find(struct gw_prompts *p,
 
 /* ---- resolve ------------------------------------------------------------- */
 
+/* out = s + sep + decimal n (no printf on the request path); "" when it
+ * does not fit */
+static void join_int(char *out, size_t cap, const char *s, const char *sep,
+                     int n)
+{
+    char num[16];
+    size_t k = sizeof(num), ls = strlen(s), lsep = strlen(sep);
+    unsigned v = n < 0 ? 0 : (unsigned)n;
+
+    num[--k] = '\0';
+    do {
+        num[--k] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (ls + lsep + (sizeof(num) - k) > cap) {
+        out[0] = '\0';
+        return;
+    }
+    memcpy(out, s, ls);
+    memcpy(out + ls, sep, lsep);
+    memcpy(out + ls + lsep, num + k, sizeof(num) - k);
+}
+
+/* a bounded copy of s into out; returns out */
+static const char *copy_str(char *out, size_t cap, const char *s)
+{
+    size_t n = strnlen(s, cap - 1);
+
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return out;
+}
+
 static int64_t wall_us(void)
 {
     struct timespec ts;
@@ -544,7 +577,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     size_t ins[MAX_PARAMS], offs[MAX_FIELDS], seg1, seg2, msg_len;
     const char *nbody;
     char name[REG_NAME_MAX + 1], label[REG_LABEL_MAX + 1];
-    char user[REG_USER_MAX + 1], hdr[REG_NAME_MAX + 64], err[256];
+    char user[REG_USER_MAX + 1], hdr[REG_NAME_MAX + REG_LABEL_MAX + 32];
+    char err[256];
     const char *uid = NULL, *body, *cut0, *cut1, *rest;
     struct reg_resolved res;
     struct gw_exposure_rec *r;
@@ -823,11 +857,10 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         p->out.p = NULL, p->out.len = p->out.cap = 0;
     }
 
-    snprintf(hdr, sizeof(hdr), "%s@%d", name, res.version->version);
+    join_int(hdr, sizeof(hdr), name, "@", res.version->version);
     gw_http_add_header(req, "x-prompt-version", hdr);
     if (res.experiment) {
-        snprintf(hdr, sizeof(hdr), "%s; arm=%d", res.experiment->name,
-                 res.arm);
+        join_int(hdr, sizeof(hdr), res.experiment->name, "; arm=", res.arm);
         gw_http_add_header(req, "x-prompt-experiment", hdr);
     }
     rc = 0;
@@ -854,14 +887,10 @@ void gw_prompt_finish(struct gw_prompts *p, struct gw_http_req *req,
     r->ex.prompt_tokens = rl->usage.prompt_tokens;
     r->ex.completion_tokens = rl->usage.completion_tokens;
     r->ex.total_tokens = rl->usage.total_tokens;
-    if (rl->model) {
-        snprintf(r->model, sizeof(r->model), "%s", rl->model);
-        r->ex.model = r->model;
-    }
-    if (rl->backend) {
-        snprintf(r->backend, sizeof(r->backend), "%s", rl->backend);
-        r->ex.backend = r->backend;
-    }
+    if (rl->model)
+        r->ex.model = copy_str(r->model, sizeof(r->model), rl->model);
+    if (rl->backend)
+        r->ex.backend = copy_str(r->backend, sizeof(r->backend), rl->backend);
     gw_exposure_push(p->writer, r);
 }
 
