@@ -301,8 +301,11 @@ void gw_limit_release(struct gw_limiter *l, struct gw_admit *a, long actual,
         return;
     delta = actual - a->reserved; /* negative: tokens given back */
     if (a->remote) {
-        gw_rlredis_settle(a->remote, a->key, NULL, a->key->rate.tpm, delta);
-        if (a->mrate)
+        /* only what a token limit or a budget counts is worth a call */
+        if (a->key->rate.tpm || a->key->daily_tokens)
+            gw_rlredis_settle(a->remote, a->key, NULL, a->key->rate.tpm,
+                              delta);
+        if (a->mrate && a->mrate->tpm)
             gw_rlredis_settle(a->remote, a->key, a->model, a->mrate->tpm,
                               delta);
         return;

@@ -146,6 +146,7 @@ struct gw_rlredis {
     struct event *reconnect; /* owned */
     long backoff_ms;
     char sha[41];
+    char settle_sha[41];
     struct pending_delta *deltas; /* owned */
     struct event *flush;          /* owned: settles deltas left waiting */
     unsigned long errors;
@@ -309,7 +310,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
         r->deltas = d->next;
         snprintf(delta, sizeof(delta), "%ld", d->delta);
         snprintf(tpm, sizeof(tpm), "%ld", d->tpm);
-        const char *argv[] = {"EVAL", settle_script, "2", d->tat_key,
+        const char *argv[] = {"EVALSHA", r->settle_sha, "2", d->tat_key,
                               d->daily_key ? d->daily_key : d->tat_key,
                               delta, tpm, d->daily_key ? "1" : "0"};
         redisAsyncCommandArgv(r->ac, NULL, NULL, 8, argv, NULL);
@@ -452,6 +453,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     r->connected = 1;
     r->backoff_ms = 100;
+    /* both scripts are then called by SHA; commands on one connection are
+     * run in order, so these come before any call */
+    redisAsyncCommand(r->ac, NULL, NULL, "SCRIPT LOAD %s", script);
+    redisAsyncCommand(r->ac, NULL, NULL, "SCRIPT LOAD %s", settle_script);
     gw_log_info("connected to redis '%s:%d' for rate limits", r->conf.host,
                 r->conf.port);
 }
@@ -520,6 +525,10 @@ struct gw_rlredis *gw_rlredis_new(struct event_base *base,
     SHA1((const unsigned char *)script, sizeof(script) - 1, digest);
     for (i = 0; i < SHA_DIGEST_LENGTH; i++)
         snprintf(r->sha + 2 * i, 3, "%02x", digest[i]);
+    SHA1((const unsigned char *)settle_script, sizeof(settle_script) - 1,
+         digest);
+    for (i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(r->settle_sha + 2 * i, 3, "%02x", digest[i]);
     connect_now(r);
     return r;
 }

@@ -126,8 +126,6 @@ def test_two_instances_share_tpm(mock, gateway, redis_server):
         "(est %d a request, %r)" % (used, h.span(), expected, est, st)
 
 
-@pytest.mark.xfail(strict=True, reason="gateway: rlredis.c flush_cb sends the settle script whole "
-                   "with EVAL on every flush instead of loading it once and calling it by SHA")
 def test_settlements_call_the_script_by_sha(mock, gateway, redis_server):
     """Usage settled by the background flush (no next request to carry
     it) calls its script by SHA too: the script text is sent at most once
