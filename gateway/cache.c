@@ -18,11 +18,14 @@
  * usage_at is where the usage-only event (choices []) starts in the
  * events, sse_len when there is none: a stream hit leaves it out unless
  * the client asked for stream usage, as upstream would.
- * all integers big-endian. A non-streamed answer is rendered as SSE once,
- * when stored; a streamed one keeps its own events and is assembled into a
- * JSON body when stored. So a hit is a copy of bytes, never a parse. An
- * answer that cannot be put in both forms (tool-call deltas, logprobs in a
- * stream) is not stored; embeddings have only the JSON form.
+ * all integers big-endian. An entry holds the form the answer came in:
+ * a JSON body (sse_len 0) or a stream's events (json_len 0). Storing is a
+ * copy, never a parse; a hit in the same form is a copy too. A hit in the
+ * other form converts (answer_hit): a JSON body is rendered as SSE
+ * chunks, a stream is assembled into the JSON body a non-stream request
+ * gets. A stream that cannot be assembled (tool-call deltas, logprobs)
+ * serves stream hits only (a non-stream request misses and stores its
+ * JSON, which then serves both); embeddings have only the JSON form.
  *
  * Coalescing. Every miss that will be stored leads a "flight" keyed by its
  * digest until its call ends. An identical request arriving meanwhile
@@ -108,7 +111,8 @@ static int entry_parse(const unsigned char *b, size_t len,
     v->json_len = get32(b + 24);
     v->sse_len = get32(b + 28);
     v->usage_at = get32(b + 32);
-    if (v->json_len == 0 || HEAD_LEN + v->json_len + v->sse_len != len ||
+    if (v->json_len + v->sse_len == 0 ||
+        HEAD_LEN + v->json_len + v->sse_len != len ||
         v->usage_at > v->sse_len)
         return -1;
     v->json = (const char *)b + HEAD_LEN;
@@ -156,7 +160,11 @@ static unsigned char *entry_build(const char *json, size_t json_len,
     if ((b = malloc(*len)) == NULL)
         return NULL;
     gw_usage_init(&u);
-    gw_usage_find(json, json_len, &u);
+    if (json_len)
+        gw_usage_find(json, json_len, &u);
+    else if (usage_at(sse, sse_len) < sse_len)
+        gw_usage_find(sse + usage_at(sse, sse_len),
+                      sse_len - usage_at(sse, sse_len), &u);
     memcpy(b, "PGC1", 4);
     put32(b + 4, (uint32_t)(now >> 32));
     put32(b + 8, (uint32_t)now);
@@ -166,7 +174,8 @@ static unsigned char *entry_build(const char *json, size_t json_len,
     put32(b + 24, (uint32_t)json_len);
     put32(b + 28, (uint32_t)sse_len);
     put32(b + 32, (uint32_t)usage_at(sse, sse_len));
-    memcpy(b + HEAD_LEN, json, json_len);
+    if (json_len)
+        memcpy(b + HEAD_LEN, json, json_len);
     if (sse_len)
         memcpy(b + HEAD_LEN + json_len, sse, sse_len);
     return b;
@@ -775,31 +784,70 @@ static void add_cache_header(struct gw_http_req *req, const char *v)
         gw_http_add_header(req, "x-promptgate-cache", v);
 }
 
-/* Answers req from an entry (checked) and logs it. */
-static void answer_hit(struct gw_gateway *gw, struct gw_http_req *req,
-                       struct gw_reqlog *rl, const struct entry_view *v,
-                       int stream, int with_usage)
+static void mark_miss(struct gw_cache *cache, struct gw_http_req *req)
 {
-    int64_t age = (wall_ms() - v->created_ms) / 1000;
-    char num[24];
+    cache->misses++;
+    add_cache_header(req, "miss");
+}
 
+/* Answers req from an entry (checked) and logs it. The form the request
+ * needs is made now when the entry lacks it (a JSON answer rendered as
+ * SSE, a stream assembled into JSON): the store path stays a copy, and
+ * the work falls on the rarer cross-form hits. Returns -1, having sent
+ * nothing, when the entry cannot be put in that form (treat as a miss). */
+static int answer_hit(struct gw_gateway *gw, struct gw_http_req *req,
+                      struct gw_reqlog *rl, const struct entry_view *v0,
+                      int stream, int with_usage)
+{
+    struct entry_view v = *v0;
+    int64_t age = (wall_ms() - v.created_ms) / 1000;
+    struct evbuffer *tmp = NULL;
+    char *assembled = NULL, num[24];
+
+    if (stream && v.sse_len == 0) {
+        json_t *root = json_loadb(v.json, v.json_len, 0, NULL);
+        int r = -1;
+        if (json_is_object(root) && (tmp = evbuffer_new()) != NULL)
+            r = render_sse(root, tmp);
+        json_decref(root);
+        if (r < 0) {
+            if (tmp)
+                evbuffer_free(tmp);
+            return -1;
+        }
+        if (r == 0) {
+            stream = 0; /* no stream form (embeddings): JSON, as upstream */
+        } else {
+            v.sse_len = evbuffer_get_length(tmp);
+            v.sse = (const char *)evbuffer_pullup(tmp, -1);
+            v.usage_at = usage_at(v.sse, v.sse_len);
+        }
+    } else if (!stream && v.json_len == 0) {
+        if ((assembled = assemble(v.sse, v.sse_len)) == NULL)
+            return -1;
+        v.json = assembled;
+        v.json_len = strlen(assembled);
+    }
     snprintf(num, sizeof(num), "%lld", (long long)(age > 0 ? age : 0));
     add_cache_header(req, "hit");
     gw_http_add_header(req, "age", num);
-    rl->usage = v->usage;
+    rl->usage = v.usage;
     rl->status = 200;
     rl->ttfb_us = -1;
-    if (stream && v->sse_len > 0) {
+    if (stream) {
         gw_http_add_header(req, "Cache-Control", "no-cache");
         gw_http_reply_start(req, 200, "text/event-stream");
-        gw_http_reply_chunk(req, v->sse,
-                            with_usage ? v->sse_len : v->usage_at);
+        gw_http_reply_chunk(req, v.sse, with_usage ? v.sse_len : v.usage_at);
         gw_http_reply_chunk(req, "data: [DONE]\n\n", 14);
         gw_http_reply_end(req);
     } else {
-        gw_http_reply(req, 200, "application/json", v->json, v->json_len);
+        gw_http_reply(req, 200, "application/json", v.json, v.json_len);
     }
     gw_proxy_log(gw, req, rl);
+    free(assembled);
+    if (tmp)
+        evbuffer_free(tmp);
+    return 0;
 }
 
 /* --------------------------------------------------------- flights */
@@ -885,14 +933,14 @@ static void flight_land(struct gw_cache *cache, struct flight *f,
     *pp = f->next;
     while ((op = f->waiters) != NULL) {
         waiter_unlink(op);
-        if (v && op->cb) {
-            cache->hits++;
+        if (v && op->cb &&
             answer_hit(op->gw, op->req, op->rl, v, op->stream,
-                       op->with_usage);
+                       op->with_usage) == 0) {
+            cache->hits++;
             op_finish(op, 1);
         } else {
             /* the waiter goes upstream itself, storing as it goes */
-            add_cache_header(op->req, "miss");
+            mark_miss(op->cache, op->req);
             op_finish(op, 0);
         }
     }
@@ -925,7 +973,6 @@ static int miss_or_wait(struct gw_cache *cache, struct gw_cache_op *op)
         return 1;
     }
     flight_lead(cache, op->fill);
-    cache->misses++;
     return 0;
 }
 
@@ -950,7 +997,9 @@ static void on_get(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     if (r && r->type == REDIS_REPLY_STRING &&
-        entry_parse((const unsigned char *)r->str, r->len, &v) == 0) {
+        entry_parse((const unsigned char *)r->str, r->len, &v) == 0 &&
+        answer_hit(op->gw, op->req, op->rl, &v, op->stream,
+                   op->with_usage) == 0) {
         if (op->fill->flight) {
             /* those that waited on this lookup get the entry too */
             struct flight *fl = op->fill->flight;
@@ -958,8 +1007,6 @@ static void on_get(redisAsyncContext *ac, void *reply, void *priv)
             flight_land(op->cache, fl, &v);
         }
         op->cache->hits++;
-        answer_hit(op->gw, op->req, op->rl, &v, op->stream,
-                   op->with_usage);
         op_finish(op, 1);
         return;
     }
@@ -967,7 +1014,7 @@ static void on_get(redisAsyncContext *ac, void *reply, void *priv)
         op->cache->errors++;
     if (miss_or_wait(op->cache, op))
         return;
-    add_cache_header(op->req, "miss");
+    mark_miss(op->cache, op->req);
     op_finish(op, 0);
 }
 
@@ -983,12 +1030,12 @@ static void on_op_timer(evutil_socket_t fd, short what, void *arg)
                      op->cache->timeout_ms);
         if (miss_or_wait(op->cache, op))
             return;
-        add_cache_header(op->req, "miss");
+        mark_miss(op->cache, op->req);
         op_finish(op, 0);
         return;
     }
     /* waited COALESCE_MS on an identical request: go on alone */
-    add_cache_header(op->req, "miss");
+    mark_miss(op->cache, op->req);
     op_finish(op, 0);
 }
 
@@ -1156,12 +1203,11 @@ enum gw_cache_verdict gw_cache_lookup(struct gw_gateway *gw,
     }
     if (cache->backend == GW_CACHE_MEMORY) {
         e = mem_get(&cache->mem, f->digest, wall_ms());
-        if (e && entry_parse(e->blob, e->len, &v) == 0) {
-            int with_usage = f->with_usage;
+        if (e && entry_parse(e->blob, e->len, &v) == 0 &&
+            answer_hit(gw, req, rl, &v, stream, f->with_usage) == 0) {
             cache->hits++;
             gw_cache_fill_free(f);
             *fill = NULL;
-            answer_hit(gw, req, rl, &v, stream, with_usage);
             return GW_CACHE_ANSWERED;
         }
     }
@@ -1188,6 +1234,7 @@ enum gw_cache_verdict gw_cache_lookup(struct gw_gateway *gw,
     /* miss_or_wait made f lead: now ask Redis */
     if (redis_get(cache, *op) < 0) {
         cache->errors++;
+        cache->misses++;
         (*op)->fill = NULL;
         op_free(*op);
         *op = NULL;
@@ -1259,8 +1306,6 @@ void gw_cache_fill_store(struct gw_cache_fill *f, const char *json,
 {
     struct gw_cache *cache;
     unsigned char *blob = NULL;
-    struct evbuffer *sse = NULL;
-    char *assembled = NULL;
     size_t blen;
     struct entry_view v;
 
@@ -1268,29 +1313,14 @@ void gw_cache_fill_store(struct gw_cache_fill *f, const char *json,
         return;
     cache = f->cache;
     if (json) {
-        json_t *root;
         if (len == 0 || len > f->max_entry)
             return;
-        root = json_loadb(json, len, 0, NULL);
-        sse = evbuffer_new();
-        if (!json_is_object(root) || sse == NULL ||
-            render_sse(root, sse) < 0) {
-            json_decref(root);
-            goto out;
-        }
-        json_decref(root);
-        blob = entry_build(json, len,
-                           (const char *)evbuffer_pullup(sse, -1),
-                           evbuffer_get_length(sse), &blen);
+        blob = entry_build(json, len, NULL, 0, &blen);
     } else {
-        size_t slen;
         if (f->sse == NULL)
             return;
-        slen = evbuffer_get_length(f->sse);
-        const char *s = (const char *)evbuffer_pullup(f->sse, -1);
-        if ((assembled = assemble(s, slen)) == NULL)
-            goto out;
-        blob = entry_build(assembled, strlen(assembled), s, slen, &blen);
+        blob = entry_build(NULL, 0, (const char *)evbuffer_pullup(f->sse, -1),
+                           evbuffer_get_length(f->sse), &blen);
     }
     if (blob == NULL || entry_parse(blob, blen, &v) < 0)
         goto out;
@@ -1306,10 +1336,7 @@ void gw_cache_fill_store(struct gw_cache_fill *f, const char *json,
         flight_land(cache, fl, &v);
     }
 out:
-    free(assembled);
     free(blob);
-    if (sse)
-        evbuffer_free(sse);
 }
 
 void gw_cache_fill_free(struct gw_cache_fill *f)
@@ -1472,4 +1499,40 @@ void gw_cache_purge(struct gw_gateway *gw, struct gw_http_req *req,
 int gw_cache_fill_wants_usage(const struct gw_cache_fill *f)
 {
     return f != NULL && f->no_options;
+}
+
+void gw_cache_stats(struct gw_gateway *gw, struct gw_http_req *req,
+                    struct gw_reqlog *rl)
+{
+    struct gw_cache *cache = gw->cache;
+    struct evbuffer *b;
+
+    if (gw_admin_check(gw, req, rl) < 0)
+        return;
+    if (!gw->config->cache.enabled || cache == NULL) {
+        gw_proxy_error(gw, req, rl, 404, "cache_disabled",
+                       "the cache is off: add \"cache\" to the "
+                       "configuration");
+        return;
+    }
+    if ((b = evbuffer_new()) == NULL) {
+        gw_proxy_error(gw, req, rl, 500, "out_of_memory", "out of memory");
+        return;
+    }
+    evbuffer_add_printf(
+        b, "{\"backend\":\"%s\",\"connected\":%s,\"entries\":%zu,"
+           "\"bytes\":%zu,\"max_bytes\":%zu,\"hits\":%lu,\"misses\":%lu,"
+           "\"bypasses\":%lu,\"stores\":%lu,\"errors\":%lu,"
+           "\"coalesced\":%lu,\"evictions\":%lu}",
+        cache->backend == GW_CACHE_REDIS ? "redis" : "memory",
+        cache->backend == GW_CACHE_MEMORY || gw_redisev_ctx(cache->redis)
+            ? "true" : "false",
+        cache->mem.n, cache->mem.bytes, cache->mem.max_bytes, cache->hits,
+        cache->misses, cache->bypasses, cache->stores, cache->errors,
+        cache->coalesced, cache->mem.evictions);
+    gw_http_add_header(req, "Cache-Control", "no-store");
+    gw_http_reply_buffer(req, 200, "application/json", b);
+    evbuffer_free(b);
+    rl->status = 200;
+    gw_proxy_log(gw, req, rl);
 }

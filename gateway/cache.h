@@ -87,6 +87,12 @@ void gw_cache_fill_free(struct gw_cache_fill *f);
  * x-promptgate-cache: bypass too. */
 void gw_cache_error_header(struct gw_http_req *req);
 
+/* GET /admin/cache: the backend and its counters (admin key required):
+ * hits, misses, bypasses, stores, errors (Redis timeouts and failures),
+ * coalesced (requests that waited on an identical one), evictions. */
+void gw_cache_stats(struct gw_gateway *gw, struct gw_http_req *req,
+                    struct gw_reqlog *rl);
+
 /* POST /admin/cache/purge {"namespace": "NAME"} (admin key required). */
 void gw_cache_purge(struct gw_gateway *gw, struct gw_http_req *req,
                     struct gw_reqlog *rl);

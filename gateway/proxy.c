@@ -674,6 +674,7 @@ static const struct route {
     {"/readyz", "GET", 3, NULL},
     {"/admin/backends", "GET", 5, NULL},
     {"/admin/cache/purge", "POST", 6, NULL},
+    {"/admin/cache", "GET", 7, NULL},
     {"/v1/feedback", "POST", 4, NULL},
     {NULL, NULL, 0, NULL},
 };
@@ -746,6 +747,9 @@ void gw_proxy_handle(struct gw_http_req *req, void *arg)
         break;
     case 6:
         gw_cache_purge(gw, req, &rl);
+        break;
+    case 7:
+        gw_cache_stats(gw, req, &rl);
         break;
     default:
         handle_simple(gw, req, &rl, r->kind == 3);

@@ -44,6 +44,13 @@ def cache_of(r):
     return r.headers.get("x-promptgate-cache")
 
 
+def stats(gw):
+    r = http("GET", gw.url + "/admin/cache",
+             headers={"Authorization": "Bearer " + ADMIN_KEY})
+    assert r.status == 200, r
+    return r.json()
+
+
 def content_of_stream(body):
     text = ""
     for ev in sse_json(body):
@@ -78,6 +85,8 @@ def check_miss_then_hit(setup):
     r4 = post(gw, chat(temperature=0, messages=[{"role": "user", "content": "other"}]))
     assert cache_of(r4) == "miss"
     assert mock.count() == n + 1
+    st = stats(gw)
+    assert (st["hits"], st["misses"], st["stores"]) == (2, 2, 2), st
 
 
 def check_stream_then_both_hits(setup):
@@ -299,3 +308,5 @@ def check_coalescing(setup, n=100):
     kinds = [cache_of(r) for r in results]
     assert kinds.count("miss") == 1 and kinds.count("hit") == n - 1, kinds
     assert len({r.body for r in results}) == 1
+    st = stats(gw)
+    assert st["coalesced"] == n - 1 and st["hits"] == n - 1 and st["misses"] == 1, st

@@ -80,12 +80,15 @@ def test_coalescing_100_identical_misses_one_upstream(setup):
 
 def test_lru_bounded_in_bytes(setup):
     mock, gw = setup({"max_bytes": 8192, "max_entry_bytes": 4096})
-    bodies = [chat(messages=[{"role": "user", "content": "lru %d" % i}]) for i in range(12)]
+    bodies = [chat(messages=[{"role": "user", "content": "lru %d" % i}]) for i in range(40)]
     for b in bodies:
         assert cc.cache_of(cc.post(gw, b)) == "miss"
-    # each entry is ~1.5 KiB: the oldest were evicted, the newest kept
+    # 40 entries of ~0.7 KiB in 8 KiB: the oldest were evicted, the newest kept
     assert cc.cache_of(cc.post(gw, bodies[-1])) == "hit"
     assert cc.cache_of(cc.post(gw, bodies[0])) == "miss"
+    st = cc.stats(gw)
+    assert st["bytes"] <= 8192 and st["evictions"] >= 20, st
+    assert st["entries"] + st["evictions"] == 40 + 1, st  # bodies[0] again
 
 
 def test_purge_needs_admin_key_config(mockllm, gateway):

@@ -132,6 +132,7 @@ def test_slow_redis_is_a_miss_within_the_timeout(setup, rds):
     finally:
         rds.proc.send_signal(signal.SIGCONT)
     wait_until(lambda: cc.cache_of(cc.post(gw, body)) == "hit", timeout=3)
+    assert cc.stats(gw)["errors"] >= 1
 
 
 def test_redis_killed_then_back(setup, rds, redis_server):
@@ -147,6 +148,8 @@ def test_redis_killed_then_back(setup, rds, redis_server):
         r = cc.post(gw, body)
         assert r.status == 200 and cc.cache_of(r) == "miss", r
         assert time.monotonic() - t0 < 1.0
+    st = cc.stats(gw)
+    assert st["errors"] >= 5 and st["connected"] is False, st
     # a new redis on the same port: the gateway reconnects by itself
     argv = ["redis-server", "--port", str(rds.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no"]
