@@ -43,6 +43,9 @@ struct gw_gateway {
                                     log; NULL without "registry" */
     struct gw_limiter *limiter;  /* owned: rate-limit state, across reloads */
     struct gw_rlredis *rlredis;  /* owned: redis-mode limiter, or NULL */
+    struct gw_rlredis **rl_retired; /* owned: replaced by a reload; requests
+                                       in flight may still settle there */
+    size_t n_rl_retired;
     const char *config_path;     /* borrowed from argv */
     uint64_t rng;                /* request id generator state */
     struct gw_uppool **pools;    /* owned: keep-alive pools by address */
@@ -68,6 +71,7 @@ struct gw_reqlog {
     long ttfb_us; /* -1 when no byte came from upstream */
     struct gw_usage usage;
     const char *error; /* borrowed: error code, or NULL */
+    int attempts;      /* upstream attempts (routing); 0: none made */
 };
 
 /* proxy.c: the HTTP handler for every request. */

@@ -69,6 +69,20 @@ static void print_problems(const char *path, const char *err)
             err ? err : "out of memory\n");
 }
 
+static int redis_changed(const struct gw_config *a, const struct gw_config *b)
+{
+    if (a->has_redis != b->has_redis)
+        return 1;
+    if (!a->has_redis)
+        return 0;
+    return strcmp(a->redis.host, b->redis.host) != 0 ||
+           a->redis.port != b->redis.port || a->redis.db != b->redis.db ||
+           a->redis.timeout_ms != b->redis.timeout_ms ||
+           (a->redis.password == NULL) != (b->redis.password == NULL) ||
+           (a->redis.password &&
+            strcmp(a->redis.password, b->redis.password) != 0);
+}
+
 static void on_hup(evutil_socket_t fd, short what, void *arg)
 {
     struct main_state *m = arg;
@@ -111,6 +125,30 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
         }
         gw_accesslog_free(gw->alog);
         gw->alog = al;
+    }
+    if (redis_changed(gw->config, c)) {
+        struct gw_rlredis *nr = NULL, **ret;
+        if (c->has_redis &&
+            (nr = gw_rlredis_new(gw->base, &c->redis)) == NULL) {
+            gw_log_error("reload refused: cannot set up the redis client");
+            gw_config_unref(c);
+            return;
+        }
+        ret = realloc(gw->rl_retired,
+                      (gw->n_rl_retired + 1) * sizeof(*gw->rl_retired));
+        if (ret == NULL) {
+            gw_rlredis_free(nr);
+            gw_log_error("reload refused: out of memory");
+            gw_config_unref(c);
+            return;
+        }
+        gw->rl_retired = ret;
+        if (gw->rlredis)
+            gw->rl_retired[gw->n_rl_retired++] = gw->rlredis;
+        gw->rlredis = nr;
+        if (nr)
+            gw_log_info("reload: rate limits now use redis '%s:%d'",
+                        c->redis.host, c->redis.port);
     }
     to_limits(c, &l);
     gw_http_server_set_limits(gw->http, &l);
@@ -326,6 +364,9 @@ out:
     gw_health_free(gw->health);
     gw_states_free(gw->states);
     gw_rlredis_free(gw->rlredis);
+    for (size_t i = 0; i < gw->n_rl_retired; i++)
+        gw_rlredis_free(gw->rl_retired[i]);
+    free(gw->rl_retired);
     gw_limiter_free(gw->limiter);
     gw_accesslog_free(gw->alog);
     if (m.sig_hup)

@@ -386,9 +386,6 @@ def test_remaining_requests_same_as_local_mode(mock, gateway, redis_server):
     assert rem[-2] == 0 and rem[-1] == 0, seen
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: main.c creates gw->rlredis at start only; a "
-                   "reload to another redis.url keeps the old one and a reload to redis mode stays "
-                   "local (proxy.c: rl_mode == REDIS && gw->rlredis), both without a word")
 @pytest.mark.parametrize("start", ["redis", "local"])
 def test_reload_to_another_redis(mock, gateway, redis_server, start):
     """A reload that points the limits at another Redis (or turns redis
