@@ -71,6 +71,8 @@ void gw_proxy_log(struct gw_gateway *gw, struct gw_http_req *req,
     log_str(b, "model", rl->model);
     log_str(b, "backend", rl->backend);
     log_str(b, "key", rl->key);
+    if (rl->attempts > 0) /* routing: more than 1 means retried */
+        log_num(b, "attempts", rl->attempts);
     evbuffer_add_printf(b, ",\"status\":%d,\"stream\":%s", rl->status,
                         rl->stream ? "true" : "false");
     evbuffer_add_printf(b, ",\"latency_ms\":%ld.%ld", lat / 10, lat % 10);

@@ -192,6 +192,7 @@ static void fill_log(struct gw_call *c, struct gw_reqlog *rl, int status,
     rl->request_id = c->request_id;
     rl->model = c->model;
     rl->backend = c->backend ? c->backend->name : NULL;
+    rl->attempts = c->n_tried;
     rl->key = c->key_name[0] ? c->key_name : NULL;
     rl->status = status;
     rl->stream = c->client_stream;

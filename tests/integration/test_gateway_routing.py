@@ -155,6 +155,11 @@ def test_retry_header_counts_attempts(mockllm, gateway):
     assert (a.count(), b.count()) == (1, 1)
     r = post(gw)
     assert r.headers["x-promptgate-attempts"] == "1"
+    log = wait_until(lambda: [(e["attempts"], e["backend"]) for e in gw.access_log()
+                              if e["path"] == CHAT][1:] and
+                     [(e["attempts"], e["backend"]) for e in gw.access_log()
+                      if e["path"] == CHAT])
+    assert [a for a, _ in log] == [2, 1] and log[0][1] == "b1", log
 
 
 def test_503s_trip_the_breaker_and_it_is_probed_back(mockllm, gateway):
