@@ -23,9 +23,11 @@
  *     request. An exposure is in the log within about LINGER_MS.
  */
 #include "gateway/exposure.h"
+#include "gateway/error.h"
 #include "gateway/log.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -190,21 +192,100 @@ static void format_at(int64_t us, char out[32])
     snprintf(out + n, 32 - n, ".%03dZ", (int)((us / 1000) % 1000));
 }
 
+/* appends a string literal (its length counted by the compiler) */
+#define ADD_LIT(b, lit) evbuffer_add((b), (lit), sizeof(lit) - 1)
+
+static void line_str(struct evbuffer *b, const char *key, const char *v)
+{
+    evbuffer_add_printf(b, ",\"%s\":", key);
+    if (v == NULL) {
+        ADD_LIT(b, "null");
+        return;
+    }
+    ADD_LIT(b, "\"");
+    gw_json_escape(b, v, strlen(v));
+    ADD_LIT(b, "\"");
+}
+
+static void line_long(struct evbuffer *b, const char *key, long v)
+{
+    if (v < 0)
+        evbuffer_add_printf(b, ",\"%s\":null", key);
+    else
+        evbuffer_add_printf(b, ",\"%s\":%ld", key, v);
+}
+
+/* One JSON line per record, in the format reg_samples_export_file reads
+ * (registry.h), written without a JSON tree: the variables are the
+ * request's own JSON text. */
+static void line_of(struct evbuffer *b, const struct gw_exposure_rec *r)
+{
+    if (r->kind == GW_FEEDBACK) {
+        ADD_LIT(b, "{\"type\":\"feedback\"");
+        line_str(b, "request_id", r->fb.request_id);
+        line_str(b, "event", r->fb.event);
+        evbuffer_add_printf(b, ",\"value\":%.17g", r->fb.value);
+        line_str(b, "at", r->fb.at);
+        ADD_LIT(b, "}\n");
+        return;
+    }
+    const struct reg_exposure *e = &r->ex;
+    ADD_LIT(b, "{\"type\":\"exposure\"");
+    line_str(b, "request_id", e->request_id);
+    line_str(b, "at", e->at);
+    line_str(b, "key", e->key_name);
+    line_str(b, "user", e->user_id);
+    line_str(b, "prompt", e->prompt);
+    evbuffer_add_printf(b, ",\"version\":%d", e->version);
+    line_str(b, "label", e->label);
+    if (e->experiment_id > 0) {
+        evbuffer_add_printf(b, ",\"experiment_id\":%lld",
+                            (long long)e->experiment_id);
+        line_str(b, "experiment", e->experiment);
+        evbuffer_add_printf(b, ",\"arm\":%d", e->arm);
+    } else {
+        ADD_LIT(b, ",\"experiment_id\":null,\"experiment\":null,"
+                        "\"arm\":null");
+    }
+    line_str(b, "model", e->model);
+    line_str(b, "backend", e->backend);
+    evbuffer_add_printf(b, ",\"status\":%d,\"stream\":%s", e->status,
+                        e->stream ? "true" : "false");
+    if (e->latency_ms >= 0)
+        evbuffer_add_printf(b, ",\"latency_ms\":%.3f", e->latency_ms);
+    else
+        ADD_LIT(b, ",\"latency_ms\":null");
+    line_long(b, "prompt_tokens", e->prompt_tokens);
+    line_long(b, "completion_tokens", e->completion_tokens);
+    line_long(b, "total_tokens", e->total_tokens);
+    line_str(b, "cache", e->cache);
+    ADD_LIT(b, ",\"variables\":");
+    if (e->variables)
+        evbuffer_add(b, e->variables, strlen(e->variables));
+    else
+        ADD_LIT(b, "{}");
+    line_str(b, "output", e->output);
+    ADD_LIT(b, "}\n");
+}
+
 static int write_file(struct gw_exposure *w, struct gw_exposure_rec **recs,
                       size_t n)
 {
+    struct evbuffer *b = evbuffer_new();
     size_t i;
+    int rc = 0;
 
-    for (i = 0; i < n; i++) {
-        json_t *j = recs[i]->kind == GW_EXPOSURE
-                        ? reg_exposure_json(&recs[i]->ex)
-                        : reg_feedback_json(&recs[i]->fb);
-        int rc = j ? json_dumpf(j, w->file, JSON_COMPACT) : -1;
-        json_decref(j);
-        if (rc < 0 || fputc('\n', w->file) == EOF)
-            return -1;
-    }
-    return fflush(w->file) == 0 ? 0 : -1;
+    if (b == NULL)
+        return -1;
+    for (i = 0; i < n; i++)
+        line_of(b, recs[i]);
+    while (evbuffer_get_length(b) > 0)
+        if (evbuffer_write(b, fileno(w->file)) < 0) {
+            rc = -1;
+            break;
+        }
+    evbuffer_free(b);
+    return rc;
 }
 
 static void write_batch(struct gw_exposure *w, struct gw_exposure_rec **recs,
@@ -311,7 +392,7 @@ struct gw_exposure *gw_exposure_new(const char *db_path, const char *file,
     pthread_cond_init(&w->idle, NULL);
     if (file) {
         w->where = strdup(file);
-        if ((w->file = fopen(file, "a")) == NULL) {
+        if ((w->file = fopen(file, "a")) == NULL) { /* O_APPEND: lines whole */
             snprintf(err, errlen, "cannot open exposure log '%s': %s", file,
                      strerror(errno));
             goto fail;

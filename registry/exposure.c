@@ -183,59 +183,6 @@ static void set_str(json_t *o, const char *k, const char *v)
     json_object_set_new(o, k, v ? json_string(v) : json_null());
 }
 
-static void set_long(json_t *o, const char *k, long v)
-{
-    json_object_set_new(o, k, v >= 0 ? json_integer(v) : json_null());
-}
-
-json_t *reg_exposure_json(const struct reg_exposure *e)
-{
-    json_t *o = json_object(), *vars = NULL;
-
-    if (o == NULL)
-        return NULL;
-    if (e->variables)
-        vars = json_loads(e->variables, 0, NULL);
-    json_object_set_new(o, "type", json_string("exposure"));
-    set_str(o, "request_id", e->request_id);
-    set_str(o, "at", e->at);
-    set_str(o, "key", e->key_name);
-    set_str(o, "user", e->user_id);
-    set_str(o, "prompt", e->prompt);
-    json_object_set_new(o, "version", json_integer(e->version));
-    set_str(o, "label", e->label);
-    if (e->experiment_id > 0) {
-        json_object_set_new(o, "experiment_id", json_integer(e->experiment_id));
-        set_str(o, "experiment", e->experiment);
-        json_object_set_new(o, "arm", json_integer(e->arm));
-    } else {
-        json_object_set_new(o, "experiment_id", json_null());
-        json_object_set_new(o, "experiment", json_null());
-        json_object_set_new(o, "arm", json_null());
-    }
-    set_str(o, "model", e->model);
-    set_str(o, "backend", e->backend);
-    json_object_set_new(o, "status", json_integer(e->status));
-    json_object_set_new(o, "stream", json_boolean(e->stream));
-    json_object_set_new(o, "latency_ms", e->latency_ms >= 0
-                        ? json_real(e->latency_ms) : json_null());
-    set_long(o, "prompt_tokens", e->prompt_tokens);
-    set_long(o, "completion_tokens", e->completion_tokens);
-    set_long(o, "total_tokens", e->total_tokens);
-    set_str(o, "cache", e->cache);
-    json_object_set_new(o, "variables", vars ? vars : json_object());
-    set_str(o, "output", e->output);
-    return o;
-}
-
-json_t *reg_feedback_json(const struct reg_feedback *f)
-{
-    return json_pack("{ss ss ss sf ss}", "type", "feedback", "request_id",
-                     f->request_id ? f->request_id : "", "event",
-                     f->event ? f->event : "", "value", f->value, "at",
-                     f->at ? f->at : "");
-}
-
 /* ---- export -------------------------------------------------------------- */
 
 /* facts carried by the variables: an object, or a string holding one */

@@ -493,14 +493,13 @@ int reg_samples_export(struct reg_db *db, const char *experiment,
                        size_t *count, char **err);
 
 /* The same, from a JSON-lines exposure log (the gateway's "exposures":
- * FILE mode): records {"type": "exposure"|"feedback", ...}. */
+ * FILE mode): records {"type": "exposure", "request_id", "at", "user",
+ * "prompt", "version", "experiment", "arm", "variables", "output",
+ * "status", "model", ...} and {"type": "feedback", "request_id", "event",
+ * "value", "at"}. */
 int reg_samples_export_file(const char *path, const char *experiment,
                             const char *since, reg_sample_cb cb, void *arg,
                             size_t *count, char **err);
 
-/* The exposure record as the JSON object the file mode writes (new
- * reference; "type": "exposure"), and the same for feedback. */
-json_t *reg_exposure_json(const struct reg_exposure *e);
-json_t *reg_feedback_json(const struct reg_feedback *f);
 
 #endif

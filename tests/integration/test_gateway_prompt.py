@@ -459,3 +459,25 @@ def test_body_shapes_rewritten(served, raw):
         assert up[k] == sent.get(k, v)
     assert up["messages"][1]["content"] == 'Describe K "q" \\ \u00e9. Facts: 1.5'
     assert set(up) == set(sent) | set(V2["params"]) | {"messages"}
+
+
+def test_samples_export_from_a_jsonl_log(mockllm, gateway, registry, tmp_path):
+    mock = mockllm()
+    log = tmp_path / "exposures.jsonl"
+    registry.ok("experiment", "start", "product_copy", "--label", "production",
+                "--arm", "2:50", "--arm", "3:50")
+    gw = gateway(gw_config(mock, registry, exposures=str(log), log_outputs=True))
+    prompt = {"name": "product_copy", "label": "production",
+              "variables": {"product_name": "K", "facts": "{\"size\": \"M\"}"}}
+    for i in range(6):
+        assert ask(gw, prompt, user="u%d" % i, headers={"x-request-id": "j%d" % i}).status == 200
+    for rid, ev in (("j1", "click"), ("j1", "click"), ("j2", "conversion")):
+        assert http("POST", gw.url + "/v1/feedback", {"request_id": rid, "event": ev}).status == 202
+    wait_until(lambda: log.exists() and len(log.read_text().splitlines()) == 9)
+    samples = {s["id"]: s for s in export(registry, "--experiment", "product_copy@production",
+                                          "--from", str(log))}
+    assert sorted(samples) == ["j%d" % i for i in range(6)]
+    assert samples["j1"]["clicks"] == 1 and samples["j2"]["conversions"] == 1
+    assert samples["j0"]["clicks"] == 0 and samples["j0"]["facts"] == {"size": "M"}
+    assert all(s["output"].startswith("tok0") for s in samples.values())
+    assert {s["version"] for s in samples.values()} <= {2, 3}
