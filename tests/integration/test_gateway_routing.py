@@ -250,6 +250,32 @@ def test_mid_stream_death_is_an_sse_error_not_a_retry(mockllm, gateway):
     assert r.headers["x-promptgate-attempts"] == "1"
 
 
+def test_stream_request_retried_before_its_head(mockllm, gateway):
+    """A 503 before the stream's head has sent nothing to the client: the
+    stream is retried and arrives whole from the other backend."""
+    a, b = start_mocks(mockllm, 2)
+    a.set_fault("status=503", count=1)
+    gw = start_gw(gateway, pool_config([a, b]))
+    r = request("POST", gw.url + CHAT, body=chat(stream=True))
+    assert r.status == 200, r
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers["x-promptgate-attempts"] == "2"
+    ev = sse_events(r.body)
+    assert ev[-1] == "[DONE]" and not any(e.event == "error" for e in ev), ev
+
+
+def test_first_byte_timeout_is_retried_elsewhere(mockllm, gateway):
+    a, b = start_mocks(mockllm, 2)
+    a.set_fault("hang")
+    gw = start_gw(gateway, pool_config([a, b], first_byte_timeout_ms=200))
+    t = time.monotonic()
+    r = post(gw)
+    took = time.monotonic() - t
+    assert r.status == 200 and r.headers["x-promptgate-backend"] == "b1", r
+    assert r.headers["x-promptgate-attempts"] == "2"
+    assert 0.19 < took < 1.0, took
+
+
 def test_fallback_model_after_the_pool(mockllm, gateway):
     """The whole pool of qwen fails: the request goes to the fallback model's
     backend, with the body's model rewritten."""
