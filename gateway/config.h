@@ -5,6 +5,11 @@
  * A request takes a reference to the config it started with (gw_config_ref)
  * and drops it when it ends, so SIGHUP can swap in a new config while
  * requests in flight finish on the old one.
+ *
+ * The one part that changes after loading: each model pool's smooth round
+ * robin weights (pool.c), loop-local scheduling state that may start over
+ * at a reload. Counters and breakers that must survive a reload live
+ * outside the snapshot, keyed by backend name (struct gw_backend_state).
  */
 #ifndef GW_CONFIG_H
 #define GW_CONFIG_H
@@ -28,7 +33,6 @@ struct gw_backend {
     long timeout_ms;
     long connect_timeout_ms;
     long first_byte_timeout_ms;
-    int inflight; /* live count; the one mutable field, loop-local */
     /* plain http:// to a numeric address (or localhost) is served by the
      * gateway's own client (upconn.c); anything else through libcurl */
     int native;
@@ -44,8 +48,8 @@ struct gw_backend {
     char *health_path;        /* owned: e.g. "/models", NULL: no checks */
     long health_interval_ms;
     long health_timeout_ms;
-    /* runtime state kept across reloads by backend name (pool.c); NULL
-     * until gw_states_attach */
+    /* runtime state (in flight, breaker, latency) kept across reloads by
+     * backend name (pool.c); NULL until gw_states_attach */
     struct gw_backend_state *state; /* borrowed from the gateway's table */
 };
 
