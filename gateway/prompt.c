@@ -12,9 +12,10 @@
  * OpenAI request, and records an exposure when the request ends.
  *
  * Design:
- *  - The snapshot is immutable and refcounted. A timer polls reg_watch
- *    (one pragma and one stat) every WATCH_MS; a change, or SIGHUP, loads a
- *    new snapshot and swaps the pointer. Rendering happens inside the
+ *  - The snapshot is immutable and refcounted. A watcher thread polls
+ *    reg_watch (one pragma and one stat) every WATCH_MS; a change, or
+ *    SIGHUP, loads a new snapshot there, and a loop timer swaps the pointer
+ *    (no SQLite on the loop). Rendering happens inside the
  *    resolve stage, synchronously, so a request never holds a snapshot past
  *    its own stage: requests in flight are unaffected by a swap. A registry
  *    that cannot be read keeps the last good snapshot (logged once per
@@ -52,13 +53,15 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
-#define WATCH_MS 250
+#define WATCH_MS 250              /* the watcher polls the database */
+#define SWAP_MS 100               /* the loop takes a new snapshot */
 #define QUEUE_MAX 65536           /* exposure records waiting for the writer */
 #define BUCKETS 1024              /* pending table, power of two */
 #define MAX_PARAMS 32             /* params keys looked up in a request */
@@ -98,16 +101,24 @@ struct gw_prompts {
     char *path;                   /* owned: registry database */
     char *exposures;              /* owned: "db" or a file path */
     int log_outputs;
-    struct reg_watch *watch;      /* owned */
-    struct reg_snapshot *snap;    /* owned reference: the current snapshot */
+    struct reg_snapshot *snap;    /* owned reference: the current snapshot,
+                                     read and swapped on the loop only */
+    /* the watcher thread's side (watcher_main) */
+    pthread_t watcher;
+    int watching;                 /* the thread runs */
+    pthread_mutex_t wmu;          /* guards next, wforce, wstop */
+    pthread_cond_t wcv;
+    struct reg_snapshot *next;    /* owned: loaded, not yet taken */
+    int wforce, wstop;
+    struct reg_watch *watch;      /* owned, the watcher's only */
     struct event *timer;          /* owned */
     struct gw_exposure *writer;   /* owned */
     struct gw_exposure_rec *pending[BUCKETS]; /* owned lists */
     size_t n_pending;
     struct obuf out;              /* the body being built (reused) */
     struct vcache *vcache[VC_BUCKETS]; /* owned: per version of snap */
-    int failing;                  /* the last reload failed */
-    char stamp[128];              /* reg_watch_stamp of the snapshot */
+    int failing;                  /* the watcher's last load failed */
+    char stamp[128];              /* reg_watch_stamp of the last load */
     unsigned long dropped_seen;
 };
 
@@ -260,60 +271,90 @@ static int emit_cb(void *arg, const char *data, size_t len)
 
 /* ---- snapshot ------------------------------------------------------------ */
 
-static int snapshot_load(struct gw_prompts *p, const char *why)
-{
-    char *err = NULL;
-    struct reg_snapshot *s = reg_snapshot_load(p->path, &err);
-
-    if (s == NULL) {
-        if (!p->failing)
-            gw_log_error("registry: %s; still serving the previous "
-                         "snapshot", err ? err : "out of memory");
-        p->failing = 1;
-        free(err);
-        return -1;
-    }
-    vcache_clear(p);
-    reg_snapshot_unref(p->snap);
-    p->snap = s;
-    if (p->failing)
-        gw_log_info("registry: readable again");
-    p->failing = 0;
-    gw_log_info("registry: snapshot of '%s' loaded (%s): %zu prompts, %zu "
-                "versions", p->path, why, reg_snapshot_prompts(s),
-                reg_snapshot_versions(s));
-    return 0;
-}
-
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+/*
+ * The watcher thread: every WATCH_MS (or at once on SIGHUP) it asks
+ * reg_watch whether the database changed and, when what a snapshot holds
+ * changed, loads a new snapshot and leaves it in p->next. The loop's timer
+ * takes it from there. So no SQLite call ever runs on the event loop, and a
+ * slow or locked database delays a reload, never a request.
+ */
+static void *watcher_main(void *arg)
 {
     struct gw_prompts *p = arg;
-    struct gw_exposure_stats st;
-    char *err = NULL;
-    int rc;
+    char stamp[sizeof(p->stamp)], *err = NULL;
+    struct reg_snapshot *s;
+    struct timespec until;
+    int rc, force;
 
-    (void)fd, (void)what;
-    rc = reg_watch_changed(p->watch, &err);
-    if (rc < 0) {
-        if (!p->failing)
-            gw_log_error("registry: %s; still serving the previous "
-                         "snapshot", err ? err : "out of memory");
-        p->failing = 1;
-        free(err);
-    } else if (rc == 1 || p->failing) {
+    pthread_mutex_lock(&p->wmu);
+    while (!p->wstop) {
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += WATCH_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L)
+            until.tv_sec++, until.tv_nsec -= 1000000000L;
+        while (!p->wstop && !p->wforce &&
+               pthread_cond_timedwait(&p->wcv, &p->wmu, &until) == 0)
+            ;
+        if (p->wstop)
+            break;
+        force = p->wforce;
+        p->wforce = 0;
+        pthread_mutex_unlock(&p->wmu);
+
         /* the exposure writer's commits change data_version too: reload
          * only when what a snapshot holds changed */
-        char stamp[sizeof(p->stamp)];
-        if (reg_watch_stamp(p->watch, stamp, sizeof(stamp), &err) < 0) {
+        rc = reg_watch_changed(p->watch, &err);
+        if (rc >= 0 && (rc == 1 || force || p->failing))
+            rc = reg_watch_stamp(p->watch, stamp, sizeof(stamp), &err) < 0
+                     ? -1 : strcmp(stamp, p->stamp) != 0 || force ||
+                                p->failing;
+        s = NULL;
+        if (rc == 1 && (s = reg_snapshot_load(p->path, &err)) == NULL)
+            rc = -1;
+        if (rc < 0) {
             if (!p->failing)
                 gw_log_error("registry: %s; still serving the previous "
                              "snapshot", err ? err : "out of memory");
             p->failing = 1;
-            free(err);
-        } else if (strcmp(stamp, p->stamp) != 0 || p->failing) {
-            if (snapshot_load(p, "the database changed") == 0)
-                memcpy(p->stamp, stamp, sizeof(stamp));
+        } else if (s) {
+            if (p->failing)
+                gw_log_info("registry: readable again");
+            p->failing = 0;
+            memcpy(p->stamp, stamp, sizeof(stamp));
+            gw_log_info("registry: snapshot of '%s' loaded (%s): %zu "
+                        "prompts, %zu versions", p->path,
+                        force ? "reload" : "the database changed",
+                        reg_snapshot_prompts(s), reg_snapshot_versions(s));
         }
+        free(err);
+        err = NULL;
+        pthread_mutex_lock(&p->wmu);
+        if (s) {
+            reg_snapshot_unref(p->next); /* one not taken yet: replaced */
+            p->next = s;
+        }
+    }
+    pthread_mutex_unlock(&p->wmu);
+    return NULL;
+}
+
+/* The loop's side: swap in a snapshot the watcher loaded, and report
+ * dropped exposures. */
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_prompts *p = arg;
+    struct gw_exposure_stats st;
+    struct reg_snapshot *s;
+
+    (void)fd, (void)what;
+    pthread_mutex_lock(&p->wmu);
+    s = p->next;
+    p->next = NULL;
+    pthread_mutex_unlock(&p->wmu);
+    if (s) {
+        vcache_clear(p);
+        reg_snapshot_unref(p->snap);
+        p->snap = s;
     }
     gw_exposure_stats(p->writer, &st);
     if (st.dropped > p->dropped_seen) {
@@ -329,12 +370,14 @@ struct gw_prompts *gw_prompts_new(struct event_base *base,
                                   char *err, size_t errlen)
 {
     struct gw_prompts *p = calloc(1, sizeof(*p));
-    struct timeval tv = {0, WATCH_MS * 1000};
+    struct timeval tv = {0, SWAP_MS * 1000};
     char *e = NULL;
     int file;
 
     if (p == NULL)
         goto oom;
+    pthread_mutex_init(&p->wmu, NULL);
+    pthread_cond_init(&p->wcv, NULL);
     p->base = base;
     p->log_outputs = conf->log_outputs;
     p->path = strdup(conf->path);
@@ -349,6 +392,8 @@ struct gw_prompts *gw_prompts_new(struct event_base *base,
                                 QUEUE_MAX, err, errlen);
     if (p->writer == NULL)
         goto fail;
+    /* the first snapshot before serving: a registry that cannot be read
+     * at start is an error, not an empty registry */
     if ((p->watch = reg_watch_new(p->path, &e)) == NULL ||
         reg_watch_changed(p->watch, &e) < 0 ||
         reg_watch_stamp(p->watch, p->stamp, sizeof(p->stamp), &e) < 0 ||
@@ -357,6 +402,11 @@ struct gw_prompts *gw_prompts_new(struct event_base *base,
         free(e);
         goto fail;
     }
+    if (pthread_create(&p->watcher, NULL, watcher_main, p) != 0) {
+        snprintf(err, errlen, "registry: cannot start the watcher thread");
+        goto fail;
+    }
+    p->watching = 1;
     gw_log_info("registry: '%s': %zu prompts, %zu versions; exposures to %s%s",
                 p->path, reg_snapshot_prompts(p->snap),
                 reg_snapshot_versions(p->snap),
@@ -380,7 +430,10 @@ void gw_prompts_reload(struct gw_prompts *p,
                     "a restart; still using '%s' and '%s'", p->path,
                     p->exposures);
     p->log_outputs = conf->log_outputs;
-    snapshot_load(p, "reload");
+    pthread_mutex_lock(&p->wmu);
+    p->wforce = 1;
+    pthread_cond_signal(&p->wcv);
+    pthread_mutex_unlock(&p->wmu);
 }
 
 void gw_prompts_free(struct gw_prompts *p)
@@ -389,6 +442,13 @@ void gw_prompts_free(struct gw_prompts *p)
 
     if (p == NULL)
         return;
+    if (p->watching) {
+        pthread_mutex_lock(&p->wmu);
+        p->wstop = 1;
+        pthread_cond_signal(&p->wcv);
+        pthread_mutex_unlock(&p->wmu);
+        pthread_join(p->watcher, NULL);
+    }
     if (p->timer)
         event_free(p->timer);
     /* requests still pending at exit never ended: their records go */
@@ -409,6 +469,9 @@ void gw_prompts_free(struct gw_prompts *p)
     reg_watch_free(p->watch);
     vcache_clear(p);
     reg_snapshot_unref(p->snap);
+    reg_snapshot_unref(p->next);
+    pthread_mutex_destroy(&p->wmu);
+    pthread_cond_destroy(&p->wcv);
     free(p->out.p);
     free(p->path);
     free(p->exposures);
