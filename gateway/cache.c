@@ -6,9 +6,9 @@
  * namespace, the resolved model, the resolved prompt version (the
  * x-prompt-version the prompt stage set) and the canonical request: the
  * body parsed by jansson, without "user", "stream", "stream_options" and
- * "metadata", dumped with sorted keys and no whitespace. The tree is built
- * only when the cache applies to the request; the rest of the gateway
- * keeps to the zero-allocation scan. Only deterministic requests are
+ * "metadata", with sorted keys and no whitespace: canon.c writes it in one
+ * pass without a tree (bodies up to CANON_MAX), jansson above that (its
+ * sort does not grow with nesting); the two forms are tagged apart. Only deterministic requests are
  * cached unless the model says "all": temperature 0, or no sampling
  * parameter at all, or n 1 with a seed.
  *
@@ -47,6 +47,7 @@
  *     the flight goes when its leader's fill goes.
  */
 #include "gateway/cache.h"
+#include "gateway/canon.h"
 #include "gateway/gateway.h"
 #include "gateway/clock.h"
 #include "gateway/http.h"
@@ -69,6 +70,7 @@
 #include <time.h>
 
 #define HEAD_LEN 36
+#define CANON_MAX (64u << 10) /* larger bodies: canonical by jansson */
 #define COALESCE_MS 30000
 #define MAX_CHOICES 128
 #define REDIS_PREFIX "pg:c:"
@@ -387,6 +389,7 @@ struct gw_cache {
     long timeout_ms;
     struct flight *flights[256]; /* owned chains */
     EVP_MD_CTX *md;            /* owned: reused for every key */
+    struct gw_canon canon;     /* the canonical body, reused */
     unsigned long hits, misses, bypasses, stores, errors, coalesced;
     int freeing;
 };
@@ -405,6 +408,7 @@ struct gw_cache *gw_cache_new(struct event_base *base,
     cache->mem.max_bytes = c->cache.max_bytes;
     cache->mem.buckets = calloc(cache->mem.nb, sizeof(*cache->mem.buckets));
     cache->md = EVP_MD_CTX_new();
+    gw_canon_init(&cache->canon);
     if (cache->mem.buckets == NULL || cache->md == NULL)
         goto fail;
     if (cache->backend == GW_CACHE_REDIS &&
@@ -438,6 +442,7 @@ void gw_cache_free(struct gw_cache *cache)
             free(f);
         }
     EVP_MD_CTX_free(cache->md);
+    gw_canon_release(&cache->canon);
     free(cache);
 }
 
@@ -472,39 +477,56 @@ static int request_key(struct gw_cache *cache, struct gw_http_req *req,
                        const char *suffix, const char *ns, const char *model,
                        int all, struct gw_cache_fill *f)
 {
+    static const char *const skip[] = {"user", "stream", "stream_options",
+                                       "metadata", NULL};
     unsigned char *digest = f->digest;
-    size_t len = evbuffer_get_length(req->body);
-    json_t *root;
+    size_t len = evbuffer_get_length(req->body), clen;
+    const char *body = (const char *)evbuffer_pullup(req->body, -1), *ctext;
+    struct gw_canon_info info;
+    json_t *root = NULL;
     char *dump = NULL, version[160];
     unsigned int dlen = 0;
     int rc = 0;
 
-    root = json_loadb((const char *)evbuffer_pullup(req->body, -1), len, 0,
-                      NULL);
-    if (!json_is_object(root))
-        goto out;
-    if (!all && !deterministic(root))
-        goto out;
-    json_t *so = json_object_get(root, "stream_options");
-    f->no_options = so == NULL;
-    f->with_usage = json_is_true(json_object_get(so, "include_usage"));
-    json_object_del(root, "user");
-    json_object_del(root, "stream");
-    json_object_del(root, "stream_options");
-    json_object_del(root, "metadata");
+    if (len <= CANON_MAX) {
+        /* the common case: one pass, no tree, no allocation */
+        if (gw_canon_body(&cache->canon, body, len, skip, &info) < 0)
+            goto out;
+        if (!all && !info.deterministic)
+            goto out;
+        f->no_options = !info.has_stream_options;
+        f->with_usage = info.include_usage;
+        ctext = cache->canon.buf;
+        clen = cache->canon.len;
+    } else {
+        /* large bodies: jansson sorts in O(n log n) whatever the nesting */
+        root = json_loadb(body, len, 0, NULL);
+        if (!json_is_object(root))
+            goto out;
+        if (!all && !deterministic(root))
+            goto out;
+        json_t *so = json_object_get(root, "stream_options");
+        f->no_options = so == NULL;
+        f->with_usage = json_is_true(json_object_get(so, "include_usage"));
+        for (size_t i = 0; skip[i]; i++)
+            json_object_del(root, skip[i]);
+        rc = -1;
+        if ((dump = json_dumps(root, JSON_SORT_KEYS | JSON_COMPACT)) == NULL)
+            goto out;
+        ctext = dump;
+        clen = strlen(dump);
+    }
     rc = -1;
-    if ((dump = json_dumps(root, JSON_SORT_KEYS | JSON_COMPACT)) == NULL)
-        goto out;
     if (gw_http_resp_header_get(req, "x-prompt-version", version,
                                 sizeof(version)) < 0)
         version[0] = '\0';
     if (EVP_DigestInit_ex(cache->md, EVP_sha256(), NULL) != 1 ||
-        EVP_DigestUpdate(cache->md, "pgc1", 5) != 1 ||
+        EVP_DigestUpdate(cache->md, root ? "pgj1" : "pgc1", 5) != 1 ||
         EVP_DigestUpdate(cache->md, suffix, strlen(suffix) + 1) != 1 ||
         EVP_DigestUpdate(cache->md, ns, strlen(ns) + 1) != 1 ||
         EVP_DigestUpdate(cache->md, model, strlen(model) + 1) != 1 ||
         EVP_DigestUpdate(cache->md, version, strlen(version) + 1) != 1 ||
-        EVP_DigestUpdate(cache->md, dump, strlen(dump)) != 1 ||
+        EVP_DigestUpdate(cache->md, ctext, clen) != 1 ||
         EVP_DigestFinal_ex(cache->md, digest, &dlen) != 1 || dlen != 32)
         goto out;
     rc = 1;

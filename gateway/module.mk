@@ -22,3 +22,5 @@ ROUTING_TEST_OBJS := $(call objs,gateway/pool.c gateway/breaker.c gateway/config
 UNIT_TESTS += $(BUILD)/tests/test_gw_breaker $(BUILD)/tests/test_gw_pool
 $(BUILD)/tests/test_gw_breaker: $(call objs,tests/unit/test_gw_breaker.c) $(ROUTING_TEST_OBJS)
 $(BUILD)/tests/test_gw_pool: $(call objs,tests/unit/test_gw_pool.c) $(ROUTING_TEST_OBJS)
+UNIT_TESTS += $(BUILD)/tests/test_gw_canon
+$(BUILD)/tests/test_gw_canon: $(call objs,tests/unit/test_gw_canon.c) $(GATEWAY_OBJS)

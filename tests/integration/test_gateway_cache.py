@@ -107,3 +107,17 @@ def test_cache_off_has_no_header(mock_gateway):
     mock, gw = mock_gateway
     r = cc.post(gw, chat())
     assert r.status == 200 and "x-promptgate-cache" not in r.headers
+
+
+def test_large_body_key(setup):
+    """Bodies over 64 KiB are canonicalized by jansson: still insensitive to
+    key order and whitespace, still exact on content."""
+    mock, gw = setup({})
+    big = "x" * 70000
+    a = '{"model": "qwen2.5-7b", "messages": [{"role": "user", "content": "%s"}]}' % big
+    b = '{"messages":[{"content":"%s","role":"user"}],\n "model":"qwen2.5-7b"}' % big
+    c = '{"model": "qwen2.5-7b", "messages": [{"role": "user", "content": "%sy"}]}' % big
+    h = {"Content-Type": "application/json"}
+    assert cc.cache_of(cc.post(gw, a, headers=h)) == "miss"
+    assert cc.cache_of(cc.post(gw, b, headers=h)) == "hit"
+    assert cc.cache_of(cc.post(gw, c, headers=h)) == "miss"
