@@ -166,6 +166,10 @@ static struct vcache *vcache_get(struct gw_prompts *p,
         char *t;
         if (c->n_params == MAX_PARAMS)
             break;
+        /* whether the answer streams is the caller's choice, read before
+         * this stage: a version's "stream" is not applied */
+        if (strcmp(key, "stream") == 0 || strcmp(key, "stream_options") == 0)
+            continue;
         if (strcmp(key, "model") == 0 && json_is_string(val) &&
             json_string_length(val) < sizeof(c->model))
             memcpy(c->model, json_string_value(val),
