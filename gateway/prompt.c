@@ -167,7 +167,8 @@ static struct vcache *vcache_get(struct gw_prompts *p,
         if (c->n_params == MAX_PARAMS)
             break;
         /* whether the answer streams is the caller's choice, read before
-         * this stage: a version's "stream" is not applied */
+         * this stage (publish refuses these keys; an imported or older
+         * registry might still hold them) */
         if (strcmp(key, "stream") == 0 || strcmp(key, "stream_options") == 0)
             continue;
         if (strcmp(key, "model") == 0 && json_is_string(val) &&

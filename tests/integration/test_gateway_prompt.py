@@ -482,15 +482,3 @@ def test_samples_export_from_a_jsonl_log(mockllm, gateway, registry, tmp_path):
     assert all(s["output"].startswith("tok0") for s in samples.values())
     assert {s["version"] for s in samples.values()} <= {2, 3}
 
-
-def test_a_versions_stream_param_is_not_applied(served, tmp_path):
-    mock, gw, ctl = served
-    (tmp_path / "s.json").write_text(json.dumps({
-        "messages": [{"role": "user", "content": "hi"}],
-        "params": {"model": "qwen2.5-7b", "stream": True, "top_p": 0.5}}))
-    ctl.ok("publish", "streamy", "-f", str(tmp_path / "s.json"))
-    r = wait_until(lambda: (lambda r: r if r.status == 200 else None)(ask(gw, {"name": "streamy"})),
-                   timeout=3)
-    assert r.headers["content-type"].startswith("application/json")
-    up = mock.requests()[-1]["body"]
-    assert "stream" not in up and up["top_p"] == 0.5
