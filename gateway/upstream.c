@@ -365,9 +365,21 @@ static int retry(struct gw_call *c, const char *why, int free_of_budget)
         gw_now_us() + MIN_ATTEMPT_MS * 1000 >= c->deadline_us)
         return -1;
     if (!c->retrying && !free_of_budget && gw->retries >= budget) {
-        gw_log_warn("request %s: no retry after backend '%s' failed: retry "
-                    "budget spent (%lu retries in flight of %lu calls)",
-                    c->request_id, last, gw->retries, gw->calls);
+        /* at most one line a second: a failing pool must not flood the
+         * log; the access log has each request's attempts */
+        static int64_t last_warn;
+        static unsigned long quiet;
+        int64_t now = gw_now_us();
+        if (now - last_warn >= 1000000) {
+            gw_log_warn("request %s: no retry after backend '%s' failed: "
+                        "retry budget spent (%lu retries in flight of %lu "
+                        "calls; %lu more refused since the last line)",
+                        c->request_id, last, gw->retries, gw->calls, quiet);
+            last_warn = now;
+            quiet = 0;
+        } else {
+            quiet++;
+        }
         return -1;
     }
     if (attempt_pick(c, &w) < 0)
@@ -377,9 +389,9 @@ static int retry(struct gw_call *c, const char *why, int free_of_budget)
         gw->retries++;
     }
     c->backend->state->retries_to++;
-    gw_log_info("request %s: attempt %d on backend '%s' after '%s' failed: "
-                "%s", c->request_id, c->n_tried, c->backend->name, last,
-                why);
+    gw_log_debug("request %s: attempt %d on backend '%s' after '%s' failed: "
+                 "%s", c->request_id, c->n_tried, c->backend->name, last,
+                 why);
     call_state(c, RETRYING);
     evtimer_del(c->timer);
     evtimer_add(c->timer, &zero); /* sent from the loop, not from inside

@@ -356,6 +356,9 @@ def test_retry_budget_holds_at_50_percent_failures(mockllm, gateway):
     assert len(failed) >= 8, (len(retried), len(failed))
     assert total <= n + 9, total
     assert len(retried) + len(failed) == bad.count()
+    # said in the error log, at most once a second
+    lines = [ln for ln in gw.stderr_text().splitlines() if "retry budget spent" in ln]
+    assert 1 <= len(lines) <= 3, lines
 
 
 # ------------------------------------------------------------------ admin
