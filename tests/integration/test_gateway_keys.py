@@ -12,6 +12,7 @@ import http.client
 import json
 import math
 import re
+import socket
 import threading
 import time
 
@@ -636,7 +637,6 @@ def test_concurrency_slot_freed_on_every_ending(mock, gateway):
     assert post(gw, SECRET_A, body=chat(model="nope")).status == 404
     assert post(gw, SECRET_A).status == 200, "slot leaked after a 404"
     # a client that leaves mid-request
-    import socket
     s = socket.create_connection(("127.0.0.1", gw.port))
     body = json.dumps(chat(max_tokens=4)).encode()
     s.sendall(b"POST " + CHAT.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
