@@ -136,6 +136,7 @@ struct gw_rlop {
     char *keys[5];       /* owned */
     char *argv[10];      /* owned */
     int resent;
+    int timed_out;
 };
 
 struct gw_rlredis {
@@ -150,10 +151,12 @@ struct gw_rlredis {
     struct pending_delta *deltas; /* owned */
     struct event *flush;          /* owned: settles deltas left waiting */
     unsigned long errors;
+    int stale; /* ops that timed out and still wait for their answer */
     int freeing;
 };
 
 static void connect_now(struct gw_rlredis *r);
+static void schedule_reconnect(struct gw_rlredis *r);
 
 static void op_free(struct gw_rlop *op)
 {
@@ -180,10 +183,33 @@ static void op_fail(struct gw_rlop *op)
         cb(op->arg, 0, NULL);
 }
 
+/* A Redis that stopped answering must not hold a growing queue nor make
+ * every request wait out its timeout: past this many unanswered ops the
+ * connection is dropped, which fails them all at once; requests are then
+ * decided by on_error without waiting until the reconnect succeeds. */
+#define MAX_STALE 64
+
 static void op_timeout(evutil_socket_t fd, short what, void *arg)
 {
+    struct gw_rlop *op = arg;
+    struct gw_rlredis *r = op->r;
+
     (void)fd, (void)what;
-    op_fail(arg);
+    op->timed_out = 1;
+    r->stale++;
+    op_fail(op);
+    if (r->stale > MAX_STALE && r->ac && r->connected) {
+        gw_log_warn("redis '%s:%d' left %d decisions unanswered; dropping "
+                    "the connection", r->conf.host, r->conf.port, r->stale);
+        /* a hard close: pending callbacks run now with no reply (a
+         * graceful disconnect would wait for the answers) */
+        redisAsyncContext *ac = r->ac;
+        redisAsyncFree(ac);
+        r->ac = NULL;
+        r->connected = 0;
+        if (!evtimer_pending(r->reconnect, NULL))
+            schedule_reconnect(r);
+    }
 }
 
 static int send_op(struct gw_rlop *op, int full);
@@ -195,6 +221,10 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     struct gw_limit_result res;
 
     (void)ac;
+    if (op->timed_out) {
+        op->timed_out = 0;
+        op->r->stale--;
+    }
     if (rep && rep->type == REDIS_REPLY_ERROR &&
         strncmp(rep->str, "NOSCRIPT", 8) == 0 && !op->resent &&
         op->r->connected && !op->r->freeing) {
