@@ -574,14 +574,65 @@ static json_t *chunk_head(json_t *root, const char *object)
     return c;
 }
 
-/* SSE events for a non-streamed answer: per choice one chunk with the
- * whole message as delta and one with its finish_reason, then the usage
- * chunk (choices []), as OpenAI streams them. Returns 1 when root has a
- * stream form, 0 when not (embeddings), -1 on failure. */
+/* One chunk of choice idx: delta (chat) or text (completions), taken. */
+static int emit_choice(struct evbuffer *out, json_t *root, int chat,
+                       json_t *idx, json_t *delta_or_text, json_t *fin)
+{
+    json_t *c = chunk_head(root, chat ? "chat.completion.chunk"
+                                      : "text_completion");
+    json_t *arr = json_array(), *d = json_object();
+
+    if (c == NULL || arr == NULL || d == NULL) {
+        json_decref(c), json_decref(arr), json_decref(d);
+        json_decref(delta_or_text);
+        return -1;
+    }
+    json_object_set(d, "index", idx);
+    json_object_set_new(d, chat ? "delta" : "text", delta_or_text);
+    json_object_set_new(d, "logprobs", json_null());
+    json_object_set_new(d, "finish_reason", fin ? json_incref(fin)
+                                                : json_null());
+    json_array_append_new(arr, d);
+    json_object_set_new(c, "choices", arr);
+    json_object_set_new(c, "usage", json_null()); /* as with include_usage */
+    return add_event(out, c);
+}
+
+#define PIECE 24 /* bytes of text a chunk carries, cut after a space */
+
+/* The pieces of text s, each as a chunk (content deltas or texts). */
+static int emit_pieces(struct evbuffer *out, json_t *root, int chat,
+                       json_t *idx, const char *s, size_t n)
+{
+    size_t at = 0;
+
+    while (at < n) {
+        size_t end = at + PIECE < n ? at + PIECE : n;
+        /* cut after an ASCII space: never inside a UTF-8 sequence */
+        while (end < n && s[end - 1] != ' ')
+            end++;
+        json_t *piece = json_stringn_nocheck(s + at, end - at);
+        json_t *v = piece;
+        if (chat) {
+            v = json_object();
+            json_object_set_new(v, "content", piece);
+        }
+        if (emit_choice(out, root, chat, idx, v, NULL) < 0)
+            return -1;
+        at = end;
+    }
+    return 0;
+}
+
+/* SSE events for a non-streamed answer, as OpenAI streams them: per
+ * choice a first chunk (chat: the role and any other message fields, with
+ * content ""), the text in pieces, a chunk with the finish_reason; then
+ * the usage chunk (choices []). Every chunk carries "usage": null. Returns
+ * 1 when root has a stream form, 0 when not (embeddings), -1 on failure. */
 static int render_sse(json_t *root, struct evbuffer *out)
 {
     const char *object = json_string_value(json_object_get(root, "object"));
-    json_t *choices = json_object_get(root, "choices"), *ch, *c, *arr;
+    json_t *choices = json_object_get(root, "choices"), *ch, *c;
     json_t *usage = json_object_get(root, "usage");
     int chat;
     size_t i;
@@ -597,55 +648,40 @@ static int render_sse(json_t *root, struct evbuffer *out)
     json_array_foreach(choices, i, ch) {
         json_t *idx = json_object_get(ch, "index");
         json_t *fin = json_object_get(ch, "finish_reason");
-        if ((c = chunk_head(root, chat ? "chat.completion.chunk"
-                                       : "text_completion")) == NULL ||
-            (arr = json_array()) == NULL)
-            return -1;
-        json_t *d = json_object();
-        json_object_set_new(d, "index", idx ? json_incref(idx)
-                                            : json_integer((json_int_t)i));
+        json_t *own = idx ? json_incref(idx) : json_integer((json_int_t)i);
+        const char *text;
+        int rc = -1;
         if (chat) {
             json_t *msg = json_deep_copy(json_object_get(ch, "message"));
-            json_t *tc = json_object_get(msg, "tool_calls");
-            json_t *t;
+            json_t *content, *tc, *t;
             size_t k;
             if (!json_is_object(msg)) {
                 json_decref(msg);
-                json_decref(d), json_decref(arr), json_decref(c);
+                json_decref(own);
                 return -1;
             }
+            content = json_incref(json_object_get(msg, "content"));
+            json_object_set_new(msg, "content", json_string(""));
+            tc = json_object_get(msg, "tool_calls");
             json_array_foreach(tc, k, t)
                 json_object_set_new(t, "index", json_integer((json_int_t)k));
-            json_object_set_new(d, "delta", msg);
-            json_object_set_new(d, "logprobs", json_null());
-            json_object_set_new(d, "finish_reason", json_null());
+            text = json_string_value(content);
+            rc = emit_choice(out, root, 1, own, msg, NULL) < 0 ||
+                         (text && emit_pieces(out, root, 1, own, text,
+                                              json_string_length(content)) < 0) ||
+                         emit_choice(out, root, 1, own, json_object(), fin) < 0
+                     ? -1 : 0;
+            json_decref(content);
         } else {
-            json_t *text = json_object_get(ch, "text");
-            json_object_set_new(d, "text", text ? json_incref(text)
-                                                : json_string(""));
-            json_object_set_new(d, "logprobs", json_null());
-            json_object_set_new(d, "finish_reason",
-                                fin ? json_incref(fin) : json_null());
+            json_t *tx = json_object_get(ch, "text");
+            text = json_string_value(tx);
+            rc = (text && emit_pieces(out, root, 0, own, text,
+                                      json_string_length(tx)) < 0) ||
+                         emit_choice(out, root, 0, own, json_string(""), fin) < 0
+                     ? -1 : 0;
         }
-        json_array_append_new(arr, d);
-        json_object_set_new(c, "choices", arr);
-        if (add_event(out, c) < 0)
-            return -1;
-        if (!chat)
-            continue;
-        if ((c = chunk_head(root, "chat.completion.chunk")) == NULL)
-            return -1;
-        arr = json_array();
-        d = json_object();
-        json_object_set_new(d, "index", idx ? json_incref(idx)
-                                            : json_integer((json_int_t)i));
-        json_object_set_new(d, "delta", json_object());
-        json_object_set_new(d, "logprobs", json_null());
-        json_object_set_new(d, "finish_reason",
-                            fin ? json_incref(fin) : json_null());
-        json_array_append_new(arr, d);
-        json_object_set_new(c, "choices", arr);
-        if (add_event(out, c) < 0)
+        json_decref(own);
+        if (rc < 0)
             return -1;
     }
     if (json_is_object(usage)) {
@@ -1557,4 +1593,23 @@ void gw_cache_stats(struct gw_gateway *gw, struct gw_http_req *req,
     evbuffer_free(b);
     rl->status = 200;
     gw_proxy_log(gw, req, rl);
+}
+
+void gw_cache_reload(struct gw_cache *cache, const struct gw_config *c)
+{
+    struct mentry *old;
+
+    if (cache == NULL || !c->cache.enabled)
+        return;
+    if (c->cache.backend != cache->backend)
+        gw_log_warn("reload: a new cache.backend takes a restart; the "
+                    "cache stays on %s",
+                    cache->backend == GW_CACHE_REDIS ? "redis" : "memory");
+    cache->timeout_ms = c->redis.timeout_ms > 0 ? c->redis.timeout_ms : 50;
+    cache->mem.max_bytes = c->cache.max_bytes;
+    while (cache->mem.bytes > cache->mem.max_bytes &&
+           (old = cache->mem.tail) != NULL) {
+        mem_remove(&cache->mem, old);
+        cache->mem.evictions++;
+    }
 }

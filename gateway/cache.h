@@ -29,6 +29,9 @@ struct gw_cache_op;
  * config). NULL on out of memory. */
 struct gw_cache *gw_cache_new(struct event_base *base,
                               const struct gw_config *c);
+/* SIGHUP: applies c's max_bytes (evicting at once) and redis.timeout_ms;
+ * a new backend (warned) or Redis address takes a restart. NULL: no-op. */
+void gw_cache_reload(struct gw_cache *cache, const struct gw_config *c);
 /* Pending lookups are dropped (their requests must be gone). NULL: no-op */
 void gw_cache_free(struct gw_cache *cache);
 

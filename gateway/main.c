@@ -114,6 +114,7 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
         gw_config_unref(c);
         return;
     }
+    gw_cache_reload(gw->cache, c); /* bound and timeout; backend fixed */
     if (strcmp(c->access_log, gw->config->access_log) != 0) {
         char e[256];
         struct gw_accesslog *al =

@@ -11,7 +11,7 @@ import pytest
 
 import cache_common as cc
 from conftest import mock_backend_config
-from helpers import chat, http
+from helpers import chat, http, wait_until
 
 
 @pytest.fixture
@@ -121,3 +121,57 @@ def test_large_body_key(setup):
     assert cc.cache_of(cc.post(gw, a, headers=h)) == "miss"
     assert cc.cache_of(cc.post(gw, b, headers=h)) == "hit"
     assert cc.cache_of(cc.post(gw, c, headers=h)) == "miss"
+
+
+def test_reload(mockllm, gateway):
+    """SIGHUP: the cache can be turned on and off, max_bytes applies at once
+    (evicting), a new backend is warned about and not taken."""
+    mock = mockllm()
+    cfg = mock_backend_config(mock)
+    cfg["admin_key"] = "env:PG_TEST_ADMIN_KEY"
+    gw = gateway(cfg, env={"PG_TEST_ADMIN_KEY": cc.ADMIN_KEY})
+    assert "x-promptgate-cache" not in cc.post(gw, chat()).headers
+    cfg["cache"] = {"backend": "memory"}
+    gw.reload(cfg)
+    wait_until(lambda: cc.cache_of(cc.post(gw, chat())) == "hit")
+    for i in range(20):
+        cc.post(gw, chat(messages=[{"role": "user", "content": "r %d" % i}]))
+    assert cc.stats(gw)["entries"] >= 20
+    cfg["cache"] = {"backend": "memory", "max_bytes": 4096, "max_entry_bytes": 2048}
+    gw.reload(cfg)
+    st = wait_until(lambda: (lambda s: s if s["bytes"] <= 4096 else None)(cc.stats(gw)))
+    assert st["max_bytes"] == 4096 and st["evictions"] > 0, st
+    cfg["cache"] = {"backend": "redis"}
+    cfg["redis"] = {"url": "redis://127.0.0.1:1/0"}
+    gw.reload(cfg)
+    wait_until(lambda: "a new cache.backend takes a restart" in gw.stderr_text())
+    assert cc.stats(gw)["backend"] == "memory"
+    del cfg["cache"], cfg["redis"]
+    gw.reload(cfg)
+    wait_until(lambda: "x-promptgate-cache" not in cc.post(gw, chat()).headers)
+
+
+def test_openai_node_client_on_hits(mockllm, gateway):
+    """The official OpenAI Node client's checks pass with the cache on: its
+    streams (with and without include_usage) are hits replayed from the
+    JSON entry its non-stream request stored, parsed by the client's own
+    SSE reader and compared with the non-stream answer."""
+    import os
+    import subprocess
+    from test_gateway_openai_node import HERE, ensure_node_modules
+    node = ensure_node_modules()
+    mock = mockllm()
+    mock.reset()
+    cfg = mock_backend_config(mock)
+    cfg["cache"] = {"backend": "memory"}
+    cfg["admin_key"] = "env:PG_TEST_ADMIN_KEY"
+    gw = gateway(cfg, env={"PG_TEST_ADMIN_KEY": cc.ADMIN_KEY})
+    env = dict(os.environ)
+    env.pop("OPENAI_API_KEY", None)
+    env.pop("OPENAI_BASE_URL", None)
+    r = subprocess.run([node, "check.mjs", "--base", gw.url + "/v1", "--model", "qwen2.5-7b",
+                        "--embed-model", "text-embedding-3-small", "--mock", mock.url],
+                       cwd=HERE, capture_output=True, text=True, timeout=120, env=env)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "0 failed" in r.stdout, out
+    assert cc.stats(gw)["hits"] >= 2, cc.stats(gw)
