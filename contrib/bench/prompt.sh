@@ -83,13 +83,14 @@ start_gw() { # name registry-json
                "models": ["gpt-4o-mini"]}] $2}
 JSON
     "${SRV[@]}" "$BIN/promptgate" -c "$WORK/$1.json" 2>"$WORK/$1.log" &
-    local pid=$!; PIDS+=("$pid")
+    local pid=$!
     wait_http "http://127.0.0.1:$port/healthz"
     echo "$pid $port"
 }
 read -r CORE_PID CORE_PORT < <(start_gw core "")
 read -r PR_PID PR_PORT < <(start_gw prompt ", \"registry\": {\"path\": \"$PROMPTGATE_DB\"}")
 read -r OUT_PID OUT_PORT < <(start_gw outputs ", \"registry\": {\"path\": \"$PROMPTGATE_DB\", \"exposures\": \"$WORK/outputs.jsonl\", \"log_outputs\": true}")
+PIDS+=("$CORE_PID" "$PR_PID" "$OUT_PID") # start_gw ran in a subshell
 
 run_wrk() { # conns dur url lua body
     BENCH_BODY=$5 "${CLI[@]}" wrk -t1 -c"$1" -d"$2"s --latency -s "$4" "$3" 2>&1 |
