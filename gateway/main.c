@@ -279,6 +279,14 @@ int main(int argc, char **argv)
             printf("promptgate: %zu virtual keys, rate limits %s\n",
                    gw->config->n_keys,
                    gw->config->rl_mode == GW_RL_REDIS ? "in redis" : "local");
+        if (gw->config->registry.path) {
+            rc = gw_prompts_check(&gw->config->registry, msg, sizeof(msg));
+            fprintf(rc < 0 ? stderr : stdout, "promptgate: %s\n", msg);
+            if (rc < 0) {
+                gw_config_unref(gw->config);
+                return 1;
+            }
+        }
         gw_config_unref(gw->config);
         return 0;
     }

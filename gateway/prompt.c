@@ -59,6 +59,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #define WATCH_MS 250              /* the watcher polls the database */
 #define SWAP_MS 100               /* the loop takes a new snapshot */
@@ -424,6 +425,43 @@ oom:
 fail:
     gw_prompts_free(p);
     return NULL;
+}
+
+int gw_prompts_check(const struct gw_registry_conf *conf, char *msg,
+                     size_t len)
+{
+    struct reg_snapshot *s;
+    char *e = NULL, dir[4096], *slash;
+
+    if ((s = reg_snapshot_load(conf->path, &e)) == NULL) {
+        snprintf(msg, len, "registry.path: %s", e ? e : "out of memory");
+        free(e);
+        return -1;
+    }
+    if (conf->exposures && strcmp(conf->exposures, "db") != 0) {
+        snprintf(dir, sizeof(dir), "%s", conf->exposures);
+        slash = strrchr(dir, '/');
+        if (slash == NULL)
+            snprintf(dir, sizeof(dir), ".");
+        else if (slash == dir)
+            dir[1] = '\0';
+        else
+            *slash = '\0';
+        if (access(conf->exposures, W_OK) != 0 && access(dir, W_OK) != 0) {
+            snprintf(msg, len, "registry.exposures: cannot write '%s' (nor "
+                     "create it in '%s')", conf->exposures, dir);
+            reg_snapshot_unref(s);
+            return -1;
+        }
+    }
+    snprintf(msg, len, "registry '%s' ok: %zu prompts, %zu versions; "
+             "exposures to %s%s", conf->path, reg_snapshot_prompts(s),
+             reg_snapshot_versions(s),
+             conf->exposures && strcmp(conf->exposures, "db") != 0
+                 ? conf->exposures : "its exposures table",
+             conf->log_outputs ? " with outputs" : "");
+    reg_snapshot_unref(s);
+    return 0;
 }
 
 void gw_prompts_reload(struct gw_prompts *p,

@@ -30,6 +30,12 @@ struct gw_prompts *gw_prompts_new(struct event_base *base,
 void gw_prompts_reload(struct gw_prompts *p,
                        const struct gw_registry_conf *conf);
 
+/* promptgate -t: reads the registry conf names (read only, nothing is
+ * created) and checks the exposure log can be written. Returns 0 with a
+ * summary in msg, or -1 with the problem, naming the config key. */
+int gw_prompts_check(const struct gw_registry_conf *conf, char *msg,
+                     size_t len);
+
 /* Writes every queued exposure, stops the writer and frees. NULL: no-op. */
 void gw_prompts_free(struct gw_prompts *p);
 

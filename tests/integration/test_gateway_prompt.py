@@ -482,3 +482,15 @@ def test_samples_export_from_a_jsonl_log(mockllm, gateway, registry, tmp_path):
     assert all(s["output"].startswith("tok0") for s in samples.values())
     assert {s["version"] for s in samples.values()} <= {2, 3}
 
+
+
+def test_check_reads_the_registry(gateway_check, registry, tmp_path):
+    base = {"backends": [{"name": "m", "url": "http://127.0.0.1:9/v1", "models": ["a"]}]}
+    rc, out, err = gateway_check(dict(base, registry={"path": registry.db}))
+    assert rc == 0 and "1 prompts, 3 versions" in out, (out, err)
+    rc, out, err = gateway_check(dict(base, registry={"path": str(tmp_path / "none.db")}))
+    assert rc == 1 and "registry.path: cannot open" in err
+    assert not (tmp_path / "none.db").exists()
+    rc, out, err = gateway_check(dict(base, registry={"path": registry.db,
+                                                      "exposures": "/nonexistent/x.jsonl"}))
+    assert rc == 1 and "registry.exposures: cannot write '/nonexistent/x.jsonl'" in err
