@@ -231,7 +231,9 @@ static json_t *sample_new(const char *id, const char *prompt, int version,
         json_object_set_new(s, "facts", facts);
     if (output)
         set_str(s, "output", output);
-    json_object_set_new(s, "impressions", json_integer(1));
+    /* an answer that failed showed the user nothing */
+    json_object_set_new(s, "impressions",
+                        json_integer(status >= 200 && status < 300));
     json_object_set_new(s, "clicks", json_integer(clicks));
     json_object_set_new(s, "conversions", json_integer(conversions));
     if (outcomes)

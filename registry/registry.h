@@ -484,7 +484,8 @@ typedef int (*reg_sample_cb)(void *arg, json_t *sample);
  *  "variables", ["facts",] ["output",] "impressions", "clicks",
  *  "conversions", "outcomes": {event: value}, "status", "model"}.
  * `facts` is the variable "facts" when it is an object, or a string that
- * holds a JSON object. clicks/conversions are 1 when feedback "click" /
+ * holds a JSON object. impressions is 1 for a 2xx answer, 0 for a failed
+ * one (it showed nothing); clicks/conversions are 1 when feedback "click" /
  * "conversion" with a non-zero value exists. `since` (may be NULL) keeps
  * exposures at or after that ISO-8601 time. `*count` receives the samples.
  */

@@ -494,3 +494,22 @@ def test_check_reads_the_registry(gateway_check, registry, tmp_path):
     rc, out, err = gateway_check(dict(base, registry={"path": registry.db,
                                                       "exposures": "/nonexistent/x.jsonl"}))
     assert rc == 1 and "registry.exposures: cannot write '/nonexistent/x.jsonl'" in err
+
+
+def test_a_failed_answer_is_exported_without_an_impression(served):
+    mock, gw, ctl = served
+    ctl.ok("experiment", "start", "product_copy", "--label", "production",
+           "--arm", "2:50", "--arm", "3:50")
+    prompt = {"name": "product_copy", "label": "production",
+              "variables": {"product_name": "K", "facts": "f"}}
+    wait_until(lambda: "x-prompt-experiment" in ask(gw, prompt, user="w",
+                                                     headers={"x-request-id": "ok"}).headers,
+               timeout=3)
+    mock.set_fault("status=500", count=10)
+    assert ask(gw, prompt, user="v", headers={"x-request-id": "bad"}).status >= 500
+    exposures(ctl.db, 2)
+    wait_until(lambda: {s["id"] for s in export(ctl, "--experiment", "product_copy@production")}
+               >= {"ok", "bad"})
+    by_id = {s["id"]: s for s in export(ctl, "--experiment", "product_copy@production")}
+    assert by_id["bad"]["impressions"] == 0 and by_id["bad"]["status"] >= 500
+    assert by_id["ok"]["impressions"] == 1
