@@ -680,8 +680,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     struct gw_jscan_field bf[MAX_PARAMS + 1], vf[REG_VARIABLES_MAX];
     struct lookup lk;
     struct vcache *vc;
-    size_t ins[MAX_PARAMS], offs[MAX_FIELDS], seg1, seg2, msg_len;
-    const char *nbody;
+    size_t ins[MAX_PARAMS], offs[MAX_FIELDS], seg1, seg2, msg_off, msg_len;
+    const char *nbody, *end_brace;
     char name[REG_NAME_MAX + 1], label[REG_LABEL_MAX + 1];
     char user[REG_USER_MAX + 1], hdr[REG_NAME_MAX + REG_LABEL_MAX + 32];
     char err[256];
@@ -800,21 +800,15 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     lk.f = vf;
     lk.n = vc->n_vars;
 
-    /* {"messages":[...], params the request lacks, the request's members
-     * without "prompt"}; offs[] remembers where the caller's fields land */
+    /* {params the request lacks, the request's members without "prompt",
+     * "messages":[...]}: the model first, as OpenAI clients write it (some
+     * servers read it faster there); offs[] remembers where the caller's
+     * fields land */
     p->out.len = 0;
-    if (ob_add(&p->out, "{\"messages\":", 12) < 0)
+    if (ob_add(&p->out, "{", 1) < 0)
         goto oom;
-    if (reg_render_json(res.version, lookup_var, &lk, emit_cb, &p->out,
-                        &e) < 0) {
-        rc = fail(gw, req, rl, 400, "prompt_render_error",
-                  "prompt '%s@%d': %s", name, res.version->version,
-                  e ? e : "out of memory");
-        free(e);
-        goto done;
-    }
-    msg_len = p->out.len - 12;
     for (i = 0; i < vc->n_params; i++) {
+        int first = p->out.len == 1;
         ins[i] = (size_t)-1;
         if (bf[i + 1].type != GW_JSON_NONE)
             continue;
@@ -823,8 +817,9 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
                 continue;
             memcpy(model, vc->model, strlen(vc->model) + 1);
         }
-        ins[i] = p->out.len + vc->voff[i];
-        if (ob_add(&p->out, vc->texts[i], vc->lens[i]) < 0)
+        /* texts[i] is ",\"key\":value": no comma before the first member */
+        ins[i] = p->out.len + vc->voff[i] - first;
+        if (ob_add(&p->out, vc->texts[i] + first, vc->lens[i] - first) < 0)
             goto oom;
     }
     if (model[0] == '\0') {
@@ -833,16 +828,37 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
                   "\"model\" with the request", name, res.version->version);
         goto done;
     }
-    /* the request's own members, minus the prompt (and one comma) */
+    /* the request's own members, minus the prompt (and one comma) and the
+     * closing brace */
     rest = (const char *)memchr(body, '{', len) + 1;
-    if (!(skip_ws(rest, body + len) == cut0 &&
-          *skip_ws(cut1, body + len) == '}') && ob_add(&p->out, ",", 1) < 0)
+    end_brace = skip_ws_back(body + len, body) - 1; /* the root's } */
+    if (!(skip_ws(rest, end_brace) == cut0 &&
+          skip_ws(cut1, end_brace) == end_brace) &&
+        p->out.len > 1 && ob_add(&p->out, ",", 1) < 0)
         goto oom;
     seg1 = p->out.len;
     if (ob_add(&p->out, rest, (size_t)(cut0 - rest)) < 0)
         goto oom;
     seg2 = p->out.len;
-    if (ob_add(&p->out, cut1, (size_t)(body + len - cut1)) < 0)
+    if (ob_add(&p->out, cut1, (size_t)(end_brace - cut1)) < 0)
+        goto oom;
+    /* a comma unless nothing came before (whitespace aside) */
+    if (skip_ws_back(p->out.p + p->out.len, p->out.p) != p->out.p + 1 &&
+        ob_add(&p->out, ",", 1) < 0)
+        goto oom;
+    if (ob_add(&p->out, "\"messages\":", 11) < 0)
+        goto oom;
+    msg_off = p->out.len;
+    if (reg_render_json(res.version, lookup_var, &lk, emit_cb, &p->out,
+                        &e) < 0) {
+        rc = fail(gw, req, rl, 400, "prompt_render_error",
+                  "prompt '%s@%d': %s", name, res.version->version,
+                  e ? e : "out of memory");
+        free(e);
+        goto done;
+    }
+    msg_len = p->out.len - msg_off;
+    if (ob_add(&p->out, "}", 1) < 0)
         goto oom;
     for (i = 0; i < n_f && i < MAX_FIELDS; i++) {
         size_t k;
@@ -853,10 +869,10 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         } else if (f[i].type != GW_JSON_NONE) {
             if (v >= rest && v < cut0)
                 offs[i] = seg1 + (size_t)(v - rest);
-            else if (v >= cut1 && v < body + len)
+            else if (v >= cut1 && v < end_brace)
                 offs[i] = seg2 + (size_t)(v - cut1);
         } else if (strcmp(f[i].key, "messages") == 0) {
-            offs[i] = 12;
+            offs[i] = msg_off;
         } else {
             for (k = 0; k < vc->n_params; k++)
                 if (ins[k] != (size_t)-1 && strcmp(f[i].key, vc->keys[k]) == 0)

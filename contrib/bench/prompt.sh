@@ -103,9 +103,12 @@ measure() { # name port pid lua body round
     if [[ $6 == 1 ]]; then
         run_wrk "$SAT_CONN" "$WARM_DUR" "http://127.0.0.1:$2$URL" "$4" "$5" >"$WORK/$1.warm"
     fi
-    t0=$(cpu_ticks "$3"); l0=$(loop_ticks "$3")
+    local m0 m1 i0 i1
+    t0=$(cpu_ticks "$3"); l0=$(loop_ticks "$3"); m0=$(cpu_ticks "$MOCK_PID")
+    i0=$(awk '/^cpu0 /{print $5}' /proc/stat)
     j=$(run_wrk "$SAT_CONN" "$SAT_DUR" "http://127.0.0.1:$2$URL" "$4" "$5")
-    t1=$(cpu_ticks "$3"); l1=$(loop_ticks "$3")
+    t1=$(cpu_ticks "$3"); l1=$(loop_ticks "$3"); m1=$(cpu_ticks "$MOCK_PID")
+    i1=$(awk '/^cpu0 /{print $5}' /proc/stat)
     [[ -n $j ]] || die "wrk gave no result for $1"
     [[ $(field "$j" non2xx) == 0 && $(field "$j" socket_errors) == 0 ]] ||
         die "$1: errors under load: $j"
@@ -113,6 +116,8 @@ measure() { # name port pid lua body round
     reqs=$(field "$j" requests)
     python3 -c "print(round(($t1-$t0)*1e6/$(getconf CLK_TCK)/$reqs, 2))" >>"$WORK/$1.cpu"
     python3 -c "print(round(($l1-$l0)*1e6/$(getconf CLK_TCK)/$reqs, 2))" >>"$WORK/$1.loop"
+    python3 -c "print(round(($m1-$m0)*1e6/$(getconf CLK_TCK)/$reqs, 2))" >>"$WORK/$1.mock"
+    python3 -c "print(round(($i1-$i0)/$(getconf CLK_TCK)/$SAT_DUR, 3))" >>"$WORK/$1.idle"
 }
 echo "bench-prompt: mock :$MOCK_PORT core :$CORE_PORT prompt :$PR_PORT outputs :$OUT_PORT; pinned=$PIN, $ROUNDS rounds" >&2
 for r in $(seq "$ROUNDS"); do
@@ -142,11 +147,13 @@ sat = {n: {k: med([r[k] for r in runs[n]]) for k in ("rps", "p50_us", "p99_us")}
 warm = {n: json.loads(rd(n, "warm")) for n in names}
 cpu = {n: med([float(x) for x in rd(n, "cpu").split()]) for n in names}
 loop = {n: med([float(x) for x in rd(n, "loop").split()]) for n in names}
-print("%-8s %10s %9s %9s %12s %13s" % ("target", "rps", "p50_us", "p99_us",
-      "cpu_us/req", "loop_us/req"))
+mock = {n: med([float(x) for x in rd(n, "mock").split()]) for n in names}
+idle = {n: med([float(x) for x in rd(n, "idle").split()]) for n in names}
+print("%-8s %10s %9s %9s %12s %13s %13s %10s" % ("target", "rps", "p50_us", "p99_us",
+      "cpu_us/req", "loop_us/req", "mock_us/req", "cpu0_idle"))
 for n in names:
-    print("%-8s %10.0f %9d %9d %12.2f %13.2f" % (n, sat[n]["rps"], sat[n]["p50_us"],
-          sat[n]["p99_us"], cpu[n], loop[n]))
+    print("%-8s %10.0f %9d %9d %12.2f %13.2f %13.2f %10.3f" % (n, sat[n]["rps"], sat[n]["p50_us"],
+          sat[n]["p99_us"], cpu[n], loop[n], mock[n], idle[n]))
 ratios = {"prompt_rps_vs_core": round(sat["prompt"]["rps"] / sat["core"]["rps"], 3),
           "outputs_rps_vs_core": round(sat["outputs"]["rps"] / sat["core"]["rps"], 3),
           "prompt_added_cpu_us": round(cpu["prompt"] - cpu["core"], 2),
@@ -160,7 +167,7 @@ checks = {"exposures_db": ex_db, "requests_db": sent_db,
 print()
 for k, v in list(ratios.items()) + list(checks.items()):
     print("%-24s %s" % (k, v))
-json.dump({"runs": runs, "median": sat, "cpu_us_per_req": cpu, "loop_cpu_us_per_req": loop, "ratios": ratios, "exposures": checks,
+json.dump({"mock_cpu_us_per_req": mock, "cpu0_idle_share": idle, "runs": runs, "median": sat, "cpu_us_per_req": cpu, "loop_cpu_us_per_req": loop, "ratios": ratios, "exposures": checks,
            "sat_conn": $SAT_CONN, "sat_dur_s": $SAT_DUR, "rounds": $ROUNDS}, open(out, "w"), indent=1)
 print("\nwritten to", out)
 PY
