@@ -76,6 +76,10 @@
 #define REDIS_PREFIX "pg:c:"
 #define REDIS_NS_PREFIX "pg:cn:"
 #define NS_MAX 72
+/* commands sent to Redis and not answered: past this a lookup is a miss
+ * without asking and a store is dropped (counted in errors), so a Redis
+ * that hangs cannot make hiredis queue without bound */
+#define MAX_PENDING 4096
 
 /* ------------------------------------------------------------ entries */
 
@@ -391,6 +395,7 @@ struct gw_cache {
     EVP_MD_CTX *md;            /* owned: reused for every key */
     struct gw_canon canon;     /* the canonical body, reused */
     unsigned long hits, misses, bypasses, stores, errors, coalesced;
+    unsigned long pending; /* Redis commands not answered yet */
     int freeing;
 };
 
@@ -1044,6 +1049,7 @@ static void on_get(redisAsyncContext *ac, void *reply, void *priv)
 
     (void)ac;
     op->in_redis = 0;
+    op->cache->pending--;
     if (op->phase != OP_GET) {
         if (op->phase == OP_DONE)
             op_free(op);
@@ -1139,16 +1145,27 @@ static int redis_get(struct gw_cache *cache, struct gw_cache_op *op)
     struct timeval tv = {cache->timeout_ms / 1000,
                          (cache->timeout_ms % 1000) * 1000};
 
-    if (ac == NULL)
+    if (ac == NULL || cache->pending >= MAX_PENDING)
         return -1;
     memcpy(key, REDIS_PREFIX, sizeof(REDIS_PREFIX) - 1);
     hexify(op->fill->digest, key + sizeof(REDIS_PREFIX) - 1);
     if (redisAsyncCommand(ac, on_get, op, "GET %s", key) != REDIS_OK)
         return -1;
+    cache->pending++;
     op->in_redis = 1;
     op->phase = OP_GET;
     evtimer_add(op->timer, &tv);
     return 0;
+}
+
+static void on_put(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct gw_cache *cache = priv;
+
+    (void)ac;
+    cache->pending--;
+    if (reply == NULL || ((redisReply *)reply)->type == REDIS_REPLY_ERROR)
+        cache->errors++;
 }
 
 static void redis_put(struct gw_cache *cache, const struct gw_cache_fill *f,
@@ -1157,7 +1174,7 @@ static void redis_put(struct gw_cache *cache, const struct gw_cache_fill *f,
     redisAsyncContext *ac = gw_redisev_ctx(cache->redis);
     char key[sizeof(REDIS_PREFIX) + 64], set[sizeof(REDIS_NS_PREFIX) + NS_MAX];
 
-    if (ac == NULL) {
+    if (ac == NULL || cache->pending + 3 > MAX_PENDING) {
         cache->errors++;
         return;
     }
@@ -1166,13 +1183,21 @@ static void redis_put(struct gw_cache *cache, const struct gw_cache_fill *f,
     snprintf(set, sizeof(set), REDIS_NS_PREFIX "%s", f->ns);
     /* the namespace's set lists its entries, for purge; it lives as long
      * as its newest entry */
-    if (redisAsyncCommand(ac, NULL, NULL, "SET %s %b EX %ld", key, blob, len,
-                          f->ttl_s) != REDIS_OK ||
-        redisAsyncCommand(ac, NULL, NULL, "SADD %s %s", set, key) !=
-            REDIS_OK ||
-        redisAsyncCommand(ac, NULL, NULL, "EXPIRE %s %ld", set, f->ttl_s) !=
-            REDIS_OK)
-        cache->errors++;
+    if (redisAsyncCommand(ac, on_put, cache, "SET %s %b EX %ld", key, blob,
+                          len, f->ttl_s) != REDIS_OK)
+        goto fail;
+    cache->pending++;
+    if (redisAsyncCommand(ac, on_put, cache, "SADD %s %s", set, key) !=
+        REDIS_OK)
+        goto fail;
+    cache->pending++;
+    if (redisAsyncCommand(ac, on_put, cache, "EXPIRE %s %ld", set,
+                          f->ttl_s) != REDIS_OK)
+        goto fail;
+    cache->pending++;
+    return;
+fail:
+    cache->errors++;
 }
 
 /* ------------------------------------------------------------ lookup */
@@ -1581,13 +1606,13 @@ void gw_cache_stats(struct gw_gateway *gw, struct gw_http_req *req,
         b, "{\"backend\":\"%s\",\"connected\":%s,\"entries\":%zu,"
            "\"bytes\":%zu,\"max_bytes\":%zu,\"hits\":%lu,\"misses\":%lu,"
            "\"bypasses\":%lu,\"stores\":%lu,\"errors\":%lu,"
-           "\"coalesced\":%lu,\"evictions\":%lu}",
+           "\"coalesced\":%lu,\"evictions\":%lu,\"redis_pending\":%lu}",
         cache->backend == GW_CACHE_REDIS ? "redis" : "memory",
         cache->backend == GW_CACHE_MEMORY || gw_redisev_ctx(cache->redis)
             ? "true" : "false",
         cache->mem.n, cache->mem.bytes, cache->mem.max_bytes, cache->hits,
         cache->misses, cache->bypasses, cache->stores, cache->errors,
-        cache->coalesced, cache->mem.evictions);
+        cache->coalesced, cache->mem.evictions, cache->pending);
     gw_http_add_header(req, "Cache-Control", "no-store");
     gw_http_reply_buffer(req, 200, "application/json", b);
     evbuffer_free(b);

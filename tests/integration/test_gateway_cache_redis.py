@@ -133,6 +133,8 @@ def test_slow_redis_is_a_miss_within_the_timeout(setup, rds):
         rds.proc.send_signal(signal.SIGCONT)
     wait_until(lambda: cc.cache_of(cc.post(gw, body)) == "hit", timeout=3)
     assert cc.stats(gw)["errors"] >= 1
+    # what Redis owed was answered once it woke: nothing left queued
+    wait_until(lambda: cc.stats(gw)["redis_pending"] == 0, timeout=3)
 
 
 def test_redis_killed_then_back(setup, rds, redis_server):
