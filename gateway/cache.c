@@ -1002,9 +1002,12 @@ static void flight_land(struct gw_cache *cache, struct flight *f,
             cache->hits++;
             op_finish(op, 1);
         } else {
-            /* the waiter goes upstream itself, storing as it goes */
-            mark_miss(op->cache, op->req);
-            op_finish(op, 0);
+            /* the waiter goes upstream itself, storing as it goes: from
+             * the loop (its timer, at once), not from inside the
+             * leader's transport callback that freed the leader's fill */
+            struct timeval zero = {0, 0};
+            evtimer_del(op->timer);
+            evtimer_add(op->timer, &zero);
         }
     }
     free(f);
@@ -1098,7 +1101,8 @@ static void on_op_timer(evutil_socket_t fd, short what, void *arg)
         op_finish(op, 0);
         return;
     }
-    /* waited COALESCE_MS on an identical request: go on alone */
+    /* waited COALESCE_MS on an identical request, or its leader ended
+     * without storing (flight_land): go on alone */
     mark_miss(op->cache, op->req);
     op_finish(op, 0);
 }

@@ -310,3 +310,32 @@ def check_coalescing(setup, n=100):
     assert len({r.body for r in results}) == 1
     st = stats(gw)
     assert st["coalesced"] == n - 1 and st["hits"] == n - 1 and st["misses"] == 1, st
+
+
+def check_coalescing_leader_fails(setup, n=20):
+    """The request that went upstream for a burst fails: nothing is stored,
+    the ones that waited go upstream on their own (and succeed)."""
+    mock, gw = setup({})
+    body = chat(messages=[{"role": "user", "content": "burst that fails"}])
+    mock.set_fault("status=500,delay-ms=400", count=1)
+    before = mock.count()
+    results = [None] * n
+    go = threading.Event()
+
+    def one(i):
+        go.wait()
+        if i:
+            time.sleep(0.1)  # after the leader
+        results[i] = post(gw, body)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join(30)
+    assert results[0].status == 500 and cache_of(results[0]) == "miss"
+    assert all(r.status == 200 and cache_of(r) in ("miss", "hit") for r in results[1:]), \
+        [(r.status, cache_of(r)) for r in results]
+    assert stats(gw)["coalesced"] >= n - 1
+    assert mock.count() - before >= 2

@@ -175,3 +175,7 @@ def test_openai_node_client_on_hits(mockllm, gateway):
     out = r.stdout + r.stderr
     assert r.returncode == 0 and "0 failed" in r.stdout, out
     assert cc.stats(gw)["hits"] >= 2, cc.stats(gw)
+
+
+def test_coalescing_leader_fails(setup):
+    cc.check_coalescing_leader_fails(setup, 20)

@@ -174,3 +174,7 @@ def test_purge_when_redis_is_down(setup, rds):
     r = http("POST", gw.url + "/admin/cache/purge", body={"namespace": "default"},
              headers={"Authorization": "Bearer " + cc.ADMIN_KEY})
     assert r.status == 503 and r.headers.get("retry-after") == "1"
+
+
+def test_coalescing_leader_fails(setup):
+    cc.check_coalescing_leader_fails(setup, 20)
