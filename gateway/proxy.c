@@ -574,12 +574,6 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
         if ((key = authenticate(gw, req, rl)) == NULL)
             return;
         rl->key = key->name;
-        if (!gw_key_allows(key, model)) {
-            snprintf(msg, sizeof(msg), "key '%s' may not use the model "
-                     "'%s'", key->name, model);
-            gw_proxy_error(gw, req, rl, 403, "model_not_allowed", msg);
-            return;
-        }
     }
     /* stage: resolve prompt */
     if (f[4].type == GW_JSON_OBJECT &&
@@ -587,6 +581,13 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
                           rl->key, model,
                           sizeof(model)) < 0)
         return;
+    /* the model is known now, also when a registry prompt supplied it */
+    if (key && !gw_key_allows(key, model)) {
+        snprintf(msg, sizeof(msg), "key '%s' may not use the model '%s'",
+                 key->name, model);
+        gw_proxy_error(gw, req, rl, 403, "model_not_allowed", msg);
+        return;
+    }
     /* stage: rate limit */
     if (key) {
         struct gw_limit_result lr;

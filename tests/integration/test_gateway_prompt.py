@@ -513,3 +513,23 @@ def test_a_failed_answer_is_exported_without_an_impression(served):
     by_id = {s["id"]: s for s in export(ctl, "--experiment", "product_copy@production")}
     assert by_id["bad"]["impressions"] == 0 and by_id["bad"]["status"] >= 500
     assert by_id["ok"]["impressions"] == 1
+
+
+def test_key_model_check_uses_the_prompts_model(mockllm, gateway, registry, monkeypatch):
+    """A prompt-only request takes its model from the version's params; a
+    key limited to some models is checked against that model, after the
+    prompt is resolved (production -> v2 -> qwen2.5-7b; v3 -> gpt-4o-mini)."""
+    mock = mockllm()
+    cfg = gw_config(mock, registry)
+    cfg["keys"] = [{"name": "copy", "key": "env:PG_TEST_COPY_KEY", "models": ["qwen2.5-7b"]}]
+    gw = gateway(cfg, env={"PG_TEST_COPY_KEY": "sk-copy-only-qwen"})
+    auth = {"Authorization": "Bearer sk-copy-only-qwen"}
+    ok = ask(gw, {"name": "product_copy", "label": "production",
+                  "variables": {"product_name": "杯子", "facts": "316"}}, headers=auth)
+    assert ok.status == 200, ok
+    assert ok.headers["x-prompt-version"] == "product_copy@2"
+    denied = ask(gw, {"name": "product_copy", "version": 3,
+                      "variables": {"product_name": "杯子", "facts": "316"}}, headers=auth)
+    assert denied.status == 403, denied
+    assert denied.json()["error"]["code"] == "model_not_allowed"
+    assert "gpt-4o-mini" in denied.json()["error"]["message"]
