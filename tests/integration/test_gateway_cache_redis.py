@@ -28,9 +28,11 @@ def rds(redis_server):
 
 @pytest.fixture
 def setup(mockllm, gateway, rds):
-    def start(cache_conf, keys=None, models=None, mock_args=()):
+    def start(cache_conf, keys=None, models=None, mock_args=(), rate_limit=None):
         mock = mockllm(*mock_args)
         cfg = mock_backend_config(mock)
+        if rate_limit:
+            cfg["rate_limit"] = rate_limit
         cfg["cache"] = dict({"backend": "redis"}, **cache_conf)
         cfg["redis"] = redis_conf(rds)
         cfg["admin_key"] = "env:PG_TEST_ADMIN_KEY"
@@ -178,3 +180,24 @@ def test_purge_when_redis_is_down(setup, rds):
 
 def test_coalescing_leader_fails(setup):
     cc.check_coalescing_leader_fails(setup, 20)
+
+
+def test_with_redis_rate_limits(setup):
+    """Both stages wait on Redis in turn (the limit's decision, then the
+    lookup): a hit still answers with the limit headers, hits count against
+    rpm, a limited request is a 429 with x-promptgate-cache: bypass."""
+    keys = cc.keys()
+    keys[0].update({"rpm": 240, "tpm": 1000000})
+    mock, gw = setup({}, keys=keys, rate_limit={"mode": "redis"})
+    body = chat(messages=[{"role": "user", "content": "limited"}])
+    assert cc.cache_of(cc.post(gw, body, secret=cc.SECRET_A)) == "miss"
+    r = cc.post(gw, dict(body, stream=True), secret=cc.SECRET_A)
+    assert r.status == 200 and cc.cache_of(r) == "hit", r
+    assert r.headers.get("x-ratelimit-limit-requests") == "240"
+    # hits count against rpm like any request: soon a 429, a bypass
+    for _ in range(20):
+        r = cc.post(gw, body, secret=cc.SECRET_A)
+        if r.status == 429:
+            break
+        assert cc.cache_of(r) == "hit"
+    assert r.status == 429 and cc.cache_of(r) == "bypass"
