@@ -179,3 +179,46 @@ def test_openai_node_client_on_hits(mockllm, gateway):
 
 def test_coalescing_leader_fails(setup):
     cc.check_coalescing_leader_fails(setup, 20)
+
+
+def test_prompt_version_is_part_of_the_key(mockllm, gateway, tmp_path):
+    """Two registry versions that render the same request are two entries:
+    the resolved prompt version is in the key."""
+    import json
+    from regtest import Ctl
+    ctl = Ctl(tmp_path / "reg.db")
+    ctl.ok("init")
+    v = {"messages": [{"role": "user", "content": "Describe {{product_name}}."}],
+         "params": {"model": "qwen2.5-7b", "temperature": 0}}
+    (tmp_path / "v.json").write_text(json.dumps(v))
+    ctl.ok("publish", "copy", "-f", str(tmp_path / "v.json"))
+    # another template that renders the same text
+    v["messages"][0]["content"] = "Describe {{ product_name }}."
+    (tmp_path / "v.json").write_text(json.dumps(v))
+    ctl.ok("publish", "copy", "-f", str(tmp_path / "v.json"))
+    ctl.ok("label", "copy", "1", "production")
+    mock = mockllm()
+    cfg = mock_backend_config(mock)
+    cfg["cache"] = {"backend": "memory"}
+    cfg["registry"] = {"path": ctl.db}
+    gw = gateway(cfg)
+    body = {"prompt": {"name": "copy", "label": "production",
+                       "variables": {"product_name": "a lamp"}}}
+
+    def ask():
+        r = cc.post(gw, body)
+        assert r.status == 200, r
+        return r.headers["x-prompt-version"], cc.cache_of(r)
+
+    assert ask() == ("copy@1", "miss")
+    assert ask() == ("copy@1", "hit")
+    ctl.ok("label", "copy", "2", "production")
+    wait_until(lambda: ask()[0] == "copy@2", timeout=5)
+    assert ask() == ("copy@2", "hit")  # the first copy@2 answer was a miss, stored
+    ctl.ok("label", "copy", "1", "production")
+    wait_until(lambda: ask()[0] == "copy@1", timeout=5)
+    assert ask() == ("copy@1", "hit")
+    # upstream saw exactly the two misses, with the same body
+    reqs = [r for r in mock.requests() if r.get("path", "").endswith("/chat/completions")]
+    assert len(reqs) == 2, reqs
+    assert reqs[0]["body"] == reqs[1]["body"], reqs
