@@ -21,6 +21,7 @@ that start processes live in conftest.py.
                              raises AssertionError on timeout
 """
 
+import pytest
 import http.client as httpclient
 import json
 import os
@@ -222,3 +223,37 @@ def wait_until(pred, timeout=5, interval=0.02, message=None):
             raise AssertionError(message or "timed out after %ss waiting for %s (last value %r)"
                                  % (timeout, getattr(pred, "__name__", pred), value))
         time.sleep(interval)
+
+
+# ------------------------------------------------ both upstream transports
+
+_upstream = {"host": "127.0.0.1"}
+
+
+@pytest.fixture(autouse=True, params=["127.0.0.1", "localhost"], ids=["native", "curl"])
+def upstream_host(request):
+    """The gateway reaches a backend at a numeric address with its own HTTP
+    client (upconn.c) and a named host with libcurl. Import this fixture
+    into a test module (it is autouse) to run every test there against
+    both transports."""
+    _upstream["host"] = request.param
+    yield request.param
+    _upstream["host"] = "127.0.0.1"
+
+
+def upstream_hostname():
+    """The backend host of the transport under test."""
+    return _upstream["host"]
+
+
+def upstream(mock):
+    """The backend URL of mock, through the transport under test."""
+    return "http://%s:%d/v1" % (_upstream["host"], mock.port)
+
+
+def start_mock(mockllm, *args):
+    """Start a mockllm and forget the fixture's readiness probe, so counts
+    and recorded requests are only what the gateway sent."""
+    m = mockllm(*args)
+    m.reset()
+    return m

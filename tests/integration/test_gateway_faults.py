@@ -14,31 +14,9 @@ CHAT = "/v1/chat/completions"
 BACKEND_TIMEOUT_MS = 600
 
 
-UPSTREAM_HOST = "127.0.0.1"
-
-
-@pytest.fixture(autouse=True, params=["127.0.0.1", "localhost"], ids=["native", "curl"])
-def upstream_host(request):
-    """The gateway reaches a backend at a numeric address with its own HTTP
-    client (upconn.c) and a named host with libcurl: every test here runs
-    against both transports."""
-    global UPSTREAM_HOST
-    UPSTREAM_HOST = request.param
-    yield request.param
-    UPSTREAM_HOST = "127.0.0.1"
-
-
-def upstream(mock):
-    """The backend URL of mock, through the transport under test."""
-    return "http://%s:%d/v1" % (UPSTREAM_HOST, mock.port)
-
-
-def start_mock(mockllm, *args):
-    """Start a mockllm and forget the fixture's readiness probe, so counts
-    and recorded requests are only what the gateway sent."""
-    m = mockllm(*args)
-    m.reset()
-    return m
+# upstream_host: an autouse fixture, imported so that every test here runs
+# against both upstream transports (own client and libcurl)
+from helpers import start_mock, upstream, upstream_host, upstream_hostname  # noqa: E402,F401
 
 
 def config(mock_base, **backend_extra):
@@ -222,7 +200,7 @@ def test_unreachable_backend_is_502(mockllm, gateway):
     mock = start_mock(mockllm)
     dead = free_port()   # nothing listens there
     gw = gateway({"backends": [
-        {"name": "dead", "url": "http://%s:%d/v1" % (UPSTREAM_HOST, dead), "models": ["gpt-4o-mini"],
+        {"name": "dead", "url": "http://%s:%d/v1" % (upstream_hostname(), dead), "models": ["gpt-4o-mini"],
          "timeout_ms": 2000, "connect_timeout_ms": 300},
         {"name": "mock", "url": upstream(mock), "models": ["qwen2.5-7b"]}],
         "access_log": "stderr"})

@@ -16,31 +16,9 @@ from helpers import DEFAULT_MODELS
 HERE = Path(__file__).resolve().parent / "openai-node"
 
 
-UPSTREAM_HOST = "127.0.0.1"
-
-
-@pytest.fixture(autouse=True, params=["127.0.0.1", "localhost"], ids=["native", "curl"])
-def upstream_host(request):
-    """The gateway reaches a backend at a numeric address with its own HTTP
-    client (upconn.c) and a named host with libcurl: every test here runs
-    against both transports."""
-    global UPSTREAM_HOST
-    UPSTREAM_HOST = request.param
-    yield request.param
-    UPSTREAM_HOST = "127.0.0.1"
-
-
-def upstream(mock):
-    """The backend URL of mock, through the transport under test."""
-    return "http://%s:%d/v1" % (UPSTREAM_HOST, mock.port)
-
-
-def start_mock(mockllm, *args):
-    """Start a mockllm and forget the fixture's readiness probe, so counts
-    and recorded requests are only what the gateway sent."""
-    m = mockllm(*args)
-    m.reset()
-    return m
+# upstream_host: an autouse fixture, imported so that every test here runs
+# against both upstream transports (own client and libcurl)
+from helpers import start_mock, upstream, upstream_host, upstream_hostname  # noqa: E402,F401
 
 
 def ensure_node_modules():
