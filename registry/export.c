@@ -326,44 +326,21 @@ static int import_labels(struct reg_db *db, int64_t pid, const char *name,
     const json_t *jv;
 
     json_object_foreach((json_t *)labels, label, jv) {
-        sqlite3_stmt *st;
-        int to = (int)json_integer_value(jv), cur = 0, rc;
+        int to = (int)json_integer_value(jv), cur;
 
         if (!reg_label_valid(label) || strcmp(label, "latest") == 0 || to < 1) {
             reg_err(err, "import: '%s' has an invalid label '%s'", name, label);
             return -1;
         }
-        st = reg_db_prepare(db, "SELECT version FROM labels WHERE prompt_id = ?"
-                            " AND label = ?", err);
-        if (st == NULL)
+        if ((cur = reg_label_current(db, pid, label, err)) < 0)
             return -1;
-        sqlite3_bind_int64(st, 1, pid);
-        sqlite3_bind_text(st, 2, label, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            cur = sqlite3_column_int(st, 0);
-        sqlite3_finalize(st);
         if (cur == to)
             continue;
-        if (fresh) {
-            /* history came verbatim: only point the label */
-            st = reg_db_prepare(db, "INSERT INTO labels (prompt_id, label, version,"
-                                " updated_by) VALUES (?, ?, ?, ?)", err);
-            if (st == NULL)
-                return -1;
-            sqlite3_bind_int64(st, 1, pid);
-            sqlite3_bind_text(st, 2, label, -1, SQLITE_STATIC);
-            sqlite3_bind_int(st, 3, to);
-            sqlite3_bind_text(st, 4, actor ? actor : "", -1, SQLITE_STATIC);
-            rc = sqlite3_step(st);
-            sqlite3_finalize(st);
-            if (rc != SQLITE_DONE) {
-                reg_err(err, "import: '%s' label '%s' -> %d: %s", name, label, to,
-                        sqlite3_errmsg(db->sql));
-                return -1;
-            }
-        } else if (reg_label_move(db, pid, label, cur, to, "import", actor, err) < 0) {
+        /* a fresh prompt's history came verbatim: only point the label */
+        if ((fresh ? reg_label_point(db, pid, label, to, actor, err)
+                   : reg_label_move(db, pid, label, cur, to, "import", actor,
+                                    err)) < 0)
             return -1;
-        }
         (*moved)++;
     }
     return 0;

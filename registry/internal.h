@@ -52,6 +52,15 @@ char *reg_content_hash(const json_t *messages, const json_t *params);
 int reg_content_check(const json_t *messages, const json_t *params, char **err);
 int reg_text_check(const char *what, const char *s, size_t max, char **err);
 
+/* label.c: a label's current version (>0; 0 when unset; -1 on error) */
+int reg_label_current(struct reg_db *db, int64_t pid, const char *label,
+                      char **err);
+
+/* label.c: point a label without recording a move (import of a history
+ * that came verbatim), inside the caller's transaction */
+int reg_label_point(struct reg_db *db, int64_t pid, const char *label, int to,
+                    const char *actor, char **err);
+
 /* label.c: point a label and record the move, inside the caller's transaction */
 int reg_label_move(struct reg_db *db, int64_t pid, const char *label, int from,
                    int to, const char *action, const char *actor, char **err);

@@ -34,7 +34,8 @@ static int check_label(const char *label, char **err)
 }
 
 /* current version of a label: >0, 0 when unset, -1 on error */
-static int current(struct reg_db *db, int64_t pid, const char *label, char **err)
+int reg_label_current(struct reg_db *db, int64_t pid, const char *label,
+                      char **err)
 {
     sqlite3_stmt *st = reg_db_prepare(db, "SELECT version FROM labels"
                                       " WHERE prompt_id = ? AND label = ?", err);
@@ -55,9 +56,8 @@ static int current(struct reg_db *db, int64_t pid, const char *label, char **err
     return v;
 }
 
-/* point the label and record the move (inside the caller's transaction) */
-int reg_label_move(struct reg_db *db, int64_t pid, const char *label, int from,
-                int to, const char *action, const char *actor, char **err)
+int reg_label_point(struct reg_db *db, int64_t pid, const char *label, int to,
+                    const char *actor, char **err)
 {
     sqlite3_stmt *st;
     int rc;
@@ -78,6 +78,18 @@ int reg_label_move(struct reg_db *db, int64_t pid, const char *label, int from,
         reg_err(err, "cannot move label '%s': %s", label, sqlite3_errmsg(db->sql));
         return -1;
     }
+    return 0;
+}
+
+/* point the label and record the move (inside the caller's transaction) */
+int reg_label_move(struct reg_db *db, int64_t pid, const char *label, int from,
+                int to, const char *action, const char *actor, char **err)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (reg_label_point(db, pid, label, to, actor, err) < 0)
+        return -1;
     st = reg_db_prepare(db, "INSERT INTO label_history (prompt_id, label,"
                         " from_version, to_version, action, actor)"
                         " VALUES (?, ?, ?, ?, ?, ?)", err);
@@ -127,7 +139,7 @@ int reg_label_set(struct reg_db *db, const char *name, int version,
         reg_err(err, "prompt '%s' has no version %d", name, version);
         goto fail;
     }
-    if ((cur = current(db, pid, label, err)) < 0)
+    if ((cur = reg_label_current(db, pid, label, err)) < 0)
         goto fail;
     if (cur == version)   /* already there: no move to record */
         return reg_db_commit(db, err);
@@ -156,7 +168,7 @@ int reg_label_rollback(struct reg_db *db, const char *name, const char *label,
         return -1;
     if ((pid = reg_db_prompt_id(db, name, err)) <= 0)
         goto fail;
-    if ((cur = current(db, pid, label, err)) < 0)
+    if ((cur = reg_label_current(db, pid, label, err)) < 0)
         goto fail;
     if (cur == 0) {
         reg_err(err, "prompt '%s' has no label '%s'", name, label);
