@@ -35,6 +35,8 @@ struct gw_redisev {
     struct event *reconnect;  /* owned */
     long backoff_ms;
     int freeing;
+    gw_redisev_connect_cb connect_cb;
+    void *connect_arg;
 };
 
 static void schedule_reconnect(struct gw_redisev *r)
@@ -66,6 +68,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     r->backoff_ms = BACKOFF_MIN_MS;
     gw_log_info("connected to redis '%s:%d' for the %s", r->host, r->port,
                 r->what);
+    if (r->connect_cb)
+        r->connect_cb(r->ac, r->connect_arg);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -150,6 +154,26 @@ void gw_redisev_free(struct gw_redisev *r)
     free(r->host);
     free(r->password);
     free(r);
+}
+
+void gw_redisev_on_connect(struct gw_redisev *r, gw_redisev_connect_cb cb,
+                           void *arg)
+{
+    r->connect_cb = cb;
+    r->connect_arg = arg;
+}
+
+void gw_redisev_drop(struct gw_redisev *r)
+{
+    redisAsyncContext *ac = r->ac;
+
+    if (ac == NULL || !r->connected)
+        return;
+    r->connected = 0;
+    redisAsyncFree(ac); /* runs on_disconnect: r->ac = NULL, reconnect */
+    r->ac = NULL;
+    if (!evtimer_pending(r->reconnect, NULL))
+        schedule_reconnect(r);
 }
 
 struct redisAsyncContext *gw_redisev_ctx(struct gw_redisev *r)

@@ -26,6 +26,19 @@ struct gw_redisev *gw_redisev_new(struct event_base *base, const char *host,
  * no-op. */
 void gw_redisev_free(struct gw_redisev *r);
 
+/* Called on every successful connect, after AUTH and SELECT were queued
+ * (commands sent from it run before any other on that connection): e.g.
+ * SCRIPT LOAD. */
+typedef void (*gw_redisev_connect_cb)(struct redisAsyncContext *ac,
+                                      void *arg);
+void gw_redisev_on_connect(struct gw_redisev *r, gw_redisev_connect_cb cb,
+                           void *arg);
+
+/* Closes the connection at once (commands in flight get NULL replies now,
+ * not after the answers a graceful disconnect would wait for) and
+ * reconnects with backoff: for a server that stopped answering. */
+void gw_redisev_drop(struct gw_redisev *r);
+
 /* The context to send commands on, or NULL while not connected. */
 struct redisAsyncContext *gw_redisev_ctx(struct gw_redisev *r);
 

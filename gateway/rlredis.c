@@ -11,13 +11,15 @@
  * timer. When it fires the caller hears ok == 0 at once and the op stays
  * (marked) until Redis answers or the connection drops, because hiredis
  * still owns the callback. A dropped connection fails every pending op and
- * a timer reconnects, with backoff, in the background.
+ * redisev.c reconnects, with backoff, in the background (and loads the
+ * scripts again on each connect).
  *
  * Refunds and extra charges of tokens (usage known at the end of a
  * request) are queued per key and added to that key's next script call.
  */
 #include "gateway/rlredis.h"
 #include "gateway/log.h"
+#include "gateway/redisev.h"
 
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
@@ -142,10 +144,7 @@ struct gw_rlop {
 struct gw_rlredis {
     struct event_base *base; /* borrowed */
     struct gw_redis_conf conf; /* host, password: owned copies */
-    redisAsyncContext *ac;   /* owned by hiredis once attached */
-    int connected;
-    struct event *reconnect; /* owned */
-    long backoff_ms;
+    struct gw_redisev *conn; /* owned: the self-reconnecting connection */
     char sha[41];
     char settle_sha[41];
     struct pending_delta *deltas; /* owned */
@@ -155,8 +154,6 @@ struct gw_rlredis {
     int freeing;
 };
 
-static void connect_now(struct gw_rlredis *r);
-static void schedule_reconnect(struct gw_rlredis *r);
 
 static void op_free(struct gw_rlop *op)
 {
@@ -198,17 +195,10 @@ static void op_timeout(evutil_socket_t fd, short what, void *arg)
     op->timed_out = 1;
     r->stale++;
     op_fail(op);
-    if (r->stale > MAX_STALE && r->ac && r->connected) {
+    if (r->stale > MAX_STALE && gw_redisev_ctx(r->conn)) {
         gw_log_warn("redis '%s:%d' left %d decisions unanswered; dropping "
                     "the connection", r->conf.host, r->conf.port, r->stale);
-        /* a hard close: pending callbacks run now with no reply (a
-         * graceful disconnect would wait for the answers) */
-        redisAsyncContext *ac = r->ac;
-        redisAsyncFree(ac);
-        r->ac = NULL;
-        r->connected = 0;
-        if (!evtimer_pending(r->reconnect, NULL))
-            schedule_reconnect(r);
+        gw_redisev_drop(r->conn);
     }
 }
 
@@ -227,7 +217,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     }
     if (rep && rep->type == REDIS_REPLY_ERROR &&
         strncmp(rep->str, "NOSCRIPT", 8) == 0 && !op->resent &&
-        op->r->connected && !op->r->freeing) {
+        gw_redisev_ctx(op->r->conn) && !op->r->freeing) {
         op->resent = 1;
         if (send_op(op, 1) == 0)
             return; /* this op goes on with the EVAL */
@@ -282,7 +272,11 @@ static int send_op(struct gw_rlop *op, int full)
         argv[argc++] = op->keys[i];
     for (i = 0; i < 10; i++)
         argv[argc++] = op->argv[i];
-    return redisAsyncCommandArgv(op->r->ac, on_reply, op, argc, argv, NULL) ==
+    redisAsyncContext *ac = gw_redisev_ctx(op->r->conn);
+
+    if (ac == NULL)
+        return -1;
+    return redisAsyncCommandArgv(ac, on_reply, op, argc, argv, NULL) ==
                    REDIS_OK
                ? 0
                : -1;
@@ -330,7 +324,9 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     struct pending_delta *d;
 
     (void)fd, (void)what;
-    if (!r->connected || r->ac == NULL) {
+    redisAsyncContext *ac = gw_redisev_ctx(r->conn);
+
+    if (ac == NULL) {
         struct timeval tv = {0, FLUSH_MS * 1000};
         evtimer_add(r->flush, &tv); /* keep them until Redis is back */
         return;
@@ -343,7 +339,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
         const char *argv[] = {"EVALSHA", r->settle_sha, "2", d->tat_key,
                               d->daily_key ? d->daily_key : d->tat_key,
                               delta, tpm, d->daily_key ? "1" : "0"};
-        redisAsyncCommandArgv(r->ac, NULL, NULL, 8, argv, NULL);
+        redisAsyncCommandArgv(ac, NULL, NULL, 8, argv, NULL);
         delta_free(d);
     }
 }
@@ -403,7 +399,7 @@ struct gw_rlop *gw_rlredis_admit(struct gw_rlredis *r,
     long day = (long)(time(NULL) / 86400);
     int i;
 
-    if (!r->connected || r->ac == NULL)
+    if (gw_redisev_ctx(r->conn) == NULL)
         return NULL;
     op = calloc(1, sizeof(*op));
     if (op == NULL)
@@ -457,79 +453,13 @@ unsigned long gw_rlredis_errors(const struct gw_rlredis *r)
     return r->errors;
 }
 
-static void schedule_reconnect(struct gw_rlredis *r)
+/* On every connect: both scripts are then called by SHA; commands on one
+ * connection run in order, so these come before any call. */
+static void load_scripts(redisAsyncContext *ac, void *arg)
 {
-    struct timeval tv;
-
-    if (r->freeing)
-        return;
-    tv.tv_sec = r->backoff_ms / 1000;
-    tv.tv_usec = (r->backoff_ms % 1000) * 1000;
-    evtimer_add(r->reconnect, &tv);
-    r->backoff_ms = r->backoff_ms * 2 > 5000 ? 5000 : r->backoff_ms * 2;
-}
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    struct gw_rlredis *r = ac->data;
-
-    if (status != REDIS_OK) {
-        gw_log_warn("cannot connect to redis '%s:%d': %s; retrying",
-                    r->conf.host, r->conf.port, ac->errstr);
-        r->ac = NULL; /* hiredis frees it after this callback */
-        r->connected = 0;
-        schedule_reconnect(r);
-        return;
-    }
-    r->connected = 1;
-    r->backoff_ms = 100;
-    /* both scripts are then called by SHA; commands on one connection are
-     * run in order, so these come before any call */
-    redisAsyncCommand(r->ac, NULL, NULL, "SCRIPT LOAD %s", script);
-    redisAsyncCommand(r->ac, NULL, NULL, "SCRIPT LOAD %s", settle_script);
-    gw_log_info("connected to redis '%s:%d' for rate limits", r->conf.host,
-                r->conf.port);
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    struct gw_rlredis *r = ac->data;
-
-    r->ac = NULL;
-    r->connected = 0;
-    if (r->freeing)
-        return;
-    gw_log_warn("lost redis '%s:%d'%s%s; reconnecting", r->conf.host,
-                r->conf.port, status == REDIS_OK ? "" : ": ",
-                status == REDIS_OK ? "" : ac->errstr);
-    schedule_reconnect(r);
-}
-
-static void connect_now(struct gw_rlredis *r)
-{
-    redisAsyncContext *ac = redisAsyncConnect(r->conf.host, r->conf.port);
-
-    if (ac == NULL || ac->err) {
-        if (ac)
-            redisAsyncFree(ac);
-        schedule_reconnect(r);
-        return;
-    }
-    ac->data = r;
-    redisLibeventAttach(ac, r->base);
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    r->ac = ac;
-    if (r->conf.password)
-        redisAsyncCommand(ac, NULL, NULL, "AUTH %s", r->conf.password);
-    if (r->conf.db)
-        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", r->conf.db);
-}
-
-static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd, (void)what;
-    connect_now(arg);
+    (void)arg;
+    redisAsyncCommand(ac, NULL, NULL, "SCRIPT LOAD %s", script);
+    redisAsyncCommand(ac, NULL, NULL, "SCRIPT LOAD %s", settle_script);
 }
 
 struct gw_rlredis *gw_rlredis_new(struct event_base *base,
@@ -545,10 +475,8 @@ struct gw_rlredis *gw_rlredis_new(struct event_base *base,
     r->conf = *conf;
     r->conf.host = strdup(conf->host);
     r->conf.password = conf->password ? strdup(conf->password) : NULL;
-    r->backoff_ms = 100;
-    r->reconnect = evtimer_new(base, reconnect_cb, r);
     r->flush = evtimer_new(base, flush_cb, r);
-    if (r->conf.host == NULL || r->reconnect == NULL || r->flush == NULL) {
+    if (r->conf.host == NULL || r->flush == NULL) {
         gw_rlredis_free(r);
         return NULL;
     }
@@ -559,7 +487,13 @@ struct gw_rlredis *gw_rlredis_new(struct event_base *base,
          digest);
     for (i = 0; i < SHA_DIGEST_LENGTH; i++)
         snprintf(r->settle_sha + 2 * i, 3, "%02x", digest[i]);
-    connect_now(r);
+    r->conn = gw_redisev_new(base, r->conf.host, r->conf.port,
+                             r->conf.password, r->conf.db, "rate limits");
+    if (r->conn == NULL) {
+        gw_rlredis_free(r);
+        return NULL;
+    }
+    gw_redisev_on_connect(r->conn, load_scripts, r);
     return r;
 }
 
@@ -568,10 +502,7 @@ void gw_rlredis_free(struct gw_rlredis *r)
     if (r == NULL)
         return;
     r->freeing = 1;
-    if (r->ac)
-        redisAsyncFree(r->ac); /* fails pending ops: on_reply(NULL) */
-    if (r->reconnect)
-        event_free(r->reconnect);
+    gw_redisev_free(r->conn); /* fails pending ops: on_reply(NULL) */
     if (r->flush)
         event_free(r->flush);
     while (r->deltas) {
