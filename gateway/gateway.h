@@ -28,6 +28,13 @@ struct gw_prompts;
 struct gw_limiter;
 struct gw_rlredis;
 struct gw_admit;
+
+/* A redis limiter replaced by a reload: requests in flight may still
+ * settle there. */
+struct gw_rl_retired {
+    struct gw_rlredis *r; /* owned */
+    time_t since;         /* monotonic seconds */
+};
 struct gw_cache;
 struct gw_cache_fill;
 
@@ -43,8 +50,8 @@ struct gw_gateway {
                                     log; NULL without "registry" */
     struct gw_limiter *limiter;  /* owned: rate-limit state, across reloads */
     struct gw_rlredis *rlredis;  /* owned: redis-mode limiter, or NULL */
-    struct gw_rlredis **rl_retired; /* owned: replaced by a reload; requests
-                                       in flight may still settle there */
+    struct gw_rl_retired *rl_retired; /* owned: clients replaced by a reload,
+                                         freed once idle (main.c) */
     size_t n_rl_retired;
     const char *config_path;     /* borrowed from argv */
     uint64_t rng;                /* request id generator state */

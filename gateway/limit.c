@@ -283,6 +283,7 @@ int gw_limit_take_slot(struct gw_limiter *l, const struct gw_key *key,
     admit->reserved = est;
     admit->active = 1;
     admit->remote = remote;
+    gw_rlredis_hold(remote);
     snprintf(admit->model, sizeof(admit->model), "%s", model);
     return 0;
 }
@@ -297,19 +298,21 @@ void gw_limit_release(struct gw_limiter *l, struct gw_admit *a, long actual,
         return;
     a->active = 0;
     a->ks->inflight--;
-    if (actual < 0)
-        return;
-    delta = actual - a->reserved; /* negative: tokens given back */
     if (a->remote) {
+        delta = actual - a->reserved; /* negative: tokens given back */
         /* only what a token limit or a budget counts is worth a call */
-        if (a->key->rate.tpm || a->key->daily_tokens)
+        if (actual >= 0 && (a->key->rate.tpm || a->key->daily_tokens))
             gw_rlredis_settle(a->remote, a->key, NULL, a->key->rate.tpm,
                               delta);
-        if (a->mrate && a->mrate->tpm)
+        if (actual >= 0 && a->mrate && a->mrate->tpm)
             gw_rlredis_settle(a->remote, a->key, a->model, a->mrate->tpm,
                               delta);
+        gw_rlredis_unhold(a->remote);
         return;
     }
+    if (actual < 0)
+        return;
+    delta = actual - a->reserved;
     (void)now_ms;
     /* a reservation from before midnight settles yesterday, not today */
     if (a->ks->day == a->day)

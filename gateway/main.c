@@ -50,6 +50,7 @@ struct main_state {
     struct gw_gateway gw;
     struct event *sig_hup, *sig_term, *sig_int; /* owned */
     struct event *drain_timer;                  /* owned */
+    struct event *retire_timer; /* owned: frees retired redis clients */
     struct timespec drain_deadline;
     int draining;
 };
@@ -81,6 +82,46 @@ static int redis_changed(const struct gw_config *a, const struct gw_config *b)
            (a->redis.password == NULL) != (b->redis.password == NULL) ||
            (a->redis.password &&
             strcmp(a->redis.password, b->redis.password) != 0);
+}
+
+/* A retired client goes once its last admission settled and Redis has
+ * answered everything sent; one that cannot reach its Redis goes after
+ * this long, with what it still had queued. */
+#define RETIRE_GRACE_S 30
+
+static time_t mono_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec;
+}
+
+static void sweep_retired(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_state *m = arg;
+    struct gw_gateway *gw = &m->gw;
+    struct timeval tick = {0, 200000};
+    time_t now = mono_s();
+    size_t i = 0;
+
+    (void)fd, (void)what;
+    while (i < gw->n_rl_retired) {
+        struct gw_rl_retired *e = &gw->rl_retired[i];
+        int idle = gw_rlredis_idle(e->r);
+        if (!idle && now - e->since < RETIRE_GRACE_S) {
+            i++;
+            continue;
+        }
+        if (!idle)
+            gw_log_warn("redis client replaced by a reload still had work "
+                        "after %d s; dropping it (queued token settlements "
+                        "are lost)", RETIRE_GRACE_S);
+        gw_rlredis_free(e->r);
+        gw->rl_retired[i] = gw->rl_retired[--gw->n_rl_retired];
+    }
+    if (gw->n_rl_retired)
+        evtimer_add(m->retire_timer, &tick);
 }
 
 static void on_hup(evutil_socket_t fd, short what, void *arg)
@@ -128,7 +169,8 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
         gw->alog = al;
     }
     if (redis_changed(gw->config, c)) {
-        struct gw_rlredis *nr = NULL, **ret;
+        struct gw_rlredis *nr = NULL;
+        struct gw_rl_retired *ret;
         if (c->has_redis &&
             (nr = gw_rlredis_new(gw->base, &c->redis)) == NULL) {
             gw_log_error("reload refused: cannot set up the redis client");
@@ -144,8 +186,12 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
             return;
         }
         gw->rl_retired = ret;
-        if (gw->rlredis)
-            gw->rl_retired[gw->n_rl_retired++] = gw->rlredis;
+        if (gw->rlredis) {
+            struct timeval soon = {0, 0};
+            ret[gw->n_rl_retired].r = gw->rlredis;
+            ret[gw->n_rl_retired++].since = mono_s();
+            evtimer_add(m->retire_timer, &soon);
+        }
         gw->rlredis = nr;
         if (nr)
             gw_log_info("reload: rate limits now use redis '%s:%d'",
@@ -336,7 +382,8 @@ int main(int argc, char **argv)
     m.sig_term = evsignal_new(gw->base, SIGTERM, on_term, &m);
     m.sig_int = evsignal_new(gw->base, SIGINT, on_term, &m);
     m.drain_timer = evtimer_new(gw->base, check_drained, &m);
-    if (gw->curl == NULL || gw->http == NULL || gw->limiter == NULL || m.sig_hup == NULL ||
+    m.retire_timer = evtimer_new(gw->base, sweep_retired, &m);
+    if (m.retire_timer == NULL || gw->curl == NULL || gw->http == NULL || gw->limiter == NULL || m.sig_hup == NULL ||
         m.sig_term == NULL || m.sig_int == NULL || m.drain_timer == NULL) {
         gw_log_error("out of memory at start");
         goto out;
@@ -374,7 +421,7 @@ out:
     gw_states_free(gw->states);
     gw_rlredis_free(gw->rlredis);
     for (size_t i = 0; i < gw->n_rl_retired; i++)
-        gw_rlredis_free(gw->rl_retired[i]);
+        gw_rlredis_free(gw->rl_retired[i].r);
     free(gw->rl_retired);
     gw_limiter_free(gw->limiter);
     gw_accesslog_free(gw->alog);
@@ -386,6 +433,8 @@ out:
         event_free(m.sig_int);
     if (m.drain_timer)
         event_free(m.drain_timer);
+    if (m.retire_timer)
+        event_free(m.retire_timer);
     gw_config_unref(gw->config);
     if (gw->base)
         event_base_free(gw->base);

@@ -152,6 +152,8 @@ struct gw_rlredis {
     unsigned long errors;
     int stale; /* ops that timed out and still wait for their answer */
     int freeing;
+    long holds;       /* admissions that will settle here */
+    long outstanding; /* ops alive and settlements waiting for Redis */
 };
 
 
@@ -159,6 +161,7 @@ static void op_free(struct gw_rlop *op)
 {
     int i;
 
+    op->r->outstanding--;
     if (op->timer)
         event_free(op->timer);
     for (i = 0; i < 5; i++)
@@ -318,6 +321,14 @@ static long take_delta(struct gw_rlredis *r, const char *name)
     return 0;
 }
 
+static void settled(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct gw_rlredis *r = priv;
+
+    (void)ac, (void)reply;
+    r->outstanding--;
+}
+
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_rlredis *r = arg;
@@ -339,7 +350,8 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
         const char *argv[] = {"EVALSHA", r->settle_sha, "2", d->tat_key,
                               d->daily_key ? d->daily_key : d->tat_key,
                               delta, tpm, d->daily_key ? "1" : "0"};
-        redisAsyncCommandArgv(ac, NULL, NULL, 8, argv, NULL);
+        if (redisAsyncCommandArgv(ac, settled, r, 8, argv, NULL) == REDIS_OK)
+            r->outstanding++;
         delta_free(d);
     }
 }
@@ -405,6 +417,7 @@ struct gw_rlop *gw_rlredis_admit(struct gw_rlredis *r,
     if (op == NULL)
         return NULL;
     op->r = r;
+    r->outstanding++;
     op->cb = cb;
     op->arg = arg;
     snprintf(mname, sizeof(mname), "%s\x1f%s", key->name, model);
@@ -446,6 +459,21 @@ void gw_rlredis_cancel(struct gw_rlop *op)
 {
     op->cb = NULL;
     evtimer_del(op->timer);
+}
+
+void gw_rlredis_hold(struct gw_rlredis *r)
+{
+    r->holds++;
+}
+
+void gw_rlredis_unhold(struct gw_rlredis *r)
+{
+    r->holds--;
+}
+
+int gw_rlredis_idle(const struct gw_rlredis *r)
+{
+    return r->holds == 0 && r->outstanding == 0 && r->deltas == NULL;
 }
 
 unsigned long gw_rlredis_errors(const struct gw_rlredis *r)

@@ -42,6 +42,16 @@ void gw_rlredis_cancel(struct gw_rlop *op);
 void gw_rlredis_settle(struct gw_rlredis *r, const struct gw_key *key,
                        const char *model, long tpm, long delta);
 
+/* An admission that will settle here holds it (gw_limit_take_slot until
+ * gw_limit_release), so a client replaced by a reload outlives it. */
+void gw_rlredis_hold(struct gw_rlredis *r);
+void gw_rlredis_unhold(struct gw_rlredis *r);
+
+/* Nothing left to do: no admission holds it, no decision or settlement
+ * waits for Redis, none is queued. A client replaced by a reload is
+ * freed once it is idle (main.c). */
+int gw_rlredis_idle(const struct gw_rlredis *r);
+
 /* Decisions that failed (timeout, disconnect) since start. */
 unsigned long gw_rlredis_errors(const struct gw_rlredis *r);
 

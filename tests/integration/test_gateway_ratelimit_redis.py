@@ -407,8 +407,6 @@ def test_reload_to_another_redis(mock, gateway, redis_server, start):
                             "say that this takes a restart"
 
 
-@pytest.mark.xfail(strict=True, reason="gateway: every reload that changes redis.url keeps the old "
-                   "client until exit (bc21497): 10 reloads leave 11 connections")
 def test_reload_storm_keeps_one_redis_connection(mock, gateway, redis_server):
     """Reloads that move the limits between two Redis servers do not pile
     up clients: once its requests are settled, an old connection goes."""
@@ -427,6 +425,35 @@ def test_reload_storm_keeps_one_redis_connection(mock, gateway, redis_server):
                message="connections pile up: %d on the current Redis, %d on the other"
                        % (clients(ra), clients(rb)))
     assert post(gw, SECRET_A).status == 200
+
+
+def test_request_across_reload_settles_on_the_old_redis(mock, gateway, redis_server):
+    """A request admitted by one Redis and finishing after a reload moved
+    the limits to another gives its unused tokens back to the first one,
+    whose connection closes after that."""
+    ra, rb = redis_server(), redis_server()
+    keys = [key("alpha", SECRET_A, tpm=60000)]
+    gw = gateway(rconfig(mock, keys, ra))
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=post(
+        gw, SECRET_A, body=chat(max_tokens=2000), headers={"x-mock-fault": "delay-ms=700"})))
+    t.start()
+    wait_until(lambda: ra.cli("get", "pg:rl:alpha:t").strip() != "", timeout=3,
+               message="the request was never admitted by the first Redis")
+    reserved = float(ra.cli("get", "pg:rl:alpha:t"))
+    gw.reload(rconfig(mock, keys, rb))
+    t.join(10)
+    assert out["r"].status == 200, out["r"]
+    wait_until(lambda: float(ra.cli("get", "pg:rl:alpha:t")) < reserved - 1000, timeout=3,
+               message="the unused tokens were not given back to the first Redis")
+
+    def clients(r):
+        info = r.cli("info", "clients")
+        return int(info.split("connected_clients:")[1].split()[0]) - 1
+    wait_until(lambda: clients(ra) == 0, timeout=5,
+               message="the first Redis's client stayed after its last request settled")
+    assert post(gw, SECRET_A).status == 200
+    assert rb.cli("get", "pg:rl:alpha:t").strip() != ""
 
 
 def test_reload_same_redis_keeps_its_connection(mock, gateway, redis_server):
