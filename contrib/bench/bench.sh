@@ -10,7 +10,15 @@
 # printed against nginx and against the mock alone, and everything is
 # written to results/bench-<UTC time>.json.
 #
-# Knobs: SAT_CONN=32 SAT_DUR=10 LIGHT_DUR=5 WARM_DUR=3 PIN=1
+# Targets: direct (the mock alone), nginx, promptgate (nothing on) and
+# promptgate_full: the production feature set, a virtual key checked per
+# request, local rate limits (rpm, tpm, max_concurrent, daily budget; set
+# high enough never to refuse, so every request pays the whole decision
+# and settlement), the JSON access log written to a file, and a pool of 3
+# backends (round robin, breakers on) as 3 entries on the one mock, so the
+# mock's share of the core is the same for every target.
+#
+# Knobs: SAT_CONN=32 SAT_DUR=10 LIGHT_DUR=5 WARM_DUR=3 PIN=1 FULL=1
 #        POOL=N  promptgate routes over a pool of N mocks (round robin,
 #                breakers on), the cost of routing; direct/nginx use one
 set -euo pipefail
@@ -23,6 +31,8 @@ LIGHT_DUR=${LIGHT_DUR:-5}
 WARM_DUR=${WARM_DUR:-3}
 PIN=${PIN:-1}
 POOL=${POOL:-1}
+FULL=${FULL:-1}
+BENCH_KEY=pk-bench-full-5e6f7a8b9c0d
 WORK=$(mktemp -d /tmp/promptgate-bench.XXXXXX)
 RESULTS="$ROOT/results"
 mkdir -p "$RESULTS"
@@ -48,7 +58,7 @@ wait_http() { # url
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-MOCK_PORT=$(free_port); GW_PORT=$(free_port); NGX_PORT=$(free_port)
+MOCK_PORT=$(free_port); GW_PORT=$(free_port); NGX_PORT=$(free_port); FULL_PORT=$(free_port)
 "${SRV[@]}" "$BIN/mockllm" --listen "127.0.0.1:$MOCK_PORT" --no-record --tokens 48 \
     2>"$WORK/mock.log" &
 MOCK_PID=$!; PIDS+=("$MOCK_PID")
@@ -70,6 +80,26 @@ JSON
 "${SRV[@]}" "$BIN/promptgate" -c "$WORK/gw.json" 2>"$WORK/gw.log" &
 GW_PID=$!; PIDS+=("$GW_PID")
 wait_http "http://127.0.0.1:$GW_PORT/healthz"
+
+if [[ $FULL == 1 ]]; then
+    KEY_SHA=$(printf %s "$BENCH_KEY" | sha256sum | cut -d' ' -f1)
+    M="http://127.0.0.1:$MOCK_PORT/v1"
+    cat >"$WORK/full.json" <<JSON
+{"listen": "127.0.0.1:$FULL_PORT", "access_log": "$WORK/access.log",
+ "backends": [
+  {"name": "mock-a", "url": "$M", "models": ["gpt-4o-mini"]},
+  {"name": "mock-b", "url": "$M", "models": ["gpt-4o-mini"]},
+  {"name": "mock-c", "url": "$M", "models": ["gpt-4o-mini"]}],
+ "models": {"gpt-4o-mini": {"strategy": "round_robin"}},
+ "keys": [{"name": "bench", "key_sha256": "$KEY_SHA", "models": ["*"],
+           "rpm": 100000000, "tpm": 2000000000, "max_concurrent": 10000,
+           "daily_tokens": 1000000000000}],
+ "rate_limit": {"mode": "local"}}
+JSON
+    "${SRV[@]}" "$BIN/promptgate" -c "$WORK/full.json" 2>"$WORK/full.log" &
+    FULL_PID=$!; PIDS+=("$FULL_PID")
+    wait_http "http://127.0.0.1:$FULL_PORT/healthz"
+fi
 
 NGINX=$(command -v nginx || true)
 if [[ -n $NGINX ]]; then
@@ -132,24 +162,31 @@ URL=/v1/chat/completions
 measure direct "http://127.0.0.1:$MOCK_PORT$URL" "$MOCK_PID"
 [[ -n $NGINX ]] && measure nginx "http://127.0.0.1:$NGX_PORT$URL" "$NGX_PID" $(pgrep -P "$NGX_PID" || true)
 measure promptgate "http://127.0.0.1:$GW_PORT$URL" "$GW_PID"
+if [[ $FULL == 1 ]]; then
+    BENCH_AUTH=$BENCH_KEY measure promptgate_full "http://127.0.0.1:$FULL_PORT$URL" "$FULL_PID"
+    # the access log must really have been written, one line per request
+    [[ -s $WORK/access.log ]] || die "promptgate_full wrote no access log"
+    : >"$WORK/access.log" # a whole run of lines is no use to keep
+fi
 
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 OUT="$RESULTS/bench-$TS.json"
 python3 - "$OUT" "$WORK" <<PY
 import json, os, sys
 w = sys.argv[2]
-names = [n for n in ("direct", "nginx", "promptgate") if os.path.exists(os.path.join(w, n + ".sat"))]
+TARGETS = ("direct", "nginx", "promptgate", "promptgate_full")
+names = [n for n in TARGETS if os.path.exists(os.path.join(w, n + ".sat"))]
 rd = lambda n, ext: open(os.path.join(w, n + "." + ext)).read()
 sat = {n: json.loads(rd(n, "sat")) for n in names}
 light = {n: json.loads(rd(n, "light")) for n in names}
 cpu = {n: float(rd(n, "cpu")) for n in names}
-order = [n for n in ("direct", "nginx", "promptgate") if n in sat]
+order = [n for n in TARGETS if n in sat]
 rows = []
-print("%-11s %10s %9s %9s %12s %10s %10s %14s" % ("target", "rps", "p50_us", "p99_us",
+print("%-15s %10s %9s %9s %12s %10s %10s %14s" % ("target", "rps", "p50_us", "p99_us",
       "cpu_us/req", "light_p50", "light_p99", "added_p50_us"))
 for n in order:
     added = light[n]["p50_us"] - light["direct"]["p50_us"]
-    print("%-11s %10.0f %9d %9d %12.2f %10d %10d %14d" % (n, sat[n]["rps"], sat[n]["p50_us"],
+    print("%-15s %10.0f %9d %9d %12.2f %10d %10d %14d" % (n, sat[n]["rps"], sat[n]["p50_us"],
           sat[n]["p99_us"], cpu[n], light[n]["p50_us"], light[n]["p99_us"], added))
     rows.append({"target": n, "saturation": sat[n], "light": light[n], "cpu_us_per_req": cpu[n],
                  "added_light_p50_us": added})
@@ -157,10 +194,14 @@ ratios = {}
 if "nginx" in sat:
     ratios["promptgate_rps_vs_nginx"] = round(sat["promptgate"]["rps"] / sat["nginx"]["rps"], 3)
     ratios["promptgate_cpu_vs_nginx"] = round(cpu["promptgate"] / cpu["nginx"], 3) if cpu["nginx"] else None
+    if "promptgate_full" in sat:
+        ratios["promptgate_full_rps_vs_nginx"] = round(sat["promptgate_full"]["rps"] / sat["nginx"]["rps"], 3)
+if "promptgate_full" in sat:
+    ratios["promptgate_full_rps_vs_promptgate"] = round(sat["promptgate_full"]["rps"] / sat["promptgate"]["rps"], 3)
 ratios["promptgate_rps_vs_direct"] = round(sat["promptgate"]["rps"] / sat["direct"]["rps"], 3)
 print()
 for k, v in ratios.items():
-    print("%-28s %s" % (k, v))
+    print("%-34s %s" % (k, v))
 json.dump({"rows": rows, "ratios": ratios, "sat_conn": $SAT_CONN, "sat_dur_s": $SAT_DUR,
            "light_dur_s": $LIGHT_DUR}, open(sys.argv[1], "w"), indent=1)
 print("\nwritten to", sys.argv[1])
