@@ -30,63 +30,143 @@
 #define MAX_JSON_DEPTH 128
 
 
-static void log_str(struct evbuffer *b, const char *key, const char *v)
+/* An access log line is built on the stack and added to the log's buffer
+ * in one piece: no printf per field (it was a tenth of a request's CPU). */
+struct logline {
+    struct evbuffer *b; /* borrowed: the log's buffer */
+    size_t n;
+    char buf[1024];
+};
+
+static void ll_flush(struct logline *l)
 {
-    evbuffer_add_printf(b, ",\"%s\":", key);
-    if (v == NULL) {
-        evbuffer_add(b, "null", 4);
-        return;
-    }
-    evbuffer_add(b, "\"", 1);
-    gw_json_escape(b, v, strnlen(v, 512));
-    evbuffer_add(b, "\"", 1);
+    evbuffer_add(l->b, l->buf, l->n);
+    l->n = 0;
 }
 
-static void log_num(struct evbuffer *b, const char *key, long v)
+static void ll_add(struct logline *l, const char *s, size_t n)
 {
+    if (l->n + n > sizeof(l->buf)) {
+        ll_flush(l);
+        if (n > sizeof(l->buf)) {
+            evbuffer_add(l->b, s, n);
+            return;
+        }
+    }
+    memcpy(l->buf + l->n, s, n);
+    l->n += n;
+}
+
+#define ll_lit(l, s) ll_add((l), (s), sizeof(s) - 1)
+
+/* v >= 0 in decimal, at least width digits (zero-padded). */
+static void ll_uint(struct logline *l, unsigned long v, int width)
+{
+    char d[24];
+    int i = sizeof(d);
+
+    do {
+        d[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while ((v || (int)sizeof(d) - i < width) && i > 0);
+    ll_add(l, d + i, sizeof(d) - i);
+}
+
+static void ll_key(struct logline *l, const char *key)
+{
+    ll_lit(l, ",\"");
+    ll_add(l, key, strlen(key));
+    ll_lit(l, "\":");
+}
+
+static void log_str(struct logline *l, const char *key, const char *v)
+{
+    size_t n, i;
+
+    ll_key(l, key);
+    if (v == NULL) {
+        ll_lit(l, "null");
+        return;
+    }
+    n = strnlen(v, 512);
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
+            break;
+    }
+    ll_lit(l, "\"");
+    if (i == n) {
+        ll_add(l, v, n);
+    } else { /* needs escaping: rare */
+        ll_flush(l);
+        gw_json_escape(l->b, v, n);
+    }
+    ll_lit(l, "\"");
+}
+
+static void log_num(struct logline *l, const char *key, long v)
+{
+    ll_key(l, key);
     if (v < 0)
-        evbuffer_add_printf(b, ",\"%s\":null", key);
+        ll_lit(l, "null");
     else
-        evbuffer_add_printf(b, ",\"%s\":%ld", key, v);
+        ll_uint(l, (unsigned long)v, 1);
+}
+
+/* v in tenths as "12.3" */
+static void log_tenths(struct logline *l, const char *key, long v)
+{
+    ll_key(l, key);
+    ll_uint(l, (unsigned long)(v / 10), 1);
+    ll_lit(l, ".");
+    ll_uint(l, (unsigned long)(v % 10), 1);
 }
 
 void gw_proxy_log(struct gw_gateway *gw, struct gw_http_req *req,
                   const struct gw_reqlog *rl)
 {
-    struct evbuffer *b = gw_accesslog_buffer(gw->alog);
+    struct logline l;
     struct timeval now;
     long lat;
 
     if (gw->prompts)
         gw_prompt_finish(gw->prompts, req, rl);
-    if (b == NULL)
+    if ((l.b = gw_accesslog_buffer(gw->alog)) == NULL)
         return;
+    l.n = 0;
     gettimeofday(&now, NULL);
     lat = (long)((gw_now_us() - req->start_us) / 100);
-    evbuffer_add_printf(b, "{\"ts\":%ld.%03ld", (long)now.tv_sec,
-                        (long)now.tv_usec / 1000);
-    log_str(b, "request_id", rl->request_id);
-    log_str(b, "method", req->method);
-    log_str(b, "path", req->path);
-    log_str(b, "model", rl->model);
-    log_str(b, "backend", rl->backend);
-    log_str(b, "key", rl->key);
+    if (lat < 0)
+        lat = 0;
+    ll_lit(&l, "{\"ts\":");
+    ll_uint(&l, (unsigned long)now.tv_sec, 1);
+    ll_lit(&l, ".");
+    ll_uint(&l, (unsigned long)now.tv_usec / 1000, 3);
+    log_str(&l, "request_id", rl->request_id);
+    log_str(&l, "method", req->method);
+    log_str(&l, "path", req->path);
+    log_str(&l, "model", rl->model);
+    log_str(&l, "backend", rl->backend);
+    log_str(&l, "key", rl->key);
     if (rl->attempts > 0) /* routing: more than 1 means retried */
-        log_num(b, "attempts", rl->attempts);
-    evbuffer_add_printf(b, ",\"status\":%d,\"stream\":%s", rl->status,
-                        rl->stream ? "true" : "false");
-    evbuffer_add_printf(b, ",\"latency_ms\":%ld.%ld", lat / 10, lat % 10);
-    if (rl->ttfb_us < 0)
-        evbuffer_add_printf(b, ",\"ttfb_ms\":null");
+        log_num(&l, "attempts", rl->attempts);
+    log_num(&l, "status", rl->status);
+    if (rl->stream)
+        ll_lit(&l, ",\"stream\":true");
     else
-        evbuffer_add_printf(b, ",\"ttfb_ms\":%ld.%ld", rl->ttfb_us / 1000,
-                            (rl->ttfb_us % 1000) / 100);
-    log_num(b, "prompt_tokens", rl->usage.prompt_tokens);
-    log_num(b, "completion_tokens", rl->usage.completion_tokens);
-    log_num(b, "total_tokens", rl->usage.total_tokens);
-    log_num(b, "bytes_out", (long)req->bytes_out);
-    log_str(b, "error", rl->error);
-    evbuffer_add(b, "}\n", 2);
+        ll_lit(&l, ",\"stream\":false");
+    log_tenths(&l, "latency_ms", lat);
+    if (rl->ttfb_us < 0)
+        ll_lit(&l, ",\"ttfb_ms\":null");
+    else
+        log_tenths(&l, "ttfb_ms", rl->ttfb_us / 100);
+    log_num(&l, "prompt_tokens", rl->usage.prompt_tokens);
+    log_num(&l, "completion_tokens", rl->usage.completion_tokens);
+    log_num(&l, "total_tokens", rl->usage.total_tokens);
+    log_num(&l, "bytes_out", (long)req->bytes_out);
+    log_str(&l, "error", rl->error);
+    ll_lit(&l, "}\n");
+    ll_flush(&l);
     gw_accesslog_commit(gw->alog);
 }
 
