@@ -25,6 +25,7 @@
  */
 #include "gateway/limit.h"
 #include "gateway/rlredis.h"
+#include "gateway/fmt.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,12 +77,17 @@ static struct gw_lstate *state(struct gw_limiter *l, const char *a,
     char name[600];
     uint32_t h = 2166136261u;
     struct gw_lstate *s;
-    int n;
+    size_t na = strlen(a), nb = b ? strlen(b) : 0;
 
-    n = snprintf(name, sizeof(name), "%s%s%s", a, b ? "\x1f" : "",
-                 b ? b : "");
-    if (n < 0 || (size_t)n >= sizeof(name))
+    if (na + 1 + nb >= sizeof(name))
         return NULL;
+    memcpy(name, a, na);
+    if (b) {
+        name[na] = '\x1f';
+        memcpy(name + na + 1, b, nb);
+        na += 1 + nb;
+    }
+    name[na] = '\0';
     for (const char *p = name; *p; p++)
         h = (h ^ (unsigned char)*p) * 16777619u;
     for (s = l->buckets[h % NBUCKETS]; s; s = s->next)
@@ -284,7 +290,7 @@ int gw_limit_take_slot(struct gw_limiter *l, const struct gw_key *key,
     admit->active = 1;
     admit->remote = remote;
     gw_rlredis_hold(remote);
-    snprintf(admit->model, sizeof(admit->model), "%s", model);
+    gw_copy(admit->model, sizeof(admit->model), model);
     return 0;
 }
 
@@ -325,8 +331,17 @@ void gw_limit_release(struct gw_limiter *l, struct gw_admit *a, long actual,
 
 void gw_limit_fmt_reset(long ms, char *out, size_t outlen)
 {
-    if (ms < 1000)
-        snprintf(out, outlen, "%ldms", ms < 0 ? 0 : ms);
+    char n[GW_FMT_NUM];
+
+    if (ms < 1000) {
+        size_t l = gw_fmt_long(n, ms < 0 ? 0 : ms);
+        if (outlen > l + 2) {
+            memcpy(out, n, l);
+            memcpy(out + l, "ms", 3);
+        } else if (outlen) {
+            out[0] = '\0';
+        }
+    }
     else if (ms < 60000)
         snprintf(out, outlen, "%.3gs", (double)ms / 1000.0);
     else if (ms < 3600000)

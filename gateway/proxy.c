@@ -11,6 +11,7 @@
 #include "gateway/cache.h"
 #include "gateway/clock.h"
 #include "gateway/error.h"
+#include "gateway/fmt.h"
 #include "gateway/http.h"
 #include "gateway/jscan.h"
 #include "gateway/limit.h"
@@ -210,8 +211,8 @@ static void request_id(struct gw_gateway *gw, struct gw_http_req *req,
     uint64_t x = gw->rng;
     x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
     gw->rng = x;
-    snprintf(out, outlen, "%016llx",
-             (unsigned long long)(x * 0x2545F4914F6CDD1DULL));
+    if (outlen > 16)
+        gw_fmt_hex64(out, x * 0x2545F4914F6CDD1DULL);
 }
 
 static void reply_json(struct gw_gateway *gw, struct gw_http_req *req,
@@ -327,8 +328,9 @@ static long number_field(const struct gw_jscan_field *f)
 
 static void add_num_header(struct gw_http_req *req, const char *name, long v)
 {
-    char buf[24];
-    snprintf(buf, sizeof(buf), "%ld", v);
+    char buf[GW_FMT_NUM];
+
+    gw_fmt_long(buf, v);
     gw_http_add_header(req, name, buf);
 }
 
@@ -573,12 +575,41 @@ static int cache_stage(struct gw_gateway *gw, struct gw_http_req *req,
     p->fwd = *f;
     p->fwd.config = gw_config_ref(f->config);
     p->rl = *rl;
-    snprintf(p->request_id, sizeof(p->request_id), "%s", rl->request_id);
+    gw_copy(p->request_id, sizeof(p->request_id), rl->request_id);
     p->rl.request_id = p->request_id;
     p->rl.model = p->fwd.model;
     p->cop = op;
     gw_cache_op_wait(op, &p->rl, cache_resumed, p);
     gw_http_req_set_callbacks(req, cache_client_gone, NULL, p);
+    return 1;
+}
+
+/* A count field of the body (n, max_tokens) against its limits.* bound:
+ * a JSON number must be a plain integer from 0 to bound, else 400 naming
+ * the field and the bound (a huge "n" multiplies the upstream work and
+ * "max_tokens" drives the token reservation). Other types (null, a
+ * string) are the backend's to judge. Returns 1 after answering. */
+static int over_bound(struct gw_gateway *gw, struct gw_http_req *req,
+                      struct gw_reqlog *rl, const struct gw_jscan_field *f,
+                      const char *field, long bound, const char *limit)
+{
+    char msg[256];
+    long v = 0;
+    size_t i;
+
+    if (f->type != GW_JSON_NUMBER)
+        return 0;
+    for (i = 0; i < f->len && f->val[i] >= '0' && f->val[i] <= '9'; i++)
+        if ((v = v * 10 + (f->val[i] - '0')) > bound)
+            break;
+    if (i == f->len && v <= bound)
+        return 0;
+    /* OpenAI's words and code for its own bounds */
+    snprintf(msg, sizeof(msg), "Invalid '%s': expected an integer from 0 "
+             "to %ld (limits.%s of this gateway), but got %.*s%s instead",
+             field, bound, limit, (int)(f->len > 40 ? 40 : f->len), f->val,
+             f->len > 40 ? "..." : "");
+    gw_proxy_error(gw, req, rl, 400, "integer_above_max_value", msg);
     return 1;
 }
 
@@ -588,13 +619,14 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
 {
     struct gw_config *c = gw->config;
     size_t len = evbuffer_get_length(req->body);
-    struct gw_jscan_field f[7] = {{.key = "model"},
+    struct gw_jscan_field f[8] = {{.key = "model"},
                                   {.key = "stream"},
                                   {.key = "max_tokens"},
                                   {.key = "max_completion_tokens"},
                                   {.key = "prompt"},
                                   {.key = "user"},
-                                  {.key = "stream_options"}};
+                                  {.key = "stream_options"},
+                                  {.key = "n"}};
     const struct gw_key *key = NULL;
     struct gw_admit admit = {0};
     struct gw_fwd fwd;
@@ -609,7 +641,7 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
     }
     /* validate the whole body, read only what routing needs: no tree */
     if (gw_jscan((const char *)evbuffer_pullup(req->body, -1), len,
-                 MAX_JSON_DEPTH, f, 7, err, sizeof(err)) < 0) {
+                 MAX_JSON_DEPTH, f, 8, err, sizeof(err)) < 0) {
         snprintf(msg, sizeof(msg), "request body is not valid JSON: %s", err);
         gw_proxy_error(gw, req, rl, 400, "invalid_json", msg);
         return;
@@ -668,6 +700,14 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
         gw_proxy_error(gw, req, rl, 403, "model_not_allowed", msg);
         return;
     }
+    /* n and max_tokens within limits (after the prompt stage, so that a
+     * version's params are held to them too) */
+    if (over_bound(gw, req, rl, &f[7], "n", c->limits.max_n, "max_n") ||
+        over_bound(gw, req, rl, &f[2], "max_tokens", c->limits.max_tokens,
+                   "max_tokens") ||
+        over_bound(gw, req, rl, &f[3], "max_completion_tokens",
+                   c->limits.max_tokens, "max_tokens"))
+        return;
     /* stage: rate limit */
     if (key) {
         struct gw_limit_result lr;
@@ -698,7 +738,7 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
             p->gw = gw;
             p->req = req;
             p->fwd.config = gw_config_ref(c);
-            snprintf(p->fwd.model, sizeof(p->fwd.model), "%s", model);
+            gw_copy(p->fwd.model, sizeof(p->fwd.model), model);
             p->fwd.stream = stream;
             p->fwd.suffix = suffix;
             p->fwd.key = key;
@@ -735,7 +775,7 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
             admit.injected_usage = ask_for_usage(req);
     }
     fwd.config = c;
-    snprintf(fwd.model, sizeof(fwd.model), "%s", model);
+    gw_copy(fwd.model, sizeof(fwd.model), model);
     fwd.stream = stream;
     fwd.suffix = suffix;
     fwd.key = key;

@@ -61,10 +61,12 @@
  * same three steps: on_head, on_body, call_end.
  */
 #include "gateway/gateway.h"
+#include "gateway/anthropic.h"
 #include "gateway/cache.h"
 #include "gateway/clock.h"
 #include "gateway/curlev.h"
 #include "gateway/error.h"
+#include "gateway/fmt.h"
 #include "gateway/http.h"
 #include "gateway/limit.h"
 #include "gateway/log.h"
@@ -80,6 +82,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define HIGH_WATER (256 * 1024)
 #define MAX_BUFFERED (64u << 20) /* largest non-streamed answer */
@@ -134,6 +137,11 @@ struct gw_call {
     struct evbuffer *alt_body;  /* owned: body naming a fallback model */
     struct gw_cache_fill *fill; /* owned: the cache entry the answer fills
                                    (a miss), or NULL (cache.c) */
+    /* provider anthropic (anthropic.c): the attempt's Messages body and
+     * its stream's translation; NULL until an anthropic attempt */
+    struct evbuffer *anth_body;        /* owned */
+    struct gw_anthropic_stream *anth;  /* owned */
+    char stream_err[320]; /* why a translated stream was cut, or "" */
 };
 
 static void call_state(struct gw_call *c, enum call_state to)
@@ -164,6 +172,12 @@ static void call_free(struct gw_call *c)
         evbuffer_free(c->alt_body);
     gw_cache_fill_free(c->fill);
     gw_sse_release(&c->sse);
+    if (c->anth_body)
+        evbuffer_free(c->anth_body);
+    if (c->anth) {
+        gw_anthropic_stream_release(c->anth);
+        free(c->anth);
+    }
     if (c->attempt_live)
         gw_pool_record(c->backend, gw_now_us(), c->probe, GW_BREAKER_NEUTRAL,
                        -1, 0);
@@ -209,8 +223,9 @@ static int curl_start(struct gw_call *c, struct gw_http_req *req,
                       const char *suffix);
 
 /* The request target after the backend's base URL: the OpenAI path
- * suffix, or for azure /openai/deployments/NAME/SUFFIX?api-version=V with
- * the deployment of the model the attempt is for. */
+ * suffix, for anthropic /messages, or for azure
+ * /openai/deployments/NAME/SUFFIX?api-version=V with the deployment of the
+ * model the attempt is for. */
 static const char *target(const struct gw_call *c, const char *suffix,
                           char *buf, size_t len)
 {
@@ -218,6 +233,8 @@ static const char *target(const struct gw_call *c, const char *suffix,
     const char *model = c->pool ? c->pool->model : c->model;
     size_t i;
 
+    if (b->provider == GW_PROVIDER_ANTHROPIC)
+        return "/messages";
     if (b->provider != GW_PROVIDER_AZURE)
         return suffix;
     for (i = 0; i < b->n_models && strcmp(b->models[i], model) != 0; i++)
@@ -231,12 +248,12 @@ static const char *target(const struct gw_call *c, const char *suffix,
 /* x-promptgate-backend and x-promptgate-attempts, before the answer. */
 static void route_headers(struct gw_call *c)
 {
-    char n[16];
+    char n[GW_FMT_NUM];
 
     if (c->backend == NULL)
         return;
     gw_http_add_header(c->req, "x-promptgate-backend", c->backend->name);
-    snprintf(n, sizeof(n), "%d", c->n_tried);
+    gw_fmt_long(n, c->n_tried);
     gw_http_add_header(c->req, "x-promptgate-attempts", n);
 }
 
@@ -317,9 +334,88 @@ static int attempt_pick(struct gw_call *c, struct gw_pick_why *why)
 }
 
 static void arm_timer(struct gw_call *c, long ms);
+static void finish_error(struct gw_call *c, int status, const char *code,
+                         const char *message);
 
-/* Sends the picked attempt. Returns 0, or -1 when it could not start
- * (recorded as a failure of the backend). */
+/* ------------------------------------------- provider: anthropic hooks */
+
+static int is_anthropic(const struct gw_call *c)
+{
+    return c->backend && c->backend->provider == GW_PROVIDER_ANTHROPIC;
+}
+
+/* The attempt's Messages body (and a fresh stream translation) from the
+ * request, or the fallback's rewritten request. Returns 0, or -1 with the
+ * client's error in err: a field or endpoint the adapter does not serve
+ * is the request's problem, not the backend's. */
+static int anthropic_prepare(struct gw_call *c, struct gw_anthropic_err *err)
+{
+    struct evbuffer *src = c->alt_body ? c->alt_body : c->req->body;
+    int include_usage;
+
+    if (strcmp(c->suffix, "/chat/completions") != 0) {
+        snprintf(err->code, sizeof(err->code), "unsupported_endpoint");
+        snprintf(err->message, sizeof(err->message), "the model '%s' is "
+                 "served by backend '%s' (provider anthropic), which answers "
+                 "only /v1/chat/completions, not /v1%s", c->model,
+                 c->backend->name, c->suffix);
+        return -1;
+    }
+    if (c->anth_body == NULL)
+        c->anth_body = evbuffer_new();
+    if (c->anth == NULL)
+        c->anth = calloc(1, sizeof(*c->anth));
+    if (c->anth_body == NULL || c->anth == NULL) {
+        snprintf(err->code, sizeof(err->code), "out_of_memory");
+        snprintf(err->message, sizeof(err->message), "out of memory");
+        return -1;
+    }
+    evbuffer_drain(c->anth_body, evbuffer_get_length(c->anth_body));
+    gw_anthropic_stream_release(c->anth);
+    if (gw_anthropic_request((const char *)evbuffer_pullup(src, -1),
+                             evbuffer_get_length(src),
+                             c->pool ? c->pool->model : c->model,
+                             c->backend->default_max_tokens, c->anth_body,
+                             &include_usage, err) < 0)
+        return -1;
+    if (gw_anthropic_stream_init(c->anth, include_usage,
+                                 (long)time(NULL)) < 0) {
+        snprintf(err->code, sizeof(err->code), "out_of_memory");
+        snprintf(err->message, sizeof(err->message), "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* A whole anthropic answer in c->body becomes the OpenAI one (a
+ * chat.completion, or the error with its status). */
+static void anthropic_answer(struct gw_call *c)
+{
+    struct evbuffer *out = evbuffer_new();
+    char msg[256];
+
+    snprintf(c->content_type, sizeof(c->content_type), "application/json");
+    if (out && gw_anthropic_response(
+                   (int)c->status, (const char *)evbuffer_pullup(c->body, -1),
+                   evbuffer_get_length(c->body), (long)time(NULL), out) == 0) {
+        evbuffer_free(c->body);
+        c->body = out;
+        return;
+    }
+    if (out)
+        evbuffer_free(out);
+    snprintf(msg, sizeof(msg), "backend '%s' (provider anthropic) answered "
+             "%ld with a body that is not a Messages response",
+             c->backend->name, c->status);
+    gw_log_warn("request %s: %s", c->request_id, msg);
+    evbuffer_drain(c->body, evbuffer_get_length(c->body));
+    c->status = 502;
+    gw_error_json(c->body, 502, "backend_error", msg);
+}
+
+/* Sends the picked attempt. Returns 0; -1 when it could not start
+ * (recorded as a failure of the backend); -2 when the request cannot go
+ * to this backend at all (answered, the call is freed). */
 static int attempt_send(struct gw_call *c)
 {
     struct gw_http_req *req = c->req;
@@ -328,12 +424,21 @@ static int attempt_send(struct gw_call *c)
     int rc;
 
     c->status = 0;
-    c->content_type[0] = c->retry_after[0] = '\0';
+    c->content_type[0] = c->retry_after[0] = c->stream_err[0] = '\0';
     c->too_big = 0;
     c->head_us = -1;
     evbuffer_drain(c->body, evbuffer_get_length(c->body));
     c->t_attempt = gw_now_us();
     call_state(c, WAITING);
+    if (is_anthropic(c)) {
+        struct gw_anthropic_err err;
+        if (anthropic_prepare(c, &err) < 0) {
+            finish_error(c, strcmp(err.code, "out_of_memory") == 0 ? 500
+                                                                   : 400,
+                         err.code, err.message);
+            return -2;
+        }
+    }
     if (c->backend->native)
         rc = native_start(c, req, c->suffix);
     else
@@ -492,7 +597,10 @@ static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
         attempt_release(c, GW_BREAKER_FAIL, 0);
         snprintf(msg, sizeof(msg), "backend '%s' stream ended early: %s",
                  c->backend->name,
-                 kind == END_OK ? "closed before data: [DONE]" : why);
+                 c->stream_err[0] ? c->stream_err
+                 : kind != END_OK ? why
+                 : is_anthropic(c) ? "closed before message_stop"
+                                   : "closed before data: [DONE]");
         finish_stream_error(c, msg);
         return;
     }
@@ -500,7 +608,9 @@ static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
         struct evbuffer *body = c->body;
         size_t len = evbuffer_get_length(body);
         if (c->status >= 500 || c->status == 429) {
-            long ra = c->status == 429 || c->status == 503
+            /* 529: anthropic's "overloaded", a 503 by another number */
+            long ra = c->status == 429 || c->status == 503 ||
+                              c->status == 529
                           ? gw_breaker_parse_retry_after(c->retry_after) : 0;
             attempt_release(c, GW_BREAKER_FAIL, ra);
             snprintf(msg, sizeof(msg), "it answered %ld", c->status);
@@ -508,6 +618,11 @@ static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
                 return;
         } else {
             attempt_release(c, GW_BREAKER_OK, 0);
+        }
+        if (is_anthropic(c)) {
+            anthropic_answer(c);
+            body = c->body;
+            len = evbuffer_get_length(body);
         }
         route_headers(c);
         if (c->status >= 200 && c->status < 300 && len > 0)
@@ -608,7 +723,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     if (c->state == RETRYING) {
         struct gw_pick_why w;
-        while (attempt_send(c) < 0) {
+        int rc;
+        while ((rc = attempt_send(c)) < 0) {
+            if (rc == -2)
+                return;
             if (attempt_pick(c, &w) < 0) {
                 snprintf(why, sizeof(why), "cannot start the upstream "
                          "transfer to backend '%s'", c->backend->name);
@@ -628,23 +746,57 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     call_end(c, END_TIMEOUT, why);
 }
 
+/* One OpenAI stream event (data, and raw: the whole event) to the cache,
+ * the usage count, the exposure log and the client. */
+static int relay_data(struct gw_call *c, const char *data, size_t data_len,
+                      const char *raw, size_t raw_len)
+{
+    if (c->fill) /* before the usage chunk may be stripped: it is kept */
+        gw_cache_fill_event(c->fill, data, data_len);
+    if (data_len > 8 && memmem(data, data_len, "\"usage\"", 7)) {
+        gw_usage_find(data, data_len, &c->usage);
+        /* the usage-only chunk the gateway asked for, not the client */
+        if (c->admit.injected_usage &&
+            memmem(data, data_len, "\"choices\":[]", 12))
+            return 0;
+    }
+    if (c->gw->prompts)
+        gw_prompt_output(c->gw->prompts, c->req, data, data_len, 1);
+    gw_http_reply_chunk(c->req, raw, raw_len);
+    return 0;
+}
+
+/* A translated anthropic chunk, framed as an SSE event. A streaming call's
+ * body buffer is otherwise unused: it holds the frame. */
+static int anthropic_emit(void *arg, const char *data, size_t len)
+{
+    struct gw_call *c = arg;
+    struct evbuffer *f = c->body;
+
+    evbuffer_drain(f, evbuffer_get_length(f));
+    evbuffer_add(f, "data: ", 6);
+    evbuffer_add(f, data, len);
+    evbuffer_add(f, "\n\n", 2);
+    if (len == 6 && memcmp(data, "[DONE]", 6) == 0)
+        c->sse.done = 1; /* the end call_end looks for */
+    relay_data(c, data, len, (const char *)evbuffer_pullup(f, -1),
+               evbuffer_get_length(f));
+    evbuffer_drain(f, evbuffer_get_length(f));
+    return 0;
+}
+
 static int relay_event(void *arg, const struct gw_sse_event *ev)
 {
     struct gw_call *c = arg;
 
-    if (c->fill) /* before the usage chunk may be stripped: it is kept */
-        gw_cache_fill_event(c->fill, ev->data, ev->data_len);
-    if (ev->data_len > 8 && memmem(ev->data, ev->data_len, "\"usage\"", 7)) {
-        gw_usage_find(ev->data, ev->data_len, &c->usage);
-        /* the usage-only chunk the gateway asked for, not the client */
-        if (c->admit.injected_usage &&
-            memmem(ev->data, ev->data_len, "\"choices\":[]", 12))
+    if (is_anthropic(c)) {
+        if (ev->data_len == 0) /* a comment or an empty event */
             return 0;
+        return gw_anthropic_stream_event(c->anth, ev->data, ev->data_len,
+                                         anthropic_emit, c, c->stream_err,
+                                         sizeof(c->stream_err));
     }
-    if (c->gw->prompts)
-        gw_prompt_output(c->gw->prompts, c->req, ev->data, ev->data_len, 1);
-    gw_http_reply_chunk(c->req, ev->raw, ev->raw_len);
-    return 0;
+    return relay_data(c, ev->data, ev->data_len, ev->raw, ev->raw_len);
 }
 
 /* The end of the upstream's head: decides how to relay. */
@@ -828,7 +980,9 @@ static int native_start(struct gw_call *c, struct gw_http_req *req,
     struct gw_backend *b = c->backend;
     struct gw_uppool *pool = pool_for(c->gw, b);
     struct evbuffer *out = evbuffer_new();
-    struct evbuffer *body = c->alt_body ? c->alt_body : req->body;
+    int anth = is_anthropic(c);
+    struct evbuffer *body = anth ? c->anth_body
+                            : c->alt_body ? c->alt_body : req->body;
     size_t i, len = evbuffer_get_length(body);
     char tbuf[512];
 
@@ -837,8 +991,8 @@ static int native_start(struct gw_call *c, struct gw_http_req *req,
             evbuffer_free(out);
         return -1;
     }
-    char num[24];
-    int nl = snprintf(num, sizeof(num), "%zu", len);
+    char num[GW_FMT_NUM];
+    size_t nl = gw_fmt_long(num, (long)len);
 
     /* pieces, not printf: this runs once per request */
     evbuffer_add(out, "POST ", 5);
@@ -852,9 +1006,10 @@ static int native_start(struct gw_call *c, struct gw_http_req *req,
     evbuffer_add(out, "\r\nX-Request-Id: ", 16);
     evbuffer_add(out, c->request_id, strlen(c->request_id));
     evbuffer_add(out, "\r\n", 2);
-    if (gw_http_req_header(req, "content-type") == NULL)
+    if (anth || gw_http_req_header(req, "content-type") == NULL)
         evbuffer_add(out, "Content-Type: application/json\r\n", 32);
-    for (i = 0; i < req->n_headers; i++) {
+    /* anthropic gets the gateway's headers only, not the client's */
+    for (i = 0; !anth && i < req->n_headers; i++) {
         const struct gw_http_header *h = &req->headers[i];
         if (!forwardable(req, h->name))
             continue;
@@ -865,6 +1020,11 @@ static int native_start(struct gw_call *c, struct gw_http_req *req,
     }
     if (b->auth_header) {
         evbuffer_add(out, b->auth_header, strlen(b->auth_header));
+        evbuffer_add(out, "\r\n", 2);
+    }
+    if (anth) {
+        evbuffer_add(out, "anthropic-version: ", 19);
+        evbuffer_add(out, b->anthropic_version, strlen(b->anthropic_version));
         evbuffer_add(out, "\r\n", 2);
     }
     evbuffer_add(out, "\r\n", 2);
@@ -969,10 +1129,12 @@ static struct curl_slist *build_headers(struct gw_call *c,
     struct curl_slist *h = NULL, *t;
     char line[8192];
     size_t i;
+    int anth = is_anthropic(c);
 
-    if (gw_http_req_header(req, "content-type") == NULL)
+    if (anth || gw_http_req_header(req, "content-type") == NULL)
         h = curl_slist_append(h, "Content-Type: application/json");
-    for (i = 0; i < req->n_headers; i++) {
+    /* anthropic gets the gateway's headers only, not the client's */
+    for (i = 0; !anth && i < req->n_headers; i++) {
         const struct gw_http_header *hd = &req->headers[i];
         if (!forwardable(req, hd->name))
             continue;
@@ -995,6 +1157,13 @@ static struct curl_slist *build_headers(struct gw_call *c,
             goto fail;
         h = t;
     }
+    if (anth) {
+        snprintf(line, sizeof(line), "anthropic-version: %s",
+                 c->backend->anthropic_version);
+        if ((t = curl_slist_append(h, line)) == NULL)
+            goto fail;
+        h = t;
+    }
     return h;
 fail:
     curl_slist_free_all(h);
@@ -1005,7 +1174,8 @@ static int curl_start(struct gw_call *c, struct gw_http_req *req,
                       const char *suffix)
 {
     struct gw_backend *b = c->backend;
-    struct evbuffer *body = c->alt_body ? c->alt_body : req->body;
+    struct evbuffer *body = is_anthropic(c) ? c->anth_body
+                            : c->alt_body ? c->alt_body : req->body;
     size_t body_len = evbuffer_get_length(body);
     char url[2048], tbuf[512];
     CURL *e;
@@ -1047,6 +1217,7 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
     struct gw_reqlog rl;
     struct gw_pick_why why;
     char msg[512];
+    int rc;
 
     memset(&rl, 0, sizeof(rl));
     rl.request_id = request_id;
@@ -1068,7 +1239,7 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
         c->admit = *admit;
     c->fill = fill;
     if (key_name)
-        snprintf(c->key_name, sizeof(c->key_name), "%s", key_name);
+        gw_copy(c->key_name, sizeof(c->key_name), key_name);
     c->gw = gw;
     c->req = req;
     c->config = gw_config_ref(config);
@@ -1079,8 +1250,8 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
     gw->calls++;
     gw_usage_init(&c->usage);
     gw_sse_init(&c->sse, MAX_EVENT);
-    snprintf(c->request_id, sizeof(c->request_id), "%s", request_id);
-    snprintf(c->model, sizeof(c->model), "%s", model);
+    gw_copy(c->request_id, sizeof(c->request_id), request_id);
+    gw_copy(c->model, sizeof(c->model), model);
     c->body = evbuffer_new();
     c->timer = evtimer_new(gw->base, on_timer, c);
     c->first_pool = c->pool = gw_pool_find(config, model);
@@ -1106,7 +1277,9 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
         finish_unavailable(c, &why);
         return;
     }
-    while (attempt_send(c) < 0) {
+    while ((rc = attempt_send(c)) < 0) {
+        if (rc == -2)
+            return;
         if (attempt_pick(c, &why) < 0) {
             snprintf(msg, sizeof(msg), "cannot start the upstream transfer "
                      "to backend '%s'", c->backend->name);
