@@ -1000,7 +1000,8 @@ static void parse_limits(struct gw_config *c, json_t *o, struct problems *p)
 {
     static const char *const known[] = {
         "max_body_bytes", "max_header_bytes", "header_timeout_ms",
-        "body_timeout_ms", "idle_timeout_ms", "drain_timeout_ms", NULL};
+        "body_timeout_ms", "idle_timeout_ms", "drain_timeout_ms", "max_n",
+        "max_tokens", NULL};
     struct gw_limits *l = &c->limits;
 
     if (o == NULL)
@@ -1026,6 +1027,9 @@ static void parse_limits(struct gw_config *c, json_t *o, struct problems *p)
     l->drain_timeout_ms = int_value(o, "drain_timeout_ms",
                                     l->drain_timeout_ms, 0, 3600000,
                                     "limits", p);
+    l->max_n = int_value(o, "max_n", l->max_n, 1, 100000, "limits", p);
+    l->max_tokens = int_value(o, "max_tokens", l->max_tokens, 1, 100000000,
+                              "limits", p);
 }
 
 /* Collects the distinct model names across backends, in file order. */
@@ -1117,6 +1121,8 @@ static struct gw_config *from_json(json_t *root, struct problems *p)
     c->limits.body_timeout_ms = 30000;
     c->limits.idle_timeout_ms = 60000;
     c->limits.drain_timeout_ms = 30000;
+    c->limits.max_n = 128;            /* OpenAI's own bound on n */
+    c->limits.max_tokens = 1000000;   /* far above any model's output */
 
     json_object_foreach(root, key, v) {
         const char *const *k;

@@ -134,6 +134,8 @@ struct gw_limits {
     long body_timeout_ms;
     long idle_timeout_ms;
     long drain_timeout_ms;
+    long max_n;      /* a request's "n" above it: 400 (proxy.c) */
+    long max_tokens; /* its max_tokens / max_completion_tokens above it */
 };
 
 /* "registry": {"path", "exposures", "log_outputs"} (issue 7) */

@@ -110,6 +110,7 @@ struct gw_http_conn {
 };
 
 static void conn_close(struct gw_http_conn *c);
+static int value_ok(const char *v);
 
 static void conn_state(struct gw_http_conn *c, enum conn_state to)
 {
@@ -247,7 +248,8 @@ static void write_head(struct gw_http_req *r, int status,
     evbuffer_add(out, " ", 1);
     add_str(out, gw_error_reason(status));
     evbuffer_add(out, "\r\n", 2);
-    if (content_type) {
+    /* the type may be an upstream's: dropped when it could split the head */
+    if (content_type && value_ok(content_type)) {
         evbuffer_add(out, "Content-Type: ", 14);
         add_str(out, content_type);
         evbuffer_add(out, "\r\n", 2);
@@ -284,10 +286,21 @@ static void answer_done(struct gw_http_req *r)
         schedule_write_cb(c); /* the next request, or the close */
 }
 
+/* 1 when v may stand as a header value: no control byte but HTAB (a
+ * bare CR or LF would split the answer, and some clients treat other
+ * controls as line ends or cut the value there). */
+static int value_ok(const char *v)
+{
+    for (; *v; v++)
+        if (((unsigned char)*v < 0x20 && *v != '\t') || *v == 0x7f)
+            return 0;
+    return 1;
+}
+
 int gw_http_add_header(struct gw_http_req *r, const char *name,
                        const char *value)
 {
-    if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n"))
+    if (strpbrk(name, "\r\n:") || !value_ok(value))
         return -1;
     if (r->resp_headers == NULL && (r->resp_headers = evbuffer_new()) == NULL)
         return -1;
@@ -494,6 +507,37 @@ static int has_token(const char *value, const char *token)
     return 0;
 }
 
+/* A Transfer-Encoding value: 0 when it is chunked alone; 400 when
+ * chunked is not its last coding or comes twice (the body cannot be
+ * framed, RFC 9112 6.3 and 7.1); 501 for a chunked body under another
+ * coding (gzip, chunked), which this server does not decode. Empty list
+ * elements are skipped (RFC 9110 5.6.1). */
+static int te_status(const char *te)
+{
+    int n_chunked = 0, other = 0, last_chunked = 0;
+    const char *p = te;
+
+    while (*p) {
+        size_t n;
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (*p == '\0')
+            break;
+        n = strcspn(p, ",");
+        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        last_chunked = n == 7 && strncasecmp(p, "chunked", 7) == 0;
+        if (last_chunked)
+            n_chunked++;
+        else
+            other = 1;
+        p += strcspn(p, ",");
+    }
+    if (!last_chunked || n_chunked != 1)
+        return 400;
+    return other ? 501 : 0;
+}
+
 static void dispatch(struct gw_http_conn *c);
 static void read_body(struct gw_http_conn *c);
 
@@ -540,7 +584,12 @@ static int parse_head(struct gw_http_conn *c, struct gw_http_req *r,
         r->http_minor = 1;
     else if (strcmp(p, "HTTP/1.0") == 0)
         r->http_minor = 0;
-    else {
+    else if (!(strncmp(p, "HTTP/", 5) == 0 && isdigit((unsigned char)p[5]) &&
+               p[6] == '.' && isdigit((unsigned char)p[7]) && p[8] == '\0')) {
+        /* not a version at all (a bare LF or CR in the line lands here) */
+        *msg = "malformed request line";
+        return 400;
+    } else {
         *msg = "unsupported HTTP version (HTTP/1.0 or HTTP/1.1 only)";
         *code = "http_version_not_supported";
         return 505;
@@ -625,7 +674,14 @@ static int parse_head(struct gw_http_conn *c, struct gw_http_req *r,
         return 400;
     }
     if (te) {
-        if (strcasecmp(te, "chunked") != 0) {
+        int bad = te_status(te);
+        if (bad == 400) {
+            /* RFC 9112 6.3: the length cannot be known, so the client's
+             * next bytes cannot be framed either */
+            *msg = "Transfer-Encoding must end with chunked, once";
+            return 400;
+        }
+        if (bad) {
             *msg = "unsupported Transfer-Encoding (only chunked)";
             *code = "unsupported_transfer_encoding";
             return 501;
@@ -661,6 +717,22 @@ static int parse_head(struct gw_http_conn *c, struct gw_http_req *r,
     return 0;
 }
 
+/* A head over limits.max_header_bytes: 431, saying whether the request
+ * line alone is too long (a long target) or the head as a whole. */
+static void head_too_large(struct gw_http_conn *c)
+{
+    struct evbuffer_ptr eol = evbuffer_search(c->in, "\r\n", 2, NULL);
+
+    if (eol.pos < 0 || (size_t)eol.pos >= c->limits.max_header_bytes)
+        fail(c, 431, "headers_too_large",
+             "request line is longer than the configured "
+             "limits.max_header_bytes");
+    else
+        fail(c, 431, "headers_too_large",
+             "request head is larger than the configured "
+             "limits.max_header_bytes");
+}
+
 static void read_head(struct gw_http_conn *c)
 {
     struct evbuffer *in = c->in;
@@ -673,16 +745,12 @@ static void read_head(struct gw_http_conn *c)
     end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
     if (end.pos < 0) {
         if (evbuffer_get_length(in) > c->limits.max_header_bytes)
-            fail(c, 431, "headers_too_large",
-                 "request head is larger than the configured "
-                 "limits.max_header_bytes");
+            head_too_large(c);
         return;
     }
     head_len = (size_t)end.pos + 4;
     if (head_len > c->limits.max_header_bytes) {
-        fail(c, 431, "headers_too_large",
-             "request head is larger than the configured "
-             "limits.max_header_bytes");
+        head_too_large(c);
         return;
     }
     r = c->req;
@@ -734,7 +802,11 @@ static int read_chunked(struct gw_http_conn *c, struct evbuffer *in)
             fail(c, 400, "bad_request", "malformed chunked body");
             return -1;
         case GW_CHUNKED_DATA:
-            if (c->ck.total + c->ck.left > c->limits.max_body_bytes) {
+            /* total <= max always holds here; comparing left with what
+             * is still allowed cannot wrap, as total + left did for a
+             * chunk size near 2^64 after a first chunk (the body then
+             * grew without bound) */
+            if (c->ck.left > c->limits.max_body_bytes - c->ck.total) {
                 fail(c, 413, "body_too_large",
                      "request body is larger than the configured "
                      "limits.max_body_bytes");

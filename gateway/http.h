@@ -110,8 +110,9 @@ void gw_http_server_free(struct gw_http_server *srv);
 const char *gw_http_req_header(const struct gw_http_req *req,
                                const char *name);
 
-/* Adds a response header. Values with CR, LF or NUL are refused (-1), so
- * nothing copied from a request can split the answer. */
+/* Adds a response header. Values with a control byte other than HTAB
+ * (CR, LF, ...) are refused (-1), so nothing copied from a request or an
+ * upstream can split the answer. */
 int gw_http_add_header(struct gw_http_req *req, const char *name,
                        const char *value);
 
@@ -123,7 +124,8 @@ int gw_http_resp_has_header(const struct gw_http_req *req, const char *name);
 int gw_http_resp_header_get(const struct gw_http_req *req, const char *name,
                             char *out, size_t cap);
 
-/* A whole answer with Content-Length. content_type may be NULL. */
+/* A whole answer with Content-Length. content_type may be NULL; one
+ * holding a control byte is left out. */
 void gw_http_reply(struct gw_http_req *req, int status,
                    const char *content_type, const void *body, size_t len);
 

@@ -101,6 +101,35 @@ static void test_every_problem_named(void **state)
     free(err);
 }
 
+static void test_limits_n_and_max_tokens(void **state)
+{
+    char *err;
+    struct gw_config *c = parse(
+        "{\"backends\":[{\"name\":\"a\",\"url\":\"http://h/v1\","
+        "\"models\":[\"m\"]}]}", &err);
+
+    (void)state;
+    assert_non_null(c);
+    assert_int_equal(c->limits.max_n, 128);
+    assert_int_equal(c->limits.max_tokens, 1000000);
+    gw_config_unref(c);
+    c = parse("{\"limits\":{\"max_n\":4,\"max_tokens\":4096},"
+              "\"backends\":[{\"name\":\"a\",\"url\":\"http://h/v1\","
+              "\"models\":[\"m\"]}]}", &err);
+    assert_non_null(c);
+    assert_int_equal(c->limits.max_n, 4);
+    assert_int_equal(c->limits.max_tokens, 4096);
+    gw_config_unref(c);
+    assert_null(parse("{\"limits\":{\"max_n\":0,\"max_tokens\":1e9},"
+                      "\"backends\":[{\"name\":\"a\",\"url\":"
+                      "\"http://h/v1\",\"models\":[\"m\"]}]}", &err));
+    assert_non_null(strstr(err, "limits.max_n: must be an integer from 1 to "
+                                "100000"));
+    assert_non_null(strstr(err, "limits.max_tokens: must be an integer from "
+                                "1 to 100000000"));
+    free(err);
+}
+
 static void test_bad_json_and_shapes(void **state)
 {
     char *err;
@@ -259,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_env_secret),
         cmocka_unit_test(test_every_problem_named),
         cmocka_unit_test(test_bad_json_and_shapes),
+        cmocka_unit_test(test_limits_n_and_max_tokens),
         cmocka_unit_test(test_parse_cache),
         cmocka_unit_test(test_parse_registry),
         cmocka_unit_test(test_load_missing_file),
