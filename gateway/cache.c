@@ -47,6 +47,7 @@
  *     the flight goes when its leader's fill goes.
  */
 #include "gateway/cache.h"
+#include "gateway/prompt.h"
 #include "gateway/canon.h"
 #include "gateway/gateway.h"
 #include "gateway/clock.h"
@@ -843,8 +844,10 @@ out:
 
 static void add_cache_header(struct gw_http_req *req, const char *v)
 {
-    if (!gw_http_resp_has_header(req, "x-promptgate-cache"))
+    if (req->cache == NULL) {
+        req->cache = v;
         gw_http_add_header(req, "x-promptgate-cache", v);
+    }
 }
 
 static void mark_miss(struct gw_cache *cache, struct gw_http_req *req)
@@ -906,6 +909,12 @@ static int answer_hit(struct gw_gateway *gw, struct gw_http_req *req,
     } else {
         gw_http_reply(req, 200, "application/json", v.json, v.json_len);
     }
+    /* the exposure of a prompt request records what was served */
+    if (v.json_len > 0)
+        gw_prompt_output(gw->prompts, req, v.json, v.json_len, 0);
+    else if (gw_prompt_wants_output(gw->prompts, req) &&
+             (assembled = assemble(v.sse, v.sse_len)) != NULL)
+        gw_prompt_output(gw->prompts, req, assembled, strlen(assembled), 0);
     gw_proxy_log(gw, req, rl);
     free(assembled);
     if (tmp)

@@ -64,6 +64,8 @@ struct gw_http_req {
     int64_t start_us;      /* gw_now_us() when the head began */
     int http_minor;
     int keepalive;
+    const char *cache; /* static: the response cache's verdict, "hit",
+                          "miss" or "bypass"; NULL when not asked (cache.c) */
 
     /* answer state, private to http.c */
     char *head;                    /* owned: the head, split in place */

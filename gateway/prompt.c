@@ -1009,6 +1009,7 @@ void gw_prompt_finish(struct gw_prompts *p, struct gw_http_req *req,
     r->ex.prompt_tokens = rl->usage.prompt_tokens;
     r->ex.completion_tokens = rl->usage.completion_tokens;
     r->ex.total_tokens = rl->usage.total_tokens;
+    r->ex.cache = req->cache; /* static strings */
     if (rl->model)
         r->ex.model = copy_str(r->model, sizeof(r->model), rl->model);
     if (rl->backend)
@@ -1028,6 +1029,11 @@ void gw_prompt_output(struct gw_prompts *p, struct gw_http_req *req,
     if (sse && (len == 6 && memcmp(data, "[DONE]", 6) == 0))
         return;
     gw_exposure_rec_output(r, data, len, OUTPUT_MAX);
+}
+
+int gw_prompt_wants_output(struct gw_prompts *p, struct gw_http_req *req)
+{
+    return p && p->n_pending && p->log_outputs && pending_find(p, req);
 }
 
 /* ---- feedback ------------------------------------------------------------ */

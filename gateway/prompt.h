@@ -69,6 +69,10 @@ void gw_prompt_finish(struct gw_prompts *p, struct gw_http_req *req,
 void gw_prompt_output(struct gw_prompts *p, struct gw_http_req *req,
                       const char *data, size_t len, int sse);
 
+/* Whether gw_prompt_output would keep req's answer (log_outputs on and
+ * the request used a prompt): lets a caller skip building it. */
+int gw_prompt_wants_output(struct gw_prompts *p, struct gw_http_req *req);
+
 /* POST /v1/feedback {"request_id", "event", "value"}: queues the outcome
  * (idempotent per request id and event in the registry) and answers 202. */
 void gw_prompt_feedback(struct gw_gateway *gw, struct gw_http_req *req,

@@ -165,6 +165,7 @@ void gw_proxy_log(struct gw_gateway *gw, struct gw_http_req *req,
     log_num(&l, "completion_tokens", rl->usage.completion_tokens);
     log_num(&l, "total_tokens", rl->usage.total_tokens);
     log_num(&l, "bytes_out", (long)req->bytes_out);
+    log_str(&l, "cache", req->cache);
     log_str(&l, "error", rl->error);
     ll_lit(&l, "}\n");
     ll_flush(&l);

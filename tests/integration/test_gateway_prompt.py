@@ -301,6 +301,28 @@ def test_exposure_output_logged_buffered_and_streamed(mockllm, gateway, registry
     assert rows["streamed"]["stream"] == 1
 
 
+def test_exposures_of_cache_hits_say_so_and_keep_the_output(mockllm, gateway, registry):
+    """A prompt request answered from the response cache is still an
+    exposure: its cache field says hit (miss for the first), and with
+    log_outputs on it records the text served, in either form."""
+    mock = mockllm("--tokens", "5")
+    cfg = gw_config(mock, registry, log_outputs=True)
+    cfg["cache"] = {"backend": "memory"}
+    gw = gateway(cfg)
+    prompt = {"name": "product_copy", "label": "production",
+              "variables": {"product_name": "K", "facts": "f"}}
+    r1 = ask(gw, prompt, temperature=0, user="u1", headers={"x-request-id": "first"})
+    r2 = ask(gw, prompt, temperature=0, user="u1", headers={"x-request-id": "again"})
+    r3 = ask(gw, prompt, temperature=0, user="u1", stream=True, headers={"x-request-id": "sse"})
+    assert [r.headers.get("x-promptgate-cache") for r in (r1, r2, r3)] == ["miss", "hit", "hit"]
+    text = r1.json()["choices"][0]["message"]["content"]
+    assert text and r2.json()["choices"][0]["message"]["content"] == text
+    rows = {e["request_id"]: e for e in exposures(registry.db, 3)}
+    assert [rows[k]["cache"] for k in ("first", "again", "sse")] == ["miss", "hit", "hit"]
+    assert [rows[k]["output"] for k in ("first", "again", "sse")] == [text] * 3
+    assert len(mock.requests()) == 1
+
+
 def test_exposures_to_a_jsonl_file(mockllm, gateway, registry, tmp_path):
     mock = mockllm()
     log = tmp_path / "exposures.jsonl"
