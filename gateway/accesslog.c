@@ -4,7 +4,9 @@
  * Lines accumulate in an evbuffer; the first commit in a loop iteration
  * activates a flush event, so a burst of requests costs one write(2).
  * A log file that cannot be written loses lines (counted) rather than
- * stalling the loop.
+ * stalling the loop. A file is reopened on request (SIGUSR1, after
+ * logrotate moved it). "syslog" sends each line as one message
+ * (facility daemon, priority info, tag "promptgate").
  */
 #include "gateway/accesslog.h"
 
@@ -15,13 +17,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #define MAX_PENDING (4u << 20)
 
 struct gw_accesslog {
-    int fd;           /* owned unless it is stderr */
+    int fd;           /* owned unless it is stderr; -1 when off or syslog */
     int own_fd;
+    int syslog;       /* lines go to syslog(3) */
+    char *path;       /* owned: the file, for reopening; NULL otherwise */
     struct evbuffer *buf; /* owned */
     struct event *flush;  /* owned */
     int scheduled;
@@ -52,6 +57,9 @@ struct gw_accesslog *gw_accesslog_open(struct event_base *base,
         return al;
     if (strcmp(spec, "stderr") == 0) {
         al->fd = STDERR_FILENO;
+    } else if (strcmp(spec, "syslog") == 0) {
+        al->syslog = 1;
+        openlog("promptgate", LOG_PID | LOG_NDELAY, LOG_DAEMON);
     } else {
         al->fd = open(spec, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
         if (al->fd < 0) {
@@ -61,6 +69,11 @@ struct gw_accesslog *gw_accesslog_open(struct event_base *base,
             return NULL;
         }
         al->own_fd = 1;
+        if ((al->path = strdup(spec)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            gw_accesslog_free(al);
+            return NULL;
+        }
     }
     al->buf = evbuffer_new();
     al->flush = event_new(base, -1, 0, flush_cb, al);
@@ -74,7 +87,7 @@ struct gw_accesslog *gw_accesslog_open(struct event_base *base,
 
 struct evbuffer *gw_accesslog_buffer(struct gw_accesslog *al)
 {
-    if (al == NULL || al->fd < 0)
+    if (al == NULL || al->buf == NULL)
         return NULL;
     return al->buf;
 }
@@ -92,10 +105,30 @@ void gw_accesslog_commit(struct gw_accesslog *al)
     }
 }
 
+/* One syslog message per line; the buffer holds whole lines only. */
+static void flush_syslog(struct gw_accesslog *al)
+{
+    struct evbuffer_ptr nl;
+    size_t n;
+
+    while ((n = evbuffer_get_length(al->buf)) > 0) {
+        nl = evbuffer_search(al->buf, "\n", 1, NULL);
+        size_t len = nl.pos < 0 ? n : (size_t)nl.pos;
+        const char *line = (const char *)evbuffer_pullup(al->buf, (ssize_t)len);
+        if (line != NULL && len > 0)
+            syslog(LOG_INFO, "%.*s", (int)len, line);
+        evbuffer_drain(al->buf, len + (nl.pos < 0 ? 0 : 1));
+    }
+}
+
 void gw_accesslog_flush(struct gw_accesslog *al)
 {
     if (al == NULL || al->buf == NULL)
         return;
+    if (al->syslog) {
+        flush_syslog(al);
+        return;
+    }
     while (evbuffer_get_length(al->buf) > 0) {
         int n = evbuffer_write(al->buf, al->fd);
         if (n < 0 && errno == EINTR)
@@ -106,6 +139,24 @@ void gw_accesslog_flush(struct gw_accesslog *al)
             break;
         }
     }
+}
+
+int gw_accesslog_reopen(struct gw_accesslog *al, char *err, size_t errlen)
+{
+    int fd;
+
+    if (al == NULL || al->path == NULL)
+        return 0; /* stderr, syslog or off: nothing to reopen */
+    gw_accesslog_flush(al); /* what was logged goes to the old file */
+    fd = open(al->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot reopen access log '%s': %s; still "
+                 "writing to the old file", al->path, strerror(errno));
+        return -1;
+    }
+    close(al->fd);
+    al->fd = fd;
+    return 0;
 }
 
 void gw_accesslog_free(struct gw_accesslog *al)
@@ -119,5 +170,8 @@ void gw_accesslog_free(struct gw_accesslog *al)
         evbuffer_free(al->buf);
     if (al->own_fd)
         close(al->fd);
+    if (al->syslog)
+        closelog();
+    free(al->path);
     free(al);
 }

@@ -1163,7 +1163,8 @@ static struct gw_config *from_json(json_t *root, struct problems *p)
     if (v == NULL)
         c->access_log = strdup("stderr");
     else if (!json_is_string(v) || json_string_length(v) == 0)
-        problem(p, "access_log: must be \"stderr\", \"off\" or a file path");
+        problem(p, "access_log: must be \"stderr\", \"syslog\", \"off\" or "
+                   "a file path");
     else
         c->access_log = strdup(json_string_value(v));
 

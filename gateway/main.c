@@ -42,13 +42,14 @@ static const char usage_text[] =
     "  -h, --help          this text\n"
     "  -V, --version       print the version\n"
     "\n"
-    "Signals: SIGHUP reloads the configuration, SIGTERM drains and exits.\n"
+    "Signals: SIGHUP reloads the configuration, SIGTERM drains and exits,\n"
+    "SIGUSR1 reopens the access log file (after logrotate moved it).\n"
     "Secrets: a config value \"env:NAME\" is read from the environment.\n"
     "Try it:  make run   (starts the bundled mock backend and the gateway)\n";
 
 struct main_state {
     struct gw_gateway gw;
-    struct event *sig_hup, *sig_term, *sig_int; /* owned */
+    struct event *sig_hup, *sig_term, *sig_int, *sig_usr1; /* owned */
     struct event *drain_timer;                  /* owned */
     struct event *retire_timer; /* owned: frees retired redis clients */
     struct timespec drain_deadline;
@@ -209,6 +210,19 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
                     "restart");
     gw_log_info("configuration reloaded from '%s': %zu backends, %zu models",
                 gw->config_path, c->n_backends, c->n_model_names);
+}
+
+/* SIGUSR1: logrotate moved the access log away; write a new one. */
+static void on_usr1(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_state *m = arg;
+    char err[512];
+
+    (void)fd, (void)what;
+    if (gw_accesslog_reopen(m->gw.alog, err, sizeof(err)) < 0)
+        gw_log_error("%s", err);
+    else
+        gw_log_info("access log reopened");
 }
 
 static void check_drained(evutil_socket_t fd, short what, void *arg)
@@ -381,10 +395,12 @@ int main(int argc, char **argv)
     m.sig_hup = evsignal_new(gw->base, SIGHUP, on_hup, &m);
     m.sig_term = evsignal_new(gw->base, SIGTERM, on_term, &m);
     m.sig_int = evsignal_new(gw->base, SIGINT, on_term, &m);
+    m.sig_usr1 = evsignal_new(gw->base, SIGUSR1, on_usr1, &m);
     m.drain_timer = evtimer_new(gw->base, check_drained, &m);
     m.retire_timer = evtimer_new(gw->base, sweep_retired, &m);
-    if (m.retire_timer == NULL || gw->curl == NULL || gw->http == NULL || gw->limiter == NULL || m.sig_hup == NULL ||
-        m.sig_term == NULL || m.sig_int == NULL || m.drain_timer == NULL) {
+    if (m.retire_timer == NULL || gw->curl == NULL || gw->http == NULL ||
+        gw->limiter == NULL || m.sig_hup == NULL || m.sig_term == NULL ||
+        m.sig_int == NULL || m.sig_usr1 == NULL || m.drain_timer == NULL) {
         gw_log_error("out of memory at start");
         goto out;
     }
@@ -406,6 +422,7 @@ int main(int argc, char **argv)
     event_add(m.sig_hup, NULL);
     event_add(m.sig_term, NULL);
     event_add(m.sig_int, NULL);
+    event_add(m.sig_usr1, NULL);
     gw_log_info("promptgate %s listening on %s:%d: %zu backends, %zu models",
                 GW_VERSION, gw->config->listen_host, gw->config->listen_port,
                 gw->config->n_backends, gw->config->n_model_names);
@@ -431,6 +448,8 @@ out:
         event_free(m.sig_term);
     if (m.sig_int)
         event_free(m.sig_int);
+    if (m.sig_usr1)
+        event_free(m.sig_usr1);
     if (m.drain_timer)
         event_free(m.drain_timer);
     if (m.retire_timer)
