@@ -6,13 +6,15 @@
 #   make run        install missing packages, build, start mockllm + gateway
 #   make bench      measure gateway vs mockllm direct vs nginx (wrk)
 #   make asan       build with ASan/UBSan/LSan into build/asan and run tests
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= (SYSCONFDIR, SYSTEMDDIR)
 #   make clean
 #
 # WERROR=1 turns warnings into errors (CI sets it).
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+SYSTEMDDIR ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 OPT     ?= -O2
@@ -95,10 +97,22 @@ asan:
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    all unit integration
 
+# Binaries (migrations are built in), the example config (an existing one
+# is never overwritten), the systemd unit with this prefix's paths, the
+# logrotate snippet and the docs.
 install: $(PROGRAMS)
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/promptgate
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/promptgate \
+	    $(DESTDIR)$(PREFIX)/share/doc/promptgate $(DESTDIR)$(SYSCONFDIR)/promptgate \
+	    $(DESTDIR)$(SYSTEMDDIR) $(DESTDIR)$(SYSCONFDIR)/logrotate.d
 	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 conf/promptgate.json $(DESTDIR)$(PREFIX)/share/promptgate/
+	test -e $(DESTDIR)$(SYSCONFDIR)/promptgate/promptgate.json || \
+	    install -m 640 conf/promptgate.json $(DESTDIR)$(SYSCONFDIR)/promptgate/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	    contrib/systemd/promptgate.service >$(DESTDIR)$(SYSTEMDDIR)/promptgate.service
+	chmod 644 $(DESTDIR)$(SYSTEMDDIR)/promptgate.service
+	install -m 644 contrib/logrotate/promptgate $(DESTDIR)$(SYSCONFDIR)/logrotate.d/promptgate
+	install -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/promptgate/
 
 clean:
 	rm -rf $(BUILD) $(BIN)
