@@ -104,6 +104,8 @@ struct gw_http_conn {
     int chunked;
     struct gw_chunked ck;
     size_t body_left;
+    size_t framing;        /* chunked: bytes of sizes, extensions, trailers */
+    size_t scanned;        /* head: input searched for its end so far */
     int linger;            /* unread input may follow: linger on close */
     size_t lingered;       /* bytes dropped while lingering */
     struct gw_http_conn *prev, *next;
@@ -692,6 +694,7 @@ static int parse_head(struct gw_http_conn *c, struct gw_http_req *r,
         }
         c->chunked = 1;
         gw_chunked_init(&c->ck);
+        c->framing = 0;
     } else if (cl) {
         unsigned long long len = 0;
         const char *q = cl;
@@ -742,10 +745,16 @@ static void read_head(struct gw_http_conn *c)
     size_t head_len;
     int status;
 
-    end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+    /* search only the new bytes (and the 3 before them): a head that
+     * trickles in a few bytes at a time must not be rescanned from its
+     * start on every read, which made it cost quadratic CPU */
+    evbuffer_ptr_set(in, &end, c->scanned, EVBUFFER_PTR_SET);
+    end = evbuffer_search(in, "\r\n\r\n", 4, &end);
     if (end.pos < 0) {
-        if (evbuffer_get_length(in) > c->limits.max_header_bytes)
+        size_t len = evbuffer_get_length(in);
+        if (len > c->limits.max_header_bytes)
             head_too_large(c);
+        c->scanned = len > 3 ? len - 3 : 0;
         return;
     }
     head_len = (size_t)end.pos + 4;
@@ -793,7 +802,20 @@ static int read_chunked(struct gw_http_conn *c, struct evbuffer *in)
     size_t n;
 
     for (;;) {
-        switch (gw_chunked_next(&c->ck, in, &n)) {
+        size_t before = evbuffer_get_length(in);
+        enum gw_chunked_step step = gw_chunked_next(&c->ck, in, &n);
+
+        /* The framing is bounded too: endless trailers or a long
+         * extension on every 1-byte chunk would otherwise hold the
+         * connection, reading, for ever. */
+        c->framing += before - evbuffer_get_length(in);
+        if (c->framing > c->limits.max_body_bytes) {
+            fail(c, 413, "body_too_large",
+                 "chunked framing (sizes, extensions, trailers) is larger "
+                 "than the configured limits.max_body_bytes");
+            return -1;
+        }
+        switch (step) {
         case GW_CHUNKED_NEED:
             return 0;
         case GW_CHUNKED_DONE:
@@ -860,6 +882,7 @@ static void start_request(struct gw_http_conn *c)
     }
     c->req->conn = c;
     c->req->start_us = gw_now_us();
+    c->scanned = 0;
     conn_state(c, C_HEAD);
     arm_timer(c, c->limits.header_timeout_ms);
 }

@@ -390,6 +390,42 @@ def test_model_with_crlf_payload(mg):
     assert mock.count() == 0
 
 
+def test_access_log_and_errors_cannot_be_forged(mg):
+    """What a client controls and the gateway writes into its access log
+    and error bodies (the path, with quotes and invalid UTF-8; the model,
+    with a newline and a fake log line; the method) stays inside its JSON
+    string: every access log line parses as JSON, one per request, and
+    every error body is valid UTF-8 JSON."""
+    mock, gw = mg
+    fake = '"}\n{"ts":1,"request_id":"forged","status":200}'
+    sent = [
+        post(json.dumps(chat()).encode()).replace(
+            CHAT.encode(), b'/v1/"x\\\xff\xfe\xc0\xaf', 1),
+        post(json.dumps(chat(model="m" + fake)).encode()),
+        post(json.dumps(chat(model="\u2028\u2029\x7f\x1b[31m")).encode()),
+        post(json.dumps(chat()).encode()).replace(b"POST", b"PURGE", 1),
+    ]
+    for data in sent:
+        s = connect(gw)
+        try:
+            send(s, data)
+            a = read_answer(s)
+        finally:
+            s.close()
+        assert a.status in (404, 405), a
+        json.loads(a.body.decode("utf-8"))
+        clean_head(a)
+    # split on LF only: U+2028/U+2029 are line ends to str.splitlines but
+    # plain characters inside a JSON string
+    lines = [l for l in gw.stderr_text().split("\n") if l.startswith("{")]
+    logs = [json.loads(l) for l in lines]
+    assert all(isinstance(o, dict) and o.get("request_id") for o in logs), lines
+    assert not any(o["request_id"] == "forged" for o in logs), lines
+    posts = [o for o in logs if o["path"] != "/healthz"]
+    assert len(posts) == len(sent), lines
+    assert "forged" in posts[1]["model"]
+
+
 class FakeUpstream:
     """A backend that answers every request with the same raw bytes and
     closes: for answers a real server would never send."""
