@@ -11,6 +11,7 @@
  * Authorization header and never logged.
  */
 #include "gateway/config.h"
+#include "gateway/anthropic.h"
 #include "gateway/pool.h"
 
 #include <arpa/inet.h>
@@ -131,6 +132,7 @@ static void backend_release(struct gw_backend *b)
     free(b->models);
     free(b->health_path);
     free(b->api_version);
+    free(b->anthropic_version);
     for (i = 0; b->deployments && i < b->n_models; i++)
         free(b->deployments[i]);
     free(b->deployments);
@@ -170,6 +172,9 @@ void gw_config_unref(struct gw_config *c)
     free(c->access_log);
     free(c->registry.path);
     free(c->registry.exposures);
+    free(c->metrics.path);
+    free(c->metrics.listen_host);
+    free(c->metrics.bearer_token);
     free(c);
 }
 
@@ -441,6 +446,34 @@ static void parse_azure(struct gw_backend *b, json_t *o, const char *path,
     }
 }
 
+/* routing (anthropic.c): "anthropic_version" (the anthropic-version
+ * header, default 2023-06-01) and "default_max_tokens" (Messages needs a
+ * max_tokens; used when a request sets none, default 4096) */
+static void parse_anthropic(struct gw_backend *b, json_t *o, const char *path,
+                            struct problems *p)
+{
+    json_t *v = json_object_get(o, "anthropic_version");
+    const char *s;
+
+    if (b->provider != GW_PROVIDER_ANTHROPIC) {
+        if (v || json_object_get(o, "default_max_tokens"))
+            problem(p, "%s: \"anthropic_version\" and \"default_max_tokens\" "
+                       "are for \"provider\": \"anthropic\" only", path);
+        return;
+    }
+    s = v ? json_string_value(v) : GW_ANTHROPIC_DEFAULT_VERSION;
+    if (s == NULL || *s == '\0' || strlen(s) > 32 ||
+        strspn(s, "0123456789abcdefghijklmnopqrstuvwxyz"
+                  "ABCDEFGHIJKLMNOPQRSTUVWXYZ.-") != strlen(s))
+        problem(p, "%s.anthropic_version: must be the anthropic-version "
+                   "header's value, e.g. \"2023-06-01\"", path);
+    else
+        b->anthropic_version = strdup(s);
+    b->default_max_tokens = int_value(o, "default_max_tokens",
+                                      GW_ANTHROPIC_DEFAULT_MAX_TOKENS, 1,
+                                      1000000, path, p);
+}
+
 /* routing (breaker.c): "breaker": {...} of a backend */
 static void parse_breaker(struct gw_backend *b, json_t *o, const char *bpath,
                           struct problems *p)
@@ -521,7 +554,7 @@ static void parse_backend(struct gw_config *c, struct gw_backend *b,
         "name", "url", "models", "api_key", "weight", "max_inflight",
         "timeout_ms", "connect_timeout_ms", "first_byte_timeout_ms",
         "priority", "breaker", "health_check", "provider", "api_version",
-        "deployments", NULL};
+        "deployments", "anthropic_version", "default_max_tokens", NULL};
     char path[64], sub[96];
     json_t *v;
     size_t i, j;
@@ -553,12 +586,11 @@ static void parse_backend(struct gw_config *c, struct gw_backend *b,
         b->provider = GW_PROVIDER_AZURE;
     else if (v && json_is_string(v) &&
              strcmp(json_string_value(v), "anthropic") == 0)
-        problem(p, "%s.provider: \"anthropic\" is not supported by this "
-                   "version of promptgate yet", path);
+        b->provider = GW_PROVIDER_ANTHROPIC;
     else if (v && !(json_is_string(v) &&
                     strcmp(json_string_value(v), "openai") == 0))
         problem(p, "%s.provider: must be \"openai\" (also vLLM, llama.cpp, "
-                   "Ollama, DashScope) or \"azure\"", path);
+                   "Ollama, DashScope), \"azure\" or \"anthropic\"", path);
 
     v = json_object_get(o, "url");
     snprintf(sub, sizeof(sub), "%s.url", path);
@@ -609,6 +641,8 @@ static void parse_backend(struct gw_config *c, struct gw_backend *b,
             b->auth_header = malloc(n);
             if (b->auth_header && b->provider == GW_PROVIDER_AZURE)
                 snprintf(b->auth_header, n, "api-key: %s", key);
+            else if (b->auth_header && b->provider == GW_PROVIDER_ANTHROPIC)
+                snprintf(b->auth_header, n, "x-api-key: %s", key);
             else if (b->auth_header)
                 snprintf(b->auth_header, n, "Authorization: Bearer %s", key);
             memset(key, 0, strlen(key));
@@ -625,6 +659,7 @@ static void parse_backend(struct gw_config *c, struct gw_backend *b,
                                          b->timeout_ms, 1, 3600000, path, p);
     b->priority = (int)int_value(o, "priority", 0, 0, 100, path, p);
     parse_azure(b, o, path, p);
+    parse_anthropic(b, o, path, p);
     parse_breaker(b, json_object_get(o, "breaker"), path, p);
     parse_health(b, json_object_get(o, "health_check"), path, p);
 }
@@ -1093,12 +1128,79 @@ static void parse_registry(struct gw_config *c, json_t *o,
         r->log_outputs = json_is_true(v);
 }
 
+/* "metrics": {"enabled", "path", "listen", "bearer_token"} (metrics.c) */
+static void parse_metrics(struct gw_config *c, json_t *o, struct problems *p)
+{
+    static const char *const known[] = {"enabled", "path", "listen",
+                                        "bearer_token", NULL};
+    struct gw_metrics_conf *m = &c->metrics;
+    const char *s, *colon;
+    json_t *v;
+
+    if (o == NULL)
+        return;
+    if (!json_is_object(o)) {
+        problem(p, "metrics: must be an object {\"enabled\", \"path\", "
+                   "\"listen\", \"bearer_token\"}");
+        return;
+    }
+    unknown_keys(o, known, "metrics", p);
+    v = json_object_get(o, "enabled");
+    if (v && !json_is_boolean(v))
+        problem(p, "metrics.enabled: must be true or false");
+    m->enabled = v == NULL || json_is_true(v);
+    v = json_object_get(o, "path");
+    s = v ? json_string_value(v) : "/metrics";
+    if (s == NULL || s[0] != '/' || strlen(s) > 100 ||
+        strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                  "0123456789/_.-") != strlen(s))
+        problem(p, "metrics.path: must be a path such as \"/metrics\" "
+                   "(letters, digits, '/', '_', '.', '-'; at most 100)");
+    else if (strncmp(s, "/v1/", 4) == 0 || strcmp(s, "/v1") == 0 ||
+             strncmp(s, "/admin/", 7) == 0 || strcmp(s, "/healthz") == 0 ||
+             strcmp(s, "/readyz") == 0)
+        problem(p, "metrics.path: '%s' is one of the gateway's own routes "
+                   "(/v1/..., /admin/..., /healthz, /readyz); choose "
+                   "another, e.g. \"/metrics\"", s);
+    else
+        m->path = strdup(s);
+    v = json_object_get(o, "listen");
+    if (v) {
+        char *end;
+        long port;
+        s = json_string_value(v);
+        colon = s ? strrchr(s, ':') : NULL;
+        errno = 0;
+        port = colon ? strtol(colon + 1, &end, 10) : 0;
+        if (colon == NULL || colon == s || colon[1] == '\0' || *end ||
+            errno || port < 1 || port > 65535 ||
+            (s[0] == '[' && colon[-1] != ']')) {
+            problem(p, "metrics.listen: must be \"HOST:PORT\" (e.g. "
+                       "\"127.0.0.1:9464\"), a listener of its own for "
+                       "scrapes");
+        } else {
+            m->listen_host = s[0] == '['
+                                 ? strndup(s + 1, (size_t)(colon - s - 2))
+                                 : strndup(s, (size_t)(colon - s));
+            m->listen_port = (int)port;
+            if (c->listen_host && m->listen_port == c->listen_port &&
+                m->listen_host && strcmp(m->listen_host, c->listen_host) == 0)
+                problem(p, "metrics.listen: '%s' is the main \"listen\" "
+                           "address; leave metrics.listen out to serve the "
+                           "metrics there", s);
+        }
+    }
+    v = json_object_get(o, "bearer_token");
+    if (v)
+        m->bearer_token = secret_value(v, "metrics.bearer_token", p);
+}
+
 static struct gw_config *from_json(json_t *root, struct problems *p)
 {
     static const char *const known[] = {"listen",  "workers",   "limits",
                                         "backends", "access_log", "registry", "keys",
                                         "rate_limit", "redis", "admin_key",
-                                        "models", "cache", NULL};
+                                        "models", "cache", "metrics", NULL};
     /* keys of the design that later features bring; named, not "unknown" */
     static const char *const later[] = {"registry", NULL};
     struct gw_config *c;
@@ -1169,6 +1271,7 @@ static struct gw_config *from_json(json_t *root, struct problems *p)
         c->access_log = strdup(json_string_value(v));
 
     parse_registry(c, json_object_get(root, "registry"), p);
+    parse_metrics(c, json_object_get(root, "metrics"), p);
 
     v = json_object_get(root, "backends");
     if (!json_is_array(v) || json_array_size(v) == 0) {

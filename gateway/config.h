@@ -45,6 +45,10 @@ struct gw_backend {
     int provider; /* enum gw_provider */
     char *api_version;  /* owned: azure "api-version", else NULL */
     char **deployments; /* owned: azure, one owned name per models[i] */
+    char *anthropic_version;  /* owned: anthropic "anthropic-version", else
+                                 NULL */
+    long default_max_tokens;  /* anthropic: max_tokens of a request that
+                                 sets none (Messages requires one) */
     char *health_path;        /* owned: e.g. "/models", NULL: no checks */
     long health_interval_ms;
     long health_timeout_ms;
@@ -56,7 +60,8 @@ struct gw_backend {
 /* How a backend is spoken to (routing, config "provider"). */
 enum gw_provider {
     GW_PROVIDER_OPENAI, /* OpenAI's API: also vLLM, llama.cpp, Ollama, ... */
-    GW_PROVIDER_AZURE   /* deployment URLs, api-version, api-key header */
+    GW_PROVIDER_AZURE,  /* deployment URLs, api-version, api-key header */
+    GW_PROVIDER_ANTHROPIC /* Messages API, translated (anthropic.c) */
 };
 
 enum gw_strategy {
@@ -145,6 +150,16 @@ struct gw_registry_conf {
     int log_outputs; /* record the generated text with each exposure */
 };
 
+/* "metrics": {"enabled", "path", "listen", "bearer_token"} (issue 9) */
+struct gw_metrics_conf {
+    int enabled;        /* the key is present and enabled is not false */
+    char *path;         /* owned: "/metrics" by default */
+    char *listen_host;  /* owned: a separate listener, NULL: the main one */
+    int listen_port;
+    char *bearer_token; /* owned: resolved secret; NULL: the admin key's
+                           rule (metrics.c) */
+};
+
 struct gw_config {
     int refs;
     char *path;        /* owned: the file it was read from */
@@ -170,6 +185,7 @@ struct gw_config {
     int has_redis;
     struct gw_redis_conf redis;
     struct gw_cache_conf cache;
+    struct gw_metrics_conf metrics;
 };
 
 /* Reads and checks FILE. On failure returns NULL and sets *err to a

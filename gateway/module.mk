@@ -24,3 +24,6 @@ $(BUILD)/tests/test_gw_breaker: $(call objs,tests/unit/test_gw_breaker.c) $(ROUT
 $(BUILD)/tests/test_gw_pool: $(call objs,tests/unit/test_gw_pool.c) $(ROUTING_TEST_OBJS)
 UNIT_TESTS += $(BUILD)/tests/test_gw_canon
 $(BUILD)/tests/test_gw_canon: $(call objs,tests/unit/test_gw_canon.c) $(GATEWAY_OBJS)
+# routing: the anthropic provider's translation (pure: no loop, no config)
+UNIT_TESTS += $(BUILD)/tests/test_gw_anthropic
+$(BUILD)/tests/test_gw_anthropic: $(call objs,tests/unit/test_gw_anthropic.c gateway/anthropic.c gateway/error.c)

@@ -974,6 +974,15 @@ static int forwardable(const struct gw_http_req *req, const char *name)
     return !skip_header(name) && !named_in_connection(req, name);
 }
 
+/* Headers the gateway sets itself towards an anthropic backend: the body
+ * it sends is its own JSON, and the API version is the config's. */
+static int anthropic_own(const char *name)
+{
+    return strcasecmp(name, "content-type") == 0 ||
+           strcasecmp(name, "content-encoding") == 0 ||
+           strcasecmp(name, "anthropic-version") == 0;
+}
+
 static int native_start(struct gw_call *c, struct gw_http_req *req,
                         const char *suffix)
 {
@@ -1008,10 +1017,9 @@ static int native_start(struct gw_call *c, struct gw_http_req *req,
     evbuffer_add(out, "\r\n", 2);
     if (anth || gw_http_req_header(req, "content-type") == NULL)
         evbuffer_add(out, "Content-Type: application/json\r\n", 32);
-    /* anthropic gets the gateway's headers only, not the client's */
-    for (i = 0; !anth && i < req->n_headers; i++) {
+    for (i = 0; i < req->n_headers; i++) {
         const struct gw_http_header *h = &req->headers[i];
-        if (!forwardable(req, h->name))
+        if (!forwardable(req, h->name) || (anth && anthropic_own(h->name)))
             continue;
         evbuffer_add(out, h->name, strlen(h->name));
         evbuffer_add(out, ": ", 2);
@@ -1133,10 +1141,9 @@ static struct curl_slist *build_headers(struct gw_call *c,
 
     if (anth || gw_http_req_header(req, "content-type") == NULL)
         h = curl_slist_append(h, "Content-Type: application/json");
-    /* anthropic gets the gateway's headers only, not the client's */
-    for (i = 0; !anth && i < req->n_headers; i++) {
+    for (i = 0; i < req->n_headers; i++) {
         const struct gw_http_header *hd = &req->headers[i];
-        if (!forwardable(req, hd->name))
+        if (!forwardable(req, hd->name) || (anth && anthropic_own(hd->name)))
             continue;
         if (snprintf(line, sizeof(line), "%s: %s", hd->name, hd->value) >=
             (int)sizeof(line))

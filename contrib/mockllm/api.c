@@ -27,6 +27,12 @@
  *  2. active_streams counts STREAM jobs that are alive.
  *  3. The runtime fault's count is spent only by API requests that used it
  *     (a request with its own x-mock-fault header does not spend it).
+ *
+ * POST /v1/messages speaks Anthropic's Messages API (for the gateway's
+ * "anthropic" provider): the same answers, faults and jobs, in Anthropic's
+ * shapes (its errors, its SSE events), and it checks its input strictly
+ * (unknown fields, a missing max_tokens or anthropic-version are 400s) so
+ * that tests see every translation mistake of a client.
  */
 #include "contrib/mockllm/api.h"
 
@@ -73,10 +79,11 @@ struct mock_api {
     unsigned long long next_id;
     long active_streams;
     time_t started;
+    char *api_key;                  /* owned: --api-key, or NULL */
 };
 
 enum job_phase { JOB_DELAY, JOB_GEN, JOB_STREAM };
-enum endpoint { EP_CHAT, EP_COMPLETION };
+enum endpoint { EP_CHAT, EP_COMPLETION, EP_MESSAGES };
 
 struct mock_job {
     struct mock_api *api;           /* borrowed */
@@ -97,7 +104,12 @@ struct mock_job {
     int n_tokens, prompt_tokens, token_delay_ms, close_after;
     int sent, total;
     int delay_done;
+    int error_after;                /* -1: off; else an error event there */
     char prefix[512];
+    /* EP_MESSAGES */
+    int mi;
+    char stop_reason[16];
+    char stop_seq[24];              /* "tokN" that stopped it, or "" */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -293,6 +305,7 @@ job_new(struct mock_api *api, struct mock_http_conn *conn,
     j->req = req;
     j->root = json_incref(root);
     j->fault = *f;
+    j->error_after = -1;
     event_assign(&j->timer, api->base, -1, 0, job_timer_cb, j);
     return j;
 }
@@ -332,6 +345,69 @@ static void answer(struct mock_api *api, struct mock_http_conn *conn,
 
 /* ------------------------------------------------------------ streams */
 
+/* Write event i of a Messages stream: message_start, content_block_start,
+ * ping, one text delta per token, content_block_stop, message_delta,
+ * message_stop. */
+static void
+messages_event(struct mock_job *j, int i)
+{
+    char buf[1024], seq[40];
+    int n, C = j->n_tokens;
+
+    if (j->stop_seq[0])
+        snprintf(seq, sizeof(seq), "\"%s\"", j->stop_seq);
+    else
+        snprintf(seq, sizeof(seq), "null");
+    if (i == 0)
+        n = snprintf(buf, sizeof(buf), "event: message_start\ndata: {\"type\":"
+                     "\"message_start\",\"message\":{\"id\":\"%s\",\"type\":"
+                     "\"message\",\"role\":\"assistant\",\"model\":\"%s\","
+                     "\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,"
+                     "\"usage\":{\"input_tokens\":%d,\"output_tokens\":1}}}\n\n",
+                     j->prefix, j->api->models[j->mi], j->prompt_tokens);
+    else if (i == 1)
+        n = snprintf(buf, sizeof(buf), "event: content_block_start\ndata: "
+                     "{\"type\":\"content_block_start\",\"index\":0,"
+                     "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+    else if (i == 2)
+        n = snprintf(buf, sizeof(buf), "event: ping\ndata: {\"type\": \"ping\"}\n\n");
+    else if (i < 3 + C)
+        n = snprintf(buf, sizeof(buf), "event: content_block_delta\ndata: "
+                     "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+                     "{\"type\":\"text_delta\",\"text\":\"%stok%d\"}}\n\n",
+                     i > 3 ? " " : "", i - 3);
+    else if (i == 3 + C)
+        n = snprintf(buf, sizeof(buf), "event: content_block_stop\ndata: "
+                     "{\"type\":\"content_block_stop\",\"index\":0}\n\n");
+    else if (i == 4 + C)
+        n = snprintf(buf, sizeof(buf), "event: message_delta\ndata: {\"type\":"
+                     "\"message_delta\",\"delta\":{\"stop_reason\":\"%s\","
+                     "\"stop_sequence\":%s},\"usage\":{\"output_tokens\":%d}}\n\n",
+                     j->stop_reason, seq, C);
+    else
+        n = snprintf(buf, sizeof(buf), "event: message_stop\ndata: "
+                     "{\"type\":\"message_stop\"}\n\n");
+    if (n > 0 && (size_t)n < sizeof(buf))
+        mock_http_stream_write(j->conn, buf, (size_t)n);
+}
+
+/* The error-after-chunks fault: an error event, as each API says it. */
+static void
+stream_error_event(struct mock_job *j)
+{
+    static const char anth[] =
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":"
+        "\"overloaded_error\",\"message\":\"mock fault: overloaded\"}}\n\n";
+    static const char oai[] =
+        "event: error\ndata: {\"error\":{\"message\":\"mock fault: stream error\","
+        "\"type\":\"server_error\",\"code\":null}}\n\n";
+
+    if (j->ep == EP_MESSAGES)
+        mock_http_stream_write(j->conn, anth, sizeof(anth) - 1);
+    else
+        mock_http_stream_write(j->conn, oai, sizeof(oai) - 1);
+}
+
 /* Write stream event i of j as one SSE event. */
 static void
 stream_event(struct mock_job *j, int i)
@@ -341,6 +417,10 @@ stream_event(struct mock_job *j, int i)
     int n, C = j->n_tokens, P = j->prompt_tokens;
     int first_tok = j->ep == EP_CHAT ? 1 : 0;
 
+    if (j->ep == EP_MESSAGES) {
+        messages_event(j, i);
+        return;
+    }
     if (i == j->total - 1) {
         mock_http_stream_write(j->conn, "data: [DONE]\n\n", 14);
         return;
@@ -374,7 +454,7 @@ stream_event(struct mock_job *j, int i)
 static int
 is_token_event(const struct mock_job *j, int i)
 {
-    int first = j->ep == EP_CHAT ? 1 : 0;
+    int first = j->ep == EP_CHAT ? 1 : j->ep == EP_MESSAGES ? 3 : 0;
 
     return i >= first && i < first + j->n_tokens;
 }
@@ -388,6 +468,12 @@ stream_pump(struct mock_job *j)
         if (j->close_after >= 0 && j->sent >= j->close_after) {
             job_free(j);
             mock_http_abort(conn);
+            return;
+        }
+        if (j->error_after >= 0 && j->sent >= j->error_after) {
+            stream_error_event(j);
+            job_free(j);
+            mock_http_stream_end(conn);
             return;
         }
         if (j->token_delay_ms > 0 && is_token_event(j, j->sent) && !j->delay_done) {
@@ -559,6 +645,7 @@ generate(struct mock_api *api, struct mock_http_conn *conn,
         job->prompt_tokens = g.P;
         job->token_delay_ms = delay;
         job->close_after = f->close_after_chunks;
+        job->error_after = f->error_after_chunks;
         job->total = (ep == EP_CHAT ? 1 : 0) + C + 1 + (g.include_usage ? 1 : 0) + 1;
         job->sent = 0;
         snprintf(job->prefix, sizeof(job->prefix),
@@ -877,6 +964,346 @@ models(struct mock_api *api, struct mock_http_conn *conn, const char *id,
     evbuffer_free(body);
 }
 
+/* ------------------------------------------------- Anthropic Messages */
+
+static const char *
+anthropic_error_type(int status)
+{
+    switch (status) {
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 529: return "overloaded_error";
+    default: return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+/* Answer with Anthropic's error shape {"type":"error","error":{...}}. */
+static void
+respond_anthropic_error(struct mock_http_conn *conn, int status, const char *extra,
+                        int truncate, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void
+respond_anthropic_error(struct mock_http_conn *conn, int status, const char *extra,
+                        int truncate, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    json_t *obj;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    obj = json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
+                    anthropic_error_type(status), "message", msg);
+    if (!obj)
+        obj = json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
+                        anthropic_error_type(status), "message", "invalid request");
+    respond_json(conn, status, extra, obj, truncate);
+    json_decref(obj);
+}
+
+/* Text bytes of a Messages content or system (a string or text blocks);
+ * -1 when it is neither. */
+static long
+blocks_bytes(json_t *v, int allow_images)
+{
+    size_t i;
+    long n = 0;
+    json_t *b;
+
+    if (json_is_string(v))
+        return (long)json_string_length(v);
+    if (!json_is_array(v))
+        return -1;
+    json_array_foreach(v, i, b) {
+        const char *t = json_string_value(json_object_get(b, "type"));
+        json_t *text = json_object_get(b, "text");
+
+        if (t && strcmp(t, "text") == 0 && json_is_string(text))
+            n += (long)json_string_length(text);
+        else if (!(allow_images && t && strcmp(t, "image") == 0 &&
+                   json_is_object(json_object_get(b, "source"))))
+            return -1;
+    }
+    return n;
+}
+
+/* Checks a Messages request as strictly as the real API; fills g, the
+ * stop sequences and returns 0, or answers 400/404 and returns -1. */
+static int
+messages_read(const struct mock_api *api, struct mock_http_conn *conn, json_t *root,
+              struct gen *g, json_t **stops)
+{
+    static const char *const known[] = {
+        "model", "messages", "max_tokens", "system", "stop_sequences", "stream",
+        "temperature", "top_p", "top_k", "metadata", NULL};
+    const char *key;
+    json_t *v, *m;
+    long bytes = 0, b;
+    size_t i;
+
+    if (!json_is_object(root)) {
+        respond_anthropic_error(conn, 400, NULL, 0, "the request body is not a JSON object");
+        return -1;
+    }
+    json_object_foreach(root, key, v) {
+        const char *const *k;
+
+        for (k = known; *k && strcmp(*k, key) != 0; k++)
+            ;
+        if (!*k) {
+            respond_anthropic_error(conn, 400, NULL, 0, "%.64s: Extra inputs are not "
+                                    "permitted", key);
+            return -1;
+        }
+    }
+    v = json_object_get(root, "model");
+    if (!json_is_string(v)) {
+        respond_anthropic_error(conn, 400, NULL, 0, "model: Field required");
+        return -1;
+    }
+    if ((g->mi = find_model(api, json_string_value(v))) < 0) {
+        respond_anthropic_error(conn, 404, NULL, 0, "model: %.200s", json_string_value(v));
+        return -1;
+    }
+    v = json_object_get(root, "max_tokens");
+    if (!json_is_integer(v) || json_integer_value(v) < 1) {
+        respond_anthropic_error(conn, 400, NULL, 0, "max_tokens: Field required (an "
+                                "integer >= 1)");
+        return -1;
+    }
+    g->limit = json_integer_value(v) > 1000000000 ? 1000000000 : (int)json_integer_value(v);
+    v = json_object_get(root, "messages");
+    if (!json_is_array(v) || json_array_size(v) == 0) {
+        respond_anthropic_error(conn, 400, NULL, 0, "messages: at least one message is "
+                                "required");
+        return -1;
+    }
+    json_array_foreach(v, i, m) {
+        const char *role = json_string_value(json_object_get(m, "role"));
+
+        if (!role || (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0)) {
+            respond_anthropic_error(conn, 400, NULL, 0, "messages.%zu.role: Input should be "
+                                    "'user' or 'assistant'", i);
+            return -1;
+        }
+        if ((b = blocks_bytes(json_object_get(m, "content"), 1)) < 0) {
+            respond_anthropic_error(conn, 400, NULL, 0, "messages.%zu.content: Input should "
+                                    "be a string or a list of content blocks", i);
+            return -1;
+        }
+        bytes += b;
+    }
+    v = json_object_get(root, "system");
+    if (v && (b = blocks_bytes(v, 0)) < 0) {
+        respond_anthropic_error(conn, 400, NULL, 0, "system: Input should be a string or a "
+                                "list of text blocks");
+        return -1;
+    }
+    bytes += v ? b : 0;
+    v = json_object_get(root, "stop_sequences");
+    if (v) {
+        json_t *x;
+
+        if (!json_is_array(v)) {
+            respond_anthropic_error(conn, 400, NULL, 0, "stop_sequences: Input should be a "
+                                    "list of strings");
+            return -1;
+        }
+        json_array_foreach(v, i, x)
+            if (!json_is_string(x)) {
+                respond_anthropic_error(conn, 400, NULL, 0, "stop_sequences.%zu: Input "
+                                        "should be a string", i);
+                return -1;
+            }
+        *stops = v;
+    }
+    v = json_object_get(root, "stream");
+    if (v && !json_is_boolean(v)) {
+        respond_anthropic_error(conn, 400, NULL, 0, "stream: Input should be a boolean");
+        return -1;
+    }
+    g->stream = json_is_true(v);
+    v = json_object_get(root, "temperature");
+    if (v && (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 1)) {
+        respond_anthropic_error(conn, 400, NULL, 0, "temperature: Input should be a number "
+                                "between 0 and 1");
+        return -1;
+    }
+    v = json_object_get(root, "top_p");
+    if (v && !json_is_number(v)) {
+        respond_anthropic_error(conn, 400, NULL, 0, "top_p: Input should be a number");
+        return -1;
+    }
+    v = json_object_get(root, "top_k");
+    if (v && !json_is_integer(v)) {
+        respond_anthropic_error(conn, 400, NULL, 0, "top_k: Input should be an integer");
+        return -1;
+    }
+    v = json_object_get(root, "metadata");
+    if (v && (!json_is_object(v) || json_object_size(v) > 1 ||
+              (json_object_size(v) == 1 && !json_is_string(json_object_get(v, "user_id"))))) {
+        respond_anthropic_error(conn, 400, NULL, 0, "metadata: only user_id (a string) is "
+                                "accepted");
+        return -1;
+    }
+    g->include_usage = 0;
+    g->P = estimate((size_t)bytes);
+    return 0;
+}
+
+/*
+ * POST /v1/messages: the mock's answer in Anthropic's shapes.  Output
+ * stops early at a stop sequence equal to a token ("tok3"): stop_reason
+ * stop_sequence; at max_tokens below the answer's length: max_tokens;
+ * else end_turn.
+ */
+static void
+messages(struct mock_api *api, struct mock_http_conn *conn, const struct mock_http_req *req,
+         json_t *root, const struct mock_fault *f, struct mock_job *job)
+{
+    json_t *own = NULL, *stops = NULL;
+    struct gen g;
+    int C, delay, k;
+    unsigned long long id;
+    const char *reason = "end_turn";
+    char seq[24] = "", extra[64];
+
+    if (!mock_http_header(req, "anthropic-version")) {
+        respond_anthropic_error(conn, 400, NULL, 0, "anthropic-version: header is required");
+        goto out;
+    }
+    if (!root)
+        root = own = json_loadb(req->body, req->body_len, 0, NULL);
+    if (messages_read(api, conn, root, &g, &stops) < 0)
+        goto out;
+    C = f->tokens >= 0 ? f->tokens : api->tokens;
+    if (g.limit < C) {
+        C = g.limit;
+        reason = "max_tokens";
+    }
+    for (k = 0; stops && k < C; k++) {
+        char t[24];
+        size_t i;
+        json_t *x;
+
+        snprintf(t, sizeof(t), "tok%d", k);
+        json_array_foreach(stops, i, x)
+            if (strcmp(json_string_value(x), t) == 0)
+                break;
+        if (i < json_array_size(stops)) {
+            C = k;
+            reason = "stop_sequence";
+            snprintf(seq, sizeof(seq), "%s", t);
+            break;
+        }
+    }
+    delay = f->token_delay_ms >= 0 ? f->token_delay_ms : api->token_delay_ms;
+    id = ++api->next_id;
+    set_retry_after(extra, sizeof(extra), f);
+    if (g.stream) {
+        if (!job && !(job = job_new(api, conn, NULL, NULL, f))) {
+            respond_anthropic_error(conn, 500, NULL, 0, "out of memory");
+            goto out;
+        }
+        job->phase = JOB_STREAM;
+        api->active_streams++;
+        job->ep = EP_MESSAGES;
+        job->mi = g.mi;
+        job->n_tokens = C;
+        job->prompt_tokens = g.P;
+        job->token_delay_ms = delay;
+        job->close_after = f->close_after_chunks;
+        job->error_after = f->error_after_chunks;
+        job->total = C + 6;
+        job->sent = 0;
+        snprintf(job->prefix, sizeof(job->prefix), "msg_mock_%llu", id);
+        snprintf(job->stop_reason, sizeof(job->stop_reason), "%s", reason);
+        snprintf(job->stop_seq, sizeof(job->stop_seq), "%s", seq);
+        mock_http_set_job(conn, stream_on_drain, job_on_close, job);
+        mock_http_stream_start(conn, 200, "text/event-stream", extra);
+        stream_pump(job);
+        job = NULL; /* the stream owns it now */
+        goto out;
+    }
+    {
+        struct evbuffer *body = evbuffer_new();
+
+        if (!body) {
+            respond_anthropic_error(conn, 500, NULL, 0, "out of memory");
+            goto out;
+        }
+        evbuffer_add_printf(body, "{\"id\":\"msg_mock_%llu\",\"type\":\"message\","
+                            "\"role\":\"assistant\",\"model\":\"%s\",\"content\":"
+                            "[{\"type\":\"text\",\"text\":\"", id, api->models[g.mi]);
+        if (C <= TOK_CACHE)
+            evbuffer_add(body, api->tok_text, api->tok_off[C]);
+        else
+            add_tokens(body, C);
+        evbuffer_add_printf(body, "\"}],\"stop_reason\":\"%s\",\"stop_sequence\":",
+                            reason);
+        if (seq[0])
+            evbuffer_add_printf(body, "\"%s\"", seq);
+        else
+            evbuffer_add(body, "null", 4);
+        evbuffer_add_printf(body, ",\"usage\":{\"input_tokens\":%d,\"output_tokens\":%d}}",
+                            g.P, C);
+        if (delay > 0 && C > 0) {
+            long ms = (long)delay * C;
+
+            if (!job && !(job = job_new(api, conn, NULL, NULL, f))) {
+                evbuffer_free(body);
+                respond_anthropic_error(conn, 500, NULL, 0, "out of memory");
+                goto out;
+            }
+            job->phase = JOB_GEN;
+            job->body = body;
+            job->truncate = f->close_after_chunks >= 0;
+            memcpy(job->extra, extra, sizeof(extra));
+            mock_http_set_job(conn, NULL, job_on_close, job);
+            job_arm(job, ms > 3600000 ? 3600000 : (int)ms);
+            job = NULL;
+            goto out;
+        }
+        mock_http_respond(conn, 200, "application/json", extra, body,
+                          f->close_after_chunks >= 0);
+        evbuffer_free(body);
+    }
+out:
+    json_decref(own);
+    if (job)
+        job_free(job);
+}
+
+/* --api-key: 1 when req carries it (x-api-key on /v1/messages, a bearer
+ * token elsewhere), else answers 401 in the route's shape and returns 0. */
+static int
+authorized(const struct mock_api *api, struct mock_http_conn *conn,
+           const struct mock_http_req *req, int anthropic)
+{
+    const char *h;
+
+    if (!api->api_key)
+        return 1;
+    if (anthropic) {
+        h = mock_http_header(req, "x-api-key");
+        if (h && strcmp(h, api->api_key) == 0)
+            return 1;
+        respond_anthropic_error(conn, 401, NULL, 0, "invalid x-api-key");
+        return 0;
+    }
+    h = mock_http_header(req, "authorization");
+    if (h && strncmp(h, "Bearer ", 7) == 0 && strcmp(h + 7, api->api_key) == 0)
+        return 1;
+    respond_error(conn, 401, NULL, "invalid_request_error", "invalid_api_key", NULL, 0,
+                  "Incorrect API key provided (send 'Authorization: Bearer KEY')");
+    return 0;
+}
+
 /*
  * Route an API request once its faults before the answer (reset, hang,
  * delay) are behind it.  job: the DELAY job that waited, or NULL; it is
@@ -890,11 +1317,28 @@ answer(struct mock_api *api, struct mock_http_conn *conn,
     const char *p = req->path;
     int post = strcmp(req->method, "POST") == 0;
     int get = strcmp(req->method, "GET") == 0;
+    int anthropic = strcmp(p, "/v1/messages") == 0;
     enum endpoint ep;
 
+    if (!authorized(api, conn, req, anthropic))
+        goto free_job;
+    if (f->status && anthropic) {
+        char extra[64];
+
+        set_retry_after(extra, sizeof(extra), f);
+        respond_anthropic_error(conn, f->status, extra, f->close_after_chunks >= 0,
+                                "mock fault: status %d", f->status);
+        goto free_job;
+    }
     if (f->status) {
         respond_fault_status(conn, f);
         goto free_job;
+    }
+    if (anthropic) {
+        if (!post)
+            goto not_allowed;
+        messages(api, conn, req, root, f, job);
+        return;
     }
     if (strcmp(p, "/v1/chat/completions") == 0 || strcmp(p, "/v1/completions") == 0) {
         ep = p[4] == 'c' && p[5] == 'h' ? EP_CHAT : EP_COMPLETION;
@@ -1275,6 +1719,10 @@ mock_api_new(struct event_base *base, const struct mock_api_options *opt,
 
         api->tok_off[i + 1] = off + (size_t)n;
     }
+    if (opt->api_key && !(api->api_key = strdup(opt->api_key))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     if (opt->record && !(api->rec = mock_record_new(MOCK_RECORD_CAP))) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -1304,6 +1752,7 @@ mock_api_free(struct mock_api *api)
         free(api->models[i]);
     free(api->models_body);
     free(api->tok_text);
+    free(api->api_key);
     mock_record_free(api->rec);
     free(api);
 }

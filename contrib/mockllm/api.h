@@ -22,6 +22,7 @@ struct mock_api_options {
     int token_delay_ms;   /* delay between streamed tokens */
     const char *fault;    /* borrowed: --fault SPEC, or NULL */
     int record;           /* keep the last requests, not only the count */
+    const char *api_key;  /* borrowed: --api-key, or NULL: no auth */
 };
 
 /*

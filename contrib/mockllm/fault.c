@@ -29,6 +29,7 @@ mock_fault_init(struct mock_fault *f)
     f->reset = 0;
     f->tokens = -1;
     f->token_delay_ms = -1;
+    f->error_after_chunks = -1;
     f->count = -1;
 }
 
@@ -37,7 +38,8 @@ mock_fault_active(const struct mock_fault *f)
 {
     return f->status || f->retry_after >= 0 || f->delay_ms > 0 ||
            f->close_after_chunks >= 0 || f->hang || f->reset ||
-           f->tokens >= 0 || f->token_delay_ms >= 0;
+           f->tokens >= 0 || f->token_delay_ms >= 0 ||
+           f->error_after_chunks >= 0;
 }
 
 /* Parse a decimal integer that fills [s, s+len) and lies in [lo, hi]. */
@@ -76,6 +78,7 @@ static const struct item_def items[] = {
     {"tokens", 0, 1000000, "a token count 0..1000000"},
     {"token-delay-ms", 0, 60000, "milliseconds 0..60000"},
     {"count", 1, 1000000000, "a request count 1..1000000000"},
+    {"error-after-chunks", 0, 1000000, "a chunk count 0..1000000"},
 };
 
 static int
@@ -133,7 +136,8 @@ mock_fault_parse(struct mock_fault *out, const char *spec, size_t len,
         if (i == sizeof(items) / sizeof(items[0]))
             return fail(err, errlen, is, ilen,
                         "unknown name (known: status, retry-after, delay-ms, "
-                        "close-after-chunks, hang, reset, tokens, token-delay-ms, count)");
+                        "close-after-chunks, hang, reset, tokens, token-delay-ms, count, "
+                        "error-after-chunks)");
         if (!eq)
             return fail(err, errlen, is, ilen, "expected name=value");
         if (parse_int(eq + 1, (size_t)(ie - eq - 1), items[i].lo, items[i].hi, &v) < 0) {
@@ -148,6 +152,7 @@ mock_fault_parse(struct mock_fault *out, const char *spec, size_t len,
         case 3: f.close_after_chunks = (int)v; break;
         case 4: f.tokens = (int)v; break;
         case 5: f.token_delay_ms = (int)v; break;
+        case 7: f.error_after_chunks = (int)v; break;
         default:
             if (!allow_count)
                 return fail(err, errlen, is, ilen,
@@ -194,5 +199,7 @@ mock_fault_format(const struct mock_fault *f, char *buf, size_t len)
         ADD("tokens=%d", f->tokens);
     if (f->token_delay_ms >= 0)
         ADD("token-delay-ms=%d", f->token_delay_ms);
+    if (f->error_after_chunks >= 0)
+        ADD("error-after-chunks=%d", f->error_after_chunks);
 #undef ADD
 }

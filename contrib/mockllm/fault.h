@@ -20,6 +20,7 @@ struct mock_fault {
     int reset;              /* close with TCP RST */
     int tokens;             /* -1: the server's --tokens */
     int token_delay_ms;     /* -1: the server's --token-delay-ms */
+    int error_after_chunks; /* -1: off; stream: an error event after K */
     long count;             /* -1: unlimited (only from POST /_mock/fault) */
 };
 

@@ -28,7 +28,8 @@ usage(FILE *out)
 {
     fputs(
 "usage: mockllm [--listen HOST:PORT] [--models a,b,...] [--tokens N]\n"
-"               [--token-delay-ms D] [--fault SPEC] [--no-record] [--any-address]\n"
+"               [--token-delay-ms D] [--fault SPEC] [--api-key KEY] [--no-record]\n"
+"               [--any-address]\n"
 "\n"
 "An OpenAI-compatible model server for tests, demos and benchmarks. Answers are\n"
 "deterministic: N words \"tok0 tok1 ...\", usage estimated as prompt bytes / 4.\n"
@@ -43,6 +44,9 @@ usage(FILE *out)
 "  --token-delay-ms D    delay before each streamed token, 0..60000 (default 0);\n"
 "                        a non-stream answer waits N x D\n"
 "  --fault SPEC          default fault for every request (see below)\n"
+"  --api-key KEY         require KEY on /v1/: 'Authorization: Bearer KEY' on the\n"
+"                        OpenAI routes, 'x-api-key: KEY' on /v1/messages (401\n"
+"                        without it); default: no key needed\n"
 "  --no-record           keep only the request count, not the last 256 requests\n"
 "  --any-address         allow a non-loopback --listen address\n"
 "  -h, --help            this text\n"
@@ -53,6 +57,10 @@ usage(FILE *out)
 "  POST /v1/embeddings         input string or array; dimensions (default 8);\n"
 "                              encoding_format float or base64\n"
 "  GET  /v1/models, /v1/models/ID\n"
+"  POST /v1/messages           Anthropic's Messages API: needs anthropic-version\n"
+"                              and max_tokens; system, stop_sequences (a stop\n"
+"                              sequence \"tokK\" ends the answer before tokK),\n"
+"                              stream (Anthropic's events); unknown fields: 400\n"
 "  GET  /_mock/requests        {\"count\", \"requests\": last 256 requests}\n"
 "  DELETE /_mock/requests      forget them and zero the count\n"
 "  POST /_mock/fault           body SPEC[,count=K]: default fault (next K requests\n"
@@ -63,15 +71,20 @@ usage(FILE *out)
 "faults: the header 'x-mock-fault: SPEC' (an empty value means none) wins over\n"
 "the default set by POST /_mock/fault, which wins over --fault. SPEC items:\n"
 "  status=N              answer N (400..599) with an OpenAI error body\n"
+"                        (Anthropic's error body on /v1/messages)\n"
 "  retry-after=S         add Retry-After: S\n"
 "  delay-ms=D            wait D ms before the response headers\n"
 "  close-after-chunks=K  stream: close after K SSE events (no [DONE]);\n"
 "                        non-stream: send the headers and half the body, close\n"
 "  hang                  read the request, never answer\n"
 "  reset                 close the connection with a TCP RST\n"
+"  error-after-chunks=K  stream: an `event: error` after K events, then the end\n"
+"                        (overloaded_error on /v1/messages)\n"
 "  tokens=N, token-delay-ms=D   per-request overrides\n"
 "A stream is: (chat) a role event, one event per token, a finish event, the\n"
-"usage event if include_usage, then [DONE].\n"
+"usage event if include_usage, then [DONE]. A Messages stream is message_start,\n"
+"content_block_start, ping, one content_block_delta per token,\n"
+"content_block_stop, message_delta (stop_reason, output_tokens), message_stop.\n"
 "\n"
 "example:\n"
 "  mockllm --listen 127.0.0.1:8000 &\n"
@@ -115,11 +128,12 @@ main(int argc, char **argv)
         {"token-delay-ms", required_argument, NULL, 'd'},
         {"fault", required_argument, NULL, 'f'},
         {"no-record", no_argument, NULL, 'n'},
+        {"api-key", required_argument, NULL, 'k'},
         {"any-address", no_argument, NULL, 'a'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct mock_api_options opt = {DEFAULT_MODELS, 16, 0, NULL, 1};
+    struct mock_api_options opt = {DEFAULT_MODELS, 16, 0, NULL, 1, NULL};
     const char *listen_addr = DEFAULT_LISTEN;
     int any_address = 0, c, rc = 1;
     struct event_base *base = NULL;
@@ -142,6 +156,13 @@ main(int argc, char **argv)
             break;
         case 'f': opt.fault = optarg; break;
         case 'n': opt.record = 0; break;
+        case 'k':
+            if (optarg[0] == '\0' || strlen(optarg) > 256) {
+                fprintf(stderr, "mockllm: bad --api-key: expected 1..256 bytes\n");
+                return 2;
+            }
+            opt.api_key = optarg;
+            break;
         case 'a': any_address = 1; break;
         case 'h': usage(stdout); return 0;
         default:

@@ -92,7 +92,7 @@ def test_azure_deployment_url_and_api_key(azure, gateway, host):
     ({"provider": "azure", "api_version": "2024-06-01", "deployments": {"m": "a b"}},
      "backends[0].deployments.m: must be 1-64 characters"),
     ({"api_version": "2024-06-01"}, "are for \"provider\": \"azure\" only"),
-    ({"provider": "anthropic"}, "backends[0].provider: \"anthropic\" is not supported"),
+    ({"anthropic_version": "2023-06-01"}, "are for \"provider\": \"anthropic\" only"),
     ({"provider": "bedrock"}, "backends[0].provider: must be \"openai\""),
 ])
 def test_provider_config_problems(gateway_check, backend, problem):

@@ -271,6 +271,135 @@ static void test_parse_registry(void **state)
     free(err);
 }
 
+/* routing: provider "anthropic", its keys and their checks */
+static void test_provider_anthropic(void **state)
+{
+    char *err;
+    struct gw_config *c;
+
+    (void)state;
+    setenv("GW_TEST_ANTHROPIC_KEY", "sk-ant-1", 1);
+    c = parse("{\"backends\":[{\"name\":\"claude\",\"provider\":"
+              "\"anthropic\",\"url\":\"https://api.anthropic.com/v1\","
+              "\"models\":[\"claude-x\"],\"api_key\":"
+              "\"env:GW_TEST_ANTHROPIC_KEY\"},{\"name\":\"c2\",\"provider\":"
+              "\"anthropic\",\"url\":\"http://127.0.0.1:9/v1\",\"models\":"
+              "[\"claude-y\"],\"anthropic_version\":\"2024-01-01\","
+              "\"default_max_tokens\":512}]}", &err);
+    assert_non_null(c);
+    assert_int_equal(c->backends[0].provider, GW_PROVIDER_ANTHROPIC);
+    /* x-api-key, never a bearer token */
+    assert_string_equal(c->backends[0].auth_header, "x-api-key: sk-ant-1");
+    assert_string_equal(c->backends[0].anthropic_version, "2023-06-01");
+    assert_int_equal(c->backends[0].default_max_tokens, 4096);
+    assert_null(c->backends[1].auth_header);
+    assert_string_equal(c->backends[1].anthropic_version, "2024-01-01");
+    assert_int_equal(c->backends[1].default_max_tokens, 512);
+    gw_config_unref(c);
+    unsetenv("GW_TEST_ANTHROPIC_KEY");
+
+    c = parse("{\"backends\":[{\"name\":\"a\",\"provider\":\"anthropic\","
+              "\"url\":\"https://api.anthropic.com\",\"models\":[\"m\"],"
+              "\"anthropic_version\":\"2023 06\",\"default_max_tokens\":0},"
+              "{\"name\":\"b\",\"url\":\"http://h/v1\",\"models\":[\"n\"],"
+              "\"default_max_tokens\":100},{\"name\":\"c\",\"url\":"
+              "\"http://h/v1\",\"models\":[\"o\"],\"provider\":\"bedrock\"}]}",
+              &err);
+    assert_null(c);
+    assert_non_null(strstr(err, "backends[0].url: must be the "
+                                "OpenAI-compatible base URL ending in /v1"));
+    assert_non_null(strstr(err, "backends[0].anthropic_version: must be "
+                                "the anthropic-version header's value"));
+    assert_non_null(strstr(err, "backends[0].default_max_tokens"));
+    assert_non_null(strstr(err, "backends[1]: \"anthropic_version\" and "
+                                "\"default_max_tokens\" are for "
+                                "\"provider\": \"anthropic\" only"));
+    assert_non_null(strstr(err, "backends[2].provider: must be \"openai\" "
+                                "(also vLLM, llama.cpp, Ollama, DashScope), "
+                                "\"azure\" or \"anthropic\""));
+    free(err);
+}
+
+/* metrics (issue 9): off unless the key is present; path, listener,
+ * bearer token from the environment; every problem named */
+static void test_parse_metrics(void **state)
+{
+    static const char be[] = "\"backends\":[{\"name\":\"a\",\"url\":"
+                             "\"http://h/v1\",\"models\":[\"m\"]}]";
+    char text[1024], *err;
+    struct gw_config *c;
+
+    (void)state;
+    snprintf(text, sizeof(text), "{%s}", be);
+    c = parse(text, &err);
+    assert_non_null(c);
+    assert_int_equal(c->metrics.enabled, 0);
+    gw_config_unref(c);
+
+    snprintf(text, sizeof(text), "{%s,\"metrics\":{}}", be);
+    c = parse(text, &err);
+    assert_non_null(c);
+    assert_int_equal(c->metrics.enabled, 1);
+    assert_string_equal(c->metrics.path, "/metrics");
+    assert_null(c->metrics.listen_host);
+    assert_null(c->metrics.bearer_token);
+    gw_config_unref(c);
+
+    setenv("GW_TEST_METRICS_TOKEN", "tok-123", 1);
+    snprintf(text, sizeof(text),
+             "{%s,\"metrics\":{\"enabled\":true,\"path\":\"/prom\","
+             "\"listen\":\"[::1]:9464\",\"bearer_token\":"
+             "\"env:GW_TEST_METRICS_TOKEN\"}}", be);
+    c = parse(text, &err);
+    assert_non_null(c);
+    assert_string_equal(c->metrics.path, "/prom");
+    assert_string_equal(c->metrics.listen_host, "::1");
+    assert_int_equal(c->metrics.listen_port, 9464);
+    assert_string_equal(c->metrics.bearer_token, "tok-123");
+    gw_config_unref(c);
+
+    snprintf(text, sizeof(text), "{%s,\"metrics\":{\"enabled\":false}}",
+             be);
+    c = parse(text, &err);
+    assert_non_null(c);
+    assert_int_equal(c->metrics.enabled, 0);
+    gw_config_unref(c);
+
+    unsetenv("GW_TEST_METRICS_UNSET");
+    snprintf(text, sizeof(text),
+             "{%s,\"listen\":\"127.0.0.1:8080\",\"metrics\":{\"enabled\":1,"
+             "\"path\":\"/v1/models\",\"listen\":\"127.0.0.1:8080\","
+             "\"bearer_token\":\"env:GW_TEST_METRICS_UNSET\",\"port\":1}}",
+             be);
+    c = parse(text, &err);
+    assert_null(c);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "metrics.enabled: must be true or false"));
+    assert_non_null(strstr(err, "metrics.path: '/v1/models' is one of the "
+                                "gateway's own routes"));
+    assert_non_null(strstr(err, "metrics.listen: '127.0.0.1:8080' is the "
+                                "main \"listen\" address"));
+    assert_non_null(strstr(err, "metrics.bearer_token: environment variable "
+                                "'GW_TEST_METRICS_UNSET' is not set"));
+    assert_non_null(strstr(err, "metrics.port: unknown key"));
+    free(err);
+
+    snprintf(text, sizeof(text),
+             "{%s,\"metrics\":{\"path\":\"metrics\",\"listen\":\"9464\"}}",
+             be);
+    c = parse(text, &err);
+    assert_null(c);
+    assert_non_null(strstr(err, "metrics.path: must be a path"));
+    assert_non_null(strstr(err, "metrics.listen: must be \"HOST:PORT\""));
+    free(err);
+
+    snprintf(text, sizeof(text), "{%s,\"metrics\":true}", be);
+    c = parse(text, &err);
+    assert_null(c);
+    assert_non_null(strstr(err, "metrics: must be an object"));
+    free(err);
+}
+
 static void test_load_missing_file(void **state)
 {
     char *err = NULL;
@@ -292,6 +421,8 @@ int main(void)
         cmocka_unit_test(test_parse_cache),
         cmocka_unit_test(test_parse_registry),
         cmocka_unit_test(test_load_missing_file),
+        cmocka_unit_test(test_parse_metrics),
+        cmocka_unit_test(test_provider_anthropic),
     };
     return cmocka_run_group_tests_name("gw_config", tests, NULL, NULL);
 }

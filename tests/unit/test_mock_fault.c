@@ -93,7 +93,7 @@ test_errors_name_the_item(void **state)
     assert_int_equal(parse(&f, "status=503,bogus", 0, err), -1);
     assert_string_equal(err, "bad fault item 'bogus': unknown name (known: status, "
                              "retry-after, delay-ms, close-after-chunks, hang, reset, "
-                             "tokens, token-delay-ms, count)");
+                             "tokens, token-delay-ms, count, error-after-chunks)");
 }
 
 static void
