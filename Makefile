@@ -6,6 +6,8 @@
 #   make run        install missing packages, build, start mockllm + gateway
 #   make bench      measure gateway vs mockllm direct vs nginx (wrk)
 #   make asan       build with ASan/UBSan/LSan into build/asan and run tests
+#   make fuzz       build the libFuzzer targets (clang) into build/fuzz and
+#                   run each for FUZZ_SECONDS (30) on its tests/fuzz corpus
 #   make install    PREFIX=/usr/local DESTDIR= (SYSCONFDIR, SYSTEMDDIR)
 #   make clean
 #
@@ -96,6 +98,14 @@ asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin OPT=-O1 \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    all unit integration
+
+# tests/fuzz/module.mk holds the targets and their rules; the project's
+# objects get the fuzzer's coverage hooks, the targets link libFuzzer
+fuzz:
+	@contrib/deps.sh
+	@$(MAKE) --no-print-directory BUILD=build/fuzz BIN=build/fuzz/bin OPT=-O1 CC=clang \
+	    SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	    fuzz-run
 
 # Binaries (migrations are built in), the example config (an existing one
 # is never overwritten), the systemd unit with this prefix's paths, the

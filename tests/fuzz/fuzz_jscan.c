@@ -1,0 +1,149 @@
+/*
+ * fuzz_jscan.c - libFuzzer target: a request body through gateway/jscan.c,
+ * the scan handle_inference (gateway/proxy.c) makes of every body.
+ *
+ * The input is the body. It is scanned with proxy.c's depth and its eight
+ * fields, and the string fields are decoded as proxy.c and prompt.c decode
+ * them. jansson is the oracle (the differential of tests/unit/
+ * test_gw_jscan.c, on any input):
+ *  - a body jscan accepts parses with jansson too, bar jansson's own limits
+ *    (numbers out of range, \u0000), and every captured field has the type
+ *    and value jansson sees (strings decoded, other spans parsed alone);
+ *  - a body jscan refuses is refused by jansson too, bar the documented
+ *    differences (a NUL after a number or literal, which jansson drops; a
+ *    requested key written twice; nesting beyond the depth).
+ * Any disagreement aborts: that is a bug in one of the two, to look at.
+ */
+#include "gateway/jscan.h"
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEPTH 128 /* MAX_JSON_DEPTH in gateway/proxy.c */
+#define N_FIELDS 8
+
+static const char *const keys[N_FIELDS] = {
+    "model", "stream", "max_tokens", "max_completion_tokens",
+    "prompt", "user", "stream_options", "n"};
+
+static void fail(const char *what, const char *key)
+{
+    fprintf(stderr, "fuzz_jscan: %s%s%s\n", what, key ? ": " : "",
+            key ? key : "");
+    abort();
+}
+
+/* jansson refused the text only by a limit of its own. */
+static int own_limit(const json_error_t *e)
+{
+    return strstr(e->text, "NUL") != NULL ||
+           strstr(e->text, "too big") != NULL ||
+           strstr(e->text, "overflow") != NULL;
+}
+
+/* The captured value of f against jansson's v. */
+static void check_field(const struct gw_jscan_field *f, json_t *v)
+{
+    static char out[1 << 16];
+    json_error_t e;
+    json_t *alone;
+
+    switch (f->type) {
+    case GW_JSON_NONE:
+        if (v != NULL)
+            fail("jscan missed a field jansson sees", f->key);
+        return;
+    case GW_JSON_STRING: {
+        long n = gw_jscan_string(f, out, sizeof(out));
+        if (!json_is_string(v))
+            fail("jscan says string, jansson does not", f->key);
+        if (n < 0) {
+            /* too long for out, or holds \u0000 */
+            if (f->len + 1 <= sizeof(out) / 4 &&
+                memchr(json_string_value(v), '\0', json_string_length(v)) ==
+                    NULL)
+                fail("gw_jscan_string refused a plain string", f->key);
+            return;
+        }
+        if ((size_t)n != json_string_length(v) ||
+            memcmp(out, json_string_value(v), (size_t)n) != 0)
+            fail("decoded string differs from jansson's", f->key);
+        if (strlen(out) != (size_t)n)
+            fail("decoded string holds a NUL", f->key);
+        if (!f->escaped && ((size_t)n != f->len || memcmp(out, f->val, f->len)))
+            fail("unescaped string is not its raw span", f->key);
+        return;
+    }
+    case GW_JSON_TRUE:
+        if (!json_is_true(v))
+            fail("type true differs", f->key);
+        return;
+    case GW_JSON_FALSE:
+        if (!json_is_false(v))
+            fail("type false differs", f->key);
+        return;
+    case GW_JSON_NULL:
+        if (!json_is_null(v))
+            fail("type null differs", f->key);
+        return;
+    case GW_JSON_NUMBER:
+    case GW_JSON_OBJECT:
+    case GW_JSON_ARRAY:
+        /* the span alone is the same value */
+        alone = json_loadb(f->val, f->len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
+                           &e);
+        if (alone == NULL)
+            fail("a captured span does not parse alone", f->key);
+        if (!json_equal(alone, v))
+            fail("a captured span is not jansson's value", f->key);
+        json_decref(alone);
+        return;
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct gw_jscan_field f[N_FIELDS];
+    char err[256];
+    json_error_t e;
+    json_t *root;
+    size_t i;
+    int ok;
+
+    memset(f, 0, sizeof(f));
+    for (i = 0; i < N_FIELDS; i++)
+        f[i].key = keys[i];
+    /* data is exactly size bytes: ASan sees any read past the end */
+    ok = gw_jscan((const char *)data, size, DEPTH, f, N_FIELDS, err,
+                  sizeof(err)) == 0;
+    if (!ok && (err[0] == '\0' || strlen(err) >= sizeof(err)))
+        fail("refused without a message", NULL);
+
+    root = json_loadb((const char *)data, size, JSON_ALLOW_NUL, &e);
+    if (ok) {
+        if (root == NULL) {
+            if (!own_limit(&e))
+                fail("jscan accepts what jansson refuses", e.text);
+            return 0;
+        }
+        if (!json_is_object(root))
+            fail("jscan accepts a root that is not an object", NULL);
+        for (i = 0; i < N_FIELDS; i++)
+            check_field(&f[i], json_object_get(root, keys[i]));
+    } else if (root != NULL && json_is_object(root) &&
+               memchr(data, '\0', size) == NULL &&
+               strstr(err, "nested deeper") == NULL &&
+               strstr(err, "more than once") == NULL &&
+               strstr(err, "twice") == NULL &&
+               strstr(err, "duplicate") == NULL) {
+        fprintf(stderr, "jscan: %s\n", err);
+        fail("jscan refuses what jansson accepts", err);
+    }
+    json_decref(root);
+    return 0;
+}
