@@ -206,9 +206,16 @@ void evl_report_verdict(const struct evl_score *s, struct evl_verdict *out)
     }
     if (s->srm.flagged)
         snprintf(out->text + used, sizeof(out->text) - used,
-                 " Sample ratio mismatch (p = %.2g): the arms' sample counts "
+                 " Sample ratio mismatch (p = %.2g): the arms' %s counts "
                  "do not match the planned split, so the comparison may be "
-                 "biased; check the assignment first.", s->srm.p_value);
+                 "biased; check the assignment first.", s->srm.p_value,
+                 strcmp(s->srm_unit, "users") == 0 ? "user" : "sample");
+    used = strlen(out->text);
+    if (s->users_in_several > 0)
+        snprintf(out->text + used, sizeof(out->text) - used,
+                 " %llu users appear in more than one version: the "
+                 "assignment is not sticky for them.",
+                 (unsigned long long)s->users_in_several);
 }
 
 /* ---- report.json --------------------------------------------------------- */
@@ -314,6 +321,9 @@ json_t *evl_report_json(const struct evl_score *s, const char *source)
     json_object_set_new(srm, "p_value", jnum(s->srm.p_value));
     json_object_set_new(srm, "flagged", json_boolean(s->srm.flagged));
     json_object_set_new(srm, "expected_from", json_string(s->srm_source));
+    json_object_set_new(srm, "unit", json_string(s->srm_unit));
+    json_object_set_new(srm, "users_in_several_versions",
+                        json_integer((json_int_t)s->users_in_several));
     json_object_set_new(root, "srm", srm);
     for (i = 0; i < s->n; i++) {
         const struct evl_version_stats *v = s->v[i];
@@ -322,6 +332,7 @@ json_t *evl_report_json(const struct evl_score *s, const char *source)
         if (v->prompt[0])
             json_object_set_new(o, "prompt", json_string(v->prompt));
         json_object_set_new(o, "samples", json_integer((json_int_t)v->samples));
+        json_object_set_new(o, "users", json_integer((json_int_t)v->users));
         json_object_set_new(o, "expected_share", jnum(v->expected_share));
         json_object_set_new(o, "fact_error_rate", jrate(&v->fer, 1));
         json_object_set_new(claims, "supported", json_integer((json_int_t)v->supported));
@@ -412,8 +423,8 @@ void evl_report_table(const struct evl_score *s, FILE *out)
                 (unsigned long long)v->samples, fer, ctr, cvr, lift, p, beat);
     }
     if (!isnan(s->srm.p_value))
-        fprintf(out, "sample ratio: chi2 %.3f, df %d, p %.4g (expected %s)%s\n",
-                s->srm.chi2, s->srm.df, s->srm.p_value,
+        fprintf(out, "sample ratio (%s): chi2 %.3f, df %d, p %.4g (expected "
+                "%s)%s\n", s->srm_unit, s->srm.chi2, s->srm.df, s->srm.p_value,
                 strcmp(s->srm_source, "equal") == 0 ? "an equal split"
                 : strcmp(s->srm_source, "split") == 0 ? "the --split"
                                                      : "the registry weights",
@@ -504,8 +515,9 @@ static void write_md(const struct evl_score *s, const char *source, FILE *f)
                "treatment arms; chance to beat is P(better than control) under "
                "Beta(1,1) priors (lower is better for the fact-error rate).\n\n");
     if (!isnan(s->srm.p_value))
-        fprintf(f, "Sample ratio check: chi-square %.3f, df %d, p = %.4g "
-                   "against %s%s.\n\n", s->srm.chi2, s->srm.df, s->srm.p_value,
+        fprintf(f, "Sample ratio check (%s): chi-square %.3f, df %d, p = "
+                   "%.4g against %s%s.\n\n", s->srm_unit, s->srm.chi2,
+                s->srm.df, s->srm.p_value,
                 strcmp(s->srm_source, "equal") == 0 ? "an equal split"
                 : strcmp(s->srm_source, "split") == 0 ? "--split"
                                                      : "the registry experiment",
@@ -876,9 +888,9 @@ static void write_html(const struct evl_score *s, const char *source, FILE *f)
     }
     fprintf(f, "</table>\n");
     if (!isnan(s->srm.p_value))
-        fprintf(f, "<p class=\"small\">Sample ratio check: chi-square %.3f, df "
-                   "%d, p = %.4g against %s%s.</p>\n", s->srm.chi2, s->srm.df,
-                s->srm.p_value,
+        fprintf(f, "<p class=\"small\">Sample ratio check (%s): chi-square "
+                   "%.3f, df %d, p = %.4g against %s%s.</p>\n", s->srm_unit,
+                s->srm.chi2, s->srm.df, s->srm.p_value,
                 strcmp(s->srm_source, "equal") == 0 ? "an equal split"
                 : strcmp(s->srm_source, "split") == 0 ? "the given split"
                                                      : "the registry experiment",

@@ -5,8 +5,15 @@
  * by name per sample is cheaper than hashing. Worst examples are a tiny
  * array kept sorted by contradictions (descending, then file order).
  *
+ * Users: a hash set of 64-bit entries (8 bytes a user, at most half full,
+ * so 16 MB for a million users) remembers each user's first version, so
+ * the sample-ratio check can count users, the unit the gateway assigns,
+ * and a user seen in two versions (a leak in the assignment) is counted.
+ *
  * Invariant: after evl_score_finish, v[] is sorted by version name
- * (numeric names numerically) and `control` indexes the control arm.
+ * (numeric names numerically) and `control` indexes the control arm;
+ * user_set entries refer to indexes before that sort (users are counted
+ * per version as they are added, so the sort does not need them).
  */
 #include <math.h>
 #include <stdarg.h>
@@ -41,6 +48,7 @@ struct evl_score *evl_score_new(const struct evl_vocab *vocab,
     s->n_attrs = vocab ? evl_vocab_n_attrs(vocab) : 0;
     s->max_chars = max_chars;
     s->srm_source = "equal";
+    s->srm_unit = "samples";
     return s;
 }
 
@@ -61,6 +69,7 @@ void evl_score_free(struct evl_score *s)
         return;
     for (i = 0; i < s->n; i++)
         version_free(s->v[i]);
+    free(s->user_set);
     free(s);
 }
 
@@ -141,6 +150,60 @@ static void keep_worst(struct evl_version_stats *v,
     e->n_shown = (unsigned)k;
 }
 
+static uint64_t user_hash(const char *u)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a 64, then a mix */
+
+    for (; *u; u++)
+        h = (h ^ (unsigned char)*u) * 1099511628211ULL;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h & ~(uint64_t)0xFF;
+}
+
+static void user_put(uint64_t *set, size_t cap, uint64_t e)
+{
+    size_t i = (size_t)(e >> 8) & (cap - 1);
+
+    while (set[i])
+        i = (i + 1) & (cap - 1);
+    set[i] = e;
+}
+
+/* Notes user u in version index vi; -1 out of memory. */
+static int user_add(struct evl_score *s, const char *u, size_t vi)
+{
+    uint64_t h = user_hash(u), e;
+    size_t i;
+
+    if ((s->n_users + 1) * 2 > s->user_cap) {
+        size_t cap = s->user_cap ? s->user_cap * 2 : 1024, k;
+        uint64_t *set = calloc(cap, sizeof(*set));
+        if (set == NULL)
+            return -1;
+        for (k = 0; k < s->user_cap; k++)
+            if (s->user_set[k])
+                user_put(set, cap, s->user_set[k]);
+        free(s->user_set);
+        s->user_set = set;
+        s->user_cap = cap;
+    }
+    for (i = (size_t)(h >> 8) & (s->user_cap - 1); (e = s->user_set[i]);
+         i = (i + 1) & (s->user_cap - 1))
+        if ((e & ~(uint64_t)0xFF) == h) {
+            if ((e & 0xFF) != vi + 1 && (e & 0xFF) != 0xFF) {
+                s->users_in_several++;
+                s->user_set[i] = h | 0xFF; /* counted once */
+            }
+            return 0;
+        }
+    s->user_set[i] = h | (uint64_t)(vi + 1);
+    s->n_users++;
+    s->v[vi]->users++;
+    return 0;
+}
+
 int evl_score_add(struct evl_score *s, const struct evl_sample *smp,
                   const struct evl_check_result *res, char **err)
 {
@@ -153,6 +216,12 @@ int evl_score_add(struct evl_score *s, const struct evl_sample *smp,
         snprintf(v->prompt, sizeof(v->prompt), "%s", smp->prompt);
     s->samples++;
     v->samples++;
+    if (smp->user == NULL || smp->user[0] == '\0') {
+        s->samples_without_user++;
+    } else if (user_add(s, smp->user, (size_t)evl_score_find(s, v->name)) < 0) {
+        set_err(err, "out of memory counting users");
+        return -1;
+    }
     v->impressions += (uint64_t)smp->impressions;
     v->clicks += (uint64_t)smp->clicks;
     v->conversions += (uint64_t)smp->conversions;
@@ -332,8 +401,13 @@ int evl_score_finish(struct evl_score *s, const char *control,
             w[i] = 1.0;
         s->srm_source = "equal";
     }
+    /* the unit of assignment is the user: count users when every
+     * sample names one */
+    s->srm_unit = s->samples > 0 && s->samples_without_user == 0 ? "users"
+                                                                 : "samples";
     for (i = 0; i < s->n; i++) {
-        obs[i] = s->v[i]->samples;
+        obs[i] = strcmp(s->srm_unit, "users") == 0 ? s->v[i]->users
+                                                   : s->v[i]->samples;
         wsum += w[i];
     }
     for (i = 0; i < s->n; i++)

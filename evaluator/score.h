@@ -47,6 +47,7 @@ struct evl_version_stats {
     struct evl_rate fer, ctr, cvr;
     struct evl_compare vs_fer, vs_ctr, vs_cvr;
     double expected_share;    /* SRM weight, normalised */
+    uint64_t users;           /* distinct users first seen in this version */
 };
 
 struct evl_score {
@@ -59,6 +60,15 @@ struct evl_score {
     size_t control;                  /* index into v, set by finish */
     struct evl_srm srm;
     const char *srm_source;          /* static: "equal", "split", "registry" */
+    /* Users are the unit of assignment: the SRM check counts them when
+     * every sample names one (else samples). A set of 64-bit entries,
+     * open addressing: a 56-bit hash of the user id, and in the low byte
+     * the index + 1 of the version it was first seen in. */
+    uint64_t *user_set;              /* owned */
+    size_t user_cap, n_users;
+    uint64_t samples_without_user;
+    uint64_t users_in_several;       /* users seen in more than one version */
+    const char *srm_unit;            /* static: "users" or "samples" */
 };
 
 struct evl_score *evl_score_new(const struct evl_vocab *vocab,

@@ -175,6 +175,42 @@ def test_csv_with_map(tmp_path):
     assert p.returncode == 1 and "--map version=" in p.stderr
 
 
+def test_srm_counts_users_when_every_sample_has_one(tmp_path):
+    """Assignment is per user: 500 users in each version, but version 1's
+    users each came back three times. By samples that is a 75/25 split (a
+    false alarm); by users it is 50/50, and the check counts users."""
+    rows = []
+    for u in range(1000):
+        v = "1" if u % 2 else "2"
+        rows += [{"version": v, "user": "u%d" % u}] * (3 if v == "1" else 1)
+    path = write_jsonl(tmp_path / "users.jsonl", rows)
+    run("run", path, "--out", tmp_path / "a")
+    r = report(tmp_path / "a")
+    assert r["srm"]["unit"] == "users" and r["srm"]["chi2"] == 0 and not r["srm"]["flagged"]
+    assert r["srm"]["users_in_several_versions"] == 0
+    assert {v["version"]: (v["samples"], v["users"]) for v in r["versions"]} == \
+        {"1": (1500, 500), "2": (500, 500)}
+    # one sample without a user: back to samples, and the imbalance shows
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows + [{"version": "2"}])
+    run("run", path, "--out", tmp_path / "b")
+    r = report(tmp_path / "b")
+    assert r["srm"]["unit"] == "samples" and r["srm"]["flagged"]
+
+
+def test_users_in_two_versions_are_reported(tmp_path):
+    rows = [{"version": "1", "user": "a"}, {"version": "2", "user": "a"},
+            {"version": "2", "user": "a"}, {"version": "1", "user": "b"},
+            {"version": "2", "user": "c"}, {"version": "1", "user": "d"},
+            {"version": "2", "user": "d"}]
+    path = write_jsonl(tmp_path / "leak.jsonl", rows)
+    p = run("run", path, "--out", tmp_path / "a")
+    r = report(tmp_path / "a")
+    assert r["srm"]["users_in_several_versions"] == 2
+    assert {v["version"]: v["users"] for v in r["versions"]} == {"1": 3, "2": 1}
+    assert "2 users appear in more than one version" in r["verdict"]["text"]
+    assert "sample ratio (users)" in p.stdout
+
+
 def test_srm_flagged_against_split(tmp_path):
     rows = [{"version": "1"}] * 600 + [{"version": "2"}] * 400
     path = write_jsonl(tmp_path / "srm.jsonl", rows)
