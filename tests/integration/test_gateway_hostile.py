@@ -650,6 +650,32 @@ def test_pipelined_bad_content_length_after_good(hg):
     assert mock.count() == 1
 
 
+def test_two_thousand_pipelined_requests_in_one_write(hg):
+    """2,000 GET /healthz pipelined in one write, the client reading only
+    after it has written them all (the gateway stops reading ahead while an
+    answer waits, so the writer blocks until the reader drains): 2,000
+    answers 200, in order, on the one connection."""
+    mock, gw = hg
+    n = 2000
+    req = b"GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Request-Id: r%d\r\n\r\n"
+    s = connect(gw, 10)
+    t = threading.Thread(target=send, args=(s, b"".join(req % i for i in range(n))))
+    t.start()
+    data = b""
+    try:
+        # each answer is 200 with a 33-byte body: count them as they come
+        while data.count(b"HTTP/1.1 ") < n or not data.endswith(b"}"):
+            chunk = s.recv(65536)
+            assert chunk, "closed after %d answers" % data.count(b"HTTP/1.1 ")
+            data += chunk
+    finally:
+        t.join()
+        s.close()
+    a = parse_answers(data)
+    assert [x.status for x in a] == [200] * n
+    assert [x.header("x-request-id") for x in a] == ["r%d" % i for i in range(n)]
+
+
 def test_request_in_tiny_writes(hg):
     """A request sent one byte per TCP write (Nagle off, a pause every few
     bytes so they arrive as separate segments) is read whole: 200, and the

@@ -552,7 +552,7 @@ def test_provider_key_never_leaves_for_another_host_nor_shows(mockllm, gateway):
     """The api_key of backend "keyed" goes to that backend only (as
     Authorization: Bearer), never to backend "plain" of another model, and
     never appears in any answer (success, stream, 404, upstream error,
-    upstream down, /v1/models, /readyz, /admin/backends) nor in the
+    upstream down, /v1/models, /readyz, /metrics, /admin/backends) nor in the
     gateway's stderr (access log and diagnostics), up to its exit."""
     keyed = start_mock(mockllm, "--models", "qwen2.5-7b")
     plain = start_mock(mockllm, "--models", "gpt-4o-mini")
@@ -576,6 +576,7 @@ def test_provider_key_never_leaves_for_another_host_nor_shows(mockllm, gateway):
             ("POST", CHAT, b"{bad json", {}),
             ("GET", "/v1/models", None, {}),
             ("GET", "/readyz", None, {}),
+            ("GET", "/metrics", None, {}),
             ("GET", "/admin/backends", None, {"Authorization": "Bearer admin-k"})]:
         r = http(method, gw.url + path, body, headers=hdrs)
         seen.append((path, r.status))
