@@ -92,6 +92,7 @@ run: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@contrib/bench/bench.sh
+bench-all: deps all $(BENCH_TOOLS) ; @contrib/bench/bench.sh && contrib/bench/cache.sh && contrib/bench/streams.sh && contrib/bench/peers.sh
 
 asan:
 	@contrib/deps.sh
