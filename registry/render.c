@@ -15,6 +15,7 @@
  * threads may render the same snapshot version at once.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,9 +326,16 @@ static int emit_escaped(reg_emit_fn emit, void *arg, const char *s, size_t len)
  * number, then JSON_INTEGER_FORMAT or %.17g): tmp receives it. */
 static int number_text(const char *s, size_t len, char tmp[64], size_t *n)
 {
-    char num[64], *end;
+    /* a number may be written with any number of digits (jansson reads
+     * 1.000...1 of 70 digits): long ones are copied to the heap, so that
+     * the gateway does not refuse what reg_render writes (found by
+     * tests/fuzz/fuzz_render) */
+    char small[64], *num = small, *end;
+    int rc = -1;
 
-    if (len == 0 || len >= sizeof(num))
+    if (len == 0)
+        return -1;
+    if (len >= sizeof(small) && (num = malloc(len + 1)) == NULL)
         return -1;
     memcpy(num, s, len);
     num[len] = '\0';
@@ -335,16 +343,26 @@ static int number_text(const char *s, size_t len, char tmp[64], size_t *n)
     if (strpbrk(num, ".eE") == NULL) {
         long long v = strtoll(num, &end, 10);
         if (errno || *end != '\0')
-            return -1;
+            goto out;
         snprintf(tmp, 64, "%lld", v);
     } else {
         double d = strtod(num, &end);
-        if (errno || *end != '\0')
-            return -1;
+        /* only an overflow is out of range, as jansson reads numbers for
+         * reg_render: an underflow (1e-310, 1e-400) sets ERANGE too but
+         * is the nearest double, which reg_render writes (found by
+         * tests/fuzz/fuzz_render: the gateway said 400 where promptctl
+         * rendered) */
+        if ((errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL)) ||
+            *end != '\0')
+            goto out;
         snprintf(tmp, 64, "%.17g", d);
     }
     *n = strlen(tmp);
-    return 0;
+    rc = 0;
+out:
+    if (num != small)
+        free(num);
+    return rc;
 }
 
 int reg_render_json(const struct reg_version *version, reg_lookup_fn lookup,

@@ -1,0 +1,179 @@
+/*
+ * fuzz_render.c - libFuzzer target: the registry's template renderer
+ * (registry/render.c) from a publish file to rendered messages.
+ *
+ * The input is a publish file (what `promptctl publish` reads: JSON
+ * {"messages", "params"} or plain text), a NUL byte, then a JSON object of
+ * variables. The file goes through reg_content_parse and
+ * reg_template_variables; the messages through reg_message_decode, as a
+ * snapshot stores them. The version is then rendered both ways:
+ *  - reg_render, with the variables as a jansson tree (promptctl render);
+ *  - reg_render_json, with the variables as spans of the text found by
+ *    gw_jscan (the gateway's request path, gateway/prompt.c).
+ * registry.h promises the same result and the same errors: both must
+ * succeed or fail together, and the JSON text must parse to the tree.
+ */
+#include "gateway/jscan.h"
+#include "registry/internal.h"
+#include "registry/registry.h"
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct out {
+    char *p;
+    size_t len, cap;
+};
+
+struct vars {
+    struct gw_jscan_field f[REG_VARIABLES_MAX];
+    size_t n;
+};
+
+static void fail(const char *what, const char *detail)
+{
+    fprintf(stderr, "fuzz_render: %s: %s\n", what, detail ? detail : "");
+    abort();
+}
+
+static int emit(void *arg, const char *data, size_t len)
+{
+    struct out *o = arg;
+
+    if (o->len + len > o->cap) {
+        size_t cap = o->cap ? o->cap * 2 : 256;
+        char *p;
+        while (cap < o->len + len)
+            cap *= 2;
+        if ((p = realloc(o->p, cap)) == NULL)
+            return -1;
+        o->p = p, o->cap = cap;
+    }
+    memcpy(o->p + o->len, data, len);
+    o->len += len;
+    return 0;
+}
+
+/* As lookup_var in gateway/prompt.c. */
+static int lookup(void *arg, const char *name, struct reg_value *out)
+{
+    struct vars *v = arg;
+    size_t i;
+
+    for (i = 0; i < v->n; i++)
+        if (strcmp(v->f[i].key, name) == 0)
+            break;
+    if (i == v->n || v->f[i].type == GW_JSON_NONE)
+        return -1;
+    out->text = v->f[i].val;
+    out->len = v->f[i].len;
+    switch (v->f[i].type) {
+    case GW_JSON_STRING: out->type = REG_VALUE_STRING; break;
+    case GW_JSON_NUMBER: out->type = REG_VALUE_NUMBER; break;
+    case GW_JSON_TRUE: out->type = REG_VALUE_TRUE; break;
+    case GW_JSON_FALSE: out->type = REG_VALUE_FALSE; break;
+    default: out->type = REG_VALUE_OTHER; break;
+    }
+    return 0;
+}
+
+static char prompt_name[] = "fuzz";
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *text = (const char *)data, *sep;
+    size_t tlen, vlen, i;
+    json_t *messages = NULL, *params = NULL, *names = NULL, *vtree = NULL;
+    json_t *tree = NULL, *parsed = NULL;
+    struct reg_version v;
+    struct vars vars;
+    struct out o = {0};
+    json_error_t e;
+    char *dump = NULL, *err1 = NULL, *err2 = NULL, *err = NULL, jerr[256];
+    int rc1, rc2;
+
+    sep = memchr(text, '\0', size);
+    tlen = sep ? (size_t)(sep - text) : size;
+    vlen = sep ? size - tlen - 1 : 0;
+    memset(&v, 0, sizeof(v));
+
+    if (reg_content_parse(text, tlen, &messages, &params, &err) < 0) {
+        if (err == NULL || *err == '\0')
+            fail("reg_content_parse failed without a message", NULL);
+        goto done;
+    }
+    if (!json_is_array(messages) || json_array_size(messages) == 0 ||
+        (params != NULL && !json_is_object(params)))
+        fail("reg_content_parse accepted a bad shape", NULL);
+    if ((names = reg_template_variables(messages, &err)) == NULL)
+        goto done;
+    /* the messages as a snapshot holds them */
+    dump = json_dumps(messages, JSON_COMPACT);
+    if (dump == NULL)
+        goto done;
+    v.messages = reg_message_decode(dump, strlen(dump), &v.n_messages, &err);
+    if (v.messages == NULL)
+        fail("reg_message_decode refused reg_content_parse's messages", err);
+    v.prompt = prompt_name;
+    v.version = 1;
+    v.variables = names;
+
+    /* the variables, both ways; a text jscan refuses is not a request */
+    memset(&vars, 0, sizeof(vars));
+    vars.n = json_array_size(names);
+    if (vars.n > REG_VARIABLES_MAX)
+        fail("more variables than REG_VARIABLES_MAX", NULL);
+    for (i = 0; i < vars.n; i++)
+        vars.f[i].key = json_string_value(json_array_get(names, i));
+    if (gw_jscan(vlen ? sep + 1 : "{}", vlen ? vlen : 2, 64, vars.f, vars.n,
+                 jerr, sizeof(jerr)) < 0)
+        goto done;
+    vtree = json_loadb(vlen ? sep + 1 : "{}", vlen ? vlen : 2,
+                       JSON_REJECT_DUPLICATES, &e);
+    if (vtree == NULL)
+        goto done; /* numbers out of jansson's range, \u0000, duplicates */
+
+    rc1 = reg_render(&v, vtree, &tree, &err1);
+    rc2 = reg_render_json(&v, lookup, &vars, emit, &o, &err2);
+    if (rc1 != rc2) {
+        fprintf(stderr, "reg_render: %s\nreg_render_json: %s\n",
+                rc1 ? err1 : "ok", rc2 ? err2 : "ok");
+        fail("the two renderers disagree", NULL);
+    }
+    if (rc1 < 0) {
+        if (err1 == NULL || err2 == NULL)
+            fail("an error without a message", NULL);
+        goto done;
+    }
+    parsed = json_loadb(o.p, o.len, JSON_ALLOW_NUL, &e);
+    if (parsed == NULL) {
+        fprintf(stderr, "%.*s\n", (int)o.len, o.p);
+        fail("reg_render_json wrote invalid JSON", e.text);
+    }
+    if (!json_equal(parsed, tree)) {
+        char *a = json_dumps(tree, JSON_COMPACT);
+        fprintf(stderr, "reg_render:      %s\nreg_render_json: %.*s\n",
+                a ? a : "?", (int)o.len, o.p);
+        free(a);
+        fail("the two renderers wrote different messages", NULL);
+    }
+done:
+    json_decref(parsed);
+    json_decref(tree);
+    json_decref(vtree);
+    json_decref(names);
+    json_decref(messages);
+    json_decref(params);
+    free(v.messages);
+    free(dump);
+    free(o.p);
+    free(err);
+    free(err1);
+    free(err2);
+    return 0;
+}
