@@ -538,6 +538,23 @@ static void finish_unavailable(struct gw_call *c, const struct gw_pick_why *w)
     call_free(c);
 }
 
+/* No backend could be connected to (each attempt failed to connect, and
+ * nothing is left to try): like finish_unavailable, a 503 with
+ * Retry-After, so a client backs off the same way whether the breakers
+ * have opened yet or not. why names the last failure. */
+static void finish_unreachable(struct gw_call *c, const char *why)
+{
+    char msg[1024];
+
+    snprintf(msg, sizeof(msg), "no backend serving '%.256s' could be "
+             "reached (%d tried; %.600s); retry in 1 s", c->model, c->n_tried,
+             why);
+    gw_log_warn("request %s: %s", c->request_id, msg);
+    if (!gw_http_resp_has_header(c->req, "retry-after"))
+        gw_http_add_header(c->req, "Retry-After", "1");
+    finish_error(c, 503, "backend_unreachable", msg);
+}
+
 /* Ends the call with a gateway error before anything reached the client. */
 static void finish_error(struct gw_call *c, int status, const char *code,
                          const char *message)
@@ -670,8 +687,7 @@ static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
                  c->backend->name, why);
         if (retry(c, msg, 1) == 0)
             return;
-        gw_log_warn("request %s: %s", c->request_id, msg);
-        finish_error(c, 502, "backend_unreachable", msg);
+        finish_unreachable(c, msg);
         return;
     }
     snprintf(msg, sizeof(msg), "backend '%s' failed: %s", c->backend->name,

@@ -196,7 +196,10 @@ def test_reset_stream_is_502(mg):
     still_serves(gw)
 
 
-def test_unreachable_backend_is_502(mockllm, gateway):
+def test_unreachable_backend_is_503_with_retry_after(mockllm, gateway):
+    """No backend could be connected to: 503 with retry-after, the same
+    answer a client gets once the breakers are open (issue 3), so it backs
+    off the same way."""
     mock = start_mock(mockllm)
     dead = free_port()   # nothing listens there
     gw = gateway({"backends": [
@@ -206,7 +209,9 @@ def test_unreachable_backend_is_502(mockllm, gateway):
         "access_log": "stderr"})
     t0 = time.monotonic()
     r = request("POST", gw.url + CHAT, body=chat("gpt-4o-mini"))
-    assert_error(r, 502, "backend_unreachable")
+    assert_error(r, 503, "backend_unreachable")
+    assert r.headers["retry-after"] == "1"
+    assert "'dead'" in r.json()["error"]["message"]
     assert time.monotonic() - t0 < 1.5
     # the other backend is unaffected
     r = request("POST", gw.url + CHAT, body=chat("qwen2.5-7b"))
@@ -282,14 +287,14 @@ def test_backend_closing_idle_connections(mockllm, gateway):
     """The mock is restarted between two requests: the gateway's pooled
     connection to the old one is dead, and the next request must still
     work (a reused dead connection is retried on a new one, or the error is
-    a clean 502 and the request after that works)."""
+    a clean 503 and the request after that works)."""
     mock = start_mock(mockllm)
     port = mock.port
     gw = gateway(config(upstream(mock)))
     assert request("POST", gw.url + CHAT, body=chat()).status == 200
     mock.stop()
     r = request("POST", gw.url + CHAT, body=chat())
-    assert_error(r, 502, "backend_unreachable")
+    assert_error(r, 503, "backend_unreachable")
     mock2 = start_mock(mockllm, "--listen", "127.0.0.1:%d" % port)
     r = request("POST", gw.url + CHAT, body=chat())
     assert r.status == 200, r

@@ -222,10 +222,14 @@ def test_all_backends_dead_fast_503_with_retry_after(mockllm, gateway):
                          "timeout_ms": 5000} for i, p in enumerate(ports)],
            "access_log": "stderr"}
     gw = gateway(cfg)
-    # until their breakers open the answer is the connect error
+    # until their breakers open the gateway tries them, and says so: the
+    # same fast 503 + retry-after either way
     for _ in range(5):
+        t = time.monotonic()
         r = post(gw)
-        assert r.status in (502, 503), r
+        assert r.status == 503 and int(r.headers["retry-after"]) >= 1, r
+        assert r.json()["error"]["code"] in ("backend_unreachable", "no_backend_available")
+        assert time.monotonic() - t < 0.5
     t = time.monotonic()
     r = post(gw)
     took = time.monotonic() - t
