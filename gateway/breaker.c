@@ -82,6 +82,8 @@ static void breaker_set(struct gw_breaker *b, enum gw_breaker_state to,
                     state_names[b->state], state_names[to], why);
     if (to == GW_BREAKER_OPEN && b->state != GW_BREAKER_OPEN)
         b->opens++;
+    if (to != b->state)
+        b->transitions[to]++;
     if (to == GW_BREAKER_CLOSED) {
         b->trips = 0;
         b->consecutive = 0;

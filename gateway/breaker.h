@@ -47,6 +47,7 @@ struct gw_breaker {
     int told;            /* opened by a Retry-After: never cut short */
     int64_t open_until_us;
     unsigned long opens; /* times it opened, for /admin/backends */
+    unsigned long transitions[3]; /* changes into each state (metrics) */
     struct {
         int64_t sec;
         uint32_t ok, fail;

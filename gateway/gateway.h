@@ -37,6 +37,7 @@ struct gw_rl_retired {
 };
 struct gw_cache;
 struct gw_cache_fill;
+struct gw_metrics;
 
 #define GW_VERSION "0.1.0"
 
@@ -65,6 +66,8 @@ struct gw_gateway {
     struct gw_health *health;    /* owned: active health checks */
     struct gw_cache *cache;      /* owned: the response cache, NULL until a
                                     config has "cache" (cache.c) */
+    struct gw_metrics *metrics;  /* owned: counters across reloads
+                                    (metrics.c) */
 };
 
 /* What the access log records of one request. */

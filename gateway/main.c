@@ -15,6 +15,7 @@
 #include "gateway/limit.h"
 #include "gateway/rlredis.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "gateway/prompt.h"
 #include "gateway/health.h"
 #include "gateway/pool.h"
@@ -202,6 +203,7 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
     gw_http_server_set_limits(gw->http, &l);
     gw_config_unref(gw->config);
     gw->config = c;
+    gw_metrics_reload(gw->metrics, c); /* counters carry over by name */
     gw_health_apply(gw->health); /* checks follow the new config */
     if (gw->prompts && c->registry.path)
         gw_prompts_reload(gw->prompts, &c->registry);
@@ -405,7 +407,9 @@ int main(int argc, char **argv)
         goto out;
     }
     gw->states = gw_states_new();
-    if (gw->states == NULL || gw_states_attach(gw->states, gw->config) < 0 ||
+    if ((gw->metrics = gw_metrics_new()) == NULL ||
+        gw_metrics_attach(gw->metrics, gw->config) < 0 ||
+        gw->states == NULL || gw_states_attach(gw->states, gw->config) < 0 ||
         (gw->health = gw_health_new(gw)) == NULL ||
         gw_health_apply(gw->health) < 0) {
         gw_log_error("out of memory at start");
@@ -419,6 +423,10 @@ int main(int argc, char **argv)
         gw_log_error("%s", msg);
         goto out;
     }
+    if (gw_metrics_listen(gw, msg, sizeof(msg)) < 0) {
+        gw_log_error("metrics.listen: %s", msg);
+        goto out;
+    }
     event_add(m.sig_hup, NULL);
     event_add(m.sig_term, NULL);
     event_add(m.sig_int, NULL);
@@ -430,6 +438,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     gw_http_server_free(gw->http);
+    gw_metrics_free(gw->metrics); /* and its listener */
     gw_cache_free(gw->cache); /* after the requests that wait on it */
     gw_curlev_free(gw->curl);
     gw_upstream_free_pools(gw);

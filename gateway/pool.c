@@ -324,6 +324,7 @@ void gw_pool_record(struct gw_backend *b, int64_t now_us, int probe,
             s->ewma_us = ttfb_us;
         else
             s->ewma_us += (ttfb_us - s->ewma_us) / 5;
+        gw_metrics_observe(&s->head, ttfb_us);
     }
     gw_breaker_record(&s->breaker, &b->breaker, now_us, probe, outcome,
                       retry_after_ms);

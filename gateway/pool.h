@@ -16,6 +16,7 @@
 
 #include "gateway/breaker.h"
 #include "gateway/config.h"
+#include "gateway/metrics.h"
 
 struct evbuffer;
 struct gw_hcheck;
@@ -30,6 +31,7 @@ struct gw_backend_state {
     unsigned long attempts, failures, retries_to; /* since start */
     int in_config;             /* named by the current config */
     struct gw_hcheck *health;  /* owned by health.c (gw_health_free) */
+    struct gw_metrics_hist head; /* answered attempts' time to head */
 };
 
 struct gw_backend_states {

@@ -17,6 +17,7 @@
 #include "gateway/limit.h"
 #include "gateway/rlredis.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "gateway/pool.h"
 #include "gateway/prompt.h"
 
@@ -130,6 +131,7 @@ void gw_proxy_log(struct gw_gateway *gw, struct gw_http_req *req,
     struct timeval now;
     long lat;
 
+    gw_metrics_request(gw->metrics, req, rl);
     if (gw->prompts)
         gw_prompt_finish(gw->prompts, req, rl);
     if ((l.b = gw_accesslog_buffer(gw->alog)) == NULL)
@@ -810,6 +812,7 @@ void gw_proxy_reject(struct gw_http_req *req, int status, const char *code,
     struct gw_reqlog rl;
     char id[136];
 
+    gw_metrics_begin(gw->metrics);
     request_id(gw, req, id, sizeof(id));
     memset(&rl, 0, sizeof(rl));
     rl.request_id = id;
@@ -826,6 +829,7 @@ void gw_proxy_handle(struct gw_http_req *req, void *arg)
     const struct route *r;
     char id[136], msg[256];
 
+    gw_metrics_begin(gw->metrics);
     request_id(gw, req, id, sizeof(id));
     memset(&rl, 0, sizeof(rl));
     rl.request_id = id;
@@ -833,6 +837,10 @@ void gw_proxy_handle(struct gw_http_req *req, void *arg)
     gw_usage_init(&rl.usage);
     gw_http_add_header(req, "x-request-id", id);
 
+    if (gw_metrics_serves(gw->metrics, gw->config, req->path)) {
+        gw_metrics_handle(gw, req, &rl);
+        return;
+    }
     for (r = routes; r->path; r++)
         if (strcmp(req->path, r->path) == 0)
             break;
