@@ -2,7 +2,8 @@
 # Streaming at scale (issue 11): N concurrent streaming chat completions,
 # mockllm producing $TOKENS chunks $TOKEN_DELAY_MS apart, through
 #   direct      the mock alone
-#   nginx       proxy_pass, proxy_buffering off, upstream keepalive
+#   nginx       proxy_pass, proxy_buffering off, upstream keepalive,
+#               multi_accept on (off, it takes one connection a loop turn)
 #   promptgate  one worker, nothing on
 # every server pinned to cpu 0, the load client (bin/sseload) on cpu 1.
 # Each (N, target) run starts a fresh mock and a fresh proxy, so the
@@ -20,10 +21,20 @@
 # TTFT p99 < 5 ms, peak RSS < 100 MB and < 20 KB a stream; the exit status
 # is 1 when promptgate misses it (BAR=0: report only).
 #
-# Knobs: STREAMS="1000 5000" TARGETS="direct nginx promptgate" TOKENS=200
-#        TOKEN_DELAY_MS=20 RAMP_MS=2000 (opens spread over it) TIMEOUT_S=120
-#        PIN=1 BAR=1 BIN=<repo>/bin
-# Quick functional run: STREAMS=200 TOKENS=20 contrib/bench/streams.sh
+# ROUNDS=3: every (N, target) is run that many times, in turns (round 1 of
+# every target, then round 2, ...), and each figure is the median over the
+# rounds (ok: the worst round; peak RSS: the highest): the tails of a shared
+# 2-core machine move by tens of ms from one run to the next.
+#
+# cpu0_demand: the events a second that N streams ask for (N x 1000 /
+# TOKEN_DELAY_MS) times the CPU per event of the mock (measured in the
+# direct run) and of the proxy: above 1.0, cpu 0 cannot keep up with the
+# stream rate at all and every latency figure measures the backlog.
+#
+# Knobs: STREAMS="1000 5000" TARGETS="direct nginx promptgate" ROUNDS=3
+#        TOKENS=200 TOKEN_DELAY_MS=20 RAMP_MS=2000 (opens spread over it)
+#        TIMEOUT_S=120 PIN=1 BAR=1 BIN=<repo>/bin
+# Quick functional run: STREAMS=200 TOKENS=20 ROUNDS=1 contrib/bench/streams.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$ROOT/bin}
@@ -35,6 +46,7 @@ RAMP_MS=${RAMP_MS:-2000}
 TIMEOUT_S=${TIMEOUT_S:-120}
 PIN=${PIN:-1}
 BAR=${BAR:-1}
+ROUNDS=${ROUNDS:-3}
 RESULTS="$ROOT/results"
 
 die() { echo "streams: $*" >&2; exit 2; }
@@ -44,6 +56,7 @@ done
 for n in $STREAMS; do
     [[ $n =~ ^[0-9]+$ && $n -ge 1 && $n -le 50000 ]] || die "STREAMS: '$n' is not a count 1..50000"
 done
+[[ $ROUNDS =~ ^[1-9]$ ]] || die "ROUNDS: '$ROUNDS' is not 1..9"
 for t in $TARGETS; do
     [[ $t == direct || $t == nginx || $t == promptgate ]] ||
         die "TARGETS: unknown target '$t' (direct, nginx, promptgate)"
@@ -123,7 +136,7 @@ worker_rlimit_nofile $NOFILE;
 daemon off;
 pid $WORK/ngx/nginx.pid;
 error_log $WORK/ngx/error.log warn;
-events { worker_connections $conns; }
+events { worker_connections $conns; multi_accept on; }
 http {
     access_log off;
     client_body_temp_path $WORK/ngx/body;
@@ -161,8 +174,8 @@ JSON
     wait_http "http://127.0.0.1:$port/healthz" "$PROXY_PID"
 }
 
-run_one() { # n target
-    local n=$1 t=$2 port url pids c0 c1 m0 m1 rss0 hwm out rc=0
+run_one() { # n target round
+    local n=$1 t=$2 k=$3 port url pids c0 c1 m0 m1 rss0 hwm out rc=0
     start_mock
     case $t in
     direct) PROXY_PID=$MOCK_PID; port=$MOCK_PORT ;;
@@ -179,18 +192,20 @@ run_one() { # n target
     c1=$(cpu_ticks $pids); m1=$(cpu_ticks "$MOCK_PID")
     hwm=$(status_kb VmHWM $pids)
     [[ -n $out ]] || die "$t, $n streams: sseload printed nothing (exit $rc): $(cat "$WORK/sseload.err")"
-    printf '%s\n' "$out" >"$WORK/run-$n-$t.sseload"
+    printf '%s\n' "$out" >"$WORK/run-$n-$t-$k.sseload"
     printf '{"n": %d, "target": "%s", "pids": "%s", "idle_rss_kb": %d, "peak_rss_kb": %d, "cpu_ticks": %d, "mock_cpu_ticks": %d}\n' \
-        "$n" "$t" "$pids" "$rss0" "$hwm" $((c1 - c0)) $((m1 - m0)) >"$WORK/run-$n-$t.proc"
-    echo "streams: $t, $n streams: $(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print("%d ok, %d failed, ttft p99 %s ms" % (j["ok"], j["failed"], (j["ttft_ms"] or {}).get("p99")))' "$out"), peak rss $((hwm / 1024)) MB" >&2
+        "$n" "$t" "$pids" "$rss0" "$hwm" $((c1 - c0)) $((m1 - m0)) >"$WORK/run-$n-$t-$k.proc"
+    echo "streams: round $k, $t, $n streams: $(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print("%d ok, %d failed, ttft p99 %s ms" % (j["ok"], j["failed"], (j["ttft_ms"] or {}).get("p99")))' "$out"), peak rss $((hwm / 1024)) MB" >&2
     stop_pids
     sleep 1 # let the closed sockets settle before the next run
 }
 
-echo "streams: STREAMS=\"$STREAMS\" TARGETS=\"$(echo $TARGETS)\" tokens=$TOKENS x ${TOKEN_DELAY_MS} ms, ramp ${RAMP_MS} ms, open files $NOFILE, pinned=$PIN" >&2
+echo "streams: STREAMS=\"$STREAMS\" TARGETS=\"$(echo $TARGETS)\" ROUNDS=$ROUNDS tokens=$TOKENS x ${TOKEN_DELAY_MS} ms, ramp ${RAMP_MS} ms, open files $NOFILE, pinned=$PIN" >&2
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-for n in $STREAMS; do
-    for t in $TARGETS; do run_one "$n" "$t"; done
+for k in $(seq "$ROUNDS"); do
+    for n in $STREAMS; do
+        for t in $TARGETS; do run_one "$n" "$t" "$k"; done
+    done
 done
 
 TS=$(date -u +%Y%m%dT%H%M%SZ)
@@ -200,18 +215,47 @@ import json, os, sys
 out, work, hz = sys.argv[1], sys.argv[2], int(sys.argv[3])
 ns = [int(x) for x in "$STREAMS".split()]
 targets = "$TARGETS".split()
+rounds = $ROUNDS
+def med(xs):
+    xs = sorted(x for x in xs if x is not None)
+    return None if not xs else (xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2)
+def one(n, t, k):
+    s = json.load(open(os.path.join(work, "run-%d-%s-%d.sseload" % (n, t, k))))
+    p = json.load(open(os.path.join(work, "run-%d-%s-%d.proc" % (n, t, k))))
+    cpu_s = p["cpu_ticks"] / hz
+    return {"client": s, "idle_rss_kb": p["idle_rss_kb"], "peak_rss_kb": p["peak_rss_kb"],
+            "rss_kb_per_stream": round((p["peak_rss_kb"] - p["idle_rss_kb"]) / n, 2),
+            "cpu_s": cpu_s, "cpu_us_per_stream": round(cpu_s * 1e6 / n, 1),
+            "cpu_us_per_event": round(cpu_s * 1e6 / s["events"], 2) if s["events"] else None,
+            "mock_cpu_s": p["mock_cpu_ticks"] / hz,
+            "mock_cpu_us_per_event": round(p["mock_cpu_ticks"] / hz * 1e6 / s["events"], 2) if s["events"] else None}
 rows = []
 for n in ns:
     for t in targets:
-        s = json.load(open(os.path.join(work, "run-%d-%s.sseload" % (n, t))))
-        p = json.load(open(os.path.join(work, "run-%d-%s.proc" % (n, t))))
-        cpu_s = p["cpu_ticks"] / hz
-        rows.append({"n": n, "target": t, "client": s,
-                     "idle_rss_kb": p["idle_rss_kb"], "peak_rss_kb": p["peak_rss_kb"],
-                     "rss_kb_per_stream": round((p["peak_rss_kb"] - p["idle_rss_kb"]) / n, 2),
-                     "cpu_s": cpu_s, "cpu_us_per_stream": round(cpu_s * 1e6 / n, 1),
-                     "cpu_us_per_event": round(cpu_s * 1e6 / s["events"], 2) if s["events"] else None,
-                     "mock_cpu_s": p["mock_cpu_ticks"] / hz})
+        rs = [one(n, t, k) for k in range(1, rounds + 1)]
+        cs = [r["client"] for r in rs]
+        worst = min(cs, key=lambda c: c["ok"])
+        client = {"streams": n, "ok": worst["ok"], "failed": worst["failed"], "fail": worst["fail"],
+                  "first_error": worst["first_error"],
+                  "events": med([c["events"] for c in cs]), "duration_s": med([c["duration_s"] for c in cs]),
+                  "client_cpu_s": med([c["client_cpu_s"] for c in cs])}
+        for key in ("ttft_ms", "gap_ms"):
+            have = [c[key] for c in cs if c[key]]
+            client[key] = {q: med([h[q] for h in have]) for q in ("p50", "p99", "max")} if have else None
+        row = {"n": n, "target": t, "client": client, "rounds": rs,
+               "idle_rss_kb": med([r["idle_rss_kb"] for r in rs]),
+               "peak_rss_kb": max(r["peak_rss_kb"] for r in rs),
+               "rss_kb_per_stream": max(r["rss_kb_per_stream"] for r in rs)}
+        for key in ("cpu_s", "cpu_us_per_stream", "cpu_us_per_event", "mock_cpu_s", "mock_cpu_us_per_event"):
+            row[key] = med([r[key] for r in rs])
+        rows.append(row)
+# what the stream rate asks of cpu 0: events/s x (mock + proxy) CPU per event
+for r in rows:
+    base = next(x for x in rows if x["n"] == r["n"] and x["target"] == "direct")
+    rate = r["n"] * 1000.0 / $TOKEN_DELAY_MS if $TOKEN_DELAY_MS > 0 else None
+    per = (base["mock_cpu_us_per_event"] or 0) + (0 if r["target"] == "direct" else (r["cpu_us_per_event"] or 0))
+    r["events_per_s_asked"] = rate
+    r["cpu0_demand"] = round(rate * per / 1e6, 2) if rate else None
 def d(a, b):
     return None if a is None or b is None else round(a - b, 3)
 def pc(s, k, q):
@@ -224,8 +268,8 @@ for r in rows:
                   "gap_p50_ms": d(pc(s, "gap_ms", "p50"), pc(base, "gap_ms", "p50")),
                   "gap_p99_ms": d(pc(s, "gap_ms", "p99"), pc(base, "gap_ms", "p99"))}
 hdr = ("N", "target", "ok", "ttft_p50", "ttft_p99", "+ttft_p50", "+ttft_p99", "gap_p50",
-       "gap_p99", "+gap_p99", "peak_MB", "KB/strm", "cpu_ms/strm", "cpu_us/evt", "client_cpu%")
-fmt = "%-5s %-10s %-10s %8s %8s %9s %9s %7s %7s %8s %7s %7s %11s %10s %11s"
+       "gap_p99", "+gap_p99", "peak_MB", "KB/strm", "cpu_ms/strm", "cpu_us/evt", "client_cpu%", "cpu0_demand")
+fmt = "%-5s %-10s %-10s %8s %8s %9s %9s %7s %7s %8s %7s %7s %11s %10s %11s %11s"
 print(fmt % hdr)
 f = lambda v: "-" if v is None else ("%.2f" % v)
 for r in rows:
@@ -237,7 +281,8 @@ for r in rows:
                  f(a["gap_p99_ms"]) if r["target"] != "direct" else "",
                  "%.1f" % (r["peak_rss_kb"] / 1024), "%.1f" % r["rss_kb_per_stream"],
                  "%.2f" % (r["cpu_us_per_stream"] / 1000), f(r["cpu_us_per_event"]),
-                 "%.0f" % (100 * s["client_cpu_s"] / s["duration_s"]) if s["duration_s"] else "-"))
+                 "%.0f" % (100 * s["client_cpu_s"] / s["duration_s"]) if s["duration_s"] else "-",
+                 f(r["cpu0_demand"])))
 bar = None
 pg = [r for r in rows if r["target"] == "promptgate"]
 if pg:
@@ -254,7 +299,8 @@ fails = [(r["n"], r["target"], r["client"]["fail"], r["client"]["first_error"])
          for r in rows if r["client"]["failed"]]
 for f_ in fails:
     print("failures %d %s: %s, first: %s" % f_)
-json.dump({"params": {"streams": ns, "targets": targets, "tokens": $TOKENS,
+print("(medians of %d rounds; ms; + is added over direct; cpu0_demand > 1: the stream rate asks more than cpu 0 has)" % rounds)
+json.dump({"params": {"streams": ns, "targets": targets, "rounds": rounds, "tokens": $TOKENS,
                       "token_delay_ms": $TOKEN_DELAY_MS, "ramp_ms": $RAMP_MS,
                       "timeout_s": $TIMEOUT_S, "pinned": $PIN == 1, "open_files": $NOFILE,
                       "loadavg_before": "$LOAD_BEFORE",
