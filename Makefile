@@ -6,6 +6,7 @@
 #   make run        install missing packages, build, start mockllm + gateway
 #   make bench      measure gateway vs mockllm direct vs nginx (wrk)
 #   make asan       build with ASan/UBSan/LSan into build/asan and run tests
+#   make soak       SOAK_SECONDS=600 of mixed load; memory and fds must stay flat
 #   make fuzz       build the libFuzzer targets (clang) into build/fuzz and
 #                   run each for FUZZ_SECONDS (30) on its tests/fuzz corpus
 #   make install    PREFIX=/usr/local DESTDIR= (SYSCONFDIR, SYSTEMDDIR)
@@ -50,7 +51,7 @@ LIBS       :=
 # objs: map source files to object files under $(BUILD)
 objs = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
-.PHONY: all test unit integration run bench asan install clean deps fuzz
+.PHONY: all test unit integration run bench asan install clean deps fuzz soak
 all:
 
 include $(sort $(wildcard */module.mk */*/module.mk))
@@ -107,6 +108,14 @@ fuzz:
 	@$(MAKE) --no-print-directory BUILD=build/fuzz BIN=build/fuzz/bin OPT=-O1 CC=clang \
 	    SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    fuzz-run
+
+# A steady mixed load for SOAK_SECONDS: RSS and descriptors must end
+# within 5% of their values after the warm-up, nothing lost, no crash.
+SOAK_SECONDS ?= 600
+soak: all
+	@mkdir -p results
+	PROMPTGATE_BIN=$(abspath $(BIN)) $(PYTHON) tests/soak/soak.py --seconds $(SOAK_SECONDS) \
+	    --json results/soak-$$(date -u +%Y%m%dT%H%M%SZ).json
 
 # Binaries (migrations are built in), the example config (an existing one
 # is never overwritten), the systemd unit with this prefix's paths, the
