@@ -676,6 +676,34 @@ def test_two_thousand_pipelined_requests_in_one_write(hg):
     assert [x.header("x-request-id") for x in a] == ["r%d" % i for i in range(n)]
 
 
+def test_nothing_after_connection_close_is_run(hg):
+    """A request with Connection: close followed by a second one in the
+    same write: the first is answered (with Connection: close), the
+    connection ends, and the second never reaches the backend."""
+    mock, gw = hg
+    first = post(json.dumps(chat(user="first")).encode(), extra=b"Connection: close\r\n")
+    a = exchange(gw, first + post(json.dumps(chat(user="second")).encode()))
+    assert [x.status for x in a] == [200], a
+    assert a[0].header("connection") == "close"
+    assert [r["body"]["user"] for r in mock.requests()] == ["first"]
+
+
+def test_expect_continue_over_limit_gets_413_not_100(hg):
+    """Expect: 100-continue with a Content-Length over max_body_bytes: the
+    client is told 413 at once and never invited to send the body (no
+    100 Continue first)."""
+    mock, gw = hg
+    s = connect(gw)
+    try:
+        send(s, b"POST " + CHAT.encode() + b" HTTP/1.1\r\nHost: gw\r\n"
+             b"Expect: 100-continue\r\nContent-Length: 9999999\r\n\r\n")
+        data = read_to_eof(s, 3)
+    finally:
+        s.close()
+    assert not data.startswith(b"HTTP/1.1 100"), data
+    only_error(parse_answers(data), 413, "body_too_large")
+
+
 def test_request_in_tiny_writes(hg):
     """A request sent one byte per TCP write (Nagle off, a pause every few
     bytes so they arrive as separate segments) is read whole: 200, and the
