@@ -10,8 +10,19 @@
  * here, so its zero-copy scan keeps its cost) and a new body is written.
  * Every top-level field is either translated, dropped because it only
  * tunes OpenAI's own service (seed, penalties, store, service_tier, ...),
- * or refused with a 400 that names it: a silently dropped "tools" would
+ * or refused with a 400 that names it: a silently dropped "logprobs" would
  * answer a different question than the one asked.
+ *
+ * Tools: "tools" (functions) become Messages tools with the parameters as
+ * input_schema; tool_choice auto/none/required/{function} becomes
+ * auto/none/any/{tool}; parallel_tool_calls false becomes
+ * disable_parallel_tool_use. An assistant's tool_calls become tool_use
+ * blocks (arguments parsed: they must be a JSON object), "tool" messages
+ * tool_result blocks of a user turn (consecutive ones share it, as
+ * Messages wants all results of a turn together). Back, tool_use blocks
+ * become tool_calls (input serialized as arguments), streamed as
+ * tool_calls deltas: the call's id and name first, then its arguments in
+ * the pieces Anthropic sends (input_json_delta).
  *
  * Response: a whole answer is rebuilt as a chat.completion; an error keeps
  * its HTTP status and becomes OpenAI's error shape. A stream is translated
@@ -33,10 +44,12 @@
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_SYSTEM_PARTS 1024
-#define ADD_LIT(b, s) evbuffer_add((b), (s), sizeof(s) - 1)
+/* s must be a string literal ("" s does not compile otherwise) */
+#define ADD_LIT(b, s) evbuffer_add((b), "" s, sizeof(s) - 1)
 
 static int fail(struct gw_anthropic_err *err, const char *code,
                 const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -66,12 +79,12 @@ static int unsupported(struct gw_anthropic_err *err, const char *what)
  * for Messages: dropped. */
 static const char *const ignored_fields[] = {
     "seed", "frequency_penalty", "presence_penalty", "logit_bias", "store",
-    "metadata", "service_tier", "parallel_tool_calls", "prompt_cache_key",
+    "metadata", "service_tier", "prompt_cache_key",
     "safety_identifier", NULL};
 
 /* Fields that change what is asked and are not translated: 400 when set. */
 static const char *const refused_fields[] = {
-    "tools", "tool_choice", "functions", "function_call", "top_logprobs",
+    "functions", "function_call", "top_logprobs",
     "audio", "modalities", "prediction", "web_search_options",
     "reasoning_effort", NULL};
 
@@ -198,6 +211,80 @@ static json_t *message_content(json_t *content, int user,
     return blocks;
 }
 
+/* The tool_use blocks of an assistant's tool_calls, appended to blocks. */
+static int tool_use_blocks(json_t *calls, json_t *blocks,
+                           struct gw_anthropic_err *err, size_t idx)
+{
+    json_t *call;
+    size_t j;
+
+    if (!json_is_array(calls))
+        return fail(err, "invalid_value", "messages[%zu].tool_calls: must be "
+                    "an array", idx);
+    json_array_foreach(calls, j, call) {
+        json_t *fn = json_object_get(call, "function"), *input;
+        const char *id = json_string_value(json_object_get(call, "id"));
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        const char *args = json_string_value(json_object_get(fn, "arguments"));
+        const char *type = json_string_value(json_object_get(call, "type"));
+        if (type && strcmp(type, "function") != 0) {
+            char what[96];
+            snprintf(what, sizeof(what), "tool calls of type '%.32s'", type);
+            return unsupported(err, what);
+        }
+        if (id == NULL || name == NULL)
+            return fail(err, "invalid_value", "messages[%zu].tool_calls[%zu]: "
+                        "needs \"id\" and \"function\": {\"name\", "
+                        "\"arguments\"}", idx, j);
+        input = args && *args ? json_loads(args, 0, NULL) : json_object();
+        if (!json_is_object(input)) {
+            json_decref(input);
+            return fail(err, "invalid_value", "messages[%zu].tool_calls[%zu]."
+                        "function.arguments: must be a JSON object in a "
+                        "string", idx, j);
+        }
+        if (json_array_append_new(blocks, json_pack(
+                "{s:s,s:s,s:s,s:o}", "type", "tool_use", "id", id, "name",
+                name, "input", input)) < 0)
+            return fail(err, "out_of_memory", "out of memory");
+    }
+    return 0;
+}
+
+/* A "tool" message as a tool_result block of a user turn: the previous
+ * one when it holds tool results already. */
+static int tool_result(json_t *m, json_t *out, struct gw_anthropic_err *err,
+                       size_t idx)
+{
+    const char *id = json_string_value(json_object_get(m, "tool_call_id"));
+    json_t *content = json_object_get(m, "content"), *c, *b, *last, *lc;
+
+    if (id == NULL)
+        return fail(err, "invalid_value", "messages[%zu].tool_call_id: must "
+                    "be a string", idx);
+    if (json_is_null(content) || content == NULL)
+        c = json_string("");
+    else if ((c = message_content(content, 0, err, idx)) == NULL)
+        return -1;
+    b = json_pack("{s:s,s:s,s:o}", "type", "tool_result", "tool_use_id", id,
+                  "content", c);
+    last = json_array_get(out, json_array_size(out) - 1);
+    lc = json_object_get(last, "content");
+    if (json_array_size(out) > 0 &&
+        strcmp(json_string_value(json_object_get(last, "role")), "user") ==
+            0 &&
+        json_is_array(lc) && json_array_size(lc) > 0 &&
+        strcmp(json_string_value(json_object_get(
+                   json_array_get(lc, json_array_size(lc) - 1), "type")),
+               "tool_result") == 0)
+        return json_array_append_new(lc, b) < 0
+                   ? fail(err, "out_of_memory", "out of memory") : 0;
+    if (json_array_append_new(out, json_pack("{s:s,s:[o]}", "role", "user",
+                                             "content", b)) < 0)
+        return fail(err, "out_of_memory", "out of memory");
+    return 0;
+}
+
 /* messages -> system text and the Messages "messages" array. */
 static json_t *messages(json_t *in, struct evbuffer *sys,
                         struct gw_anthropic_err *err)
@@ -216,7 +303,7 @@ static json_t *messages(json_t *in, struct evbuffer *sys,
     }
     json_array_foreach(in, i, m) {
         const char *role = json_string_value(json_object_get(m, "role"));
-        json_t *content = json_object_get(m, "content"), *c;
+        json_t *content = json_object_get(m, "content"), *c, *calls;
         if (role == NULL) {
             fail(err, "invalid_value", "messages[%zu].role: must be a string",
                  i);
@@ -227,8 +314,13 @@ static json_t *messages(json_t *in, struct evbuffer *sys,
                 goto fail;
             continue;
         }
-        if (strcmp(role, "tool") == 0 || strcmp(role, "function") == 0) {
-            unsupported(err, "messages with role 'tool' (tool calls)");
+        if (strcmp(role, "tool") == 0) {
+            if (tool_result(m, out, err, i) < 0)
+                goto fail;
+            continue;
+        }
+        if (strcmp(role, "function") == 0) {
+            unsupported(err, "messages with role 'function' (use tools)");
             goto fail;
         }
         if (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0) {
@@ -236,11 +328,42 @@ static json_t *messages(json_t *in, struct evbuffer *sys,
                  "one of system, developer, user, assistant", i, role);
             goto fail;
         }
-        if ((json_object_get(m, "tool_calls") &&
-             !json_is_null(json_object_get(m, "tool_calls"))) ||
-            (json_object_get(m, "function_call") &&
-             !json_is_null(json_object_get(m, "function_call")))) {
-            unsupported(err, "'tool_calls' in messages");
+        if (json_object_get(m, "function_call") &&
+            !json_is_null(json_object_get(m, "function_call"))) {
+            unsupported(err, "'function_call' in messages (use tool_calls)");
+            goto fail;
+        }
+        calls = json_object_get(m, "tool_calls");
+        if (role[0] == 'a' && calls && !json_is_null(calls)) {
+            json_t *blocks = json_array();
+            if (blocks == NULL) {
+                fail(err, "out_of_memory", "out of memory");
+                goto fail;
+            }
+            if (content && !json_is_null(content) &&
+                !(json_is_string(content) && json_string_length(content) == 0)) {
+                json_t *t = message_content(content, 0, err, i);
+                if (t == NULL) {
+                    json_decref(blocks);
+                    goto fail;
+                }
+                if (json_is_string(t))
+                    json_array_append_new(blocks, json_pack(
+                        "{s:s,s:o}", "type", "text", "text", t));
+                else
+                    json_array_extend(blocks, t), json_decref(t);
+            }
+            if (tool_use_blocks(calls, blocks, err, i) < 0) {
+                json_decref(blocks);
+                goto fail;
+            }
+            json_array_append_new(out, json_pack("{s:s,s:o}", "role", role,
+                                                 "content", blocks));
+            continue;
+        }
+        if (role[0] == 'u' && calls && !json_is_null(calls)) {
+            fail(err, "invalid_value", "messages[%zu].tool_calls: only an "
+                 "assistant message makes tool calls", i);
             goto fail;
         }
         if (content == NULL || json_is_null(content)) {
@@ -262,6 +385,88 @@ static json_t *messages(json_t *in, struct evbuffer *sys,
 fail:
     json_decref(out);
     return NULL;
+}
+
+/* "tools": OpenAI function tools as Messages tools. */
+static json_t *tools_of(json_t *in, struct gw_anthropic_err *err)
+{
+    json_t *out, *t;
+    size_t i;
+
+    if (!json_is_array(in) || json_array_size(in) == 0 ||
+        (out = json_array()) == NULL) {
+        fail(err, "invalid_value", "'tools' must be a non-empty array of "
+             "{\"type\": \"function\", \"function\": {\"name\", ...}}");
+        return NULL;
+    }
+    json_array_foreach(in, i, t) {
+        const char *type = json_string_value(json_object_get(t, "type"));
+        json_t *fn = json_object_get(t, "function"), *o;
+        json_t *desc = json_object_get(fn, "description");
+        json_t *params = json_object_get(fn, "parameters");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        if (type == NULL || strcmp(type, "function") != 0) {
+            char what[96];
+            snprintf(what, sizeof(what), "tools of type '%.32s'",
+                     type ? type : "(none)");
+            unsupported(err, what);
+            json_decref(out);
+            return NULL;
+        }
+        if (name == NULL || (desc && !json_is_string(desc) &&
+                             !json_is_null(desc)) ||
+            (params && !json_is_object(params) && !json_is_null(params))) {
+            fail(err, "invalid_value", "tools[%zu].function: needs a "
+                 "\"name\"; \"description\" is a string, \"parameters\" a "
+                 "JSON schema object", i);
+            json_decref(out);
+            return NULL;
+        }
+        o = json_pack("{s:s}", "name", name);
+        if (json_is_string(desc))
+            json_object_set(o, "description", desc);
+        json_object_set_new(o, "input_schema", json_is_object(params)
+                            ? json_incref(params)
+                            : json_pack("{s:s}", "type", "object"));
+        json_array_append_new(out, o);
+    }
+    return out;
+}
+
+/* tool_choice (and parallel_tool_calls false) as Messages' tool_choice;
+ * *choice NULL when there is nothing to say. */
+static int tool_choice_of(json_t *v, json_t *parallel, json_t **choice,
+                          struct gw_anthropic_err *err)
+{
+    const char *s = json_string_value(v);
+
+    *choice = NULL;
+    if (v == NULL || json_is_null(v) || (s && strcmp(s, "auto") == 0))
+        *choice = json_pack("{s:s}", "type", "auto");
+    else if (s && strcmp(s, "none") == 0)
+        *choice = json_pack("{s:s}", "type", "none");
+    else if (s && strcmp(s, "required") == 0)
+        *choice = json_pack("{s:s}", "type", "any");
+    else if (json_is_object(v) &&
+             json_is_string(json_object_get(json_object_get(v, "function"),
+                                            "name")))
+        *choice = json_pack("{s:s,s:O}", "type", "tool", "name",
+                            json_object_get(json_object_get(v, "function"),
+                                            "name"));
+    else
+        return fail(err, "invalid_value", "'tool_choice' must be \"auto\", "
+                    "\"none\", \"required\" or {\"type\": \"function\", "
+                    "\"function\": {\"name\": ...}}");
+    if (json_is_false(parallel) &&
+        strcmp(json_string_value(json_object_get(*choice, "type")), "none"))
+        json_object_set_new(*choice, "disable_parallel_tool_use", json_true());
+    /* auto is Messages' default: said only when it carries the flag */
+    if (strcmp(json_string_value(json_object_get(*choice, "type")), "auto") ==
+            0 && json_object_size(*choice) == 1) {
+        json_decref(*choice);
+        *choice = NULL;
+    }
+    return 0;
 }
 
 static int dump_cb(const char *buf, size_t size, void *data)
@@ -325,7 +530,9 @@ int gw_anthropic_request(const char *body, size_t len, const char *model,
                                            "max_completion_tokens",
                                            "temperature", "top_p", "top_k",
                                            "stop", "stream", "stream_options",
-                                           "user", NULL}, key)) {
+                                           "user", "tools", "tool_choice",
+                                           "parallel_tool_calls", NULL},
+                     key)) {
             fail(err, "unknown_parameter", "unknown field '%.64s': the "
                  "anthropic provider translates only the OpenAI chat "
                  "completion fields it knows", key);
@@ -394,6 +601,28 @@ int gw_anthropic_request(const char *body, size_t len, const char *model,
             goto out;
         }
         json_object_set(o, *n, v);
+    }
+    v = json_object_get(in, "tools");
+    if (v && !json_is_null(v)) {
+        json_t *tools = tools_of(v, err), *choice;
+        if (tools == NULL)
+            goto out;
+        json_object_set_new(o, "tools", tools);
+        if (tool_choice_of(json_object_get(in, "tool_choice"),
+                           json_object_get(in, "parallel_tool_calls"), &choice,
+                           err) < 0)
+            goto out;
+        if (choice)
+            json_object_set_new(o, "tool_choice", choice);
+    } else {
+        v = json_object_get(in, "tool_choice");
+        if (v && !json_is_null(v) &&
+            !(json_is_string(v) && (strcmp(json_string_value(v), "none") == 0 ||
+                                    strcmp(json_string_value(v), "auto") == 0))) {
+            fail(err, "invalid_value", "'tool_choice' names a tool but the "
+                 "request has no 'tools'");
+            goto out;
+        }
     }
     v = json_object_get(in, "user");
     if (json_is_string(v)) {
@@ -522,15 +751,62 @@ int gw_anthropic_response(int status, const char *body, size_t len,
                            "\"model\":", created);
     add_str(b, model, strlen(model));
     ADD_LIT(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
-                    "\"assistant\",\"content\":\"");
-    json_array_foreach(content, i, blk) {
-        const char *bt = json_string_value(json_object_get(blk, "type"));
-        json_t *t = json_object_get(blk, "text");
-        /* thinking and other blocks are not part of the answer's text */
-        if (bt && strcmp(bt, "text") == 0 && json_is_string(t))
-            gw_json_escape(b, json_string_value(t), json_string_length(t));
+                    "\"assistant\",\"content\":");
+    {
+        /* text blocks joined; tool_use blocks as tool_calls; thinking and
+         * other blocks are not part of the answer */
+        size_t n_text = 0, n_tools = 0;
+        json_array_foreach(content, i, blk) {
+            const char *bt = json_string_value(json_object_get(blk, "type"));
+            if (bt && strcmp(bt, "text") == 0 &&
+                json_is_string(json_object_get(blk, "text")))
+                n_text++;
+            else if (bt && strcmp(bt, "tool_use") == 0)
+                n_tools++;
+        }
+        if (n_text == 0 && n_tools > 0) {
+            ADD_LIT(b, "null");
+        } else {
+            ADD_LIT(b, "\"");
+            json_array_foreach(content, i, blk) {
+                const char *bt = json_string_value(json_object_get(blk, "type"));
+                json_t *t = json_object_get(blk, "text");
+                if (bt && strcmp(bt, "text") == 0 && json_is_string(t))
+                    gw_json_escape(b, json_string_value(t),
+                                   json_string_length(t));
+            }
+            ADD_LIT(b, "\"");
+        }
+        if (n_tools > 0) {
+            size_t k = 0;
+            ADD_LIT(b, ",\"tool_calls\":[");
+            json_array_foreach(content, i, blk) {
+                const char *bt = json_string_value(json_object_get(blk, "type"));
+                const char *tid = json_string_value(json_object_get(blk, "id"));
+                const char *name = json_string_value(json_object_get(blk,
+                                                                     "name"));
+                char *args;
+                if (bt == NULL || strcmp(bt, "tool_use") != 0)
+                    continue;
+                if (tid == NULL || name == NULL)
+                    goto out;
+                args = json_dumps(json_object_get(blk, "input"),
+                                  JSON_COMPACT | JSON_ENCODE_ANY);
+                if (k++)
+                    ADD_LIT(b, ",");
+                ADD_LIT(b, "{\"id\":");
+                add_str(b, tid, strlen(tid));
+                ADD_LIT(b, ",\"type\":\"function\",\"function\":{\"name\":");
+                add_str(b, name, strlen(name));
+                ADD_LIT(b, ",\"arguments\":");
+                add_str(b, args ? args : "{}", args ? strlen(args) : 2);
+                ADD_LIT(b, "}}");
+                free(args);
+            }
+            ADD_LIT(b, "]");
+        }
     }
-    evbuffer_add_printf(b, "\"},\"logprobs\":null,\"finish_reason\":\"%s\"}],",
+    evbuffer_add_printf(b, "},\"logprobs\":null,\"finish_reason\":\"%s\"}],",
                         gw_anthropic_finish_reason(json_string_value(
                             json_object_get(r, "stop_reason"))));
     usage = json_object_get(r, "usage");
@@ -552,6 +828,7 @@ int gw_anthropic_stream_init(struct gw_anthropic_stream *s, int include_usage,
                              long created)
 {
     memset(s, 0, sizeof(*s));
+    s->cur_tool = -1;
     s->include_usage = include_usage;
     s->created = created;
     s->scratch = evbuffer_new();
@@ -588,7 +865,34 @@ static int chunk_emit(struct gw_anthropic_stream *s, gw_anthropic_emit_cb emit,
     return emit(arg, (const char *)evbuffer_pullup(b, -1), n);
 }
 
-/* A chunk of one choice: delta_json is the delta object's members. */
+/* A tool_calls delta of call s->cur_tool: its id and name (a new call)
+ * or a piece of its arguments. */
+static int tool_chunk(struct gw_anthropic_stream *s, const char *id,
+                      const char *name, const char *args, size_t args_len,
+                      gw_anthropic_emit_cb emit, void *arg)
+{
+    struct evbuffer *b = s->scratch;
+
+    chunk_head(s);
+    evbuffer_add_printf(b, "{\"index\":0,\"delta\":{\"tool_calls\":["
+                           "{\"index\":%d,", s->cur_tool);
+    if (id) {
+        ADD_LIT(b, "\"id\":");
+        add_str(b, id, strlen(id));
+        ADD_LIT(b, ",\"type\":\"function\",\"function\":{\"name\":");
+        add_str(b, name, strlen(name));
+        ADD_LIT(b, ",\"arguments\":\"\"}");
+    } else {
+        ADD_LIT(b, "\"function\":{\"arguments\":");
+        add_str(b, args, args_len);
+        ADD_LIT(b, "}");
+    }
+    ADD_LIT(b, "}]},\"logprobs\":null,\"finish_reason\":null}]}");
+    return chunk_emit(s, emit, arg);
+}
+
+/* A chunk of one choice: delta is the start of the delta object's
+ * members, then the content text when text is not NULL. */
 static int choice_chunk(struct gw_anthropic_stream *s, const char *delta,
                         const char *text, size_t text_len,
                         const char *finish, gw_anthropic_emit_cb emit,
@@ -597,7 +901,8 @@ static int choice_chunk(struct gw_anthropic_stream *s, const char *delta,
     struct evbuffer *b = s->scratch;
 
     chunk_head(s);
-    evbuffer_add_printf(b, "{\"index\":0,\"delta\":{%s", delta);
+    ADD_LIT(b, "{\"index\":0,\"delta\":{");
+    evbuffer_add(b, delta, strlen(delta));
     if (text) {
         ADD_LIT(b, "\"content\":\"");
         gw_json_escape(b, text, text_len);
@@ -678,18 +983,40 @@ int gw_anthropic_stream_event(struct gw_anthropic_stream *s, const char *data,
         json_t *cb = json_object_get(ev, "content_block");
         const char *bt = json_string_value(json_object_get(cb, "type"));
         v = json_object_get(cb, "text");
-        if (bt && strcmp(bt, "text") == 0 && json_string_length(v) > 0)
+        s->cur_tool = -1;
+        if (bt && strcmp(bt, "text") == 0 && json_string_length(v) > 0) {
             rc = choice_chunk(s, "", json_string_value(v),
                               json_string_length(v), NULL, emit, arg);
+        } else if (bt && strcmp(bt, "tool_use") == 0) {
+            const char *id = json_string_value(json_object_get(cb, "id"));
+            const char *name = json_string_value(json_object_get(cb, "name"));
+            if (id == NULL || name == NULL) {
+                snprintf(why, whylen, "the anthropic stream sent a tool_use "
+                         "block without id or name");
+                rc = -1;
+                goto out;
+            }
+            s->cur_tool = s->n_tools++;
+            rc = tool_chunk(s, id, name, NULL, 0, emit, arg);
+        }
     } else if (strcmp(type, "content_block_delta") == 0) {
         json_t *d = json_object_get(ev, "delta");
         const char *dt = json_string_value(json_object_get(d, "type"));
         v = json_object_get(d, "text");
-        /* thinking, signature and tool input deltas are not text */
+        /* thinking and signature deltas are not part of the answer */
         if (dt && strcmp(dt, "text_delta") == 0 && json_is_string(v) &&
-            json_string_length(v) > 0)
+            json_string_length(v) > 0) {
             rc = choice_chunk(s, "", json_string_value(v),
                               json_string_length(v), NULL, emit, arg);
+        } else if (dt && strcmp(dt, "input_json_delta") == 0 &&
+                   s->cur_tool >= 0) {
+            v = json_object_get(d, "partial_json");
+            if (json_string_length(v) > 0)
+                rc = tool_chunk(s, NULL, NULL, json_string_value(v),
+                                json_string_length(v), emit, arg);
+        }
+    } else if (strcmp(type, "content_block_stop") == 0) {
+        s->cur_tool = -1;
     } else if (strcmp(type, "message_delta") == 0) {
         json_t *d = json_object_get(ev, "delta");
         json_t *u = json_object_get(ev, "usage");

@@ -28,10 +28,11 @@ struct gw_anthropic_err {
  * Messages request for model and appends it to out: system and developer
  * messages joined into "system", max_tokens (or max_completion_tokens,
  * else default_max_tokens), temperature, top_p, top_k, stop ->
- * stop_sequences, stream, user -> metadata.user_id. *include_usage is set
+ * stop_sequences, stream, user -> metadata.user_id, tools, tool_choice,
+ * parallel_tool_calls, tool calls and tool results. *include_usage is set
  * to 1 when the request asks for the final usage chunk
  * (stream_options.include_usage). Returns 0, or -1 with err filled (a
- * field the adapter does not translate, such as tools, n > 1 or an
+ * field the adapter does not translate, such as functions, n > 1 or an
  * unknown field; a malformed message) and out unchanged. */
 int gw_anthropic_request(const char *body, size_t len, const char *model,
                          long default_max_tokens, struct evbuffer *out,
@@ -61,6 +62,8 @@ struct gw_anthropic_stream {
     long input_tokens;  /* from message_start (cache reads included) */
     long cached_tokens; /* of which read from Anthropic's prompt cache */
     long output_tokens; /* from message_delta (cumulative) */
+    int n_tools;        /* tool_use blocks so far */
+    int cur_tool;       /* tool call index of the open block, -1: none */
     int started;        /* message_start seen: the role chunk went out */
     int done;           /* message_stop seen: [DONE] went out */
     struct evbuffer *scratch; /* owned: one chunk being written */
@@ -73,9 +76,11 @@ void gw_anthropic_stream_release(struct gw_anthropic_stream *s);
 
 /* One SSE event of a Messages stream (its data; the "type" member says
  * which event it is, so the `event:` name is not needed). message_start
- * emits the role chunk, text deltas a content chunk each, message_delta
- * the finish chunk, message_stop the usage chunk (when include_usage) and
- * [DONE]; ping, content_block_start/stop and unknown events emit nothing.
+ * emits the role chunk, text deltas a content chunk each, a tool_use
+ * block a tool_calls chunk (id, name) and its input_json_deltas argument
+ * chunks, message_delta the finish chunk, message_stop the usage chunk
+ * (when include_usage) and [DONE]; ping, content_block_stop and unknown
+ * events emit nothing.
  * Returns 0, or -1 with why[0..whylen) for an `error` event, a malformed
  * event, an event out of order, or emit returning non-zero. */
 int gw_anthropic_stream_event(struct gw_anthropic_stream *s, const char *data,

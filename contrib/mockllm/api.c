@@ -1006,13 +1006,16 @@ respond_anthropic_error(struct mock_http_conn *conn, int status, const char *ext
     json_decref(obj);
 }
 
-/* Text bytes of a Messages content or system (a string or text blocks);
- * -1 when it is neither. */
+enum block_owner { BLOCKS_SYSTEM, BLOCKS_USER, BLOCKS_ASSISTANT, BLOCKS_RESULT };
+
+/* Text bytes of a Messages content or system (a string or blocks: text;
+ * image and tool_result in a user turn, tool_use in an assistant turn,
+ * text only in system and a tool_result); -1 when it is none of those. */
 static long
-blocks_bytes(json_t *v, int allow_images)
+blocks_bytes(json_t *v, enum block_owner who)
 {
     size_t i;
-    long n = 0;
+    long n = 0, r;
     json_t *b;
 
     if (json_is_string(v))
@@ -1025,11 +1028,101 @@ blocks_bytes(json_t *v, int allow_images)
 
         if (t && strcmp(t, "text") == 0 && json_is_string(text))
             n += (long)json_string_length(text);
-        else if (!(allow_images && t && strcmp(t, "image") == 0 &&
-                   json_is_object(json_object_get(b, "source"))))
+        else if (who == BLOCKS_USER && t && strcmp(t, "image") == 0 &&
+                 json_is_object(json_object_get(b, "source")))
+            continue;
+        else if (who == BLOCKS_USER && t && strcmp(t, "tool_result") == 0 &&
+                 json_is_string(json_object_get(b, "tool_use_id")) &&
+                 (r = blocks_bytes(json_object_get(b, "content"), BLOCKS_RESULT)) >= 0)
+            n += r;
+        else if (who == BLOCKS_ASSISTANT && t && strcmp(t, "tool_use") == 0 &&
+                 json_is_string(json_object_get(b, "id")) &&
+                 json_is_string(json_object_get(b, "name")) &&
+                 json_is_object(json_object_get(b, "input")))
+            continue;
+        else
             return -1;
     }
     return n;
+}
+
+/* 1 when the content array holds a block of type t with key == value. */
+static int
+has_block(json_t *content, const char *t, const char *key, const char *value)
+{
+    size_t i;
+    json_t *b;
+
+    json_array_foreach(content, i, b) {
+        const char *bt = json_string_value(json_object_get(b, "type"));
+        const char *v = key ? json_string_value(json_object_get(b, key)) : NULL;
+
+        if (bt && strcmp(bt, t) == 0 && (!key || (v && strcmp(v, value) == 0)))
+            return 1;
+    }
+    return 0;
+}
+
+/* tools and tool_choice as the real API checks them: 0, or -1 after
+ * answering 400. */
+static int
+tools_read(struct mock_http_conn *conn, json_t *root)
+{
+    json_t *tools = json_object_get(root, "tools");
+    json_t *choice = json_object_get(root, "tool_choice");
+    json_t *t, *v;
+    const char *key, *ct;
+    size_t i;
+
+    if (tools && (!json_is_array(tools) || json_array_size(tools) == 0)) {
+        respond_anthropic_error(conn, 400, NULL, 0, "tools: Input should be a list");
+        return -1;
+    }
+    json_array_foreach(tools, i, t) {
+        json_object_foreach(t, key, v)
+            if (strcmp(key, "name") != 0 && strcmp(key, "description") != 0 &&
+                strcmp(key, "input_schema") != 0) {
+                respond_anthropic_error(conn, 400, NULL, 0, "tools.%zu.%.64s: Extra "
+                                        "inputs are not permitted", i, key);
+                return -1;
+            }
+        if (!json_is_string(json_object_get(t, "name")) ||
+            !json_is_object(json_object_get(t, "input_schema")) ||
+            (json_object_get(t, "description") &&
+             !json_is_string(json_object_get(t, "description")))) {
+            respond_anthropic_error(conn, 400, NULL, 0, "tools.%zu: needs a name and an "
+                                    "input_schema object", i);
+            return -1;
+        }
+    }
+    if (!choice)
+        return 0;
+    ct = json_string_value(json_object_get(choice, "type"));
+    if (!tools || !ct || (strcmp(ct, "auto") && strcmp(ct, "any") && strcmp(ct, "tool") &&
+                          strcmp(ct, "none"))) {
+        respond_anthropic_error(conn, 400, NULL, 0, "tool_choice: needs tools and a type "
+                                "among auto, any, tool, none");
+        return -1;
+    }
+    v = json_object_get(choice, "disable_parallel_tool_use");
+    if ((v && !json_is_boolean(v)) || (strcmp(ct, "none") == 0 && v)) {
+        respond_anthropic_error(conn, 400, NULL, 0, "tool_choice.disable_parallel_tool_use: "
+                                "a boolean, not with type none");
+        return -1;
+    }
+    if (strcmp(ct, "tool") == 0) {
+        const char *name = json_string_value(json_object_get(choice, "name"));
+
+        json_array_foreach(tools, i, t)
+            if (name && strcmp(json_string_value(json_object_get(t, "name")), name) == 0)
+                break;
+        if (i == json_array_size(tools)) {
+            respond_anthropic_error(conn, 400, NULL, 0, "tool_choice.name: not one of "
+                                    "the tools");
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* Checks a Messages request as strictly as the real API; fills g, the
@@ -1040,7 +1133,7 @@ messages_read(const struct mock_api *api, struct mock_http_conn *conn, json_t *r
 {
     static const char *const known[] = {
         "model", "messages", "max_tokens", "system", "stop_sequences", "stream",
-        "temperature", "top_p", "top_k", "metadata", NULL};
+        "temperature", "top_p", "top_k", "metadata", "tools", "tool_choice", NULL};
     const char *key;
     json_t *v, *m;
     long bytes = 0, b;
@@ -1091,15 +1184,42 @@ messages_read(const struct mock_api *api, struct mock_http_conn *conn, json_t *r
                                     "'user' or 'assistant'", i);
             return -1;
         }
-        if ((b = blocks_bytes(json_object_get(m, "content"), 1)) < 0) {
+        json_t *content = json_object_get(m, "content");
+
+        if ((b = blocks_bytes(content, role[0] == 'u' ? BLOCKS_USER : BLOCKS_ASSISTANT)) < 0) {
             respond_anthropic_error(conn, 400, NULL, 0, "messages.%zu.content: Input should "
                                     "be a string or a list of content blocks", i);
             return -1;
         }
         bytes += b;
+        /* every tool_result answers a tool_use of the turn before */
+        if (role[0] == 'u' && json_is_array(content)) {
+            json_t *prev = json_object_get(json_array_get(v, i - 1), "content");
+            size_t k;
+            json_t *blk;
+
+            json_array_foreach(content, k, blk) {
+                const char *bt = json_string_value(json_object_get(blk, "type"));
+                const char *id = json_string_value(json_object_get(blk, "tool_use_id"));
+
+                if (!bt || strcmp(bt, "tool_result") != 0)
+                    continue;
+                if (i == 0 || !json_is_array(prev) ||
+                    !has_block(prev, "tool_use", "id", id)) {
+                    respond_anthropic_error(conn, 400, NULL, 0, "messages.%zu.content.%zu: "
+                                            "unexpected tool_use_id found in tool_result "
+                                            "blocks: %.64s. Each tool_result block must "
+                                            "have a corresponding tool_use block in the "
+                                            "previous message.", i, k, id);
+                    return -1;
+                }
+            }
+        }
     }
+    if (tools_read(conn, root) < 0)
+        return -1;
     v = json_object_get(root, "system");
-    if (v && (b = blocks_bytes(v, 0)) < 0) {
+    if (v && (b = blocks_bytes(v, BLOCKS_SYSTEM)) < 0) {
         respond_anthropic_error(conn, 400, NULL, 0, "system: Input should be a string or a "
                                 "list of text blocks");
         return -1;
@@ -1156,6 +1276,125 @@ messages_read(const struct mock_api *api, struct mock_http_conn *conn, json_t *r
     return 0;
 }
 
+static void
+add_sse(struct evbuffer *b, const char *name, json_t *data)
+{
+    char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
+
+    if (text)
+        evbuffer_add_printf(b, "event: %s\ndata: %s\n\n", name, text);
+    free(text);
+    json_decref(data);
+}
+
+/*
+ * A Messages answer that calls tools (the request has tools, tool_choice
+ * is not none, and its last turn holds no tool_result): tool_choice tool
+ * calls that one; else the first tool, and the second too when there is
+ * one and parallel use is not disabled.  Each call's input is
+ * {"query": "tokK"}; with tool_choice auto a text block "tok0" comes
+ * first.  A stream sends it all at once (faults other than those before
+ * the answer do not apply).
+ */
+static void
+messages_tool_answer(struct mock_api *api, struct mock_http_conn *conn, json_t *root,
+                     const struct gen *g, int C, unsigned long long id, const char *extra)
+{
+    json_t *tools = json_object_get(root, "tools");
+    json_t *choice = json_object_get(root, "tool_choice");
+    const char *ct = choice ? json_string_value(json_object_get(choice, "type")) : "auto";
+    const char *names[2];
+    json_t *content = json_array(), *msg;
+    char mid[48], tid[64], q[24];
+    int n = 0, k, text = strcmp(ct, "auto") == 0;
+
+    snprintf(mid, sizeof(mid), "msg_mock_%llu", id);
+    if (strcmp(ct, "tool") == 0) {
+        names[n++] = json_string_value(json_object_get(choice, "name"));
+    } else {
+        names[n++] = json_string_value(json_object_get(json_array_get(tools, 0), "name"));
+        if (json_array_size(tools) > 1 &&
+            !json_is_true(json_object_get(choice, "disable_parallel_tool_use")))
+            names[n++] = json_string_value(json_object_get(json_array_get(tools, 1), "name"));
+    }
+    if (text)
+        json_array_append_new(content, json_pack("{s:s,s:s}", "type", "text", "text", "tok0"));
+    for (k = 0; k < n; k++) {
+        snprintf(tid, sizeof(tid), "toolu_mock_%llu_%d", id, k);
+        snprintf(q, sizeof(q), "tok%d", k);
+        json_array_append_new(content, json_pack("{s:s,s:s,s:s,s:{s:s}}", "type", "tool_use",
+                                                 "id", tid, "name", names[k], "input",
+                                                 "query", q));
+    }
+    msg = json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:n,s:{s:i,s:i}}", "id", mid, "type", "message",
+                    "role", "assistant", "model", api->models[g->mi], "content", content,
+                    "stop_reason", "tool_use", "stop_sequence", "usage", "input_tokens",
+                    g->P, "output_tokens", C);
+    if (!g->stream) {
+        respond_json(conn, 200, extra, msg, 0);
+        json_decref(msg);
+        return;
+    }
+    {
+        struct evbuffer *b = evbuffer_new();
+        size_t i;
+        json_t *blk;
+
+        if (!b) {
+            json_decref(msg);
+            respond_anthropic_error(conn, 500, NULL, 0, "out of memory");
+            return;
+        }
+        add_sse(b, "message_start", json_pack(
+                    "{s:s,s:{s:s,s:s,s:s,s:s,s:[],s:n,s:n,s:{s:i,s:i}}}", "type",
+                    "message_start", "message", "id", mid, "type", "message", "role",
+                    "assistant", "model", api->models[g->mi], "content", "stop_reason",
+                    "stop_sequence", "usage", "input_tokens", g->P, "output_tokens", 1));
+        json_array_foreach(content, i, blk) {
+            const char *bt = json_string_value(json_object_get(blk, "type"));
+
+            if (strcmp(bt, "text") == 0) {
+                add_sse(b, "content_block_start", json_pack(
+                            "{s:s,s:i,s:{s:s,s:s}}", "type", "content_block_start", "index",
+                            (int)i, "content_block", "type", "text", "text", ""));
+                add_sse(b, "content_block_delta", json_pack(
+                            "{s:s,s:i,s:{s:s,s:s}}", "type", "content_block_delta", "index",
+                            (int)i, "delta", "type", "text_delta", "text", "tok0"));
+            } else {
+                char piece[48];
+
+                add_sse(b, "content_block_start", json_pack(
+                            "{s:s,s:i,s:{s:s,s:O,s:O,s:{}}}", "type", "content_block_start",
+                            "index", (int)i, "content_block", "type", "tool_use", "id",
+                            json_object_get(blk, "id"), "name", json_object_get(blk, "name"),
+                            "input"));
+                snprintf(piece, sizeof(piece), "\"%s\"}", json_string_value(json_object_get(
+                             json_object_get(blk, "input"), "query")));
+                add_sse(b, "content_block_delta", json_pack(
+                            "{s:s,s:i,s:{s:s,s:s}}", "type", "content_block_delta", "index",
+                            (int)i, "delta", "type", "input_json_delta", "partial_json",
+                            "{\"query\": "));
+                add_sse(b, "content_block_delta", json_pack(
+                            "{s:s,s:i,s:{s:s,s:s}}", "type", "content_block_delta", "index",
+                            (int)i, "delta", "type", "input_json_delta", "partial_json", piece));
+            }
+            add_sse(b, "content_block_stop", json_pack("{s:s,s:i}", "type",
+                                                       "content_block_stop", "index", (int)i));
+        }
+        add_sse(b, "message_delta", json_pack("{s:s,s:{s:s,s:n},s:{s:i}}", "type",
+                                              "message_delta", "delta", "stop_reason",
+                                              "tool_use", "stop_sequence", "usage",
+                                              "output_tokens", C));
+        add_sse(b, "message_stop", json_pack("{s:s}", "type", "message_stop"));
+        mock_http_stream_start(conn, 200, "text/event-stream", extra);
+        mock_http_stream_write(conn, (const char *)evbuffer_pullup(b, -1),
+                               evbuffer_get_length(b));
+        mock_http_stream_end(conn);
+        evbuffer_free(b);
+    }
+    json_decref(msg);
+}
+
 /*
  * POST /v1/messages: the mock's answer in Anthropic's shapes.  Output
  * stops early at a stop sequence equal to a token ("tok3"): stop_reason
@@ -1205,6 +1444,20 @@ messages(struct mock_api *api, struct mock_http_conn *conn, const struct mock_ht
     delay = f->token_delay_ms >= 0 ? f->token_delay_ms : api->token_delay_ms;
     id = ++api->next_id;
     set_retry_after(extra, sizeof(extra), f);
+    {
+        json_t *msgs = json_object_get(root, "messages");
+        json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
+        json_t *lc = json_object_get(last, "content");
+        const char *ct = json_string_value(json_object_get(json_object_get(root, "tool_choice"),
+                                                           "type"));
+
+        if (json_object_get(root, "tools") && !(ct && strcmp(ct, "none") == 0) &&
+            strcmp(json_string_value(json_object_get(last, "role")), "user") == 0 &&
+            !(json_is_array(lc) && has_block(lc, "tool_result", NULL, NULL))) {
+            messages_tool_answer(api, conn, root, &g, C, id, extra);
+            goto out;
+        }
+    }
     if (g.stream) {
         if (!job && !(job = job_new(api, conn, NULL, NULL, f))) {
             respond_anthropic_error(conn, 500, NULL, 0, "out of memory");

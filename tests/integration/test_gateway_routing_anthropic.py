@@ -3,9 +3,9 @@ chat completions, the backend Anthropic's Messages API (mockllm's POST
 /v1/messages, which checks its input as strictly as the real API).  Both
 ways of the translation (bodies as the mock received them, headers, the
 answer, streams), finish reasons, usage, error mapping, a 529 retried on an
-OpenAI backend of the same pool, refused fields and endpoints, tpm
-settlement, the cache and the official OpenAI Node client; every test runs
-over both upstream transports."""
+OpenAI backend of the same pool, tool calls both ways (streamed too),
+refused fields and endpoints, tpm settlement, the cache and the official
+OpenAI Node client; every test runs over both upstream transports."""
 
 import json
 import os
@@ -272,9 +272,9 @@ def test_529_retried_on_openai_backend_of_the_pool(mockllm, gateway):
 # ---------------------------------------------------- refused fields, routes
 
 @pytest.mark.parametrize("extra, needle", [
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
-     "this backend's provider (anthropic) does not support 'tools' through promptgate yet"),
-    ({"tool_choice": "auto"}, "'tool_choice'"),
+    ({"functions": [{"name": "f", "parameters": {}}]},
+     "this backend's provider (anthropic) does not support 'functions' through promptgate yet"),
+    ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools of type 'custom'"),
     ({"n": 2}, "'n' other than 1"),
     ({"logprobs": True}, "'logprobs'"),
     ({"response_format": {"type": "json_object"}}, "'response_format'"),
@@ -288,18 +288,106 @@ def test_unsupported_field_is_400(anth, extra, needle):
     assert post(gw, chat(model=MODEL)).status == 200
 
 
-def test_tool_messages_and_unknown_fields_are_400(anth):
+def test_unknown_fields_and_bad_tool_calls_are_400(anth):
     mock, gw = anth
+    r = post(gw, chat(model=MODEL, frobnicate=True))
+    assert_openai_error(r, 400, "unknown_parameter", "unknown field 'frobnicate'")
     r = post(gw, chat(model=MODEL, messages=[
         {"role": "user", "content": "x"},
         {"role": "assistant", "content": None,
          "tool_calls": [{"id": "1", "type": "function",
-                         "function": {"name": "f", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "1", "content": "42"}]))
-    assert_openai_error(r, 400, "unsupported_parameter", "'tool_calls'")
-    r = post(gw, chat(model=MODEL, frobnicate=True))
-    assert_openai_error(r, 400, "unknown_parameter", "unknown field 'frobnicate'")
+                         "function": {"name": "f", "arguments": "not json"}}]},
+        {"role": "tool", "tool_call_id": "1", "content": "42"}], tools=TOOLS))
+    assert_openai_error(r, 400, "invalid_value", "arguments: must be a JSON object")
+    r = post(gw, chat(model=MODEL, tool_choice="required"))
+    assert_openai_error(r, 400, "invalid_value", "has no 'tools'")
     assert mock.count() == 0
+
+
+# ------------------------------------------------------------------- tools
+
+TOOLS = [{"type": "function",
+          "function": {"name": "get_weather", "description": "weather of a city",
+                       "parameters": {"type": "object",
+                                      "properties": {"query": {"type": "string"}},
+                                      "required": ["query"]}}},
+         {"type": "function", "function": {"name": "now"}}]
+ANTH_TOOLS = [{"name": "get_weather", "description": "weather of a city",
+               "input_schema": {"type": "object",
+                                "properties": {"query": {"type": "string"}},
+                                "required": ["query"]}},
+              {"name": "now", "input_schema": {"type": "object"}}]
+
+
+def test_tools_round_trip(anth):
+    """tools out, tool_use back as tool_calls, the results sent back as
+    tool_result blocks (the mock refuses results that answer no tool_use
+    of the turn before)."""
+    mock, gw = anth
+    ask = [{"role": "user", "content": "Weather in Paris, and the time?"}]
+    r = post(gw, chat(model=MODEL, messages=ask, tools=TOOLS))
+    assert r.status == 200, r
+    assert last_upstream(mock)["body"]["tools"] == ANTH_TOOLS
+    assert "tool_choice" not in last_upstream(mock)["body"]  # auto: the default
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    msg = choice["message"]
+    assert msg["content"] == "tok0"  # auto: the mock says a word first
+    calls = msg["tool_calls"]
+    assert [(c["type"], c["function"]["name"], json.loads(c["function"]["arguments"]))
+            for c in calls] == [("function", "get_weather", {"query": "tok0"}),
+                                ("function", "now", {"query": "tok1"})]
+    # the conversation goes on with the results
+    convo = ask + [msg] + [{"role": "tool", "tool_call_id": c["id"], "content": "result %d" % i}
+                           for i, c in enumerate(calls)]
+    r = post(gw, chat(model=MODEL, messages=convo, tools=TOOLS))
+    assert r.status == 200, r
+    assert r.json()["choices"][0]["message"] == {"role": "assistant",
+                                                 "content": "tok0 tok1 tok2 tok3 tok4"}
+    sent = last_upstream(mock)["body"]["messages"]
+    assert sent[1] == {"role": "assistant", "content": [
+        {"type": "text", "text": "tok0"},
+        {"type": "tool_use", "id": calls[0]["id"], "name": "get_weather",
+         "input": {"query": "tok0"}},
+        {"type": "tool_use", "id": calls[1]["id"], "name": "now", "input": {"query": "tok1"}}]}
+    assert sent[2] == {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": calls[0]["id"], "content": "result 0"},
+        {"type": "tool_result", "tool_use_id": calls[1]["id"], "content": "result 1"}]}
+    assert len(sent) == 3
+
+
+def test_tools_stream_and_choice(anth):
+    mock, gw = anth
+    r = post(gw, chat(model=MODEL, stream=True, tools=TOOLS, tool_choice="required",
+                      parallel_tool_calls=False))
+    assert r.status == 200, r
+    assert last_upstream(mock)["body"]["tool_choice"] == {"type": "any",
+                                                          "disable_parallel_tool_use": True}
+    chunks = sse_json(r.body)
+    assert sse_events(r.body)[-1] == "[DONE]"
+    calls = {}
+    for c in chunks:
+        for tc in (c["choices"][0]["delta"].get("tool_calls") or []) if c["choices"] else []:
+            slot = calls.setdefault(tc["index"], {"id": None, "name": None, "args": ""})
+            if "id" in tc:
+                slot["id"], slot["name"] = tc["id"], tc["function"]["name"]
+            slot["args"] += tc["function"].get("arguments", "")
+    assert list(calls) == [0], calls  # parallel use off: one call
+    assert calls[0]["name"] == "get_weather" and calls[0]["id"].startswith("toolu_mock_")
+    assert json.loads(calls[0]["args"]) == {"query": "tok0"}
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert cc.content_of_stream(r.body) == ""  # required: no text first
+    # a named tool
+    r = post(gw, chat(model=MODEL, tools=TOOLS,
+                      tool_choice={"type": "function", "function": {"name": "now"}}))
+    assert last_upstream(mock)["body"]["tool_choice"] == {"type": "tool", "name": "now"}
+    msg = r.json()["choices"][0]["message"]
+    assert msg["content"] is None and [c["function"]["name"] for c in msg["tool_calls"]] == ["now"]
+    # none: a plain answer
+    r = post(gw, chat(model=MODEL, tools=TOOLS, tool_choice="none"))
+    assert last_upstream(mock)["body"]["tool_choice"] == {"type": "none"}
+    assert r.json()["choices"][0]["message"] == {"role": "assistant",
+                                                 "content": "tok0 tok1 tok2 tok3 tok4"}
 
 
 @pytest.mark.parametrize("path, body", [
@@ -415,8 +503,16 @@ let refused = null;
 try {
     await client.chat.completions.create({ model, n: 2, messages: [{ role: 'user', content: 'hi' }] });
 } catch (e) { refused = { status: e.status, code: e.code }; }
+const tools = [{ type: 'function', function: { name: 'get_weather',
+                 parameters: { type: 'object', properties: { query: { type: 'string' } } } } }];
+const ask = [{ role: 'user', content: 'weather?' }];
+const first = await client.chat.completions.create({ model, messages: ask, tools, tool_choice: 'required' });
+const call = first.choices[0].message.tool_calls[0];
+const second = await client.chat.completions.create({ model, tools, messages: [...ask,
+    first.choices[0].message, { role: 'tool', tool_call_id: call.id, content: 'sunny' }] });
 console.log(JSON.stringify({ text, finish, usage, role, json: done.choices[0].message.content,
-                             refused }));
+                             refused, tool: [call.function.name, JSON.parse(call.function.arguments)],
+                             after_tool: second.choices[0].message.content }));
 """
 
 
@@ -441,4 +537,48 @@ def test_openai_node_client_streams_through_anthropic(anth):
                             "total_tokens": p + 5}, out
     assert out["json"] == "tok0 tok1 tok2 tok3 tok4"
     assert out["refused"] == {"status": 400, "code": "unsupported_parameter"}, out
+    assert out["tool"] == ["get_weather", {"query": "tok0"}], out
+    assert out["after_tool"] == "tok0 tok1 tok2 tok3 tok4", out
     assert "sk-node-client" not in json.dumps(mock.requests())
+
+
+# ------------------------------------------------------ the mock's own checks
+
+def test_mock_messages_checks_like_the_real_api(mockllm):
+    """mockllm's /v1/messages refuses what the real API refuses, so the
+    tests above would see a translation mistake; --api-key guards both
+    APIs in their own shapes."""
+    m = start_anthropic(mockllm)
+    url = m.url + "/v1/messages"
+    good = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    hdr = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+
+    def err(r, status, typ, needle):
+        assert r.status == status, r
+        doc = r.json()
+        assert doc["type"] == "error" and doc["error"]["type"] == typ, doc
+        assert needle in doc["error"]["message"], doc
+
+    assert http("POST", url, body=good, headers=hdr).status == 200
+    err(http("POST", url, body=good, headers={"anthropic-version": "2023-06-01"}),
+        401, "authentication_error", "x-api-key")
+    err(http("POST", url, body=good, headers={"x-api-key": KEY}),
+        400, "invalid_request_error", "anthropic-version")
+    err(http("POST", url, body=dict(good, n=1), headers=hdr),
+        400, "invalid_request_error", "n: Extra inputs are not permitted")
+    err(http("POST", url, body={k: v for k, v in good.items() if k != "max_tokens"},
+             headers=hdr), 400, "invalid_request_error", "max_tokens")
+    err(http("POST", url, body=dict(good, messages=[{"role": "system", "content": "x"}]),
+             headers=hdr), 400, "invalid_request_error", "messages.0.role")
+    err(http("POST", url, body=dict(good, temperature=1.5), headers=hdr),
+        400, "invalid_request_error", "temperature")
+    err(http("POST", url, body=dict(good, model="nope"), headers=hdr),
+        404, "not_found_error", "nope")
+    err(http("POST", url, body=good, headers=dict(hdr, **{"x-mock-fault": "status=429"})),
+        429, "rate_limit_error", "mock fault")
+    # the OpenAI routes ask for a bearer token
+    r = http("POST", m.base + "/chat/completions", body=chat(model=MODEL))
+    assert r.status == 401 and r.json()["error"]["code"] == "invalid_api_key", r
+    r = http("POST", m.base + "/chat/completions", body=chat(model=MODEL),
+             headers={"Authorization": "Bearer " + KEY})
+    assert r.status == 200, r

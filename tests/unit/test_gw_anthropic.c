@@ -139,11 +139,24 @@ static void test_request_refused(void **state)
     char req[512];
 
     (void)state;
-    snprintf(req, sizeof(req), "{\"model\":\"m\",%s,\"tools\":[{\"type\":"
-             "\"function\",\"function\":{\"name\":\"f\"}}]}", msgs);
+    snprintf(req, sizeof(req), "{\"model\":\"m\",%s,\"functions\":[{"
+             "\"name\":\"f\"}]}", msgs);
     request_refused(req, "unsupported_parameter",
                     "this backend's provider (anthropic) does not support "
-                    "'tools' through promptgate yet");
+                    "'functions' through promptgate yet");
+    snprintf(req, sizeof(req), "{\"model\":\"m\",%s,\"tools\":[{\"type\":"
+             "\"web_search\"}]}", msgs);
+    request_refused(req, "unsupported_parameter", "tools of type 'web_search'");
+    snprintf(req, sizeof(req), "{\"model\":\"m\",%s,\"tools\":[{\"type\":"
+             "\"function\",\"function\":{}}]}", msgs);
+    request_refused(req, "invalid_value", "tools[0].function: needs a");
+    snprintf(req, sizeof(req), "{\"model\":\"m\",%s,\"tool_choice\":"
+             "\"required\"}", msgs);
+    request_refused(req, "invalid_value", "has no 'tools'");
+    snprintf(req, sizeof(req), "{\"model\":\"m\",%s,\"tools\":[{\"type\":"
+             "\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":"
+             "\"sometimes\"}", msgs);
+    request_refused(req, "invalid_value", "'tool_choice' must be");
     snprintf(req, sizeof(req), "{\"model\":\"m\",%s,\"n\":2}", msgs);
     request_refused(req, "unsupported_parameter", "'n' other than 1");
     snprintf(req, sizeof(req), "{\"model\":\"m\",%s,\"logprobs\":true}", msgs);
@@ -160,12 +173,19 @@ static void test_request_refused(void **state)
     snprintf(req, sizeof(req), "{\"model\":\"m\",%s,\"temperature\":\"hot\"}",
              msgs);
     request_refused(req, "invalid_value", "'temperature'");
+    request_refused("{\"model\":\"m\",\"messages\":[{\"role\":"
+                    "\"function\",\"content\":\"x\",\"name\":\"f\"}]}",
+                    "unsupported_parameter", "role 'function'");
     request_refused("{\"model\":\"m\",\"messages\":[{\"role\":\"tool\","
-                    "\"content\":\"x\",\"tool_call_id\":\"1\"}]}",
-                    "unsupported_parameter", "role 'tool'");
+                    "\"content\":\"x\"}]}", "invalid_value",
+                    "messages[0].tool_call_id");
     request_refused("{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\","
                     "\"content\":null,\"tool_calls\":[{}]}]}",
-                    "unsupported_parameter", "'tool_calls'");
+                    "invalid_value", "messages[0].tool_calls[0]: needs");
+    request_refused("{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\","
+                    "\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\","
+                    "\"function\":{\"name\":\"f\",\"arguments\":\"[1]\"}}]}]}",
+                    "invalid_value", "arguments: must be a JSON object");
     request_refused("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
                     "\"content\":[{\"type\":\"input_audio\"}]}]}",
                     "unsupported_parameter", "'input_audio'");
@@ -182,6 +202,117 @@ static void test_request_refused(void **state)
                "\"content\":\"hi\"}],\"tools\":null,\"tool_choice\":null}",
                "{\"model\":\"claude-x\",\"max_tokens\":4096,\"messages\":"
                "[{\"role\":\"user\",\"content\":\"hi\"}]}", 0);
+}
+
+static void test_request_tools(void **state)
+{
+    (void)state;
+    request_ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+        "\"weather?\"}],\"tools\":[{\"type\":\"function\",\"function\":"
+        "{\"name\":\"get_weather\",\"description\":\"by city\","
+        "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":"
+        "{\"type\":\"string\"}}},\"strict\":true}},{\"type\":\"function\","
+        "\"function\":{\"name\":\"now\"}}],\"tool_choice\":\"required\","
+        "\"parallel_tool_calls\":false}",
+        "{\"model\":\"claude-x\",\"max_tokens\":4096,\"messages\":[{\"role\":"
+        "\"user\",\"content\":\"weather?\"}],\"tools\":[{\"name\":"
+        "\"get_weather\",\"description\":\"by city\",\"input_schema\":"
+        "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":"
+        "\"string\"}}}},{\"name\":\"now\",\"input_schema\":{\"type\":"
+        "\"object\"}}],\"tool_choice\":{\"type\":\"any\","
+        "\"disable_parallel_tool_use\":true}}", 0);
+    /* a named function; auto (the default) says nothing; none */
+    request_ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+        "\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
+        "\"f\"}}],\"tool_choice\":{\"type\":\"function\",\"function\":"
+        "{\"name\":\"f\"}}}",
+        "{\"model\":\"claude-x\",\"max_tokens\":4096,\"messages\":[{\"role\":"
+        "\"user\",\"content\":\"x\"}],\"tools\":[{\"name\":\"f\","
+        "\"input_schema\":{\"type\":\"object\"}}],\"tool_choice\":"
+        "{\"type\":\"tool\",\"name\":\"f\"}}", 0);
+    request_ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+        "\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
+        "\"f\"}}],\"tool_choice\":\"auto\"}",
+        "{\"model\":\"claude-x\",\"max_tokens\":4096,\"messages\":[{\"role\":"
+        "\"user\",\"content\":\"x\"}],\"tools\":[{\"name\":\"f\","
+        "\"input_schema\":{\"type\":\"object\"}}]}", 0);
+    request_ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+        "\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
+        "\"f\"}}],\"tool_choice\":\"none\",\"parallel_tool_calls\":false}",
+        "{\"model\":\"claude-x\",\"max_tokens\":4096,\"messages\":[{\"role\":"
+        "\"user\",\"content\":\"x\"}],\"tools\":[{\"name\":\"f\","
+        "\"input_schema\":{\"type\":\"object\"}}],\"tool_choice\":"
+        "{\"type\":\"none\"}}", 0);
+}
+
+/* A conversation with tool calls and their results. */
+static void test_request_tool_conversation(void **state)
+{
+    (void)state;
+    request_ok(
+        "{\"model\":\"m\",\"messages\":["
+        "{\"role\":\"user\",\"content\":\"weather in Paris and Rome?\"},"
+        "{\"role\":\"assistant\",\"content\":\"Checking.\",\"tool_calls\":["
+        "{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":"
+        "\"w\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}},"
+        "{\"id\":\"call_2\",\"type\":\"function\",\"function\":{\"name\":"
+        "\"w\",\"arguments\":\"\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"sun\"},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_2\",\"content\":[{\"type\":"
+        "\"text\",\"text\":\"rain\"}]},"
+        "{\"role\":\"user\",\"content\":\"thanks\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":"
+        "\"call_3\",\"type\":\"function\",\"function\":{\"name\":\"w\","
+        "\"arguments\":\"{}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_3\",\"content\":\"fog\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"w\"}}]}",
+        "{\"model\":\"claude-x\",\"max_tokens\":4096,\"messages\":["
+        "{\"role\":\"user\",\"content\":\"weather in Paris and Rome?\"},"
+        "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":"
+        "\"Checking.\"},{\"type\":\"tool_use\",\"id\":\"call_1\",\"name\":"
+        "\"w\",\"input\":{\"city\":\"Paris\"}},{\"type\":\"tool_use\","
+        "\"id\":\"call_2\",\"name\":\"w\",\"input\":{}}]},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\","
+        "\"tool_use_id\":\"call_1\",\"content\":\"sun\"},{\"type\":"
+        "\"tool_result\",\"tool_use_id\":\"call_2\",\"content\":[{\"type\":"
+        "\"text\",\"text\":\"rain\"}]}]},"
+        "{\"role\":\"user\",\"content\":\"thanks\"},"
+        "{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":"
+        "\"call_3\",\"name\":\"w\",\"input\":{}}]},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\","
+        "\"tool_use_id\":\"call_3\",\"content\":\"fog\"}]}],"
+        "\"tools\":[{\"name\":\"w\",\"input_schema\":{\"type\":"
+        "\"object\"}}]}", 0);
+}
+
+static void test_response_tool_use(void **state)
+{
+    static const char body[] =
+        "{\"id\":\"msg_t\",\"type\":\"message\",\"model\":\"c\",\"content\":["
+        "{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"w\",\"input\":"
+        "{\"city\":\"Paris\"}},{\"type\":\"tool_use\",\"id\":\"toolu_2\","
+        "\"name\":\"now\",\"input\":{}}],\"stop_reason\":\"tool_use\","
+        "\"usage\":{\"input_tokens\":3,\"output_tokens\":9}}";
+    struct evbuffer *out = evbuffer_new();
+    json_t *got;
+
+    (void)state;
+    assert_int_equal(gw_anthropic_response(200, body, sizeof(body) - 1, 5,
+                                           out), 0);
+    got = parse_buf(out);
+    assert_json(json_object_get(got, "choices"),
+                "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+                "null,\"tool_calls\":[{\"id\":\"toolu_1\",\"type\":\"function\","
+                "\"function\":{\"name\":\"w\",\"arguments\":"
+                "\"{\\\"city\\\":\\\"Paris\\\"}\"}},{\"id\":\"toolu_2\",\"type\":"
+                "\"function\",\"function\":{\"name\":\"now\",\"arguments\":"
+                "\"{}\"}}]},\"logprobs\":null,\"finish_reason\":\"tool_calls\"}]");
+    json_decref(got);
+    evbuffer_free(out);
 }
 
 static void test_response(void **state)
@@ -372,6 +503,68 @@ static void test_stream(void **state)
     }
 }
 
+static void test_stream_tool_use(void **state)
+{
+    static const char *const evs[] = {
+        "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_t\",\"model\":"
+        "\"c\",\"usage\":{\"input_tokens\":4}}}",
+        "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
+        "{\"type\":\"text\",\"text\":\"\"}}",
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+        "\"text_delta\",\"text\":\"Sure.\"}}",
+        "{\"type\":\"content_block_stop\",\"index\":0}",
+        "{\"type\":\"content_block_start\",\"index\":1,\"content_block\":"
+        "{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"w\",\"input\":{}}}",
+        "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":"
+        "\"input_json_delta\",\"partial_json\":\"\"}}",
+        "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":"
+        "\"input_json_delta\",\"partial_json\":\"{\\\"city\\\": \"}}",
+        "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":"
+        "\"input_json_delta\",\"partial_json\":\"\\\"Paris\\\"}\"}}",
+        "{\"type\":\"content_block_stop\",\"index\":1}",
+        "{\"type\":\"content_block_start\",\"index\":2,\"content_block\":"
+        "{\"type\":\"tool_use\",\"id\":\"toolu_2\",\"name\":\"now\",\"input\":{}}}",
+        "{\"type\":\"content_block_stop\",\"index\":2}",
+        "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},"
+        "\"usage\":{\"output_tokens\":20}}",
+        "{\"type\":\"message_stop\"}",
+    };
+    struct gw_anthropic_stream s;
+    struct chunks c = {.fail_at = -1};
+    char why[256];
+    json_t *j;
+
+    (void)state;
+    assert_int_equal(gw_anthropic_stream_init(&s, 0, 1), 0);
+    for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+        assert_int_equal(feed(&s, &c, evs[i], why, sizeof(why)), 0);
+    /* role, text, call 0 head, 2 argument pieces, call 1 head, finish, DONE */
+    assert_int_equal(c.n, 8);
+    j = json_loads(c.data[2], 0, NULL);
+    assert_json(json_object_get(json_array_get(json_object_get(j, "choices"),
+                                               0), "delta"),
+                "{\"tool_calls\":[{\"index\":0,\"id\":\"toolu_1\",\"type\":"
+                "\"function\",\"function\":{\"name\":\"w\",\"arguments\":"
+                "\"\"}}]}");
+    json_decref(j);
+    j = json_loads(c.data[4], 0, NULL);
+    assert_json(json_object_get(json_array_get(json_object_get(j, "choices"),
+                                               0), "delta"),
+                "{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":"
+                "\"\\\"Paris\\\"}\"}}]}");
+    json_decref(j);
+    j = json_loads(c.data[5], 0, NULL);
+    assert_json(json_object_get(json_array_get(json_object_get(j, "choices"),
+                                               0), "delta"),
+                "{\"tool_calls\":[{\"index\":1,\"id\":\"toolu_2\",\"type\":"
+                "\"function\",\"function\":{\"name\":\"now\",\"arguments\":"
+                "\"\"}}]}");
+    json_decref(j);
+    assert_non_null(strstr(c.data[6], "\"finish_reason\":\"tool_calls\""));
+    assert_string_equal(c.data[7], "[DONE]");
+    gw_anthropic_stream_release(&s);
+}
+
 static void test_stream_errors(void **state)
 {
     struct gw_anthropic_stream s;
@@ -409,10 +602,14 @@ int main(void)
         cmocka_unit_test(test_request_system_and_params),
         cmocka_unit_test(test_request_stop_array_images),
         cmocka_unit_test(test_request_refused),
+        cmocka_unit_test(test_request_tools),
+        cmocka_unit_test(test_request_tool_conversation),
+        cmocka_unit_test(test_response_tool_use),
         cmocka_unit_test(test_response),
         cmocka_unit_test(test_response_cache_tokens),
         cmocka_unit_test(test_response_errors),
         cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_stream_tool_use),
         cmocka_unit_test(test_stream_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
