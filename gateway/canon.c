@@ -110,6 +110,37 @@ static void sort_spans(const struct gw_canon *c, struct span *v, size_t n)
     }
 }
 
+/* Whether the canonical value o[0..n) is an object with the member
+ * "include_usage":true of its own. A search of the whole text also
+ * matched it inside a nested value ({"x":{"include_usage":true}}), where
+ * OpenAI does not read it and cache.c's jansson path does not either
+ * (found by tests/fuzz/fuzz_canon). */
+static int usage_true(const char *o, size_t n)
+{
+    size_t i;
+    int depth = 0, in_str = 0;
+
+    for (i = 0; i < n; i++) {
+        char ch = o[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_str = 0;
+        } else if (ch == '"') {
+            if (depth == 1 && (o[i - 1] == '{' || o[i - 1] == ',') &&
+                n - i >= 20 && memcmp(o + i, "\"include_usage\":true", 20) == 0)
+                return 1;
+            in_str = 1;
+        } else if (ch == '{' || ch == '[') {
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            depth--;
+        }
+    }
+    return 0;
+}
+
 static int object(struct ctx *x, int depth, const char *const *skip)
 {
     struct span stack[MAX_MEMBERS_STACK], *v = stack;
@@ -169,9 +200,8 @@ static int object(struct ctx *x, int depth, const char *const *skip)
             if (skip[i]) {
                 if (kl == 14 && memcmp(k, "stream_options", 14) == 0) {
                     x->info->has_stream_options = 1;
-                    x->info->include_usage =
-                        memmem(x->c->buf + kend, x->c->len - kend,
-                               "\"include_usage\":true", 20) != NULL;
+                    x->info->include_usage = usage_true(
+                        x->c->buf + kend + 1, x->c->len - kend - 1);
                 }
                 x->c->len = off; /* left out */
                 continue;
