@@ -45,6 +45,7 @@
 #include "gateway/error.h"
 #include "gateway/chunked.h"
 #include "gateway/clock.h"
+#include "gateway/log.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -74,6 +75,8 @@ static const char *const state_names[] = {"idle",  "head",   "body",
                                           "handling", "flush", "linger",
                                           "close"};
 #define LINGER_MS 2000
+#define ACCEPT_PAUSE_MS 100      /* out of descriptors: accept again after */
+#define ACCEPT_WARN_US 10000000  /* at most one warning about it per 10 s */
 #define LINGER_MAX_BYTES (4u << 20)
 
 struct gw_http_server {
@@ -86,6 +89,8 @@ struct gw_http_server {
     struct gw_http_conn *conns; /* owned: doubly linked list */
     size_t busy;
     int shutting_down;
+    struct event *accept_timer; /* owned: ends a pause of accepting */
+    int64_t accept_warned_us;   /* when that was last logged */
 };
 
 struct gw_http_conn {
@@ -1052,6 +1057,38 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     arm_timer(c, c->limits.header_timeout_ms);
 }
 
+/* accept(2) failed for a reason other than a retriable one: mostly the
+ * descriptors ran out (EMFILE, ENFILE). The pending connection stays in
+ * the backlog and the listening socket readable, so accepting again at
+ * once spins the loop (and libevent logged a line per try): stop
+ * accepting for a while instead, as nginx does. Queued clients are taken
+ * once descriptors are free again. */
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    struct gw_http_server *srv = arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    int64_t now = gw_now_us();
+
+    evconnlistener_disable(l);
+    evtimer_add(srv->accept_timer, &tv);
+    if (now - srv->accept_warned_us >= ACCEPT_WARN_US) {
+        srv->accept_warned_us = now;
+        gw_log_warn("cannot accept connections: %s; pausing accept for %d "
+                    "ms at a time (raise the open files limit, ulimit -n)",
+                    evutil_socket_error_to_string(e), ACCEPT_PAUSE_MS);
+    }
+}
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_http_server *srv = arg;
+
+    (void)fd, (void)what;
+    if (srv->listener && !srv->shutting_down)
+        evconnlistener_enable(srv->listener);
+}
+
 /* ---------------------------------------------------------------- server */
 
 struct gw_http_server *gw_http_server_new(struct event_base *base,
@@ -1069,6 +1106,12 @@ struct gw_http_server *gw_http_server_new(struct event_base *base,
     srv->limits.header_timeout_ms = 10000;
     srv->limits.body_timeout_ms = 30000;
     srv->limits.idle_timeout_ms = 60000;
+    srv->accept_warned_us = INT64_MIN / 2;
+    srv->accept_timer = evtimer_new(base, accept_resume_cb, srv);
+    if (srv->accept_timer == NULL) {
+        free(srv);
+        return NULL;
+    }
     return srv;
 }
 
@@ -1112,6 +1155,7 @@ int gw_http_server_listen(struct gw_http_server *srv, const char *host,
                  strerror(errno));
         return -1;
     }
+    evconnlistener_set_error_cb(srv->listener, accept_error_cb);
     return 0;
 }
 
@@ -1120,6 +1164,7 @@ void gw_http_server_shutdown(struct gw_http_server *srv)
     struct gw_http_conn *c, *next;
 
     srv->shutting_down = 1;
+    evtimer_del(srv->accept_timer);
     if (srv->listener) {
         evconnlistener_free(srv->listener);
         srv->listener = NULL;
@@ -1144,5 +1189,6 @@ void gw_http_server_free(struct gw_http_server *srv)
         evconnlistener_free(srv->listener);
     while (srv->conns)
         conn_close(srv->conns);
+    event_free(srv->accept_timer);
     free(srv);
 }

@@ -619,6 +619,41 @@ def test_slow_body_closed_at_body_timeout_others_served(hg):
     assert max(d for _, d in normal) < 0.4, normal
 
 
+def test_out_of_descriptors_pauses_accepting_without_spinning(hg):
+    """More clients than the open files limit: the gateway stops accepting
+    for a moment at a time instead of retrying accept(2) in a busy loop
+    (it spun a core and logged a line per try): little CPU and one warning
+    while over the limit; a queued client is served once descriptors are
+    free again."""
+    import os
+    import subprocess
+    mock, gw = hg
+    pid = gw.proc.pid
+    nfds = len(os.listdir("/proc/%d/fd" % pid))
+    subprocess.run(["prlimit", "--pid", str(pid), "--nofile=%d:%d" % (nfds + 8, nfds + 8)],
+                   check=True)
+    cpu = lambda: sum(int(x) for x in open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[11:13])
+    socks = [connect(gw) for _ in range(40)]
+    try:
+        time.sleep(0.2)
+        c0 = cpu()
+        time.sleep(1.0)
+        ticks = cpu() - c0
+        last = socks[-1]  # queued in the backlog, not accepted yet
+        send(last, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        for s in socks[:-1]:
+            s.close()
+        a = read_answer(last, 3)
+        assert a.status == 200, a
+    finally:
+        for s in socks:
+            s.close()
+    assert ticks <= 0.2 * os.sysconf("SC_CLK_TCK"), ticks
+    warnings = [l for l in gw.stderr_text().splitlines() if "accept" in l]
+    assert len(warnings) == 1 and "open files" in warnings[0], warnings
+    assert http("GET", gw.url + "/healthz").status == 200
+
+
 # ------------------------------------------------------------ pipelining
 
 def test_pipelined_framing_error_in_the_middle(hg):

@@ -426,6 +426,18 @@ def test_access_log_and_errors_cannot_be_forged(mg):
     assert "forged" in posts[1]["model"]
 
 
+@pytest.mark.parametrize("name", ["m\r\nSet-Cookie: x=1", "m\x0bx", "m x", ""])
+def test_backend_name_cannot_carry_a_header(gateway_check, mockllm, name):
+    """A backend's name is copied into x-promptgate-backend: the config
+    refuses any name outside [A-Za-z0-9_.-] (1-64 bytes), so none can carry
+    CR, LF or another control byte."""
+    mock = mockllm()
+    cfg = mock_backend_config(mock)
+    cfg["backends"][0]["name"] = name
+    rc, out, err = gateway_check(cfg)
+    assert rc == 1 and "backends[0].name: must be 1-64 characters" in err + out, (out, err)
+
+
 class FakeUpstream:
     """A backend that answers every request with the same raw bytes and
     closes: for answers a real server would never send."""
