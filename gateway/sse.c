@@ -27,15 +27,31 @@ void gw_sse_release(struct gw_sse *p)
     memset(p, 0, sizeof(*p));
 }
 
+/* Offset of the first '\n' or '\r' in b[i..n), or n when there is none.
+ * Two memchr passes instead of a loop over bytes: the '\n' that ends
+ * nearly every line is found at memchr's speed, and the '\r' search is
+ * bounded by it. (A byte loop here was a tenth of the gateway's CPU per
+ * relayed event.) */
+static size_t next_eol(const char *b, size_t i, size_t n)
+{
+    const char *nl, *cr;
+    size_t end;
+
+    if (i >= n)
+        return n;
+    nl = memchr(b + i, '\n', n - i);
+    end = nl ? (size_t)(nl - b) : n;
+    cr = memchr(b + i, '\r', end - i);
+    return cr ? (size_t)(cr - b) : end;
+}
+
 /* Offset just past the blank line ending the first event in b[from..n),
  * or 0 when there is none yet. from is where scanning may resume. */
 static size_t find_end(const char *b, size_t n, size_t from)
 {
-    size_t i;
+    size_t i = from;
 
-    for (i = from; i < n; i++) {
-        if (b[i] != '\n' && b[i] != '\r')
-            continue;
+    while ((i = next_eol(b, i, n)) < n) {
         /* b[i] ends a line; is the next line empty? */
         size_t j = i + 1;
         if (b[i] == '\r' && j < n && b[j] == '\n')
@@ -51,7 +67,7 @@ static size_t find_end(const char *b, size_t n, size_t from)
                 return 0;
             return j + 1;
         }
-        i = j - 1;
+        i = j;
     }
     return 0;
 }
@@ -85,8 +101,7 @@ static int parse_event(struct gw_sse *p, const char *e, size_t n,
     ev->name = NULL, ev->name_len = 0;
     while (i < n) {
         size_t start = i, end;
-        while (i < n && e[i] != '\n' && e[i] != '\r')
-            i++;
+        i = next_eol(e, i, n);
         end = i;
         if (i < n && e[i] == '\r' && i + 1 < n && e[i + 1] == '\n')
             i++;
