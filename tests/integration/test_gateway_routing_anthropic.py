@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 import cache_common as cc
-from helpers import chat, completion, embedding, http, sse_events, sse_json, wait_until
+from helpers import (chat, completion, embedding, free_port, http, sse_events, sse_json,
+                     wait_until)
 # upstream_host: autouse, so that every test here runs on both transports
 from helpers import start_mock, upstream, upstream_host, upstream_hostname  # noqa: F401
 
@@ -582,3 +583,51 @@ def test_mock_messages_checks_like_the_real_api(mockllm):
     r = http("POST", m.base + "/chat/completions", body=chat(model=MODEL),
              headers={"Authorization": "Bearer " + KEY})
     assert r.status == 200, r
+
+
+# ------------------------------------------------- fallbacks, health checks
+
+def test_fallback_from_a_dead_pool_to_an_anthropic_model(mockllm, gateway):
+    """A local model whose only backend is dead falls back to a model
+    served by an anthropic backend: the Messages body names that model."""
+    a = start_anthropic(mockllm)
+    dead = "http://%s:%d/v1" % (upstream_hostname(), free_port())
+    gw = gateway({"backends": [{"name": "local", "url": dead, "models": ["qwen-local"],
+                                "connect_timeout_ms": 500},
+                               anth_backend(a)],
+                  "models": {"qwen-local": {"fallbacks": [MODEL]}},
+                  "access_log": "stderr"}, env={"PG_TEST_ANTH_KEY": KEY})
+    for stream in (False, True):
+        r = post(gw, chat(model="qwen-local", stream=stream,
+                          messages=[{"role": "system", "content": "s"},
+                                    {"role": "user", "content": "u"}]))
+        assert r.status == 200, r
+        assert r.headers["x-promptgate-backend"] == "claude"
+        up = last_upstream(a)
+        assert up["body"]["model"] == MODEL and up["body"]["system"] == "s"
+        if stream:
+            assert cc.content_of_stream(r.body) == "tok0 tok1 tok2 tok3 tok4"
+        else:
+            assert r.json()["choices"][0]["message"]["content"] == "tok0 tok1 tok2 tok3 tok4"
+
+
+def test_health_check_of_an_anthropic_backend(mockllm, gateway):
+    a = start_anthropic(mockllm)
+    gw = gateway({"backends": [anth_backend(a, health_check={
+                      "path": "/models", "interval_ms": 100, "timeout_ms": 300})],
+                  "admin_key": "env:PG_TEST_ADMIN", "access_log": "stderr"},
+                 env={"PG_TEST_ANTH_KEY": KEY, "PG_TEST_ADMIN": "adm-2"})
+
+    def state():
+        r = http("GET", gw.url + "/admin/backends", headers={"Authorization": "Bearer adm-2"})
+        return r.json()["backends"][0]["state"]
+
+    checks = wait_until(lambda: [x for x in a.requests() if x["path"] == "/v1/models"])
+    assert checks[-1]["headers"]["x-api-key"] == KEY
+    assert "authorization" not in checks[-1]["headers"]
+    assert state() == "closed"
+    a.set_fault("status=529")
+    wait_until(lambda: state() == "open", timeout=3)
+    a.set_fault(None)
+    wait_until(lambda: state() == "closed", timeout=3)
+    assert post(gw, chat(model=MODEL)).status == 200
