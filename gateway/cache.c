@@ -1651,3 +1651,8 @@ void gw_cache_reload(struct gw_cache *cache, const struct gw_config *c)
         cache->mem.evictions++;
     }
 }
+
+unsigned long gw_cache_errors(const struct gw_cache *cache)
+{
+    return cache->errors;
+}

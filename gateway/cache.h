@@ -96,6 +96,10 @@ void gw_cache_error_header(struct gw_http_req *req);
 void gw_cache_stats(struct gw_gateway *gw, struct gw_http_req *req,
                     struct gw_reqlog *rl);
 
+/* Metrics (metrics.c): lookups and stores that failed on the backend
+ * (Redis errors and timeouts; such a lookup answered as a miss). */
+unsigned long gw_cache_errors(const struct gw_cache *cache);
+
 /* POST /admin/cache/purge {"namespace": "NAME"} (admin key required). */
 void gw_cache_purge(struct gw_gateway *gw, struct gw_http_req *req,
                     struct gw_reqlog *rl);

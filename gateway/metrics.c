@@ -33,11 +33,14 @@
  */
 #include "gateway/metrics.h"
 #include "gateway/gateway.h"
+#include "gateway/cache.h"
 #include "gateway/clock.h"
+#include "gateway/exposure.h"
 #include "gateway/fmt.h"
 #include "gateway/http.h"
 #include "gateway/log.h"
 #include "gateway/pool.h"
+#include "gateway/prompt.h"
 #include "gateway/rlredis.h"
 
 #include <dirent.h>
@@ -426,7 +429,7 @@ static size_t route_of(const struct gw_metrics *m, const char *path)
 }
 
 void gw_metrics_request(struct gw_metrics *m, const struct gw_http_req *req,
-                        const struct gw_reqlog *rl)
+                        const struct gw_reqlog *rl, int64_t end_us)
 {
     size_t route, model, backend, cls, key;
     int hit = 0;
@@ -440,15 +443,16 @@ void gw_metrics_request(struct gw_metrics *m, const struct gw_http_req *req,
     cls = rl->status >= 100 && rl->status < 600 ? (size_t)rl->status / 100 - 1
                                                 : 4;
     series_add(m, series_key(model, backend, route, cls));
-    gw_metrics_observe(&m->duration[route],
-                       (long)(gw_now_us() - req->start_us));
+    gw_metrics_observe(&m->duration[route], (long)(end_us - req->start_us));
     if (req->cache) {
         for (size_t i = 0; i < N_CACHE; i++)
             if (strcmp(req->cache, cache_results[i]) == 0)
                 m->cache[i]++;
         hit = strcmp(req->cache, "hit") == 0;
     }
-    if (rl->stream && rl->ttfb_us >= 0 && rl->status < 400)
+    /* a stream's first token came with its head (a cancelled one too) */
+    if (rl->stream && rl->ttfb_us >= 0 &&
+        (rl->status < 400 || rl->status == 499))
         gw_metrics_observe(&m->ttft[model], rl->ttfb_us);
     /* tokens the backends processed: a cache hit cost none */
     if (!hit && (rl->usage.prompt_tokens > 0 ||
@@ -860,20 +864,19 @@ int gw_metrics_write(struct gw_metrics *m, const struct gw_config *c,
             counter(out, "promptgate_redis_errors_total", "", "use=\"cache\"",
                     x->redis_errors_cache, 0);
         }
-        if (x->have_exposure) {
-            counter(out, "promptgate_exposure_written_total",
-                    "Exposure records written to the exposure log.", "",
-                    x->exposure_written, 1);
-            counter(out, "promptgate_exposure_dropped_total",
-                    "Exposure records dropped: the writer's queue was "
-                    "full.", "", x->exposure_dropped, 1);
-            counter(out, "promptgate_exposure_failed_total",
-                    "Exposure records the writer could not write.", "",
-                    x->exposure_failed, 1);
-            counter(out, "promptgate_registry_reload_errors_total",
-                    "Registry snapshot loads that failed (the last good one "
-                    "kept serving).", "", x->registry_reload_errors, 1);
-        }
+        /* 0 without a registry: dashboards need not guess */
+        counter(out, "promptgate_exposure_written_total",
+                "Exposure records written to the exposure log.", "",
+                x->exposure_written, 1);
+        counter(out, "promptgate_exposure_dropped_total",
+                "Exposure records dropped: the writer's queue was full.", "",
+                x->exposure_dropped, 1);
+        counter(out, "promptgate_exposure_failed_total",
+                "Exposure records the writer could not write.", "",
+                x->exposure_failed, 1);
+        counter(out, "promptgate_registry_reload_errors_total",
+                "Registry snapshot loads that failed (the last good one "
+                "kept serving).", "", x->registry_reload_errors, 1);
     }
     family(out, "promptgate_build_info", "gauge",
            "Always 1: the version of promptgate as a label.");
@@ -919,6 +922,17 @@ void gw_metrics_handle(struct gw_gateway *gw, struct gw_http_req *req,
     x.retries_inflight = (long)gw->retries;
     if (gw->rlredis)
         x.redis_errors_ratelimit = gw_rlredis_errors(gw->rlredis);
+    if (gw->cache) {
+        x.have_cache = 1;
+        x.redis_errors_cache = gw_cache_errors(gw->cache);
+    }
+    if (gw->prompts) {
+        struct gw_exposure_stats st;
+        gw_prompts_stats(gw->prompts, &st, &x.registry_reload_errors);
+        x.exposure_written = st.written;
+        x.exposure_dropped = st.dropped;
+        x.exposure_failed = st.failed;
+    }
     if ((b = evbuffer_new()) == NULL ||
         gw_metrics_write(gw->metrics, c, gw_now_us(), &x, b) < 0) {
         if (b)

@@ -119,6 +119,8 @@ struct gw_prompts {
     struct obuf out;              /* the body being built (reused) */
     struct vcache *vcache[VC_BUCKETS]; /* owned: per version of snap */
     int failing;                  /* the watcher's last load failed */
+    unsigned long load_errors;    /* failed loads: the watcher adds, the
+                                     loop reads (__atomic) */
     char stamp[128];              /* reg_watch_stamp of the last load */
     unsigned long dropped_seen;
 };
@@ -322,6 +324,7 @@ static void *watcher_main(void *arg)
                 gw_log_error("registry: %s; still serving the previous "
                              "snapshot", err ? err : "out of memory");
             p->failing = 1;
+            __atomic_fetch_add(&p->load_errors, 1, __ATOMIC_RELAXED);
         } else if (s) {
             if (p->failing)
                 gw_log_info("registry: readable again");
@@ -1119,4 +1122,16 @@ void gw_prompt_feedback(struct gw_gateway *gw, struct gw_http_req *req,
     evbuffer_free(b);
     rl->status = 202;
     gw_proxy_log(gw, req, rl);
+}
+
+/* ---- metrics ------------------------------------------------------------- */
+
+void gw_prompts_stats(struct gw_prompts *p, struct gw_exposure_stats *ex,
+                      unsigned long *load_errors)
+{
+    if (p->writer)
+        gw_exposure_stats(p->writer, ex);
+    else
+        memset(ex, 0, sizeof(*ex));
+    *load_errors = __atomic_load_n(&p->load_errors, __ATOMIC_RELAXED);
 }

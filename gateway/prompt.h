@@ -15,6 +15,7 @@ struct gw_reqlog;
 struct gw_jscan_field;
 struct gw_registry_conf;
 struct gw_prompts;
+struct gw_exposure_stats;
 
 /* Loads the registry named by conf (borrowed) into a first snapshot, starts
  * the change watch (a timer on base) and the exposure writer. Returns NULL
@@ -35,6 +36,11 @@ void gw_prompts_reload(struct gw_prompts *p,
  * summary in msg, or -1 with the problem, naming the config key. */
 int gw_prompts_check(const struct gw_registry_conf *conf, char *msg,
                      size_t len);
+
+/* Metrics (metrics.c): the exposure writer's counters, and the registry
+ * loads that failed since start (the last good snapshot kept serving). */
+void gw_prompts_stats(struct gw_prompts *p, struct gw_exposure_stats *ex,
+                      unsigned long *load_errors);
 
 /* Writes every queued exposure, stops the writer and frees. NULL: no-op. */
 void gw_prompts_free(struct gw_prompts *p);

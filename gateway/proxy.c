@@ -130,15 +130,16 @@ void gw_proxy_log(struct gw_gateway *gw, struct gw_http_req *req,
     struct logline l;
     struct timeval now;
     long lat;
+    int64_t end_us = gw_now_us();
 
-    gw_metrics_request(gw->metrics, req, rl);
+    gw_metrics_request(gw->metrics, req, rl, end_us);
     if (gw->prompts)
         gw_prompt_finish(gw->prompts, req, rl);
     if ((l.b = gw_accesslog_buffer(gw->alog)) == NULL)
         return;
     l.n = 0;
     gettimeofday(&now, NULL);
-    lat = (long)((gw_now_us() - req->start_us) / 100);
+    lat = (long)((end_us - req->start_us) / 100);
     if (lat < 0)
         lat = 0;
     ll_lit(&l, "{\"ts\":");

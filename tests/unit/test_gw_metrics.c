@@ -166,7 +166,7 @@ static void request(struct fixture *f, const char *path, const char *model,
     rl.usage.total_tokens = ptok + ctok;
     rl.error = error;
     gw_metrics_begin(f->m);
-    gw_metrics_request(f->m, &req, &rl);
+    gw_metrics_request(f->m, &req, &rl, gw_now_us());
 }
 
 static void test_format_and_counters(void **state)
