@@ -16,7 +16,8 @@
 # high enough never to refuse, so every request pays the whole decision
 # and settlement), the JSON access log written to a file, and a pool of 3
 # backends (round robin, breakers on) as 3 entries on the one mock, so the
-# mock's share of the core is the same for every target.
+# mock's share of the core is the same for every target; metrics on
+# (GET /metrics, scraped once after the run to check they counted).
 #
 # Knobs: SAT_CONN=32 SAT_DUR=10 LIGHT_DUR=5 WARM_DUR=3 PIN=1 FULL=1
 #        POOL=N  promptgate routes over a pool of N mocks (round robin,
@@ -94,7 +95,8 @@ if [[ $FULL == 1 ]]; then
  "keys": [{"name": "bench", "key_sha256": "$KEY_SHA", "models": ["*"],
            "rpm": 100000000, "tpm": 2000000000, "max_concurrent": 10000,
            "daily_tokens": 1000000000000}],
- "rate_limit": {"mode": "local"}}
+ "rate_limit": {"mode": "local"},
+ "metrics": {"path": "/metrics"}}
 JSON
     "${SRV[@]}" "$BIN/promptgate" -c "$WORK/full.json" 2>"$WORK/full.log" &
     FULL_PID=$!; PIDS+=("$FULL_PID")
@@ -167,6 +169,9 @@ if [[ $FULL == 1 ]]; then
     # the access log must really have been written, one line per request
     [[ -s $WORK/access.log ]] || die "promptgate_full wrote no access log"
     : >"$WORK/access.log" # a whole run of lines is no use to keep
+    curl -sf "http://127.0.0.1:$FULL_PORT/metrics" |
+        grep '^promptgate_requests_total{route="/v1/chat/completions",model="gpt-4o-mini",backend="mock-' >/dev/null ||
+        die "promptgate_full: GET /metrics did not count the requests"
 fi
 
 TS=$(date -u +%Y%m%dT%H%M%SZ)
