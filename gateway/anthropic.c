@@ -596,7 +596,8 @@ int gw_anthropic_request(const char *body, size_t len, const char *model,
         v = json_object_get(in, *n);
         if (v == NULL || json_is_null(v))
             continue;
-        if (!json_is_number(v) || (n[0][4] == 'k' && !json_is_integer(v))) {
+        if (!json_is_number(v) ||
+            (strcmp(*n, "top_k") == 0 && !json_is_integer(v))) {
             fail(err, "invalid_value", "'%s' must be a number", *n);
             goto out;
         }
