@@ -361,6 +361,28 @@ static long find_field(const struct gw_jscan_field *fields, size_t n_fields,
     return -1;
 }
 
+/* The same for a key written with escapes: it is matched by its decoded
+ * value, as every JSON parser upstream reads it. Matching raw bytes only
+ * let {"model": "a", "mod\u0065l": "b"} through: the gateway checked and
+ * routed "a" while the backend, taking the last duplicate, served "b"
+ * (and "max_tok\u0065ns" slipped past limits.max_tokens the same way).
+ * Only keys with escapes pay for the decoding; requested keys are short,
+ * so a key whose value does not fit the buffer matches none. */
+static long find_escaped(const struct gw_jscan_field *fields, size_t n_fields,
+                         const unsigned char *k, size_t n)
+{
+    struct gw_jscan_field f = {.type = GW_JSON_STRING, .escaped = 1};
+    char buf[64];
+    long dn;
+
+    f.val = (const char *)k;
+    f.len = n;
+    if ((dn = gw_jscan_string(&f, buf, sizeof(buf))) < 0)
+        return -1;
+    return find_field(fields, n_fields, (const unsigned char *)buf,
+                      (size_t)dn);
+}
+
 int gw_jscan(const char *json, size_t len, int max_depth,
              struct gw_jscan_field *fields, size_t n_fields,
              char *err, size_t errlen)
@@ -446,8 +468,10 @@ key: /* at the opening quote of a key */
     if ((q = scan_string(&sc, k, end, &escaped)) == NULL)
         return -1;
     p = q + 1;
-    if (depth == 1 && !escaped && n_fields > 0 &&
-        (cap = find_field(fields, n_fields, k, (size_t)(q - k))) >= 0 &&
+    if (depth == 1 && n_fields > 0 &&
+        (cap = escaped ? find_escaped(fields, n_fields, k, (size_t)(q - k))
+                       : find_field(fields, n_fields, k, (size_t)(q - k))) >=
+            0 &&
         fields[cap].type != GW_JSON_NONE) {
         if (errlen > 0)
             snprintf(err, errlen, "invalid JSON at byte %zu: duplicate key "

@@ -38,9 +38,11 @@ enum gw_jscan_type {
 
 struct gw_jscan_field {
     const char *key;         /* in, borrowed from the caller: a top-level
-                              * key to capture, plain ASCII; it is compared
-                              * with the raw key bytes, so a key written
-                              * with escapes in the document never matches */
+                              * key to capture, plain ASCII, shorter than 64
+                              * bytes; a key written with escapes in the
+                              * document matches by its decoded value
+                              * ("mod\u0065l" is "model"), as any parser
+                              * reads it */
     enum gw_jscan_type type; /* out: GW_JSON_NONE when absent */
     const char *val;         /* out, borrowed from the document: the raw
                               * value text; for strings the bytes between

@@ -157,6 +157,41 @@ def test_n_and_max_tokens_over_the_bound_400(bounded, field, value):
     assert mock.count() == 0
 
 
+@pytest.mark.parametrize("body", [
+    b'{"model":"qwen2.5-7b","mod\\u0065l":"gpt-4o-mini","messages":[]}',
+    b'{"model":"qwen2.5-7b","messages":[],"max_tokens":5,"max_tok\\u0065ns":5000}',
+    b'{"model":"qwen2.5-7b","messages":[],"\\u006e":1,"n":1000}',
+    b'{"model":"qwen2.5-7b","messages":[],"n":1,"n":1000}',
+    b'{"model":"qwen2.5-7b","stream":false,"str\\u0065am":true,"messages":[]}',
+], ids=["model", "max_tokens", "n", "plain-n", "stream"])
+def test_duplicate_keys_written_with_escapes_400(bounded, body):
+    """A field the gateway reads (model, n, max_tokens, stream) given twice,
+    the second time written with escapes ("mod\\u0065l"): a backend's
+    parser reads both as the same key and keeps the last, so the gateway
+    must see them as one key too. It answers 400 invalid_json (duplicate
+    key), and nothing reaches the backend. Before, it checked and routed
+    the first value while the backend served the second: a key limited to
+    one model got another, and max_tokens slipped past limits.max_tokens."""
+    mock, gw = bounded
+    a = raw_post(gw, body)
+    assert a.status == 400 and a.json()["error"]["code"] == "invalid_json", a
+    assert "duplicate key" in a.json()["error"]["message"], a
+    assert mock.count() == 0
+
+
+def test_escaped_key_alone_is_read_as_that_key(bounded):
+    """A lone escaped key is the key it decodes to: "mod\\u0065l" routes
+    like "model" (200, the backend gets that model), and "max_tok\\u0065ns"
+    over the bound is refused like "max_tokens"."""
+    mock, gw = bounded
+    a = raw_post(gw, b'{"mod\\u0065l":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}')
+    assert a.status == 200, a
+    assert mock.requests()[-1]["body"]["model"] == "gpt-4o-mini"
+    a = raw_post(gw, b'{"model":"qwen2.5-7b","messages":[],"max_tok\\u0065ns":5000}')
+    assert a.status == 400 and a.json()["error"]["code"] == "integer_above_max_value", a
+    assert mock.count() == 1
+
+
 def test_n_and_max_tokens_at_the_bound_pass(bounded):
     """At the bound (n 4, max_tokens 1000), and null, the request is served."""
     mock, gw = bounded
@@ -235,6 +270,23 @@ def test_sql_in_keys_401(keyed, header):
     assert mock.count() == 0
     r = http("POST", gw.url + CHAT, chat(), headers={"Authorization": "Bearer " + SECRET})
     assert r.status == 200, r
+
+
+def test_escaped_model_key_cannot_pass_a_keys_model_list(mockllm, gateway):
+    """A virtual key allowed only qwen2.5-7b: "mod\\u0065l": "gpt-4o-mini"
+    is read as the model it names, so 403 model_not_allowed; given beside a
+    plain "model" it is a duplicate, 400. The backend sees neither."""
+    mock = start_mock(mockllm)
+    cfg = mock_backend_config(mock)
+    cfg["keys"] = [{"name": "shop", "key_sha256": sha(SECRET), "models": ["qwen2.5-7b"]}]
+    gw = gateway(cfg)
+    auth = b"Authorization: Bearer " + SECRET.encode() + b"\r\n"
+    a = raw_post(gw, b'{"mod\\u0065l":"gpt-4o-mini","messages":[]}', extra=auth)
+    assert a.status == 403 and a.json()["error"]["code"] == "model_not_allowed", a
+    a = raw_post(gw, b'{"model":"qwen2.5-7b","mod\\u0065l":"gpt-4o-mini","messages":[]}',
+                 extra=auth)
+    assert a.status == 400 and "duplicate key" in a.json()["error"]["message"], a
+    assert mock.count() == 0
 
 
 def test_nul_byte_in_key_header_400(keyed):
@@ -416,8 +468,11 @@ def test_access_log_and_errors_cannot_be_forged(mg):
         json.loads(a.body.decode("utf-8"))
         clean_head(a)
     # split on LF only: U+2028/U+2029 are line ends to str.splitlines but
-    # plain characters inside a JSON string
-    lines = [l for l in gw.stderr_text().split("\n") if l.startswith("{")]
+    # plain characters inside a JSON string; the log is written in batches
+    def log_lines():
+        got = [l for l in gw.stderr_text().split("\n") if l.startswith("{")]
+        return got if len(got) >= len(sent) + 1 else None
+    lines = wait_until(log_lines, timeout=3)
     logs = [json.loads(l) for l in lines]
     assert all(isinstance(o, dict) and o.get("request_id") for o in logs), lines
     assert not any(o["request_id"] == "forged" for o in logs), lines

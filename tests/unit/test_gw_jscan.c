@@ -228,6 +228,37 @@ static void test_truncated(void **state)
     }
 }
 
+/* A key written with escapes is the key it decodes to: captured, and a
+ * duplicate of the plain one (a backend would read the last of the two). */
+static void test_escaped_keys(void **state)
+{
+    static const char one[] = "{\"m\\u006fdel\":\"x\",\"n\":1}";
+    static const char dup[] = "{\"model\":\"a\",\"mod\\u0065l\":\"b\"}";
+    static const char nul[] = "{\"model\\u0000\":1,\"model\":\"y\"}";
+    static const char lng[] =
+        "{\"\\u006d0123456789012345678901234567890123456789012345678901234"
+        "5678901234567890\":1,\"model\":\"z\"}";
+    struct gw_jscan_field f[2] = {{.key = "model"}, {.key = "n"}};
+    char err[256];
+
+    (void)state;
+    assert_int_equal(gw_jscan(one, sizeof(one) - 1, 8, f, 2, err,
+                              sizeof(err)), 0);
+    assert_int_equal(f[0].type, GW_JSON_STRING);
+    assert_memory_equal(f[0].val, "x", 1);
+    assert_int_equal(f[1].type, GW_JSON_NUMBER);
+    assert_int_equal(gw_jscan(dup, sizeof(dup) - 1, 8, f, 2, err,
+                              sizeof(err)), -1);
+    assert_non_null(strstr(err, "duplicate key 'model'"));
+    /* "model\0" is another key, and so is one too long to be requested */
+    assert_int_equal(gw_jscan(nul, sizeof(nul) - 1, 8, f, 2, err,
+                              sizeof(err)), 0);
+    assert_memory_equal(f[0].val, "y", 1);
+    assert_int_equal(gw_jscan(lng, sizeof(lng) - 1, 8, f, 2, err,
+                              sizeof(err)), 0);
+    assert_memory_equal(f[0].val, "z", 1);
+}
+
 static void test_captures(void **state)
 {
     static const char body[] =
@@ -235,7 +266,7 @@ static void test_captures(void **state)
         " \"model\" : \"gpt\\u00e9\\n\\ud83d\\ude00\\\"x\" ,"
         "\"stream\":true,\"temperature\":-0.5e2,\"meta\":{\"a\":[1,{}]},"
         "\"stop\":[\"\\n\",\"]\"],\"user\":null,\"plain\":\"abc\","
-        "\"m\\u006fdel\":\"escaped key never matches\",\"nope\":false}";
+        "\"m\\u006fdels\":\"escaped, another key\",\"nope\":false}";
     struct gw_jscan_field f[] = {
         {.key = "model"}, {.key = "stream"}, {.key = "temperature"},
         {.key = "meta"}, {.key = "stop"}, {.key = "user"}, {.key = "plain"},
@@ -725,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_invalid),
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_captures),
+        cmocka_unit_test(test_escaped_keys),
         cmocka_unit_test(test_decode),
         cmocka_unit_test(test_duplicates),
         cmocka_unit_test(test_depth),
