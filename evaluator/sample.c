@@ -438,6 +438,7 @@ static int json_facts_only(struct evl_reader *r, struct evl_sample *s,
                            const char *line, size_t n)
 {
     const char *p = line, *end = line + n, *k, *kend, *v, *vend;
+    const char *fv = NULL, *fvend = NULL;
     const char *key = r->key[EVL_F_FACTS];
     size_t klen = strlen(key);
 
@@ -448,7 +449,7 @@ static int json_facts_only(struct evl_reader *r, struct evl_sample *s,
     for (;;) {
         p = skip_ws(p, end);
         if (p < end && *p == '}')
-            return 1;
+            break;
         if (p >= end || *p != '"')
             return -1;
         k = p + 1;
@@ -460,20 +461,25 @@ static int json_facts_only(struct evl_reader *r, struct evl_sample *s,
         v = skip_ws(p + 1, end);
         if ((vend = skip_value(v, end)) == NULL)
             return -1;
-        if ((size_t)(kend - 1 - k) == klen && memcmp(k, key, klen) == 0) {
-            if (!facts_seen(r, v, (size_t)(vend - v))) {
-                s->facts_text = v;
-                s->facts_text_len = (size_t)(vend - v);
-            }
-            return 1;
-        }
+        /* a key written twice: the last one counts, as jansson reads the
+         * line in the full pass (the first one here gave the vocabulary
+         * other facts than the check saw; found by tests/fuzz/fuzz_sample) */
+        if ((size_t)(kend - 1 - k) == klen && memcmp(k, key, klen) == 0)
+            fv = v, fvend = vend;
         p = skip_ws(vend, end);
         if (p < end && *p == ',') {
             p++;
             continue;
         }
-        return (p < end && *p == '}') ? 1 : -1;
+        if (p < end && *p == '}')
+            break;
+        return -1;
     }
+    if (fv && !facts_seen(r, fv, (size_t)(fvend - fv))) {
+        s->facts_text = fv;
+        s->facts_text_len = (size_t)(fvend - fv);
+    }
+    return 1;
 }
 
 static int json_count(const json_t *o, const char *key, int64_t dflt,
