@@ -157,6 +157,8 @@ def test_scripted_sequence(mockllm, gateway):
 
     text = scrape(gw)
     s, types = parse(text)
+    # the scrape's own line is written once it is answered
+    wait_until(lambda: gw.access_log()[-1]["path"] == "/metrics", timeout=5)
     log = gw.access_log()
     by_status = {}
     for l in log:
