@@ -510,3 +510,22 @@ def test_exposure_and_registry_errors(mockllm, gateway, tmp_path):
     gw.send_signal(signal.SIGHUP)
     wait_until(lambda: value(parse(scrape(gw))[0],
                              "promptgate_registry_reload_errors_total") >= 1, timeout=5)
+
+
+def test_retries_counted(mockllm, gateway):
+    bad, good = mockllm("--fault", "status=500"), mockllm()
+    cfg = base_config(good)
+    cfg["backends"] = [{"name": "bad", "url": bad.base, "models": ["qwen2.5-7b"], "priority": 0},
+                       {"name": "good", "url": good.base, "models": ["qwen2.5-7b"], "priority": 1}]
+    gw = gateway(cfg, env=ENV)
+    for i in range(2):
+        r = request("POST", gw.url + CHAT, body=chat(max_tokens=2, temperature=1), headers=auth(ALPHA))
+        assert r.status == 200 and r.headers["x-promptgate-backend"] == "good", r
+    s, _ = parse(scrape(gw))
+    assert value(s, "promptgate_upstream_retries_total", backend="good") == 2
+    assert value(s, "promptgate_upstream_retries_total", backend="bad") == 0
+    assert value(s, "promptgate_upstream_attempts_total", backend="bad", result="error") == 2
+    assert value(s, "promptgate_upstream_attempts_total", backend="good", result="ok") == 2
+    assert value(s, "promptgate_requests_total", route=CHAT, model="qwen2.5-7b", backend="good",
+                 status_class="2xx") == 2
+    assert value(s, "promptgate_retries_inflight") == 0
