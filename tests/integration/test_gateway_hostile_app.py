@@ -556,6 +556,9 @@ def fake_answer(status, headers):
             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(BODY) + BODY)
 
 
+FAKE_KEY = "sk-fake-backend-key-99"
+
+
 @pytest.fixture(params=["127.0.0.1", "localhost"], ids=["native", "curl"])
 def fake_gw(request, gateway):
     """start(answer) -> (fake, gw): a gateway whose one backend is a
@@ -567,9 +570,10 @@ def fake_gw(request, gateway):
         fake = FakeUpstream(answer)
         fakes.append(fake)
         cfg = {"backends": [{"name": "fake", "url": "http://%s:%d/v1" % (request.param, fake.port),
-                             "models": list(DEFAULT_MODELS), "timeout_ms": 3000}],
+                             "models": list(DEFAULT_MODELS), "timeout_ms": 3000,
+                             "api_key": "env:PG_FAKE_KEY"}],
                "access_log": "stderr"}
-        return fake, gateway(cfg)
+        return fake, gateway(cfg, env={"PG_FAKE_KEY": FAKE_KEY})
     yield start
     for f in fakes:
         f.close()
@@ -611,6 +615,24 @@ def test_clean_upstream_headers_are_copied(fake_gw):
 
 
 # ------------------------------------------------------------ security
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_upstream_redirect_is_not_followed_with_the_key(fake_gw, mockllm, status):
+    """A backend answering a redirect to another host: the gateway never
+    follows it (which would carry the request, and the provider key, to
+    that host); the client gets the backend's answer or a gateway error,
+    and the other host sees nothing."""
+    evil = start_mock(mockllm)
+    fake, gw = fake_gw(b"HTTP/1.1 %d Moved\r\nLocation: http://127.0.0.1:%d/v1/chat/completions\r\n"
+                       b"Content-Length: 0\r\nConnection: close\r\n\r\n" % (status, evil.port))
+    a = raw_post(gw, json.dumps(chat()).encode())
+    clean_head(a)
+    assert a.status in (status, 502, 503), a
+    assert fake.seen and FAKE_KEY.encode() in fake.seen[0]  # its own backend
+    assert FAKE_KEY.encode() not in a.head + a.body
+    time.sleep(0.2)
+    assert evil.count() == 0
+
 
 PROVIDER_KEY = "sk-provider-SECRET-7f3a9c1e"
 
