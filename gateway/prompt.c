@@ -151,6 +151,31 @@ static size_t vc_bucket(const void *v)
     return (size_t)(x >> 40) & (VC_BUCKETS - 1);
 }
 
+/* A param's value as JSON text; a number as the shortest text that reads
+ * back as the same double: 0.7, as published, not jansson's
+ * 0.69999999999999996 (which also sends some backends' parsers down their
+ * slow path: mockllm's costs twice the CPU). */
+static char *dump_param(json_t *val)
+{
+    if (json_is_real(val)) {
+        double d = json_real_value(val);
+        char buf[40];
+        int prec;
+
+        for (prec = 15; prec < 17; prec++) {
+            snprintf(buf, sizeof(buf), "%.*g", prec, d);
+            if (strtod(buf, NULL) == d)
+                break;
+        }
+        if (prec == 17)
+            snprintf(buf, sizeof(buf), "%.17g", d);
+        if (strpbrk(buf, ".eEn") == NULL) /* 2.0 stays a real: "2.0" */
+            strcat(buf, ".0");
+        return strdup(buf);
+    }
+    return json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
 static struct vcache *vcache_get(struct gw_prompts *p,
                                  const struct reg_version *v)
 {
@@ -178,7 +203,7 @@ static struct vcache *vcache_get(struct gw_prompts *p,
             json_string_length(val) < sizeof(c->model))
             memcpy(c->model, json_string_value(val),
                    json_string_length(val) + 1);
-        t = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
+        t = dump_param(val);
         if (t == NULL)
             goto oom;
         json_t *kj = json_string(key);

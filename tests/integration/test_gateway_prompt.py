@@ -102,6 +102,65 @@ def test_label_renders_messages_params_and_header(served):
     assert up["max_tokens"] == 12 and up["user"] == "u1"
 
 
+def capture_backend():
+    """A one-connection backend that keeps the raw request bytes and answers
+    a canned chat completion: (url, thread, box); box["raw"] after join."""
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    box = {}
+    answer = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                         "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                             "role": "assistant", "content": "ok"}}],
+                         "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                   "total_tokens": 2}}).encode()
+
+    def serve():
+        srv.settimeout(10)
+        c, _ = srv.accept()
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += c.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        n = int([l.split(b":")[1] for l in head.split(b"\r\n")
+                 if l.lower().startswith(b"content-length:")][0])
+        while len(body) < n:
+            body += c.recv(65536)
+        box["raw"] = body
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                  b"Connection: close\r\n\r\n%s" % (len(answer), answer))
+        c.close()
+        srv.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    return "http://127.0.0.1:%d/v1" % srv.getsockname()[1], t, box
+
+
+def test_params_numbers_forwarded_as_published(gateway, registry, tmp_path):
+    """0.7 goes upstream as 0.7, not as the double's 17 digits
+    (0.69999999999999996): what the prompt engineer wrote, and what
+    backends' fast JSON paths take; 2.0 stays a real."""
+    v = {"messages": [{"role": "user", "content": "hi {{x}}"}],
+         "params": {"model": "qwen2.5-7b", "temperature": 0.7, "top_p": 0.95,
+                    "frequency_penalty": 2.0, "presence_penalty": 1e-05, "max_tokens": 12}}
+    (tmp_path / "nums.json").write_text(json.dumps(v))
+    registry.ok("publish", "nums", "-f", str(tmp_path / "nums.json"))
+    url, t, box = capture_backend()
+    cfg = {"backends": [{"name": "cap", "url": url, "models": ["qwen2.5-7b"], "timeout_ms": 5000}],
+           "access_log": "stderr", "registry": {"path": registry.db}}
+    gw = gateway(cfg)
+    r = ask(gw, {"name": "nums", "variables": {"x": "there"}})
+    t.join(10)
+    assert r.status == 200, r
+    raw = box["raw"]
+    for want in (b'"temperature":0.7,', b'"top_p":0.95,', b'"frequency_penalty":2.0,',
+                 b'"presence_penalty":1e-05,', b'"max_tokens":12'):
+        assert want in raw, (want, raw)
+    assert json.loads(raw)["temperature"] == 0.7
+
+
 def test_request_params_win_over_the_versions(served):
     mock, gw, _ = served
     r = ask(gw, {"name": "product_copy", "label": "production",
