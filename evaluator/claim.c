@@ -639,13 +639,17 @@ static int scan_scalar(struct evl_vocab *v, struct scan *sc, uint32_t attr,
 /*
  * 1 done, 0 the text needs the general path, -1 error (err set). With v
  * NULL only checks that the text is a plain facts object, so that a text
- * jansson would refuse adds nothing.
+ * jansson would refuse adds nothing, and that no key comes twice: jansson
+ * keeps the last value of a key, this scan added them all (found by
+ * tests/fuzz/fuzz_claim), so such a text takes the general path too.
  */
 static int facts_text_fast(struct evl_vocab *v, const char *text, size_t len,
                            char **err)
 {
     struct scan sc = {text, text + len};
     char key[EVL_ATTR_BYTES_MAX * 2];
+    uint64_t keys[EVL_FACTS_MAX];
+    size_t n_keys = 0, i;
     int fail = 0;
 
     scan_ws(&sc);
@@ -663,6 +667,15 @@ static int facts_text_fast(struct evl_vocab *v, const char *text, size_t len,
         scan_ws(&sc);
         if ((kn = scan_string(&sc, key, sizeof(key))) < 0)
             return 0;
+        if (v == NULL) {
+            uint64_t h = hash_bytes(key, (size_t)kn);
+            for (i = 0; i < n_keys; i++)
+                if (keys[i] == h)
+                    return 0; /* a key twice (or a rare collision) */
+            if (n_keys == EVL_FACTS_MAX)
+                return 0;
+            keys[n_keys++] = h;
+        }
         scan_ws(&sc);
         if (sc.p >= sc.end || *sc.p != ':')
             return 0;
