@@ -939,6 +939,11 @@ int gw_anthropic_stream_event(struct gw_anthropic_stream *s, const char *data,
     }
     if (strcmp(type, "error") == 0) {
         json_t *e = json_object_get(ev, "error");
+        const char *et = json_string_value(json_object_get(e, "type"));
+        /* a code for the client: letters and '_' only */
+        if (et && strlen(et) < sizeof(s->error_type) &&
+            strspn(et, "abcdefghijklmnopqrstuvwxyz_") == strlen(et))
+            snprintf(s->error_type, sizeof(s->error_type), "%s", et);
         snprintf(why, whylen, "the anthropic stream sent an error: %.64s: "
                  "%.256s", json_string_value(json_object_get(e, "type"))
                  ? json_string_value(json_object_get(e, "type")) : "error",

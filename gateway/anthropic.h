@@ -66,6 +66,7 @@ struct gw_anthropic_stream {
     int cur_tool;       /* tool call index of the open block, -1: none */
     int started;        /* message_start seen: the role chunk went out */
     int done;           /* message_stop seen: [DONE] went out */
+    char error_type[48]; /* of an `error` event ("overloaded_error"), or "" */
     struct evbuffer *scratch; /* owned: one chunk being written */
 };
 

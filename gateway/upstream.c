@@ -19,6 +19,9 @@
  * Transitions, each made in call_state() only:
  *   WAITING -> STREAMING | BUFFERING   on_head (end of upstream headers)
  *   WAITING | BUFFERING -> RETRYING    retry (the attempt failed)
+ *   STREAMING -> RETRYING              stream_failed_early (anthropic: the
+ *                                      stream failed before its first event,
+ *                                      so before the client's head)
  *   RETRYING -> WAITING                attempt_send (from the timer)
  *   * -> FINISHED                      finish
  *   * -> CANCELLED                     on_client_close
@@ -142,6 +145,7 @@ struct gw_call {
     struct evbuffer *anth_body;        /* owned */
     struct gw_anthropic_stream *anth;  /* owned */
     char stream_err[320]; /* why a translated stream was cut, or "" */
+    int head_sent; /* the client's answer has started: no more retries */
 };
 
 static void call_state(struct gw_call *c, enum call_state to)
@@ -464,7 +468,7 @@ static int retry(struct gw_call *c, const char *why, int free_of_budget)
     const char *last = c->backend ? c->backend->name : "";
     struct timeval zero = {0, 0};
 
-    if (c->state == STREAMING || c->req == NULL || c->first_pool == NULL)
+    if (c->head_sent || c->req == NULL || c->first_pool == NULL)
         return -1;
     if (c->n_tried >= MAX_ATTEMPTS ||
         gw_now_us() + MIN_ATTEMPT_MS * 1000 >= c->deadline_us)
@@ -592,12 +596,44 @@ static void finish_stream_error(struct gw_call *c, const char *message)
 
 enum end_kind { END_OK, END_TIMEOUT, END_CONNECT, END_ERROR };
 
+/* An anthropic stream that ended before its first event (an `error` event
+ * such as overloaded_error, a cut, a timeout): nothing reached the client,
+ * so it is a failed attempt like a 5xx answer, retried when allowed. */
+static void stream_failed_early(struct gw_call *c, enum end_kind kind,
+                                const char *why)
+{
+    const char *et = c->anth ? c->anth->error_type : "";
+    int status = kind == END_TIMEOUT ? 504
+                 : strcmp(et, "overloaded_error") == 0 ? 529
+                 : strcmp(et, "rate_limit_error") == 0 ? 429
+                 : strcmp(et, "api_error") == 0 ? 500 : 502;
+    char msg[512];
+
+    attempt_release(c, GW_BREAKER_FAIL, 0);
+    snprintf(msg, sizeof(msg), "backend '%s' stream failed before its first "
+             "event: %s", c->backend->name,
+             c->stream_err[0] ? c->stream_err
+             : why ? why : "closed before message_start");
+    gw_sse_release(&c->sse); /* the next attempt's stream starts afresh */
+    gw_sse_init(&c->sse, MAX_EVENT);
+    if (retry(c, msg, 0) == 0)
+        return;
+    gw_log_warn("request %s: %s", c->request_id, msg);
+    finish_error(c, status,
+                 kind == END_TIMEOUT ? "backend_timeout"
+                 : et[0] ? et : "backend_error", msg);
+}
+
 /* The transfer ended (the transport is done with it). */
 static void call_end(struct gw_call *c, enum end_kind kind, const char *why)
 {
     struct gw_reqlog rl;
     char msg[512];
 
+    if (c->state == STREAMING && !c->head_sent) {
+        stream_failed_early(c, kind, why);
+        return;
+    }
     if (c->state == STREAMING) {
         if (kind == END_OK && c->sse.done && gw_sse_pending(&c->sse) == 0) {
             attempt_release(c, GW_BREAKER_OK, 0);
@@ -782,13 +818,18 @@ static int relay_data(struct gw_call *c, const char *data, size_t data_len,
     return 0;
 }
 
+static void stream_head(struct gw_call *c);
+
 /* A translated anthropic chunk, framed as an SSE event. A streaming call's
- * body buffer is otherwise unused: it holds the frame. */
+ * body buffer is otherwise unused: it holds the frame. The client's head
+ * goes out with the first chunk. */
 static int anthropic_emit(void *arg, const char *data, size_t len)
 {
     struct gw_call *c = arg;
     struct evbuffer *f = c->body;
 
+    if (!c->head_sent)
+        stream_head(c);
     evbuffer_drain(f, evbuffer_get_length(f));
     evbuffer_add(f, "data: ", 6);
     evbuffer_add(f, data, len);
@@ -815,6 +856,15 @@ static int relay_event(void *arg, const struct gw_sse_event *ev)
     return relay_data(c, ev->data, ev->data_len, ev->raw, ev->raw_len);
 }
 
+/* The client's head of a relayed stream. */
+static void stream_head(struct gw_call *c)
+{
+    c->head_sent = 1;
+    route_headers(c);
+    gw_http_add_header(c->req, "Cache-Control", "no-cache");
+    gw_http_reply_start(c->req, 200, "text/event-stream");
+}
+
 /* The end of the upstream's head: decides how to relay. */
 static void on_head(struct gw_call *c)
 {
@@ -828,9 +878,10 @@ static void on_head(struct gw_call *c)
     if (c->status == 200 &&
         strncasecmp(c->content_type, "text/event-stream", 17) == 0) {
         call_state(c, STREAMING);
-        route_headers(c);
-        gw_http_add_header(c->req, "Cache-Control", "no-cache");
-        gw_http_reply_start(c->req, 200, "text/event-stream");
+        /* anthropic: with the first translated chunk, so that a stream
+         * failing before its message_start can still be retried */
+        if (!is_anthropic(c))
+            stream_head(c);
     } else {
         call_state(c, BUFFERING);
     }

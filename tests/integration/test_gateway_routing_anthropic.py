@@ -199,6 +199,12 @@ def test_mid_stream_error_event_no_retry(anth):
     # the text before the break went out, translated
     assert cc.content_of_stream("\n\n".join("data: " + e for e in events[:-1])) == "tok0"
     assert mock.count() == 1, "a stream that sent bytes is never retried"
+    # an error event before message_start: nothing reached the client, so
+    # the answer is the error itself (with another backend, a retry)
+    r = post(gw, chat(model=MODEL, stream=True), headers={"x-mock-fault": "error-after-chunks=0"})
+    assert_openai_error(r, 529, "overloaded_error", "stream failed before its first event")
+    assert r.headers["x-promptgate-backend"] == "claude"
+    assert mock.count() == 2
     # a stream cut without message_stop is an error too
     r = post(gw, chat(model=MODEL, stream=True), headers={"x-mock-fault": "close-after-chunks=5"})
     events = sse_events(r.body)
@@ -206,7 +212,7 @@ def test_mid_stream_error_event_no_retry(anth):
     err = json.loads(events[-1])["error"]
     assert err["code"] == "stream_interrupted" and "stream ended early" in err["message"], err
     assert cc.content_of_stream("\n\n".join("data: " + e for e in events[:-1])) == "tok0 tok1"
-    assert mock.count() == 2
+    assert mock.count() == 3
 
 
 # ------------------------------------------------------------------ errors
@@ -244,8 +250,11 @@ def test_529_retried_on_openai_backend_of_the_pool(mockllm, gateway):
                                 "priority": 1, "timeout_ms": 10000}],
                   "admin_key": "env:PG_TEST_ADMIN", "access_log": "stderr"},
                  env={"PG_TEST_ANTH_KEY": KEY, "PG_TEST_ADMIN": "adm-1"})
-    for stream in (False, True):
-        a.set_fault("status=529", count=1)
+    for stream, fault in ((False, "status=529"), (True, "status=529"),
+                          (True, "error-after-chunks=0")):
+        # error-after-chunks=0: a 200 stream whose first event is an
+        # overloaded_error, as Anthropic sends them: still before any byte
+        a.set_fault(fault, count=1)
         body = chat(model=MODEL, stream=stream)
         r = post(gw, body)
         assert r.status == 200, r
@@ -259,11 +268,11 @@ def test_529_retried_on_openai_backend_of_the_pool(mockllm, gateway):
             assert sse_events(r.body)[-1] == "[DONE]"
         else:
             assert r.json()["choices"][0]["message"]["content"].startswith("tok0")
-    assert (a.count(), o.count()) == (2, 2)
+    assert (a.count(), o.count()) == (3, 3)
     st = http("GET", gw.url + "/admin/backends", headers={"Authorization": "Bearer adm-1"})
     by_name = {b["name"]: b for b in st.json()["backends"]}
     # each 529 is a failure of the anthropic backend (breaker, error rate)
-    assert (by_name["claude"]["attempts"], by_name["claude"]["failures"]) == (2, 2), by_name
+    assert (by_name["claude"]["attempts"], by_name["claude"]["failures"]) == (3, 3), by_name
     assert by_name["oai"]["failures"] == 0
     # the anthropic backend answers again once the fault is spent
     r = post(gw, chat(model=MODEL))

@@ -582,6 +582,8 @@ static void test_stream_errors(void **state)
                                   "\"Overloaded\"}}", why, sizeof(why)), -1);
     assert_string_equal(why, "the anthropic stream sent an error: "
                              "overloaded_error: Overloaded");
+    /* its type, for the status of an answer not started yet (upstream.c) */
+    assert_string_equal(s.error_type, "overloaded_error");
     assert_int_equal(feed(&s, &c, "not json", why, sizeof(why)), -1);
     assert_int_equal(feed(&s, &c, happy[0], why, sizeof(why)), -1);
     assert_non_null(strstr(why, "second message_start"));
