@@ -18,6 +18,7 @@
 #include <ctype.h>
 #include <netinet/in.h>
 #include <errno.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -132,6 +133,7 @@ static void backend_release(struct gw_backend *b)
     free(b->models);
     free(b->health_path);
     free(b->api_version);
+    free(b->ca_file);
     free(b->anthropic_version);
     for (i = 0; b->deployments && i < b->n_models; i++)
         free(b->deployments[i]);
@@ -554,7 +556,8 @@ static void parse_backend(struct gw_config *c, struct gw_backend *b,
         "name", "url", "models", "api_key", "weight", "max_inflight",
         "timeout_ms", "connect_timeout_ms", "first_byte_timeout_ms",
         "priority", "breaker", "health_check", "provider", "api_version",
-        "deployments", "anthropic_version", "default_max_tokens", NULL};
+        "deployments", "anthropic_version", "default_max_tokens", "ca_file",
+        NULL};
     char path[64], sub[96];
     json_t *v;
     size_t i, j;
@@ -605,6 +608,24 @@ static void parse_backend(struct gw_config *c, struct gw_backend *b,
         b->url = strndup(u, n);
         if (b->url)
             native_address(b);
+    }
+
+    /* TLS to the backend is always verified; ca_file names the CA bundle
+     * (PEM) for a backend whose certificate the system's CAs do not sign */
+    v = json_object_get(o, "ca_file");
+    if (v) {
+        const char *f = json_string_value(v);
+        if (f == NULL || *f == '\0')
+            problem(p, "%s.ca_file: must be the path of a PEM file of CA "
+                       "certificates", path);
+        else if (b->url && strncmp(b->url, "https://", 8) != 0)
+            problem(p, "%s.ca_file: only for an https:// url (this backend "
+                       "is plain http)", path);
+        else if (access(f, R_OK) != 0)
+            problem(p, "%s.ca_file: cannot read '%s': %s", path, f,
+                    strerror(errno));
+        else
+            b->ca_file = strdup(f);
     }
 
     v = json_object_get(o, "models");

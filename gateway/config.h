@@ -44,6 +44,8 @@ struct gw_backend {
     struct gw_breaker_conf breaker;
     int provider; /* enum gw_provider */
     char *api_version;  /* owned: azure "api-version", else NULL */
+    char *ca_file;      /* owned: CA bundle (PEM) to verify its TLS
+                           certificate with; NULL: the system's */
     char **deployments; /* owned: azure, one owned name per models[i] */
     char *anthropic_version;  /* owned: anthropic "anthropic-version", else
                                  NULL */

@@ -218,6 +218,8 @@ static int curl_check(struct gw_hcheck *hc, const struct gw_backend *b)
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+    if (b->ca_file) /* verified like the requests (upstream.c) */
+        curl_easy_setopt(e, CURLOPT_CAINFO, b->ca_file);
     if (gw_curlev_add(hc->h->curl, e) < 0) {
         curl_easy_cleanup(e);
         return -1;

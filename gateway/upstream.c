@@ -1277,6 +1277,17 @@ static int curl_start(struct gw_call *c, struct gw_http_req *req,
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* TLS: always verified, against the backend's ca_file or the system's
+     * bundle (handles are reused: set it either way) */
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (b->ca_file) {
+        curl_easy_setopt(e, CURLOPT_CAINFO, b->ca_file);
+    } else {
+        char *def = NULL;
+        curl_easy_getinfo(e, CURLINFO_CAINFO, &def);
+        curl_easy_setopt(e, CURLOPT_CAINFO, def);
+    }
     return gw_curlev_add(c->gw->curl, e);
 }
 
