@@ -36,9 +36,15 @@
  *  2. A failed translation leaves the output buffer as it was.
  *  3. A stream emits [DONE] only after message_stop, so a stream that
  *     breaks earlier still ends in the gateway's stream error (upstream.c).
+ *
+ * Cost: the bulk of a stream is text deltas; they are read with the
+ * allocation-free scanner (jscan.c), their text copied as it came (a
+ * validated JSON string needs no re-escaping) after a chunk opening built
+ * once. Other events, rare, are parsed with jansson.
  */
 #include "gateway/anthropic.h"
 #include "gateway/error.h"
+#include "gateway/jscan.h"
 
 #include <event2/buffer.h>
 #include <jansson.h>
@@ -833,20 +839,28 @@ int gw_anthropic_stream_init(struct gw_anthropic_stream *s, int include_usage,
     s->include_usage = include_usage;
     s->created = created;
     s->scratch = evbuffer_new();
-    return s->scratch ? 0 : -1;
+    s->head = evbuffer_new();
+    if (s->scratch == NULL || s->head == NULL) {
+        gw_anthropic_stream_release(s);
+        return -1;
+    }
+    return 0;
 }
 
 void gw_anthropic_stream_release(struct gw_anthropic_stream *s)
 {
     if (s->scratch)
         evbuffer_free(s->scratch);
-    s->scratch = NULL;
+    if (s->head)
+        evbuffer_free(s->head);
+    s->scratch = s->head = NULL;
 }
 
-/* The opening of every chunk, up to the choices array's '['. */
-static void chunk_head(struct gw_anthropic_stream *s)
+/* Writes the opening of every chunk, up to the choices array's '[', once
+ * id and model are known (message_start). */
+static void head_build(struct gw_anthropic_stream *s)
 {
-    struct evbuffer *b = s->scratch;
+    struct evbuffer *b = s->head;
 
     evbuffer_drain(b, evbuffer_get_length(b));
     ADD_LIT(b, "{\"id\":");
@@ -855,6 +869,17 @@ static void chunk_head(struct gw_anthropic_stream *s)
                            "\"created\":%ld,\"model\":", s->created);
     add_str(b, s->model, strlen(s->model));
     ADD_LIT(b, ",\"choices\":[");
+    evbuffer_pullup(b, -1); /* one piece from now on */
+}
+
+/* Starts a chunk in scratch with the opening. */
+static void chunk_head(struct gw_anthropic_stream *s)
+{
+    struct evbuffer *b = s->scratch;
+
+    evbuffer_drain(b, evbuffer_get_length(b));
+    evbuffer_add(b, evbuffer_pullup(s->head, -1),
+                 evbuffer_get_length(s->head));
 }
 
 static int chunk_emit(struct gw_anthropic_stream *s, gw_anthropic_emit_cb emit,
@@ -917,6 +942,40 @@ static int choice_chunk(struct gw_anthropic_stream *s, const char *delta,
     return chunk_emit(s, emit, arg);
 }
 
+/* The fast path of a text delta event, {"type":"content_block_delta",
+ * "index":N,"delta":{"type":"text_delta","text":"..."}}, read without a
+ * tree. Returns 1 when it was one (*rc: the emit's verdict), 0 when the
+ * event is anything else (or not valid JSON): the general path decides. */
+static int text_delta_fast(struct gw_anthropic_stream *s, const char *data,
+                           size_t len, gw_anthropic_emit_cb emit, void *arg,
+                           int *rc)
+{
+    struct gw_jscan_field f[2] = {{.key = "type"}, {.key = "delta"}};
+    struct gw_jscan_field d[2] = {{.key = "type"}, {.key = "text"}};
+    struct evbuffer *b = s->scratch;
+    char err[8];
+
+    if (!s->started || s->done ||
+        gw_jscan(data, len, 16, f, 2, err, sizeof(err)) < 0 ||
+        f[0].type != GW_JSON_STRING || f[0].len != 19 ||
+        memcmp(f[0].val, "content_block_delta", 19) != 0 ||
+        f[1].type != GW_JSON_OBJECT ||
+        gw_jscan(f[1].val, f[1].len, 16, d, 2, err, sizeof(err)) < 0 ||
+        d[0].type != GW_JSON_STRING || d[0].len != 10 ||
+        memcmp(d[0].val, "text_delta", 10) != 0 ||
+        d[1].type != GW_JSON_STRING)
+        return 0;
+    *rc = 0;
+    if (d[1].len == 0)
+        return 1;
+    chunk_head(s);
+    ADD_LIT(b, "{\"index\":0,\"delta\":{\"content\":\"");
+    evbuffer_add(b, d[1].val, d[1].len); /* escapes kept: valid JSON */
+    ADD_LIT(b, "\"},\"logprobs\":null,\"finish_reason\":null}]}");
+    *rc = chunk_emit(s, emit, arg) != 0 ? -1 : 0;
+    return 1;
+}
+
 static void copy_str(char *dst, size_t cap, json_t *v, const char *dflt)
 {
     const char *s = json_string_value(v);
@@ -927,10 +986,18 @@ int gw_anthropic_stream_event(struct gw_anthropic_stream *s, const char *data,
                               size_t len, gw_anthropic_emit_cb emit,
                               void *arg, char *why, size_t whylen)
 {
-    json_t *ev = json_loadb(data, len, 0, NULL), *v;
-    const char *type = json_string_value(json_object_get(ev, "type"));
+    json_t *ev, *v;
+    const char *type;
     int rc = 0;
 
+    if (text_delta_fast(s, data, len, emit, arg, &rc)) {
+        if (rc != 0)
+            snprintf(why, whylen, "the translated stream could not be "
+                     "relayed");
+        return rc;
+    }
+    ev = json_loadb(data, len, 0, NULL);
+    type = json_string_value(json_object_get(ev, "type"));
     if (type == NULL) {
         snprintf(why, whylen, "the anthropic stream sent an event that is "
                  "not a JSON object with a \"type\"");
@@ -975,6 +1042,7 @@ int gw_anthropic_stream_event(struct gw_anthropic_stream *s, const char *data,
                                        &s->cached_tokens);
         s->output_tokens = count_of(json_object_get(m, "usage"),
                                     "output_tokens");
+        head_build(s);
         rc = choice_chunk(s, "\"role\":\"assistant\",", "", 0, NULL, emit,
                           arg);
         goto out;

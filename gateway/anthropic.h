@@ -68,6 +68,8 @@ struct gw_anthropic_stream {
     int done;           /* message_stop seen: [DONE] went out */
     char error_type[48]; /* of an `error` event ("overloaded_error"), or "" */
     struct evbuffer *scratch; /* owned: one chunk being written */
+    struct evbuffer *head;    /* owned: every chunk's opening (id, created,
+                                 model), written once at message_start */
 };
 
 /* 0, or -1 on out of memory. */

@@ -26,7 +26,7 @@ UNIT_TESTS += $(BUILD)/tests/test_gw_canon
 $(BUILD)/tests/test_gw_canon: $(call objs,tests/unit/test_gw_canon.c) $(GATEWAY_OBJS)
 # routing: the anthropic provider's translation (pure: no loop, no config)
 UNIT_TESTS += $(BUILD)/tests/test_gw_anthropic
-$(BUILD)/tests/test_gw_anthropic: $(call objs,tests/unit/test_gw_anthropic.c gateway/anthropic.c gateway/error.c)
+$(BUILD)/tests/test_gw_anthropic: $(call objs,tests/unit/test_gw_anthropic.c gateway/anthropic.c gateway/error.c gateway/jscan.c)
 # metrics (issue 9)
 UNIT_TESTS += $(BUILD)/tests/test_gw_metrics
 $(BUILD)/tests/test_gw_metrics: $(call objs,tests/unit/test_gw_metrics.c) $(GATEWAY_OBJS)

@@ -565,6 +565,39 @@ static void test_stream_tool_use(void **state)
     gw_anthropic_stream_release(&s);
 }
 
+/* Text deltas take the scanner's path: escapes and UTF-8 pass unchanged,
+ * and an invalid event falls to the general path's error. */
+static void test_stream_text_escapes(void **state)
+{
+    struct gw_anthropic_stream s;
+    struct chunks c = {.fail_at = -1};
+    char why[256];
+    json_t *j;
+
+    (void)state;
+    assert_int_equal(gw_anthropic_stream_init(&s, 0, 1), 0);
+    assert_int_equal(feed(&s, &c, happy[0], why, sizeof(why)), 0);
+    assert_int_equal(feed(&s, &c, "{\"type\":\"content_block_delta\",\"index\":0,"
+                                  "\"delta\":{\"type\":\"text_delta\",\"text\":"
+                                  "\"a\\u00e9\\n\\\"\xc3\xa9\\\\\"}}", why,
+                          sizeof(why)), 0);
+    assert_int_equal(c.n, 2);
+    j = json_loads(c.data[1], 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(
+                            json_array_get(json_object_get(j, "choices"), 0),
+                            "delta"), "content")),
+                        "a\xc3\xa9\n\"\xc3\xa9\\");
+    assert_string_equal(json_string_value(json_object_get(j, "id")), "msg_9");
+    json_decref(j);
+    /* broken JSON is not taken for a delta */
+    assert_int_equal(feed(&s, &c, "{\"type\":\"content_block_delta\",\"delta\":"
+                                  "{\"type\":\"text_delta\",\"text\":\"x}}", why,
+                          sizeof(why)), -1);
+    assert_int_equal(c.n, 2);
+    gw_anthropic_stream_release(&s);
+}
+
 static void test_stream_errors(void **state)
 {
     struct gw_anthropic_stream s;
@@ -612,6 +645,7 @@ int main(void)
         cmocka_unit_test(test_response_errors),
         cmocka_unit_test(test_stream),
         cmocka_unit_test(test_stream_tool_use),
+        cmocka_unit_test(test_stream_text_escapes),
         cmocka_unit_test(test_stream_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
