@@ -38,7 +38,11 @@ static int parse_size(const char *line, uint64_t *out)
                                     ? *p - '0'
                                     : (tolower((unsigned char)*p) - 'a' + 10));
     }
-    if (*p && *p != ';' && *p != ' ' && *p != '\t')
+    /* RFC 9112: chunk-size [ BWS ";" chunk-ext ]: after the digits only
+     * whitespace, then the end or a ';' ("5 xyz" is not a size line) */
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p && *p != ';')
         return -1;
     *out = v;
     return 0;

@@ -43,7 +43,7 @@ static enum gw_chunked_step decode(const char *text, size_t step, char *out,
 
 static void test_splits(void **state)
 {
-    const char *text = "5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nworld!\r\n"
+    const char *text = "5\r\nhello\r\n1 ;ext=1\r\n \r\n6\t\r\nworld!\r\n"
                        "0\r\nTrailer: x\r\n\r\n";
     char out[64];
     size_t len, step;
@@ -65,6 +65,7 @@ static void test_malformed(void **state)
         "5zz\r\nhello\r\n0\r\n\r\n",        /* junk after size */
         "fffffffffffffffff\r\n",            /* overflows 64 bits */
         "5\nhello\r\n0\r\n\r\n",            /* bare LF */
+        "5 xyz\r\nhello\r\n0\r\n\r\n",      /* junk after the blanks */
     };
     char out[64];
     size_t len, i;
