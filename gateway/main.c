@@ -135,6 +135,7 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
     char *err = NULL;
 
     (void)fd, (void)what;
+    gw_metrics_reload_begin(gw->metrics); /* refused unless reloaded */
     c = gw_config_load(gw->config_path, &err);
     if (c == NULL) {
         char *line, *save = NULL;

@@ -118,6 +118,8 @@ struct gw_metrics {
     long inflight;
     char metrics_path[128];          /* the route label of the scrapes */
     double start_time;               /* wall clock seconds at start */
+    uint64_t reloads, reloads_ok;    /* SIGHUPs, and those that applied */
+    int last_reload_ok;
     struct gw_http_server *admin;    /* owned: metrics.listen, or NULL */
     char admin_addr[300];            /* "HOST:PORT" it listens on, or "" */
 };
@@ -343,6 +345,7 @@ struct gw_metrics *gw_metrics_new(void)
         return NULL;
     }
     m->series_cap = SERIES_MIN;
+    m->last_reload_ok = 1; /* the config it started with */
     memcpy(m->metrics_path, "/metrics", sizeof("/metrics"));
     gettimeofday(&tv, NULL);
     m->start_time = (double)tv.tv_sec + (double)(tv.tv_usec / 10000) / 100.0;
@@ -392,10 +395,18 @@ int gw_metrics_attach(struct gw_metrics *m, const struct gw_config *c)
     return rc;
 }
 
+void gw_metrics_reload_begin(struct gw_metrics *m)
+{
+    m->reloads++;
+    m->last_reload_ok = 0;
+}
+
 void gw_metrics_reload(struct gw_metrics *m, const struct gw_config *c)
 {
     char addr[sizeof(m->admin_addr)];
 
+    m->reloads_ok++;
+    m->last_reload_ok = 1;
     if (gw_metrics_attach(m, c) < 0)
         gw_log_warn("reload: out of memory: metrics count the names new in "
                     "this configuration as \"other\"");
@@ -878,6 +889,16 @@ int gw_metrics_write(struct gw_metrics *m, const struct gw_config *c,
                 "Registry snapshot loads that failed (the last good one "
                 "kept serving).", "", x->registry_reload_errors, 1);
     }
+    family(out, "promptgate_config_reloads_total", "counter",
+           "SIGHUP reloads of the configuration, by result (error: refused, "
+           "the previous configuration kept serving).");
+    counter(out, "promptgate_config_reloads_total", "", "result=\"ok\"",
+            m->reloads_ok, 0);
+    counter(out, "promptgate_config_reloads_total", "", "result=\"error\"",
+            m->reloads - m->reloads_ok, 0);
+    gauge(out, "promptgate_config_last_reload_successful",
+          "1 when the last reload (or the start) applied its configuration.",
+          m->last_reload_ok);
     family(out, "promptgate_build_info", "gauge",
            "Always 1: the version of promptgate as a label.");
     ADD(out, "promptgate_build_info{version=\"" GW_VERSION "\"} 1\n");

@@ -62,9 +62,13 @@ void gw_metrics_free(struct gw_metrics *m);
  * new in c then count as "other"). */
 int gw_metrics_attach(struct gw_metrics *m, const struct gw_config *c);
 
-/* SIGHUP: gw_metrics_attach (warns on out of memory), and a warning when
- * c's metrics.listen differs from the listener running (it takes a
- * restart). */
+/* SIGHUP: a reload starts. Unless gw_metrics_reload follows, it counts
+ * as refused (promptgate_config_reloads_total{result="error"}). */
+void gw_metrics_reload_begin(struct gw_metrics *m);
+
+/* SIGHUP: c replaced the config: gw_metrics_attach (warns on out of
+ * memory), counted as a reload, and a warning when c's metrics.listen
+ * differs from the listener running (it takes a restart). */
 void gw_metrics_reload(struct gw_metrics *m, const struct gw_config *c);
 
 /* A request was handed to the handler (in-flight gauge). Every call is

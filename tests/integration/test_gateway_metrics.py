@@ -357,6 +357,15 @@ def test_counters_survive_reload(mockllm, gateway):
                        headers=auth(ALPHA)).status == 200
     s, _ = parse(scrape(gw))
     assert value(s, "promptgate_backend_up", backend="spare") == 1
+    assert value(s, "promptgate_config_reloads_total", result="ok") == 0
+    assert value(s, "promptgate_config_last_reload_successful") == 1
+    # a refused reload
+    gw.reload(dict(cfg, workers="many"))
+    wait_until(lambda: value(parse(scrape(gw))[0], "promptgate_config_reloads_total",
+                             result="error") == 1, timeout=5)
+    s, _ = parse(scrape(gw))
+    assert value(s, "promptgate_config_last_reload_successful") == 0
+    assert value(s, "promptgate_backend_up", backend="spare") == 1
     cfg["backends"].pop()
     gw.reload(cfg)
     wait_until(lambda: 'backend="spare"' not in scrape(gw), timeout=5)
@@ -366,6 +375,9 @@ def test_counters_survive_reload(mockllm, gateway):
     assert value(s, "promptgate_requests_total", route=CHAT, model="qwen2.5-7b",
                  backend="mock", status_class="2xx") == 4
     assert value(s, "promptgate_upstream_attempts_total", backend="mock", result="ok") == 4
+    assert value(s, "promptgate_config_reloads_total", result="ok") == 1
+    assert value(s, "promptgate_config_reloads_total", result="error") == 1
+    assert value(s, "promptgate_config_last_reload_successful") == 1
 
 
 def test_breaker_opens(mockllm, gateway):
