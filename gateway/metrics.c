@@ -22,11 +22,15 @@
  *    request: breakers, attempts and retries per backend (pool.c), calls
  *    and retries in flight (upstream.c), exposure-log and Redis counters,
  *    /proc for the process.
+ *  - Everything belongs to one event loop and takes no lock. With several
+ *    worker loops (issue 9, point 3) each would keep its own gw_metrics
+ *    and a scrape would add them up.
  *
  * Invariants:
  *  1. Slot 0 of every name table is "" (the request had none) and slot 1
- *     is "other"; both are always written. No other label value comes
- *     from a request: routes and status classes are fixed lists.
+ *     is "other"; both stay in the output whatever the config. No other
+ *     label value comes from a request: routes and status classes are
+ *     fixed lists, names are the config's.
  *  2. gw_metrics_begin and gw_metrics_request pair up per request, so
  *     promptgate_inflight_requests returns to 0 (a cancelled stream is
  *     logged once, as 499).
