@@ -54,6 +54,7 @@ struct gw_gateway {
     struct gw_rl_retired *rl_retired; /* owned: clients replaced by a reload,
                                          freed once idle (main.c) */
     size_t n_rl_retired;
+    unsigned long rl_errors_gone; /* errors of redis limiters freed since */
     const char *config_path;     /* borrowed from argv */
     uint64_t rng;                /* request id generator state */
     struct gw_uppool **pools;    /* owned: keep-alive pools by address */

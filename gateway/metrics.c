@@ -945,8 +945,12 @@ void gw_metrics_handle(struct gw_gateway *gw, struct gw_http_req *req,
     memset(&x, 0, sizeof(x));
     x.upstream_calls = (long)gw->calls;
     x.retries_inflight = (long)gw->retries;
+    /* a counter: the errors of clients replaced by reloads stay in it */
+    x.redis_errors_ratelimit = gw->rl_errors_gone;
     if (gw->rlredis)
-        x.redis_errors_ratelimit = gw_rlredis_errors(gw->rlredis);
+        x.redis_errors_ratelimit += gw_rlredis_errors(gw->rlredis);
+    for (size_t i = 0; i < gw->n_rl_retired; i++)
+        x.redis_errors_ratelimit += gw_rlredis_errors(gw->rl_retired[i].r);
     if (gw->cache) {
         x.have_cache = 1;
         x.redis_errors_cache = gw_cache_errors(gw->cache);
