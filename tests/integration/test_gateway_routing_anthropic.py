@@ -161,6 +161,8 @@ def test_stream_translation(anth):
     r = post(gw, body)
     assert r.status == 200, r
     assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers["x-promptgate-backend"] == "claude"
+    assert r.headers["x-promptgate-attempts"] == "1"
     up = last_upstream(mock)
     assert up["body"] == {"model": MODEL, "max_tokens": 4096, "system": "sys",
                           "messages": [{"role": "user", "content": "stream it"}],
@@ -640,3 +642,47 @@ def test_health_check_of_an_anthropic_backend(mockllm, gateway):
     a.set_fault(None)
     wait_until(lambda: state() == "closed", timeout=3)
     assert post(gw, chat(model=MODEL)).status == 200
+
+
+# ------------------------------------------------------------ registry prompts
+
+def test_registry_prompt_through_anthropic(mockllm, gateway, tmp_path):
+    """A registry prompt (system + user, params) rendered by the gateway and
+    sent as Messages; the exposure records the translated output, streamed
+    too."""
+    from regtest import Ctl
+    ctl = Ctl(tmp_path / "reg.db")
+    ctl.ok("init")
+    version = {"messages": [{"role": "system", "content": "You write copy."},
+                            {"role": "user", "content": "Describe {{product_name}}."}],
+               "params": {"model": MODEL, "temperature": 0.25, "max_tokens": 3}}
+    (tmp_path / "v.json").write_text(json.dumps(version))
+    ctl.ok("publish", "copy", "-f", str(tmp_path / "v.json"))
+    ctl.ok("label", "copy", "1", "production")
+    mock = start_anthropic(mockllm)
+    gw = gateway({"backends": [anth_backend(mock)], "access_log": "stderr",
+                  "registry": {"path": ctl.db, "log_outputs": True}},
+                 env={"PG_TEST_ANTH_KEY": KEY})
+    prompt = {"name": "copy", "label": "production", "variables": {"product_name": "a lamp"}}
+    r = post(gw, {"prompt": prompt}, headers={"x-request-id": "plain"})
+    assert r.status == 200, r
+    assert r.headers["x-prompt-version"] == "copy@1"
+    assert r.json()["choices"][0] == {"index": 0, "logprobs": None, "finish_reason": "length",
+                                      "message": {"role": "assistant",
+                                                  "content": "tok0 tok1 tok2"}}
+    assert last_upstream(mock)["body"] == {
+        "model": MODEL, "max_tokens": 3, "temperature": 0.25, "system": "You write copy.",
+        "messages": [{"role": "user", "content": "Describe a lamp."}]}
+    r = post(gw, {"prompt": prompt, "stream": True}, headers={"x-request-id": "streamed"})
+    assert cc.content_of_stream(r.body) == "tok0 tok1 tok2"
+
+    def rows():
+        import sqlite3
+        con = sqlite3.connect(ctl.db)
+        try:
+            got = {row[0]: row[1] for row in
+                   con.execute("SELECT request_id, output FROM exposures")}
+        finally:
+            con.close()
+        return got if len(got) >= 2 else None
+    assert wait_until(rows) == {"plain": "tok0 tok1 tok2", "streamed": "tok0 tok1 tok2"}
