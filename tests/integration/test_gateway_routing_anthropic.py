@@ -84,7 +84,9 @@ def test_nonstream_translation_both_ways(anth):
             {"role": "assistant", "content": "Which kind?"},
             {"role": "user", "content": [{"type": "text", "text": "Running."}]}]
     r = post(gw, chat(model=MODEL, messages=msgs, stop="tok9", temperature=0.5,
-                      top_p=0.9, user="u-7", seed=1))
+                      top_p=0.9, user="u-7", seed=1),
+             headers={"anthropic-version": "1999-01-01", "anthropic-beta": "some-beta",
+                      "x-api-key": "sk-client-x"})
     assert r.status == 200, r
     assert r.headers["x-promptgate-backend"] == "claude"
     up = last_upstream(mock)
@@ -99,8 +101,12 @@ def test_nonstream_translation_both_ways(anth):
         "metadata": {"user_id": "u-7"}}, up["body"]
     h = up["headers"]
     assert h["x-api-key"] == KEY
+    # the version is the config's (the client's is dropped), other
+    # anthropic-* headers pass, the client's keys never do
     assert h["anthropic-version"] == "2023-06-01"
+    assert h["anthropic-beta"] == "some-beta"
     assert h["content-type"] == "application/json"
+    assert "sk-client-x" not in json.dumps(h)
     assert "authorization" not in h, "no bearer header may reach Anthropic"
     assert CLIENT_KEY not in json.dumps(h)
     doc = r.json()
