@@ -2,9 +2,12 @@
 # Install the Debian packages promptgate needs to build, test and bench,
 # only those missing (no apt-get at all when everything is there).
 set -eu
+# (clang and libclang-rt-14-dev, the libFuzzer runtime that clang only
+# recommends: make fuzz)
 PKGS="make gcc pkg-config libevent-dev libcurl4-openssl-dev libsqlite3-dev
 sqlite3 libjansson-dev libssl-dev libhiredis-dev redis-server libcmocka-dev
-python3 python3-pytest wrk curl jq nginx-light chromium"
+python3 python3-pytest wrk curl jq nginx-light chromium
+clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
