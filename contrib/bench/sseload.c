@@ -860,8 +860,10 @@ static void print_result(struct run *r)
     if (getrusage(RUSAGE_SELF, &ru) == 0)
         cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
               (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-    qsort(r->ttft.v, r->ttft.n, sizeof(uint32_t), cmp_u32);
-    qsort(r->gaps.v, r->gaps.n, sizeof(uint32_t), cmp_u32);
+    if (r->ttft.n > 0)
+        qsort(r->ttft.v, r->ttft.n, sizeof(uint32_t), cmp_u32);
+    if (r->gaps.n > 0)
+        qsort(r->gaps.v, r->gaps.n, sizeof(uint32_t), cmp_u32);
     printf("{\"streams\":%d,\"ok\":%d,\"failed\":%d,\"fail\":{", r->n, ok,
            r->n - ok);
     for (i = 1; i < RES_COUNT; i++)
