@@ -33,7 +33,7 @@
 #
 # Knobs: STREAMS="1000 5000" TARGETS="direct nginx promptgate" ROUNDS=3
 #        TOKENS=200 TOKEN_DELAY_MS=20 RAMP_MS=2000 (opens spread over it)
-#        TIMEOUT_S=120 PIN=1 BAR=1 BIN=<repo>/bin
+#        TIMEOUT_S=300 PIN=1 BAR=1 BIN=<repo>/bin
 # Quick functional run: STREAMS=200 TOKENS=20 ROUNDS=1 contrib/bench/streams.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -43,7 +43,7 @@ TARGETS=${TARGETS:-direct nginx promptgate}
 TOKENS=${TOKENS:-200}
 TOKEN_DELAY_MS=${TOKEN_DELAY_MS:-20}
 RAMP_MS=${RAMP_MS:-2000}
-TIMEOUT_S=${TIMEOUT_S:-120}
+TIMEOUT_S=${TIMEOUT_S:-300}
 PIN=${PIN:-1}
 BAR=${BAR:-1}
 ROUNDS=${ROUNDS:-3}
