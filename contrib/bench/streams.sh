@@ -128,7 +128,7 @@ start_mock() {
 }
 
 start_nginx() {
-    local port=$1 conns=$((2 * MAXN + 128))
+    local port=$1 conns=$((3 * MAXN + 1024))
     rm -rf "$WORK/ngx"; mkdir -p "$WORK/ngx"
     cat >"$WORK/nginx.conf" <<CONF
 worker_processes 1;
@@ -192,6 +192,13 @@ run_one() { # n target round
     c1=$(cpu_ticks $pids); m1=$(cpu_ticks "$MOCK_PID")
     hwm=$(status_kb VmHWM $pids)
     [[ -n $out ]] || die "$t, $n streams: sseload printed nothing (exit $rc): $(cat "$WORK/sseload.err")"
+    if ((rc != 0)); then # some streams failed: what the servers said
+        local log
+        for log in "$WORK/ngx/error.log" "$WORK/gw.log" "$WORK/mock.log"; do
+            [[ -s $log && ($log != *ngx* || $t == nginx) && ($log != *gw.log || $t == promptgate) ]] &&
+                { echo "streams: $t, $n streams: last lines of $(basename "$log"):"; tail -5 "$log"; } >&2
+        done
+    fi
     printf '%s\n' "$out" >"$WORK/run-$n-$t-$k.sseload"
     printf '{"n": %d, "target": "%s", "pids": "%s", "idle_rss_kb": %d, "peak_rss_kb": %d, "cpu_ticks": %d, "mock_cpu_ticks": %d}\n' \
         "$n" "$t" "$pids" "$rss0" "$hwm" $((c1 - c0)) $((m1 - m0)) >"$WORK/run-$n-$t-$k.proc"
