@@ -163,6 +163,9 @@ static int native_check(struct gw_hcheck *hc, const struct gw_backend *b)
                         b->health_path, b->host_header);
     if (b->auth_header)
         evbuffer_add_printf(out, "%s\r\n", b->auth_header);
+    if (b->anthropic_version) /* Anthropic's API wants it on every call */
+        evbuffer_add_printf(out, "anthropic-version: %s\r\n",
+                            b->anthropic_version);
     evbuffer_add_printf(out, "User-Agent: promptgate-health/%s\r\n"
                              "Connection: close\r\n\r\n", GW_VERSION);
     hc->up = gw_upconn_send(hc->pool, out, b->health_timeout_ms, &up_cbs,
@@ -206,6 +209,17 @@ static int curl_check(struct gw_hcheck *hc, const struct gw_backend *b)
         (hc->headers = curl_slist_append(NULL, b->auth_header)) == NULL) {
         curl_easy_cleanup(e);
         return -1;
+    }
+    if (b->anthropic_version) {
+        char av[128];
+        struct curl_slist *l;
+        snprintf(av, sizeof(av), "anthropic-version: %s",
+                 b->anthropic_version);
+        if ((l = curl_slist_append(hc->headers, av)) == NULL) {
+            curl_easy_cleanup(e);
+            return -1;
+        }
+        hc->headers = l;
     }
     snprintf(url, sizeof(url), "%s%s", b->url, b->health_path);
     curl_easy_setopt(e, CURLOPT_URL, url);

@@ -641,6 +641,7 @@ def test_health_check_of_an_anthropic_backend(mockllm, gateway):
 
     checks = wait_until(lambda: [x for x in a.requests() if x["path"] == "/v1/models"])
     assert checks[-1]["headers"]["x-api-key"] == KEY
+    assert checks[-1]["headers"]["anthropic-version"] == "2023-06-01"
     assert "authorization" not in checks[-1]["headers"]
     assert state() == "closed"
     a.set_fault("status=529")
