@@ -71,8 +71,14 @@ static long count(const char *o, size_t n, const char *key)
                 while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' ||
                                    *p == '\r'))
                     p++;
-                if (p >= end || *p != ':')
-                    return -1;
+                if (p >= end || *p != ':') {
+                    /* a string value spelt like the key ("kind":
+                     * "prompt_tokens"), not the key: skip it, the key may
+                     * follow (it ended the search with -1; found by
+                     * tests/fuzz/fuzz_usage) */
+                    in_str = 1;
+                    continue;
+                }
                 p++;
                 while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' ||
                                    *p == '\r'))

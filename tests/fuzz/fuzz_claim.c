@@ -100,7 +100,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         b2 = evl_vocab_add_facts(vb, j2, &eb);
     }
     if (a1 != b1 || a2 != b2) {
-        fprintf(stderr, "text: %s\ntree: %s\n", ea ? ea : "ok", eb ? eb : "ok");
+        fprintf(stderr, "text: %s\ntree: %s\n", ea ? ea : "ok",
+                eb ? eb : "ok");
         die("the two ways of adding facts disagree", NULL);
     }
     if (evl_vocab_n_values(va) != evl_vocab_n_values(vb) ||

@@ -73,7 +73,8 @@ static void check_field(const struct gw_jscan_field *f, json_t *v)
             fail("decoded string differs from jansson's", f->key);
         if (strlen(out) != (size_t)n)
             fail("decoded string holds a NUL", f->key);
-        if (!f->escaped && ((size_t)n != f->len || memcmp(out, f->val, f->len)))
+        if (!f->escaped &&
+            ((size_t)n != f->len || memcmp(out, f->val, f->len) != 0))
             fail("unescaped string is not its raw span", f->key);
         return;
     }
