@@ -16,6 +16,8 @@
 # stream over its idle RSS, the proxy's CPU time per stream and per event
 # (utime+stime from /proc), the mock's and the client's CPU time (a client
 # near 100% of its core would be measuring itself).
+# syn_drops: SYNs the kernel dropped for a full listen queue during the run
+# (TcpExt ListenDrops, system-wide): each costs its stream a 1 s retransmit.
 # Results: results/bench-streams-<UTC>.json and a table. The issue's bar,
 # checked for promptgate at the largest N: every stream complete, added
 # TTFT p99 < 5 ms, peak RSS < 100 MB and < 20 KB a stream; the exit status
@@ -113,6 +115,10 @@ cpu_ticks() { # pids...: utime+stime, all threads
     for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
     echo "$t"
 }
+listen_drops() { # SYNs dropped by full listen queues, system-wide (TcpExt ListenDrops)
+    awk '$1 == "TcpExt:" { if (!n) { for (i = 2; i <= NF; i++) k[i] = $i; n = 1 }
+                           else for (i = 2; i <= NF; i++) if (k[i] == "ListenDrops") print $i }' /proc/net/netstat
+}
 status_kb() { # field pids...: summed from /proc/PID/status
     local f=$1 p t=0; shift
     for p in "$@"; do t=$((t + $(awk -v f="$f:" '$1 == f {print $2}' "/proc/$p/status"))); done
@@ -175,7 +181,7 @@ JSON
 }
 
 run_one() { # n target round
-    local n=$1 t=$2 k=$3 port url pids c0 c1 m0 m1 rss0 hwm out rc=0
+    local n=$1 t=$2 k=$3 port url pids c0 c1 m0 m1 d0 d1 rss0 hwm out rc=0
     start_mock
     case $t in
     direct) PROXY_PID=$MOCK_PID; port=$MOCK_PORT ;;
@@ -187,9 +193,11 @@ run_one() { # n target round
     pids=$(proc_tree "$PROXY_PID")
     rss0=$(status_kb VmRSS $pids)
     c0=$(cpu_ticks $pids); m0=$(cpu_ticks "$MOCK_PID")
+    d0=$(listen_drops)
     out=$("${CLI[@]}" "$BIN/sseload" --url "$url" -n "$n" --ramp-ms "$RAMP_MS" \
         --timeout-s "$TIMEOUT_S" 2>"$WORK/sseload.err") || rc=$?
     c1=$(cpu_ticks $pids); m1=$(cpu_ticks "$MOCK_PID")
+    d1=$(listen_drops)
     hwm=$(status_kb VmHWM $pids)
     [[ -n $out ]] || die "$t, $n streams: sseload printed nothing (exit $rc): $(cat "$WORK/sseload.err")"
     if ((rc != 0)); then # some streams failed: what the servers said
@@ -200,8 +208,8 @@ run_one() { # n target round
         done
     fi
     printf '%s\n' "$out" >"$WORK/run-$n-$t-$k.sseload"
-    printf '{"n": %d, "target": "%s", "pids": "%s", "idle_rss_kb": %d, "peak_rss_kb": %d, "cpu_ticks": %d, "mock_cpu_ticks": %d}\n' \
-        "$n" "$t" "$pids" "$rss0" "$hwm" $((c1 - c0)) $((m1 - m0)) >"$WORK/run-$n-$t-$k.proc"
+    printf '{"n": %d, "target": "%s", "pids": "%s", "idle_rss_kb": %d, "peak_rss_kb": %d, "cpu_ticks": %d, "mock_cpu_ticks": %d, "listen_drops": %d}\n' \
+        "$n" "$t" "$pids" "$rss0" "$hwm" $((c1 - c0)) $((m1 - m0)) $((d1 - d0)) >"$WORK/run-$n-$t-$k.proc"
     echo "streams: round $k, $t, $n streams: $(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print("%d ok, %d failed, ttft p99 %s ms" % (j["ok"], j["failed"], (j["ttft_ms"] or {}).get("p99")))' "$out"), peak rss $((hwm / 1024)) MB" >&2
     stop_pids
     sleep 1 # let the closed sockets settle before the next run
@@ -235,6 +243,7 @@ def one(n, t, k):
             "cpu_s": cpu_s, "cpu_us_per_stream": round(cpu_s * 1e6 / n, 1),
             "cpu_us_per_event": round(cpu_s * 1e6 / s["events"], 2) if s["events"] else None,
             "mock_cpu_s": p["mock_cpu_ticks"] / hz,
+            "listen_drops": p["listen_drops"],
             "mock_cpu_us_per_event": round(p["mock_cpu_ticks"] / hz * 1e6 / s["events"], 2) if s["events"] else None}
 rows = []
 for n in ns:
@@ -253,6 +262,7 @@ for n in ns:
                "idle_rss_kb": med([r["idle_rss_kb"] for r in rs]),
                "peak_rss_kb": max(r["peak_rss_kb"] for r in rs),
                "rss_kb_per_stream": max(r["rss_kb_per_stream"] for r in rs)}
+        row["listen_drops"] = max(r["listen_drops"] for r in rs)
         for key in ("cpu_s", "cpu_us_per_stream", "cpu_us_per_event", "mock_cpu_s", "mock_cpu_us_per_event"):
             row[key] = med([r[key] for r in rs])
         rows.append(row)
@@ -275,8 +285,8 @@ for r in rows:
                   "gap_p50_ms": d(pc(s, "gap_ms", "p50"), pc(base, "gap_ms", "p50")),
                   "gap_p99_ms": d(pc(s, "gap_ms", "p99"), pc(base, "gap_ms", "p99"))}
 hdr = ("N", "target", "ok", "ttft_p50", "ttft_p99", "+ttft_p50", "+ttft_p99", "gap_p50",
-       "gap_p99", "+gap_p99", "peak_MB", "KB/strm", "cpu_ms/strm", "cpu_us/evt", "client_cpu%", "cpu0_demand")
-fmt = "%-5s %-10s %-10s %8s %8s %9s %9s %7s %7s %8s %7s %7s %11s %10s %11s %11s"
+       "gap_p99", "+gap_p99", "peak_MB", "KB/strm", "cpu_ms/strm", "cpu_us/evt", "client_cpu%", "cpu0_demand", "syn_drops")
+fmt = "%-5s %-10s %-10s %8s %8s %9s %9s %7s %7s %8s %7s %7s %11s %10s %11s %11s %9s"
 print(fmt % hdr)
 f = lambda v: "-" if v is None else ("%.2f" % v)
 for r in rows:
@@ -289,7 +299,7 @@ for r in rows:
                  "%.1f" % (r["peak_rss_kb"] / 1024), "%.1f" % r["rss_kb_per_stream"],
                  "%.2f" % (r["cpu_us_per_stream"] / 1000), f(r["cpu_us_per_event"]),
                  "%.0f" % (100 * s["client_cpu_s"] / s["duration_s"]) if s["duration_s"] else "-",
-                 f(r["cpu0_demand"])))
+                 f(r["cpu0_demand"]), r["listen_drops"]))
 bar = None
 pg = [r for r in rows if r["target"] == "promptgate"]
 if pg:
