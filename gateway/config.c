@@ -52,6 +52,11 @@ static void problem(struct problems *p, const char *fmt, ...)
         return;
     if (n > (int)sizeof(line) - 2)
         n = sizeof(line) - 2;
+    /* one line per problem: a key or value echoed from the file may hold
+     * a newline or other control byte (found by tests/fuzz/fuzz_config) */
+    for (int i = 0; i < n; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+            line[i] = '?';
     line[n++] = '\n';
     p->count++;
     if (p->len + n + 1 > p->cap) {
