@@ -42,6 +42,12 @@ def fds(pid):
     return len(os.listdir("/proc/%d/fd" % pid)) - estab
 
 
+def sanitized(exe):
+    """Whether exe was built with AddressSanitizer (make asan)."""
+    with open(exe, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 def abort_one(port, i):
     body = json.dumps(chat(stream=True, max_tokens=400)).encode()
     mid = i % 2 == 0
@@ -93,7 +99,10 @@ def test_thousand_client_aborts_cancel_upstream_and_stay_flat(mockllm, gateway):
                message="descriptors: %d after 1,000 aborts, %d before" % (fds(pid), fds0))
     rss1 = rss_kb(pid)
     print("\n1,000 aborts: rss %d -> %d KB, descriptors %d -> %d" % (rss0, rss1, fds0, fds(pid)))
-    assert rss1 <= rss0 * 1.05 + 256, (rss0, rss1)
+    # under ASan freed memory waits in its quarantine (RSS grows by design);
+    # LeakSanitizer checks the frees there instead
+    if not sanitized(gw.proc.args[0]):
+        assert rss1 <= rss0 * 1.05 + 256, (rss0, rss1)
     r = http("POST", gw.url + CHAT, body=chat(max_tokens=2))
     assert r.status == 200, r
 
