@@ -24,7 +24,8 @@
  *     in the DELAY timer) before the call that finishes its exchange, so
  *     a pipelined request processed by that call starts from a clean conn
  *     and the job's on_close can never run for the next exchange.
- *  2. active_streams counts STREAM jobs that are alive.
+ *  2. active_streams counts STREAM jobs that are alive; stream_events
+ *     counts the events they wrote (a paused reader stops it growing).
  *  3. The runtime fault's count is spent only by API requests that used it
  *     (a request with its own x-mock-fault header does not spend it).
  *
@@ -78,6 +79,7 @@ struct mock_api {
     unsigned long long count;
     unsigned long long next_id;
     long active_streams;
+    unsigned long long stream_events; /* SSE events written by all streams */
     time_t started;
     char *api_key;                  /* owned: --api-key, or NULL */
 };
@@ -483,6 +485,7 @@ stream_pump(struct mock_job *j)
         j->delay_done = 0;
         stream_event(j, j->sent);
         j->sent++;
+        j->api->stream_events++;
         if (mock_http_pending(conn) > STREAM_HIGH_WATER)
             return; /* on_drain goes on */
     }
@@ -1734,10 +1737,11 @@ control(struct mock_api *api, struct mock_http_conn *conn, const struct mock_htt
     } else if (strcmp(p, "/_mock/stats") == 0) {
         if (strcmp(m, "GET") != 0)
             goto not_allowed;
-        obj = json_pack("{s:I,s:I,s:I}", "count", (json_int_t)api->count,
+        obj = json_pack("{s:I,s:I,s:I,s:I}", "count", (json_int_t)api->count,
                         "open_connections",
                         (json_int_t)(api->http ? mock_http_open_connections(api->http) : 0),
-                        "active_streams", (json_int_t)api->active_streams);
+                        "active_streams", (json_int_t)api->active_streams,
+                        "stream_events", (json_int_t)api->stream_events);
     } else {
         respond_error(conn, 404, NULL, "invalid_request_error", "unknown_url", NULL, 0,
                       "Unknown control URL: %.200s (known: /_mock/requests, "
