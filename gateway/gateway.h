@@ -41,15 +41,27 @@ struct gw_metrics;
 
 #define GW_VERSION "0.1.0"
 
+/* One worker: an event loop thread with its own listener socket
+ * (SO_REUSEPORT), curl multi, upstream pools, access-log buffer, Redis
+ * clients and response cache. The limiter, backend states, registry
+ * prompts, health checks and the config's reference count are shared by
+ * every worker (each is safe across threads without a global lock); the
+ * metrics are per worker and added up at scrape (metrics.c). Worker 0 runs
+ * on the main thread and also owns signals, health checks and the metrics
+ * listener. Fields below marked "shared" point at the same object in every
+ * worker. */
 struct gw_gateway {
+    int worker_id;               /* 0 .. n_workers - 1 */
+    size_t n_workers;
+    struct gw_gateway *const *workers; /* borrowed: every worker, by id */
     struct event_base *base;     /* owned */
     struct gw_curlev *curl;      /* owned */
     struct gw_http_server *http; /* owned */
     struct gw_config *config;    /* owned reference: the current config */
     struct gw_accesslog *alog;   /* owned */
-    struct gw_prompts *prompts;  /* owned: registry snapshot and exposure
+    struct gw_prompts *prompts;  /* shared: registry snapshot and exposure
                                     log; NULL without "registry" */
-    struct gw_limiter *limiter;  /* owned: rate-limit state, across reloads */
+    struct gw_limiter *limiter;  /* shared: rate-limit state, across reloads */
     struct gw_rlredis *rlredis;  /* owned: redis-mode limiter, or NULL */
     struct gw_rl_retired *rl_retired; /* owned: clients replaced by a reload,
                                          freed once idle (main.c) */
@@ -62,13 +74,14 @@ struct gw_gateway {
     size_t n_pools;
     unsigned long calls;         /* upstream calls in flight */
     unsigned long retries;       /* of which on a retry attempt (budget) */
-    struct gw_backend_states *states; /* owned: backend state by name,
+    struct gw_backend_states *states; /* shared: backend state by name,
                                          across reloads (pool.c) */
-    struct gw_health *health;    /* owned: active health checks */
+    struct gw_health *health;    /* shared, run by worker 0: active health
+                                    checks */
     struct gw_cache *cache;      /* owned: the response cache, NULL until a
                                     config has "cache" (cache.c) */
-    struct gw_metrics *metrics;  /* owned: counters across reloads
-                                    (metrics.c) */
+    struct gw_metrics *metrics;  /* owned: this worker's counters across
+                                    reloads (metrics.c) */
 };
 
 /* What the access log records of one request. */

@@ -50,6 +50,7 @@ static const char usage_text[] =
 
 struct main_state {
     struct gw_gateway gw;
+    struct gw_gateway *self; /* gw.workers points here */
     struct event *sig_hup, *sig_term, *sig_int, *sig_usr1; /* owned */
     struct event *drain_timer;                  /* owned */
     struct event *retire_timer; /* owned: frees retired redis clients */
@@ -323,6 +324,9 @@ int main(int argc, char **argv)
     }
 
     memset(&m, 0, sizeof(m));
+    m.self = gw;
+    gw->n_workers = 1;
+    gw->workers = &m.self;
     gw->config_path = path;
     gw->config = gw_config_load(path, &err);
     if (gw->config == NULL) {
