@@ -73,9 +73,12 @@ static void problem(struct problems *p, const char *fmt, ...)
     p->text[p->len] = '\0';
 }
 
+/* Worker threads share a config: the count is atomic (relaxed to take a
+ * reference, acquire-release to drop one, so the last owner sees every
+ * other owner's writes before it frees). */
 struct gw_config *gw_config_ref(struct gw_config *c)
 {
-    c->refs++;
+    __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
     return c;
 }
 
@@ -149,7 +152,7 @@ void gw_config_unref(struct gw_config *c)
 {
     size_t i;
 
-    if (c == NULL || --c->refs > 0)
+    if (c == NULL || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
     for (i = 0; i < c->n_backends; i++)
         backend_release(&c->backends[i]);
@@ -1238,9 +1241,11 @@ static struct gw_config *from_json(json_t *root, struct problems *p)
         problem(p, "(root): must be a JSON object");
         return NULL;
     }
-    c = calloc(1, sizeof(*c));
+    /* aligned for refs' cache line (calloc only promises 16 bytes) */
+    c = aligned_alloc(_Alignof(struct gw_config), sizeof(*c));
     if (c == NULL)
         return NULL;
+    memset(c, 0, sizeof(*c));
     c->refs = 1;
     c->workers = 1;
     c->limits.max_body_bytes = 8 << 20;

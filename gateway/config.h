@@ -163,7 +163,6 @@ struct gw_metrics_conf {
 };
 
 struct gw_config {
-    int refs;
     char *path;        /* owned: the file it was read from */
     char *listen_host; /* owned */
     int listen_port;
@@ -188,6 +187,10 @@ struct gw_config {
     struct gw_redis_conf redis;
     struct gw_cache_conf cache;
     struct gw_metrics_conf metrics;
+    /* references (atomic: workers share the config); on a cache line of
+     * its own, so that taking one does not evict the fields above from
+     * the other workers' caches */
+    int refs __attribute__((aligned(64)));
 };
 
 /* Reads and checks FILE. On failure returns NULL and sets *err to a

@@ -74,6 +74,8 @@ struct gw_gateway {
     size_t n_pools;
     unsigned long calls;         /* upstream calls in flight */
     unsigned long retries;       /* of which on a retry attempt (budget) */
+    int64_t retry_warn_us;       /* last "retry budget spent" line */
+    unsigned long retry_quiet;   /* refusals not logged since */
     struct gw_backend_states *states; /* shared: backend state by name,
                                          across reloads (pool.c) */
     struct gw_health *health;    /* shared, run by worker 0: active health

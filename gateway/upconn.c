@@ -54,6 +54,7 @@ struct gw_uppool {
     struct gw_upconn *idle; /* owned: idle connections, a list */
     int n_idle, max_idle;
     long idle_timeout_ms;
+    long connect_ms;        /* of the send that opens a connection */
 };
 
 struct gw_upconn {
@@ -478,8 +479,6 @@ static void fail_later(struct gw_upconn *c, const char *err)
     event_active(c->timer, EV_TIMEOUT, 0);
 }
 
-static long connect_timeout_ms = 5000;
-
 static int open_socket(struct gw_upconn *c)
 {
     struct gw_uppool *p = c->pool;
@@ -509,8 +508,8 @@ static int open_socket(struct gw_upconn *c)
                           : "cannot connect to backend");
         return 0;
     }
-    tv.tv_sec = connect_timeout_ms / 1000;
-    tv.tv_usec = (connect_timeout_ms % 1000) * 1000;
+    tv.tv_sec = p->connect_ms / 1000;
+    tv.tv_usec = (p->connect_ms % 1000) * 1000;
     evtimer_add(c->timer, &tv);
     event_add(c->wev, NULL);
     return 0;
@@ -522,7 +521,7 @@ struct gw_upconn *gw_upconn_send(struct gw_uppool *p, struct evbuffer *request,
 {
     struct gw_upconn *c = p->idle;
 
-    connect_timeout_ms = connect_ms;
+    p->connect_ms = connect_ms;
     if (c) {
         p->idle = c->next;
         p->n_idle--;

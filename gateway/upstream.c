@@ -185,9 +185,10 @@ static void call_free(struct gw_call *c)
     if (c->attempt_live)
         gw_pool_record(c->backend, gw_now_us(), c->probe, GW_BREAKER_NEUTRAL,
                        -1, 0);
+    /* per worker; atomic because a scrape on another worker reads them */
     if (c->retrying)
-        c->gw->retries--;
-    c->gw->calls--;
+        __atomic_fetch_sub(&c->gw->retries, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&c->gw->calls, 1, __ATOMIC_RELAXED);
     gw_config_unref(c->config);
     free(c);
 }
@@ -476,18 +477,17 @@ static int retry(struct gw_call *c, const char *why, int free_of_budget)
     if (!c->retrying && !free_of_budget && gw->retries >= budget) {
         /* at most one line a second: a failing pool must not flood the
          * log; the access log has each request's attempts */
-        static int64_t last_warn;
-        static unsigned long quiet;
         int64_t now = gw_now_us();
-        if (now - last_warn >= 1000000) {
+        if (now - gw->retry_warn_us >= 1000000) {
             gw_log_warn("request %s: no retry after backend '%s' failed: "
                         "retry budget spent (%lu retries in flight of %lu "
                         "calls; %lu more refused since the last line)",
-                        c->request_id, last, gw->retries, gw->calls, quiet);
-            last_warn = now;
-            quiet = 0;
+                        c->request_id, last, gw->retries, gw->calls,
+                        gw->retry_quiet);
+            gw->retry_warn_us = now;
+            gw->retry_quiet = 0;
         } else {
-            quiet++;
+            gw->retry_quiet++;
         }
         return -1;
     }
@@ -495,9 +495,9 @@ static int retry(struct gw_call *c, const char *why, int free_of_budget)
         return -1;
     if (!c->retrying) {
         c->retrying = 1;
-        gw->retries++;
+        __atomic_fetch_add(&gw->retries, 1, __ATOMIC_RELAXED);
     }
-    c->backend->state->retries_to++;
+    __atomic_fetch_add(&c->backend->state->retries_to, 1, __ATOMIC_RELAXED);
     gw_log_debug("request %s: attempt %d on backend '%s' after '%s' failed: "
                  "%s", c->request_id, c->n_tried, c->backend->name, last,
                  why);
@@ -1332,7 +1332,7 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
     c->ttfb_us = -1;
     c->t_start = req->start_us;
     c->suffix = path_suffix;
-    gw->calls++;
+    __atomic_fetch_add(&gw->calls, 1, __ATOMIC_RELAXED);
     gw_usage_init(&c->usage);
     gw_sse_init(&c->sse, MAX_EVENT);
     gw_copy(c->request_id, sizeof(c->request_id), request_id);
