@@ -15,7 +15,14 @@
  *  - The snapshot is immutable and refcounted. A watcher thread polls
  *    reg_watch (one pragma and one stat) every WATCH_MS; a change, or
  *    SIGHUP, loads a new snapshot there, and a loop timer swaps the pointer
- *    (no SQLite on the loop). Rendering happens inside the
+ *    (no SQLite on the loop). With several workers, the first worker's
+ *    gw_prompts owns the watcher and the exposure writer (the "shared"
+ *    part, reached through p->sh); each other worker has a view
+ *    (gw_prompts_view) with its own snapshot reference, version cache,
+ *    pending table and body buffer, so the request path takes no lock:
+ *    the watcher publishes the newest snapshot with a generation number
+ *    under wmu, and each worker's timer takes a reference when the
+ *    generation moved. Rendering happens inside the
  *    resolve stage, synchronously, so a request never holds a snapshot past
  *    its own stage: requests in flight are unaffected by a swap. A registry
  *    that cannot be read keeps the last good snapshot (logged once per
@@ -98,20 +105,30 @@ struct obuf {
 };
 
 struct gw_prompts {
+    struct gw_prompts *sh;        /* borrowed: the worker view that owns the
+                                     shared part below (itself for the
+                                     first); the fields marked "shared"
+                                     are used through sh only */
     struct event_base *base;      /* borrowed */
+    /* shared: registry, watcher thread and exposure writer */
     char *path;                   /* owned: registry database */
     char *exposures;              /* owned: "db" or a file path */
     int log_outputs;
-    struct reg_snapshot *snap;    /* owned reference: the current snapshot,
-                                     read and swapped on the loop only */
+    struct reg_snapshot *snap;    /* owned reference: this worker's current
+                                     snapshot, read and swapped on its
+                                     loop only */
+    unsigned long seen_gen;       /* the generation snap came from */
     /* the watcher thread's side (watcher_main) */
     pthread_t watcher;
     int watching;                 /* the thread runs */
     pthread_mutex_t wmu;          /* guards next, wforce, wstop */
     pthread_cond_t wcv;
-    struct reg_snapshot *next;    /* owned: loaded, not yet taken */
+    struct reg_snapshot *latest;  /* owned: the newest snapshot loaded;
+                                     NULL until a reload loads one */
+    unsigned long gen;            /* bumped with each new latest */
     int wforce, wstop;
     struct reg_watch *watch;      /* owned, the watcher's only */
+    /* this worker's: the swap timer, requests in flight, caches */
     struct event *timer;          /* owned */
     struct gw_exposure *writer;   /* owned */
     struct gw_exposure_rec *pending[BUCKETS]; /* owned lists */
@@ -307,73 +324,75 @@ static int emit_cb(void *arg, const char *data, size_t len)
 /*
  * The watcher thread: every WATCH_MS (or at once on SIGHUP) it asks
  * reg_watch whether the database changed and, when what a snapshot holds
- * changed, loads a new snapshot and leaves it in p->next. The loop's timer
+ * changed, loads a new snapshot and leaves it in p->sh->next. The loop's timer
  * takes it from there. So no SQLite call ever runs on the event loop, and a
  * slow or locked database delays a reload, never a request.
  */
 static void *watcher_main(void *arg)
 {
     struct gw_prompts *p = arg;
-    char stamp[sizeof(p->stamp)], *err = NULL;
+    char stamp[sizeof(p->sh->stamp)], *err = NULL;
     struct reg_snapshot *s;
     struct timespec until;
     int rc, force;
 
-    pthread_mutex_lock(&p->wmu);
-    while (!p->wstop) {
+    pthread_mutex_lock(&p->sh->wmu);
+    while (!p->sh->wstop) {
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_nsec += WATCH_MS * 1000000L;
         if (until.tv_nsec >= 1000000000L)
             until.tv_sec++, until.tv_nsec -= 1000000000L;
-        while (!p->wstop && !p->wforce &&
-               pthread_cond_timedwait(&p->wcv, &p->wmu, &until) == 0)
+        while (!p->sh->wstop && !p->sh->wforce &&
+               pthread_cond_timedwait(&p->sh->wcv, &p->sh->wmu, &until) == 0)
             ;
-        if (p->wstop)
+        if (p->sh->wstop)
             break;
-        force = p->wforce;
-        p->wforce = 0;
-        pthread_mutex_unlock(&p->wmu);
+        force = p->sh->wforce;
+        p->sh->wforce = 0;
+        pthread_mutex_unlock(&p->sh->wmu);
 
         /* the exposure writer's commits change data_version too: reload
          * only when what a snapshot holds changed */
-        rc = reg_watch_changed(p->watch, &err);
-        if (rc >= 0 && (rc == 1 || force || p->failing))
-            rc = reg_watch_stamp(p->watch, stamp, sizeof(stamp), &err) < 0
-                     ? -1 : strcmp(stamp, p->stamp) != 0 || force ||
-                                p->failing;
+        rc = reg_watch_changed(p->sh->watch, &err);
+        if (rc >= 0 && (rc == 1 || force || p->sh->failing))
+            rc = reg_watch_stamp(p->sh->watch, stamp, sizeof(stamp), &err) < 0
+                     ? -1 : strcmp(stamp, p->sh->stamp) != 0 || force ||
+                                p->sh->failing;
         s = NULL;
-        if (rc == 1 && (s = reg_snapshot_load(p->path, &err)) == NULL)
+        if (rc == 1 && (s = reg_snapshot_load(p->sh->path, &err)) == NULL)
             rc = -1;
         if (rc < 0) {
-            if (!p->failing)
+            if (!p->sh->failing)
                 gw_log_error("registry: %s; still serving the previous "
                              "snapshot", err ? err : "out of memory");
-            p->failing = 1;
-            __atomic_fetch_add(&p->load_errors, 1, __ATOMIC_RELAXED);
+            p->sh->failing = 1;
+            __atomic_fetch_add(&p->sh->load_errors, 1, __ATOMIC_RELAXED);
         } else if (s) {
-            if (p->failing)
+            if (p->sh->failing)
                 gw_log_info("registry: readable again");
-            p->failing = 0;
-            memcpy(p->stamp, stamp, sizeof(stamp));
+            p->sh->failing = 0;
+            memcpy(p->sh->stamp, stamp, sizeof(stamp));
             gw_log_info("registry: snapshot of '%s' loaded (%s): %zu "
-                        "prompts, %zu versions", p->path,
+                        "prompts, %zu versions", p->sh->path,
                         force ? "reload" : "the database changed",
                         reg_snapshot_prompts(s), reg_snapshot_versions(s));
         }
         free(err);
         err = NULL;
-        pthread_mutex_lock(&p->wmu);
+        pthread_mutex_lock(&p->sh->wmu);
         if (s) {
-            reg_snapshot_unref(p->next); /* one not taken yet: replaced */
-            p->next = s;
+            reg_snapshot_unref(p->sh->latest); /* each worker took a ref */
+            p->sh->latest = s;
+            p->sh->gen++;
         }
     }
-    pthread_mutex_unlock(&p->wmu);
+    pthread_mutex_unlock(&p->sh->wmu);
     return NULL;
 }
 
-/* The loop's side: swap in a snapshot the watcher loaded, and report
- * dropped exposures. */
+/* A worker loop's side: swap in the newest snapshot the watcher loaded
+ * (each worker holds its own reference and version cache), and, on the
+ * first worker, report dropped exposures. */
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_prompts *p = arg;
@@ -381,22 +400,60 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct reg_snapshot *s;
 
     (void)fd, (void)what;
-    pthread_mutex_lock(&p->wmu);
-    s = p->next;
-    p->next = NULL;
-    pthread_mutex_unlock(&p->wmu);
+    s = NULL;
+    pthread_mutex_lock(&p->sh->wmu);
+    if (p->seen_gen != p->sh->gen) {
+        s = reg_snapshot_ref(p->sh->latest);
+        p->seen_gen = p->sh->gen;
+    }
+    pthread_mutex_unlock(&p->sh->wmu);
     if (s) {
         vcache_clear(p);
         reg_snapshot_unref(p->snap);
         p->snap = s;
     }
-    gw_exposure_stats(p->writer, &st);
+    if (p->sh != p)
+        return; /* the first worker reports drops */
+    gw_exposure_stats(p->sh->writer, &st);
     if (st.dropped > p->dropped_seen) {
         gw_log_warn("exposure log: %lu records dropped so far (queue of %d "
                     "full: the writer cannot keep up)", st.dropped,
                     QUEUE_MAX);
         p->dropped_seen = st.dropped;
     }
+}
+
+/* Requests still pending at exit never ended: their records go. */
+static void pending_clear(struct gw_prompts *p)
+{
+    for (size_t i = 0; i < BUCKETS; i++)
+        while (p->pending[i]) {
+            struct gw_exposure_rec *r = p->pending[i];
+            p->pending[i] = r->next;
+            gw_exposure_rec_free(r);
+        }
+}
+
+struct gw_prompts *gw_prompts_view(struct gw_prompts *first,
+                                   struct event_base *base)
+{
+    struct gw_prompts *p = calloc(1, sizeof(*p));
+    struct timeval tv = {0, SWAP_MS * 1000};
+
+    if (p == NULL)
+        return NULL;
+    p->sh = first;
+    p->base = base;
+    pthread_mutex_lock(&first->wmu);
+    p->snap = reg_snapshot_ref(first->latest ? first->latest : first->snap);
+    p->seen_gen = first->gen;
+    pthread_mutex_unlock(&first->wmu);
+    if ((p->timer = event_new(base, -1, EV_PERSIST, on_timer, p)) == NULL) {
+        gw_prompts_free(p);
+        return NULL;
+    }
+    event_add(p->timer, &tv);
+    return p;
 }
 
 struct gw_prompts *gw_prompts_new(struct event_base *base,
@@ -410,42 +467,43 @@ struct gw_prompts *gw_prompts_new(struct event_base *base,
 
     if (p == NULL)
         goto oom;
-    pthread_mutex_init(&p->wmu, NULL);
-    pthread_cond_init(&p->wcv, NULL);
+    p->sh = p;
+    pthread_mutex_init(&p->sh->wmu, NULL);
+    pthread_cond_init(&p->sh->wcv, NULL);
     p->base = base;
-    p->log_outputs = conf->log_outputs;
-    p->path = strdup(conf->path);
-    p->exposures = strdup(conf->exposures ? conf->exposures : "db");
+    p->sh->log_outputs = conf->log_outputs;
+    p->sh->path = strdup(conf->path);
+    p->sh->exposures = strdup(conf->exposures ? conf->exposures : "db");
     p->timer = event_new(base, -1, EV_PERSIST, on_timer, p);
-    if (!p->path || !p->exposures || !p->timer)
+    if (!p->sh->path || !p->sh->exposures || !p->timer)
         goto oom;
-    file = strcmp(p->exposures, "db") != 0;
+    file = strcmp(p->sh->exposures, "db") != 0;
     /* the writer first: opening the database read-write applies pending
      * migrations, which the snapshot then expects */
-    p->writer = gw_exposure_new(p->path, file ? p->exposures : NULL,
+    p->sh->writer = gw_exposure_new(p->sh->path, file ? p->sh->exposures : NULL,
                                 QUEUE_MAX, err, errlen);
-    if (p->writer == NULL)
+    if (p->sh->writer == NULL)
         goto fail;
     /* the first snapshot before serving: a registry that cannot be read
      * at start is an error, not an empty registry */
-    if ((p->watch = reg_watch_new(p->path, &e)) == NULL ||
-        reg_watch_changed(p->watch, &e) < 0 ||
-        reg_watch_stamp(p->watch, p->stamp, sizeof(p->stamp), &e) < 0 ||
-        (p->snap = reg_snapshot_load(p->path, &e)) == NULL) {
+    if ((p->sh->watch = reg_watch_new(p->sh->path, &e)) == NULL ||
+        reg_watch_changed(p->sh->watch, &e) < 0 ||
+        reg_watch_stamp(p->sh->watch, p->sh->stamp, sizeof(p->sh->stamp), &e) < 0 ||
+        (p->snap = reg_snapshot_load(p->sh->path, &e)) == NULL) {
         snprintf(err, errlen, "registry: %s", e ? e : "out of memory");
         free(e);
         goto fail;
     }
-    if (pthread_create(&p->watcher, NULL, watcher_main, p) != 0) {
+    if (pthread_create(&p->sh->watcher, NULL, watcher_main, p) != 0) {
         snprintf(err, errlen, "registry: cannot start the watcher thread");
         goto fail;
     }
-    p->watching = 1;
+    p->sh->watching = 1;
     gw_log_info("registry: '%s': %zu prompts, %zu versions; exposures to %s%s",
-                p->path, reg_snapshot_prompts(p->snap),
+                p->sh->path, reg_snapshot_prompts(p->snap),
                 reg_snapshot_versions(p->snap),
-                file ? p->exposures : "the registry database",
-                p->log_outputs ? " with outputs" : "");
+                file ? p->sh->exposures : "the registry database",
+                p->sh->log_outputs ? " with outputs" : "");
     event_add(p->timer, &tv);
     return p;
 oom:
@@ -495,57 +553,60 @@ int gw_prompts_check(const struct gw_registry_conf *conf, char *msg,
 void gw_prompts_reload(struct gw_prompts *p,
                        const struct gw_registry_conf *conf)
 {
-    if (conf->path == NULL || strcmp(conf->path, p->path) != 0 ||
-        strcmp(conf->exposures ? conf->exposures : "db", p->exposures) != 0)
+    if (conf->path == NULL || strcmp(conf->path, p->sh->path) != 0 ||
+        strcmp(conf->exposures ? conf->exposures : "db", p->sh->exposures) != 0)
         gw_log_warn("reload: a new registry path or exposures target takes "
-                    "a restart; still using '%s' and '%s'", p->path,
-                    p->exposures);
-    p->log_outputs = conf->log_outputs;
-    pthread_mutex_lock(&p->wmu);
-    p->wforce = 1;
-    pthread_cond_signal(&p->wcv);
-    pthread_mutex_unlock(&p->wmu);
+                    "a restart; still using '%s' and '%s'", p->sh->path,
+                    p->sh->exposures);
+    /* read by every worker's requests */
+    __atomic_store_n(&p->sh->log_outputs, conf->log_outputs, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&p->sh->wmu);
+    p->sh->wforce = 1;
+    pthread_cond_signal(&p->sh->wcv);
+    pthread_mutex_unlock(&p->sh->wmu);
 }
 
 void gw_prompts_free(struct gw_prompts *p)
 {
-    size_t i;
-
     if (p == NULL)
         return;
-    if (p->watching) {
-        pthread_mutex_lock(&p->wmu);
-        p->wstop = 1;
-        pthread_cond_signal(&p->wcv);
-        pthread_mutex_unlock(&p->wmu);
-        pthread_join(p->watcher, NULL);
+    if (p->sh != p) { /* another worker's view: its own parts only */
+        if (p->timer)
+            event_free(p->timer);
+        pending_clear(p);
+        vcache_clear(p);
+        reg_snapshot_unref(p->snap);
+        free(p->out.p);
+        free(p);
+        return;
+    }
+    if (p->sh->watching) {
+        pthread_mutex_lock(&p->sh->wmu);
+        p->sh->wstop = 1;
+        pthread_cond_signal(&p->sh->wcv);
+        pthread_mutex_unlock(&p->sh->wmu);
+        pthread_join(p->sh->watcher, NULL);
     }
     if (p->timer)
         event_free(p->timer);
-    /* requests still pending at exit never ended: their records go */
-    for (i = 0; i < BUCKETS; i++)
-        while (p->pending[i]) {
-            struct gw_exposure_rec *r = p->pending[i];
-            p->pending[i] = r->next;
-            gw_exposure_rec_free(r);
-        }
-    if (p->writer) {
+    pending_clear(p);
+    if (p->sh->writer) {
         struct gw_exposure_stats st;
-        gw_exposure_flush(p->writer);
-        gw_exposure_stats(p->writer, &st);
+        gw_exposure_flush(p->sh->writer);
+        gw_exposure_stats(p->sh->writer, &st);
         gw_log_info("exposure log: %lu records written, %lu dropped, %lu "
                     "failed", st.written, st.dropped, st.failed);
-        gw_exposure_free(p->writer);
+        gw_exposure_free(p->sh->writer);
     }
-    reg_watch_free(p->watch);
+    reg_watch_free(p->sh->watch);
     vcache_clear(p);
     reg_snapshot_unref(p->snap);
-    reg_snapshot_unref(p->next);
-    pthread_mutex_destroy(&p->wmu);
-    pthread_cond_destroy(&p->wcv);
+    reg_snapshot_unref(p->sh->latest);
+    pthread_mutex_destroy(&p->sh->wmu);
+    pthread_cond_destroy(&p->sh->wcv);
     free(p->out.p);
-    free(p->path);
-    free(p->exposures);
+    free(p->sh->path);
+    free(p->sh->exposures);
     free(p);
 }
 
@@ -939,7 +1000,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         r->ex.variables = gw_exposure_rec_str(r, &off, pfs[3].val, pfs[3].len);
     else
         r->ex.variables = gw_exposure_rec_str(r, &off, "{}", 2);
-    r->truncated = !p->log_outputs; /* keeps no output bytes */
+    r->truncated = !__atomic_load_n(&p->sh->log_outputs, __ATOMIC_RELAXED); /* keeps no output bytes */
     r->next = p->pending[bucket(req)];
     p->pending[bucket(req)] = r;
     p->n_pending++;
@@ -1042,7 +1103,7 @@ void gw_prompt_finish(struct gw_prompts *p, struct gw_http_req *req,
         r->ex.model = copy_str(r->model, sizeof(r->model), rl->model);
     if (rl->backend)
         r->ex.backend = copy_str(r->backend, sizeof(r->backend), rl->backend);
-    gw_exposure_push(p->writer, r);
+    gw_exposure_push(p->sh->writer, r);
 }
 
 void gw_prompt_output(struct gw_prompts *p, struct gw_http_req *req,
@@ -1050,7 +1111,7 @@ void gw_prompt_output(struct gw_prompts *p, struct gw_http_req *req,
 {
     struct gw_exposure_rec *r;
 
-    if (p == NULL || p->n_pending == 0 || !p->log_outputs ||
+    if (p == NULL || p->n_pending == 0 || !__atomic_load_n(&p->sh->log_outputs, __ATOMIC_RELAXED) ||
         (r = pending_find(p, req)) == NULL)
         return;
     r->raw_sse = sse;
@@ -1061,7 +1122,8 @@ void gw_prompt_output(struct gw_prompts *p, struct gw_http_req *req,
 
 int gw_prompt_wants_output(struct gw_prompts *p, struct gw_http_req *req)
 {
-    return p && p->n_pending && p->log_outputs && pending_find(p, req);
+    return p && p->n_pending &&
+           __atomic_load_n(&p->sh->log_outputs, __ATOMIC_RELAXED) && pending_find(p, req);
 }
 
 /* ---- feedback ------------------------------------------------------------ */
@@ -1134,7 +1196,7 @@ void gw_prompt_feedback(struct gw_gateway *gw, struct gw_http_req *req,
     r->fb.request_id = gw_exposure_rec_str(r, &off, rid, strlen(rid));
     r->fb.event = gw_exposure_rec_str(r, &off, ev, strlen(ev));
     r->fb.value = value;
-    if (gw_exposure_push(p->writer, r) < 0) {
+    if (gw_exposure_push(p->sh->writer, r) < 0) {
         evbuffer_free(b);
         fail(gw, req, rl, 503, "feedback_queue_full",
              "the feedback log is behind; retry shortly (feedback is "
@@ -1154,9 +1216,9 @@ void gw_prompt_feedback(struct gw_gateway *gw, struct gw_http_req *req,
 void gw_prompts_stats(struct gw_prompts *p, struct gw_exposure_stats *ex,
                       unsigned long *load_errors)
 {
-    if (p->writer)
-        gw_exposure_stats(p->writer, ex);
+    if (p->sh->writer)
+        gw_exposure_stats(p->sh->writer, ex);
     else
         memset(ex, 0, sizeof(*ex));
-    *load_errors = __atomic_load_n(&p->load_errors, __ATOMIC_RELAXED);
+    *load_errors = __atomic_load_n(&p->sh->load_errors, __ATOMIC_RELAXED);
 }

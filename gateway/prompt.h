@@ -25,6 +25,13 @@ struct gw_prompts *gw_prompts_new(struct event_base *base,
                                   const struct gw_registry_conf *conf,
                                   char *err, size_t errlen);
 
+/* Another worker's view of first (made before any worker loop runs):
+ * its own snapshot reference, version cache and requests in flight on
+ * base, sharing first's watcher thread and exposure writer. Freed with
+ * gw_prompts_free before first. */
+struct gw_prompts *gw_prompts_view(struct gw_prompts *first,
+                                   struct event_base *base);
+
 /* SIGHUP: applies conf's log_outputs and reloads the snapshot now. A new
  * path or exposures target is refused with a warning (it takes a
  * restart). A registry that cannot be read keeps the last good snapshot. */
