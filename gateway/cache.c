@@ -58,6 +58,7 @@
 #include "gateway/sse.h"
 
 #include <event2/buffer.h>
+#include <pthread.h>
 #include <event2/event.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -190,9 +191,19 @@ static unsigned char *entry_build(const char *json, size_t json_len,
 
 /* ------------------------------------------------------- memory LRU */
 
+/* The memory store is shared by every worker: up to MEM_SHARDS shards by
+ * a byte of the digest, each with its own mutex, table, LRU list and an
+ * equal part of max_bytes. Fewer shards when the store is small: a
+ * shard holds at least 4 entries of max_entry_bytes (a small store is one
+ * exact LRU). A hit holds its shard's lock only to find the
+ * entry and take a reference; the answer is copied from the entry with no
+ * lock held, and the last reference frees it (the table holds one). */
+#define MEM_SHARDS 16
+
 struct mentry {
     struct mentry *hnext;       /* owned by the table: bucket chain */
     struct mentry *prev, *next; /* borrowed: LRU order, head newest */
+    int refs;                   /* the table's + hits' in use (atomic) */
     unsigned char digest[32];
     char ns[NS_MAX];
     int64_t expires_ms;
@@ -201,10 +212,16 @@ struct mentry {
 };
 
 struct mem {
+    pthread_mutex_t mu;
     struct mentry **buckets; /* owned: nb chains */
     size_t nb, n, bytes, max_bytes;
     struct mentry *head, *tail;
     unsigned long evictions;
+} __attribute__((aligned(64)));
+
+struct gw_memstore {
+    struct mem shard[MEM_SHARDS];
+    size_t n;                       /* shards in use, 1..MEM_SHARDS */
 };
 
 static size_t mentry_size(const struct mentry *e)
@@ -217,6 +234,17 @@ static size_t bucket_of(const unsigned char *digest, size_t nb)
     uint64_t h;
     memcpy(&h, digest, sizeof(h));
     return (size_t)(h & (nb - 1));
+}
+
+static struct mem *shard_of(struct gw_memstore *ms, const unsigned char *d)
+{
+    return &ms->shard[d[31] % ms->n];
+}
+
+static void mentry_unref(struct mentry *e)
+{
+    if (e && __atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(e);
 }
 
 static void lru_unlink(struct mem *m, struct mentry *e)
@@ -243,6 +271,7 @@ static void lru_push(struct mem *m, struct mentry *e)
         m->tail = e;
 }
 
+/* Under m->mu. */
 static void mem_remove(struct mem *m, struct mentry *e)
 {
     struct mentry **pp = &m->buckets[bucket_of(e->digest, m->nb)];
@@ -253,11 +282,12 @@ static void mem_remove(struct mem *m, struct mentry *e)
     lru_unlink(m, e);
     m->n--;
     m->bytes -= mentry_size(e);
-    free(e);
+    mentry_unref(e);
 }
 
-static struct mentry *mem_get(struct mem *m, const unsigned char *digest,
-                              int64_t now)
+/* Under m->mu: the live entry for digest, or NULL (an expired one goes). */
+static struct mentry *mem_find(struct mem *m, const unsigned char *digest,
+                               int64_t now)
 {
     struct mentry *e = m->buckets[bucket_of(digest, m->nb)];
 
@@ -269,8 +299,24 @@ static struct mentry *mem_get(struct mem *m, const unsigned char *digest,
         mem_remove(m, e);
         return NULL;
     }
-    lru_unlink(m, e);
-    lru_push(m, e);
+    return e;
+}
+
+/* The entry for digest with a reference the caller drops with
+ * mentry_unref, or NULL; marks it most recently used. */
+static struct mentry *mem_get(struct gw_memstore *ms,
+                              const unsigned char *digest, int64_t now)
+{
+    struct mem *m = shard_of(ms, digest);
+    struct mentry *e;
+
+    pthread_mutex_lock(&m->mu);
+    if ((e = mem_find(m, digest, now)) != NULL) {
+        lru_unlink(m, e);
+        lru_push(m, e);
+        __atomic_add_fetch(&e->refs, 1, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&m->mu);
     return e;
 }
 
@@ -295,30 +341,46 @@ static void mem_grow(struct mem *m)
     m->nb = nb;
 }
 
-/* Takes blob's bytes (copied). Evicts least recently used entries to stay
- * within max_bytes. */
-static void mem_put(struct mem *m, const unsigned char *digest,
-                    const char *ns, int64_t expires_ms,
-                    const unsigned char *blob, size_t len)
+/* Under m->mu: evicts least recently used entries down to max_bytes. */
+static void mem_trim(struct mem *m, size_t room)
 {
-    struct mentry *e = mem_get(m, digest, 0), *old;
-    size_t size = sizeof(*e) + len;
+    struct mentry *old;
 
-    if (e)
-        mem_remove(m, e);
-    if (size > m->max_bytes)
-        return;
-    while (m->bytes + size > m->max_bytes && (old = m->tail) != NULL) {
+    while (m->bytes + room > m->max_bytes && (old = m->tail) != NULL) {
         mem_remove(m, old);
         m->evictions++;
     }
+}
+
+/* Takes blob's bytes (copied). Evicts least recently used entries of the
+ * shard to stay within its part of max_bytes. */
+static void mem_put(struct gw_memstore *ms, const unsigned char *digest,
+                    const char *ns, int64_t expires_ms,
+                    const unsigned char *blob, size_t len)
+{
+    struct mem *m = shard_of(ms, digest);
+    struct mentry *e, *old;
+    size_t size = sizeof(*e) + len;
+
+    /* built outside the lock */
     if ((e = malloc(size)) == NULL)
         return;
+    e->refs = 1;
+    e->prev = e->next = NULL;
     memcpy(e->digest, digest, 32);
     snprintf(e->ns, sizeof(e->ns), "%s", ns);
     e->expires_ms = expires_ms;
     e->len = len;
     memcpy(e->blob, blob, len);
+    pthread_mutex_lock(&m->mu);
+    if ((old = mem_find(m, digest, 0)) != NULL)
+        mem_remove(m, old);
+    if (size > m->max_bytes) {
+        pthread_mutex_unlock(&m->mu);
+        free(e);
+        return;
+    }
+    mem_trim(m, size);
     if (m->n >= m->nb)
         mem_grow(m);
     size_t k = bucket_of(digest, m->nb);
@@ -327,21 +389,92 @@ static void mem_put(struct mem *m, const unsigned char *digest,
     lru_push(m, e);
     m->n++;
     m->bytes += size;
+    pthread_mutex_unlock(&m->mu);
 }
 
-static long mem_purge(struct mem *m, const char *ns)
+static long mem_purge(struct gw_memstore *ms, const char *ns)
 {
-    struct mentry *e = m->head, *next;
     long n = 0;
 
-    for (; e; e = next) {
-        next = e->next;
-        if (strcmp(e->ns, ns) == 0) {
-            mem_remove(m, e);
-            n++;
+    for (size_t i = 0; i < ms->n; i++) {
+        struct mem *m = &ms->shard[i];
+        struct mentry *e, *next;
+        pthread_mutex_lock(&m->mu);
+        for (e = m->head; e; e = next) {
+            next = e->next;
+            if (strcmp(e->ns, ns) == 0) {
+                mem_remove(m, e);
+                n++;
+            }
         }
+        pthread_mutex_unlock(&m->mu);
     }
     return n;
+}
+
+/* Entries, bytes and evictions summed over the shards. */
+static void mem_totals(struct gw_memstore *ms, size_t *n, size_t *bytes,
+                       unsigned long *evictions)
+{
+    *n = *bytes = 0;
+    *evictions = 0;
+    for (size_t i = 0; i < ms->n; i++) {
+        struct mem *m = &ms->shard[i];
+        pthread_mutex_lock(&m->mu);
+        *n += m->n;
+        *bytes += m->bytes;
+        *evictions += m->evictions;
+        pthread_mutex_unlock(&m->mu);
+    }
+}
+
+static void mem_set_max(struct gw_memstore *ms, size_t max_bytes)
+{
+    for (size_t i = 0; i < ms->n; i++) {
+        struct mem *m = &ms->shard[i];
+        pthread_mutex_lock(&m->mu);
+        m->max_bytes = max_bytes / ms->n;
+        mem_trim(m, 0);
+        pthread_mutex_unlock(&m->mu);
+    }
+}
+
+struct gw_memstore *gw_memstore_new(size_t max_bytes, size_t max_entry)
+{
+    struct gw_memstore *ms = aligned_alloc(_Alignof(struct gw_memstore),
+                                           sizeof(*ms));
+
+    if (ms == NULL)
+        return NULL;
+    memset(ms, 0, sizeof(*ms));
+    for (ms->n = MEM_SHARDS; ms->n > 1; ms->n /= 2)
+        if (max_bytes / ms->n >= 4 * (max_entry ? max_entry : 1))
+            break;
+    for (size_t i = 0; i < ms->n; i++) {
+        struct mem *m = &ms->shard[i];
+        pthread_mutex_init(&m->mu, NULL);
+        m->nb = 64;
+        m->max_bytes = max_bytes / ms->n;
+        if ((m->buckets = calloc(m->nb, sizeof(*m->buckets))) == NULL) {
+            gw_memstore_free(ms);
+            return NULL;
+        }
+    }
+    return ms;
+}
+
+void gw_memstore_free(struct gw_memstore *ms)
+{
+    if (ms == NULL)
+        return;
+    for (size_t i = 0; i < ms->n; i++) {
+        struct mem *m = &ms->shard[i];
+        while (m->head)
+            mem_remove(m, m->head);
+        free(m->buckets);
+        pthread_mutex_destroy(&m->mu);
+    }
+    free(ms);
 }
 
 /* ------------------------------------------------------------- state */
@@ -389,7 +522,9 @@ struct gw_cache_fill {
 struct gw_cache {
     struct event_base *base;   /* borrowed */
     enum gw_cache_backend backend;
-    struct mem mem;
+    struct gw_memstore *mem;   /* borrowed (shared by the workers) or
+                                  owned (own_mem): the memory store */
+    int own_mem;
     struct gw_redisev *redis;  /* owned: redis backend only */
     long timeout_ms;
     struct flight *flights[256]; /* owned chains */
@@ -401,21 +536,27 @@ struct gw_cache {
 };
 
 struct gw_cache *gw_cache_new(struct event_base *base,
-                              const struct gw_config *c)
+                              const struct gw_config *c,
+                              struct gw_memstore *shared)
 {
     struct gw_cache *cache = calloc(1, sizeof(*cache));
 
     if (cache == NULL)
         return NULL;
+    cache->mem = shared;
+    if (shared) { /* made at start, maybe before "cache" was configured */
+        mem_set_max(shared, c->cache.max_bytes);
+    } else {
+        cache->mem = gw_memstore_new(c->cache.max_bytes,
+                                     c->cache.max_entry_bytes);
+        cache->own_mem = 1;
+    }
     cache->base = base;
     cache->backend = c->cache.backend;
     cache->timeout_ms = c->redis.timeout_ms > 0 ? c->redis.timeout_ms : 50;
-    cache->mem.nb = 1024;
-    cache->mem.max_bytes = c->cache.max_bytes;
-    cache->mem.buckets = calloc(cache->mem.nb, sizeof(*cache->mem.buckets));
     cache->md = EVP_MD_CTX_new();
     gw_canon_init(&cache->canon);
-    if (cache->mem.buckets == NULL || cache->md == NULL)
+    if (cache->mem == NULL || cache->md == NULL)
         goto fail;
     if (cache->backend == GW_CACHE_REDIS &&
         (cache->redis = gw_redisev_new(base, c->redis.host, c->redis.port,
@@ -436,9 +577,8 @@ void gw_cache_free(struct gw_cache *cache)
         return;
     cache->freeing = 1;
     gw_redisev_free(cache->redis); /* GETs in flight answer NULL: freed */
-    while (cache->mem.head)
-        mem_remove(&cache->mem, cache->mem.head);
-    free(cache->mem.buckets);
+    if (cache->own_mem)
+        gw_memstore_free(cache->mem);
     for (i = 0; i < 256; i++)
         while (cache->flights[i]) {
             struct flight *f = cache->flights[i];
@@ -1265,7 +1405,8 @@ enum gw_cache_verdict gw_cache_lookup(struct gw_gateway *gw,
 
     *fill = NULL;
     *op = NULL;
-    if (cache == NULL && (cache = gw->cache = gw_cache_new(gw->base, c)) ==
+    if (cache == NULL &&
+        (cache = gw->cache = gw_cache_new(gw->base, c, gw->memstore)) ==
                              NULL) {
         add_cache_header(req, "bypass");
         return GW_CACHE_GO;
@@ -1298,14 +1439,16 @@ enum gw_cache_verdict gw_cache_lookup(struct gw_gateway *gw,
         return GW_CACHE_GO;
     }
     if (cache->backend == GW_CACHE_MEMORY) {
-        e = mem_get(&cache->mem, f->digest, wall_ms());
+        e = mem_get(cache->mem, f->digest, wall_ms());
         if (e && entry_parse(e->blob, e->len, &v) == 0 &&
             answer_hit(gw, req, rl, &v, stream, f->with_usage) == 0) {
+            mentry_unref(e);
             cache->hits++;
             gw_cache_fill_free(f);
             *fill = NULL;
             return GW_CACHE_ANSWERED;
         }
+        mentry_unref(e);
     }
     if (flight_find(cache, f->digest) == NULL &&
         (cache->backend == GW_CACHE_MEMORY ||
@@ -1422,7 +1565,7 @@ void gw_cache_fill_store(struct gw_cache_fill *f, const char *json,
         goto out;
     cache->stores++;
     if (cache->backend == GW_CACHE_MEMORY)
-        mem_put(&cache->mem, f->digest, f->ns,
+        mem_put(cache->mem, f->digest, f->ns,
                 wall_ms() + (int64_t)f->ttl_s * 1000, blob, blen);
     else
         redis_put(cache, f, blob, blen);
@@ -1559,13 +1702,14 @@ void gw_cache_purge(struct gw_gateway *gw, struct gw_http_req *req,
     }
     memcpy(ns, s, n + 1);
     json_decref(root);
-    if (gw->cache == NULL && (gw->cache = gw_cache_new(gw->base, c)) == NULL) {
+    if (gw->cache == NULL &&
+        (gw->cache = gw_cache_new(gw->base, c, gw->memstore)) == NULL) {
         gw_proxy_error(gw, req, rl, 500, "out_of_memory", "out of memory");
         return;
     }
     if (gw->cache->backend == GW_CACHE_MEMORY) {
         purge_answer(gw, req, rl, ns, "memory",
-                     mem_purge(&gw->cache->mem, ns));
+                     mem_purge(gw->cache->mem, ns));
         return;
     }
     snprintf(set, sizeof(set), REDIS_NS_PREFIX "%s", ns);
@@ -1602,6 +1746,8 @@ void gw_cache_stats(struct gw_gateway *gw, struct gw_http_req *req,
 {
     struct gw_cache *cache = gw->cache;
     struct evbuffer *b;
+    unsigned long t[7] = {0}, evictions;
+    size_t entries, bytes;
 
     if (gw_admin_check(gw, req, rl) < 0)
         return;
@@ -1615,6 +1761,20 @@ void gw_cache_stats(struct gw_gateway *gw, struct gw_http_req *req,
         gw_proxy_error(gw, req, rl, 500, "out_of_memory", "out of memory");
         return;
     }
+    /* the counters of every worker (each writes its own; read relaxed) */
+    for (size_t i = 0; i < gw->n_workers; i++) {
+        const struct gw_cache *w = gw->workers[i]->cache;
+        if (w == NULL)
+            continue;
+        t[0] += __atomic_load_n(&w->hits, __ATOMIC_RELAXED);
+        t[1] += __atomic_load_n(&w->misses, __ATOMIC_RELAXED);
+        t[2] += __atomic_load_n(&w->bypasses, __ATOMIC_RELAXED);
+        t[3] += __atomic_load_n(&w->stores, __ATOMIC_RELAXED);
+        t[4] += __atomic_load_n(&w->errors, __ATOMIC_RELAXED);
+        t[5] += __atomic_load_n(&w->coalesced, __ATOMIC_RELAXED);
+        t[6] += __atomic_load_n(&w->pending, __ATOMIC_RELAXED);
+    }
+    mem_totals(cache->mem, &entries, &bytes, &evictions);
     evbuffer_add_printf(
         b, "{\"backend\":\"%s\",\"connected\":%s,\"entries\":%zu,"
            "\"bytes\":%zu,\"max_bytes\":%zu,\"hits\":%lu,\"misses\":%lu,"
@@ -1623,9 +1783,8 @@ void gw_cache_stats(struct gw_gateway *gw, struct gw_http_req *req,
         cache->backend == GW_CACHE_REDIS ? "redis" : "memory",
         cache->backend == GW_CACHE_MEMORY || gw_redisev_ctx(cache->redis)
             ? "true" : "false",
-        cache->mem.n, cache->mem.bytes, cache->mem.max_bytes, cache->hits,
-        cache->misses, cache->bypasses, cache->stores, cache->errors,
-        cache->coalesced, cache->mem.evictions, cache->pending);
+        entries, bytes, gw->config->cache.max_bytes, t[0], t[1], t[2], t[3],
+        t[4], t[5], evictions, t[6]);
     gw_http_add_header(req, "Cache-Control", "no-store");
     gw_http_reply_buffer(req, 200, "application/json", b);
     evbuffer_free(b);
@@ -1635,8 +1794,6 @@ void gw_cache_stats(struct gw_gateway *gw, struct gw_http_req *req,
 
 void gw_cache_reload(struct gw_cache *cache, const struct gw_config *c)
 {
-    struct mentry *old;
-
     if (cache == NULL || !c->cache.enabled)
         return;
     if (c->cache.backend != cache->backend)
@@ -1644,12 +1801,7 @@ void gw_cache_reload(struct gw_cache *cache, const struct gw_config *c)
                     "cache stays on %s",
                     cache->backend == GW_CACHE_REDIS ? "redis" : "memory");
     cache->timeout_ms = c->redis.timeout_ms > 0 ? c->redis.timeout_ms : 50;
-    cache->mem.max_bytes = c->cache.max_bytes;
-    while (cache->mem.bytes > cache->mem.max_bytes &&
-           (old = cache->mem.tail) != NULL) {
-        mem_remove(&cache->mem, old);
-        cache->mem.evictions++;
-    }
+    mem_set_max(cache->mem, c->cache.max_bytes); /* the store is shared */
 }
 
 unsigned long gw_cache_errors(const struct gw_cache *cache)

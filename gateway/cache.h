@@ -24,11 +24,22 @@ struct gw_cache;
 struct gw_cache_fill;
 struct gw_cache_op;
 
-/* The cache of config c's "cache" section (backend and memory bound are
- * fixed from then on; ttl and entry size are read from each request's
- * config). NULL on out of memory. */
+struct gw_memstore;
+
+/* The memory store: shared by every worker (sharded, a mutex per shard),
+ * made once at start; max_bytes follows cache.max_bytes on reload. NULL
+ * on out of memory. */
+struct gw_memstore *gw_memstore_new(size_t max_bytes, size_t max_entry);
+void gw_memstore_free(struct gw_memstore *ms); /* NULL is a no-op */
+
+/* One worker's cache of config c's "cache" section on base (its own
+ * Redis client, coalescing flights and counters), using the memory store
+ * shared (NULL: one of its own). The backend is fixed from then on; ttl
+ * and entry size are read from each request's config. NULL on out of
+ * memory. */
 struct gw_cache *gw_cache_new(struct event_base *base,
-                              const struct gw_config *c);
+                              const struct gw_config *c,
+                              struct gw_memstore *shared);
 /* SIGHUP: applies c's max_bytes (evicting at once) and redis.timeout_ms;
  * a new backend (warned) or Redis address takes a restart. NULL: no-op. */
 void gw_cache_reload(struct gw_cache *cache, const struct gw_config *c);

@@ -82,6 +82,7 @@ struct gw_gateway {
                                     checks */
     struct gw_cache *cache;      /* owned: the response cache, NULL until a
                                     config has "cache" (cache.c) */
+    struct gw_memstore *memstore; /* shared: the memory cache's entries */
     struct gw_metrics *metrics;  /* owned: this worker's counters across
                                     reloads (metrics.c) */
 };

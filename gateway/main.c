@@ -385,6 +385,12 @@ int main(int argc, char **argv)
         gw_log_error("%s", msg);
         goto out;
     }
+    gw->memstore = gw_memstore_new(gw->config->cache.max_bytes,
+                                   gw->config->cache.max_entry_bytes);
+    if (gw->memstore == NULL) {
+        gw_log_error("out of memory at start");
+        goto out;
+    }
     gw->curl = gw_curlev_new(gw->base, gw_upstream_done);
     gw->limiter = gw_limiter_new();
     if (gw->config->has_redis &&
@@ -393,7 +399,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (gw->config->cache.enabled &&
-        (gw->cache = gw_cache_new(gw->base, gw->config)) == NULL) {
+        (gw->cache = gw_cache_new(gw->base, gw->config, gw->memstore)) == NULL) {
         gw_log_error("cannot set up the response cache: out of memory");
         goto out;
     }
@@ -446,6 +452,7 @@ out:
     gw_http_server_free(gw->http);
     gw_metrics_free(gw->metrics); /* and its listener */
     gw_cache_free(gw->cache); /* after the requests that wait on it */
+    gw_memstore_free(gw->memstore);
     gw_curlev_free(gw->curl);
     gw_upstream_free_pools(gw);
     gw_prompts_free(gw->prompts);
