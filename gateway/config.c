@@ -1278,7 +1278,7 @@ static struct gw_config *from_json(json_t *root, struct problems *p)
     else
         parse_listen(c, v, p);
 
-    c->workers = (int)int_value(root, "workers", 1, 1, 1, "", p);
+    c->workers = (int)int_value(root, "workers", 1, 1, GW_MAX_WORKERS, "", p);
     parse_limits(c, json_object_get(root, "limits"), p);
 
     parse_keys(c, json_object_get(root, "keys"), p);

@@ -162,6 +162,9 @@ struct gw_metrics_conf {
                            rule (metrics.c) */
 };
 
+/* "workers": event-loop threads (main.c) */
+#define GW_MAX_WORKERS 64
+
 struct gw_config {
     char *path;        /* owned: the file it was read from */
     char *listen_host; /* owned */

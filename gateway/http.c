@@ -91,6 +91,7 @@ struct gw_http_server {
     int shutting_down;
     struct event *accept_timer; /* owned: ends a pause of accepting */
     int64_t accept_warned_us;   /* when that was last logged */
+    int reuseport;              /* listen with SO_REUSEPORT (workers) */
 };
 
 struct gw_http_conn {
@@ -1211,7 +1212,8 @@ int gw_http_server_listen(struct gw_http_server *srv, const char *host,
      * were dropped, each costing its client a 1 s retransmit. */
     srv->listener = evconnlistener_new_bind(
         srv->base, accept_cb, srv,
-        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC |
+            (srv->reuseport ? LEV_OPT_REUSEABLE_PORT : 0),
         65535, res->ai_addr, (int)res->ai_addrlen);
     freeaddrinfo(res);
     if (srv->listener == NULL) {
@@ -1221,6 +1223,11 @@ int gw_http_server_listen(struct gw_http_server *srv, const char *host,
     }
     evconnlistener_set_error_cb(srv->listener, accept_error_cb);
     return 0;
+}
+
+void gw_http_server_set_reuseport(struct gw_http_server *srv, int on)
+{
+    srv->reuseport = on;
 }
 
 void gw_http_server_shutdown(struct gw_http_server *srv)

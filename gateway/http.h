@@ -93,6 +93,11 @@ void gw_http_server_set_error_handler(struct gw_http_server *srv,
 void gw_http_server_set_limits(struct gw_http_server *srv,
                                const struct gw_http_limits *limits);
 
+/* Worker threads: each listens on its own socket bound to the same
+ * address with SO_REUSEPORT, and the kernel spreads new connections over
+ * them. Set before gw_http_server_listen. */
+void gw_http_server_set_reuseport(struct gw_http_server *srv, int on);
+
 /* Binds and listens. host may be an IPv4 or IPv6 literal or a name.
  * Returns 0, or -1 with a message in err. */
 int gw_http_server_listen(struct gw_http_server *srv, const char *host,
