@@ -7,6 +7,12 @@
  * stalling the loop. A file is reopened on request (SIGUSR1, after
  * logrotate moved it). "syslog" sends each line as one message
  * (facility daemon, priority info, tag "promptgate").
+ *
+ * Several workers may write the same destination, each through its own
+ * gw_accesslog: a regular file is opened O_APPEND (each write(2) lands
+ * whole at the end); to a pipe or socket (stderr under systemd) a write
+ * of up to PIPE_BUF bytes is never interleaved with another, so a batch
+ * goes out in pieces of whole lines no bigger than that.
  */
 #include "gateway/accesslog.h"
 
@@ -17,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -26,6 +34,8 @@ struct gw_accesslog {
     int fd;           /* owned unless it is stderr; -1 when off or syslog */
     int own_fd;
     int syslog;       /* lines go to syslog(3) */
+    int pieces;       /* fd is a pipe or socket: whole-line writes of at
+                         most PIPE_BUF bytes */
     char *path;       /* owned: the file, for reopening; NULL otherwise */
     struct evbuffer *buf; /* owned */
     struct event *flush;  /* owned */
@@ -75,6 +85,10 @@ struct gw_accesslog *gw_accesslog_open(struct event_base *base,
             return NULL;
         }
     }
+    if (al->fd >= 0) {
+        struct stat st;
+        al->pieces = fstat(al->fd, &st) == 0 && !S_ISREG(st.st_mode);
+    }
     al->buf = evbuffer_new();
     al->flush = event_new(base, -1, 0, flush_cb, al);
     if (al->buf == NULL || al->flush == NULL) {
@@ -121,6 +135,34 @@ static void flush_syslog(struct gw_accesslog *al)
     }
 }
 
+/* One write(2) of the whole lines that fit in PIPE_BUF (or of one longer
+ * line); drains what was written. */
+static int write_piece(struct gw_accesslog *al)
+{
+    size_t len = evbuffer_get_length(al->buf), n = len;
+    const unsigned char *p;
+    const void *nl;
+    ssize_t w;
+
+    if (n > PIPE_BUF) {
+        p = evbuffer_pullup(al->buf, PIPE_BUF);
+        nl = memrchr(p, '\n', PIPE_BUF);
+        if (nl) {
+            n = (size_t)((const unsigned char *)nl - p) + 1;
+        } else {
+            struct evbuffer_ptr e = evbuffer_search(al->buf, "\n", 1, NULL);
+            n = e.pos < 0 ? len : (size_t)e.pos + 1;
+        }
+    }
+    p = evbuffer_pullup(al->buf, (ssize_t)n);
+    if (p == NULL)
+        return -1;
+    w = write(al->fd, p, n);
+    if (w > 0)
+        evbuffer_drain(al->buf, (size_t)w);
+    return (int)w;
+}
+
 void gw_accesslog_flush(struct gw_accesslog *al)
 {
     if (al == NULL || al->buf == NULL)
@@ -130,7 +172,8 @@ void gw_accesslog_flush(struct gw_accesslog *al)
         return;
     }
     while (evbuffer_get_length(al->buf) > 0) {
-        int n = evbuffer_write(al->buf, al->fd);
+        int n = al->pieces ? write_piece(al)
+                           : evbuffer_write(al->buf, al->fd);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {

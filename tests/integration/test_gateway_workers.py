@@ -242,3 +242,57 @@ def test_registry_label_seen_by_every_worker(mockllm, gateway, tmp_path):
     ctl.ok("label", "copy", "2", "production")
     time.sleep(2.0)  # the issue: served within 2 s without a restart
     assert versions() == {"copy@2"}
+
+
+def test_access_log_lines_stay_whole_on_a_pipe(mockllm, tmp_path):
+    """Both workers write the access log to the same pipe (stderr under
+    systemd is one), read slowly so that it fills: every line read from it
+    is one whole JSON object and none is lost. (Two writes can only split
+    each other's lines when a flush holds more than PIPE_BUF bytes, which
+    this load makes now and then, not every run: accesslog.c writes whole
+    lines in pieces of at most PIPE_BUF to a pipe.)"""
+    import subprocess
+    from helpers import BIN, free_port
+    mock = start_mock(mockllm)
+    port = free_port()
+    cfg = base_config(mock, listen="127.0.0.1:%d" % port, access_log="stderr")
+    path = tmp_path / "gw.json"
+    path.write_text(json.dumps(cfg))
+    proc = subprocess.Popen([str(BIN / "promptgate"), "-c", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    chunks = []
+
+    def read_slowly():
+        # a slow reader keeps the pipe full, where a write of more than
+        # PIPE_BUF bytes goes in parts that another worker's can split
+        while True:
+            b = os.read(proc.stderr.fileno(), 8192)
+            if not b:
+                return
+            chunks.append(b)
+            time.sleep(0.002)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    try:
+        url = "http://127.0.0.1:%d" % port
+        def up():
+            try:
+                return http("GET", url + "/healthz", timeout=2).status == 200
+            except OSError:
+                return False
+        wait_until(up, timeout=10)
+        # long lines (a 1,000-character user id each) in big bursts
+        statuses = hammer(url, 2000, 32, body=chat(user="u" * 1000))
+        assert statuses.count(200) == 2000
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=15)
+        reader.join(timeout=5)
+    assert rc == 0
+    logged = 0
+    for line in b"".join(chunks).decode().splitlines():
+        if line.startswith("{"):
+            obj = json.loads(line)  # a split or interleaved line fails here
+            logged += obj.get("path") == CHAT
+    assert logged == 2000, logged
