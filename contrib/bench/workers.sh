@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Worker scaling (issue 9's bar: "workers": 2 on two cores gives at least
+# 1.7x the requests/s of one worker, same run). The gateway may use both
+# cores (taskset -c 0,1) and runs with 1 then 2 workers, in turns
+# (ROUNDS times each, the median is kept), under the same load:
+#   hit    the production feature set on the cache-hit path: a virtual key
+#          checked per request, local rate limits (high enough never to
+#          refuse: every request pays the decision), the memory cache
+#          (shared by the workers), the JSON access log to a file, metrics.
+#          wrk pipelines BENCH_DEPTH=16 requests a write so that it needs
+#          little of the two cores the gateway uses; the mock answers
+#          only the first request.
+#   proxy  plain proxying to the mock (no pipelining): the mock and wrk
+#          share the same two cores, so this ratio is bounded by their
+#          CPU, not by the gateway; printed for information.
+# CPU time per request (utime+stime from /proc) is printed for each, so a
+# noisy machine does not hide a regression.
+# Results: results/bench-workers-<UTC>.json and a table.
+# Knobs: ROUNDS=2 SAT_CONN=64 SAT_DUR=10 WARM_DUR=2 DEPTH=16 SCENARIOS="hit proxy"
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HERE="$ROOT/contrib/bench"
+BIN=${BIN:-$ROOT/bin}
+ROUNDS=${ROUNDS:-2}
+SAT_CONN=${SAT_CONN:-64}
+SAT_DUR=${SAT_DUR:-10}
+WARM_DUR=${WARM_DUR:-2}
+DEPTH=${DEPTH:-16}
+SCENARIOS=${SCENARIOS:-hit proxy}
+KEY=pk-bench-workers-1a2b3c4d5e
+WORK=$(mktemp -d /tmp/promptgate-bench-workers.XXXXXX)
+RESULTS="$ROOT/results"
+mkdir -p "$RESULTS"
+CPUS=(taskset -c 0,1)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+die() { echo "bench: $*" >&2; exit 1; }
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+wait_http() {
+    for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done
+    die "nothing answers at $1"
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+[[ $(nproc) -ge 2 ]] || die "needs 2 cores (this machine has $(nproc))"
+
+MOCK_PORT=$(free_port)
+"${CPUS[@]}" "$BIN/mockllm" --listen "127.0.0.1:$MOCK_PORT" --no-record --tokens 48 \
+    2>"$WORK/mock.log" &
+PIDS+=("$!")
+wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
+KEY_SHA=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
+
+start_gw() { # scenario workers -> GW_PID GW_PORT
+    local extra=""
+    GW_PORT=$(free_port)
+    if [[ $1 == hit ]]; then
+        extra=$(cat <<JSON
+ "cache": {"backend": "memory", "max_bytes": 67108864},
+ "metrics": {},
+ "access_log": "$WORK/access-$1-$2.log",
+ "keys": [{"name": "bench", "key_sha256": "$KEY_SHA", "models": ["*"],
+           "rpm": 100000000, "tpm": 100000000000, "max_concurrent": 100000}],
+JSON
+)
+    else
+        extra='"access_log": "off",'
+    fi
+    cat >"$WORK/gw.json" <<JSON
+{"listen": "127.0.0.1:$GW_PORT", "workers": $2, $extra
+ "backends": [{"name": "mock", "url": "http://127.0.0.1:$MOCK_PORT/v1", "models": ["gpt-4o-mini"]}]}
+JSON
+    "${CPUS[@]}" "$BIN/promptgate" -c "$WORK/gw.json" 2>"$WORK/gw-$1-$2.log" &
+    GW_PID=$!; PIDS+=("$GW_PID")
+    wait_http "http://127.0.0.1:$GW_PORT/healthz"
+}
+
+run_wrk() { # dur depth url
+    BENCH_DEPTH=$2 BENCH_KEY=$KEY "${CPUS[@]}" wrk -t2 -c"$SAT_CONN" -d"$1"s --latency \
+        -s "$HERE/workers.lua" "$3" 2>&1 | sed -n 's/^BENCHJSON //p'
+}
+
+measure() { # scenario workers round
+    local depth=$DEPTH t0 t1 j
+    [[ $1 == proxy ]] && depth=1
+    start_gw "$1" "$2"
+    local url="http://127.0.0.1:$GW_PORT/v1/chat/completions"
+    run_wrk "$WARM_DUR" "$depth" "$url" >/dev/null
+    t0=$(cpu_ticks "$GW_PID")
+    j=$(run_wrk "$SAT_DUR" "$depth" "$url")
+    t1=$(cpu_ticks "$GW_PID")
+    [[ -n $j ]] || die "wrk gave no result for $1 workers=$2"
+    [[ $(field "$j" non2xx) == 0 && $(field "$j" socket_errors) == 0 ]] ||
+        die "$1 workers=$2: errors under load: $j"
+    python3 - "$j" "$t0" "$t1" "$(getconf CLK_TCK)" >"$WORK/$1-$2-$3.json" <<'PY'
+import json, sys
+j = json.loads(sys.argv[1])
+j["cpu_us_per_req"] = round((int(sys.argv[3]) - int(sys.argv[2])) * 1e6 / int(sys.argv[4]) / j["requests"], 2)
+print(json.dumps(j))
+PY
+    kill "$GW_PID"; wait "$GW_PID" 2>/dev/null || true
+}
+
+echo "bench: workers 1 vs 2, gateway/mock/wrk on cpus 0-1, $ROUNDS rounds" >&2
+for s in $SCENARIOS; do
+    for r in $(seq "$ROUNDS"); do
+        measure "$s" 1 "$r"
+        measure "$s" 2 "$r"
+    done
+done
+
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+OUT="$RESULTS/bench-workers-$TS.json"
+python3 - "$OUT" "$WORK" "$ROUNDS" "$SCENARIOS" <<'PY'
+import json, os, statistics, sys
+out, w, rounds, scen = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split()
+res = {}
+print("%-6s %8s %10s %10s %9s %12s" % ("case", "workers", "rps(med)", "rps(all)", "p99_us", "cpu_us/req"))
+for s in scen:
+    res[s] = {}
+    for n in (1, 2):
+        runs = [json.load(open(os.path.join(w, "%s-%d-%d.json" % (s, n, r)))) for r in range(1, rounds + 1)]
+        rps = statistics.median(r["rps"] for r in runs)
+        res[s][n] = {"runs": runs, "rps_median": rps}
+        print("%-6s %8d %10.0f %10s %9d %12.2f" % (s, n, rps, "/".join("%.0f" % r["rps"] for r in runs),
+              statistics.median(r["p99_us"] for r in runs),
+              statistics.median(r["cpu_us_per_req"] for r in runs)))
+    res[s]["ratio_2_vs_1"] = round(res[s][2]["rps_median"] / res[s][1]["rps_median"], 3)
+print()
+for s in scen:
+    print("%-6s 2 workers / 1 worker = %.2fx%s" % (s, res[s]["ratio_2_vs_1"],
+          "  (bar 1.7)" if s == "hit" else "  (mock and wrk on the same cores)"))
+json.dump(res, open(out, "w"), indent=1)
+print("\nwritten to", out)
+PY
