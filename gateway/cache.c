@@ -530,6 +530,8 @@ struct gw_cache {
     struct flight *flights[256]; /* owned chains */
     EVP_MD_CTX *md;            /* owned: reused for every key */
     struct gw_canon canon;     /* the canonical body, reused */
+    /* counters: written by this worker only, but atomic (relaxed) because
+     * /admin/cache and scrapes on other workers read them */
     unsigned long hits, misses, bypasses, stores, errors, coalesced;
     unsigned long pending; /* Redis commands not answered yet */
     int freeing;
@@ -992,7 +994,7 @@ static void add_cache_header(struct gw_http_req *req, const char *v)
 
 static void mark_miss(struct gw_cache *cache, struct gw_http_req *req)
 {
-    cache->misses++;
+    __atomic_fetch_add(&cache->misses, 1, __ATOMIC_RELAXED);
     add_cache_header(req, "miss");
 }
 
@@ -1148,7 +1150,7 @@ static void flight_land(struct gw_cache *cache, struct flight *f,
         if (v && op->cb &&
             answer_hit(op->gw, op->req, op->rl, v, op->stream,
                        op->with_usage) == 0) {
-            cache->hits++;
+            __atomic_fetch_add(&cache->hits, 1, __ATOMIC_RELAXED);
             op_finish(op, 1);
         } else {
             /* the waiter goes upstream itself, storing as it goes: from
@@ -1183,7 +1185,7 @@ static int miss_or_wait(struct gw_cache *cache, struct gw_cache_op *op)
         if (f->waiters)
             f->waiters->wprev = op;
         f->waiters = op;
-        cache->coalesced++;
+        __atomic_fetch_add(&cache->coalesced, 1, __ATOMIC_RELAXED);
         evtimer_add(op->timer, &tv);
         return 1;
     }
@@ -1201,7 +1203,7 @@ static void on_get(redisAsyncContext *ac, void *reply, void *priv)
 
     (void)ac;
     op->in_redis = 0;
-    op->cache->pending--;
+    __atomic_fetch_sub(&op->cache->pending, 1, __ATOMIC_RELAXED);
     if (op->phase != OP_GET) {
         if (op->phase == OP_DONE)
             op_free(op);
@@ -1222,12 +1224,12 @@ static void on_get(redisAsyncContext *ac, void *reply, void *priv)
             op->fill->flight = NULL;
             flight_land(op->cache, fl, &v);
         }
-        op->cache->hits++;
+        __atomic_fetch_add(&op->cache->hits, 1, __ATOMIC_RELAXED);
         op_finish(op, 1);
         return;
     }
     if (r == NULL || r->type == REDIS_REPLY_ERROR)
-        op->cache->errors++;
+        __atomic_fetch_add(&op->cache->errors, 1, __ATOMIC_RELAXED);
     if (miss_or_wait(op->cache, op))
         return;
     mark_miss(op->cache, op->req);
@@ -1241,7 +1243,7 @@ static void on_op_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     if (op->phase == OP_GET) {
         /* Redis is slow or away: a miss, counted; Redis still holds op */
-        op->cache->errors++;
+        __atomic_fetch_add(&op->cache->errors, 1, __ATOMIC_RELAXED);
         gw_log_debug("cache lookup in redis took longer than %ld ms: miss",
                      op->cache->timeout_ms);
         if (miss_or_wait(op->cache, op))
@@ -1304,7 +1306,7 @@ static int redis_get(struct gw_cache *cache, struct gw_cache_op *op)
     hexify(op->fill->digest, key + sizeof(REDIS_PREFIX) - 1);
     if (redisAsyncCommand(ac, on_get, op, "GET %s", key) != REDIS_OK)
         return -1;
-    cache->pending++;
+    __atomic_fetch_add(&cache->pending, 1, __ATOMIC_RELAXED);
     op->in_redis = 1;
     op->phase = OP_GET;
     evtimer_add(op->timer, &tv);
@@ -1316,9 +1318,9 @@ static void on_put(redisAsyncContext *ac, void *reply, void *priv)
     struct gw_cache *cache = priv;
 
     (void)ac;
-    cache->pending--;
+    __atomic_fetch_sub(&cache->pending, 1, __ATOMIC_RELAXED);
     if (reply == NULL || ((redisReply *)reply)->type == REDIS_REPLY_ERROR)
-        cache->errors++;
+        __atomic_fetch_add(&cache->errors, 1, __ATOMIC_RELAXED);
 }
 
 static void redis_put(struct gw_cache *cache, const struct gw_cache_fill *f,
@@ -1328,7 +1330,7 @@ static void redis_put(struct gw_cache *cache, const struct gw_cache_fill *f,
     char key[sizeof(REDIS_PREFIX) + 64], set[sizeof(REDIS_NS_PREFIX) + NS_MAX];
 
     if (ac == NULL || cache->pending + 3 > MAX_PENDING) {
-        cache->errors++;
+        __atomic_fetch_add(&cache->errors, 1, __ATOMIC_RELAXED);
         return;
     }
     memcpy(key, REDIS_PREFIX, sizeof(REDIS_PREFIX) - 1);
@@ -1339,18 +1341,18 @@ static void redis_put(struct gw_cache *cache, const struct gw_cache_fill *f,
     if (redisAsyncCommand(ac, on_put, cache, "SET %s %b EX %ld", key, blob,
                           len, f->ttl_s) != REDIS_OK)
         goto fail;
-    cache->pending++;
+    __atomic_fetch_add(&cache->pending, 1, __ATOMIC_RELAXED);
     if (redisAsyncCommand(ac, on_put, cache, "SADD %s %s", set, key) !=
         REDIS_OK)
         goto fail;
-    cache->pending++;
+    __atomic_fetch_add(&cache->pending, 1, __ATOMIC_RELAXED);
     if (redisAsyncCommand(ac, on_put, cache, "EXPIRE %s %ld", set,
                           f->ttl_s) != REDIS_OK)
         goto fail;
-    cache->pending++;
+    __atomic_fetch_add(&cache->pending, 1, __ATOMIC_RELAXED);
     return;
 fail:
-    cache->errors++;
+    __atomic_fetch_add(&cache->errors, 1, __ATOMIC_RELAXED);
 }
 
 /* ------------------------------------------------------------ lookup */
@@ -1413,13 +1415,13 @@ enum gw_cache_verdict gw_cache_lookup(struct gw_gateway *gw,
     }
     if ((mc && mc->cache == GW_MODEL_CACHE_OFF) || (cc & 2) ||
         gw_pool_find(c, model) == NULL || (f = calloc(1, sizeof(*f))) == NULL) {
-        cache->bypasses++;
+        __atomic_fetch_add(&cache->bypasses, 1, __ATOMIC_RELAXED);
         add_cache_header(req, "bypass");
         return GW_CACHE_GO;
     }
     if (request_key(cache, req, suffix, ns, model, all, f) <= 0) {
         free(f);
-        cache->bypasses++;
+        __atomic_fetch_add(&cache->bypasses, 1, __ATOMIC_RELAXED);
         add_cache_header(req, "bypass");
         return GW_CACHE_GO;
     }
@@ -1434,7 +1436,7 @@ enum gw_cache_verdict gw_cache_lookup(struct gw_gateway *gw,
     *fill = f;
     if (cc & 1) {
         /* no-cache: not looked up, stored fresh; not coalesced either */
-        cache->misses++;
+        __atomic_fetch_add(&cache->misses, 1, __ATOMIC_RELAXED);
         add_cache_header(req, "miss");
         return GW_CACHE_GO;
     }
@@ -1443,7 +1445,7 @@ enum gw_cache_verdict gw_cache_lookup(struct gw_gateway *gw,
         if (e && entry_parse(e->blob, e->len, &v) == 0 &&
             answer_hit(gw, req, rl, &v, stream, f->with_usage) == 0) {
             mentry_unref(e);
-            cache->hits++;
+            __atomic_fetch_add(&cache->hits, 1, __ATOMIC_RELAXED);
             gw_cache_fill_free(f);
             *fill = NULL;
             return GW_CACHE_ANSWERED;
@@ -1454,9 +1456,9 @@ enum gw_cache_verdict gw_cache_lookup(struct gw_gateway *gw,
         (cache->backend == GW_CACHE_MEMORY ||
          gw_redisev_ctx(cache->redis) == NULL)) {
         if (cache->backend == GW_CACHE_REDIS)
-            cache->errors++; /* not connected: a miss at once */
+            __atomic_fetch_add(&cache->errors, 1, __ATOMIC_RELAXED); /* not connected: a miss at once */
         flight_lead(cache, f);
-        cache->misses++;
+        __atomic_fetch_add(&cache->misses, 1, __ATOMIC_RELAXED);
         add_cache_header(req, "miss");
         return GW_CACHE_GO;
     }
@@ -1472,8 +1474,8 @@ enum gw_cache_verdict gw_cache_lookup(struct gw_gateway *gw,
         return GW_CACHE_WAIT;
     /* miss_or_wait made f lead: now ask Redis */
     if (redis_get(cache, *op) < 0) {
-        cache->errors++;
-        cache->misses++;
+        __atomic_fetch_add(&cache->errors, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&cache->misses, 1, __ATOMIC_RELAXED);
         (*op)->fill = NULL;
         op_free(*op);
         *op = NULL;
@@ -1563,7 +1565,7 @@ void gw_cache_fill_store(struct gw_cache_fill *f, const char *json,
     }
     if (blob == NULL || entry_parse(blob, blen, &v) < 0)
         goto out;
-    cache->stores++;
+    __atomic_fetch_add(&cache->stores, 1, __ATOMIC_RELAXED);
     if (cache->backend == GW_CACHE_MEMORY)
         mem_put(cache->mem, f->digest, f->ns,
                 wall_ms() + (int64_t)f->ttl_s * 1000, blob, blen);
@@ -1806,5 +1808,5 @@ void gw_cache_reload(struct gw_cache *cache, const struct gw_config *c)
 
 unsigned long gw_cache_errors(const struct gw_cache *cache)
 {
-    return cache->errors;
+    return __atomic_load_n(&cache->errors, __ATOMIC_RELAXED);
 }
