@@ -67,6 +67,9 @@ struct gw_gateway {
                                          freed once idle (main.c) */
     size_t n_rl_retired;
     unsigned long rl_errors_gone; /* errors of redis limiters freed since */
+    unsigned long rl_errors;     /* errors of every redis limiter client of
+                                    this worker (atomic: scrapes on other
+                                    workers read it) */
     const char *config_path;     /* borrowed from argv */
     uint64_t rng;                /* request id generator state */
     struct gw_uppool **pools;    /* owned: keep-alive pools by address */

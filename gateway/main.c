@@ -189,6 +189,8 @@ static int worker_apply(struct worker *w, struct gw_config *c)
             gw_log_error("reload refused: cannot set up the redis client");
             return -1;
         }
+        if (nr)
+            gw_rlredis_set_error_sink(nr, &gw->rl_errors);
         ret = realloc(gw->rl_retired,
                       (gw->n_rl_retired + 1) * sizeof(*gw->rl_retired));
         if (ret == NULL) {
@@ -482,6 +484,8 @@ static int worker_init(struct main_state *m, size_t i)
         gw_log_error("cannot set up the redis client");
         return -1;
     }
+    if (gw->rlredis)
+        gw_rlredis_set_error_sink(gw->rlredis, &gw->rl_errors);
     if (gw->config->cache.enabled &&
         (gw->cache = gw_cache_new(gw->base, gw->config, gw->memstore)) ==
             NULL) {

@@ -150,6 +150,8 @@ struct gw_rlredis {
     struct pending_delta *deltas; /* owned */
     struct event *flush;          /* owned: settles deltas left waiting */
     unsigned long errors;
+    unsigned long *sink;       /* borrowed, or NULL: also counts errors
+                                  there (atomic: read by other threads) */
     int stale; /* ops that timed out and still wait for their answer */
     int freeing;
     long holds;       /* admissions that will settle here */
@@ -179,6 +181,8 @@ static void op_fail(struct gw_rlop *op)
 
     op->cb = NULL;
     op->r->errors++;
+    if (op->r->sink)
+        __atomic_fetch_add(op->r->sink, 1, __ATOMIC_RELAXED);
     if (cb)
         cb(op->arg, 0, NULL);
 }
@@ -474,6 +478,11 @@ void gw_rlredis_unhold(struct gw_rlredis *r)
 int gw_rlredis_idle(const struct gw_rlredis *r)
 {
     return r->holds == 0 && r->outstanding == 0 && r->deltas == NULL;
+}
+
+void gw_rlredis_set_error_sink(struct gw_rlredis *r, unsigned long *sink)
+{
+    r->sink = sink;
 }
 
 unsigned long gw_rlredis_errors(const struct gw_rlredis *r)

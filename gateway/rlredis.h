@@ -55,4 +55,8 @@ int gw_rlredis_idle(const struct gw_rlredis *r);
 /* Decisions that failed (timeout, disconnect) since start. */
 unsigned long gw_rlredis_errors(const struct gw_rlredis *r);
 
+/* Every error of r is also added to *sink (relaxed atomic), a counter
+ * that outlives r (a worker's, read by scrapes on other threads). */
+void gw_rlredis_set_error_sink(struct gw_rlredis *r, unsigned long *sink);
+
 #endif
