@@ -599,7 +599,8 @@ def test_no_record_keeps_count(mockllm):
 
 def test_stats_active_streams(mockllm):
     m = mockllm()
-    assert m.stats() == {"count": 0, "open_connections": 1, "active_streams": 0}
+    assert m.stats() == {"count": 0, "open_connections": 1, "active_streams": 0,
+                         "stream_events": 0}
     conn, resp = open_stream("POST", m.url + CHAT, chat(stream=True),
                              headers=fault("tokens=50,token-delay-ms=100"))
     try:
@@ -611,9 +612,15 @@ def test_stats_active_streams(mockllm):
     # the client going away ends the stream at once
     wait_until(lambda: m.stats()["active_streams"] == 0, timeout=2)
     wait_until(lambda: m.stats()["open_connections"] == 1)
-    # a finished stream is no longer active
+    # events written by streams are counted (the aborted one wrote a few,
+    # 100 ms apart), and stop growing once no stream is alive
+    aborted = m.stats()["stream_events"]
+    assert 1 <= aborted < 50
+    # a finished stream is no longer active; its 16 tokens + role + stop +
+    # [DONE] events are counted
     http("POST", m.url + CHAT, chat(stream=True))
     assert m.stats()["active_streams"] == 0
+    assert m.stats()["stream_events"] == aborted + 19
 
 
 # ---------------------------------------------------------------- HTTP
