@@ -22,9 +22,21 @@
  *    request: breakers, attempts and retries per backend (pool.c), calls
  *    and retries in flight (upstream.c), exposure-log and Redis counters,
  *    /proc for the process.
- *  - Everything belongs to one event loop and takes no lock. With several
- *    worker loops (issue 9, point 3) each would keep its own gw_metrics
- *    and a scrape would add them up.
+ *  - One gw_metrics per worker (issue 9, point 3), added up at scrape.
+ *    Its owner thread updates it; another thread may attach names to it
+ *    (a reload fanned out from worker 0) or read it (a scrape on any
+ *    worker). So each object has its own mutex, never a global one: the
+ *    owner takes it once per request (uncontended, about 20 ns), attach
+ *    takes it, and a scrape takes one worker's at a time to add that
+ *    worker's counts into a private sum, by name (two workers' slots for
+ *    one name may differ), then writes the sum with no lock held. The
+ *    in-flight gauge is a single atomic. Series table growth happens under
+ *    its object's lock (attach, scrape). Reloads are counted in worker
+ *    0's object only, which also owns the metrics listener.
+ *  - With one worker the sum is a copy of that worker's object, slot for
+ *    slot and series for series in the same table layout (series_merge
+ *    walks the table from an empty entry), so the output is the same
+ *    bytes as writing the object itself.
  *
  * Invariants:
  *  1. Slot 0 of every name table is "" (the request had none) and slot 1
@@ -34,6 +46,8 @@
  *  2. gw_metrics_begin and gw_metrics_request pair up per request, so
  *     promptgate_inflight_requests returns to 0 (a cancelled stream is
  *     logged once, as 499).
+ *  3. Every field but inflight and admin_running is read or written only
+ *     under the object's lock; a scrape never holds two objects' locks.
  */
 #include "gateway/metrics.h"
 #include "gateway/gateway.h"
@@ -50,6 +64,7 @@
 #include <dirent.h>
 #include <event2/buffer.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +125,7 @@ struct series {
 };
 
 struct gw_metrics {
+    pthread_mutex_t lock; /* every field but inflight and admin_running */
     struct names models, backends, keys;
     struct series *series; /* owned: requests_total, n_series_cap entries */
     size_t n_series, series_cap;
@@ -119,7 +135,8 @@ struct gw_metrics {
     uint64_t (*tokens)[2];           /* owned: by key slot (keys.cap) */
     uint64_t (*rejects)[N_REASONS];  /* owned: by key slot (keys.cap) */
     uint64_t cache[N_CACHE];
-    long inflight;
+    long inflight;                   /* atomic: no lock */
+    int admin_running;               /* atomic: worker 0 serves metrics.listen */
     char metrics_path[128];          /* the route label of the scrapes */
     double start_time;               /* wall clock seconds at start */
     uint64_t reloads, reloads_ok;    /* SIGHUPs, and those that applied */
@@ -277,15 +294,9 @@ static void series_add(struct gw_metrics *m, uint64_t key)
     m->n_series++;
 }
 
-/* Doubles the table while it is half full (attach and scrape only). */
-static int series_grow(struct gw_metrics *m)
+/* Moves the table into one of cap entries (a power of two, larger). */
+static int series_rehash(struct gw_metrics *m, size_t cap)
 {
-    size_t cap = m->series_cap;
-
-    while (m->n_series >= cap / 2)
-        cap *= 2;
-    if (cap == m->series_cap)
-        return 0;
     struct series *s = calloc(cap, sizeof(*s));
     if (s == NULL)
         return -1;
@@ -300,6 +311,38 @@ static int series_grow(struct gw_metrics *m)
     free(m->series);
     m->series = s;
     m->series_cap = cap;
+    return 0;
+}
+
+/* Doubles the table while it is half full (attach and scrape only). */
+static int series_grow(struct gw_metrics *m)
+{
+    size_t cap = m->series_cap;
+
+    while (m->n_series >= cap / 2)
+        cap *= 2;
+    return cap == m->series_cap ? 0 : series_rehash(m, cap);
+}
+
+/* Adds v to the series key of a scrape's sum, growing it as needed (it
+ * never overflows). -1 on out of memory. */
+static int series_put(struct gw_metrics *m, uint64_t key, uint64_t v)
+{
+    size_t mask = m->series_cap - 1, i;
+
+    for (i = mix(key) & mask; m->series[i].key; i = (i + 1) & mask)
+        if (m->series[i].key == key) {
+            m->series[i].v += v;
+            return 0;
+        }
+    if (m->n_series >= m->series_cap / 4 * 3) {
+        if (series_rehash(m, m->series_cap * 2) < 0)
+            return -1;
+        return series_put(m, key, v);
+    }
+    m->series[i].key = key;
+    m->series[i].v = v;
+    m->n_series++;
     return 0;
 }
 
@@ -342,6 +385,10 @@ struct gw_metrics *gw_metrics_new(void)
 
     if (m == NULL)
         return NULL;
+    if (pthread_mutex_init(&m->lock, NULL) != 0) {
+        free(m);
+        return NULL;
+    }
     if (names_init(&m->models) < 0 || names_init(&m->backends) < 0 ||
         names_init(&m->keys) < 0 || grow_slots(m, &mcap, &kcap) < 0 ||
         (m->series = calloc(SERIES_MIN, sizeof(*m->series))) == NULL) {
@@ -368,10 +415,12 @@ void gw_metrics_free(struct gw_metrics *m)
     free(m->ttft);
     free(m->tokens);
     free(m->rejects);
+    pthread_mutex_destroy(&m->lock);
     free(m);
 }
 
-int gw_metrics_attach(struct gw_metrics *m, const struct gw_config *c)
+/* gw_metrics_attach with m's lock held. */
+static int attach_locked(struct gw_metrics *m, const struct gw_config *c)
 {
     size_t i, j, mcap = m->models.cap, kcap = m->keys.cap;
     int rc = 0;
@@ -399,19 +448,35 @@ int gw_metrics_attach(struct gw_metrics *m, const struct gw_config *c)
     return rc;
 }
 
+int gw_metrics_attach(struct gw_metrics *m, const struct gw_config *c)
+{
+    int rc;
+
+    pthread_mutex_lock(&m->lock);
+    rc = attach_locked(m, c);
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
 void gw_metrics_reload_begin(struct gw_metrics *m)
 {
+    pthread_mutex_lock(&m->lock);
     m->reloads++;
     m->last_reload_ok = 0;
+    pthread_mutex_unlock(&m->lock);
 }
 
 void gw_metrics_reload(struct gw_metrics *m, const struct gw_config *c)
 {
     char addr[sizeof(m->admin_addr)];
+    int rc;
 
+    pthread_mutex_lock(&m->lock);
     m->reloads_ok++;
     m->last_reload_ok = 1;
-    if (gw_metrics_attach(m, c) < 0)
+    rc = attach_locked(m, c);
+    pthread_mutex_unlock(&m->lock);
+    if (rc < 0)
         gw_log_warn("reload: out of memory: metrics count the names new in "
                     "this configuration as \"other\"");
     addr[0] = '\0';
@@ -430,7 +495,7 @@ void gw_metrics_reload(struct gw_metrics *m, const struct gw_config *c)
 void gw_metrics_begin(struct gw_metrics *m)
 {
     if (m)
-        m->inflight++;
+        __atomic_fetch_add(&m->inflight, 1, __ATOMIC_RELAXED);
 }
 
 static size_t route_of(const struct gw_metrics *m, const char *path)
@@ -451,7 +516,8 @@ void gw_metrics_request(struct gw_metrics *m, const struct gw_http_req *req,
 
     if (m == NULL)
         return;
-    m->inflight--;
+    __atomic_fetch_sub(&m->inflight, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&m->lock);
     route = route_of(m, req->path);
     model = names_find(&m->models, rl->model);
     backend = names_find(&m->backends, rl->backend);
@@ -485,6 +551,110 @@ void gw_metrics_request(struct gw_metrics *m, const struct gw_http_req *req,
                 break;
             }
     }
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* ---------------------------------------------------- sums at scrape */
+
+#define SLOT_DROP UINT32_MAX /* a dead name with no room in the sum */
+
+/* Adds src's names to a sum's table dst, by name: map[i] is the slot of
+ * src's slot i in dst. A name is live in the sum when it is live in any
+ * worker (they differ only while a reload reaches them one by one). -1
+ * on out of memory. */
+static int names_merge(struct names *dst, const struct names *src,
+                       uint32_t *map)
+{
+    map[SLOT_NONE] = SLOT_NONE;
+    map[SLOT_OTHER] = SLOT_OTHER;
+    for (size_t i = 2; i < src->n; i++) {
+        size_t s = names_find(dst, src->v[i]);
+        if (s == SLOT_OTHER) {
+            long n = names_add(dst, src->v[i]);
+            if (n < 0)
+                return -1;
+            if (n == SLOT_OTHER && !src->live[i]) {
+                map[i] = SLOT_DROP; /* never in the output anyway */
+                continue;
+            }
+            s = (size_t)n;
+            if (s != SLOT_OTHER)
+                dst->live[s] = 0; /* names_add made it live */
+        }
+        dst->live[s] |= src->live[i];
+        map[i] = (uint32_t)s;
+    }
+    return 0;
+}
+
+static void hist_add(struct gw_metrics_hist *dst,
+                     const struct gw_metrics_hist *src)
+{
+    for (int i = 0; i <= GW_METRICS_BUCKETS; i++)
+        dst->b[i] += src->b[i];
+    dst->sum_us += src->sum_us;
+}
+
+/* Adds src's series to the sum's, remapped by name. src's table is walked
+ * from an entry after an empty one: linear probing then puts every series
+ * where src has it, so a sum of one object has its table's layout (and
+ * writes the series in the same order). */
+static int series_merge(struct gw_metrics *dst, const struct gw_metrics *src,
+                        const uint32_t *mm, const uint32_t *bm)
+{
+    size_t cap = src->series_cap, start = 0;
+
+    if (dst->series_cap < cap && series_rehash(dst, cap) < 0)
+        return -1;
+    while (src->series[start].key) /* at most 3/4 full: one is empty */
+        start++;
+    for (size_t j = 1; j <= cap; j++) {
+        const struct series *e = &src->series[(start + j) & (cap - 1)];
+        if (!e->key)
+            continue;
+        uint64_t k = e->key - 1;
+        uint32_t model = mm[k >> 40], backend = bm[(k >> 24) & 0xffff];
+        if (model == SLOT_DROP || backend == SLOT_DROP)
+            continue;
+        if (series_put(dst, series_key(model, backend,
+                                       (size_t)(k >> 8) & 0xffff,
+                                       (size_t)k & 0xff),
+                       e->v) < 0)
+            return -1;
+    }
+    dst->overflow += src->overflow;
+    return 0;
+}
+
+/* Adds src (locked by the caller) into the sum dst. map has room for
+ * 3 * MAX_NAMES slots. -1 on out of memory. */
+static int merge(struct gw_metrics *dst, const struct gw_metrics *src,
+                 uint32_t *map)
+{
+    uint32_t *mm = map, *bm = map + MAX_NAMES, *km = map + 2 * MAX_NAMES;
+    size_t i, j, mcap = dst->models.cap, kcap = dst->keys.cap;
+
+    if (names_merge(&dst->models, &src->models, mm) < 0 ||
+        names_merge(&dst->backends, &src->backends, bm) < 0 ||
+        names_merge(&dst->keys, &src->keys, km) < 0 ||
+        grow_slots(dst, &mcap, &kcap) < 0 || series_merge(dst, src, mm, bm) < 0)
+        return -1;
+    for (i = 0; i < N_ROUTES; i++)
+        hist_add(&dst->duration[i], &src->duration[i]);
+    for (i = 0; i < src->models.n; i++)
+        if (mm[i] != SLOT_DROP)
+            hist_add(&dst->ttft[mm[i]], &src->ttft[i]);
+    for (i = 0; i < src->keys.n; i++) {
+        if (km[i] == SLOT_DROP)
+            continue;
+        for (j = 0; j < 2; j++)
+            dst->tokens[km[i]][j] += src->tokens[i][j];
+        for (j = 0; j < N_REASONS; j++)
+            dst->rejects[km[i]][j] += src->rejects[i][j];
+    }
+    for (i = 0; i < N_CACHE; i++)
+        dst->cache[i] += src->cache[i];
+    return 0;
 }
 
 /* -------------------------------------------------------------- output */
@@ -593,7 +763,7 @@ static const char *route_label(const struct gw_metrics *m, size_t r)
                                 : "other";
 }
 
-static void write_requests(struct gw_metrics *m, struct evbuffer *out)
+static void write_requests(const struct gw_metrics *m, struct evbuffer *out)
 {
     family(out, "promptgate_requests_total", "counter",
            "Requests answered, by route, model, backend and status class.");
@@ -621,7 +791,7 @@ static void write_requests(struct gw_metrics *m, struct evbuffer *out)
     value_u64(out, m->overflow);
 }
 
-static void write_histograms(struct gw_metrics *m, struct evbuffer *out,
+static void write_histograms(const struct gw_metrics *m, struct evbuffer *out,
                              struct evbuffer *tmp)
 {
     char lab[1024];
@@ -649,7 +819,7 @@ static void write_histograms(struct gw_metrics *m, struct evbuffer *out,
     }
 }
 
-static void write_keys(struct gw_metrics *m, struct evbuffer *out)
+static void write_keys(const struct gw_metrics *m, struct evbuffer *out)
 {
     static const char *const kinds[] = {"prompt", "completion"};
     size_t i, j;
@@ -839,7 +1009,8 @@ static void write_process(const struct gw_metrics *m, struct evbuffer *out)
                         m->start_time);
 }
 
-int gw_metrics_write(struct gw_metrics *m, const struct gw_config *c,
+/* Writes a scrape's sum m (private: no lock). */
+static int write_sum(const struct gw_metrics *m, const struct gw_config *c,
                      int64_t now_us, const struct gw_metrics_extra *x,
                      struct evbuffer *out)
 {
@@ -849,7 +1020,6 @@ int gw_metrics_write(struct gw_metrics *m, const struct gw_config *c,
 
     if (tmp == NULL)
         return -1;
-    (void)series_grow(m); /* room for the series of the next interval */
     write_requests(m, out);
     write_histograms(m, out, tmp);
     gauge(out, "promptgate_inflight_requests",
@@ -911,7 +1081,75 @@ int gw_metrics_write(struct gw_metrics *m, const struct gw_config *c,
     return 0;
 }
 
+int gw_metrics_write_sum(struct gw_metrics *const *ms, size_t n,
+                         const struct gw_config *c, int64_t now_us,
+                         const struct gw_metrics_extra *x,
+                         struct evbuffer *out)
+{
+    struct gw_metrics *sum = gw_metrics_new();
+    uint32_t *map = malloc(3 * MAX_NAMES * sizeof(*map));
+    int rc = sum && map ? 0 : -1;
+
+    for (size_t k = 0; k < n && rc == 0; k++) {
+        struct gw_metrics *m = ms[k];
+        pthread_mutex_lock(&m->lock);
+        (void)series_grow(m); /* room for the series of the next interval */
+        rc = merge(sum, m, map);
+        if (k == 0) { /* reloads and the listener are worker 0's */
+            memcpy(sum->metrics_path, m->metrics_path,
+                   sizeof(sum->metrics_path));
+            sum->start_time = m->start_time;
+            sum->reloads = m->reloads;
+            sum->reloads_ok = m->reloads_ok;
+            sum->last_reload_ok = m->last_reload_ok;
+        }
+        pthread_mutex_unlock(&m->lock);
+        sum->inflight += __atomic_load_n(&m->inflight, __ATOMIC_RELAXED);
+    }
+    if (rc == 0)
+        rc = write_sum(sum, c, now_us, x, out);
+    free(map);
+    gw_metrics_free(sum);
+    return rc;
+}
+
+int gw_metrics_write(struct gw_metrics *m, const struct gw_config *c,
+                     int64_t now_us, const struct gw_metrics_extra *x,
+                     struct evbuffer *out)
+{
+    return gw_metrics_write_sum(&m, 1, c, now_us, x, out);
+}
+
 /* ------------------------------------------------------------ scrapes */
+
+/* Adds what worker w keeps outside its metrics to x. Another worker's
+ * fields are read while it runs: the counters with atomic loads; its
+ * Redis clients and cache must outlive the read (main.c retires a
+ * replaced client for RETIRE_GRACE_S before freeing it). */
+static void add_worker_extra(struct gw_metrics_extra *x,
+                             const struct gw_gateway *w)
+{
+    const struct gw_rlredis *r = __atomic_load_n(&w->rlredis,
+                                                 __ATOMIC_ACQUIRE);
+    const struct gw_cache *cache = __atomic_load_n(&w->cache,
+                                                   __ATOMIC_ACQUIRE);
+    size_t n = __atomic_load_n(&w->n_rl_retired, __ATOMIC_ACQUIRE);
+
+    x->upstream_calls += (long)__atomic_load_n(&w->calls, __ATOMIC_RELAXED);
+    x->retries_inflight +=
+        (long)__atomic_load_n(&w->retries, __ATOMIC_RELAXED);
+    /* a counter: the errors of clients replaced by reloads stay in it */
+    x->redis_errors_ratelimit +=
+        __atomic_load_n(&w->rl_errors_gone, __ATOMIC_RELAXED);
+    if (r)
+        x->redis_errors_ratelimit += gw_rlredis_errors(r);
+    for (size_t i = 0; i < n; i++)
+        x->redis_errors_ratelimit += gw_rlredis_errors(w->rl_retired[i].r);
+    if (cache) {
+        x->have_cache = 1;
+        x->redis_errors_cache += gw_cache_errors(cache);
+    }
+}
 
 void gw_metrics_handle(struct gw_gateway *gw, struct gw_http_req *req,
                        struct gw_reqlog *rl)
@@ -919,8 +1157,11 @@ void gw_metrics_handle(struct gw_gateway *gw, struct gw_http_req *req,
     const struct gw_config *c = gw->config;
     const char *token = c->metrics.bearer_token ? c->metrics.bearer_token
                                                 : c->admin_key;
+    size_t n = gw->workers && gw->n_workers ? gw->n_workers : 1;
     struct gw_metrics_extra x;
+    struct gw_metrics **ms;
     struct evbuffer *b;
+    int rc;
 
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
         gw_http_add_header(req, "Allow", "GET");
@@ -943,27 +1184,27 @@ void gw_metrics_handle(struct gw_gateway *gw, struct gw_http_req *req,
         }
     }
     memset(&x, 0, sizeof(x));
-    x.upstream_calls = (long)gw->calls;
-    x.retries_inflight = (long)gw->retries;
-    /* a counter: the errors of clients replaced by reloads stay in it */
-    x.redis_errors_ratelimit = gw->rl_errors_gone;
-    if (gw->rlredis)
-        x.redis_errors_ratelimit += gw_rlredis_errors(gw->rlredis);
-    for (size_t i = 0; i < gw->n_rl_retired; i++)
-        x.redis_errors_ratelimit += gw_rlredis_errors(gw->rl_retired[i].r);
-    if (gw->cache) {
-        x.have_cache = 1;
-        x.redis_errors_cache = gw_cache_errors(gw->cache);
+    if ((ms = calloc(n, sizeof(*ms))) == NULL) {
+        gw_proxy_error(gw, req, rl, 500, "out_of_memory", "out of memory");
+        return;
     }
-    if (gw->prompts) {
+    /* worker 0 first: its object holds the reloads */
+    for (size_t i = 0; i < n; i++) {
+        const struct gw_gateway *w = gw->workers ? gw->workers[i] : gw;
+        ms[i] = w->metrics;
+        add_worker_extra(&x, w);
+    }
+    if (gw->prompts) { /* shared by the workers: once */
         struct gw_exposure_stats st;
         gw_prompts_stats(gw->prompts, &st, &x.registry_reload_errors);
         x.exposure_written = st.written;
         x.exposure_dropped = st.dropped;
         x.exposure_failed = st.failed;
     }
-    if ((b = evbuffer_new()) == NULL ||
-        gw_metrics_write(gw->metrics, c, gw_now_us(), &x, b) < 0) {
+    b = evbuffer_new();
+    rc = b ? gw_metrics_write_sum(ms, n, c, gw_now_us(), &x, b) : -1;
+    free(ms);
+    if (rc < 0) {
         if (b)
             evbuffer_free(b);
         gw_proxy_error(gw, req, rl, 500, "out_of_memory", "out of memory");
@@ -979,7 +1220,8 @@ void gw_metrics_handle(struct gw_gateway *gw, struct gw_http_req *req,
 int gw_metrics_serves(const struct gw_metrics *m, const struct gw_config *c,
                       const char *path)
 {
-    return c->metrics.enabled && m->admin == NULL &&
+    return c->metrics.enabled &&
+           !__atomic_load_n(&m->admin_running, __ATOMIC_ACQUIRE) &&
            strcmp(path, c->metrics.path) == 0;
 }
 
@@ -1033,5 +1275,11 @@ int gw_metrics_listen(struct gw_gateway *gw, char *err, size_t errlen)
         return -1;
     snprintf(m->admin_addr, sizeof(m->admin_addr), "%s:%d",
              c->metrics.listen_host, c->metrics.listen_port);
+    /* every worker's main listener now leaves the path to this one */
+    for (size_t i = 0; gw->workers && i < gw->n_workers; i++)
+        if (gw->workers[i]->metrics)
+            __atomic_store_n(&gw->workers[i]->metrics->admin_running, 1,
+                             __ATOMIC_RELEASE);
+    __atomic_store_n(&m->admin_running, 1, __ATOMIC_RELEASE);
     return 0;
 }

@@ -8,6 +8,12 @@
  * pool.c keeps breakers), "other" for any name no config held, or ""
  * when the request had none. Routes and status classes are fixed lists.
  * No request id, user, prompt or secret ever becomes a label.
+ *
+ * Threads: each worker owns one struct gw_metrics and is the only caller
+ * of gw_metrics_begin / gw_metrics_request on it. Every other function
+ * may be called on any worker's object from another thread (reload
+ * fan-out, scrapes): each object has its own lock, taken by the request
+ * path too (uncontended).
  */
 #ifndef GW_METRICS_H
 #define GW_METRICS_H
@@ -71,7 +77,7 @@ void gw_metrics_reload_begin(struct gw_metrics *m);
  * differs from the listener running (it takes a restart). */
 void gw_metrics_reload(struct gw_metrics *m, const struct gw_config *c);
 
-/* A request was handed to the handler (in-flight gauge). Every call is
+/* A request was handed to the handler (in-flight gauge, one atomic add). Every call is
  * matched by one gw_metrics_request when the request's access-log line is
  * written, whether it was answered or the client left. */
 void gw_metrics_begin(struct gw_metrics *m);
@@ -79,7 +85,7 @@ void gw_metrics_begin(struct gw_metrics *m);
 /* The end of a request, from gw_proxy_log: requests, duration (to end_us,
  * gw_now_us() when it ended), time to first token (streams), tokens,
  * cache result, rate-limit rejections. No allocation, no formatting, about
- * 0.1 us. NULL m is a no-op. */
+ * 0.1 us with m's (uncontended) lock. NULL m is a no-op. */
 void gw_metrics_request(struct gw_metrics *m, const struct gw_http_req *req,
                         const struct gw_reqlog *rl, int64_t end_us);
 
@@ -94,17 +100,27 @@ struct gw_metrics_extra {
     unsigned long redis_errors_cache; /* cache errors (its Redis, timeouts) */
 };
 
-/* Writes every metric of m in the text format into out: the counters,
- * then per backend of c (borrowed; NULL: none) its state (up, breaker,
- * transitions, attempts, retries), extra, build info and process metrics
- * (/proc). Returns 0, or -1 on out of memory. */
+/* Writes the metrics of the n workers' objects ms (borrowed; ms[0] is
+ * worker 0's, whose reload counts and start time are the process's) in
+ * the text format into out: their counters added up by name (each locked
+ * in turn, never two at once), then per backend of c (borrowed; NULL:
+ * none) its state (up, breaker, transitions, attempts, retries), extra,
+ * build info and process metrics (/proc). The sum of one object writes
+ * exactly what that object holds. Returns 0, or -1 on out of memory. */
+int gw_metrics_write_sum(struct gw_metrics *const *ms, size_t n,
+                         const struct gw_config *c, int64_t now_us,
+                         const struct gw_metrics_extra *extra,
+                         struct evbuffer *out);
+
+/* gw_metrics_write_sum of m alone. */
 int gw_metrics_write(struct gw_metrics *m, const struct gw_config *c,
                      int64_t now_us, const struct gw_metrics_extra *extra,
                      struct evbuffer *out);
 
-/* GET <metrics.path> on the main listener: checks the bearer token (401)
- * and answers the scrape (text/plain; version=0.0.4). Logged like any
- * request. */
+/* GET <metrics.path> on the main listener of any worker, or on the
+ * metrics listener: checks the bearer token (401) and answers the scrape
+ * (text/plain; version=0.0.4) with the sum over gw->workers (gw alone
+ * when workers is NULL). Logged like any request. */
 void gw_metrics_handle(struct gw_gateway *gw, struct gw_http_req *req,
                        struct gw_reqlog *rl);
 
@@ -113,9 +129,11 @@ void gw_metrics_handle(struct gw_gateway *gw, struct gw_http_req *req,
 int gw_metrics_serves(const struct gw_metrics *m, const struct gw_config *c,
                       const char *path);
 
-/* metrics.listen: starts the admin listener that serves only the metrics
- * path. Returns 0 (also when no listen address is configured), or -1 with
- * a message in err. */
+/* metrics.listen: starts the admin listener (on worker 0, gw) that serves
+ * only the metrics path; every worker's main listener then leaves that
+ * path alone, so call it once every worker's metrics object exists.
+ * Returns 0 (also when no listen address is configured), or -1 with a
+ * message in err. */
 int gw_metrics_listen(struct gw_gateway *gw, char *err, size_t errlen);
 
 /* The text format's label value escaping (backslash, double quote and
