@@ -30,3 +30,8 @@ $(BUILD)/tests/test_gw_anthropic: $(call objs,tests/unit/test_gw_anthropic.c gat
 # metrics (issue 9)
 UNIT_TESTS += $(BUILD)/tests/test_gw_metrics
 $(BUILD)/tests/test_gw_metrics: $(call objs,tests/unit/test_gw_metrics.c) $(GATEWAY_OBJS)
+# metrics across worker threads (issue 9, point 3); under ThreadSanitizer:
+#   make BUILD=build/tsan BIN=build/tsan/bin OPT=-O1 SAN=-fsanitize=thread \
+#       build/tsan/tests/test_gw_metrics_mt && build/tsan/tests/test_gw_metrics_mt
+UNIT_TESTS += $(BUILD)/tests/test_gw_metrics_mt
+$(BUILD)/tests/test_gw_metrics_mt: $(call objs,tests/unit/test_gw_metrics_mt.c) $(GATEWAY_OBJS)
