@@ -30,9 +30,11 @@
  *    takes it, and a scrape takes one worker's at a time to add that
  *    worker's counts into a private sum, by name (two workers' slots for
  *    one name may differ), then writes the sum with no lock held. The
- *    in-flight gauge is a single atomic. Series table growth happens under
- *    its object's lock (attach, scrape). Reloads are counted in worker
- *    0's object only, which also owns the metrics listener.
+ *    in-flight gauge takes no lock: only its owner writes it (atomic
+ *    stores of plain adds, no locked instruction), scrapes load it. Series
+ *    table growth happens under its object's lock (attach, scrape).
+ *    Reloads are counted in worker 0's object only, which also owns the
+ *    metrics listener.
  *  - With one worker the sum is a copy of that worker's object, slot for
  *    slot and series for series in the same table layout (series_merge
  *    walks the table from an empty entry), so the output is the same
@@ -135,7 +137,7 @@ struct gw_metrics {
     uint64_t (*tokens)[2];           /* owned: by key slot (keys.cap) */
     uint64_t (*rejects)[N_REASONS];  /* owned: by key slot (keys.cap) */
     uint64_t cache[N_CACHE];
-    long inflight;                   /* atomic: no lock */
+    long inflight;                   /* atomic: written by the owner only */
     int admin_running;               /* atomic: worker 0 serves metrics.listen */
     char metrics_path[128];          /* the route label of the scrapes */
     double start_time;               /* wall clock seconds at start */
@@ -494,8 +496,10 @@ void gw_metrics_reload(struct gw_metrics *m, const struct gw_config *c)
 
 void gw_metrics_begin(struct gw_metrics *m)
 {
+    /* only the owner writes it: a plain add, stored atomically for the
+     * scrapes of other threads (no locked instruction) */
     if (m)
-        __atomic_fetch_add(&m->inflight, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&m->inflight, m->inflight + 1, __ATOMIC_RELAXED);
 }
 
 static size_t route_of(const struct gw_metrics *m, const char *path)
@@ -516,7 +520,7 @@ void gw_metrics_request(struct gw_metrics *m, const struct gw_http_req *req,
 
     if (m == NULL)
         return;
-    __atomic_fetch_sub(&m->inflight, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&m->inflight, m->inflight - 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&m->lock);
     route = route_of(m, req->path);
     model = names_find(&m->models, rl->model);

@@ -77,9 +77,9 @@ void gw_metrics_reload_begin(struct gw_metrics *m);
  * differs from the listener running (it takes a restart). */
 void gw_metrics_reload(struct gw_metrics *m, const struct gw_config *c);
 
-/* A request was handed to the handler (in-flight gauge, one atomic add). Every call is
- * matched by one gw_metrics_request when the request's access-log line is
- * written, whether it was answered or the client left. */
+/* A request was handed to the handler (in-flight gauge, no lock). Every
+ * call is matched by one gw_metrics_request when the request's access-log
+ * line is written, whether it was answered or the client left. */
 void gw_metrics_begin(struct gw_metrics *m);
 
 /* The end of a request, from gw_proxy_log: requests, duration (to end_us,
