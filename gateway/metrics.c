@@ -138,7 +138,7 @@ struct gw_metrics {
     uint64_t (*rejects)[N_REASONS];  /* owned: by key slot (keys.cap) */
     uint64_t cache[N_CACHE];
     long inflight;                   /* atomic: written by the owner only */
-    int admin_running;               /* atomic: worker 0 serves metrics.listen */
+    int admin_running;               /* atomic: metrics.listen is served */
     char metrics_path[128];          /* the route label of the scrapes */
     double start_time;               /* wall clock seconds at start */
     uint64_t reloads, reloads_ok;    /* SIGHUPs, and those that applied */
@@ -641,7 +641,8 @@ static int merge(struct gw_metrics *dst, const struct gw_metrics *src,
     if (names_merge(&dst->models, &src->models, mm) < 0 ||
         names_merge(&dst->backends, &src->backends, bm) < 0 ||
         names_merge(&dst->keys, &src->keys, km) < 0 ||
-        grow_slots(dst, &mcap, &kcap) < 0 || series_merge(dst, src, mm, bm) < 0)
+        grow_slots(dst, &mcap, &kcap) < 0 ||
+        series_merge(dst, src, mm, bm) < 0)
         return -1;
     for (i = 0; i < N_ROUTES; i++)
         hist_add(&dst->duration[i], &src->duration[i]);

@@ -37,7 +37,8 @@ static const char config_a[] =
     "{\"backends\":["
     "{\"name\":\"b1\",\"url\":\"http://127.0.0.1:9/v1\","
     " \"models\":[\"m1\",\"m2\",\"m3\"]},"
-    "{\"name\":\"b2\",\"url\":\"http://127.0.0.1:10/v1\",\"models\":[\"m1\"]}],"
+    "{\"name\":\"b2\",\"url\":\"http://127.0.0.1:10/v1\","
+    " \"models\":[\"m1\"]}],"
     "\"keys\":[" KEY("shop", "00000000") "," KEY("ads", "11111111") "]}";
 
 /* ...worker 1's in another (so slots differ), with a name worker 0 lacks
