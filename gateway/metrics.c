@@ -48,8 +48,9 @@
  *  2. gw_metrics_begin and gw_metrics_request pair up per request, so
  *     promptgate_inflight_requests returns to 0 (a cancelled stream is
  *     logged once, as 499).
- *  3. Every field but inflight and admin_running is read or written only
- *     under the object's lock; a scrape never holds two objects' locks.
+ *  3. Every field but inflight and listen_at_start is read or written
+ *     only under the object's lock; a scrape never holds two objects'
+ *     locks.
  */
 #include "gateway/metrics.h"
 #include "gateway/gateway.h"
@@ -127,7 +128,7 @@ struct series {
 };
 
 struct gw_metrics {
-    pthread_mutex_t lock; /* every field but inflight and admin_running */
+    pthread_mutex_t lock; /* every field but inflight, listen_at_start */
     struct names models, backends, keys;
     struct series *series; /* owned: requests_total, n_series_cap entries */
     size_t n_series, series_cap;
@@ -138,7 +139,9 @@ struct gw_metrics {
     uint64_t (*rejects)[N_REASONS];  /* owned: by key slot (keys.cap) */
     uint64_t cache[N_CACHE];
     long inflight;                   /* atomic: written by the owner only */
-    int admin_running;               /* atomic: metrics.listen is served */
+    int attached;                    /* a config was attached */
+    int listen_at_start;             /* atomic: the first config's
+                                        metrics.listen serves the path */
     char metrics_path[128];          /* the route label of the scrapes */
     double start_time;               /* wall clock seconds at start */
     uint64_t reloads, reloads_ok;    /* SIGHUPs, and those that applied */
@@ -447,6 +450,14 @@ static int attach_locked(struct gw_metrics *m, const struct gw_config *c)
         rc = -1;
     if (c->metrics.path)
         gw_copy(m->metrics_path, sizeof(m->metrics_path), c->metrics.path);
+    /* the listener starts with the process (or the process stops), and a
+     * new metrics.listen takes a restart: every worker knows from its
+     * first config, before worker 0 starts the listener */
+    if (!m->attached)
+        __atomic_store_n(&m->listen_at_start,
+                         c->metrics.enabled && c->metrics.listen_host != NULL,
+                         __ATOMIC_RELAXED);
+    m->attached = 1;
     return rc;
 }
 
@@ -1226,7 +1237,7 @@ int gw_metrics_serves(const struct gw_metrics *m, const struct gw_config *c,
                       const char *path)
 {
     return c->metrics.enabled &&
-           !__atomic_load_n(&m->admin_running, __ATOMIC_ACQUIRE) &&
+           !__atomic_load_n(&m->listen_at_start, __ATOMIC_RELAXED) &&
            strcmp(path, c->metrics.path) == 0;
 }
 
@@ -1280,11 +1291,5 @@ int gw_metrics_listen(struct gw_gateway *gw, char *err, size_t errlen)
         return -1;
     snprintf(m->admin_addr, sizeof(m->admin_addr), "%s:%d",
              c->metrics.listen_host, c->metrics.listen_port);
-    /* every worker's main listener now leaves the path to this one */
-    for (size_t i = 0; gw->workers && i < gw->n_workers; i++)
-        if (gw->workers[i]->metrics)
-            __atomic_store_n(&gw->workers[i]->metrics->admin_running, 1,
-                             __ATOMIC_RELEASE);
-    __atomic_store_n(&m->admin_running, 1, __ATOMIC_RELEASE);
     return 0;
 }

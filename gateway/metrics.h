@@ -125,15 +125,17 @@ void gw_metrics_handle(struct gw_gateway *gw, struct gw_http_req *req,
                        struct gw_reqlog *rl);
 
 /* 1 when the main listener answers path with the metrics: they are
- * enabled, path is metrics.path, and no admin listener serves them. */
+ * enabled, path is metrics.path, and no admin listener serves them (m's
+ * first config, the one the process started with, had no
+ * metrics.listen). */
 int gw_metrics_serves(const struct gw_metrics *m, const struct gw_config *c,
                       const char *path);
 
 /* metrics.listen: starts the admin listener (on worker 0, gw) that serves
- * only the metrics path; every worker's main listener then leaves that
- * path alone, so call it once every worker's metrics object exists.
- * Returns 0 (also when no listen address is configured), or -1 with a
- * message in err. */
+ * only the metrics path (the sum of every worker's); the workers' main
+ * listeners leave that path alone. Returns 0 (also when no listen address
+ * is configured), or -1 with a message in err: the process must not
+ * start then. */
 int gw_metrics_listen(struct gw_gateway *gw, char *err, size_t errlen);
 
 /* The text format's label value escaping (backslash, double quote and
