@@ -89,10 +89,11 @@ void gw_metrics_begin(struct gw_metrics *m);
 void gw_metrics_request(struct gw_metrics *m, const struct gw_http_req *req,
                         const struct gw_reqlog *rl, int64_t end_us);
 
-/* What the gateway reads at scrape time from state kept elsewhere. */
+/* What the gateway reads at scrape time from state kept elsewhere, summed
+ * over the workers (gw_metrics_handle). */
 struct gw_metrics_extra {
-    long upstream_calls;     /* gw->calls */
-    long retries_inflight;   /* gw->retries */
+    long upstream_calls;     /* each worker's gw->calls */
+    long retries_inflight;   /* each worker's gw->retries */
     unsigned long exposure_written, exposure_dropped, exposure_failed;
     unsigned long registry_reload_errors;
     unsigned long redis_errors_ratelimit;

@@ -271,16 +271,21 @@ static void *scraper_main(void *arg)
     return NULL;
 }
 
-/* A reload reaching both workers, over and over: names new to them (the
- * tables grow under the requests), then the old set again. */
+/* A reload reaching both workers, over and over, as main.c does it
+ * (counted on worker 0's object, attached to the others): names new to
+ * them (the tables grow under the requests), a refused reload, then the
+ * old set again. */
 static void *reloader_main(void *arg)
 {
     struct shared *sh = arg;
 
     while (!__atomic_load_n(&sh->done, __ATOMIC_ACQUIRE)) {
-        assert_int_equal(gw_metrics_attach(sh->ms[0], sh->big_a), 0);
+        gw_metrics_reload_begin(sh->ms[0]);
+        gw_metrics_reload(sh->ms[0], sh->big_a);
         assert_int_equal(gw_metrics_attach(sh->ms[1], sh->big_b), 0);
-        assert_int_equal(gw_metrics_attach(sh->ms[0], sh->ca), 0);
+        gw_metrics_reload_begin(sh->ms[0]); /* refused */
+        gw_metrics_reload_begin(sh->ms[0]);
+        gw_metrics_reload(sh->ms[0], sh->ca);
         assert_int_equal(gw_metrics_attach(sh->ms[1], sh->cb), 0);
         sh->attaches++;
     }
@@ -441,6 +446,12 @@ static void test_threads_sum_exactly(void **state)
         }
     t = scrape(sh.ms, 2, sh.ca);
     check_sums(t, e);
+    assert_int_equal(value_of(t, "promptgate_config_reloads_total{result="
+                                 "\"ok\"}"), 2 * sh.attaches);
+    assert_int_equal(value_of(t, "promptgate_config_reloads_total{result="
+                                 "\"error\"}"), sh.attaches);
+    assert_int_equal(value_of(t, "promptgate_config_last_reload_successful"),
+                     1);
     /* the order of the objects changes nothing but the reload counts */
     free(t);
     struct gw_metrics *rev[2] = {sh.ms[1], sh.ms[0]};
