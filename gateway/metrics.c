@@ -62,7 +62,6 @@
 #include "gateway/log.h"
 #include "gateway/pool.h"
 #include "gateway/prompt.h"
-#include "gateway/rlredis.h"
 
 #include <dirent.h>
 #include <event2/buffer.h>
@@ -1139,28 +1138,21 @@ int gw_metrics_write(struct gw_metrics *m, const struct gw_config *c,
 /* ------------------------------------------------------------ scrapes */
 
 /* Adds what worker w keeps outside its metrics to x. Another worker's
- * fields are read while it runs: the counters with atomic loads; its
- * Redis clients and cache must outlive the read (main.c retires a
- * replaced client for RETIRE_GRACE_S before freeing it). */
+ * fields are read while it runs, so only its counters, with atomic loads:
+ * never its Redis clients, which a reload may free (each worker's clients
+ * add their errors to its rl_errors, which outlives them). Its cache is
+ * created at most once and kept until exit. */
 static void add_worker_extra(struct gw_metrics_extra *x,
                              const struct gw_gateway *w)
 {
-    const struct gw_rlredis *r = __atomic_load_n(&w->rlredis,
-                                                 __ATOMIC_ACQUIRE);
     const struct gw_cache *cache = __atomic_load_n(&w->cache,
                                                    __ATOMIC_ACQUIRE);
-    size_t n = __atomic_load_n(&w->n_rl_retired, __ATOMIC_ACQUIRE);
 
     x->upstream_calls += (long)__atomic_load_n(&w->calls, __ATOMIC_RELAXED);
     x->retries_inflight +=
         (long)__atomic_load_n(&w->retries, __ATOMIC_RELAXED);
-    /* a counter: the errors of clients replaced by reloads stay in it */
     x->redis_errors_ratelimit +=
-        __atomic_load_n(&w->rl_errors_gone, __ATOMIC_RELAXED);
-    if (r)
-        x->redis_errors_ratelimit += gw_rlredis_errors(r);
-    for (size_t i = 0; i < n; i++)
-        x->redis_errors_ratelimit += gw_rlredis_errors(w->rl_retired[i].r);
+        __atomic_load_n(&w->rl_errors, __ATOMIC_RELAXED);
     if (cache) {
         x->have_cache = 1;
         x->redis_errors_cache += gw_cache_errors(cache);
