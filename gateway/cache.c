@@ -1385,6 +1385,18 @@ static int cache_control(const struct gw_http_req *req)
     return bits;
 }
 
+/* The worker's cache, made on first use when a reload turned it on;
+ * published with an atomic store: scrapes on other workers read it. */
+static struct gw_cache *worker_cache(struct gw_gateway *gw,
+                                     const struct gw_config *c)
+{
+    struct gw_cache *cache = gw_cache_new(gw->base, c, gw->memstore);
+
+    if (cache)
+        __atomic_store_n(&gw->cache, cache, __ATOMIC_RELEASE);
+    return cache;
+}
+
 enum gw_cache_verdict gw_cache_lookup(struct gw_gateway *gw,
                                       struct gw_http_req *req,
                                       struct gw_reqlog *rl,
@@ -1408,8 +1420,7 @@ enum gw_cache_verdict gw_cache_lookup(struct gw_gateway *gw,
     *fill = NULL;
     *op = NULL;
     if (cache == NULL &&
-        (cache = gw->cache = gw_cache_new(gw->base, c, gw->memstore)) ==
-                             NULL) {
+        (cache = worker_cache(gw, c)) == NULL) {
         add_cache_header(req, "bypass");
         return GW_CACHE_GO;
     }
@@ -1704,8 +1715,7 @@ void gw_cache_purge(struct gw_gateway *gw, struct gw_http_req *req,
     }
     memcpy(ns, s, n + 1);
     json_decref(root);
-    if (gw->cache == NULL &&
-        (gw->cache = gw_cache_new(gw->base, c, gw->memstore)) == NULL) {
+    if (gw->cache == NULL && worker_cache(gw, c) == NULL) {
         gw_proxy_error(gw, req, rl, 500, "out_of_memory", "out of memory");
         return;
     }
@@ -1765,7 +1775,8 @@ void gw_cache_stats(struct gw_gateway *gw, struct gw_http_req *req,
     }
     /* the counters of every worker (each writes its own; read relaxed) */
     for (size_t i = 0; i < gw->n_workers; i++) {
-        const struct gw_cache *w = gw->workers[i]->cache;
+        const struct gw_cache *w =
+            __atomic_load_n(&gw->workers[i]->cache, __ATOMIC_ACQUIRE);
         if (w == NULL)
             continue;
         t[0] += __atomic_load_n(&w->hits, __ATOMIC_RELAXED);

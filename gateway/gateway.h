@@ -66,7 +66,6 @@ struct gw_gateway {
     struct gw_rl_retired *rl_retired; /* owned: clients replaced by a reload,
                                          freed once idle (main.c) */
     size_t n_rl_retired;
-    unsigned long rl_errors_gone; /* errors of redis limiters freed since */
     unsigned long rl_errors;     /* errors of every redis limiter client of
                                     this worker (atomic: scrapes on other
                                     workers read it) */

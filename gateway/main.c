@@ -152,9 +152,6 @@ static void sweep_retired(evutil_socket_t fd, short what, void *arg)
             gw_log_warn("redis client replaced by a reload still had work "
                         "after %d s; dropping it (queued token settlements "
                         "are lost)", RETIRE_GRACE_S);
-        /* metrics keep its errors (read by scrapes on other workers) */
-        __atomic_fetch_add(&gw->rl_errors_gone, gw_rlredis_errors(e->r),
-                           __ATOMIC_RELAXED);
         gw_rlredis_free(e->r);
         gw->rl_retired[i] = gw->rl_retired[--gw->n_rl_retired];
     }
