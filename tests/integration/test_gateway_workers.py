@@ -296,3 +296,30 @@ def test_access_log_lines_stay_whole_on_a_pipe(mockllm, tmp_path):
             obj = json.loads(line)  # a split or interleaved line fails here
             logged += obj.get("path") == CHAT
     assert logged == 2000, logged
+
+
+def test_metrics_add_up_the_workers(mockllm, gateway):
+    """Every scrape, whichever worker answers it, counts the requests of
+    both workers."""
+    mock = start_mock(mockllm)
+    gw = gateway(base_config(mock, metrics={}))
+    assert hammer(gw.url, 500, 16).count(200) == 500
+
+    def chat_2xx(text):
+        total = 0
+        for line in text.splitlines():
+            if (line.startswith("promptgate_requests_total{") and
+                    'route="/v1/chat/completions"' in line and 'status_class="2xx"' in line):
+                total += int(float(line.rsplit(" ", 1)[1]))
+        return total
+
+    seen = set()
+    for _ in range(20):
+        r = http("GET", gw.url + "/metrics")
+        assert r.status == 200
+        seen.add(chat_2xx(r.body.decode()))
+        inflight = [l for l in r.body.decode().splitlines()
+                    if l.startswith("promptgate_inflight_requests ")]
+        assert inflight and int(float(inflight[0].split()[1])) == 1  # the scrape
+    assert seen == {500}, seen
+    assert mock.count() == 500
