@@ -18,15 +18,34 @@
  * ones wait). When the request ends the estimate is replaced by the
  * upstream's usage: unused tokens are given back.
  *
+ * Threads. One gw_limiter is shared by every worker thread, so any of
+ * its functions may run on several threads at once. There is no global
+ * lock: the 1024 hash buckets are split over 64 stripes (bucket b is
+ * under stripe b % 64), each a mutex on its own cache line, and a state
+ * (a key, or a key and a model) is read and changed only under the mutex
+ * of its bucket's stripe. An admission that needs two states locks both
+ * stripes, in ascending order (one lock when they are the same), and holds
+ * them from the first check to the last charge; a release locks only the
+ * stripes of the states it changes. A new state is inserted into its
+ * chain under its stripe, and no state is ever removed before
+ * gw_limiter_free, so the pointers a gw_admit keeps stay valid. Messages
+ * are formatted after the unlock, so a storm of refusals does not hold a
+ * stripe for a printf.
+ *
  * Invariants:
  *  1. A request is admitted by all of its limits or by none: nothing is
- *     charged until every check has passed.
+ *     charged until every check has passed, and no other thread changes
+ *     the states in between (their stripes are held throughout).
  *  2. Every admission is released exactly once (gw_admit.active).
+ *  3. A state's fields are touched only under its stripe's mutex; stripes
+ *     are taken in ascending order, so two admissions never deadlock.
+ *  4. Nothing in this file is global: all state hangs off a gw_limiter.
  */
 #include "gateway/limit.h"
 #include "gateway/rlredis.h"
 #include "gateway/fmt.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +55,7 @@
 
 struct gw_lstate {
     char *name; /* owned: key name, or key name '\x1f' model */
+    unsigned stripe; /* the stripe whose mutex guards this state; fixed */
     double tat_req, tat_tok;
     long inflight;
     long day;
@@ -44,14 +64,39 @@ struct gw_lstate {
 };
 
 #define NBUCKETS 1024
+#define NSTRIPES 64 /* divides NBUCKETS */
+#define CACHE_LINE 64
+
+/* A mutex alone on its cache line: two workers that lock different
+ * stripes do not bounce one line between their cores. */
+struct stripe {
+    _Alignas(CACHE_LINE) pthread_mutex_t mu;
+};
 
 struct gw_limiter {
-    struct gw_lstate *buckets[NBUCKETS]; /* owned */
+    struct stripe stripes[NSTRIPES];
+    struct gw_lstate *buckets[NBUCKETS]; /* owned; buckets[b] under
+                                            stripes[b % NSTRIPES] */
 };
 
 struct gw_limiter *gw_limiter_new(void)
 {
-    return calloc(1, sizeof(struct gw_limiter));
+    struct gw_limiter *l;
+    void *p;
+    size_t i;
+
+    if (posix_memalign(&p, CACHE_LINE, sizeof(*l)) != 0)
+        return NULL;
+    l = p;
+    memset(l, 0, sizeof(*l));
+    for (i = 0; i < NSTRIPES; i++)
+        if (pthread_mutex_init(&l->stripes[i].mu, NULL) != 0) {
+            while (i-- > 0)
+                pthread_mutex_destroy(&l->stripes[i].mu);
+            free(l);
+            return NULL;
+        }
+    return l;
 }
 
 void gw_limiter_free(struct gw_limiter *l)
@@ -68,38 +113,79 @@ void gw_limiter_free(struct gw_limiter *l)
             free(s);
         }
     }
+    for (i = 0; i < NSTRIPES; i++)
+        pthread_mutex_destroy(&l->stripes[i].mu);
     free(l);
 }
 
-static struct gw_lstate *state(struct gw_limiter *l, const char *a,
-                               const char *b)
+/* A state's name: a, or a '\x1f' b. Not under any lock. */
+struct lname {
+    char s[600];
+    uint32_t hash; /* FNV-1a of s */
+};
+
+static int lname_set(struct lname *n, const char *a, const char *b)
 {
-    char name[600];
     uint32_t h = 2166136261u;
-    struct gw_lstate *s;
     size_t na = strlen(a), nb = b ? strlen(b) : 0;
 
-    if (na + 1 + nb >= sizeof(name))
-        return NULL;
-    memcpy(name, a, na);
+    if (na + 1 + nb >= sizeof(n->s))
+        return -1;
+    memcpy(n->s, a, na);
     if (b) {
-        name[na] = '\x1f';
-        memcpy(name + na + 1, b, nb);
+        n->s[na] = '\x1f';
+        memcpy(n->s + na + 1, b, nb);
         na += 1 + nb;
     }
-    name[na] = '\0';
-    for (const char *p = name; *p; p++)
+    n->s[na] = '\0';
+    for (const char *p = n->s; *p; p++)
         h = (h ^ (unsigned char)*p) * 16777619u;
-    for (s = l->buckets[h % NBUCKETS]; s; s = s->next)
-        if (strcmp(s->name, name) == 0)
+    n->hash = h;
+    return 0;
+}
+
+static unsigned lname_stripe(const struct lname *n)
+{
+    return (n->hash % NBUCKETS) % NSTRIPES;
+}
+
+/* Locks stripes a and b in ascending order (invariant 3); one lock when
+ * they are the same. */
+static void lock2(struct gw_limiter *l, unsigned a, unsigned b)
+{
+    if (a > b) {
+        unsigned t = a;
+        a = b;
+        b = t;
+    }
+    pthread_mutex_lock(&l->stripes[a].mu);
+    if (b != a)
+        pthread_mutex_lock(&l->stripes[b].mu);
+}
+
+static void unlock2(struct gw_limiter *l, unsigned a, unsigned b)
+{
+    if (b != a)
+        pthread_mutex_unlock(&l->stripes[b].mu);
+    pthread_mutex_unlock(&l->stripes[a].mu);
+}
+
+/* The state named n, created when new. The caller holds n's stripe. */
+static struct gw_lstate *state(struct gw_limiter *l, const struct lname *n)
+{
+    struct gw_lstate **head = &l->buckets[n->hash % NBUCKETS], *s;
+
+    for (s = *head; s; s = s->next)
+        if (strcmp(s->name, n->s) == 0)
             return s;
     s = calloc(1, sizeof(*s));
-    if (s == NULL || (s->name = strdup(name)) == NULL) {
+    if (s == NULL || (s->name = strdup(n->s)) == NULL) {
         free(s);
         return NULL;
     }
-    s->next = l->buckets[h % NBUCKETS];
-    l->buckets[h % NBUCKETS] = s;
+    s->stripe = lname_stripe(n);
+    s->next = *head;
+    *head = s;
     return s;
 }
 
@@ -150,36 +236,40 @@ static void fill_tok(struct gw_limit_result *r, long tpm, double tat,
     r->reset_tok_ms = (long)used;
 }
 
-static void deny(struct gw_limit_result *r, const char *code, double wait,
-                 const char *fmt, const char *name, long limit)
+/* Why a request was refused: its message is formatted from this once the
+ * stripes are unlocked. */
+struct refusal {
+    const char *fmt; /* borrowed: a literal, "%s" the key, "%ld" limit */
+    long limit;
+};
+
+static void deny(struct gw_limit_result *r, struct refusal *why,
+                 const char *code, double wait, const char *fmt, long limit)
 {
     r->allowed = 0;
     r->code = code;
     r->retry_after_ms = wait < 1 ? 1 : (long)(wait + 0.999);
-    snprintf(r->message, sizeof(r->message), fmt, name, limit);
+    why->fmt = fmt;
+    why->limit = limit;
 }
 
-int gw_limit_admit(struct gw_limiter *l, const struct gw_key *key,
-                   const char *model, long est, int64_t now_ms,
-                   struct gw_admit *admit, struct gw_limit_result *r)
+static void result_init(struct gw_limit_result *r)
 {
-    const struct gw_rate *mrate = NULL;
-    struct gw_lstate *ks, *ms = NULL;
-    double now = (double)now_ms, tat_k = 0, tat_m = 0, w;
-    long today = (long)(now_ms / DAY_MS);
-    size_t i;
-
-    memset(admit, 0, sizeof(*admit));
     memset(r, 0, sizeof(*r));
     r->limit_req = r->remaining_req = r->reset_req_ms = -1;
     r->limit_tok = r->remaining_tok = r->reset_tok_ms = -1;
     r->allowed = 1;
-    for (i = 0; i < key->n_model_rates; i++)
-        if (strcmp(key->model_rates[i].model, model) == 0)
-            mrate = &key->model_rates[i].rate;
-    ks = state(l, key->name, NULL);
-    if (ks == NULL || (mrate && (ms = state(l, key->name, model)) == NULL))
-        return -1;
+}
+
+/* The checks and charges of gw_limit_admit, with the stripes of ks and ms
+ * held. Returns 1 when admitted. */
+static int decide(const struct gw_key *key, const struct gw_rate *mrate,
+                  struct gw_lstate *ks, struct gw_lstate *ms, long est,
+                  int64_t now_ms, long today, struct gw_limit_result *r,
+                  struct refusal *why)
+{
+    double now = (double)now_ms, tat_k = 0, tat_m = 0, w;
+
     if (ks->day != today) {
         ks->day = today;
         ks->day_tokens = 0;
@@ -187,47 +277,48 @@ int gw_limit_admit(struct gw_limiter *l, const struct gw_key *key,
 
     /* every check first (invariant 1) */
     if (key->max_concurrent && ks->inflight >= key->max_concurrent) {
-        deny(r, "concurrency_limit_exceeded", 1000,
-             "key '%s' has %ld requests in flight, its max_concurrent", key->name,
+        deny(r, why, "concurrency_limit_exceeded", 1000,
+             "key '%s' has %ld requests in flight, its max_concurrent",
              key->max_concurrent);
         return 0;
     }
     if (key->daily_tokens && ks->day_tokens >= key->daily_tokens) {
-        deny(r, "daily_budget_exceeded", (double)((today + 1) * DAY_MS - now_ms),
-             "key '%s' has used its daily budget of %ld tokens", key->name,
+        deny(r, why, "daily_budget_exceeded",
+             (double)((today + 1) * DAY_MS - now_ms),
+             "key '%s' has used its daily budget of %ld tokens",
              key->daily_tokens);
         return 0;
     }
     if (key->rate.rpm &&
         (w = check_req(ks->tat_req, key->rate.rpm, now, &tat_k)) > 0) {
-        deny(r, "rate_limit_exceeded", w,
+        deny(r, why, "rate_limit_exceeded", w,
              "rate limit reached for key '%s': %ld requests per minute",
-             key->name, key->rate.rpm);
+             key->rate.rpm);
         fill_req(r, key->rate.rpm, ks->tat_req, now);
         r->remaining_req = 0; /* none without waiting */
         return 0;
     }
     if (mrate && mrate->rpm &&
         (w = check_req(ms->tat_req, mrate->rpm, now, &tat_m)) > 0) {
-        deny(r, "rate_limit_exceeded", w,
+        deny(r, why, "rate_limit_exceeded", w,
              "rate limit reached for key '%s' on this model: %ld requests "
-             "per minute", key->name, mrate->rpm);
+             "per minute", mrate->rpm);
         fill_req(r, mrate->rpm, ms->tat_req, now);
         return 0;
     }
     if (key->rate.tpm && (w = check_tok(ks->tat_tok, now)) > 0) {
-        deny(r, "rate_limit_exceeded", w,
+        deny(r, why, "rate_limit_exceeded", w,
              "rate limit reached for key '%s': %ld tokens per minute",
-             key->name, key->rate.tpm);
+             key->rate.tpm);
         fill_tok(r, key->rate.tpm, ks->tat_tok, now);
         r->remaining_tok = 0;
         return 0;
     }
     if (mrate && mrate->tpm &&
         (w = check_tok(ms->tat_tok, now)) > 0) {
-        deny(r, "rate_limit_exceeded", w,
+        deny(r, why, "rate_limit_exceeded", w,
              "rate limit reached for key '%s' on this model: %ld tokens "
-             "per minute", key->name, mrate->tpm);
+             "per minute", mrate->tpm);
         fill_tok(r, mrate->tpm, ms->tat_tok, now);
         return 0;
     }
@@ -250,14 +341,53 @@ int gw_limit_admit(struct gw_limiter *l, const struct gw_key *key,
     }
     ks->inflight++;
     ks->day_tokens += est;
-    admit->ks = ks;
-    admit->ms = ms;
-    admit->key = key;
-    admit->mrate = mrate;
-    admit->reserved = est;
-    admit->day = today;
-    admit->active = 1;
-    return 0;
+    return 1;
+}
+
+int gw_limit_admit(struct gw_limiter *l, const struct gw_key *key,
+                   const char *model, long est, int64_t now_ms,
+                   struct gw_admit *admit, struct gw_limit_result *r)
+{
+    const struct gw_rate *mrate = NULL;
+    struct gw_lstate *ks, *ms = NULL;
+    struct lname kn, mn;
+    struct refusal why = {NULL, 0};
+    long today = (long)(now_ms / DAY_MS);
+    unsigned sk, sm;
+    size_t i;
+    int ok = -1;
+
+    memset(admit, 0, sizeof(*admit));
+    result_init(r);
+    for (i = 0; i < key->n_model_rates; i++)
+        if (strcmp(key->model_rates[i].model, model) == 0)
+            mrate = &key->model_rates[i].rate;
+    if (lname_set(&kn, key->name, NULL) < 0 ||
+        (mrate && lname_set(&mn, key->name, model) < 0))
+        return -1;
+    sk = lname_stripe(&kn);
+    sm = mrate ? lname_stripe(&mn) : sk;
+
+    lock2(l, sk, sm);
+    ks = state(l, &kn);
+    if (ks == NULL || (mrate && (ms = state(l, &mn)) == NULL))
+        goto out;
+    ok = 0;
+    if (decide(key, mrate, ks, ms, est, now_ms, today, r, &why)) {
+        admit->ks = ks;
+        admit->ms = ms;
+        admit->key = key;
+        admit->mrate = mrate;
+        admit->reserved = est;
+        admit->day = today;
+        admit->active = 1;
+    }
+out:
+    unlock2(l, sk, sm);
+    if (ok == 0 && !r->allowed)
+        snprintf(r->message, sizeof(r->message), why.fmt, key->name,
+                 why.limit);
+    return ok;
 }
 
 int gw_limit_take_slot(struct gw_limiter *l, const struct gw_key *key,
@@ -265,22 +395,36 @@ int gw_limit_take_slot(struct gw_limiter *l, const struct gw_key *key,
                        struct gw_admit *admit, struct gw_limit_result *r)
 {
     struct gw_lstate *ks;
+    struct lname kn;
+    unsigned sk;
+    int full = 0;
     size_t i;
 
     memset(admit, 0, sizeof(*admit));
-    memset(r, 0, sizeof(*r));
-    r->limit_req = r->remaining_req = r->reset_req_ms = -1;
-    r->limit_tok = r->remaining_tok = r->reset_tok_ms = -1;
-    r->allowed = 1;
-    if ((ks = state(l, key->name, NULL)) == NULL)
+    result_init(r);
+    if (lname_set(&kn, key->name, NULL) < 0)
         return -1;
-    if (key->max_concurrent && ks->inflight >= key->max_concurrent) {
-        deny(r, "concurrency_limit_exceeded", 1000,
+    sk = lname_stripe(&kn);
+    pthread_mutex_lock(&l->stripes[sk].mu);
+    if ((ks = state(l, &kn)) == NULL) {
+        pthread_mutex_unlock(&l->stripes[sk].mu);
+        return -1;
+    }
+    if (key->max_concurrent && ks->inflight >= key->max_concurrent)
+        full = 1;
+    else
+        ks->inflight++;
+    pthread_mutex_unlock(&l->stripes[sk].mu);
+    if (full) {
+        struct refusal why;
+
+        deny(r, &why, "concurrency_limit_exceeded", 1000,
              "key '%s' has %ld requests in flight, its max_concurrent",
-             key->name, key->max_concurrent);
+             key->max_concurrent);
+        snprintf(r->message, sizeof(r->message), why.fmt, key->name,
+                 why.limit);
         return 0;
     }
-    ks->inflight++;
     admit->ks = ks;
     admit->key = key;
     for (i = 0; i < key->n_model_rates; i++)
@@ -288,6 +432,8 @@ int gw_limit_take_slot(struct gw_limiter *l, const struct gw_key *key,
             admit->mrate = &key->model_rates[i].rate;
     admit->reserved = est;
     admit->active = 1;
+    /* remote is this worker's own client, and the release runs on this
+     * worker too: its holds count needs no lock */
     admit->remote = remote;
     gw_rlredis_hold(remote);
     gw_copy(admit->model, sizeof(admit->model), model);
@@ -297,14 +443,19 @@ int gw_limit_take_slot(struct gw_limiter *l, const struct gw_key *key,
 void gw_limit_release(struct gw_limiter *l, struct gw_admit *a, long actual,
                       int64_t now_ms)
 {
+    struct gw_lstate *ks = a->ks, *ms = a->ms;
+    unsigned sk, sm;
     long delta;
 
-    (void)l;
+    (void)now_ms;
     if (!a->active)
         return;
     a->active = 0;
-    a->ks->inflight--;
+    sk = sm = ks->stripe;
     if (a->remote) {
+        pthread_mutex_lock(&l->stripes[sk].mu);
+        ks->inflight--;
+        pthread_mutex_unlock(&l->stripes[sk].mu);
         delta = actual - a->reserved; /* negative: tokens given back */
         /* only what a token limit or a budget counts is worth a call */
         if (actual >= 0 && (a->key->rate.tpm || a->key->daily_tokens))
@@ -316,17 +467,23 @@ void gw_limit_release(struct gw_limiter *l, struct gw_admit *a, long actual,
         gw_rlredis_unhold(a->remote);
         return;
     }
-    if (actual < 0)
-        return;
     delta = actual - a->reserved;
-    (void)now_ms;
-    /* a reservation from before midnight settles yesterday, not today */
-    if (a->ks->day == a->day)
-        a->ks->day_tokens += delta;
-    if (a->key->rate.tpm)
-        a->ks->tat_tok += (double)delta * 60000.0 / (double)a->key->rate.tpm;
-    if (a->mrate && a->mrate->tpm)
-        a->ms->tat_tok += (double)delta * 60000.0 / (double)a->mrate->tpm;
+    /* the key+model state changes only when its tokens are settled */
+    if (actual >= 0 && a->mrate && a->mrate->tpm)
+        sm = ms->stripe;
+    lock2(l, sk, sm);
+    ks->inflight--;
+    if (actual >= 0) {
+        /* a reservation from before midnight settles yesterday, not
+         * today */
+        if (ks->day == a->day)
+            ks->day_tokens += delta;
+        if (a->key->rate.tpm)
+            ks->tat_tok += (double)delta * 60000.0 / (double)a->key->rate.tpm;
+        if (a->mrate && a->mrate->tpm)
+            ms->tat_tok += (double)delta * 60000.0 / (double)a->mrate->tpm;
+    }
+    unlock2(l, sk, sm);
 }
 
 void gw_limit_fmt_reset(long ms, char *out, size_t outlen)

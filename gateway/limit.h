@@ -7,6 +7,14 @@
  * name, and key name + model), so a SIGHUP does not reset anyone's
  * counters. This file decides locally; redis mode (rlredis.c) runs the
  * same arithmetic in a Lua script shared by every instance.
+ *
+ * Threads: one gw_limiter is shared by every worker. gw_limit_admit,
+ * gw_limit_take_slot and gw_limit_release may be called from any number
+ * of threads at once (striped locks inside, no global one); a gw_admit
+ * belongs to one request and is not shared. gw_limiter_new and
+ * gw_limiter_free run while no other thread uses the limiter. In redis
+ * mode admit->remote is the admitting worker's client, and the release
+ * must run on that worker's thread (its holds count is not locked).
  */
 #ifndef GW_LIMIT_H
 #define GW_LIMIT_H
