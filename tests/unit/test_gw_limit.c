@@ -4,6 +4,11 @@
  * double burst at any edge; retry_after_ms is the exact wait; refused
  * requests charge nothing (invariant 1); tokens reserved and settled;
  * concurrency slots; the daily budget's UTC day; OpenAI's reset format.
+ * Then the limiter shared by worker threads: 4 threads hammering one key
+ * are admitted exactly what one thread is, max_concurrent holds at every
+ * moment, every token settled counts, and a state created by two threads
+ * at once exists once. Run it under ThreadSanitizer too (see the report
+ * of issue 9 point 3: gcc -fsanitize=thread -g -O1).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +16,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -475,6 +483,333 @@ static void test_fmt_reset_hours(void **state)
     check_fmt(86399000, "23h59m59s");
 }
 
+/* Threads: the limiter is shared by every worker (issue 9 point 3). */
+#define NTHREADS 4
+#define OPS 100000 /* admissions a thread */
+
+/* One key, its rate and a per-model rate on "m" (two states, so two
+ * stripes), admitted in PHASES phases of a frozen clock: within a phase
+ * every admission sees the same now, so the outcome depends only on how
+ * many ask, not on which thread or in what order. Phases are separated by
+ * a barrier. */
+#define PHASES 100
+#define PHASE_MS 100
+
+struct rate_run {
+    struct gw_limiter *l;
+    const struct gw_key *k;
+    pthread_barrier_t *barrier; /* NULL: one thread */
+    int per_phase;
+    long admitted, refused, other; /* other: a wrong refusal code */
+};
+
+static void *rate_thread(void *arg)
+{
+    struct rate_run *run = arg;
+    struct gw_admit a;
+    struct gw_limit_result r;
+    int p, i;
+
+    for (p = 0; p < PHASES; p++) {
+        int64_t now = T0 + (int64_t)p * PHASE_MS;
+
+        if (run->barrier)
+            pthread_barrier_wait(run->barrier);
+        for (i = 0; i < run->per_phase; i++) {
+            if (gw_limit_admit(run->l, run->k, "m", 1, now, &a, &r) != 0) {
+                run->other++;
+                continue;
+            }
+            if (r.allowed) {
+                run->admitted++;
+                gw_limit_release(run->l, &a, -1, now);
+            } else if (strcmp(r.code, "rate_limit_exceeded") == 0) {
+                run->refused++;
+            } else {
+                run->other++;
+            }
+        }
+    }
+    return NULL;
+}
+
+static struct gw_key rate_key(struct gw_model_rate *mr)
+{
+    /* key: 10000 at once, then 1000 a phase; model "m": 8000 at once,
+     * then 800 a phase. 4000 ask a phase: both limits bite. */
+    struct gw_key k = make_key("thr", 600000, 0);
+
+    mr->model = (char *)"m";
+    mr->rate.rpm = 480000;
+    mr->rate.tpm = 0;
+    k.model_rates = mr;
+    k.n_model_rates = 1;
+    return k;
+}
+
+static void test_threads_rate_exact(void **state)
+{
+    struct gw_model_rate mr;
+    struct gw_key k = rate_key(&mr);
+    struct gw_key k1 = k;
+    struct gw_limiter *l = gw_limiter_new(), *l1 = gw_limiter_new();
+    struct rate_run one, runs[NTHREADS];
+    pthread_t th[NTHREADS];
+    pthread_barrier_t barrier;
+    long admitted = 0, refused = 0, other = 0;
+    int i;
+
+    (void)state;
+    assert_non_null(l);
+    assert_non_null(l1);
+    /* the reference: one thread asks as often as all of them */
+    memset(&one, 0, sizeof(one));
+    one.l = l1;
+    one.k = &k1;
+    one.per_phase = NTHREADS * (OPS / PHASES);
+    rate_thread(&one);
+    assert_int_equal(one.other, 0);
+    assert_int_equal(one.admitted + one.refused, (long)NTHREADS * OPS);
+    /* not a trivial run: both ways, and more than the first burst */
+    assert_true(one.admitted > 80000 && one.refused > 200000);
+
+    assert_int_equal(pthread_barrier_init(&barrier, NULL, NTHREADS), 0);
+    for (i = 0; i < NTHREADS; i++) {
+        memset(&runs[i], 0, sizeof(runs[i]));
+        runs[i].l = l;
+        runs[i].k = &k;
+        runs[i].barrier = &barrier;
+        runs[i].per_phase = OPS / PHASES;
+        assert_int_equal(pthread_create(&th[i], NULL, rate_thread, &runs[i]),
+                         0);
+    }
+    for (i = 0; i < NTHREADS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        admitted += runs[i].admitted;
+        refused += runs[i].refused;
+        other += runs[i].other;
+    }
+    pthread_barrier_destroy(&barrier);
+    assert_int_equal(other, 0);
+    if (admitted != one.admitted)
+        fail_msg("%d threads were admitted %ld, one thread %ld", NTHREADS,
+                 admitted, one.admitted);
+    assert_int_equal(refused, one.refused);
+    /* and the states end alike: the next request waits as long */
+    {
+        struct gw_limit_result r, r1;
+        int64_t end = T0 + (int64_t)PHASES * PHASE_MS;
+
+        try_at(l, &k, "m", 1, end, &r, 1);
+        try_at(l1, &k1, "m", 1, end, &r1, 1);
+        assert_int_equal(r.allowed, r1.allowed);
+        assert_int_equal(r.retry_after_ms, r1.retry_after_ms);
+        assert_int_equal(r.remaining_req, r1.remaining_req);
+    }
+    gw_limiter_free(l);
+    gw_limiter_free(l1);
+}
+
+/* max_concurrent 3 for 4 threads, each on its own model (its own
+ * key+model state with a token rate, settled on release): the slots held,
+ * counted outside the limiter, never pass 3; at the end none is held,
+ * and the daily count is exactly the usage settled. */
+#define MAXC 3
+#define EST 7
+#define USED 2
+
+struct conc_run {
+    struct gw_limiter *l;
+    const struct gw_key *k;
+    const char *model;
+    atomic_long *held; /* slots held right now, by every thread */
+    atomic_long *over; /* times held was seen above MAXC */
+    long admitted, refused, other;
+};
+
+static void *conc_thread(void *arg)
+{
+    struct conc_run *run = arg;
+    struct gw_admit a;
+    struct gw_limit_result r;
+    int i;
+
+    for (i = 0; i < OPS; i++) {
+        if (gw_limit_admit(run->l, run->k, run->model, EST, T0, &a, &r) != 0) {
+            run->other++;
+            continue;
+        }
+        if (!r.allowed) {
+            if (strcmp(r.code, "concurrency_limit_exceeded") == 0)
+                run->refused++;
+            else
+                run->other++;
+            continue;
+        }
+        run->admitted++;
+        if (atomic_fetch_add(run->held, 1) + 1 > MAXC)
+            atomic_fetch_add(run->over, 1);
+        if (i % 8 == 0)
+            sched_yield(); /* hold the slot while others ask */
+        atomic_fetch_sub(run->held, 1);
+        gw_limit_release(run->l, &a, USED, T0);
+    }
+    return NULL;
+}
+
+static void test_threads_concurrency(void **state)
+{
+    static const char *models[NTHREADS] = {"m0", "m1", "m2", "m3"};
+    struct gw_model_rate mr[NTHREADS];
+    struct gw_key k = make_key("cc", 0, 0), probe;
+    struct gw_limiter *l = gw_limiter_new();
+    struct conc_run runs[NTHREADS];
+    pthread_t th[NTHREADS];
+    atomic_long held = 0, over = 0;
+    struct gw_admit a[MAXC + 1];
+    struct gw_limit_result r;
+    long admitted = 0, refused = 0, other = 0;
+    int i;
+
+    (void)state;
+    assert_non_null(l);
+    for (i = 0; i < NTHREADS; i++) {
+        mr[i].model = (char *)models[i];
+        mr[i].rate.rpm = 0;
+        /* 1000 tokens a ms: 100000 x 2 tokens stay under a second */
+        mr[i].rate.tpm = 60000000;
+    }
+    k.model_rates = mr;
+    k.n_model_rates = NTHREADS;
+    k.max_concurrent = MAXC;
+    k.daily_tokens = 1000000000000L;
+    for (i = 0; i < NTHREADS; i++) {
+        memset(&runs[i], 0, sizeof(runs[i]));
+        runs[i].l = l;
+        runs[i].k = &k;
+        runs[i].model = models[i];
+        runs[i].held = &held;
+        runs[i].over = &over;
+        assert_int_equal(pthread_create(&th[i], NULL, conc_thread, &runs[i]),
+                         0);
+    }
+    for (i = 0; i < NTHREADS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        admitted += runs[i].admitted;
+        refused += runs[i].refused;
+        other += runs[i].other;
+    }
+    assert_int_equal(other, 0);
+    assert_int_equal(admitted + refused, (long)NTHREADS * OPS);
+    assert_true(admitted > 0);
+    if (atomic_load(&over) != 0)
+        fail_msg("more than %d slots held at once, %ld times", MAXC,
+                 (long)atomic_load(&over));
+    assert_int_equal(atomic_load(&held), 0);
+
+    /* every slot came back: MAXC more are admitted, not one more */
+    for (i = 0; i < MAXC; i++) {
+        assert_int_equal(gw_limit_admit(l, &k, "m0", 0, T0, &a[i], &r), 0);
+        assert_true(r.allowed);
+    }
+    assert_int_equal(gw_limit_admit(l, &k, "m0", 0, T0, &a[MAXC], &r), 0);
+    assert_false(r.allowed);
+    assert_string_equal(r.code, "concurrency_limit_exceeded");
+    for (i = 0; i < MAXC; i++)
+        gw_limit_release(l, &a[i], -1, T0);
+
+    /* the day's count is USED a request, none lost: a budget of exactly
+     * that is spent, one token more is not */
+    probe = k;
+    probe.daily_tokens = admitted * USED;
+    assert_int_equal(gw_limit_admit(l, &probe, "m0", 0, T0, &a[0], &r), 0);
+    if (r.allowed)
+        fail_msg("the daily count is below %ld tokens settled",
+                 admitted * USED);
+    assert_string_equal(r.code, "daily_budget_exceeded");
+    probe.daily_tokens = admitted * USED + 1;
+    assert_int_equal(gw_limit_admit(l, &probe, "m0", 0, T0, &a[0], &r), 0);
+    if (!r.allowed)
+        fail_msg("the daily count is above %ld tokens settled",
+                 admitted * USED);
+    gw_limit_release(l, &a[0], -1, T0);
+    gw_limiter_free(l);
+}
+
+/* States created by several threads at once: NKEYS keys of one request
+ * a minute (one at once), each with a per-model rate too, asked by every
+ * thread from a different starting point; each key's state exists once,
+ * so exactly one request a key is admitted. */
+#define NKEYS 2000
+
+struct create_run {
+    struct gw_limiter *l;
+    const struct gw_key *keys;
+    int start;
+    long admitted, other;
+};
+
+static void *create_thread(void *arg)
+{
+    struct create_run *run = arg;
+    struct gw_admit a;
+    struct gw_limit_result r;
+    int i;
+
+    for (i = 0; i < NKEYS; i++) {
+        const struct gw_key *k = &run->keys[(run->start + i) % NKEYS];
+
+        if (gw_limit_admit(run->l, k, "m", 1, T0, &a, &r) != 0) {
+            run->other++;
+            continue;
+        }
+        if (r.allowed) {
+            run->admitted++;
+            gw_limit_release(run->l, &a, 1, T0);
+        }
+    }
+    return NULL;
+}
+
+static void test_threads_state_creation(void **state)
+{
+    static char names[NKEYS][16];
+    static struct gw_key keys[NKEYS];
+    struct gw_model_rate mr = {.model = (char *)"m", .rate = {60, 0}};
+    struct gw_limiter *l = gw_limiter_new();
+    struct create_run runs[NTHREADS];
+    pthread_t th[NTHREADS];
+    long admitted = 0, other = 0;
+    int i;
+
+    (void)state;
+    assert_non_null(l);
+    for (i = 0; i < NKEYS; i++) {
+        snprintf(names[i], sizeof(names[i]), "key%d", i);
+        keys[i] = make_key(names[i], 60, 0);
+        keys[i].model_rates = &mr;
+        keys[i].n_model_rates = 1;
+    }
+    for (i = 0; i < NTHREADS; i++) {
+        memset(&runs[i], 0, sizeof(runs[i]));
+        runs[i].l = l;
+        runs[i].keys = keys;
+        runs[i].start = i * (NKEYS / NTHREADS / 2);
+        assert_int_equal(
+            pthread_create(&th[i], NULL, create_thread, &runs[i]), 0);
+    }
+    for (i = 0; i < NTHREADS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        admitted += runs[i].admitted;
+        other += runs[i].other;
+    }
+    assert_int_equal(other, 0);
+    if (admitted != NKEYS)
+        fail_msg("%ld admitted for %d keys of one request at once", admitted,
+                 NKEYS);
+    gw_limiter_free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -490,6 +825,9 @@ int main(void)
         cmocka_unit_test(test_request_headers),
         cmocka_unit_test(test_fmt_reset),
         cmocka_unit_test(test_fmt_reset_hours),
+        cmocka_unit_test(test_threads_rate_exact),
+        cmocka_unit_test(test_threads_concurrency),
+        cmocka_unit_test(test_threads_state_creation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
