@@ -22,23 +22,27 @@
  * its functions may run on several threads at once. There is no global
  * lock: the 1024 hash buckets are split over 64 stripes (bucket b is
  * under stripe b % 64), each a mutex on its own cache line, and a state
- * (a key, or a key and a model) is read and changed only under the mutex
- * of its bucket's stripe. An admission that needs two states locks both
- * stripes, in ascending order (one lock when they are the same), and holds
- * them from the first check to the last charge; a release locks only the
- * stripes of the states it changes. A new state is inserted into its
- * chain under its stripe, and no state is ever removed before
- * gw_limiter_free, so the pointers a gw_admit keeps stay valid. Messages
- * are formatted after the unlock, so a storm of refusals does not hold a
- * stripe for a printf.
+ * is read and changed only under the mutex of its bucket's stripe. The
+ * states of one key (the key's, and one per model with a rate) all sit
+ * in buckets of the same stripe: the key's bucket comes from the hash of
+ * its name, and a key+model state's bucket takes its low bits (the
+ * stripe) from that hash too and only its high bits from the whole name.
+ * So an admission, which may need two states, takes one lock and holds
+ * it from the first check to the last charge, and no two locks are ever
+ * held at once (no order to respect, no deadlock). A new state is
+ * inserted into its chain under its stripe, and no state is removed
+ * before gw_limiter_free, so the pointers a gw_admit keeps stay valid.
+ * Messages are formatted after the unlock, so a storm of refusals does
+ * not hold a stripe for a printf.
  *
  * Invariants:
  *  1. A request is admitted by all of its limits or by none: nothing is
  *     charged until every check has passed, and no other thread changes
- *     the states in between (their stripes are held throughout).
+ *     the states in between (their one stripe is held throughout).
  *  2. Every admission is released exactly once (gw_admit.active).
- *  3. A state's fields are touched only under its stripe's mutex; stripes
- *     are taken in ascending order, so two admissions never deadlock.
+ *  3. A state's fields are touched only under its stripe's mutex, and the
+ *     states of one key share one stripe; a thread holds one stripe at
+ *     most.
  *  4. Nothing in this file is global: all state hangs off a gw_limiter.
  */
 #include "gateway/limit.h"
@@ -55,7 +59,7 @@
 
 struct gw_lstate {
     char *name; /* owned: key name, or key name '\x1f' model */
-    unsigned stripe; /* the stripe whose mutex guards this state; fixed */
+    unsigned bucket; /* its bucket, so its stripe; fixed */
     double tat_req, tat_tok;
     long inflight;
     long day;
@@ -64,7 +68,9 @@ struct gw_lstate {
 };
 
 #define NBUCKETS 1024
-#define NSTRIPES 64 /* divides NBUCKETS */
+#define NSTRIPES 64 /* divides NBUCKETS; both powers of two */
+_Static_assert(NBUCKETS % NSTRIPES == 0 && (NSTRIPES & (NSTRIPES - 1)) == 0,
+               "stripes must split the buckets evenly");
 #define CACHE_LINE 64
 
 /* A mutex alone on its cache line: two workers that lock different
@@ -118,62 +124,49 @@ void gw_limiter_free(struct gw_limiter *l)
     free(l);
 }
 
-/* A state's name: a, or a '\x1f' b. Not under any lock. */
+/* A state's name: a, or a '\x1f' b, and where it lives. Not under any
+ * lock. */
 struct lname {
     char s[600];
-    uint32_t hash; /* FNV-1a of s */
+    unsigned bucket; /* bucket % NSTRIPES depends on a alone */
 };
 
 static int lname_set(struct lname *n, const char *a, const char *b)
 {
-    uint32_t h = 2166136261u;
-    size_t na = strlen(a), nb = b ? strlen(b) : 0;
+    uint32_t h = 2166136261u, ha;
+    size_t na = strlen(a), nb = b ? strlen(b) : 0, i;
 
     if (na + 1 + nb >= sizeof(n->s))
         return -1;
     memcpy(n->s, a, na);
+    for (i = 0; i < na; i++)
+        h = (h ^ (unsigned char)a[i]) * 16777619u;
+    ha = h;
     if (b) {
         n->s[na] = '\x1f';
         memcpy(n->s + na + 1, b, nb);
+        h = (h ^ 0x1fu) * 16777619u;
+        for (i = 0; i < nb; i++)
+            h = (h ^ (unsigned char)b[i]) * 16777619u;
         na += 1 + nb;
     }
     n->s[na] = '\0';
-    for (const char *p = n->s; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    n->hash = h;
+    /* the name's bucket with its stripe bits taken from a's hash: a key's
+     * own state is in bucket h % NBUCKETS, and its model states under the
+     * same stripe */
+    n->bucket = (h % NBUCKETS & ~(unsigned)(NSTRIPES - 1)) | ha % NSTRIPES;
     return 0;
 }
 
-static unsigned lname_stripe(const struct lname *n)
+static pthread_mutex_t *stripe_of(struct gw_limiter *l, unsigned bucket)
 {
-    return (n->hash % NBUCKETS) % NSTRIPES;
-}
-
-/* Locks stripes a and b in ascending order (invariant 3); one lock when
- * they are the same. */
-static void lock2(struct gw_limiter *l, unsigned a, unsigned b)
-{
-    if (a > b) {
-        unsigned t = a;
-        a = b;
-        b = t;
-    }
-    pthread_mutex_lock(&l->stripes[a].mu);
-    if (b != a)
-        pthread_mutex_lock(&l->stripes[b].mu);
-}
-
-static void unlock2(struct gw_limiter *l, unsigned a, unsigned b)
-{
-    if (b != a)
-        pthread_mutex_unlock(&l->stripes[b].mu);
-    pthread_mutex_unlock(&l->stripes[a].mu);
+    return &l->stripes[bucket % NSTRIPES].mu;
 }
 
 /* The state named n, created when new. The caller holds n's stripe. */
 static struct gw_lstate *state(struct gw_limiter *l, const struct lname *n)
 {
-    struct gw_lstate **head = &l->buckets[n->hash % NBUCKETS], *s;
+    struct gw_lstate **head = &l->buckets[n->bucket], *s;
 
     for (s = *head; s; s = s->next)
         if (strcmp(s->name, n->s) == 0)
@@ -183,7 +176,7 @@ static struct gw_lstate *state(struct gw_limiter *l, const struct lname *n)
         free(s);
         return NULL;
     }
-    s->stripe = lname_stripe(n);
+    s->bucket = n->bucket;
     s->next = *head;
     *head = s;
     return s;
@@ -353,7 +346,7 @@ int gw_limit_admit(struct gw_limiter *l, const struct gw_key *key,
     struct lname kn, mn;
     struct refusal why = {NULL, 0};
     long today = (long)(now_ms / DAY_MS);
-    unsigned sk, sm;
+    pthread_mutex_t *mu;
     size_t i;
     int ok = -1;
 
@@ -365,10 +358,9 @@ int gw_limit_admit(struct gw_limiter *l, const struct gw_key *key,
     if (lname_set(&kn, key->name, NULL) < 0 ||
         (mrate && lname_set(&mn, key->name, model) < 0))
         return -1;
-    sk = lname_stripe(&kn);
-    sm = mrate ? lname_stripe(&mn) : sk;
+    mu = stripe_of(l, kn.bucket); /* mn's too */
 
-    lock2(l, sk, sm);
+    pthread_mutex_lock(mu);
     ks = state(l, &kn);
     if (ks == NULL || (mrate && (ms = state(l, &mn)) == NULL))
         goto out;
@@ -383,7 +375,7 @@ int gw_limit_admit(struct gw_limiter *l, const struct gw_key *key,
         admit->active = 1;
     }
 out:
-    unlock2(l, sk, sm);
+    pthread_mutex_unlock(mu);
     if (ok == 0 && !r->allowed)
         snprintf(r->message, sizeof(r->message), why.fmt, key->name,
                  why.limit);
@@ -396,7 +388,7 @@ int gw_limit_take_slot(struct gw_limiter *l, const struct gw_key *key,
 {
     struct gw_lstate *ks;
     struct lname kn;
-    unsigned sk;
+    pthread_mutex_t *mu;
     int full = 0;
     size_t i;
 
@@ -404,17 +396,17 @@ int gw_limit_take_slot(struct gw_limiter *l, const struct gw_key *key,
     result_init(r);
     if (lname_set(&kn, key->name, NULL) < 0)
         return -1;
-    sk = lname_stripe(&kn);
-    pthread_mutex_lock(&l->stripes[sk].mu);
+    mu = stripe_of(l, kn.bucket);
+    pthread_mutex_lock(mu);
     if ((ks = state(l, &kn)) == NULL) {
-        pthread_mutex_unlock(&l->stripes[sk].mu);
+        pthread_mutex_unlock(mu);
         return -1;
     }
     if (key->max_concurrent && ks->inflight >= key->max_concurrent)
         full = 1;
     else
         ks->inflight++;
-    pthread_mutex_unlock(&l->stripes[sk].mu);
+    pthread_mutex_unlock(mu);
     if (full) {
         struct refusal why;
 
@@ -444,18 +436,18 @@ void gw_limit_release(struct gw_limiter *l, struct gw_admit *a, long actual,
                       int64_t now_ms)
 {
     struct gw_lstate *ks = a->ks, *ms = a->ms;
-    unsigned sk, sm;
+    pthread_mutex_t *mu;
     long delta;
 
     (void)now_ms;
     if (!a->active)
         return;
     a->active = 0;
-    sk = sm = ks->stripe;
+    mu = stripe_of(l, ks->bucket); /* ms's too */
     if (a->remote) {
-        pthread_mutex_lock(&l->stripes[sk].mu);
+        pthread_mutex_lock(mu);
         ks->inflight--;
-        pthread_mutex_unlock(&l->stripes[sk].mu);
+        pthread_mutex_unlock(mu);
         delta = actual - a->reserved; /* negative: tokens given back */
         /* only what a token limit or a budget counts is worth a call */
         if (actual >= 0 && (a->key->rate.tpm || a->key->daily_tokens))
@@ -468,10 +460,7 @@ void gw_limit_release(struct gw_limiter *l, struct gw_admit *a, long actual,
         return;
     }
     delta = actual - a->reserved;
-    /* the key+model state changes only when its tokens are settled */
-    if (actual >= 0 && a->mrate && a->mrate->tpm)
-        sm = ms->stripe;
-    lock2(l, sk, sm);
+    pthread_mutex_lock(mu);
     ks->inflight--;
     if (actual >= 0) {
         /* a reservation from before midnight settles yesterday, not
@@ -483,7 +472,7 @@ void gw_limit_release(struct gw_limiter *l, struct gw_admit *a, long actual,
         if (a->mrate && a->mrate->tpm)
             ms->tat_tok += (double)delta * 60000.0 / (double)a->mrate->tpm;
     }
-    unlock2(l, sk, sm);
+    pthread_mutex_unlock(mu);
 }
 
 void gw_limit_fmt_reset(long ms, char *out, size_t outlen)

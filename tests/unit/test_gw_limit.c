@@ -487,13 +487,13 @@ static void test_fmt_reset_hours(void **state)
 #define NTHREADS 4
 #define OPS 100000 /* admissions a thread */
 
-/* One key, its rate and a per-model rate on "m" (two states, so two
- * stripes), admitted in PHASES phases of a frozen clock: within a phase
+/* One key, its rate and a per-model rate on "m" (two states, checked and
+ * charged together), admitted in PHASES phases of a frozen clock: within a phase
  * every admission sees the same now, so the outcome depends only on how
  * many ask, not on which thread or in what order. Phases are separated by
  * a barrier. */
-#define PHASES 100
-#define PHASE_MS 100
+#define PHASES 20
+#define PHASE_MS 500
 
 struct rate_run {
     struct gw_limiter *l;
@@ -535,8 +535,8 @@ static void *rate_thread(void *arg)
 
 static struct gw_key rate_key(struct gw_model_rate *mr)
 {
-    /* key: 10000 at once, then 1000 a phase; model "m": 8000 at once,
-     * then 800 a phase. 4000 ask a phase: both limits bite. */
+    /* key: 10000 at once, then 5000 a phase; model "m": 8000 at once,
+     * then 4000 a phase, so it refuses; 20000 ask a phase */
     struct gw_key k = make_key("thr", 600000, 0);
 
     mr->model = (char *)"m";
@@ -624,6 +624,7 @@ struct conc_run {
     const char *model;
     atomic_long *held; /* slots held right now, by every thread */
     atomic_long *over; /* times held was seen above MAXC */
+    pthread_barrier_t *start; /* every thread starts at once */
     long admitted, refused, other;
 };
 
@@ -634,6 +635,7 @@ static void *conc_thread(void *arg)
     struct gw_limit_result r;
     int i;
 
+    pthread_barrier_wait(run->start);
     for (i = 0; i < OPS; i++) {
         if (gw_limit_admit(run->l, run->k, run->model, EST, T0, &a, &r) != 0) {
             run->other++;
@@ -666,6 +668,7 @@ static void test_threads_concurrency(void **state)
     struct conc_run runs[NTHREADS];
     pthread_t th[NTHREADS];
     atomic_long held = 0, over = 0;
+    pthread_barrier_t start;
     struct gw_admit a[MAXC + 1];
     struct gw_limit_result r;
     long admitted = 0, refused = 0, other = 0;
@@ -683,6 +686,7 @@ static void test_threads_concurrency(void **state)
     k.n_model_rates = NTHREADS;
     k.max_concurrent = MAXC;
     k.daily_tokens = 1000000000000L;
+    assert_int_equal(pthread_barrier_init(&start, NULL, NTHREADS), 0);
     for (i = 0; i < NTHREADS; i++) {
         memset(&runs[i], 0, sizeof(runs[i]));
         runs[i].l = l;
@@ -690,6 +694,7 @@ static void test_threads_concurrency(void **state)
         runs[i].model = models[i];
         runs[i].held = &held;
         runs[i].over = &over;
+        runs[i].start = &start;
         assert_int_equal(pthread_create(&th[i], NULL, conc_thread, &runs[i]),
                          0);
     }
@@ -699,6 +704,7 @@ static void test_threads_concurrency(void **state)
         refused += runs[i].refused;
         other += runs[i].other;
     }
+    pthread_barrier_destroy(&start);
     assert_int_equal(other, 0);
     assert_int_equal(admitted + refused, (long)NTHREADS * OPS);
     assert_true(admitted > 0);
@@ -746,6 +752,7 @@ struct create_run {
     struct gw_limiter *l;
     const struct gw_key *keys;
     int start;
+    pthread_barrier_t *barrier; /* every thread starts at once */
     long admitted, other;
 };
 
@@ -756,6 +763,7 @@ static void *create_thread(void *arg)
     struct gw_limit_result r;
     int i;
 
+    pthread_barrier_wait(run->barrier);
     for (i = 0; i < NKEYS; i++) {
         const struct gw_key *k = &run->keys[(run->start + i) % NKEYS];
 
@@ -779,6 +787,7 @@ static void test_threads_state_creation(void **state)
     struct gw_limiter *l = gw_limiter_new();
     struct create_run runs[NTHREADS];
     pthread_t th[NTHREADS];
+    pthread_barrier_t barrier;
     long admitted = 0, other = 0;
     int i;
 
@@ -790,11 +799,13 @@ static void test_threads_state_creation(void **state)
         keys[i].model_rates = &mr;
         keys[i].n_model_rates = 1;
     }
+    assert_int_equal(pthread_barrier_init(&barrier, NULL, NTHREADS), 0);
     for (i = 0; i < NTHREADS; i++) {
         memset(&runs[i], 0, sizeof(runs[i]));
         runs[i].l = l;
         runs[i].keys = keys;
         runs[i].start = i * (NKEYS / NTHREADS / 2);
+        runs[i].barrier = &barrier;
         assert_int_equal(
             pthread_create(&th[i], NULL, create_thread, &runs[i]), 0);
     }
@@ -803,6 +814,7 @@ static void test_threads_state_creation(void **state)
         admitted += runs[i].admitted;
         other += runs[i].other;
     }
+    pthread_barrier_destroy(&barrier);
     assert_int_equal(other, 0);
     if (admitted != NKEYS)
         fail_msg("%ld admitted for %d keys of one request at once", admitted,
