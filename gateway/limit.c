@@ -124,37 +124,54 @@ void gw_limiter_free(struct gw_limiter *l)
     free(l);
 }
 
-/* A state's name: a, or a '\x1f' b, and where it lives. Not under any
- * lock. */
+/* A state's name (a key's, or key '\x1f' model) and where it lives;
+ * built before any lock is taken. */
 struct lname {
     char s[600];
-    unsigned bucket; /* bucket % NSTRIPES depends on a alone */
+    size_t len;
+    uint32_t hash;   /* FNV-1a of s */
+    unsigned bucket; /* bucket % NSTRIPES depends on the key alone */
 };
 
-static int lname_set(struct lname *n, const char *a, const char *b)
+static uint32_t fnv(uint32_t h, const char *p, size_t n)
 {
-    uint32_t h = 2166136261u, ha;
-    size_t na = strlen(a), nb = b ? strlen(b) : 0, i;
+    size_t i;
 
-    if (na + 1 + nb >= sizeof(n->s))
+    for (i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 16777619u;
+    return h;
+}
+
+static int lname_key(struct lname *n, const char *key)
+{
+    size_t len = strlen(key);
+
+    if (len >= sizeof(n->s))
         return -1;
-    memcpy(n->s, a, na);
-    for (i = 0; i < na; i++)
-        h = (h ^ (unsigned char)a[i]) * 16777619u;
-    ha = h;
-    if (b) {
-        n->s[na] = '\x1f';
-        memcpy(n->s + na + 1, b, nb);
-        h = (h ^ 0x1fu) * 16777619u;
-        for (i = 0; i < nb; i++)
-            h = (h ^ (unsigned char)b[i]) * 16777619u;
-        na += 1 + nb;
-    }
-    n->s[na] = '\0';
-    /* the name's bucket with its stripe bits taken from a's hash: a key's
-     * own state is in bucket h % NBUCKETS, and its model states under the
-     * same stripe */
-    n->bucket = (h % NBUCKETS & ~(unsigned)(NSTRIPES - 1)) | ha % NSTRIPES;
+    memcpy(n->s, key, len + 1);
+    n->len = len;
+    n->hash = fnv(2166136261u, key, len);
+    n->bucket = n->hash % NBUCKETS;
+    return 0;
+}
+
+/* The key+model name from the key's (whose hash it continues). Its
+ * bucket is the one of its own hash with the stripe bits of the key's:
+ * the states of one key share a stripe. */
+static int lname_model(struct lname *n, const struct lname *k,
+                       const char *model)
+{
+    size_t len = strlen(model);
+
+    if (k->len + 1 + len >= sizeof(n->s))
+        return -1;
+    memcpy(n->s, k->s, k->len);
+    n->s[k->len] = '\x1f';
+    memcpy(n->s + k->len + 1, model, len + 1);
+    n->len = k->len + 1 + len;
+    n->hash = fnv((k->hash ^ 0x1fu) * 16777619u, model, len);
+    n->bucket = (n->hash % NBUCKETS & ~(unsigned)(NSTRIPES - 1)) |
+                k->bucket % NSTRIPES;
     return 0;
 }
 
@@ -355,8 +372,8 @@ int gw_limit_admit(struct gw_limiter *l, const struct gw_key *key,
     for (i = 0; i < key->n_model_rates; i++)
         if (strcmp(key->model_rates[i].model, model) == 0)
             mrate = &key->model_rates[i].rate;
-    if (lname_set(&kn, key->name, NULL) < 0 ||
-        (mrate && lname_set(&mn, key->name, model) < 0))
+    if (lname_key(&kn, key->name) < 0 ||
+        (mrate && lname_model(&mn, &kn, model) < 0))
         return -1;
     mu = stripe_of(l, kn.bucket); /* mn's too */
 
@@ -394,7 +411,7 @@ int gw_limit_take_slot(struct gw_limiter *l, const struct gw_key *key,
 
     memset(admit, 0, sizeof(*admit));
     result_init(r);
-    if (lname_set(&kn, key->name, NULL) < 0)
+    if (lname_key(&kn, key->name) < 0)
         return -1;
     mu = stripe_of(l, kn.bucket);
     pthread_mutex_lock(mu);
