@@ -15,6 +15,11 @@ UNIT_TESTS += $(BUILD)/tests/test_gw_prompt
 $(BUILD)/tests/test_gw_prompt: $(call objs,tests/unit/test_gw_prompt.c) $(GATEWAY_OBJS)
 UNIT_TESTS += $(BUILD)/tests/test_gw_limit
 $(BUILD)/tests/test_gw_limit: $(call objs,tests/unit/test_gw_limit.c) $(GATEWAY_OBJS)
+# the limiter shared by worker threads: its threaded tests under TSan too
+tsan-unit::
+	@$(MAKE) --no-print-directory BUILD=build/tsan BIN=build/tsan/bin OPT=-O1 \
+	    SAN="-fsanitize=thread -fno-omit-frame-pointer" build/tsan/tests/test_gw_limit
+	TSAN_OPTIONS="halt_on_error=1" build/tsan/tests/test_gw_limit
 UNIT_TESTS += $(BUILD)/tests/test_gw_chunked
 $(BUILD)/tests/test_gw_chunked: $(call objs,tests/unit/test_gw_chunked.c) $(GATEWAY_OBJS)
 # routing (pool.c, breaker.c): linked without libregistry, which they do not use

@@ -7,10 +7,7 @@
  * Then the limiter shared by worker threads: 4 threads hammering one key
  * are admitted exactly what one thread is, max_concurrent holds at every
  * moment, every token settled counts, and a state created by two threads
- * at once exists once. Run it under ThreadSanitizer too:
- *   make BUILD=build/tsan BIN=build/tsan/bin OPT=-O1 \
- *        SAN=-fsanitize=thread build/tsan/tests/test_gw_limit
- *   build/tsan/tests/test_gw_limit
+ * at once exists once. `make tsan-unit` runs it under ThreadSanitizer.
  */
 #include <setjmp.h>
 #include <stdarg.h>
