@@ -15,6 +15,10 @@
  *    their own (its done callback is health.c's, not upstream.c's).
  *  - Nothing blocks: the check is a normal event-driven exchange with its
  *    own deadline timer.
+ *  - Threads: the checks run on worker 0's loop only, the thread that also
+ *    attaches configs to the state table; the table is walked under its
+ *    mutex and a verdict goes to the breaker under the backend state's lock
+ *    (gw_states_health), since every worker picks on that breaker.
  *
  * Invariants:
  *  1. At most one check per backend is in flight (busy); a tick that finds
@@ -106,7 +110,7 @@ static void verdict(struct gw_hcheck *hc, int ok, const char *why)
                "backend '%s': health check %s%s%s", b->name,
                ok ? "passes" : "fails", ok ? "" : ": ", ok ? "" : why);
     hc->last_ok = ok;
-    gw_breaker_health(&hc->s->breaker, &b->breaker, gw_now_us(), ok);
+    gw_states_health(b, gw_now_us(), ok);
 }
 
 /* --------------------------------------------------- native transport */
@@ -312,6 +316,7 @@ int gw_health_apply(struct gw_health *h)
     struct gw_backend_states *st = h->gw->states;
     int rc = 0;
 
+    pthread_mutex_lock(&st->lock); /* against gw_states_attach */
     for (size_t i = 0; i < st->n; i++) {
         struct gw_backend_state *s = st->v[i];
         struct gw_backend *b = s->in_config ? backend_of(h, s) : NULL;
@@ -344,6 +349,7 @@ int gw_health_apply(struct gw_health *h)
             arm(hc->tick, b->health_interval_ms); /* a new interval */
         }
     }
+    pthread_mutex_unlock(&st->lock);
     if (rc < 0)
         gw_log_error("cannot start every health check: out of memory");
     return rc;
@@ -351,11 +357,18 @@ int gw_health_apply(struct gw_health *h)
 
 void gw_health_free(struct gw_health *h)
 {
+    struct gw_backend_states *st;
+
     if (h == NULL)
         return;
-    for (size_t i = 0; h->gw->states && i < h->gw->states->n; i++)
-        if (h->gw->states->v[i]->health)
-            hcheck_free(h->gw->states->v[i]->health);
+    st = h->gw->states;
+    if (st)
+        pthread_mutex_lock(&st->lock);
+    for (size_t i = 0; st && i < st->n; i++)
+        if (st->v[i]->health)
+            hcheck_free(st->v[i]->health);
+    if (st)
+        pthread_mutex_unlock(&st->lock);
     gw_curlev_free(h->curl);
     free(h);
 }

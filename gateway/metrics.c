@@ -886,13 +886,21 @@ static void write_backends(const struct gw_config *c, int64_t now_us,
     static const char *const results[] = {"ok", "error"};
     char lab[1024];
     size_t i, j;
+    /* one copy of each state, taken under its lock: workers move them */
+    struct gw_backend_snap *snaps;
 
+    snaps = c && c->n_backends ? calloc(c->n_backends, sizeof(*snaps)) : NULL;
+    if (c && c->n_backends && snaps == NULL)
+        return; /* out of memory: the backend families are left out */
+    for (i = 0; snaps && i < c->n_backends; i++)
+        if (c->backends[i].state != NULL)
+            gw_states_snap(&c->backends[i], now_us, &snaps[i]);
 #define EACH_BACKEND(b, s)                                                 \
-    for (i = 0; c && i < c->n_backends; i++)                               \
-        if (((b) = &c->backends[i]) && ((s) = (b)->state) != NULL &&       \
-            !seen_before(c, i))
+    for (i = 0; snaps && i < c->n_backends; i++)                           \
+        if (((b) = &c->backends[i])->state != NULL &&                      \
+            ((s) = &snaps[i]) && !seen_before(c, i))
     const struct gw_backend *b;
-    const struct gw_backend_state *s;
+    const struct gw_backend_snap *s;
 
     family(out, "promptgate_backend_up", "gauge",
            "1 when the backend's breaker lets requests through now.");
@@ -900,8 +908,7 @@ static void write_backends(const struct gw_config *c, int64_t now_us,
         ADD(out, "promptgate_backend_up{");
         label(out, 1, "backend", b->name);
         ADD(out, "}");
-        value_u64(out, (uint64_t)gw_breaker_usable(&s->breaker, &b->breaker,
-                                                   now_us));
+        value_u64(out, (uint64_t)s->usable);
     }
     family(out, "promptgate_breaker_state", "gauge",
            "The backend's circuit breaker state: 1 for the current state, "
@@ -912,7 +919,7 @@ static void write_backends(const struct gw_config *c, int64_t now_us,
             label(out, 1, "backend", b->name);
             label(out, 0, "state", gw_breaker_state_name(j));
             ADD(out, "}");
-            value_u64(out, s->breaker.state == (enum gw_breaker_state)j);
+            value_u64(out, s->state == (enum gw_breaker_state)j);
         }
     }
     family(out, "promptgate_breaker_transitions_total", "counter",
@@ -923,7 +930,7 @@ static void write_backends(const struct gw_config *c, int64_t now_us,
             label(out, 1, "backend", b->name);
             label(out, 0, "to", gw_breaker_state_name(j));
             ADD(out, "}");
-            value_u64(out, s->breaker.transitions[j]);
+            value_u64(out, s->transitions[j]);
         }
     }
     family(out, "promptgate_upstream_attempts_total", "counter",
@@ -963,6 +970,7 @@ static void write_backends(const struct gw_config *c, int64_t now_us,
                       &s->head);
     }
 #undef EACH_BACKEND
+    free(snaps);
 }
 
 static void gauge(struct evbuffer *out, const char *name, const char *help,

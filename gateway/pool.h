@@ -7,10 +7,16 @@
  * config is parsed). Backend state lives in a table owned by the gateway
  * and keyed by backend name, so a SIGHUP keeps breakers and counters; each
  * loaded config is attached to it (gw_states_attach) before it serves.
+ *
+ * Threads: every worker picks and records on the same pools and states at
+ * once; pool.c's opening comment says which lock or atomic guards what.
+ * Read a state only through the functions below (gw_states_snap), never
+ * its fields directly.
  */
 #ifndef GW_POOL_H
 #define GW_POOL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,20 +29,47 @@ struct gw_hcheck;
 
 #define GW_POOL_MAX_FALLBACKS 8
 
+/* Guarded by: [lock] the state's mutex; [atomic] __atomic ops only;
+ * [table] the table's mutex; [worker 0] the thread running health checks
+ * and gw_states_attach. */
 struct gw_backend_state {
-    char name[72];
-    struct gw_breaker breaker; /* breaker.name points at name above */
-    int inflight;              /* attempts in flight, across reloads */
-    int64_t ewma_us;           /* time to answer head; -1: no sample yet */
-    unsigned long attempts, failures, retries_to; /* since start */
-    int in_config;             /* named by the current config */
-    struct gw_hcheck *health;  /* owned by health.c (gw_health_free) */
-    struct gw_metrics_hist head; /* answered attempts' time to head */
+    char name[72];             /* set once, then read-only */
+    pthread_mutex_t lock;
+    struct gw_breaker breaker; /* [lock] breaker.name points at name */
+    int breaker_state;         /* [atomic] breaker.state, stored under lock
+                                  after each change: the pick's fast path */
+    int inflight;              /* [atomic] attempts in flight, across
+                                  reloads; raised only by reserve (pool.c) */
+    int64_t ewma_us;           /* [atomic, written under lock] time to
+                                  answer head; -1: no sample yet */
+    unsigned long attempts, failures; /* [lock] since start */
+    unsigned long retries_to;  /* [atomic] since start */
+    struct gw_metrics_hist head; /* [lock] answered attempts' time to head */
+    int in_config;             /* [table] named by the current config */
+    struct gw_hcheck *health;  /* [worker 0] owned by health.c
+                                  (gw_health_free) */
 };
 
 struct gw_backend_states {
-    struct gw_backend_state **v; /* owned: n entries, each owned */
+    pthread_mutex_t lock;        /* guards v, n and each in_config */
+    struct gw_backend_state **v; /* owned: n entries, each owned; each
+                                    entry keeps its address for good */
     size_t n;
+};
+
+/* A consistent copy of one backend's state (gw_states_snap). */
+struct gw_backend_snap {
+    enum gw_breaker_state state;
+    int usable;              /* the breaker lets an attempt through now */
+    long open_for_ms;        /* open: until the cool-down ends; else 0 */
+    unsigned long opens;
+    unsigned long transitions[3]; /* by state entered */
+    int consecutive;         /* failures in a row */
+    unsigned long window_attempts, window_failures;
+    unsigned long attempts, failures, retries_to;
+    int inflight;
+    int64_t ewma_us;         /* -1: no sample yet */
+    struct gw_metrics_hist head;
 };
 
 struct gw_pool {
@@ -49,7 +82,10 @@ struct gw_pool {
     struct gw_pool *fallbacks[GW_POOL_MAX_FALLBACKS]; /* borrowed: same
                                                          config */
     size_t n_fallbacks;
-    unsigned rr; /* rotating start for ties */
+    pthread_mutex_t lock; /* guards current[] and the panic probe; taken
+                             before a state's lock, never after */
+    int lock_made;        /* lock was initialised (gw_pools_free) */
+    unsigned rr;          /* [atomic] rotating start for ties */
 };
 
 /* Builds c->pools from c's backends and model_confs. Returns 0, or -1
@@ -79,6 +115,15 @@ struct gw_backend *gw_pool_pick(struct gw_pool *pool, int64_t now_us,
                                 size_t n_tried, int *probe,
                                 struct gw_pick_why *why);
 
+/* Takes b for an attempt that the caller chose itself (a pinned first
+ * attempt), whatever its breaker and max_inflight say: counts it in flight
+ * and acquires the breaker. Returns probe (see gw_pool_pick), for the
+ * matching gw_pool_record. */
+int gw_pool_acquire(struct gw_backend *b, int64_t now_us);
+
+/* Counts an attempt on b that retried a failed one (metrics). */
+void gw_pool_retried(struct gw_backend *b);
+
 /* The end of an attempt on b: updates the breaker, the latency EWMA (on
  * success, with ttfb_us) and the counters. */
 void gw_pool_record(struct gw_backend *b, int64_t now_us, int probe,
@@ -89,9 +134,18 @@ struct gw_backend_states *gw_states_new(void);
 void gw_states_free(struct gw_backend_states *s); /* NULL is a no-op */
 
 /* Points every backend of c at its state (created on first sight), and
- * marks which states the config names. Returns 0 or -1 (out of memory;
- * c is then not usable). */
+ * marks which states the config names. c must not serve yet; workers may
+ * pick and record on older configs meanwhile. Returns 0 or -1 (out of
+ * memory; c is then not usable). */
 int gw_states_attach(struct gw_backend_states *s, struct gw_config *c);
+
+/* A health check's verdict on b (health.c), handed to its breaker. */
+void gw_states_health(struct gw_backend *b, int64_t now_us, int healthy);
+
+/* Copies b's state as of now_us into out, under its lock (for /metrics
+ * and /admin/backends, from any worker). */
+void gw_states_snap(const struct gw_backend *b, int64_t now_us,
+                    struct gw_backend_snap *out);
 
 /* Backends of c whose breaker lets an attempt through now (/readyz). */
 size_t gw_states_usable(const struct gw_config *c, int64_t now_us);

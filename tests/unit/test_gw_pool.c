@@ -73,6 +73,17 @@ static const char *pick_done(struct fixture *f, struct gw_pool *p)
     return b->name;
 }
 
+/* n attempts on b that end with outcome at t, through the pool's own
+ * calls (which keep the breaker and its copy for the pick in step). */
+static void attempts_end(struct gw_backend *b, int64_t t,
+                         enum gw_breaker_outcome outcome, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int probe = gw_pool_acquire(b, t);
+        gw_pool_record(b, t, probe, outcome, -1, 0);
+    }
+}
+
 static void test_smooth_weighted_round_robin(void **state)
 {
     struct fixture f = fx(three);
@@ -112,10 +123,7 @@ static void test_tried_busy_and_open_are_skipped(void **state)
     struct gw_backend *held = gw_pool_pick(p, T0, &f.rng, tried, 1, &probe,
                                            &why);
     assert_string_equal(held->name, "b");
-    for (int i = 0; i < 5; i++)
-        gw_breaker_record(&f.c->backends[2].state->breaker,
-                          &f.c->backends[2].breaker, T0, 0,
-                          GW_BREAKER_DOWN, 0);
+    attempts_end(&f.c->backends[2], T0, GW_BREAKER_DOWN, 5);
     assert_null(gw_pool_pick(p, T0, &f.rng, tried, 1, &probe, &why));
     assert_true(why.busy);
     assert_true(why.open);
@@ -135,10 +143,7 @@ static void test_panic_probes_one_on_answered_errors(void **state)
 
     (void)state;
     for (int j = 0; j < 3; j++)
-        for (int i = 0; i < 5; i++)
-            gw_breaker_record(&f.c->backends[j].state->breaker,
-                              &f.c->backends[j].breaker, T0 + j, 0,
-                              GW_BREAKER_FAIL, 0);
+        attempts_end(&f.c->backends[j], T0 + j, GW_BREAKER_FAIL, 5);
     struct gw_backend *b = gw_pool_pick(p, T0 + 10, &f.rng, NULL, 0, &probe,
                                         &why);
     assert_non_null(b);
@@ -160,10 +165,7 @@ static void test_no_panic_when_truly_down(void **state)
 
     (void)state;
     for (int j = 0; j < 3; j++)
-        for (int i = 0; i < 5; i++)
-            gw_breaker_record(&f.c->backends[j].state->breaker,
-                              &f.c->backends[j].breaker, T0, 0,
-                              GW_BREAKER_DOWN, 0);
+        attempts_end(&f.c->backends[j], T0, GW_BREAKER_DOWN, 5);
     assert_null(gw_pool_pick(p, T0, &f.rng, NULL, 0, &probe, &why));
     assert_true(why.open && !why.busy);
     fx_free(&f);
@@ -237,10 +239,7 @@ static void test_priority_tiers(void **state)
     (void)state;
     for (int i = 0; i < 5; i++)
         assert_string_equal(pick_done(&f, p), "local");
-    for (int i = 0; i < 5; i++)
-        gw_breaker_record(&f.c->backends[1].state->breaker,
-                          &f.c->backends[1].breaker, T0, 0, GW_BREAKER_DOWN,
-                          0);
+    attempts_end(&f.c->backends[1], T0, GW_BREAKER_DOWN, 5);
     assert_string_equal(pick_done(&f, p), "remote");
     fx_free(&f);
 }
@@ -256,10 +255,7 @@ static void test_state_survives_a_new_config(void **state)
     struct evbuffer *out = evbuffer_new();
 
     (void)state;
-    for (int i = 0; i < 5; i++)
-        gw_breaker_record(&f.c->backends[2].state->breaker,
-                          &f.c->backends[2].breaker, T0, 0, GW_BREAKER_FAIL,
-                          0);
+    attempts_end(&f.c->backends[2], T0, GW_BREAKER_FAIL, 5);
     assert_int_equal(gw_states_attach(f.st, c2), 0);
     assert_ptr_equal(c2->backends[0].state, f.c->backends[2].state);
     assert_int_equal(c2->backends[0].state->breaker.state, GW_BREAKER_OPEN);
