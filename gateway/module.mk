@@ -45,3 +45,13 @@ tsan-unit::
 	@$(MAKE) --no-print-directory BUILD=build/tsan BIN=build/tsan/bin OPT=-O1 \
 	    SAN="-fsanitize=thread -fno-omit-frame-pointer" build/tsan/tests/test_gw_metrics_mt
 	TSAN_OPTIONS="halt_on_error=1" build/tsan/tests/test_gw_metrics_mt
+# workers (issue 9): pools and backend states hammered from 4 threads;
+# `make tsan-unit` builds it with ThreadSanitizer into build/tsan and runs it
+# (a double-colon rule, so other modules can add their own recipe)
+UNIT_TESTS += $(BUILD)/tests/test_gw_pool_threads
+$(BUILD)/tests/test_gw_pool_threads: $(call objs,tests/unit/test_gw_pool_threads.c) $(ROUTING_TEST_OBJS)
+.PHONY: tsan-unit
+tsan-unit::
+	@$(MAKE) --no-print-directory BUILD=build/tsan BIN=build/tsan/bin OPT=-O1 \
+	    SAN="-fsanitize=thread -fno-omit-frame-pointer" build/tsan/tests/test_gw_pool_threads
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build/tsan/tests/test_gw_pool_threads
