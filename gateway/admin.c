@@ -9,6 +9,9 @@
  * `x-admin-key: KEY`), compared in constant time. Without admin_key in the
  * config the endpoint answers 404, so an unconfigured gateway shows
  * nothing of its backends.
+ *
+ * Threads: any worker answers it; the states are read through
+ * gw_states_snap (pool.c), each under its own lock, never all at once.
  */
 #include "gateway/gateway.h"
 #include "gateway/clock.h"

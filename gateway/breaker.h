@@ -5,6 +5,11 @@
  * attempt did (gw_breaker_record) and asks whether the backend may take one
  * more (gw_breaker_usable, gw_breaker_acquire). Times are gw_now_us()
  * microseconds, passed in so tests can drive the clock.
+ *
+ * Not thread-safe by itself: one caller at a time. In the gateway every
+ * call is made under the backend state's lock (pool.c), whichever worker
+ * makes it; only pool.c and the unit tests call these
+ * (gw_breaker_parse_retry_after is pure: anyone may).
  */
 #ifndef GW_BREAKER_H
 #define GW_BREAKER_H
