@@ -25,9 +25,11 @@
  *
  * Invariants:
  *  1. While OPEN and before open_until_us, no attempt is let through.
- *  2. While HALF_OPEN, at most conf->probes attempts are in flight; every
- *     probe that gw_breaker_acquire hands out is given back exactly once by
- *     gw_breaker_record (any outcome, NEUTRAL included).
+ *  2. At most conf->probes probes are in flight, whatever the state (a
+ *     close by health check or a reopen by Retry-After leaves the probes
+ *     out keeping their slots); every probe that gw_breaker_acquire hands
+ *     out is given back exactly once by gw_breaker_record (any outcome,
+ *     NEUTRAL included).
  *  3. The cool-down doubles with each trip since the last close, up to
  *     max_cooldown_ms; a close resets it.
  *  4. A Retry-After opening (told) ends at the time the backend asked for,
@@ -118,7 +120,11 @@ int gw_breaker_usable(const struct gw_breaker *b,
     case GW_BREAKER_CLOSED:
         return 1;
     case GW_BREAKER_OPEN:
-        return now_us >= b->open_until_us;
+        /* probes of an earlier half-open spell may still be out (a health
+         * check or a Retry-After reopened it meanwhile): they keep their
+         * slots, or the next spell would let more than conf->probes go */
+        return now_us >= b->open_until_us &&
+               b->probes_inflight < conf->probes;
     case GW_BREAKER_HALF_OPEN:
         return b->probes_inflight < conf->probes;
     }

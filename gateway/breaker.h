@@ -65,8 +65,8 @@ void gw_breaker_conf_default(struct gw_breaker_conf *conf);
 /* A closed breaker. name is borrowed and must outlive it. */
 void gw_breaker_init(struct gw_breaker *b, const char *name);
 
-/* 1 when an attempt may go to the backend now: closed, open with its
- * cool-down over, or half-open with a probe slot free. Changes nothing. */
+/* 1 when an attempt may go to the backend now: closed, or open with its
+ * cool-down over or half-open, with a probe slot free. Changes nothing. */
 int gw_breaker_usable(const struct gw_breaker *b,
                       const struct gw_breaker_conf *conf, int64_t now_us);
 

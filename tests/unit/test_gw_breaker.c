@@ -187,6 +187,44 @@ static void test_health_checks(void **state)
     assert_int_equal(b.state, GW_BREAKER_CLOSED);
 }
 
+/* A probe still in flight keeps its slot through a close and a new trip:
+ * the next cool-down must not let one more through on top of it. */
+static void test_probe_slots_survive_a_reopen(void **state)
+{
+    struct gw_breaker_conf k = conf();
+    struct gw_breaker b;
+    int probe;
+
+    (void)state;
+    gw_breaker_init(&b, "x");
+    fail_n(&b, &k, T0, 3);
+    assert_true(gw_breaker_usable(&b, &k, T0 + 1000 * MS));
+    probe = gw_breaker_acquire(&b, &k, T0 + 1000 * MS);
+    assert_int_equal(probe, 1); /* the only slot, still in flight */
+    gw_breaker_health(&b, &k, T0 + 1001 * MS, 1);
+    assert_int_equal(b.state, GW_BREAKER_CLOSED);
+    gw_breaker_health(&b, &k, T0 + 1002 * MS, 0);
+    assert_int_equal(b.state, GW_BREAKER_OPEN);
+    /* cool-down over, but the slot is taken */
+    assert_false(gw_breaker_usable(&b, &k, T0 + 3000 * MS));
+    gw_breaker_record(&b, &k, T0 + 3000 * MS, probe, GW_BREAKER_FAIL, 0);
+    assert_true(gw_breaker_usable(&b, &k, T0 + 3000 * MS));
+    assert_int_equal(gw_breaker_acquire(&b, &k, T0 + 3000 * MS), 1);
+    assert_int_equal(b.probes_inflight, 1);
+
+    /* the same after a Retry-After from an attempt let through before the
+     * trip (not a probe) */
+    gw_breaker_init(&b, "y");
+    fail_n(&b, &k, T0, 3);
+    probe = gw_breaker_acquire(&b, &k, T0 + 1000 * MS);
+    assert_int_equal(probe, 1);
+    gw_breaker_record(&b, &k, T0 + 1000 * MS, 0, GW_BREAKER_FAIL, 50);
+    assert_int_equal(b.state, GW_BREAKER_OPEN);
+    assert_false(gw_breaker_usable(&b, &k, T0 + 1100 * MS));
+    gw_breaker_record(&b, &k, T0 + 1100 * MS, probe, GW_BREAKER_NEUTRAL, 0);
+    assert_true(gw_breaker_usable(&b, &k, T0 + 1100 * MS));
+}
+
 static void test_parse_retry_after(void **state)
 {
     (void)state;
@@ -212,6 +250,7 @@ int main(void)
         cmocka_unit_test(test_retry_after_opens_for_that_long),
         cmocka_unit_test(test_force_probe_on_answered_errors_only),
         cmocka_unit_test(test_health_checks),
+        cmocka_unit_test(test_probe_slots_survive_a_reopen),
         cmocka_unit_test(test_parse_retry_after),
     };
     gw_log_set_level(GW_LOG_ERROR);
