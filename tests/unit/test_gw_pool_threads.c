@@ -157,6 +157,10 @@ static const char hammer_breaker[] =
     "\"window_s\":1,\"cooldown_ms\":1,\"max_cooldown_ms\":8,\"probes\":2}";
 #define PROBES 2
 #define B_MAX 3
+#define OVER_INFLIGHT 1 /* b had more than B_MAX in flight */
+#define OVER_PROBES 2   /* a backend had more than PROBES probes out */
+#define OVER_READER 4   /* the reader could not start */
+#define OVER_RELOAD 8   /* a reload could not be attached */
 
 struct hammer {
     struct gw_config *c;
@@ -166,7 +170,7 @@ struct hammer {
     int probes[3];      /* atomic: attempts in flight that are probes */
     int max_inflight_b; /* atomic: the most seen on b */
     int max_probes;     /* atomic: the most probes seen on one backend */
-    int over;           /* atomic: an invariant was broken */
+    int over;           /* atomic: what broke, OVER_* bits */
     int stop;           /* atomic: the reader thread stops */
 };
 
@@ -176,6 +180,11 @@ struct hammer_arg {
     unsigned long attempts[3], failures[3], retries[3], answered[3];
     unsigned long picks, none;
 };
+
+static void broke(struct hammer *h, int what)
+{
+    __atomic_or_fetch(&h->over, what, __ATOMIC_RELAXED);
+}
 
 static int64_t tick(struct hammer *h)
 {
@@ -248,13 +257,13 @@ static void *hammer_thread(void *arg)
             if (j == 1) {
                 note_max(&h->max_inflight_b, n);
                 if (n > B_MAX)
-                    __atomic_store_n(&h->over, 1, __ATOMIC_RELAXED);
+                    broke(h, OVER_INFLIGHT);
             }
             if (probe) {
                 n = __atomic_add_fetch(&h->probes[j], 1, __ATOMIC_RELAXED);
                 note_max(&h->max_probes, n);
                 if (n > PROBES)
-                    __atomic_store_n(&h->over, 1, __ATOMIC_RELAXED);
+                    broke(h, OVER_PROBES);
             }
             uint64_t r = rnd(&a->rng);
             if (r % 8 == 0)
@@ -290,7 +299,7 @@ static void *reader_thread(void *arg)
     /* no cmocka assertion off the main thread: it would longjmp across
      * threads; h->over tells */
     if (out == NULL) {
-        __atomic_store_n(&h->over, 1, __ATOMIC_RELAXED);
+        broke(h, OVER_READER);
         return NULL;
     }
     while (!__atomic_load_n(&h->stop, __ATOMIC_RELAXED)) {
@@ -329,7 +338,7 @@ static void *reload_thread(void *arg)
         char *err = NULL;
         struct gw_config *c = gw_config_parse(text, strlen(text), &err);
         if (c == NULL || gw_states_attach(r->st, c) < 0) {
-            __atomic_store_n(&r->h->over, 1, __ATOMIC_RELAXED);
+            broke(r->h, OVER_RELOAD);
             free(err);
             if (c)
                 gw_config_unref(c);
