@@ -38,8 +38,10 @@
  *    written with __atomic ops, so the strategies of other picks read them
  *    without taking any lock.
  *  - A pool's mutex guards current[] (smooth round robin) and the panic
- *    probe; rr is an atomic counter. Only round_robin picks and the panic
- *    path take it; least_inflight and latency picks take no pool lock.
+ *    probe. Only round_robin picks and the panic path take it;
+ *    least_inflight and latency picks take no pool lock. rr (the
+ *    least_inflight tie-break) is read and written with relaxed atomics:
+ *    a step lost to a race only repeats a starting point.
  *  - Lock order: table -> pool -> state. No thread ever holds two state
  *    locks, or two pool locks, at once.
  *  - gw_pool_pick: the eligibility scan reads breaker_state and inflight
@@ -308,9 +310,12 @@ static void rr_undo(struct gw_pool *p, const unsigned char *ok, long best,
 static long pick_least(struct gw_pool *p, const unsigned char *ok)
 {
     long best = -1, best_n = 0;
-    size_t start = p->n ? __atomic_fetch_add(&p->rr, 1, __ATOMIC_RELAXED) %
-                              p->n : 0;
+    /* a plain load and store, no locked add: two workers that start at
+     * the same place only share a tie-break */
+    unsigned rr = __atomic_load_n(&p->rr, __ATOMIC_RELAXED);
+    size_t start = p->n ? rr % p->n : 0;
 
+    __atomic_store_n(&p->rr, rr + 1, __ATOMIC_RELAXED);
     for (size_t k = 0; k < p->n; k++) {
         size_t i = (start + k) % p->n;
         if (!ok[i])
