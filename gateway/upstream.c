@@ -1350,10 +1350,7 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
     if (backend) {
         /* the caller chose: the first attempt goes there, retries follow
          * the pool */
-        struct gw_backend_state *s = backend->state;
-        c->probe = gw_breaker_acquire(&s->breaker, &backend->breaker,
-                                      gw_now_us());
-        s->inflight++;
+        c->probe = gw_pool_acquire(backend, gw_now_us());
         c->backend = backend;
         c->tried[c->n_tried++] = backend;
         c->attempt_live = 1;
