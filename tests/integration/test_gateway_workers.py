@@ -313,6 +313,9 @@ def test_metrics_add_up_the_workers(mockllm, gateway):
                 total += int(float(line.rsplit(" ", 1)[1]))
         return total
 
+    # a request is counted when it is logged, just after its answer went
+    # out: let the last ones settle, then every scrape must agree
+    wait_until(lambda: chat_2xx(http("GET", gw.url + "/metrics").body.decode()) == 500)
     seen = set()
     for _ in range(20):
         r = http("GET", gw.url + "/metrics")
