@@ -15,6 +15,8 @@ import os
 import threading
 import time
 
+import pytest
+
 from helpers import chat, http, start_mock, upstream, wait_until
 
 # both upstream transports: the own HTTP/1.1 client and libcurl
@@ -27,11 +29,12 @@ RELOADS = 20
 SECRET = "pk-reload-bar-1a2b3c4d"
 
 
-def config(mocks, i):
+def config(mocks, i, workers=1):
     """The i-th config: every reload changes something a request uses."""
     import hashlib
     models = ["qwen2.5-7b", "gpt-4o-mini"] + (["text-embedding-3-small"] if i % 2 else [])
     return {
+        "workers": workers,
         "limits": {"max_body_bytes": 65536 + i, "drain_timeout_ms": 5000},
         "backends": [{"name": "m%d" % k, "url": upstream(m), "models": models,
                       "weight": 1 + (i + k) % 3, "timeout_ms": 10000 + i}
@@ -105,9 +108,12 @@ def run_load(gw, seconds, results):
     return threads
 
 
-def test_twenty_reloads_at_200_rps_half_streams(mockllm, gateway):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_twenty_reloads_at_200_rps_half_streams(mockllm, gateway, workers):
+    """With one worker, and with two (each reload handed to the second
+    worker through its mailbox while both serve)."""
     mocks = [start_mock(mockllm), start_mock(mockllm)]
-    gw = gateway(config(mocks, 0))
+    gw = gateway(config(mocks, 0, workers))
     pid = gw.proc.pid
 
     warm = []
@@ -122,7 +128,7 @@ def test_twenty_reloads_at_200_rps_half_streams(mockllm, gateway):
     t_start = time.monotonic()
     for i in range(1, RELOADS + 1):
         time.sleep(max(0, t_start + i * 0.45 - time.monotonic()))
-        gw.reload(config(mocks, i))
+        gw.reload(config(mocks, i, workers))
     for t in threads:
         t.join(60)
     failed = [w for ok, w in results if not ok]
@@ -138,11 +144,11 @@ def test_twenty_reloads_at_200_rps_half_streams(mockllm, gateway):
     after = other_fds(pid, mocks)
     pooled = upstream_conns(pid, mocks)
     reloaded = gw.stderr_text().count("configuration reloaded")
-    print("\nreload bar: %d requests (%d streams) at %d/s, %d reloads, %d failed; "
+    print("\nreload bar (%d worker%s): %d requests (%d streams) at %d/s, %d reloads, %d failed; "
           "descriptors besides upstream connections %d after warm-up, %d after the run; "
           "%d idle upstream connections pooled"
-          % (len(results), streams, RATE, reloaded, len(failed), before, after, pooled))
-    assert pooled <= WORKERS * len(mocks), describe_fds(pid)
+          % (workers, "s" if workers > 1 else "", len(results), streams, RATE, reloaded, len(failed), before, after, pooled))
+    assert pooled <= WORKERS * len(mocks) * workers, describe_fds(pid)
     assert reloaded >= RELOADS, gw.stderr_tail()
     assert len(results) == RATE * 10
     assert not failed, failed[:5]
