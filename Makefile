@@ -51,7 +51,7 @@ LIBS       :=
 # objs: map source files to object files under $(BUILD)
 objs = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
-.PHONY: all test unit integration run bench asan install clean deps fuzz soak
+.PHONY: all test unit integration run bench asan tsan install clean deps fuzz soak
 all:
 
 include $(sort $(wildcard */module.mk */*/module.mk))
@@ -100,6 +100,18 @@ asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin OPT=-O1 \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    all unit integration
+
+# ThreadSanitizer: the threaded unit tests (tsan-unit, from the modules'
+# module.mk) and the worker-thread integration tests against a TSan build
+# of the programs (the fixtures fail a test on any report)
+tsan:
+	@contrib/deps.sh
+	@$(MAKE) --no-print-directory BUILD=build/tsan BIN=build/tsan/bin OPT=-O1 \
+	    SAN="-fsanitize=thread -fno-omit-frame-pointer" all
+	@$(MAKE) --no-print-directory tsan-unit
+	PROMPTGATE_BIN=$(abspath build/tsan/bin) TSAN_OPTIONS="report_signal_unsafe=0" \
+	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration/test_gateway_workers.py \
+	    tests/integration/test_gateway_reload_bar.py
 
 # tests/fuzz/module.mk holds the targets and their rules; the project's
 # objects get the fuzzer's coverage hooks, the targets link libFuzzer

@@ -36,7 +36,8 @@ LOG_TAIL = 20000
 CRASH_SIGNALS = {-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS,
                  -signal.SIGFPE, -signal.SIGILL}
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                   "runtime error:", "ERROR: UndefinedBehaviorSanitizer")
+                   "runtime error:", "ERROR: UndefinedBehaviorSanitizer",
+                   "WARNING: ThreadSanitizer")
 
 
 # ---------------------------------------------------------------- reporting
