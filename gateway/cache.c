@@ -47,6 +47,7 @@
  *     the flight goes when its leader's fill goes.
  */
 #include "gateway/cache.h"
+#include "gateway/digest.h"
 #include "gateway/prompt.h"
 #include "gateway/canon.h"
 #include "gateway/gateway.h"
@@ -668,7 +669,7 @@ static int request_key(struct gw_cache *cache, struct gw_http_req *req,
     if (gw_http_resp_header_get(req, "x-prompt-version", version,
                                 sizeof(version)) < 0)
         version[0] = '\0';
-    if (EVP_DigestInit_ex(cache->md, EVP_sha256(), NULL) != 1 ||
+    if (EVP_DigestInit_ex(cache->md, gw_sha256(), NULL) != 1 ||
         EVP_DigestUpdate(cache->md, root ? "pgj1" : "pgc1", 5) != 1 ||
         EVP_DigestUpdate(cache->md, suffix, strlen(suffix) + 1) != 1 ||
         EVP_DigestUpdate(cache->md, ns, strlen(ns) + 1) != 1 ||

@@ -7,6 +7,7 @@
  * OpenAI's shape, and writes the access log line of each request.
  */
 #include "gateway/gateway.h"
+#include "gateway/digest.h"
 #include "gateway/accesslog.h"
 #include "gateway/cache.h"
 #include "gateway/clock.h"
@@ -308,7 +309,7 @@ static const struct gw_key *authenticate(struct gw_gateway *gw,
     }
     while (*h == ' ')
         h++;
-    if (EVP_Digest(h, strlen(h), digest, &n, EVP_sha256(), NULL) != 1 ||
+    if (EVP_Digest(h, strlen(h), digest, &n, gw_sha256(), NULL) != 1 ||
         (key = gw_config_key_by_digest(gw->config, digest)) == NULL) {
         gw_proxy_error(gw, req, rl, 401, "invalid_api_key",
                        "the API key is not valid for this gateway");
