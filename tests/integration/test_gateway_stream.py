@@ -208,10 +208,10 @@ def test_client_disconnect_cancels_upstream(mg):
             pass
         resp.close()
         conn.close()
-    t0 = time.monotonic()
-    wait_until(lambda: mock.stats()["active_streams"] == 0, timeout=2,
-               message="the upstream stream still runs 2 s after the client left")
-    assert time.monotonic() - t0 < 1.0, "upstream cancelled only after %.2fs" % (time.monotonic() - t0)
+    # the upstream stream would run 50 s more; cancelled, it ends at once
+    # (5 s: room for a loaded machine, not a speed measurement)
+    wait_until(lambda: mock.stats()["active_streams"] == 0, timeout=5,
+               message="the upstream stream still runs 5 s after the client left")
     r = request("POST", gw.url + CHAT, body=chat(max_tokens=2))
     assert r.status == 200, r
 
