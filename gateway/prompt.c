@@ -270,15 +270,10 @@ oom:
     return NULL;
 }
 
-/* the variables of a request, as spans of its body (reg_lookup_fn) */
-struct lookup {
-    struct gw_jscan_field *f;     /* borrowed */
-    size_t n;
-};
-
-static int lookup_var(void *arg, const char *name, struct reg_value *out)
+int gw_prompt_lookup_var(void *arg, const char *name,
+                         struct reg_value *out)
 {
-    struct lookup *l = arg;
+    const struct gw_prompt_vars *l = arg;
     size_t i;
 
     for (i = 0; i < l->n; i++)
@@ -767,7 +762,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     struct gw_jscan_field pfs[4] = {{.key = "name"}, {.key = "label"},
                                     {.key = "version"}, {.key = "variables"}};
     struct gw_jscan_field bf[MAX_PARAMS + 1], vf[REG_VARIABLES_MAX];
-    struct lookup lk;
+    struct gw_prompt_vars lk;
     struct vcache *vc;
     size_t ins[MAX_PARAMS], offs[MAX_FIELDS], seg1, seg2, msg_off, msg_len;
     const char *nbody, *end_brace;
@@ -938,7 +933,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     if (ob_add(&p->out, "\"messages\":", 11) < 0)
         goto oom;
     msg_off = p->out.len;
-    if (reg_render_json(res.version, lookup_var, &lk, emit_cb, &p->out,
+    if (reg_render_json(res.version, gw_prompt_lookup_var, &lk, emit_cb, &p->out,
                         &e) < 0) {
         rc = fail(gw, req, rl, 400, "prompt_render_error",
                   "prompt '%s@%d': %s", name, res.version->version,

@@ -16,6 +16,18 @@ struct gw_jscan_field;
 struct gw_registry_conf;
 struct gw_prompts;
 struct gw_exposure_stats;
+struct reg_value;
+
+/* The variables of a request, as spans of its body found by gw_jscan. */
+struct gw_prompt_vars {
+    struct gw_jscan_field *f;     /* borrowed */
+    size_t n;
+};
+
+/* reg_lookup_fn over a struct gw_prompt_vars: the value of variable name
+ * as the body spells it (a string's escapes left for the renderer), or -1
+ * when the request has none. */
+int gw_prompt_lookup_var(void *arg, const char *name, struct reg_value *out);
 
 /* Loads the registry named by conf (borrowed) into a first snapshot, starts
  * the change watch (a timer on base) and the exposure writer. Returns NULL

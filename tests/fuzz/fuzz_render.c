@@ -9,11 +9,13 @@
  * snapshot stores them. The version is then rendered both ways:
  *  - reg_render, with the variables as a jansson tree (promptctl render);
  *  - reg_render_json, with the variables as spans of the text found by
- *    gw_jscan (the gateway's request path, gateway/prompt.c).
+ *    gw_jscan and looked up by the gateway's own gw_prompt_lookup_var
+ *    (its request path, gateway/prompt.c).
  * registry.h promises the same result and the same errors: both must
  * succeed or fail together, and the JSON text must parse to the tree.
  */
 #include "gateway/jscan.h"
+#include "gateway/prompt.h"
 #include "registry/internal.h"
 #include "registry/registry.h"
 
@@ -57,29 +59,6 @@ static int emit(void *arg, const char *data, size_t len)
     return 0;
 }
 
-/* As lookup_var in gateway/prompt.c. */
-static int lookup(void *arg, const char *name, struct reg_value *out)
-{
-    struct vars *v = arg;
-    size_t i;
-
-    for (i = 0; i < v->n; i++)
-        if (strcmp(v->f[i].key, name) == 0)
-            break;
-    if (i == v->n || v->f[i].type == GW_JSON_NONE)
-        return -1;
-    out->text = v->f[i].val;
-    out->len = v->f[i].len;
-    switch (v->f[i].type) {
-    case GW_JSON_STRING: out->type = REG_VALUE_STRING; break;
-    case GW_JSON_NUMBER: out->type = REG_VALUE_NUMBER; break;
-    case GW_JSON_TRUE: out->type = REG_VALUE_TRUE; break;
-    case GW_JSON_FALSE: out->type = REG_VALUE_FALSE; break;
-    default: out->type = REG_VALUE_OTHER; break;
-    }
-    return 0;
-}
-
 static char prompt_name[] = "fuzz";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -92,6 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_t *tree = NULL, *parsed = NULL;
     struct reg_version v;
     struct vars vars;
+    struct gw_prompt_vars pv;
     struct out o = {0};
     json_error_t e;
     char *dump = NULL, *err1 = NULL, *err2 = NULL, *err = NULL, jerr[256];
@@ -139,7 +119,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         goto done; /* numbers out of jansson's range, \u0000, duplicates */
 
     rc1 = reg_render(&v, vtree, &tree, &err1);
-    rc2 = reg_render_json(&v, lookup, &vars, emit, &o, &err2);
+    pv.f = vars.f;
+    pv.n = vars.n;
+    rc2 = reg_render_json(&v, gw_prompt_lookup_var, &pv, emit, &o, &err2);
     if (rc1 != rc2) {
         fprintf(stderr, "reg_render: %s\nreg_render_json: %s\n",
                 rc1 ? err1 : "ok", rc2 ? err2 : "ok");
