@@ -111,6 +111,7 @@ static void setup(void)
     gw.prompts = calloc(1, sizeof(*gw.prompts));
     if (gw.prompts == NULL)
         die("calloc", NULL);
+    gw.prompts->sh = gw.prompts; /* the first worker's: owns the shared part */
     if ((gw.prompts->snap = reg_snapshot_load(path, &err)) == NULL)
         die("reg_snapshot_load", err);
     unlink(path);
