@@ -37,27 +37,12 @@ BENCH_KEY=pk-bench-full-5e6f7a8b9c0d
 WORK=$(mktemp -d /tmp/promptgate-bench.XXXXXX)
 RESULTS="$ROOT/results"
 mkdir -p "$RESULTS"
+. "$HERE/lib.sh"
+on_exit() { [[ -f $WORK/nginx.pid ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; }
 
 # arrays, not functions: "$!" must be the server itself, not a subshell
 SRV=(); CLI=()
 if [[ $PIN == 1 ]]; then SRV=(taskset -c 0); CLI=(taskset -c 1); fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-die() { echo "bench: $*" >&2; exit 1; }
-
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [[ -f $WORK/nginx.pid ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-wait_http() { # url
-    for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done
-    die "nothing answers at $1"
-}
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 MOCK_PORT=$(free_port); GW_PORT=$(free_port); NGX_PORT=$(free_port); FULL_PORT=$(free_port)
 "${SRV[@]}" "$BIN/mockllm" --listen "127.0.0.1:$MOCK_PORT" --no-record --tokens 48 \
@@ -141,7 +126,6 @@ run_wrk() { # conns dur url
     "${CLI[@]}" wrk -t1 -c"$1" -d"$2"s --latency -s "$HERE/post.lua" "$3" 2>&1 |
         sed -n 's/^BENCHJSON //p'
 }
-field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 measure() { # name url pid...
     local name=$1 url=$2; shift 2

@@ -25,25 +25,10 @@ PIN=${PIN:-1}
 WORK=$(mktemp -d /tmp/promptgate-bench-cache.XXXXXX)
 RESULTS="$ROOT/results"
 mkdir -p "$RESULTS"
+. "$HERE/lib.sh"
 
 SRV=(); CLI=()
 if [[ $PIN == 1 ]]; then SRV=(taskset -c 0); CLI=(taskset -c 1); fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-die() { echo "bench: $*" >&2; exit 1; }
-
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-wait_http() {
-    for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done
-    die "nothing answers at $1"
-}
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 MOCK_PORT=$(free_port); REDIS_PORT=$(free_port)
 "${SRV[@]}" "$BIN/mockllm" --listen "127.0.0.1:$MOCK_PORT" --no-record --tokens 48 \
@@ -72,7 +57,6 @@ run_wrk() { # conns dur url
     "${CLI[@]}" wrk -t1 -c"$1" -d"$2"s --latency -s "$HERE/cache.lua" "$3" 2>&1 |
         sed -n 's/^BENCHJSON //p'
 }
-field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 measure() { # name unique cache-json
     local name=$1 t0 t1 j

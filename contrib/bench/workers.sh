@@ -35,23 +35,9 @@ KEY=pk-bench-workers-1a2b3c4d5e
 WORK=$(mktemp -d /tmp/promptgate-bench-workers.XXXXXX)
 RESULTS="$ROOT/results"
 mkdir -p "$RESULTS"
+. "$HERE/lib.sh"
 CPUS=(taskset -c 0,1)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-die() { echo "bench: $*" >&2; exit 1; }
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-wait_http() {
-    for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done
-    die "nothing answers at $1"
-}
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 [[ $(nproc) -ge 2 ]] || die "needs 2 cores (this machine has $(nproc))"
 
 MOCK_PORT=$(free_port)
