@@ -44,7 +44,6 @@ import math
 import multiprocessing as mp
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loopback import free_port, http_ok  # noqa: E402
 BIN = Path(os.environ.get("PROMPTGATE_BIN") or ROOT / "bin")
 SECRET = "pk-bench-ratelimit-0f1e2d3c4b5a"
 CHAT = "/v1/chat/completions"
@@ -60,24 +61,9 @@ BODY = json.dumps({"model": "qwen2.5-7b", "max_tokens": 2,
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer " + SECRET}
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_http(port, path, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", path)
-            if c.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit("ratelimit_bar: nothing answers GET %s on port %d" % (path, port))
+    if not http_ok(port, path, timeout):
+        raise SystemExit("ratelimit_bar: nothing answers GET %s on port %d" % (path, port))
 
 
 class Procs:

@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "contrib" / "bench"))
+from loopback import free_port, http_ok  # noqa: E402
 BIN = Path(os.environ.get("PROMPTGATE_BIN") or ROOT / "bin")
 CHAT = "/v1/chat/completions"
 SECRET = "pk-soak-7d6c5b4a39281706"
@@ -56,25 +58,11 @@ TIGHT = "pk-soak-tight-0a1b2c3d4e5f"
 WORK = None  # the run's directory: configs and logs
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_http(port, path, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", path)
-            if c.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    print("soak: nothing answers GET %s on port %d (logs: %s)" % (path, port, WORK), file=sys.stderr)
-    sys.exit(2)
+    if not http_ok(port, path, timeout):
+        print("soak: nothing answers GET %s on port %d (logs: %s)" % (path, port, WORK),
+              file=sys.stderr)
+        sys.exit(2)
 
 
 def sha(s):
