@@ -78,6 +78,8 @@ struct gw_gateway {
     unsigned long retries;       /* of which on a retry attempt (budget) */
     int64_t retry_warn_us;       /* last "retry budget spent" line */
     unsigned long retry_quiet;   /* refusals not logged since */
+    unsigned long retries_refused; /* retries the budget refused (atomic:
+                                      scrapes on other workers read it) */
     struct gw_backend_states *states; /* shared: backend state by name,
                                          across reloads (pool.c) */
     struct gw_health *health;    /* shared, run by worker 0: active health

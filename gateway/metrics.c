@@ -1064,6 +1064,10 @@ static int write_sum(const struct gw_metrics *m, const struct gw_config *c,
         gauge(out, "promptgate_retries_inflight",
               "Upstream calls in flight on a retry: the retry budget allows "
               "max(3, calls in flight / 5).", x->retries_inflight);
+        counter(out, "promptgate_retries_refused_total",
+                "Failed attempts not retried because the retry budget was "
+                "spent (the answer was the failure).", "",
+                x->retries_refused, 1);
         family(out, "promptgate_redis_errors_total", "counter",
                "Redis commands that failed or timed out, by use.");
         counter(out, "promptgate_redis_errors_total", "",
@@ -1159,6 +1163,8 @@ static void add_worker_extra(struct gw_metrics_extra *x,
     x->upstream_calls += (long)__atomic_load_n(&w->calls, __ATOMIC_RELAXED);
     x->retries_inflight +=
         (long)__atomic_load_n(&w->retries, __ATOMIC_RELAXED);
+    x->retries_refused +=
+        __atomic_load_n(&w->retries_refused, __ATOMIC_RELAXED);
     x->redis_errors_ratelimit +=
         __atomic_load_n(&w->rl_errors, __ATOMIC_RELAXED);
     if (cache) {

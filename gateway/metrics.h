@@ -94,6 +94,7 @@ void gw_metrics_request(struct gw_metrics *m, const struct gw_http_req *req,
 struct gw_metrics_extra {
     long upstream_calls;     /* each worker's gw->calls */
     long retries_inflight;   /* each worker's gw->retries */
+    uint64_t retries_refused; /* each worker's gw->retries_refused */
     unsigned long exposure_written, exposure_dropped, exposure_failed;
     unsigned long registry_reload_errors;
     unsigned long redis_errors_ratelimit;

@@ -475,6 +475,7 @@ static int retry(struct gw_call *c, const char *why, int free_of_budget)
         gw_now_us() + MIN_ATTEMPT_MS * 1000 >= c->deadline_us)
         return -1;
     if (!c->retrying && !free_of_budget && gw->retries >= budget) {
+        __atomic_fetch_add(&gw->retries_refused, 1, __ATOMIC_RELAXED);
         /* at most one line a second: a failing pool must not flood the
          * log; the access log has each request's attempts */
         int64_t now = gw_now_us();

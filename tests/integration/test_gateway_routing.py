@@ -333,7 +333,9 @@ def test_retry_budget_holds_at_50_percent_failures(mockllm, gateway):
     bad, good = start_mocks(mockllm, 2)
     bad.set_fault("status=503")
     good.set_fault("delay-ms=400")
-    gw = start_gw(gateway, pool_config([bad, good], breaker={"failures": 0, "error_rate_pct": 0}))
+    cfg = pool_config([bad, good], breaker={"failures": 0, "error_rate_pct": 0})
+    cfg["metrics"] = {}
+    gw = start_gw(gateway, cfg)
     n = 40
     results = []
     lock = threading.Lock()
@@ -363,6 +365,11 @@ def test_retry_budget_holds_at_50_percent_failures(mockllm, gateway):
     # said in the error log, at most once a second
     lines = [ln for ln in gw.stderr_text().splitlines() if "retry budget spent" in ln]
     assert 1 <= len(lines) <= 3, lines
+    # and counted, one per failure answered as it came
+    m = request("GET", gw.url + "/metrics", headers={"Authorization": "Bearer " + ADMIN_KEY})
+    refused = [ln for ln in m.text.splitlines()
+               if ln.startswith("promptgate_retries_refused_total ")]
+    assert refused == ["promptgate_retries_refused_total %d" % len(failed)], refused
 
 
 # ------------------------------------------------------------------ admin
