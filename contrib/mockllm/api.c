@@ -514,6 +514,37 @@ struct gen {
     int P;              /* prompt tokens */
 };
 
+/* A job becomes a stream of total events: C tokens of model g->mi, each
+ * delay ms apart, with f's stream faults (its prefix, stop fields and the
+ * like are the caller's). */
+static void stream_init(struct mock_job *job, enum endpoint ep,
+                        const struct gen *g, int C, int delay,
+                        const struct mock_fault *f, int total)
+{
+    job->phase = JOB_STREAM;
+    job->api->active_streams++;
+    job->ep = ep;
+    job->mi = g->mi;
+    job->include_usage = g->include_usage;
+    job->n_tokens = C;
+    job->prompt_tokens = g->P;
+    job->token_delay_ms = delay;
+    job->close_after = f->close_after_chunks;
+    job->error_after = f->error_after_chunks;
+    job->total = total;
+    job->sent = 0;
+}
+
+/* Sends the stream's head and its first events; the job is the
+ * connection's from now on. */
+static void stream_run(struct mock_http_conn *conn, struct mock_job *job,
+                       const char *extra)
+{
+    mock_http_set_job(conn, stream_on_drain, job_on_close, job);
+    mock_http_stream_start(conn, 200, "text/event-stream", extra);
+    stream_pump(job);
+}
+
 /* The fast path: the allocation-free scanner; -1 when jansson must decide. */
 static int
 gen_fast(const struct mock_api *api, const struct mock_http_req *req,
@@ -640,17 +671,8 @@ generate(struct mock_api *api, struct mock_http_conn *conn,
             respond_error(conn, 500, NULL, "server_error", NULL, NULL, 0, "out of memory");
             goto out;
         }
-        job->phase = JOB_STREAM;
-        api->active_streams++;
-        job->ep = ep;
-        job->include_usage = g.include_usage;
-        job->n_tokens = C;
-        job->prompt_tokens = g.P;
-        job->token_delay_ms = delay;
-        job->close_after = f->close_after_chunks;
-        job->error_after = f->error_after_chunks;
-        job->total = (ep == EP_CHAT ? 1 : 0) + C + 1 + (g.include_usage ? 1 : 0) + 1;
-        job->sent = 0;
+        stream_init(job, ep, &g, C, delay, f,
+                    (ep == EP_CHAT ? 1 : 0) + C + 1 + (g.include_usage ? 1 : 0) + 1);
         snprintf(job->prefix, sizeof(job->prefix),
                  "{\"id\":\"%s-mock-%llu\",\"object\":\"%s\",\"created\":%ld,"
                  "\"model\":\"%s\",%s\"choices\":[",
@@ -658,9 +680,7 @@ generate(struct mock_api *api, struct mock_http_conn *conn,
                  id, ep == EP_CHAT ? "chat.completion.chunk" : "text_completion",
                  created, api->models[g.mi],
                  ep == EP_CHAT ? "\"system_fingerprint\":\"fp_mock\"," : "");
-        mock_http_set_job(conn, stream_on_drain, job_on_close, job);
-        mock_http_stream_start(conn, 200, "text/event-stream", extra);
-        stream_pump(job);
+        stream_run(conn, job, extra);
         job = NULL; /* the stream owns it now */
         goto out;
     }
@@ -1466,23 +1486,11 @@ messages(struct mock_api *api, struct mock_http_conn *conn, const struct mock_ht
             respond_anthropic_error(conn, 500, NULL, 0, "out of memory");
             goto out;
         }
-        job->phase = JOB_STREAM;
-        api->active_streams++;
-        job->ep = EP_MESSAGES;
-        job->mi = g.mi;
-        job->n_tokens = C;
-        job->prompt_tokens = g.P;
-        job->token_delay_ms = delay;
-        job->close_after = f->close_after_chunks;
-        job->error_after = f->error_after_chunks;
-        job->total = C + 6;
-        job->sent = 0;
+        stream_init(job, EP_MESSAGES, &g, C, delay, f, C + 6);
         snprintf(job->prefix, sizeof(job->prefix), "msg_mock_%llu", id);
         snprintf(job->stop_reason, sizeof(job->stop_reason), "%s", reason);
         snprintf(job->stop_seq, sizeof(job->stop_seq), "%s", seq);
-        mock_http_set_job(conn, stream_on_drain, job_on_close, job);
-        mock_http_stream_start(conn, 200, "text/event-stream", extra);
-        stream_pump(job);
+        stream_run(conn, job, extra);
         job = NULL; /* the stream owns it now */
         goto out;
     }
