@@ -486,8 +486,10 @@ stream_pump(struct mock_job *j)
         stream_event(j, j->sent);
         j->sent++;
         j->api->stream_events++;
-        if (mock_http_pending(conn) > STREAM_HIGH_WATER)
-            return; /* on_drain goes on */
+        if (mock_http_pending(conn) > STREAM_HIGH_WATER) {
+            mock_http_want_drain(conn); /* on_drain goes on */
+            return;
+        }
     }
     job_free(j);
     mock_http_stream_end(conn);

@@ -79,6 +79,7 @@ struct mock_http_conn {
     int chunk_phase;            /* ST_CHUNKED: 0 size line, 1 data, 2 trailers */
     struct mock_http_req req;
     mock_http_job_cb on_drain;
+    int drain_wanted;           /* on_drain runs once the output is out */
     mock_http_job_cb on_close;
     void *job;                  /* borrowed: owned by the handler */
     struct mock_http_conn *prev, *next;
@@ -162,7 +163,9 @@ conn_free(struct mock_http_conn *c)
 
 /*
  * Write what is pending; arm the write event if some is left, or if a job
- * waits for the output to drain (its on_drain then runs from write_cb).
+ * asked to hear when the output drained (mock_http_want_drain: its
+ * on_drain then runs from write_cb). A job sleeping on its own timer does
+ * not ask, so a streamed event costs one write and no epoll_ctl.
  * Never frees: a failed write marks the connection and wakes read_cb.
  */
 static void
@@ -178,7 +181,8 @@ conn_flush(struct mock_http_conn *c)
         event_active(&c->rev, EV_READ, 0);
         return;
     }
-    if (evbuffer_get_length(c->out) > 0 || (c->on_drain && c->state == ST_BUSY)) {
+    if (evbuffer_get_length(c->out) > 0 ||
+        (c->on_drain && c->drain_wanted && c->state == ST_BUSY)) {
         if (!event_pending(&c->wev, EV_WRITE, NULL))
             event_add(&c->wev, NULL);
     }
@@ -237,6 +241,7 @@ static void
 exchange_done(struct mock_http_conn *c)
 {
     c->on_drain = NULL;
+    c->drain_wanted = 0;
     c->on_close = NULL;
     c->job = NULL;
     c->streaming = 0;
@@ -387,6 +392,15 @@ mock_http_set_job(struct mock_http_conn *c, mock_http_job_cb on_drain,
     c->on_drain = on_drain;
     c->on_close = on_close;
     c->job = job;
+    c->drain_wanted = 0;
+}
+
+void
+mock_http_want_drain(struct mock_http_conn *c)
+{
+    c->drain_wanted = 1;
+    if (!c->in_process)
+        conn_flush(c);
 }
 
 const char *
@@ -821,6 +835,7 @@ write_cb(evutil_socket_t fd, short what, void *arg)
         conn_linger(c);
         return;
     }
+    c->drain_wanted = 0;
     if (c->on_drain)
         c->on_drain(c, c->job); /* may finish the exchange and free c */
 }

@@ -105,6 +105,11 @@ size_t mock_http_pending(const struct mock_http_conn *conn);
 void mock_http_set_job(struct mock_http_conn *conn, mock_http_job_cb on_drain,
                        mock_http_job_cb on_close, void *job);
 
+/* The job's on_drain runs once the output is written (now, if it already
+ * is): a job that stopped at a high-water mark calls this; one sleeping on
+ * its own timer does not, and costs no write-event churn. */
+void mock_http_want_drain(struct mock_http_conn *c);
+
 /* Flush what was written, then close without finishing the answer. */
 void mock_http_abort(struct mock_http_conn *conn);
 
