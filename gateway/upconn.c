@@ -482,7 +482,7 @@ static void fail_later(struct gw_upconn *c, const char *err)
 static int open_socket(struct gw_upconn *c)
 {
     struct gw_uppool *p = c->pool;
-    int one = 1;
+    int one = 1, n;
     struct timeval tv;
 
     c->fd = socket(p->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
@@ -503,6 +503,25 @@ static int open_socket(struct gw_upconn *c)
         return 0;
     }
     if (errno != EINPROGRESS) {
+        fail_later(c, errno == ECONNREFUSED
+                          ? "cannot connect to backend: connection refused"
+                          : "cannot connect to backend");
+        return 0;
+    }
+    /* On loopback (and often on a LAN) the handshake is over by the time
+     * connect() returns: send at once, which saves arming the write event,
+     * a loop turn and SO_ERROR. Not connected yet (EAGAIN): wait for
+     * writability. A write consumes the socket's pending error, so one
+     * that fails otherwise reports it here. */
+    n = evbuffer_get_length(c->out) ? evbuffer_write(c->out, c->fd) : 0;
+    if (n > 0) {
+        set_state(c, U_WAITING);
+        if (try_write(c) < 0)
+            fail_later(c, "connection to backend failed while writing");
+        return 0;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+        errno != ENOTCONN && errno != EINTR) {
         fail_later(c, errno == ECONNREFUSED
                           ? "cannot connect to backend: connection refused"
                           : "cannot connect to backend");
