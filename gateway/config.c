@@ -21,7 +21,11 @@
 #include <unistd.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,6 +189,8 @@ void gw_config_unref(struct gw_config *c)
     free(c->metrics.path);
     free(c->metrics.listen_host);
     free(c->metrics.bearer_token);
+    free(c->tls.cert);
+    free(c->tls.key);
     free(c);
 }
 
@@ -1224,12 +1230,105 @@ static void parse_metrics(struct gw_config *c, json_t *o, struct problems *p)
         m->bearer_token = secret_value(v, "metrics.bearer_token", p);
 }
 
+/* A passphrase callback that has none: an encrypted key fails to load
+ * rather than prompting on a terminal that a daemon does not have. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf, (void)size, (void)rwflag, (void)u;
+    return 0;
+}
+
+/* A path value of "tls" (not a secret: "env:" is not read), or NULL
+ * after reporting the problem. */
+static const char *tls_path(json_t *o, const char *key, const char *what,
+                            struct problems *p)
+{
+    json_t *v = json_object_get(o, key);
+    const char *s = json_string_value(v);
+
+    if (v == NULL) {
+        problem(p, "tls.%s: missing: the path of the PEM %s", key, what);
+        return NULL;
+    }
+    if (s == NULL || *s == '\0' || json_string_length(v) > 4096 ||
+        strlen(s) != json_string_length(v)) {
+        problem(p, "tls.%s: must be the path of the PEM %s (at most 4096 "
+                   "bytes)", key, what);
+        return NULL;
+    }
+    if (access(s, R_OK) != 0) {
+        problem(p, "tls.%s: cannot read '%s': %s", key, s, strerror(errno));
+        return NULL;
+    }
+    return s;
+}
+
+/* "tls": {"cert", "key", "min_version"} (tls.c): both files are read
+ * here, so that -t and a reload find a wrong or mismatched file before
+ * the listener would */
+static void parse_tls(struct gw_config *c, json_t *o, struct problems *p)
+{
+    static const char *const known[] = {"cert", "key", "min_version", NULL};
+    struct gw_tls_conf *t = &c->tls;
+    const char *cert, *key, *s;
+    X509 *x = NULL;
+    EVP_PKEY *pk = NULL;
+    FILE *f;
+    json_t *v;
+
+    if (o == NULL)
+        return;
+    if (!json_is_object(o)) {
+        problem(p, "tls: must be an object {\"cert\": \"PATH\", \"key\": "
+                   "\"PATH\", \"min_version\": \"1.2\" or \"1.3\"}");
+        return;
+    }
+    unknown_keys(o, known, "tls", p);
+    t->enabled = 1;
+    t->min_version = TLS1_2_VERSION;
+    v = json_object_get(o, "min_version");
+    s = json_string_value(v);
+    if (v && s && strcmp(s, "1.3") == 0)
+        t->min_version = TLS1_3_VERSION;
+    else if (v && !(s && strcmp(s, "1.2") == 0))
+        problem(p, "tls.min_version: must be \"1.2\" (the default) or "
+                   "\"1.3\"");
+    cert = tls_path(o, "cert", "certificate (then its chain)", p);
+    key = tls_path(o, "key", "private key", p);
+    if (cert && (f = fopen(cert, "r")) != NULL) {
+        x = PEM_read_X509(f, NULL, no_passphrase, NULL);
+        fclose(f);
+        if (x == NULL)
+            problem(p, "tls.cert: no PEM certificate in '%s' (expected "
+                       "\"-----BEGIN CERTIFICATE-----\")", cert);
+    }
+    if (key && (f = fopen(key, "r")) != NULL) {
+        pk = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
+        fclose(f);
+        if (pk == NULL)
+            problem(p, "tls.key: no usable PEM private key in '%s' (an "
+                       "encrypted key is not supported: 'openssl pkey -in "
+                       "KEY -out PLAIN' decrypts it)", key);
+    }
+    if (x && pk && X509_check_private_key(x, pk) != 1)
+        problem(p, "tls.key: does not match tls.cert (the key in '%s' is "
+                   "not the one certified in '%s')", key, cert);
+    ERR_clear_error(); /* the thread's queue is shared with libcurl */
+    X509_free(x);
+    EVP_PKEY_free(pk);
+    if (cert)
+        t->cert = strdup(cert);
+    if (key)
+        t->key = strdup(key);
+}
+
 static struct gw_config *from_json(json_t *root, struct problems *p)
 {
     static const char *const known[] = {"listen",  "workers",   "limits",
                                         "backends", "access_log", "registry", "keys",
                                         "rate_limit", "redis", "admin_key",
-                                        "models", "cache", "metrics", NULL};
+                                        "models", "cache", "metrics", "tls",
+                                        NULL};
     /* keys of the design that later features bring; named, not "unknown" */
     static const char *const later[] = {"registry", NULL};
     struct gw_config *c;
@@ -1303,6 +1402,7 @@ static struct gw_config *from_json(json_t *root, struct problems *p)
 
     parse_registry(c, json_object_get(root, "registry"), p);
     parse_metrics(c, json_object_get(root, "metrics"), p);
+    parse_tls(c, json_object_get(root, "tls"), p);
 
     v = json_object_get(root, "backends");
     if (!json_is_array(v) || json_array_size(v) == 0) {

@@ -165,6 +165,16 @@ struct gw_metrics_conf {
 /* "workers": event-loop threads (main.c) */
 #define GW_MAX_WORKERS 64
 
+/* "tls": {"cert", "key", "min_version"} (issue 9): the listener speaks
+ * TLS (tls.c). Both files were readable, PEM, and the key matched the
+ * certificate when the config was loaded. */
+struct gw_tls_conf {
+    int enabled;     /* the key is present */
+    char *cert;      /* owned: PEM certificate, then its chain */
+    char *key;       /* owned: PEM private key, not encrypted */
+    int min_version; /* OpenSSL's number: TLS1_2_VERSION or TLS1_3_VERSION */
+};
+
 struct gw_config {
     char *path;        /* owned: the file it was read from */
     char *listen_host; /* owned */
@@ -190,6 +200,7 @@ struct gw_config {
     struct gw_redis_conf redis;
     struct gw_cache_conf cache;
     struct gw_metrics_conf metrics;
+    struct gw_tls_conf tls;
     /* references (atomic: workers share the config); on a cache line of
      * its own, so that taking one does not evict the fields above from
      * the other workers' caches */
