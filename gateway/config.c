@@ -13,6 +13,7 @@
 #include "gateway/config.h"
 #include "gateway/anthropic.h"
 #include "gateway/pool.h"
+#include "gateway/tls.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -191,6 +192,7 @@ void gw_config_unref(struct gw_config *c)
     free(c->metrics.bearer_token);
     free(c->tls.cert);
     free(c->tls.key);
+    gw_tls_unref(c->tls.ctx);
     free(c);
 }
 

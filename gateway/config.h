@@ -173,6 +173,10 @@ struct gw_tls_conf {
     char *cert;      /* owned: PEM certificate, then its chain */
     char *key;       /* owned: PEM private key, not encrypted */
     int min_version; /* OpenSSL's number: TLS1_2_VERSION or TLS1_3_VERSION */
+    /* owned reference: the context built from the above by gw_tls_attach
+     * (main.c, once, before the config is shared), which every worker
+     * serves new connections with; NULL: plain, or not built (-t, tests) */
+    struct gw_tls *ctx;
 };
 
 struct gw_config {

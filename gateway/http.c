@@ -40,12 +40,24 @@
  *     write event is armed only while bytes remain, with the idle timeout
  *     as the deadline for a client that takes nothing. Reads go straight
  *     into the input buffer, with no FIONREAD per read.
+ *  5. TLS (a server with gw_http_server_set_tls) changes only the byte
+ *     transport: a connection's SSL (c->ssl, NULL on a plain one, the one
+ *     test the plain path pays) replaces readv with SSL_read and writev
+ *     with SSL_write on the same events and states. The handshake is
+ *     driven by the first SSL_read (accept state) inside the deadline that
+ *     accept arms, limits.header_timeout_ms. SSL_read wanting to write
+ *     waits on the write event, SSL_write wanting to read on the read
+ *     event. Bytes OpenSSL holds decrypted or read ahead are drained
+ *     before the connection waits on its socket again (SSL_has_pending),
+ *     since epoll cannot see them. gw_http_req_pending counts plaintext
+ *     not yet taken by SSL_write, so backpressure is unchanged.
  */
 #include "gateway/http.h"
 #include "gateway/error.h"
 #include "gateway/chunked.h"
 #include "gateway/clock.h"
 #include "gateway/log.h"
+#include "gateway/tls.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -57,6 +69,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +106,8 @@ struct gw_http_server {
     struct event *accept_timer; /* owned: ends a pause of accepting */
     int64_t accept_warned_us;   /* when that was last logged */
     int reuseport;              /* listen with SO_REUSEPORT (workers) */
+    struct gw_tls *tls; /* owned reference: new connections speak TLS with
+                           it; NULL: plain */
 };
 
 struct gw_http_conn {
@@ -114,11 +130,18 @@ struct gw_http_conn {
     size_t scanned;        /* head: input searched for its end so far */
     int linger;            /* unread input may follow: linger on close */
     size_t lingered;       /* bytes dropped while lingering */
+    SSL *ssl;              /* owned: NULL on a plain connection; holds its
+                              SSL_CTX, so a reload does not change it */
+    int tls_read_wants_write; /* SSL_read waits for the socket writable */
+    int tls_write_wants_read; /* SSL_write waits for it readable */
+    int tls_dead;          /* a fatal TLS error: no close_notify */
     struct gw_http_conn *prev, *next;
 };
 
 static void conn_close(struct gw_http_conn *c);
 static int value_ok(const char *v);
+static void tls_flush(struct gw_http_conn *c);
+static void tls_end(struct gw_http_conn *c);
 
 static void conn_state(struct gw_http_conn *c, enum conn_state to)
 {
@@ -170,6 +193,8 @@ static void conn_free(struct gw_http_conn *c)
     event_free(c->wev);
     evbuffer_free(c->in);
     evbuffer_free(c->out);
+    if (c->ssl)
+        tls_end(c);
     evutil_closesocket(c->fd);
     free(c);
 }
@@ -194,6 +219,10 @@ static void read_on(struct gw_http_conn *c, int on)
         event_add(c->rev, NULL);
     else if (!on && c->reading)
         event_del(c->rev);
+    /* input OpenSSL already holds would not wake the socket's event */
+    if (on && !c->reading && !c->read_eof && c->ssl &&
+        SSL_has_pending(c->ssl))
+        event_active(c->rev, EV_READ, 0);
     c->reading = on && !c->read_eof;
 }
 
@@ -206,6 +235,10 @@ static void schedule_write_cb(struct gw_http_conn *c)
 /* Writes what it can now; arms the write event for the rest. */
 static void flush_out(struct gw_http_conn *c)
 {
+    if (c->ssl) {
+        tls_flush(c);
+        return;
+    }
     while (evbuffer_get_length(c->out) > 0) {
         int n = evbuffer_write(c->out, c->fd);
         if (n > 0)
@@ -223,6 +256,146 @@ static void flush_out(struct gw_http_conn *c)
         schedule_write_cb(c);
         return;
     }
+}
+
+/* ------------------------------------------------------------------ tls */
+
+#define TLS_WRITE_MAX 16384 /* one record's plaintext */
+
+static void tls_wait_writable(struct gw_http_conn *c)
+{
+    struct timeval tv = {c->limits.idle_timeout_ms / 1000,
+                         (c->limits.idle_timeout_ms % 1000) * 1000};
+    event_add(c->wev, &tv);
+}
+
+/* A fatal TLS error (or the peer's reset): OpenSSL must not be asked to
+ * send anything more on this connection. */
+static void tls_fatal(struct gw_http_conn *c, int ret, int e)
+{
+    char buf[160];
+    unsigned long le = ERR_peek_last_error();
+
+    c->tls_dead = 1;
+    if (le) {
+        ERR_error_string_n(le, buf, sizeof(buf));
+        gw_log_debug("tls: connection closed: %s", buf);
+    } else {
+        gw_log_debug("tls: connection closed: ssl error %d (ret %d)", e, ret);
+    }
+    ERR_clear_error(); /* the queue is the thread's: libcurl reads it too */
+}
+
+/* gw_read_some for a TLS connection, with the same results: bytes read,
+ * 0 at the end of the input (close_notify or, ignored as a truncation
+ * that framing catches, a bare EOF), -1 on an error, -2 when nothing could
+ * be read (the handshake in progress counts as nothing). When it returns
+ * bytes and stops short of the end of what OpenSSL holds, or before an
+ * end or an error it met, the read event is made active again, so that
+ * is seen without waiting on the socket. */
+static int tls_read_some(struct gw_http_conn *c, size_t max)
+{
+    struct evbuffer_iovec v;
+    size_t total = 0;
+    int n, e;
+
+    if (c->tls_write_wants_read) {
+        c->tls_write_wants_read = 0;
+        schedule_write_cb(c); /* retry the write from its own event */
+    }
+    while (total < max) {
+        if (evbuffer_reserve_space(c->in, (ev_ssize_t)(max - total), &v,
+                                   1) < 1)
+            return -1;
+        n = SSL_read(c->ssl, v.iov_base,
+                     v.iov_len < max - total ? (int)v.iov_len
+                                             : (int)(max - total));
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(c->in, &v, 1);
+            total += (size_t)n;
+            continue;
+        }
+        evbuffer_commit_space(c->in, &v, 0);
+        e = SSL_get_error(c->ssl, n);
+        if (e == SSL_ERROR_WANT_READ)
+            return total ? (int)total : -2;
+        if (e == SSL_ERROR_WANT_WRITE) {
+            c->tls_read_wants_write = 1;
+            tls_wait_writable(c);
+            return total ? (int)total : -2;
+        }
+        if (e != SSL_ERROR_ZERO_RETURN)
+            tls_fatal(c, n, e);
+        if (total == 0)
+            return e == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+        /* the bytes first; the end or error on the next turn */
+        if (c->reading)
+            event_active(c->rev, EV_READ, 0);
+        return (int)total;
+    }
+    if (c->reading && SSL_has_pending(c->ssl))
+        event_active(c->rev, EV_READ, 0);
+    return (int)total;
+}
+
+/* flush_out for a TLS connection: up to a record's worth of the output at
+ * a time, contiguous (a pullup moves little: answers are mostly one
+ * chain). A write that must wait is retried with the same bytes first,
+ * as OpenSSL requires; they are still at the front of c->out. */
+static void tls_flush(struct gw_http_conn *c)
+{
+    size_t len;
+
+    while ((len = evbuffer_get_length(c->out)) > 0) {
+        size_t n = len < TLS_WRITE_MAX ? len : TLS_WRITE_MAX;
+        unsigned char *p = evbuffer_pullup(c->out, (ev_ssize_t)n);
+        int w, e;
+
+        if (p == NULL)
+            break;
+        w = SSL_write(c->ssl, p, (int)n);
+        if (w > 0) {
+            evbuffer_drain(c->out, (size_t)w);
+            continue;
+        }
+        e = SSL_get_error(c->ssl, w);
+        if (e == SSL_ERROR_WANT_WRITE) {
+            tls_wait_writable(c);
+            return;
+        }
+        if (e == SSL_ERROR_WANT_READ) {
+            /* renegotiation is off, so only a misbehaving peer gets
+             * here; the next read (tls_read_some) retries the write */
+            c->tls_write_wants_read = 1;
+            return;
+        }
+        tls_fatal(c, w, e);
+        break;
+    }
+    if (evbuffer_get_length(c->out) == 0)
+        return;
+    /* as a failed writev: the client is gone, close from the write event */
+    c->broken = 1;
+    evbuffer_drain(c->out, evbuffer_get_length(c->out));
+    schedule_write_cb(c);
+}
+
+/* Our side of the close: close_notify when the handshake is over and no
+ * fatal error happened, never waiting for the peer's (non-blocking: it
+ * goes if the socket takes it). */
+static void tls_close_notify(struct gw_http_conn *c)
+{
+    if (!c->tls_dead && SSL_is_init_finished(c->ssl))
+        (void)SSL_shutdown(c->ssl);
+    ERR_clear_error();
+}
+
+static void tls_end(struct gw_http_conn *c)
+{
+    tls_close_notify(c);
+    SSL_free(c->ssl);
+    c->ssl = NULL;
 }
 
 /* ------------------------------------------------------------ answering */
@@ -968,7 +1141,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     int n;
 
     (void)fd, (void)what;
-    n = gw_read_some(c->in, c->fd, 16384);
+    n = c->ssl ? tls_read_some(c, 16384) : gw_read_some(c->in, c->fd, 16384);
     if (n == -2)
         return;
     if (n > 0) {
@@ -1015,6 +1188,11 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
         conn_close(c); /* client gone, or it takes nothing */
         return;
     }
+    if (c->ssl && c->tls_read_wants_write) {
+        c->tls_read_wants_write = 0; /* retry the read from its own event */
+        if (c->reading)
+            event_active(c->rev, EV_READ, 0);
+    }
     flush_out(c);
     if (c->broken || evbuffer_get_length(c->out) > LOWMARK)
         return;
@@ -1028,6 +1206,8 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
         return;
     if (c->linger) {
         conn_state(c, C_LINGER);
+        if (c->ssl)
+            tls_close_notify(c);
         shutdown(c->fd, SHUT_WR);
         read_on(c, 1);
         arm_timer(c, LINGER_MS);
@@ -1085,7 +1265,20 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     c->rev = event_new(srv->base, fd, EV_READ | EV_PERSIST, on_read, c);
     c->wev = event_new(srv->base, fd, EV_WRITE, on_write, c);
     c->timer = evtimer_new(srv->base, timer_cb, c);
-    if (!c->in || !c->out || !c->rev || !c->wev || !c->timer) {
+    if (srv->tls && (c->ssl = SSL_new(gw_tls_ctx(srv->tls))) != NULL) {
+        if (SSL_set_fd(c->ssl, fd) == 1) {
+            SSL_set_accept_state(c->ssl); /* the first read shakes hands */
+        } else {
+            SSL_free(c->ssl);
+            c->ssl = NULL;
+        }
+    }
+    if (!c->in || !c->out || !c->rev || !c->wev || !c->timer ||
+        (srv->tls && !c->ssl)) {
+        if (srv->tls)
+            ERR_clear_error();
+        if (c->ssl)
+            SSL_free(c->ssl);
         if (c->in)
             evbuffer_free(c->in);
         if (c->out)
@@ -1187,6 +1380,19 @@ void gw_http_server_set_limits(struct gw_http_server *srv,
     srv->limits = *limits;
 }
 
+void gw_http_server_set_tls(struct gw_http_server *srv, struct gw_tls *tls)
+{
+    if (tls)
+        gw_tls_ref(tls);
+    gw_tls_unref(srv->tls);
+    srv->tls = tls;
+}
+
+struct gw_tls *gw_http_server_tls(const struct gw_http_server *srv)
+{
+    return srv->tls;
+}
+
 int gw_http_server_listen(struct gw_http_server *srv, const char *host,
                           int port, char *err, size_t errlen)
 {
@@ -1261,5 +1467,6 @@ void gw_http_server_free(struct gw_http_server *srv)
     while (srv->conns)
         conn_close(srv->conns);
     event_free(srv->accept_timer);
+    gw_tls_unref(srv->tls);
     free(srv);
 }

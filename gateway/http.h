@@ -7,8 +7,9 @@
  * than the whole budget of this gateway. This front does only what a
  * reverse proxy needs: request head and body (Content-Length or chunked)
  * within limits and deadlines, fixed-length or chunked answers, pipelining,
- * keep-alive, backpressure and disconnect notification. It knows nothing of
- * JSON, routes or config.
+ * keep-alive, backpressure and disconnect notification, over plain TCP or
+ * TLS (OpenSSL on the same events). It knows nothing of JSON, routes or
+ * config.
  *
  * Lifecycle of a request: the server reads it whole, then calls the
  * handler. The handler answers exactly once, with gw_http_reply(), or with
@@ -29,6 +30,7 @@ struct evbuffer;
 struct gw_http_server;
 struct gw_http_conn;
 struct gw_http_req;
+struct gw_tls;
 
 struct gw_http_limits {
     size_t max_header_bytes; /* whole request head; over it: 431 */
@@ -97,6 +99,16 @@ void gw_http_server_set_limits(struct gw_http_server *srv,
  * address with SO_REUSEPORT, and the kernel spreads new connections over
  * them. Set before gw_http_server_listen. */
 void gw_http_server_set_reuseport(struct gw_http_server *srv, int on);
+
+/* Connections accepted from now on speak TLS with tls (a reference is
+ * taken, the previous one dropped); NULL: plain HTTP. Connections already
+ * open keep what they started with, so a reload with a new certificate
+ * serves it to new connections while old ones (streams in flight) finish
+ * on the old. */
+void gw_http_server_set_tls(struct gw_http_server *srv, struct gw_tls *tls);
+
+/* The TLS of new connections (borrowed), or NULL when plain. */
+struct gw_tls *gw_http_server_tls(const struct gw_http_server *srv);
 
 /* Binds and listens. host may be an IPv4 or IPv6 literal or a name.
  * Returns 0, or -1 with a message in err. */

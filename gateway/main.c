@@ -32,6 +32,7 @@
 #include "gateway/health.h"
 #include "gateway/pool.h"
 #include "gateway/prompt.h"
+#include "gateway/tls.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -215,6 +216,13 @@ static int worker_apply(struct worker *w, struct gw_config *c)
                      gw->worker_id);
         return -1;
     }
+    /* tls (issue 9): new connections get the new certificate, open ones
+     * keep theirs */
+    if (c->tls.ctx != gw_http_server_tls(gw->http)) {
+        gw_http_server_set_tls(gw->http, c->tls.ctx);
+        if (gw->worker_id == 0)
+            gw_tls_log(c->tls.ctx, "reloaded");
+    }
     gw_config_unref(gw->config);
     gw->config = gw_config_ref(c);
     return 0;
@@ -244,7 +252,7 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
     struct main_state *m = arg;
     struct gw_gateway *gw = &m->w[0]->gw;
     struct gw_config *c;
-    char *err = NULL;
+    char *err = NULL, msg[512];
 
     (void)fd, (void)what;
     gw_metrics_reload_begin(gw->metrics); /* refused unless reloaded */
@@ -257,6 +265,14 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
              line = strtok_r(NULL, "\n", &save))
             gw_log_error("reload: %s", line);
         free(err);
+        return;
+    }
+    /* tls (issue 9): one context for every worker; a certificate that
+     * cannot be served refuses the reload, the old one goes on serving */
+    if (gw_tls_attach(c, gw->config, msg, sizeof(msg)) < 0) {
+        gw_log_error("reload refused, still serving the previous "
+                     "configuration and certificate: %s", msg);
+        gw_config_unref(c);
         return;
     }
     if (strcmp(c->listen_host, gw->config->listen_host) != 0 ||
@@ -503,6 +519,15 @@ static int worker_init(struct main_state *m, size_t i)
     to_limits(gw->config, &limits);
     gw_http_server_set_limits(gw->http, &limits);
     gw_http_server_set_reuseport(gw->http, m->n > 1);
+    /* tls (issue 9): built once (worker 0, before the config is shared);
+     * every worker serves with that context, so sessions resume on any */
+    if (i == 0 && gw_tls_attach(gw->config, NULL, msg, sizeof(msg)) < 0) {
+        gw_log_error("%s", msg);
+        return -1;
+    }
+    gw_http_server_set_tls(gw->http, gw->config->tls.ctx);
+    if (i == 0 && gw->config->tls.ctx)
+        gw_tls_log(gw->config->tls.ctx, "loaded");
     if (gw_http_server_listen(gw->http, gw->config->listen_host,
                               gw->config->listen_port, msg,
                               sizeof(msg)) < 0) {
@@ -567,6 +592,9 @@ static int check_only(const char *path, struct gw_config *c)
     else
         printf("promptgate: %zu virtual keys, rate limits %s\n", c->n_keys,
                c->rl_mode == GW_RL_REDIS ? "in redis" : "local");
+    /* tls (issue 9): the certificate's subject and notAfter */
+    if (gw_tls_check(c, stdout, stderr) < 0)
+        return 1;
     if (c->registry.path) {
         rc = gw_prompts_check(&c->registry, msg, sizeof(msg));
         fprintf(rc < 0 ? stderr : stdout, "promptgate: %s\n", msg);

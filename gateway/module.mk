@@ -23,7 +23,7 @@ tsan-unit::
 UNIT_TESTS += $(BUILD)/tests/test_gw_chunked
 $(BUILD)/tests/test_gw_chunked: $(call objs,tests/unit/test_gw_chunked.c) $(GATEWAY_OBJS)
 # routing (pool.c, breaker.c): linked without libregistry, which they do not use
-ROUTING_TEST_OBJS := $(call objs,gateway/pool.c gateway/breaker.c gateway/config.c gateway/log.c gateway/error.c)
+ROUTING_TEST_OBJS := $(call objs,gateway/pool.c gateway/breaker.c gateway/config.c gateway/log.c gateway/error.c gateway/tls.c)
 UNIT_TESTS += $(BUILD)/tests/test_gw_breaker $(BUILD)/tests/test_gw_pool
 $(BUILD)/tests/test_gw_breaker: $(call objs,tests/unit/test_gw_breaker.c) $(ROUTING_TEST_OBJS)
 $(BUILD)/tests/test_gw_pool: $(call objs,tests/unit/test_gw_pool.c) $(ROUTING_TEST_OBJS)

@@ -179,6 +179,22 @@ fail:
     return NULL;
 }
 
+int gw_tls_attach(struct gw_config *c, const struct gw_config *old,
+                  char *err, size_t errlen)
+{
+    err[0] = '\0';
+    if (old && (old->tls.ctx == NULL) != (c->tls.enabled == 0)) {
+        gw_log_warn("reload: adding or removing \"tls\" takes a restart; "
+                    "the listener stays %s", old->tls.ctx
+                        ? "on TLS with the previous certificate"
+                        : "plain HTTP");
+        c->tls.ctx = old->tls.ctx ? gw_tls_ref(old->tls.ctx) : NULL;
+        return 0;
+    }
+    c->tls.ctx = gw_tls_new(c, err, errlen);
+    return c->tls.ctx == NULL && err[0] ? -1 : 0;
+}
+
 struct gw_tls *gw_tls_ref(struct gw_tls *t)
 {
     atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);

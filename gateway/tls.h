@@ -35,6 +35,14 @@ struct gw_tls *gw_tls_new(const struct gw_config *c, char *err,
 struct gw_tls *gw_tls_ref(struct gw_tls *t);
 void gw_tls_unref(struct gw_tls *t); /* NULL is a no-op */
 
+/* Builds c's context into c->tls.ctx (c must not be shared yet). old: the
+ * config it replaces (a reload) or NULL (start). Adding or removing "tls"
+ * at a reload takes a restart: it is logged and c takes old's context
+ * instead (or none), so the listener keeps what it speaks. Returns 0, or
+ * -1 with the message in err ("tls.cert: ..."): refuse c. */
+int gw_tls_attach(struct gw_config *c, const struct gw_config *old,
+                  char *err, size_t errlen);
+
 /* The context to make connections with (SSL_new); borrowed from t. */
 SSL_CTX *gw_tls_ctx(const struct gw_tls *t);
 
