@@ -11,6 +11,12 @@
 #include <string.h>
 
 #include "gateway/config.h"
+#include "gateway/tls.h"
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <unistd.h>
 
 static struct gw_config *parse(const char *text, char **err)
 {
@@ -410,6 +416,206 @@ static void test_load_missing_file(void **state)
     free(err);
 }
 
+/* ------------------------------------------------------------------ tls */
+
+/* A P-256 key, and a certificate for cn signed by it, as PEM files in dir. */
+static EVP_PKEY *write_key(const char *path)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(k);
+    assert_non_null(f);
+    assert_int_equal(PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL), 1);
+    fclose(f);
+    return k;
+}
+
+static void write_cert(const char *path, EVP_PKEY *k, const char *cn,
+                       long days)
+{
+    X509 *x = X509_new();
+    X509_NAME *n;
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(x);
+    assert_non_null(f);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 7);
+    X509_gmtime_adj(X509_getm_notBefore(x), -86400);
+    X509_gmtime_adj(X509_getm_notAfter(x), days * 86400);
+    X509_set_pubkey(x, k);
+    n = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
+                               (const unsigned char *)cn, -1, -1, 0);
+    X509_set_issuer_name(x, n);
+    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+    assert_int_equal(PEM_write_X509(f, x), 1);
+    fclose(f);
+    X509_free(x);
+}
+
+struct pki {
+    char dir[64];
+    char cert[96], key[96], other_key[96], junk[96], missing[96];
+};
+
+static void pki_make(struct pki *p)
+{
+    EVP_PKEY *k, *o;
+    FILE *f;
+
+    strcpy(p->dir, "/tmp/test_gw_config_tls.XXXXXX");
+    assert_non_null(mkdtemp(p->dir));
+    snprintf(p->cert, sizeof(p->cert), "%s/cert.pem", p->dir);
+    snprintf(p->key, sizeof(p->key), "%s/key.pem", p->dir);
+    snprintf(p->other_key, sizeof(p->other_key), "%s/other.pem", p->dir);
+    snprintf(p->junk, sizeof(p->junk), "%s/junk.pem", p->dir);
+    snprintf(p->missing, sizeof(p->missing), "%s/missing.pem", p->dir);
+    k = write_key(p->key);
+    o = write_key(p->other_key);
+    write_cert(p->cert, k, "unit.example", 3);
+    f = fopen(p->junk, "w");
+    assert_non_null(f);
+    fputs("not a pem file\n", f);
+    fclose(f);
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(o);
+}
+
+static void pki_remove(struct pki *p)
+{
+    unlink(p->cert);
+    unlink(p->key);
+    unlink(p->other_key);
+    unlink(p->junk);
+    rmdir(p->dir);
+}
+
+static struct gw_config *parse_tls(const char *tls, char **err)
+{
+    char text[2048];
+
+    snprintf(text, sizeof(text),
+             "{\"backends\":[{\"name\":\"a\",\"url\":\"http://127.0.0.1:9/v1\","
+             "\"models\":[\"m\"]}],\"tls\":%s}", tls);
+    return parse(text, err);
+}
+
+static void expect_problem(const char *tls, const char *want)
+{
+    char *err;
+    struct gw_config *c = parse_tls(tls, &err);
+
+    assert_null(c);
+    assert_non_null(err);
+    if (strstr(err, want) == NULL)
+        fail_msg("expected '%s' in:\n%s", want, err);
+    free(err);
+}
+
+static void test_parse_tls(void **state)
+{
+    struct pki p;
+    char tls[1024], msg[512];
+    char *err;
+    struct gw_config *c;
+    struct gw_tls *t;
+
+    (void)state;
+    pki_make(&p);
+
+    /* no "tls": plain, and gw_tls_new says so with an empty message */
+    c = parse("{\"backends\":[{\"name\":\"a\",\"url\":\"http://h/v1\","
+              "\"models\":[\"m\"]}]}", &err);
+    assert_non_null(c);
+    assert_int_equal(c->tls.enabled, 0);
+    msg[0] = 'x';
+    assert_null(gw_tls_new(c, msg, sizeof(msg)));
+    assert_int_equal(msg[0], '\0');
+    gw_config_unref(c);
+
+    /* a good pair: the context is built, the certificate described */
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.cert,
+             p.key);
+    c = parse_tls(tls, &err);
+    assert_non_null(c);
+    assert_int_equal(c->tls.enabled, 1);
+    assert_string_equal(c->tls.cert, p.cert);
+    assert_string_equal(c->tls.key, p.key);
+    assert_int_equal(c->tls.min_version, TLS1_2_VERSION);
+    t = gw_tls_new(c, msg, sizeof(msg));
+    assert_non_null(t);
+    assert_non_null(gw_tls_ctx(t));
+    assert_string_equal(gw_tls_subject(t), "CN=unit.example");
+    assert_true(gw_tls_not_after(t) > time(NULL) + 2 * 86400);
+    assert_true(gw_tls_not_after(t) <= time(NULL) + 3 * 86400);
+    assert_int_equal(SSL_CTX_get_min_proto_version(gw_tls_ctx(t)),
+                     TLS1_2_VERSION);
+    gw_tls_unref(gw_tls_ref(t));
+    gw_tls_unref(t);
+    gw_config_unref(c);
+
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\","
+             "\"min_version\":\"1.3\"}", p.cert, p.key);
+    c = parse_tls(tls, &err);
+    assert_non_null(c);
+    assert_int_equal(c->tls.min_version, TLS1_3_VERSION);
+    t = gw_tls_new(c, msg, sizeof(msg));
+    assert_non_null(t);
+    assert_int_equal(SSL_CTX_get_min_proto_version(gw_tls_ctx(t)),
+                     TLS1_3_VERSION);
+    gw_tls_unref(t);
+    gw_config_unref(c);
+
+    /* every problem names its path */
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.cert,
+             p.other_key);
+    expect_problem(tls, "tls.key: does not match tls.cert");
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\"}", p.cert);
+    expect_problem(tls, "tls.key: missing");
+    snprintf(tls, sizeof(tls), "{\"key\":\"%s\"}", p.key);
+    expect_problem(tls, "tls.cert: missing");
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}",
+             p.missing, p.key);
+    expect_problem(tls, "tls.cert: cannot read '");
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.junk,
+             p.key);
+    expect_problem(tls, "tls.cert: no PEM certificate in '");
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.cert,
+             p.junk);
+    expect_problem(tls, "tls.key: no usable PEM private key in '");
+    /* the certificate is not a key, nor the key a certificate */
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.key,
+             p.cert);
+    expect_problem(tls, "tls.cert: no PEM certificate");
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\","
+             "\"min_version\":\"1.1\"}", p.cert, p.key);
+    expect_problem(tls, "tls.min_version: must be \"1.2\"");
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\","
+             "\"min_version\":1.3}", p.cert, p.key);
+    expect_problem(tls, "tls.min_version: must be");
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\","
+             "\"ciphers\":\"x\"}", p.cert, p.key);
+    expect_problem(tls, "tls.ciphers: unknown key");
+    expect_problem("{\"cert\":\"\",\"key\":7}",
+                   "tls.cert: must be the path of the PEM certificate");
+    expect_problem("{\"cert\":\"\",\"key\":7}",
+                   "tls.key: must be the path of the PEM private key");
+    expect_problem("true", "tls: must be an object");
+
+    /* a file that changed after the load: gw_tls_new names it */
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.cert,
+             p.key);
+    c = parse_tls(tls, &err);
+    assert_non_null(c);
+    unlink(p.key);
+    assert_null(gw_tls_new(c, msg, sizeof(msg)));
+    assert_non_null(strstr(msg, "tls.key: cannot read '"));
+    gw_config_unref(c);
+
+    pki_remove(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -423,6 +629,7 @@ int main(void)
         cmocka_unit_test(test_load_missing_file),
         cmocka_unit_test(test_parse_metrics),
         cmocka_unit_test(test_provider_anthropic),
+        cmocka_unit_test(test_parse_tls),
     };
     return cmocka_run_group_tests_name("gw_config", tests, NULL, NULL);
 }
