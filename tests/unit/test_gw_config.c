@@ -441,7 +441,7 @@ static void write_cert(const char *path, EVP_PKEY *k, const char *cn,
     assert_non_null(x);
     assert_non_null(f);
     ASN1_INTEGER_set(X509_get_serialNumber(x), 7);
-    X509_gmtime_adj(X509_getm_notBefore(x), -86400);
+    X509_gmtime_adj(X509_getm_notBefore(x), (days < 0 ? days - 1 : -1) * 86400);
     X509_gmtime_adj(X509_getm_notAfter(x), days * 86400);
     X509_set_pubkey(x, k);
     n = X509_get_subject_name(x);
@@ -602,6 +602,45 @@ static void test_parse_tls(void **state)
     expect_problem("{\"cert\":\"\",\"key\":7}",
                    "tls.key: must be the path of the PEM private key");
     expect_problem("true", "tls: must be an object");
+
+    /* -t: the subject and notAfter; an expired certificate is a warning,
+     * not a failure */
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.cert,
+             p.key);
+    c = parse_tls(tls, &err);
+    assert_non_null(c);
+    {
+        char out[1024] = "", warn[1024] = "";
+        FILE *fo = fmemopen(out, sizeof(out) - 1, "w");
+        FILE *fw = fmemopen(warn, sizeof(warn) - 1, "w");
+        EVP_PKEY *k = NULL;
+        FILE *f;
+
+        assert_int_equal(gw_tls_check(c, fo, fw), 0);
+        fflush(fo);
+        fflush(fw);
+        assert_non_null(strstr(out, "subject 'CN=unit.example', notAfter 20"));
+        assert_non_null(strstr(warn, "warning: tls certificate '"));
+        assert_non_null(strstr(warn, " days (notAfter 20")); /* 2 or 3 */
+
+        f = fopen(p.key, "r");
+        assert_non_null(f);
+        k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+        fclose(f);
+        assert_non_null(k);
+        write_cert(p.cert, k, "old.example", -2); /* ended two days ago */
+        EVP_PKEY_free(k);
+        rewind(fo);
+        rewind(fw);
+        assert_int_equal(gw_tls_check(c, fo, fw), 0);
+        fflush(fo);
+        fflush(fw);
+        assert_non_null(strstr(out, "subject 'CN=old.example'"));
+        assert_non_null(strstr(warn, "has expired (notAfter 20"));
+        fclose(fo);
+        fclose(fw);
+    }
+    gw_config_unref(c);
 
     /* a file that changed after the load: gw_tls_new names it */
     snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.cert,
