@@ -303,6 +303,9 @@ static int tls_read_some(struct gw_http_conn *c, size_t max)
         c->tls_write_wants_read = 0;
         schedule_write_cb(c); /* retry the write from its own event */
     }
+    /* SSL_get_error reads the thread's error queue: what another user of
+     * OpenSSL left there (libcurl, a config load) would read as ours */
+    ERR_clear_error();
     while (total < max) {
         if (evbuffer_reserve_space(c->in, (ev_ssize_t)(max - total), &v,
                                    1) < 1)
@@ -347,6 +350,7 @@ static void tls_flush(struct gw_http_conn *c)
 {
     size_t len;
 
+    ERR_clear_error(); /* as in tls_read_some */
     while ((len = evbuffer_get_length(c->out)) > 0) {
         size_t n = len < TLS_WRITE_MAX ? len : TLS_WRITE_MAX;
         unsigned char *p = evbuffer_pullup(c->out, (ev_ssize_t)n);
@@ -386,6 +390,7 @@ static void tls_flush(struct gw_http_conn *c)
  * goes if the socket takes it). */
 static void tls_close_notify(struct gw_http_conn *c)
 {
+    ERR_clear_error();
     if (!c->tls_dead && SSL_is_init_finished(c->ssl))
         (void)SSL_shutdown(c->ssl);
     ERR_clear_error();

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BIN, DEFAULT_MODELS, chat, sse_events, start_mock, wait_until
+from helpers import BIN, DEFAULT_MODELS, chat, free_port, sse_events, start_mock, wait_until
 
 CHAT = "/v1/chat/completions"
 HEADER_MS = 500
@@ -449,3 +449,60 @@ def test_backpressure_slow_tls_reader(mockllm, gateway, pki):
     assert tail.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"), tail
     assert received > tokens * per_token * 0.9
     assert mock.stats()["stream_events"] - events0 >= tokens
+
+
+def test_client_abort_cancels_upstream(mockllm, gateway, pki):
+    """A TLS client that drops a stream half-way: the upstream stream is
+    cancelled (on_close), the gateway goes on serving."""
+    mock = start_mock(mockllm, "--tokens", "400", "--token-delay-ms", "20")
+    gw = start_tls_gateway(gateway, tls_config(mock, pki / "a.pem", pki / "a.key"),
+                           pki / "a.pem")
+    conn = https_conn(gw, pki / "a.pem")
+    try:
+        conn.request("POST", CHAT, body=json.dumps(chat(stream=True)),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 200
+        assert r.readline().startswith(b"data: ")
+        wait_until(lambda: mock.stats()["active_streams"] == 1, timeout=5)
+    finally:
+        conn.sock.close()
+        conn.close()
+    wait_until(lambda: mock.stats()["active_streams"] == 0, timeout=5,
+               message="the upstream stream was not cancelled")
+    assert https(gw, pki / "a.pem", "POST", CHAT, chat(max_tokens=2))[0] == 200
+
+
+def test_upstream_tls_failures_do_not_disturb_the_listener(mockllm, gateway, pki):
+    """libcurl's TLS to an upstream shares OpenSSL (and its per-thread
+    error queue) with the listener: a backend whose handshake fails (the
+    mock speaks plain HTTP on an https:// URL) between requests on one
+    keep-alive TLS connection must not break that connection."""
+    mock = start_mock(mockllm)
+    port = free_port()
+    cfg = tls_config(mock, pki / "a.pem", pki / "a.key")
+    cfg["listen"] = "127.0.0.1:%d" % port
+    # the gateway itself, whose certificate libcurl does not trust
+    cfg["backends"] = [
+        {"name": "mock", "url": mock.base, "models": ["qwen2.5-7b"]},
+        {"name": "broken", "url": "https://localhost:%d/v1" % port,
+         "models": ["gpt-4o-mini"], "timeout_ms": 3000}]
+    gw = start_tls_gateway(gateway, cfg, pki / "a.pem")
+    conn = https_conn(gw, pki / "a.pem")
+    try:
+        sock = None
+        for i in range(6):
+            model = "gpt-4o-mini" if i % 2 == 0 else "qwen2.5-7b"
+            conn.request("POST", CHAT, body=json.dumps(chat(model=model)),
+                         headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            body = r.read()
+            if model == "qwen2.5-7b":
+                assert r.status == 200, body
+            else:
+                assert r.status in (502, 503), body
+                assert b"certificate" in body.lower(), body
+            sock = sock or conn.sock
+            assert conn.sock is sock, "the TLS connection was dropped"
+    finally:
+        conn.close()
