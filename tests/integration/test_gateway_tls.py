@@ -506,3 +506,41 @@ def test_upstream_tls_failures_do_not_disturb_the_listener(mockllm, gateway, pki
             assert conn.sock is sock, "the TLS connection was dropped"
     finally:
         conn.close()
+
+
+def test_two_workers_share_one_context(mockllm, gateway, pki, tmp_path):
+    """workers: 2: every connection, whichever worker the kernel hands it
+    to, resumes the session of the first (one SSL_CTX, so one ticket key),
+    and after a reload every new connection gets the new certificate."""
+    mock = start_mock(mockllm)
+    live = tmp_path / "live"
+    live.mkdir()
+    swap_cert(pki, live, "a")
+    cfg = tls_config(mock, live / "cert.pem", live / "cert.key")
+    cfg["workers"] = 2
+    gw = start_tls_gateway(gateway, cfg, pki / "both.pem")
+    ctx = client_ctx(pki / "both.pem")
+    req = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+    def connect(session=None):
+        raw = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+        s = ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session)
+        s.sendall(req)
+        got = read_until_closed(s)  # TLS 1.3 tickets arrive with the answer
+        assert got.startswith(b"HTTP/1.1 200"), got
+        fp = hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
+        out = (s.session, s.session_reused, fp)
+        s.close()
+        return out
+
+    session, _, fp = connect()
+    assert fp == der_sha256(pki / "a.pem")
+    reused = [connect(session)[1] for _ in range(16)]
+    assert all(reused), reused
+    swap_cert(pki, live, "b")
+    gw.reload(cfg)
+    wait_until(lambda: "tls: certificate reloaded" in gw.stderr_text(), timeout=5)
+    fp_b = der_sha256(pki / "b.pem")
+    # both workers applied it (the second through its mailbox)
+    wait_until(lambda: all(connect()[2] == fp_b for _ in range(16)), timeout=5)
+    assert gw.stderr_text().count("tls: certificate reloaded") == 1
