@@ -642,6 +642,42 @@ static void test_parse_tls(void **state)
     }
     gw_config_unref(c);
 
+    /* gw_tls_attach: start, reload, and "tls" added or removed (kept as
+     * the listener was: that takes a restart) */
+    {
+        struct gw_config *plain, *next;
+
+        snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}",
+                 p.cert, p.key);
+        c = parse_tls(tls, &err);
+        next = parse_tls(tls, &err);
+        assert_non_null(c);
+        assert_non_null(next);
+        assert_int_equal(gw_tls_attach(c, NULL, msg, sizeof(msg)), 0);
+        assert_non_null(c->tls.ctx);
+        assert_int_equal(gw_tls_attach(next, c, msg, sizeof(msg)), 0);
+        assert_non_null(next->tls.ctx);
+        assert_ptr_not_equal(next->tls.ctx, c->tls.ctx); /* rebuilt */
+        plain = parse("{\"backends\":[{\"name\":\"a\",\"url\":"
+                      "\"http://h/v1\",\"models\":[\"m\"]}]}", &err);
+        assert_non_null(plain);
+        assert_int_equal(gw_tls_attach(plain, c, msg, sizeof(msg)), 0);
+        assert_ptr_equal(plain->tls.ctx, c->tls.ctx); /* still on TLS */
+        gw_config_unref(plain);
+        plain = parse("{\"backends\":[{\"name\":\"a\",\"url\":"
+                      "\"http://h/v1\",\"models\":[\"m\"]}]}", &err);
+        assert_non_null(plain);
+        assert_int_equal(gw_tls_attach(plain, NULL, msg, sizeof(msg)), 0);
+        assert_null(plain->tls.ctx);
+        gw_config_unref(next);
+        next = parse_tls(tls, &err);
+        assert_int_equal(gw_tls_attach(next, plain, msg, sizeof(msg)), 0);
+        assert_null(next->tls.ctx); /* still plain */
+        gw_config_unref(next);
+        gw_config_unref(plain);
+        gw_config_unref(c);
+    }
+
     /* a file that changed after the load: gw_tls_new names it */
     snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.cert,
              p.key);
@@ -650,6 +686,9 @@ static void test_parse_tls(void **state)
     unlink(p.key);
     assert_null(gw_tls_new(c, msg, sizeof(msg)));
     assert_non_null(strstr(msg, "tls.key: cannot read '"));
+    assert_int_equal(gw_tls_attach(c, NULL, msg, sizeof(msg)), -1);
+    assert_non_null(strstr(msg, "tls.key: cannot read '"));
+    assert_null(c->tls.ctx);
     gw_config_unref(c);
 
     pki_remove(&p);
