@@ -19,6 +19,7 @@
 #include <ctype.h>
 #include <netinet/in.h>
 #include <errno.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -1240,6 +1241,8 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
     return 0;
 }
 
+#define TLS_FILE_MAX (1 << 20) /* a chain of a few certificates: KBs */
+
 /* A path value of "tls" (not a secret: "env:" is not read), or NULL
  * after reporting the problem. */
 static const char *tls_path(json_t *o, const char *key, const char *what,
@@ -1247,6 +1250,7 @@ static const char *tls_path(json_t *o, const char *key, const char *what,
 {
     json_t *v = json_object_get(o, key);
     const char *s = json_string_value(v);
+    struct stat st;
 
     if (v == NULL) {
         problem(p, "tls.%s: missing: the path of the PEM %s", key, what);
@@ -1258,8 +1262,14 @@ static const char *tls_path(json_t *o, const char *key, const char *what,
                    "bytes)", key, what);
         return NULL;
     }
-    if (access(s, R_OK) != 0) {
+    if (access(s, R_OK) != 0 || stat(s, &st) != 0) {
         problem(p, "tls.%s: cannot read '%s': %s", key, s, strerror(errno));
+        return NULL;
+    }
+    /* a FIFO or a device would hang the reading, a huge file fill memory */
+    if (!S_ISREG(st.st_mode) || st.st_size > TLS_FILE_MAX) {
+        problem(p, "tls.%s: '%s' is not a PEM file (a regular file of at "
+                   "most %d KiB)", key, s, TLS_FILE_MAX >> 10);
         return NULL;
     }
     return s;

@@ -602,6 +602,12 @@ static void test_parse_tls(void **state)
     expect_problem("{\"cert\":\"\",\"key\":7}",
                    "tls.key: must be the path of the PEM private key");
     expect_problem("true", "tls: must be an object");
+    snprintf(tls, sizeof(tls), "{\"cert\":\"/dev/null\",\"key\":\"%s\"}",
+             p.key);
+    expect_problem(tls, "tls.cert: '/dev/null' is not a PEM file");
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.cert,
+             p.dir);
+    expect_problem(tls, "is not a PEM file");
 
     /* -t: the subject and notAfter; an expired certificate is a warning,
      * not a failure */
