@@ -270,8 +270,9 @@ static void tls_wait_writable(struct gw_http_conn *c)
 }
 
 /* A fatal TLS error (or the peer's reset): OpenSSL must not be asked to
- * send anything more on this connection. */
-static void tls_fatal(struct gw_http_conn *c, int ret, int e)
+ * send anything more on this connection. Returns 1 when the client spoke
+ * plain HTTP ("GET /..." where a ClientHello belongs), else 0. */
+static int tls_fatal(struct gw_http_conn *c, int ret, int e)
 {
     char buf[160];
     unsigned long le = ERR_peek_last_error();
@@ -284,6 +285,33 @@ static void tls_fatal(struct gw_http_conn *c, int ret, int e)
         gw_log_debug("tls: connection closed: ssl error %d (ret %d)", e, ret);
     }
     ERR_clear_error(); /* the queue is the thread's: libcurl reads it too */
+    return le && ERR_GET_LIB(le) == ERR_LIB_SSL &&
+           ERR_GET_REASON(le) == SSL_R_HTTP_REQUEST;
+}
+
+/* A plain-HTTP request on the TLS port: the client cannot read a TLS
+ * alert, so it is told in plain HTTP, once, best-effort (one write, no
+ * waiting), before the close; curl would otherwise say only "empty reply
+ * from server". OpenSSL sent nothing on the socket for it. */
+static void tls_plain_http_answer(struct gw_http_conn *c)
+{
+    struct evbuffer *body = evbuffer_new(), *out = evbuffer_new();
+
+    if (body && out &&
+        gw_error_json(body, 400, "plain_http_to_https_port",
+                      "this port speaks HTTPS: the request was sent in "
+                      "plain HTTP; use an https:// URL") == 0 &&
+        evbuffer_add_printf(out, "HTTP/1.1 400 Bad Request\r\n"
+                            "Content-Type: application/json\r\n"
+                            "Content-Length: %zu\r\n"
+                            "Connection: close\r\n\r\n",
+                            evbuffer_get_length(body)) > 0 &&
+        evbuffer_add_buffer(out, body) == 0)
+        (void)evbuffer_write(out, c->fd);
+    if (body)
+        evbuffer_free(body);
+    if (out)
+        evbuffer_free(out);
 }
 
 /* gw_read_some for a TLS connection, with the same results: bytes read,
@@ -328,8 +356,8 @@ static int tls_read_some(struct gw_http_conn *c, size_t max)
             tls_wait_writable(c);
             return total ? (int)total : -2;
         }
-        if (e != SSL_ERROR_ZERO_RETURN)
-            tls_fatal(c, n, e);
+        if (e != SSL_ERROR_ZERO_RETURN && tls_fatal(c, n, e) && total == 0)
+            tls_plain_http_answer(c);
         if (total == 0)
             return e == SSL_ERROR_ZERO_RETURN ? 0 : -1;
         /* the bytes first; the end or error on the next turn */

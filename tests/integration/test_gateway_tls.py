@@ -236,10 +236,14 @@ def test_pipelined_requests_in_separate_records(tls_gw, pki):
 
 def test_plain_http_client_is_closed(tls_gw, pki):
     _, gw = tls_gw
+    # told so in plain HTTP (OpenSSL recognises the method), then closed
     with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         got = read_until_closed(s)
-    assert b"HTTP/1.1" not in got
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request"), got
+    assert b"connection: close" in head.lower()
+    assert json.loads(body)["error"]["code"] == "plain_http_to_https_port"
     # garbage that is not even HTTP
     with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
         s.sendall(os.urandom(4096))
