@@ -548,3 +548,37 @@ def test_two_workers_share_one_context(mockllm, gateway, pki, tmp_path):
     # both workers applied it (the second through its mailbox)
     wait_until(lambda: all(connect()[2] == fp_b for _ in range(16)), timeout=5)
     assert gw.stderr_text().count("tls: certificate reloaded") == 1
+
+
+def test_no_descriptor_leaks_from_broken_clients(tls_gw, pki):
+    """Clients that reset during the handshake, after it, or mid-answer,
+    send garbage or nothing: every connection's descriptor and SSL are
+    released (the count of open descriptors comes back)."""
+    _, gw = tls_gw
+    fd_dir = "/proc/%d/fd" % gw.proc.pid
+    assert https(gw, pki / "a.pem", "GET", "/healthz")[0] == 200
+    base = len(os.listdir(fd_dir))
+    ctx = client_ctx(pki / "a.pem")
+    linger0 = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # SO_LINGER 0: close sends RST
+    for i in range(60):
+        raw = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+        kind = i % 4
+        try:
+            if kind == 0:
+                raw.sendall(b"\x16\x03\x01\x00\x05\x01\x00")  # a bit of a hello
+            elif kind == 1:
+                s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+                raw = s
+            elif kind == 2:
+                s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+                s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+                raw = s
+            else:
+                raw.sendall(os.urandom(300))
+        finally:
+            raw.close()
+    wait_until(lambda: len(os.listdir(fd_dir)) <= base, timeout=5,
+               message="descriptors left open by broken TLS clients")
+    assert https(gw, pki / "a.pem", "POST", CHAT, chat())[0] == 200
