@@ -1,7 +1,16 @@
 /*
  * test_gw_prompt.c - the exposure writer (gateway/exposure.c): records
- * reach a JSON-lines file, every push is either written or counted as
- * dropped, and the output text is read from JSON answers and SSE streams.
+ * reach a JSON-lines file or the registry database, every push is either
+ * written or counted as dropped, and the output text is read from JSON
+ * answers and SSE streams.
+ *
+ * test_writer_db_bulk doubles as the writer's cost harness: it pushes
+ * EXPOSURE_N (default 10,000, at most 1,000,000) exposures shaped like
+ * contrib/bench/prompt.sh's through the real writer into a real registry
+ * file. Instructions per record of the writer thread alone:
+ *   valgrind --tool=callgrind --separate-threads=yes \
+ *       --callgrind-out-file=/tmp/cg.%p build/tests/test_gw_prompt test_writer_db_bulk
+ * then the "totals:" of the thread-2 file (/tmp/cg.PID-02) divided by N.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sqlite3.h>
 
 #include "gateway/exposure.h"
 
@@ -130,6 +140,127 @@ static void test_writer_file_every_push_accounted(void **state)
     rmdir(dir);
 }
 
+/* An exposure like the ones contrib/bench/prompt.sh makes: a 16-hex-digit
+ * request id, a 50/50 experiment, Chinese variables, no output. */
+static struct gw_exposure_rec *make_real(int i)
+{
+    static const char vars[] =
+        "{\"product\":\"316\xe4\xb8\x8d\xe9\x94\x88\xe9\x92\xa2\xe7\x9c\x9f\xe7\xa9\xba"
+        "\xe4\xbf\x9d\xe6\xb8\xa9\xe6\x9d\xaf\",\"points\":\"\xe4\xbf\x9d\xe6\xb8\xa9"
+        "\xe6\x97\xb6\xe9\x95\xbf\xe3\x80\x81\xe8\xbd\xbb\xe4\xbe\xbf\xe5\x92\x8c"
+        "\xe5\x8d\x95\xe6\x89\x8b\xe5\xbc\x80\xe7\x9b\x96\"}";
+    char rid[32], uid[16];
+    struct gw_exposure_rec *r;
+    size_t off = 0;
+
+    snprintf(rid, sizeof(rid), "%016llx",
+             (unsigned long long)i * 0x9E3779B97F4A7C15ULL);
+    snprintf(uid, sizeof(uid), "u%d", 1 + i % 2000);
+    r = gw_exposure_rec_new(GW_EXPOSURE, strlen(rid) + strlen(uid) +
+                            sizeof(vars) + 64);
+    assert_non_null(r);
+    r->at_us = 1795875000000000LL + (int64_t)i * 40;
+    r->ex.request_id = gw_exposure_rec_str(r, &off, rid, strlen(rid));
+    r->ex.prompt = gw_exposure_rec_str(r, &off, "bench_copy", 10);
+    r->ex.label = gw_exposure_rec_str(r, &off, "production", 10);
+    r->ex.user_id = gw_exposure_rec_str(r, &off, uid, strlen(uid));
+    r->ex.experiment_id = 1;
+    r->ex.experiment = gw_exposure_rec_str(r, &off, "bench_copy@production",
+                                           21);
+    r->ex.arm = i % 2;
+    r->ex.version = 1 + i % 2;
+    r->ex.variables = gw_exposure_rec_str(r, &off, vars, sizeof(vars) - 1);
+    r->ex.status = 200;
+    r->ex.latency_ms = 1.25;
+    r->ex.prompt_tokens = 60, r->ex.completion_tokens = 48;
+    r->ex.total_tokens = 108;
+    r->ex.cache = "bypass";
+    snprintf(r->model, sizeof(r->model), "gpt-4o-mini");
+    snprintf(r->backend, sizeof(r->backend), "mock");
+    r->ex.model = r->model;
+    r->ex.backend = r->backend;
+    return r;
+}
+
+/* EXPOSURE_N exposures through the db writer: all present after a clean
+ * stop (gw_exposure_free, what SIGTERM runs), fields intact. */
+static void test_writer_db_bulk(void **state)
+{
+    char dir[] = "/tmp/test_gw_prompt.XXXXXX", path[128], err[256], *e = NULL;
+    const char *env = getenv("EXPOSURE_N");
+    long n = env ? strtol(env, NULL, 10) : 10000, i;
+    struct gw_exposure *w;
+    struct gw_exposure_stats st;
+    struct reg_db *db;
+    sqlite3 *sql;
+    sqlite3_stmt *q;
+
+    (void)state;
+    assert_true(n >= 1 && n <= 1000000);
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/reg.db", dir);
+    db = reg_db_open(path, REG_DB_CREATE, &e); /* the schema, migrated */
+    assert_non_null(db);
+    reg_db_free(db);
+    w = gw_exposure_new(path, NULL, (size_t)n, err, sizeof(err));
+    assert_non_null(w);
+    for (i = 0; i < n; i++)
+        assert_int_equal(gw_exposure_push(w, make_real((int)i)), 0);
+    gw_exposure_stats(w, &st);
+    assert_int_equal(st.queued, n);
+    assert_int_equal(st.dropped, 0);
+    gw_exposure_free(w);
+
+    assert_int_equal(sqlite3_open(path, &sql), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(sql,
+        "SELECT count(*), count(DISTINCT request_id), sum(arm),"
+        " min(at), max(at) FROM exposures", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(q, 0), n);
+    assert_int_equal(sqlite3_column_int64(q, 1), n);
+    assert_int_equal(sqlite3_column_int64(q, 2), n / 2);
+    assert_string_equal((const char *)sqlite3_column_text(q, 3),
+                        "2026-11-28T14:10:00.000Z");
+    sqlite3_finalize(q);
+    /* one record in full, read back */
+    assert_int_equal(sqlite3_prepare_v2(sql,
+        "SELECT request_id, at, user_id, prompt, version, label,"
+        " experiment_id, experiment, arm, model, backend, status, stream,"
+        " latency_ms, prompt_tokens, completion_tokens, total_tokens, cache,"
+        " json_extract(variables, '$.points'), output, key_name"
+        " FROM exposures WHERE request_id = ?", -1, &q, NULL), SQLITE_OK);
+    sqlite3_bind_text(q, 1, "9e3779b97f4a7c15", -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(q, 1),
+                        "2026-11-28T14:10:00.000Z");
+    assert_string_equal((const char *)sqlite3_column_text(q, 2), "u2");
+    assert_string_equal((const char *)sqlite3_column_text(q, 3), "bench_copy");
+    assert_int_equal(sqlite3_column_int(q, 4), 2);
+    assert_string_equal((const char *)sqlite3_column_text(q, 5), "production");
+    assert_int_equal(sqlite3_column_int(q, 6), 1);
+    assert_string_equal((const char *)sqlite3_column_text(q, 7),
+                        "bench_copy@production");
+    assert_int_equal(sqlite3_column_int(q, 8), 1);
+    assert_string_equal((const char *)sqlite3_column_text(q, 9), "gpt-4o-mini");
+    assert_string_equal((const char *)sqlite3_column_text(q, 10), "mock");
+    assert_int_equal(sqlite3_column_int(q, 11), 200);
+    assert_int_equal(sqlite3_column_int(q, 12), 0);
+    assert_true(sqlite3_column_double(q, 13) == 1.25);
+    assert_int_equal(sqlite3_column_int(q, 14), 60);
+    assert_int_equal(sqlite3_column_int(q, 15), 48);
+    assert_int_equal(sqlite3_column_int(q, 16), 108);
+    assert_string_equal((const char *)sqlite3_column_text(q, 17), "bypass");
+    assert_string_equal((const char *)sqlite3_column_text(q, 18),
+        "\xe4\xbf\x9d\xe6\xb8\xa9\xe6\x97\xb6\xe9\x95\xbf\xe3\x80\x81\xe8\xbd\xbb"
+        "\xe4\xbe\xbf\xe5\x92\x8c\xe5\x8d\x95\xe6\x89\x8b\xe5\xbc\x80\xe7\x9b\x96");
+    assert_int_equal(sqlite3_column_type(q, 19), SQLITE_NULL);
+    assert_int_equal(sqlite3_column_type(q, 20), SQLITE_NULL);
+    sqlite3_finalize(q);
+    sqlite3_close(sql);
+    snprintf(err, sizeof(err), "rm -rf '%s'", dir);
+    assert_int_equal(system(err), 0);
+}
+
 static void test_writer_bad_targets(void **state)
 {
     char err[256];
@@ -141,13 +272,19 @@ static void test_writer_bad_targets(void **state)
     assert_non_null(strstr(err, "exposure log: "));
 }
 
-int main(void)
+/* argv[1], when given, runs only the tests whose names match it (a
+ * cmocka pattern over the whole name: "test_writer_db_bulk", "*db*") */
+int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_output_text_json_and_sse),
         cmocka_unit_test(test_rec_output_bounded),
         cmocka_unit_test(test_writer_file_every_push_accounted),
+        cmocka_unit_test(test_writer_db_bulk),
         cmocka_unit_test(test_writer_bad_targets),
     };
+
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
