@@ -38,6 +38,15 @@
 #define BATCH 1024   /* records per transaction */
 #define LINGER_MS 20 /* a woken writer waits this long for more */
 
+/* ISO-8601 UTC with milliseconds ("2026-11-28T14:10:00.000Z", 24 bytes
+ * and a NUL). The part up to the second is formatted once per second and
+ * reused: records arrive in about time order, so this is nearly always a
+ * copy and three digits. */
+struct at_cache {
+    int64_t sec;     /* the second prefix holds; -1: none */
+    char prefix[20]; /* "YYYY-MM-DDTHH:MM:SS" */
+};
+
 struct gw_exposure {
     pthread_t thread;
     pthread_mutex_t mu;
@@ -48,10 +57,11 @@ struct gw_exposure {
     int stop;
     int busy;               /* the writer is awake (not waiting on cv) */
     int flushing;           /* someone waits in gw_exposure_flush */
-    struct reg_db *db;      /* owned; NULL in file mode */
+    struct reg_exposure_log *db; /* owned; NULL in file mode */
     FILE *file;             /* owned; NULL in db mode */
     char *where;            /* owned: path, for messages */
     struct gw_exposure_stats st;
+    struct at_cache atc;    /* the writer thread's */
 };
 
 struct gw_exposure_rec *gw_exposure_rec_new(enum gw_exposure_kind kind,
@@ -180,16 +190,27 @@ char *gw_exposure_output_text(const char *raw, size_t len, int sse)
 
 /* ---- the writer thread --------------------------------------------------- */
 
-static void format_at(int64_t us, char out[32])
+static void format_at(struct at_cache *c, int64_t us, char out[32])
 {
-    time_t s = (time_t)(us / 1000000);
-    struct tm tm;
+    int64_t sec = us >= 0 ? us / 1000000 : (us - 999999) / 1000000;
+    int ms = (int)((us - sec * 1000000) / 1000);
 
-    size_t n;
-
-    gmtime_r(&s, &tm);
-    n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, 32 - n, ".%03dZ", (int)((us / 1000) % 1000));
+    if (sec != c->sec) {
+        time_t s = (time_t)sec;
+        struct tm tm;
+        if (gmtime_r(&s, &tm) == NULL ||
+            strftime(c->prefix, sizeof(c->prefix), "%Y-%m-%dT%H:%M:%S",
+                     &tm) != 19)
+            memcpy(c->prefix, "1970-01-01T00:00:00", 20);
+        c->sec = sec;
+    }
+    memcpy(out, c->prefix, 19);
+    out[19] = '.';
+    out[20] = (char)('0' + ms / 100);
+    out[21] = (char)('0' + ms / 10 % 10);
+    out[22] = (char)('0' + ms % 10);
+    out[23] = 'Z';
+    out[24] = '\0';
 }
 
 /* appends a string literal (its length counted by the compiler) */
@@ -300,7 +321,7 @@ static void write_batch(struct gw_exposure *w, struct gw_exposure_rec **recs,
 
     for (i = 0; i < n; i++) {
         struct gw_exposure_rec *r = recs[i];
-        format_at(r->at_us, ats[i]);
+        format_at(&w->atc, r->at_us, ats[i]);
         if (r->kind == GW_EXPOSURE) {
             r->ex.at = ats[i];
             if (r->raw)
@@ -317,7 +338,7 @@ static void write_batch(struct gw_exposure *w, struct gw_exposure_rec **recs,
         if (rc < 0)
             err = strdup(strerror(errno));
     } else {
-        rc = reg_exposures_write(w->db, ex, n_ex, fb, n_fb, NULL, &err);
+        rc = reg_exposure_log_write(w->db, ex, n_ex, fb, n_fb, NULL, &err);
     }
     pthread_mutex_lock(&w->mu);
     if (rc < 0)
@@ -387,6 +408,7 @@ struct gw_exposure *gw_exposure_new(const char *db_path, const char *file,
         return NULL;
     }
     w->cap = queue;
+    w->atc.sec = -1;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     pthread_cond_init(&w->idle, NULL);
@@ -413,7 +435,7 @@ struct gw_exposure *gw_exposure_new(const char *db_path, const char *file,
 fail:
     if (w->file)
         fclose(w->file);
-    reg_db_free(w->db);
+    reg_exposure_log_free(w->db);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     pthread_cond_destroy(&w->idle);
@@ -472,7 +494,7 @@ void gw_exposure_free(struct gw_exposure *w)
     pthread_join(w->thread, NULL);
     if (w->file)
         fclose(w->file);
-    reg_db_free(w->db);
+    reg_exposure_log_free(w->db);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     pthread_cond_destroy(&w->idle);

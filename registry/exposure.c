@@ -3,16 +3,19 @@
  * and feedback (business outcomes attached later), and their export as
  * the evaluator's samples (issue 7).
  *
- * Design: the gateway's writer thread hands batches to
- * reg_exposures_write, one transaction per batch, so a busy gateway costs
- * SQLite one commit per batch rather than per request. Feedback is keyed
+ * Design: the gateway's writer thread holds a reg_exposure_log (one
+ * connection, its INSERTs prepared once) and hands it batches, one
+ * transaction per batch, so a busy gateway costs SQLite one commit per
+ * batch rather than per request, and one statement execution per
+ * EX_ROWS exposures rather than per exposure. Feedback is keyed
  * by (request_id, event) with INSERT OR IGNORE: a client that retries a
  * POST /v1/feedback adds nothing. The export joins exposures with their
  * feedback and streams one sample per exposure through a callback, so an
  * export of millions of rows runs in constant memory.
  *
  * Invariants:
- *  1. A batch is all or nothing: a bad record rolls the whole batch back.
+ *  1. A batch is all or nothing: a bad record fails the whole batch
+ *     before anything is written; a failed step rolls it back.
  *  2. The first feedback of a (request, event) wins; later ones change
  *     nothing (idempotency, not "last writer wins").
  *  3. The sample format is the evaluator's input (issue 8): version, user,
@@ -36,18 +39,100 @@ int reg_event_valid(const char *s)
     return s[n] == '\0' && n <= REG_EVENT_MAX;
 }
 
-struct reg_db *reg_exposure_log_open(const char *path, char **err)
-{
-    struct reg_db *db = reg_db_open(path, 0, err);
+/* exposure columns, in the order bind_exposure binds them */
+#define EX_COLS 21
+#define EX_COLUMNS \
+    "request_id, at, key_name, user_id, prompt, version, label," \
+    " experiment_id, experiment, arm, model, backend, status, stream," \
+    " latency_ms, prompt_tokens, completion_tokens, total_tokens, cache," \
+    " variables, output"
+/* rows per multi-row INSERT: one statement execution (its cursors, its
+ * halt, its record buffers) serves this many records */
+#define EX_ROWS 32
 
-    /* an append-mostly log: a larger page cache and memory-mapped reads
-     * keep the index pages of a big table out of read() copies */
-    if (db && (reg_db_exec(db, "PRAGMA cache_size = -16384", err) < 0 ||
-               reg_db_exec(db, "PRAGMA mmap_size = 268435456", err) < 0)) {
-        reg_db_free(db);
+struct reg_exposure_log {
+    struct reg_db *db;       /* owned */
+    sqlite3_stmt *ins1;      /* owned: INSERT of one exposure */
+    sqlite3_stmt *insn;      /* owned: INSERT of EX_ROWS exposures */
+    sqlite3_stmt *fb;        /* owned: INSERT OR IGNORE of one feedback */
+};
+
+/* The statements, prepared once per connection. The multi-row INSERT is
+ * EX_ROWS copies of the one-row VALUES tuple. */
+static int log_prepare(struct reg_exposure_log *log, char **err)
+{
+    static const char one[] = "INSERT INTO exposures (" EX_COLUMNS
+                              ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    const char *tuple = strstr(one, " VALUES ") + 8;
+    size_t head = (size_t)(tuple - one), tl = strlen(tuple);
+    char *sql = malloc(head + EX_ROWS * (tl + 1) + 1), *q;
+
+    if (sql == NULL) {
+        reg_err(err, "out of memory");
+        return -1;
+    }
+    memcpy(sql, one, head);
+    q = sql + head;
+    for (int i = 0; i < EX_ROWS; i++) {
+        if (i > 0)
+            *q++ = ',';
+        memcpy(q, tuple, tl);
+        q += tl;
+    }
+    *q = '\0';
+    log->ins1 = reg_db_prepare(log->db, one, err);
+    log->insn = log->ins1 ? reg_db_prepare(log->db, sql, err) : NULL;
+    log->fb = log->insn ? reg_db_prepare(log->db,
+        "INSERT OR IGNORE INTO feedback (request_id, event, value, at)"
+        " VALUES (?, ?, ?, ?)", err) : NULL;
+    free(sql);
+    return log->fb ? 0 : -1;
+}
+
+static void log_finalize(struct reg_exposure_log *log)
+{
+    sqlite3_finalize(log->ins1);
+    sqlite3_finalize(log->insn);
+    sqlite3_finalize(log->fb);
+    log->ins1 = log->insn = log->fb = NULL;
+}
+
+struct reg_exposure_log *reg_exposure_log_open(const char *path, char **err)
+{
+    struct reg_exposure_log *log = calloc(1, sizeof(*log));
+
+    if (log == NULL) {
+        reg_err(err, "cannot open '%s': out of memory", path);
         return NULL;
     }
-    return db;
+    if ((log->db = reg_db_open(path, 0, err)) == NULL)
+        goto fail;
+    /* an append-mostly log: a larger page cache and memory-mapped reads
+     * keep the index pages of a big table out of read() copies; a WAL of
+     * up to 4,000 pages (16 MiB at 4 KiB) between checkpoints rewrites
+     * the table's right edge less often, and is cut back to 16 MiB after
+     * one (synchronous = NORMAL from reg_db_open: a commit does not wait
+     * for the disk, a power loss may lose the last commits, never
+     * corrupt the file) */
+    if (reg_db_exec(log->db, "PRAGMA cache_size = -16384", err) < 0 ||
+        reg_db_exec(log->db, "PRAGMA mmap_size = 268435456", err) < 0 ||
+        reg_db_exec(log->db, "PRAGMA wal_autocheckpoint = 4000", err) < 0 ||
+        reg_db_exec(log->db, "PRAGMA journal_size_limit = 16777216", err) < 0 ||
+        log_prepare(log, err) < 0)
+        goto fail;
+    return log;
+fail:
+    reg_exposure_log_free(log);
+    return NULL;
+}
+
+void reg_exposure_log_free(struct reg_exposure_log *log)
+{
+    if (log == NULL)
+        return;
+    log_finalize(log);
+    reg_db_free(log->db);
+    free(log);
 }
 
 static int exposure_check(const struct reg_exposure *e, char **err)
@@ -65,6 +150,20 @@ static int exposure_check(const struct reg_exposure *e, char **err)
     return 0;
 }
 
+static int feedback_check(const struct reg_feedback *f, char **err)
+{
+    if (f->request_id == NULL || *f->request_id == '\0'
+        || strlen(f->request_id) > REG_REQUEST_ID_MAX
+        || !reg_event_valid(f->event) || f->at == NULL) {
+        reg_err(err, "feedback without a valid request id, event or time");
+        return -1;
+    }
+    return 0;
+}
+
+/* Every parameter is bound on every use (NULL included), so a statement
+ * never needs sqlite3_clear_bindings. The strings are the caller's and
+ * outlive the step: SQLITE_STATIC, no copies. */
 static void bind_text(sqlite3_stmt *st, int col, const char *s)
 {
     if (s)
@@ -81,99 +180,138 @@ static void bind_long(sqlite3_stmt *st, int col, long v)
         sqlite3_bind_null(st, col);
 }
 
-int reg_exposures_write(struct reg_db *db, const struct reg_exposure *ex,
-                        size_t n_ex, const struct reg_feedback *fb,
-                        size_t n_fb, int *fb_added, char **err)
+/* binds e as the row whose first parameter is b + 1 */
+static void bind_exposure(sqlite3_stmt *st, int b, const struct reg_exposure *e)
 {
-    sqlite3_stmt *se = NULL, *sf = NULL;
+    bind_text(st, b + 1, e->request_id);
+    bind_text(st, b + 2, e->at);
+    bind_text(st, b + 3, e->key_name);
+    bind_text(st, b + 4, e->user_id);
+    bind_text(st, b + 5, e->prompt);
+    sqlite3_bind_int(st, b + 6, e->version);
+    bind_text(st, b + 7, e->label);
+    if (e->experiment_id > 0) {
+        sqlite3_bind_int64(st, b + 8, e->experiment_id);
+        bind_text(st, b + 9, e->experiment);
+        sqlite3_bind_int(st, b + 10, e->arm);
+    } else {
+        sqlite3_bind_null(st, b + 8);
+        sqlite3_bind_null(st, b + 9);
+        sqlite3_bind_null(st, b + 10);
+    }
+    bind_text(st, b + 11, e->model);
+    bind_text(st, b + 12, e->backend);
+    sqlite3_bind_int(st, b + 13, e->status);
+    sqlite3_bind_int(st, b + 14, e->stream != 0);
+    if (e->latency_ms >= 0)
+        sqlite3_bind_double(st, b + 15, e->latency_ms);
+    else
+        sqlite3_bind_null(st, b + 15);
+    bind_long(st, b + 16, e->prompt_tokens);
+    bind_long(st, b + 17, e->completion_tokens);
+    bind_long(st, b + 18, e->total_tokens);
+    bind_text(st, b + 19, e->cache);
+    bind_text(st, b + 20, e->variables ? e->variables : "{}");
+    bind_text(st, b + 21, e->output);
+}
+
+/* runs st once (reset after, so it holds no read of the table) */
+static int step_once(struct reg_db *db, sqlite3_stmt *st, const char *what,
+                     const char *rid, char **err)
+{
+    int rc = sqlite3_step(st);
+
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        reg_err(err, "cannot record %s '%s' in '%s': %s", what, rid,
+                db->path, sqlite3_errmsg(reg_db_handle(db)));
+        return -1;
+    }
+    return 0;
+}
+
+/* The batch with the log's statements: one transaction, exposures
+ * EX_ROWS to a statement execution, then feedback one at a time (each
+ * may be a repeat that adds nothing). */
+static int log_write(struct reg_exposure_log *log,
+                     const struct reg_exposure *ex, size_t n_ex,
+                     const struct reg_feedback *fb, size_t n_fb,
+                     int *fb_added, char **err)
+{
+    struct reg_db *db = log->db;
     int added = 0;
-    size_t i;
+    size_t i, k;
 
     if (fb_added)
         *fb_added = 0;
     if (n_ex == 0 && n_fb == 0)
         return 0;
+    /* all or nothing, and nothing written for a bad record */
+    for (i = 0; i < n_ex; i++)
+        if (exposure_check(&ex[i], err) < 0)
+            return -1;
+    for (i = 0; i < n_fb; i++)
+        if (feedback_check(&fb[i], err) < 0)
+            return -1;
     if (reg_db_begin(db, err) < 0)
         return -1;
-    se = reg_db_prepare(db,
-        "INSERT INTO exposures (request_id, at, key_name, user_id, prompt,"
-        " version, label, experiment_id, experiment, arm, model, backend,"
-        " status, stream, latency_ms, prompt_tokens, completion_tokens,"
-        " total_tokens, cache, variables, output) VALUES (?, ?, ?, ?, ?, ?,"
-        " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
-    sf = reg_db_prepare(db,
-        "INSERT OR IGNORE INTO feedback (request_id, event, value, at)"
-        " VALUES (?, ?, ?, ?)", err);
-    if (se == NULL || sf == NULL)
-        goto fail;
-    for (i = 0; i < n_ex; i++) {
-        const struct reg_exposure *e = &ex[i];
-        if (exposure_check(e, err) < 0)
+    for (i = 0; i + EX_ROWS <= n_ex; i += EX_ROWS) {
+        for (k = 0; k < EX_ROWS; k++)
+            bind_exposure(log->insn, (int)k * EX_COLS, &ex[i + k]);
+        if (step_once(db, log->insn, "exposures from", ex[i].request_id,
+                      err) < 0)
             goto fail;
-        sqlite3_reset(se);
-        sqlite3_clear_bindings(se);
-        bind_text(se, 1, e->request_id);
-        bind_text(se, 2, e->at);
-        bind_text(se, 3, e->key_name);
-        bind_text(se, 4, e->user_id);
-        bind_text(se, 5, e->prompt);
-        sqlite3_bind_int(se, 6, e->version);
-        bind_text(se, 7, e->label);
-        if (e->experiment_id > 0) {
-            sqlite3_bind_int64(se, 8, e->experiment_id);
-            bind_text(se, 9, e->experiment);
-            sqlite3_bind_int(se, 10, e->arm);
-        }
-        bind_text(se, 11, e->model);
-        bind_text(se, 12, e->backend);
-        sqlite3_bind_int(se, 13, e->status);
-        sqlite3_bind_int(se, 14, e->stream != 0);
-        if (e->latency_ms >= 0)
-            sqlite3_bind_double(se, 15, e->latency_ms);
-        bind_long(se, 16, e->prompt_tokens);
-        bind_long(se, 17, e->completion_tokens);
-        bind_long(se, 18, e->total_tokens);
-        bind_text(se, 19, e->cache);
-        bind_text(se, 20, e->variables ? e->variables : "{}");
-        bind_text(se, 21, e->output);
-        if (sqlite3_step(se) != SQLITE_DONE) {
-            reg_err(err, "cannot record exposure '%s' in '%s': %s",
-                    e->request_id, db->path, sqlite3_errmsg(reg_db_handle(db)));
+    }
+    for (; i < n_ex; i++) {
+        bind_exposure(log->ins1, 0, &ex[i]);
+        if (step_once(db, log->ins1, "exposure", ex[i].request_id, err) < 0)
             goto fail;
-        }
     }
     for (i = 0; i < n_fb; i++) {
-        const struct reg_feedback *f = &fb[i];
-        if (f->request_id == NULL || *f->request_id == '\0'
-            || strlen(f->request_id) > REG_REQUEST_ID_MAX
-            || !reg_event_valid(f->event) || f->at == NULL) {
-            reg_err(err, "feedback without a valid request id, event or time");
+        bind_text(log->fb, 1, fb[i].request_id);
+        bind_text(log->fb, 2, fb[i].event);
+        sqlite3_bind_double(log->fb, 3, fb[i].value);
+        bind_text(log->fb, 4, fb[i].at);
+        if (step_once(db, log->fb, "feedback for", fb[i].request_id, err) < 0)
             goto fail;
-        }
-        sqlite3_reset(sf);
-        bind_text(sf, 1, f->request_id);
-        bind_text(sf, 2, f->event);
-        sqlite3_bind_double(sf, 3, f->value);
-        bind_text(sf, 4, f->at);
-        if (sqlite3_step(sf) != SQLITE_DONE) {
-            reg_err(err, "cannot record feedback for '%s' in '%s': %s",
-                    f->request_id, db->path, sqlite3_errmsg(reg_db_handle(db)));
-            goto fail;
-        }
         added += sqlite3_changes(reg_db_handle(db));
     }
-    sqlite3_finalize(se);
-    sqlite3_finalize(sf);
     if (reg_db_commit(db, err) < 0)
         return -1;
     if (fb_added)
         *fb_added = added;
     return 0;
 fail:
-    sqlite3_finalize(se);
-    sqlite3_finalize(sf);
     reg_db_rollback(db);
     return -1;
+}
+
+int reg_exposure_log_write(struct reg_exposure_log *log,
+                           const struct reg_exposure *ex, size_t n_ex,
+                           const struct reg_feedback *fb, size_t n_fb,
+                           int *fb_added, char **err)
+{
+    return log_write(log, ex, n_ex, fb, n_fb, fb_added, err);
+}
+
+int reg_exposures_write(struct reg_db *db, const struct reg_exposure *ex,
+                        size_t n_ex, const struct reg_feedback *fb,
+                        size_t n_fb, int *fb_added, char **err)
+{
+    struct reg_exposure_log log = {db, NULL, NULL, NULL};
+    int rc;
+
+    if (fb_added)
+        *fb_added = 0;
+    if (n_ex == 0 && n_fb == 0)
+        return 0;
+    if (log_prepare(&log, err) < 0) {
+        log_finalize(&log);
+        return -1;
+    }
+    rc = log_write(&log, ex, n_ex, fb, n_fb, fb_added, err);
+    log_finalize(&log);
+    return rc;
 }
 
 /* ---- JSON forms ---------------------------------------------------------- */

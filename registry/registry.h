@@ -455,9 +455,22 @@ struct reg_feedback {
     const char *at;          /* ISO-8601 UTC */
 };
 
-/* Open the registry at `path` (it must exist) for appending exposures:
- * reg_db_open with a connection tuned for a write-heavy log. */
-struct reg_db *reg_exposure_log_open(const char *path, char **err);
+/* The exposure log's writer: a connection tuned for a write-heavy log
+ * with its INSERT statements prepared once. One thread at a time. */
+struct reg_exposure_log;
+
+/* Open the registry at `path` (it must exist; migrated) for appending
+ * exposures. NULL with *err set on failure. */
+struct reg_exposure_log *reg_exposure_log_open(const char *path, char **err);
+
+/* reg_exposures_write through the log's prepared statements. */
+int reg_exposure_log_write(struct reg_exposure_log *log,
+                           const struct reg_exposure *ex, size_t n_ex,
+                           const struct reg_feedback *fb, size_t n_fb,
+                           int *fb_added, char **err);
+
+/* NULL is a no-op. */
+void reg_exposure_log_free(struct reg_exposure_log *log);
 
 /* 1 when `s` is a valid feedback event name */
 int reg_event_valid(const char *s);
