@@ -23,17 +23,16 @@
  *     request. An exposure is in the log within about LINGER_MS.
  */
 #include "gateway/exposure.h"
-#include "gateway/error.h"
 #include "gateway/log.h"
 
 #include <errno.h>
-#include <event2/buffer.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BATCH 1024   /* records per transaction */
 #define LINGER_MS 20 /* a woken writer waits this long for more */
@@ -62,6 +61,7 @@ struct gw_exposure {
     char *where;            /* owned: path, for messages */
     struct gw_exposure_stats st;
     struct at_cache atc;    /* the writer thread's */
+    struct reg_buf text;    /* owned: the writer thread's file batch */
 };
 
 struct gw_exposure_rec *gw_exposure_rec_new(enum gw_exposure_kind kind,
@@ -213,100 +213,40 @@ static void format_at(struct at_cache *c, int64_t us, char out[32])
     out[24] = '\0';
 }
 
-/* appends a string literal (its length counted by the compiler) */
-#define ADD_LIT(b, lit) evbuffer_add((b), (lit), sizeof(lit) - 1)
-
-static void line_str(struct evbuffer *b, const char *key, const char *v)
-{
-    evbuffer_add_printf(b, ",\"%s\":", key);
-    if (v == NULL) {
-        ADD_LIT(b, "null");
-        return;
-    }
-    ADD_LIT(b, "\"");
-    gw_json_escape(b, v, strlen(v));
-    ADD_LIT(b, "\"");
-}
-
-static void line_long(struct evbuffer *b, const char *key, long v)
-{
-    if (v < 0)
-        evbuffer_add_printf(b, ",\"%s\":null", key);
-    else
-        evbuffer_add_printf(b, ",\"%s\":%ld", key, v);
-}
-
 /* One JSON line per record, in the format reg_samples_export_file reads
- * (registry.h), written without a JSON tree: the variables are the
- * request's own JSON text. */
-static void line_of(struct evbuffer *b, const struct gw_exposure_rec *r)
-{
-    if (r->kind == GW_FEEDBACK) {
-        ADD_LIT(b, "{\"type\":\"feedback\"");
-        line_str(b, "request_id", r->fb.request_id);
-        line_str(b, "event", r->fb.event);
-        evbuffer_add_printf(b, ",\"value\":%.17g", r->fb.value);
-        line_str(b, "at", r->fb.at);
-        ADD_LIT(b, "}\n");
-        return;
-    }
-    const struct reg_exposure *e = &r->ex;
-    ADD_LIT(b, "{\"type\":\"exposure\"");
-    line_str(b, "request_id", e->request_id);
-    line_str(b, "at", e->at);
-    line_str(b, "key", e->key_name);
-    line_str(b, "user", e->user_id);
-    line_str(b, "prompt", e->prompt);
-    evbuffer_add_printf(b, ",\"version\":%d", e->version);
-    line_str(b, "label", e->label);
-    if (e->experiment_id > 0) {
-        evbuffer_add_printf(b, ",\"experiment_id\":%lld",
-                            (long long)e->experiment_id);
-        line_str(b, "experiment", e->experiment);
-        evbuffer_add_printf(b, ",\"arm\":%d", e->arm);
-    } else {
-        ADD_LIT(b, ",\"experiment_id\":null,\"experiment\":null,"
-                        "\"arm\":null");
-    }
-    line_str(b, "model", e->model);
-    line_str(b, "backend", e->backend);
-    evbuffer_add_printf(b, ",\"status\":%d,\"stream\":%s", e->status,
-                        e->stream ? "true" : "false");
-    if (e->latency_ms >= 0)
-        evbuffer_add_printf(b, ",\"latency_ms\":%.3f", e->latency_ms);
-    else
-        ADD_LIT(b, ",\"latency_ms\":null");
-    line_long(b, "prompt_tokens", e->prompt_tokens);
-    line_long(b, "completion_tokens", e->completion_tokens);
-    line_long(b, "total_tokens", e->total_tokens);
-    line_str(b, "cache", e->cache);
-    ADD_LIT(b, ",\"variables\":");
-    if (e->variables)
-        evbuffer_add(b, e->variables, strlen(e->variables));
-    else
-        ADD_LIT(b, "{}");
-    line_str(b, "output", e->output);
-    ADD_LIT(b, "}\n");
-}
-
+ * (registry.h), all of a batch in one buffer and one write(2) (more only
+ * when the kernel takes part of it). */
 static int write_file(struct gw_exposure *w, struct gw_exposure_rec **recs,
                       size_t n)
 {
-    struct evbuffer *b = evbuffer_new();
-    size_t i;
-    int rc = 0;
+    struct reg_buf *b = &w->text;
+    size_t i, off = 0;
 
-    if (b == NULL)
-        return -1;
-    for (i = 0; i < n; i++)
-        line_of(b, recs[i]);
-    while (evbuffer_get_length(b) > 0)
-        if (evbuffer_write(b, fileno(w->file)) < 0) {
-            rc = -1;
-            break;
+    b->len = 0;
+    for (i = 0; i < n; i++) {
+        int rc = recs[i]->kind == GW_FEEDBACK
+            ? reg_feedback_json(b, &recs[i]->fb)
+            : reg_exposure_json(b, &recs[i]->ex,
+                                REG_JSON_TYPED | REG_JSON_NULLS);
+        if (rc < 0) {
+            errno = ENOMEM;
+            return -1;
         }
-    evbuffer_free(b);
-    return rc;
+        b->p[b->len++] = '\n'; /* the room of the '\0' */
+    }
+    while (off < b->len) {
+        ssize_t k = write(fileno(w->file), b->p + off, b->len - off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        off += (size_t)k;
+    }
+    if (b->cap > (4u << 20)) { /* do not keep a huge batch's buffer */
+        free(b->p);
+        memset(b, 0, sizeof(*b));
+    }
+    return 0;
 }
 
 static void write_batch(struct gw_exposure *w, struct gw_exposure_rec **recs,
@@ -324,6 +264,9 @@ static void write_batch(struct gw_exposure *w, struct gw_exposure_rec **recs,
         format_at(&w->atc, r->at_us, ats[i]);
         if (r->kind == GW_EXPOSURE) {
             r->ex.at = ats[i];
+            /* the request's own "variables" object, which gw_jscan
+             * checked (JSON and UTF-8) before the prompt rendered it */
+            r->ex.variables_json = 1;
             if (r->raw)
                 r->ex.output = gw_exposure_output_text(r->raw, r->raw_len,
                                                        r->raw_sse);
@@ -498,6 +441,7 @@ void gw_exposure_free(struct gw_exposure *w)
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     pthread_cond_destroy(&w->idle);
+    free(w->text.p);
     free(w->where);
     free(w->ring);
     free(w);

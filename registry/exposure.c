@@ -39,62 +39,296 @@ int reg_event_valid(const char *s)
     return s[n] == '\0' && n <= REG_EVENT_MAX;
 }
 
-/* exposure columns, in the order bind_exposure binds them */
-#define EX_COLS 21
-#define EX_COLUMNS \
-    "request_id, at, key_name, user_id, prompt, version, label," \
-    " experiment_id, experiment, arm, model, backend, status, stream," \
-    " latency_ms, prompt_tokens, completion_tokens, total_tokens, cache," \
-    " variables, output"
-/* rows per multi-row INSERT: one statement execution (its cursors, its
- * halt, its record buffers) serves this many records */
-#define EX_ROWS 32
+/* ---- JSON text of a record --------------------------------------------- */
+
+/* grows *b to hold `more` bytes past its length; -1 out of memory */
+static int buf_room(struct reg_buf *b, size_t more)
+{
+    size_t cap;
+    char *p;
+
+    if (b->len + more + 1 <= b->cap)
+        return 0;
+    cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more + 1)
+        cap *= 2;
+    if ((p = realloc(b->p, cap)) == NULL)
+        return -1;
+    b->p = p, b->cap = cap;
+    return 0;
+}
+
+/* appends n bytes that fit (buf_room was called) */
+#define PUT(b, s, n) (memcpy((b)->p + (b)->len, (s), (n)), (b)->len += (n))
+#define PUT_LIT(b, lit) PUT(b, lit, sizeof(lit) - 1)
+
+/* length of the valid UTF-8 sequence at s (lead byte >= 0x80), or 0 */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t l;
+    unsigned int cp;
+
+    if (c >= 0xc2 && c <= 0xdf)
+        l = 2, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        l = 3, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        l = 4, cp = c & 0x07;
+    else
+        return 0;
+    if (l > n)
+        return 0;
+    for (size_t i = 1; i < l; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((l == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (l == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return l;
+}
+
+/* bytes a JSON string cannot carry as they are: controls, '"', '\\', and
+ * every byte >= 0x80 (checked as UTF-8 on the slow path) */
+static const unsigned char json_special[256] = {
+    [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1,
+};
+
+/* "s" as a JSON string: quotes, backslashes and control bytes escaped,
+ * a byte that is not valid UTF-8 written as U+FFFD, so the text always
+ * parses */
+static int put_str(struct reg_buf *b, const char *str)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str;
+    size_t n = strlen(str), i = 0, run, l;
+
+    if (buf_room(b, n * 6 + 2) < 0)
+        return -1;
+    b->p[b->len++] = '"';
+    for (;;) {
+        run = i;
+        while (i < n && !json_special[s[i]])
+            i++;
+        PUT(b, s + run, i - run);
+        if (i == n)
+            break;
+        unsigned char c = s[i];
+        if (c >= 0x80 && (l = utf8_len(s + i, n - i)) > 0) {
+            PUT(b, s + i, l);
+            i += l;
+            continue;
+        }
+        if (c == '"' || c == '\\') {
+            b->p[b->len++] = '\\';
+            b->p[b->len++] = (char)c;
+        } else if (c == '\n') {
+            PUT_LIT(b, "\\n");
+        } else if (c < 0x20) {
+            PUT_LIT(b, "\\u00");
+            b->p[b->len++] = hex[c >> 4];
+            b->p[b->len++] = hex[c & 15];
+        } else {
+            PUT_LIT(b, "\\ufffd");
+        }
+        i++;
+    }
+    b->p[b->len++] = '"';
+    return 0;
+}
+
+/* decimal digits of v >= 0 at the end of out[24]; returns the start */
+static char *digits(char out[24], unsigned long long v)
+{
+    char *p = out + 24;
+
+    do
+        *--p = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    return p;
+}
+
+static int put_int(struct reg_buf *b, long long v)
+{
+    char d[24], *p = digits(d, (unsigned long long)(v < 0 ? -v : v));
+
+    if (buf_room(b, 22) < 0)
+        return -1;
+    if (v < 0)
+        b->p[b->len++] = '-';
+    PUT(b, p, (size_t)(d + 24 - p));
+    return 0;
+}
+
+/* ,"key": (key a literal without escapes), one copy of a constant */
+#define KEY_TEXT(key) ",\"" key "\":"
+#define KEY(b, key) (buf_room(b, sizeof(KEY_TEXT(key))) < 0 ? -1 \
+                     : (PUT_LIT(b, KEY_TEXT(key)), 0))
+
+static int put_null(struct reg_buf *b)
+{
+    if (buf_room(b, 4) < 0)
+        return -1;
+    PUT_LIT(b, "null");
+    return 0;
+}
+
+/* a string member; NULL is left out, or null with REG_JSON_NULLS */
+static int mem_str(struct reg_buf *b, int flags, const char *key_text,
+                   size_t klen, const char *v)
+{
+    if (v == NULL && !(flags & REG_JSON_NULLS))
+        return 0;
+    if (buf_room(b, klen) < 0)
+        return -1;
+    PUT(b, key_text, klen);
+    return v ? put_str(b, v) : put_null(b);
+}
+#define STR(b, f, key, v) \
+    mem_str(b, f, KEY_TEXT(key), sizeof(KEY_TEXT(key)) - 1, v)
+
+/* an integer member; < 0 (unknown) is left out, or null */
+static int mem_int(struct reg_buf *b, int flags, const char *key_text,
+                   size_t klen, long long v)
+{
+    if (v < 0 && !(flags & REG_JSON_NULLS))
+        return 0;
+    if (buf_room(b, klen) < 0)
+        return -1;
+    PUT(b, key_text, klen);
+    return v >= 0 ? put_int(b, v) : put_null(b);
+}
+#define INT(b, f, key, v) \
+    mem_int(b, f, KEY_TEXT(key), sizeof(KEY_TEXT(key)) - 1, v)
+
+int reg_exposure_json(struct reg_buf *b, const struct reg_exposure *e,
+                      int flags)
+{
+    int exp = e->experiment_id > 0;
+
+    if (buf_room(b, 24) < 0)
+        return -1;
+    if (flags & REG_JSON_TYPED)
+        PUT_LIT(b, "{\"type\":\"exposure\",\"request_id\":");
+    else
+        PUT_LIT(b, "{\"request_id\":");
+    if (put_str(b, e->request_id ? e->request_id : "") < 0 ||
+        STR(b, flags, "at", e->at) < 0 ||
+        STR(b, flags, "key", e->key_name) < 0 ||
+        STR(b, flags, "user", e->user_id) < 0 ||
+        STR(b, flags, "prompt", e->prompt) < 0 ||
+        INT(b, flags, "version", e->version) < 0 ||
+        STR(b, flags, "label", e->label) < 0 ||
+        INT(b, flags, "experiment_id", exp ? e->experiment_id : -1) < 0 ||
+        STR(b, flags, "experiment", exp ? e->experiment : NULL) < 0 ||
+        INT(b, flags, "arm", exp ? e->arm : -1) < 0 ||
+        STR(b, flags, "model", e->model) < 0 ||
+        STR(b, flags, "backend", e->backend) < 0 ||
+        INT(b, flags, "status", e->status) < 0 ||
+        KEY(b, "stream") < 0 || buf_room(b, 5) < 0)
+        return -1;
+    if (e->stream)
+        PUT_LIT(b, "true");
+    else
+        PUT_LIT(b, "false");
+    if (e->latency_ms >= 0) {
+        /* milliseconds with 3 decimals, as printf("%.3f") */
+        unsigned long long us = (unsigned long long)(e->latency_ms * 1000.0 + 0.5);
+        char d[24], *p = digits(d, us / 1000), f[3];
+        if (KEY(b, "latency_ms") < 0 || buf_room(b, 26) < 0)
+            return -1;
+        PUT(b, p, (size_t)(d + 24 - p));
+        f[0] = (char)('0' + us / 100 % 10);
+        f[1] = (char)('0' + us / 10 % 10);
+        f[2] = (char)('0' + us % 10);
+        b->p[b->len++] = '.';
+        PUT(b, f, 3);
+    } else if ((flags & REG_JSON_NULLS) &&
+               (KEY(b, "latency_ms") < 0 || put_null(b) < 0)) {
+        return -1;
+    }
+    if (INT(b, flags, "prompt_tokens", e->prompt_tokens) < 0 ||
+        INT(b, flags, "completion_tokens", e->completion_tokens) < 0 ||
+        INT(b, flags, "total_tokens", e->total_tokens) < 0 ||
+        STR(b, flags, "cache", e->cache) < 0 ||
+        KEY(b, "variables") < 0)
+        return -1;
+    if (e->variables == NULL) {
+        if (buf_room(b, 2) < 0)
+            return -1;
+        PUT_LIT(b, "{}");
+    } else if (e->variables_json) {
+        size_t n = strlen(e->variables);
+        if (buf_room(b, n) < 0)
+            return -1;
+        PUT(b, e->variables, n);
+    } else if (put_str(b, e->variables) < 0) {
+        return -1;
+    }
+    if (STR(b, flags, "output", e->output) < 0 || buf_room(b, 1) < 0)
+        return -1;
+    b->p[b->len++] = '}';
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+int reg_feedback_json(struct reg_buf *b, const struct reg_feedback *f)
+{
+    char num[40];
+    int n = snprintf(num, sizeof(num), "%.17g", f->value);
+
+    if (buf_room(b, 32) < 0)
+        return -1;
+    PUT_LIT(b, "{\"type\":\"feedback\",\"request_id\":");
+    if (put_str(b, f->request_id ? f->request_id : "") < 0 ||
+        STR(b, REG_JSON_NULLS, "event", f->event) < 0 ||
+        KEY(b, "value") < 0 || buf_room(b, (size_t)n) < 0)
+        return -1;
+    PUT(b, num, (size_t)n);
+    if (STR(b, REG_JSON_NULLS, "at", f->at) < 0 || buf_room(b, 1) < 0)
+        return -1;
+    b->p[b->len++] = '}';
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+/* ---- the log's writer ---------------------------------------------------- */
+
+/* records per chunk row, and the text after which a chunk is closed */
+#define CHUNK_RECORDS 256
+#define CHUNK_BYTES   (1u << 20)
 
 struct reg_exposure_log {
     struct reg_db *db;       /* owned */
-    sqlite3_stmt *ins1;      /* owned: INSERT of one exposure */
-    sqlite3_stmt *insn;      /* owned: INSERT of EX_ROWS exposures */
+    sqlite3_stmt *chunk;     /* owned: INSERT of one chunk */
     sqlite3_stmt *fb;        /* owned: INSERT OR IGNORE of one feedback */
+    struct reg_buf text;     /* owned: the chunk being built */
+    unsigned char *done;     /* owned: per record of a batch, written */
+    size_t done_cap;
 };
 
-/* The statements, prepared once per connection. The multi-row INSERT is
- * EX_ROWS copies of the one-row VALUES tuple. */
 static int log_prepare(struct reg_exposure_log *log, char **err)
 {
-    static const char one[] = "INSERT INTO exposures (" EX_COLUMNS
-                              ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
-    const char *tuple = strstr(one, " VALUES ") + 8;
-    size_t head = (size_t)(tuple - one), tl = strlen(tuple);
-    char *sql = malloc(head + EX_ROWS * (tl + 1) + 1), *q;
-
-    if (sql == NULL) {
-        reg_err(err, "out of memory");
-        return -1;
-    }
-    memcpy(sql, one, head);
-    q = sql + head;
-    for (int i = 0; i < EX_ROWS; i++) {
-        if (i > 0)
-            *q++ = ',';
-        memcpy(q, tuple, tl);
-        q += tl;
-    }
-    *q = '\0';
-    log->ins1 = reg_db_prepare(log->db, one, err);
-    log->insn = log->ins1 ? reg_db_prepare(log->db, sql, err) : NULL;
-    log->fb = log->insn ? reg_db_prepare(log->db,
+    log->chunk = reg_db_prepare(log->db,
+        "INSERT INTO exposure_chunks (experiment_id, first_at, last_at, n,"
+        " records) VALUES (?, ?, ?, ?, ?)", err);
+    log->fb = log->chunk ? reg_db_prepare(log->db,
         "INSERT OR IGNORE INTO feedback (request_id, event, value, at)"
         " VALUES (?, ?, ?, ?)", err) : NULL;
-    free(sql);
     return log->fb ? 0 : -1;
 }
 
-static void log_finalize(struct reg_exposure_log *log)
+static void log_release(struct reg_exposure_log *log)
 {
-    sqlite3_finalize(log->ins1);
-    sqlite3_finalize(log->insn);
+    sqlite3_finalize(log->chunk);
     sqlite3_finalize(log->fb);
-    log->ins1 = log->insn = log->fb = NULL;
+    free(log->text.p);
+    free(log->done);
+    log->chunk = log->fb = NULL;
+    memset(&log->text, 0, sizeof(log->text));
+    log->done = NULL, log->done_cap = 0;
 }
 
 struct reg_exposure_log *reg_exposure_log_open(const char *path, char **err)
@@ -107,16 +341,11 @@ struct reg_exposure_log *reg_exposure_log_open(const char *path, char **err)
     }
     if ((log->db = reg_db_open(path, 0, err)) == NULL)
         goto fail;
-    /* an append-mostly log: a larger page cache and memory-mapped reads
-     * keep the index pages of a big table out of read() copies; a WAL of
-     * up to 4,000 pages (16 MiB at 4 KiB) between checkpoints rewrites
-     * the table's right edge less often, and is cut back to 16 MiB after
-     * one (synchronous = NORMAL from reg_db_open: a commit does not wait
-     * for the disk, a power loss may lose the last commits, never
-     * corrupt the file) */
-    if (reg_db_exec(log->db, "PRAGMA cache_size = -16384", err) < 0 ||
-        reg_db_exec(log->db, "PRAGMA mmap_size = 268435456", err) < 0 ||
-        reg_db_exec(log->db, "PRAGMA wal_autocheckpoint = 4000", err) < 0 ||
+    /* an append-mostly log: a WAL of up to 4,000 pages (16 MiB at 4 KiB)
+     * between checkpoints, cut back to 16 MiB after one; synchronous =
+     * NORMAL from reg_db_open: a commit does not wait for the disk, so a
+     * power loss may lose the last commits, never corrupt the file */
+    if (reg_db_exec(log->db, "PRAGMA wal_autocheckpoint = 4000", err) < 0 ||
         reg_db_exec(log->db, "PRAGMA journal_size_limit = 16777216", err) < 0 ||
         log_prepare(log, err) < 0)
         goto fail;
@@ -130,7 +359,7 @@ void reg_exposure_log_free(struct reg_exposure_log *log)
 {
     if (log == NULL)
         return;
-    log_finalize(log);
+    log_release(log);
     reg_db_free(log->db);
     free(log);
 }
@@ -161,58 +390,14 @@ static int feedback_check(const struct reg_feedback *f, char **err)
     return 0;
 }
 
-/* Every parameter is bound on every use (NULL included), so a statement
- * never needs sqlite3_clear_bindings. The strings are the caller's and
- * outlive the step: SQLITE_STATIC, no copies. */
+/* The strings bound below are the caller's or the log's and outlive the
+ * step: SQLITE_STATIC, no copies. */
 static void bind_text(sqlite3_stmt *st, int col, const char *s)
 {
     if (s)
         sqlite3_bind_text(st, col, s, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(st, col);
-}
-
-static void bind_long(sqlite3_stmt *st, int col, long v)
-{
-    if (v >= 0)
-        sqlite3_bind_int64(st, col, v);
-    else
-        sqlite3_bind_null(st, col);
-}
-
-/* binds e as the row whose first parameter is b + 1 */
-static void bind_exposure(sqlite3_stmt *st, int b, const struct reg_exposure *e)
-{
-    bind_text(st, b + 1, e->request_id);
-    bind_text(st, b + 2, e->at);
-    bind_text(st, b + 3, e->key_name);
-    bind_text(st, b + 4, e->user_id);
-    bind_text(st, b + 5, e->prompt);
-    sqlite3_bind_int(st, b + 6, e->version);
-    bind_text(st, b + 7, e->label);
-    if (e->experiment_id > 0) {
-        sqlite3_bind_int64(st, b + 8, e->experiment_id);
-        bind_text(st, b + 9, e->experiment);
-        sqlite3_bind_int(st, b + 10, e->arm);
-    } else {
-        sqlite3_bind_null(st, b + 8);
-        sqlite3_bind_null(st, b + 9);
-        sqlite3_bind_null(st, b + 10);
-    }
-    bind_text(st, b + 11, e->model);
-    bind_text(st, b + 12, e->backend);
-    sqlite3_bind_int(st, b + 13, e->status);
-    sqlite3_bind_int(st, b + 14, e->stream != 0);
-    if (e->latency_ms >= 0)
-        sqlite3_bind_double(st, b + 15, e->latency_ms);
-    else
-        sqlite3_bind_null(st, b + 15);
-    bind_long(st, b + 16, e->prompt_tokens);
-    bind_long(st, b + 17, e->completion_tokens);
-    bind_long(st, b + 18, e->total_tokens);
-    bind_text(st, b + 19, e->cache);
-    bind_text(st, b + 20, e->variables ? e->variables : "{}");
-    bind_text(st, b + 21, e->output);
 }
 
 /* runs st once (reset after, so it holds no read of the table) */
@@ -230,9 +415,79 @@ static int step_once(struct reg_db *db, sqlite3_stmt *st, const char *what,
     return 0;
 }
 
-/* The batch with the log's statements: one transaction, exposures
- * EX_ROWS to a statement execution, then feedback one at a time (each
- * may be a repeat that adds nothing). */
+/* Writes the exposures of ex[] as chunks: each chunk holds records of one
+ * experiment id (0: none), in their order, up to CHUNK_RECORDS or
+ * CHUNK_BYTES of text. A batch usually holds one or two experiments, so
+ * the passes over it are few. */
+static int write_chunks(struct reg_exposure_log *log,
+                        const struct reg_exposure *ex, size_t n, char **err)
+{
+    struct reg_buf *t = &log->text;
+    size_t left = n, i, start = 0;
+
+    if (n > log->done_cap) {
+        unsigned char *d = realloc(log->done, n);
+        if (d == NULL)
+            goto oom;
+        log->done = d, log->done_cap = n;
+    }
+    memset(log->done, 0, n);
+    while (left > 0) {
+        int64_t exp;
+        const char *first = NULL, *last = NULL, *rid = NULL;
+        size_t k = 0;
+
+        while (log->done[start])
+            start++;
+        exp = ex[start].experiment_id > 0 ? ex[start].experiment_id : 0;
+        t->len = 0;
+        if (buf_room(t, 1) < 0)
+            goto oom;
+        t->p[t->len++] = '[';
+        for (i = start; i < n && k < CHUNK_RECORDS && t->len < CHUNK_BYTES;
+             i++) {
+            const struct reg_exposure *e = &ex[i];
+            if (log->done[i] ||
+                (e->experiment_id > 0 ? e->experiment_id : 0) != exp)
+                continue;
+            if (k > 0)
+                t->p[t->len++] = ','; /* room: the '\0' after the last */
+            if (reg_exposure_json(t, e, 0) < 0)
+                goto oom;
+            if (first == NULL || strcmp(e->at, first) < 0)
+                first = e->at;
+            if (last == NULL || strcmp(e->at, last) > 0)
+                last = e->at;
+            if (rid == NULL)
+                rid = e->request_id;
+            log->done[i] = 1;
+            k++;
+        }
+        if (buf_room(t, 1) < 0)
+            goto oom;
+        t->p[t->len++] = ']';
+        left -= k;
+        if (exp > 0)
+            sqlite3_bind_int64(log->chunk, 1, exp);
+        else
+            sqlite3_bind_null(log->chunk, 1);
+        bind_text(log->chunk, 2, first);
+        bind_text(log->chunk, 3, last);
+        sqlite3_bind_int(log->chunk, 4, (int)k);
+        sqlite3_bind_text(log->chunk, 5, t->p, (int)t->len, SQLITE_STATIC);
+        if (step_once(log->db, log->chunk, "exposures from", rid, err) < 0)
+            return -1;
+    }
+    return 0;
+oom:
+    reg_err(err, "cannot record exposures in '%s': out of memory",
+            log->db->path);
+    return -1;
+}
+
+/* The batch with the log's statements: one transaction, the exposures as
+ * chunks, then feedback one at a time (each may be a repeat that adds
+ * nothing). */
 static int log_write(struct reg_exposure_log *log,
                      const struct reg_exposure *ex, size_t n_ex,
                      const struct reg_feedback *fb, size_t n_fb,
@@ -240,7 +495,7 @@ static int log_write(struct reg_exposure_log *log,
 {
     struct reg_db *db = log->db;
     int added = 0;
-    size_t i, k;
+    size_t i;
 
     if (fb_added)
         *fb_added = 0;
@@ -255,18 +510,8 @@ static int log_write(struct reg_exposure_log *log,
             return -1;
     if (reg_db_begin(db, err) < 0)
         return -1;
-    for (i = 0; i + EX_ROWS <= n_ex; i += EX_ROWS) {
-        for (k = 0; k < EX_ROWS; k++)
-            bind_exposure(log->insn, (int)k * EX_COLS, &ex[i + k]);
-        if (step_once(db, log->insn, "exposures from", ex[i].request_id,
-                      err) < 0)
-            goto fail;
-    }
-    for (; i < n_ex; i++) {
-        bind_exposure(log->ins1, 0, &ex[i]);
-        if (step_once(db, log->ins1, "exposure", ex[i].request_id, err) < 0)
-            goto fail;
-    }
+    if (n_ex > 0 && write_chunks(log, ex, n_ex, err) < 0)
+        goto fail;
     for (i = 0; i < n_fb; i++) {
         bind_text(log->fb, 1, fb[i].request_id);
         bind_text(log->fb, 2, fb[i].event);
@@ -298,19 +543,21 @@ int reg_exposures_write(struct reg_db *db, const struct reg_exposure *ex,
                         size_t n_ex, const struct reg_feedback *fb,
                         size_t n_fb, int *fb_added, char **err)
 {
-    struct reg_exposure_log log = {db, NULL, NULL, NULL};
+    struct reg_exposure_log log;
     int rc;
 
+    memset(&log, 0, sizeof(log));
+    log.db = db;
     if (fb_added)
         *fb_added = 0;
     if (n_ex == 0 && n_fb == 0)
         return 0;
     if (log_prepare(&log, err) < 0) {
-        log_finalize(&log);
+        log_release(&log);
         return -1;
     }
     rc = log_write(&log, ex, n_ex, fb, n_fb, fb_added, err);
-    log_finalize(&log);
+    log_release(&log);
     return rc;
 }
 
@@ -414,53 +661,98 @@ static int64_t experiment_find(struct reg_db *db, const char *ref,
     return id ? id : -1;
 }
 
+/* A record's variables as an object (new reference): the object itself,
+ * or the JSON text a string holds (a record written with variables_json
+ * 0); {} when neither. */
+static json_t *vars_of(json_t *v)
+{
+    json_t *o;
+
+    if (json_is_object(v))
+        return json_incref(v);
+    if (json_is_string(v) &&
+        (o = json_loadb(json_string_value(v), json_string_length(v), 0,
+                        NULL)) != NULL) {
+        if (json_is_object(o))
+            return o;
+        json_decref(o);
+    }
+    return json_object();
+}
+
+/* The sample of one exposure record (a chunk's element or a JSON-lines
+ * log's line, borrowed) with its outcomes (borrowed, may be NULL). */
+static json_t *sample_of(json_t *rec, const char *experiment, json_t *outcomes)
+{
+    json_t *vars = vars_of(json_object_get(rec, "variables")), *arm, *s;
+
+    arm = json_object_get(rec, "arm");
+    s = sample_new(json_string_value(json_object_get(rec, "request_id")),
+                   json_string_value(json_object_get(rec, "prompt")),
+                   (int)json_integer_value(json_object_get(rec, "version")),
+                   arm ? arm : json_null(), experiment,
+                   json_string_value(json_object_get(rec, "user")),
+                   json_string_value(json_object_get(rec, "at")), vars,
+                   json_string_value(json_object_get(rec, "output")),
+                   outcomes,
+                   (int)json_integer_value(json_object_get(rec, "status")),
+                   json_string_value(json_object_get(rec, "model")));
+    json_decref(vars);
+    return s;
+}
+
 int reg_samples_export(struct reg_db *db, const char *experiment,
                        const char *since, reg_sample_cb cb, void *arg,
                        size_t *count, char **err)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st, *fq;
     int64_t id;
     int rc;
 
     *count = 0;
     if ((id = experiment_find(db, experiment, err)) < 0)
         return -1;
+    /* the experiment's chunks through exposure_chunks_experiment, in the
+     * order written; a chunk whose last record is older than `since` is
+     * skipped whole */
     st = reg_db_prepare(db,
-        "SELECT e.request_id, e.prompt, e.version, e.arm, e.experiment,"
-        " e.user_id, e.at, e.variables, e.output, e.status, e.model,"
-        " (SELECT json_group_object(f.event, f.value) FROM feedback f"
-        "  WHERE f.request_id = e.request_id)"
-        " FROM exposures e WHERE e.experiment_id = ? AND e.at >= ?"
-        " ORDER BY e.id", err);
-    if (st == NULL)
+        "SELECT j.value FROM exposure_chunks c, json_each(c.records) j"
+        " WHERE c.experiment_id = ? AND c.last_at >= ? ORDER BY c.id", err);
+    fq = st ? reg_db_prepare(db,
+        "SELECT json_group_object(event, value) FROM feedback"
+        " WHERE request_id = ?", err) : NULL;
+    if (fq == NULL) {
+        sqlite3_finalize(st);
         return -1;
+    }
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_text(st, 2, since ? since : "", -1, SQLITE_STATIC);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        json_t *vars, *outcomes = NULL, *arm, *s;
-        const char *o = (const char *)sqlite3_column_text(st, 11);
+        json_t *rec, *outcomes = NULL, *s;
+        const char *rid, *at, *o, *exp;
         int stop;
 
-        vars = json_loads((const char *)sqlite3_column_text(st, 7), 0, NULL);
-        if (o)
+        rec = json_loadb((const char *)sqlite3_column_text(st, 0),
+                         (size_t)sqlite3_column_bytes(st, 0), 0, NULL);
+        rid = json_string_value(json_object_get(rec, "request_id"));
+        at = json_string_value(json_object_get(rec, "at"));
+        if (rid == NULL || at == NULL || (since && strcmp(at, since) < 0)) {
+            json_decref(rec);
+            continue;
+        }
+        sqlite3_bind_text(fq, 1, rid, -1, SQLITE_STATIC);
+        if (sqlite3_step(fq) == SQLITE_ROW &&
+            (o = (const char *)sqlite3_column_text(fq, 0)) != NULL)
             outcomes = json_loads(o, 0, NULL);
-        arm = sqlite3_column_type(st, 3) == SQLITE_NULL
-            ? json_null() : json_integer(sqlite3_column_int(st, 3));
-        s = sample_new((const char *)sqlite3_column_text(st, 0),
-                       (const char *)sqlite3_column_text(st, 1),
-                       sqlite3_column_int(st, 2), arm,
-                       (const char *)sqlite3_column_text(st, 4),
-                       (const char *)sqlite3_column_text(st, 5),
-                       (const char *)sqlite3_column_text(st, 6), vars,
-                       (const char *)sqlite3_column_text(st, 8), outcomes,
-                       sqlite3_column_int(st, 9),
-                       (const char *)sqlite3_column_text(st, 10));
-        json_decref(vars);
+        sqlite3_reset(fq);
+        exp = json_string_value(json_object_get(rec, "experiment"));
+        s = sample_of(rec, exp, outcomes);
         json_decref(outcomes);
-        json_decref(arm);
+        json_decref(rec);
         if (s == NULL) {
             reg_err(err, "out of memory");
             sqlite3_finalize(st);
+            sqlite3_finalize(fq);
             return -1;
         }
         stop = cb(arg, s);
@@ -473,9 +765,11 @@ int reg_samples_export(struct reg_db *db, const char *experiment,
         reg_err(err, "cannot read exposures from '%s': %s", db->path,
                 sqlite3_errmsg(reg_db_handle(db)));
         sqlite3_finalize(st);
+        sqlite3_finalize(fq);
         return -1;
     }
     sqlite3_finalize(st);
+    sqlite3_finalize(fq);
     return 0;
 }
 
@@ -560,16 +854,7 @@ int reg_samples_export_file(const char *path, const char *experiment,
                                && strncmp(exp, experiment, strlen(experiment)) == 0
                                && exp[strlen(experiment)] == '@'))
                        && (since == NULL || (at && strcmp(at, since) >= 0))) {
-                json_t *s = sample_new(
-                    rid, json_string_value(json_object_get(rec, "prompt")),
-                    (int)json_integer_value(json_object_get(rec, "version")),
-                    json_object_get(rec, "arm"), exp,
-                    json_string_value(json_object_get(rec, "user")), at,
-                    json_object_get(rec, "variables"),
-                    json_string_value(json_object_get(rec, "output")),
-                    json_object_get(fb, rid),
-                    (int)json_integer_value(json_object_get(rec, "status")),
-                    json_string_value(json_object_get(rec, "model")));
+                json_t *s = sample_of(rec, exp, json_object_get(fb, rid));
                 if (s == NULL) {
                     json_decref(rec);
                     goto oom;

@@ -443,6 +443,10 @@ struct reg_exposure {
     long prompt_tokens, completion_tokens, total_tokens;
     const char *cache;       /* "hit", "miss", "bypass" or NULL */
     const char *variables;   /* JSON object text; NULL means {} */
+    int variables_json;      /* 1: variables is known to be valid JSON
+                                (the caller parsed it) and is stored as
+                                is; 0: stored as a string holding it,
+                                parsed when read */
     const char *output;      /* the generated text, NULL when not logged */
 };
 
@@ -455,8 +459,30 @@ struct reg_feedback {
     const char *at;          /* ISO-8601 UTC */
 };
 
+/* A growable text buffer (reg_exposure_json appends to it). */
+struct reg_buf {
+    char *p;                 /* owned: malloc'd, NUL-terminated after a
+                                reg_*_json call */
+    size_t len, cap;
+};
+
+#define REG_JSON_TYPED 1     /* "type": "exposure" first (JSON-lines log) */
+#define REG_JSON_NULLS 2     /* unknown members as null, not left out */
+
+/* Appends the record as one JSON object, the form of the JSON-lines log
+ * (with REG_JSON_TYPED | REG_JSON_NULLS) and of a chunk's elements (0):
+ * strings escaped (invalid UTF-8 as U+FFFD), variables as given when
+ * variables_json, else as a string. 0, or -1 when out of memory. */
+int reg_exposure_json(struct reg_buf *b, const struct reg_exposure *e,
+                      int flags);
+/* {"type": "feedback", "request_id", "event", "value", "at"} */
+int reg_feedback_json(struct reg_buf *b, const struct reg_feedback *f);
+
 /* The exposure log's writer: a connection tuned for a write-heavy log
- * with its INSERT statements prepared once. One thread at a time. */
+ * with its INSERT statements prepared once. One thread at a time.
+ * Exposures are stored as chunks (table exposure_chunks, migration 0005):
+ * up to 256 records of one experiment to a row, as a JSON array; the view
+ * `exposures` shows one row per exposure. */
 struct reg_exposure_log;
 
 /* Open the registry at `path` (it must exist; migrated) for appending

@@ -335,8 +335,10 @@ def registry_intact(ctl):
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         names = [r[0] for r in con.execute("SELECT name FROM prompts ORDER BY name")]
         assert names == ["long_copy", "product_copy"], names
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"prompts", "versions", "labels", "exposures"} <= tables, tables
+        # exposures is a view over exposure_chunks since migration 0005
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master"
+                                            " WHERE type IN ('table', 'view')")}
+        assert {"prompts", "versions", "labels", "exposures", "exposure_chunks"} <= tables, tables
     finally:
         con.close()
     assert "product_copy" in ctl.ok("list").out

@@ -361,7 +361,8 @@ def test_migrate_applies_pending(ctl, tmp_path):
     ctl.ok("init")
     con = sqlite3.connect(ctl.db)
     con.execute("DROP TABLE eval_runs")
-    con.execute("DROP TABLE exposures")
+    con.execute("DROP VIEW exposures")          # 0005 made it a view
+    con.execute("DROP TABLE exposure_chunks")
     con.execute("DROP TABLE feedback")
     con.execute("DELETE FROM schema_migrations WHERE version >= 2")
     con.commit()

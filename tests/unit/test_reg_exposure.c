@@ -280,12 +280,182 @@ static void test_samples_export(void **state)
     treg_cleanup(path);
 }
 
+/* one text column of the first row of sql (a malloc'd copy, NULL for NULL) */
+static char *text(struct reg_db *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    char *t = NULL;
+
+    assert_int_equal(sqlite3_prepare_v2(reg_db_handle(db), sql, -1, &st, NULL), SQLITE_OK);
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        t = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return t;
+}
+
+#define ASSERT_TEXT(db, sql, want) do { \
+        char *t_ = text(db, sql); \
+        assert_non_null(t_); \
+        assert_string_equal(t_, want); \
+        free(t_); \
+    } while (0)
+
+/* Interleaved experiments go to one chunk each, in their order; strings
+ * that JSON must escape, bytes that are not UTF-8 and variables the writer
+ * cannot vouch for come back through the view and the export. */
+static void test_chunks_by_experiment_and_the_view(void **state)
+{
+    char *path = treg_tmpdb(), *err = NULL;
+    struct reg_db *db = treg_open(path);
+    struct reg_arm arms[2] = {{1, 50}, {2, 50}};
+    struct reg_exposure ex[5];
+    json_t *out = json_array(), *s;
+    int64_t id = 0;
+    size_t n = 0;
+
+    (void)state;
+    treg_publish(db, "p", "v1 {{x}}");
+    treg_publish(db, "p", "v2 {{x}}");
+    assert_int_equal(reg_label_set(db, "p", 1, "production", "t", &err), 0);
+    assert_int_equal(reg_experiment_start(db, "p", "production", arms, 2, "salt", "t",
+                                          &id, &err), 0);
+    ex[0] = exposure("e1", "quote\"back\\slash\nnl\ttab\x01", 1, id, 0,
+                     "{\"x\":\"\xe4\xbf\x9d\",\"n\":[1,{\"a\":null}]}");
+    ex[0].variables_json = 1;
+    ex[0].output = "line 1\nline \"2\"";
+    ex[1] = exposure("n1", "bad\xff\xfeutf8", 1, 0, -1, "not json at all");
+    ex[2] = exposure("e2", "u2", 2, id, 1, "{\"x\":\"k\"}"); /* a string */
+    ex[2].at = "2026-11-28T10:00:01.000Z";
+    ex[3] = exposure("n2", NULL, 1, 0, -1, NULL);
+    ex[3].latency_ms = -1;
+    ex[3].prompt_tokens = ex[3].completion_tokens = ex[3].total_tokens = -1;
+    ex[3].stream = 1;
+    ex[4] = exposure("e3", "u3", 1, id, 0, "{}");
+    ex[4].at = "2026-11-28T09:59:59.999Z";
+    assert_int_equal(reg_exposures_write(db, ex, 5, NULL, 0, NULL, &err), 0);
+
+    /* two chunks: the experiment's three records, then the two without */
+    assert_int_equal(count(db, "SELECT count(*) FROM exposure_chunks"), 2);
+    assert_int_equal(count(db, "SELECT n FROM exposure_chunks WHERE experiment_id IS NOT NULL"), 3);
+    ASSERT_TEXT(db, "SELECT first_at || ' ' || last_at FROM exposure_chunks"
+                    " WHERE experiment_id IS NOT NULL",
+                "2026-11-28T09:59:59.999Z 2026-11-28T10:00:01.000Z");
+    assert_int_equal(count(db, "SELECT count(*) FROM exposure_chunks WHERE json_valid(records)"), 2);
+    ASSERT_TEXT(db, "SELECT group_concat(request_id, ',') FROM"
+                    " (SELECT request_id FROM exposures ORDER BY id)", "e1,e2,e3,n1,n2");
+    /* the view's columns as the table had them */
+    ASSERT_TEXT(db, "SELECT user_id FROM exposures WHERE request_id = 'e1'",
+                "quote\"back\\slash\nnl\ttab\x01");
+    ASSERT_TEXT(db, "SELECT output FROM exposures WHERE request_id = 'e1'",
+                "line 1\nline \"2\"");
+    ASSERT_TEXT(db, "SELECT variables FROM exposures WHERE request_id = 'e1'",
+                "{\"x\":\"\xe4\xbf\x9d\",\"n\":[1,{\"a\":null}]}");
+    ASSERT_TEXT(db, "SELECT user_id FROM exposures WHERE request_id = 'n1'",
+                "bad\xef\xbf\xbd\xef\xbf\xbdutf8");
+    ASSERT_TEXT(db, "SELECT variables FROM exposures WHERE request_id = 'n1'",
+                "not json at all");
+    ASSERT_TEXT(db, "SELECT variables FROM exposures WHERE request_id = 'n2'", "{}");
+    ASSERT_TEXT(db, "SELECT typeof(latency_ms) || typeof(prompt_tokens) || typeof(user_id)"
+                    " || stream FROM exposures WHERE request_id = 'n2'", "nullnullnull1");
+    ASSERT_TEXT(db, "SELECT printf('%.3f %d %d %d %s %s %s %d %d %d %s %s %s', latency_ms,"
+                    " prompt_tokens, completion_tokens, total_tokens, prompt, label, experiment,"
+                    " arm, version, status, model, backend, typeof(key_name))"
+                    " FROM exposures WHERE request_id = 'e2'",
+                "1.500 3 4 7 p production p@production 1 2 200 m b null");
+    assert_int_equal(count(db, "SELECT count(*) FROM exposures WHERE experiment_id IS NULL"
+                               " AND arm IS NULL AND experiment IS NULL"), 2);
+
+    /* the export: the experiment's three, in their order, variables as
+     * objects whichever way they were stored */
+    assert_int_equal(reg_samples_export(db, "p@production", NULL, collect, out, &n, &err), 0);
+    assert_int_equal(n, 3);
+    s = json_array_get(out, 0);
+    assert_string_equal(json_string_value(json_object_get(s, "id")), "e1");
+    assert_string_equal(json_string_value(json_object_get(s, "user")),
+                        "quote\"back\\slash\nnl\ttab\x01");
+    assert_int_equal(json_array_size(json_object_get(json_object_get(s, "variables"), "n")), 2);
+    s = json_array_get(out, 1);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(s, "variables"), "x")),
+                        "k");
+    assert_int_equal(json_integer_value(json_object_get(s, "arm")), 1);
+    /* --since keeps the later records of a chunk only */
+    json_array_clear(out);
+    assert_int_equal(reg_samples_export(db, "p@production", "2026-11-28T10:00:00.000Z",
+                                        collect, out, &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(out, 1), "id")), "e2");
+    json_decref(out);
+    reg_db_free(db);
+    treg_cleanup(path);
+}
+
+/* A batch bigger than a chunk is split; every record lands once. */
+static void test_chunk_size_bound(void **state)
+{
+    char *path = treg_tmpdb(), *err = NULL;
+    struct reg_db *db = treg_open(path);
+    static struct reg_exposure ex[600];
+    static char rid[600][16];
+
+    (void)state;
+    for (int i = 0; i < 600; i++) {
+        snprintf(rid[i], sizeof(rid[i]), "r%d", i);
+        ex[i] = exposure(rid[i], "u", 1, 0, -1, "{}");
+    }
+    assert_int_equal(reg_exposures_write(db, ex, 600, NULL, 0, NULL, &err), 0);
+    ASSERT_TEXT(db, "SELECT group_concat(n, ',') FROM (SELECT n FROM exposure_chunks ORDER BY id)",
+                "256,256,88");
+    assert_int_equal(count(db, "SELECT count(DISTINCT request_id) FROM exposures"), 600);
+    ASSERT_TEXT(db, "SELECT request_id FROM exposures ORDER BY id DESC LIMIT 1", "r599");
+    reg_db_free(db);
+    treg_cleanup(path);
+}
+
+/* The queries that need an index have one: the export reads one
+ * experiment's chunks through exposure_chunks_experiment, in id order
+ * with no sort, and a feedback joins its exposure through feedback's key.
+ * (The statements are those of registry/exposure.c.) */
+static void test_export_query_plans(void **state)
+{
+    char *path = treg_tmpdb();
+    struct reg_db *db = treg_open(path);
+    static const char *const plans[][2] = {
+        {"SELECT j.value FROM exposure_chunks c, json_each(c.records) j"
+         " WHERE c.experiment_id = 1 AND c.last_at >= '' ORDER BY c.id",
+         "USING INDEX exposure_chunks_experiment (experiment_id=?)"},
+        {"SELECT json_group_object(event, value) FROM feedback WHERE request_id = 'x'",
+         "USING INDEX sqlite_autoindex_feedback_1 (request_id=?)"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(plans) / sizeof(plans[0]); i++) {
+        char sql[512], all[1024] = "";
+        sqlite3_stmt *st;
+        snprintf(sql, sizeof(sql), "EXPLAIN QUERY PLAN %s", plans[i][0]);
+        assert_int_equal(sqlite3_prepare_v2(reg_db_handle(db), sql, -1, &st, NULL),
+                         SQLITE_OK);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            strncat(all, (const char *)sqlite3_column_text(st, 3),
+                    sizeof(all) - strlen(all) - 2);
+            strcat(all, "\n");
+        }
+        sqlite3_finalize(st);
+        if (strstr(all, plans[i][1]) == NULL || strstr(all, "TEMP B-TREE") != NULL)
+            fail_msg("plan of %s:\n%s", plans[i][0], all);
+    }
+    reg_db_free(db);
+    treg_cleanup(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_render_json_matches_render),
         cmocka_unit_test(test_write_batch_and_feedback_idempotent),
         cmocka_unit_test(test_samples_export),
+        cmocka_unit_test(test_chunks_by_experiment_and_the_view),
+        cmocka_unit_test(test_chunk_size_bound),
+        cmocka_unit_test(test_export_query_plans),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
