@@ -3,6 +3,7 @@ version, render errors, params, hot relabel, experiments (stickiness and
 split), exposures with and without outputs (streamed too), feedback
 idempotency and the samples export."""
 
+import http.client as httpclient
 import json
 import sqlite3
 import threading
@@ -340,6 +341,54 @@ def test_exposure_recorded_without_output(served):
     assert e["latency_ms"] > 0 and e["completion_tokens"] > 0 and e["stream"] == 0
     assert json.loads(e["variables"]) == {"product_name": "Kettle", "facts": "1.7 l"}
     assert e["output"] is None and e["experiment_id"] is None
+
+
+def test_10000_exposures_all_written_after_sigterm(mockllm, gateway, registry):
+    """10,000 answered requests, SIGTERM right after the last answer: the
+    writer drains its queue before the exit, so every one is in the
+    registry (chunks and the exposures view), none dropped."""
+    mock = mockllm("--no-record", "--tokens", "4")
+    cfg = gw_config(mock, registry)
+    cfg["access_log"] = "off"
+    cfg["limits"]["drain_timeout_ms"] = 5000
+    gw = gateway(cfg)
+    total, threads, failed = 10000, 8, []
+
+    def drive(k):
+        conn = httpclient.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        try:
+            for i in range(k, total, threads):
+                body = json.dumps({"prompt": {"name": "product_copy", "label": "production",
+                                              "variables": {"product_name": "item %d" % i,
+                                                            "facts": "x"}},
+                                   "user": "u%d" % (i % 500)})
+                conn.request("POST", CHAT, body=body,
+                             headers={"Content-Type": "application/json",
+                                      "x-request-id": "term-%05d" % i})
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    failed.append((i, r.status))
+        finally:
+            conn.close()
+
+    ts = [threading.Thread(target=drive, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not failed, failed[:5]
+    assert gw.stop() == 0
+    assert "10000 records written, 0 dropped, 0 failed" in gw.stderr_text(), gw.stderr_tail()
+    con = sqlite3.connect(registry.db)
+    try:
+        n_view, n_distinct = con.execute(
+            "SELECT count(*), count(DISTINCT request_id) FROM exposures"
+            " WHERE request_id LIKE 'term-%'").fetchone()
+        n_chunks = con.execute("SELECT sum(n) FROM exposure_chunks").fetchone()[0]
+    finally:
+        con.close()
+    assert n_view == n_distinct == n_chunks == total
 
 
 def test_exposure_output_logged_buffered_and_streamed(mockllm, gateway, registry):

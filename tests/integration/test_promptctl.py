@@ -375,6 +375,71 @@ def test_migrate_applies_pending(ctl, tmp_path):
     assert st["db_version"] == len(st["migrations"]) and st["migrations"][1]["applied"]
 
 
+OLD_EXPOSURES = """
+CREATE TABLE exposures (
+    id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, at TEXT NOT NULL,
+    key_name TEXT, user_id TEXT, prompt TEXT NOT NULL, version INTEGER NOT NULL,
+    label TEXT, experiment_id INTEGER, experiment TEXT, arm INTEGER, model TEXT,
+    backend TEXT, status INTEGER NOT NULL, stream INTEGER NOT NULL DEFAULT 0,
+    latency_ms REAL, prompt_tokens INTEGER, completion_tokens INTEGER,
+    total_tokens INTEGER, cache TEXT, variables TEXT NOT NULL DEFAULT '{}',
+    output TEXT);
+CREATE INDEX exposures_experiment ON exposures(experiment_id, at);
+"""
+
+
+def test_migration_0005_keeps_the_exposures_written_before(filled):
+    """A registry at version 4 (exposures a table, a row each) moves its rows
+    into chunks: the view shows them as they were, the export finds them
+    and their feedback."""
+    filled.ok("experiment", "start", "product_copy", "--label", "production",
+              "--arm", "2:50", "--arm", "3:50")
+    exp_id = filled.json("experiment", "list")[0]["id"]
+    con = sqlite3.connect(filled.db)
+    con.executescript("DROP VIEW exposures; DROP TABLE exposure_chunks;" + OLD_EXPOSURES)
+    rows = [
+        ("r1", "2026-11-28T10:00:00.000Z", "shop", "u1", "product_copy", 2, "production",
+         exp_id, "product_copy@production", 0, "m", "b", 200, 0, 12.5, 3, 4, 7, "miss",
+         '{"product_name":"Kettle","facts":{"w":"1kg"}}', "the \"text\"\n"),
+        ("r2", "2026-11-28T10:00:01.000Z", None, "u2", "product_copy", 3, "production",
+         exp_id, "product_copy@production", 1, "m", "b", 502, 1, None, None, None, None,
+         None, "{}", None),
+        ("r3", "2026-11-28T10:00:02.000Z", None, None, "product_copy", 1, None,
+         None, None, None, None, None, 404, 0, 1.0, None, None, None, "bypass",
+         "not json", None),
+    ]
+    con.executemany("INSERT INTO exposures (request_id, at, key_name, user_id, prompt, version,"
+                    " label, experiment_id, experiment, arm, model, backend, status, stream,"
+                    " latency_ms, prompt_tokens, completion_tokens, total_tokens, cache,"
+                    " variables, output) VALUES (" + ",".join("?" * 21) + ")", rows)
+    con.execute("INSERT INTO feedback (request_id, event, value, at) VALUES"
+                " ('r1', 'click', 1, '2026-11-28T10:01:00.000Z')")
+    con.execute("DELETE FROM schema_migrations WHERE version >= 5")
+    con.commit()
+    con.close()
+
+    filled.ok("migrate")
+    con = sqlite3.connect(filled.db)
+    try:
+        got = con.execute("SELECT request_id, at, key_name, user_id, prompt, version, label,"
+                          " experiment_id, experiment, arm, model, backend, status, stream,"
+                          " latency_ms, prompt_tokens, completion_tokens, total_tokens, cache,"
+                          " variables, output FROM exposures ORDER BY id").fetchall()
+        kinds = {r[0] for r in con.execute("SELECT type FROM sqlite_master WHERE name = 'exposures'")}
+    finally:
+        con.close()
+    assert kinds == {"view"}
+    assert [g[:19] for g in got] == [r[:19] for r in rows]
+    assert json.loads(got[0][19]) == json.loads(rows[0][19])
+    assert [g[19:] for g in got[1:]] == [r[19:] for r in rows[1:]]
+    assert got[0][20] == rows[0][20]
+    r = filled.run("samples", "export", "--experiment", "product_copy@production")
+    assert r.rc == 0, r
+    samples = [json.loads(x) for x in r.out.splitlines()]
+    assert [(s["id"], s["clicks"], s["impressions"]) for s in samples] == [("r1", 1, 1), ("r2", 0, 0)]
+    assert samples[0]["facts"] == {"w": "1kg"} and samples[0]["output"] == 'the "text"\n'
+
+
 def test_versions_immutable_in_database(filled):
     con = sqlite3.connect(filled.db)
     with pytest.raises(sqlite3.DatabaseError, match="versions are immutable"):
