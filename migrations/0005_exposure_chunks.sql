@@ -10,12 +10,15 @@
 -- experiment_id (a chunk's last_at skips old chunks for --since).
 -- Never updated; times are ISO-8601 UTC with milliseconds.
 --
--- A record: {"request_id", "at", "key", "user", "prompt", "version",
--- "label", "experiment_id", "experiment", "arm", "model", "backend",
--- "status", "stream", "latency_ms", "prompt_tokens", "completion_tokens",
--- "total_tokens", "cache", "variables", "output"}; unknown members are
--- left out; "variables" is the request's JSON object, or a string holding
--- JSON text when the writer could not vouch for it.
+-- A record has short member names (each byte of it is copied about five
+-- times on its way to disk): {"r": request_id, "t": at, "k": key_name,
+-- "u": user_id, "p": prompt, "v": version, "l": label, "x": experiment,
+-- "a": arm, "m": model, "b": backend, "s": status, "st": true when
+-- streamed, "ms": latency_ms, "pt"/"ct"/"tt": prompt/completion/total
+-- tokens, "c": cache, "vars": variables, "o": output}; unknown members are
+-- left out; experiment_id is the chunk's; "vars" is the request's JSON
+-- object, or a string holding JSON text when the writer could not vouch
+-- for it. The view below names them.
 
 CREATE TABLE exposure_chunks (
     id            INTEGER PRIMARY KEY,
@@ -31,41 +34,38 @@ CREATE INDEX exposure_chunks_experiment ON exposure_chunks(experiment_id)
 -- the rows written before: one chunk each, in their order
 INSERT INTO exposure_chunks (experiment_id, first_at, last_at, n, records)
 SELECT experiment_id, at, at, 1, json_array(json_object(
-    'request_id', request_id, 'at', at, 'key', key_name, 'user', user_id,
-    'prompt', prompt, 'version', version, 'label', label,
-    'experiment_id', experiment_id, 'experiment', experiment, 'arm', arm,
-    'model', model, 'backend', backend, 'status', status,
-    'stream', json(CASE WHEN stream THEN 'true' ELSE 'false' END),
-    'latency_ms', latency_ms, 'prompt_tokens', prompt_tokens,
-    'completion_tokens', completion_tokens, 'total_tokens', total_tokens,
-    'cache', cache,
-    'variables', CASE WHEN json_valid(variables) THEN json(variables)
-                      ELSE variables END,
-    'output', output))
+    'r', request_id, 't', at, 'k', key_name, 'u', user_id, 'p', prompt,
+    'v', version, 'l', label, 'x', experiment, 'a', arm, 'm', model,
+    'b', backend, 's', status, 'st', json(CASE WHEN stream THEN 'true' END),
+    'ms', latency_ms, 'pt', prompt_tokens, 'ct', completion_tokens,
+    'tt', total_tokens, 'c', cache,
+    'vars', CASE WHEN json_valid(variables) THEN json(variables)
+                 ELSE variables END,
+    'o', output))
 FROM exposures ORDER BY id;
 DROP TABLE exposures;
 
 CREATE VIEW exposures AS
 SELECT c.id * 1024 + j.key AS id,
-       json_extract(j.value, '$.request_id') AS request_id,
-       json_extract(j.value, '$.at') AS at,
-       json_extract(j.value, '$.key') AS key_name,
-       json_extract(j.value, '$.user') AS user_id,
-       json_extract(j.value, '$.prompt') AS prompt,
-       json_extract(j.value, '$.version') AS version,
-       json_extract(j.value, '$.label') AS label,
-       json_extract(j.value, '$.experiment_id') AS experiment_id,
-       json_extract(j.value, '$.experiment') AS experiment,
-       json_extract(j.value, '$.arm') AS arm,
-       json_extract(j.value, '$.model') AS model,
-       json_extract(j.value, '$.backend') AS backend,
-       json_extract(j.value, '$.status') AS status,
-       json_extract(j.value, '$.stream') AS stream,
-       json_extract(j.value, '$.latency_ms') AS latency_ms,
-       json_extract(j.value, '$.prompt_tokens') AS prompt_tokens,
-       json_extract(j.value, '$.completion_tokens') AS completion_tokens,
-       json_extract(j.value, '$.total_tokens') AS total_tokens,
-       json_extract(j.value, '$.cache') AS cache,
-       coalesce(json_extract(j.value, '$.variables'), '{}') AS variables,
-       json_extract(j.value, '$.output') AS output
+       json_extract(j.value, '$.r') AS request_id,
+       json_extract(j.value, '$.t') AS at,
+       json_extract(j.value, '$.k') AS key_name,
+       json_extract(j.value, '$.u') AS user_id,
+       json_extract(j.value, '$.p') AS prompt,
+       json_extract(j.value, '$.v') AS version,
+       json_extract(j.value, '$.l') AS label,
+       c.experiment_id AS experiment_id,
+       json_extract(j.value, '$.x') AS experiment,
+       json_extract(j.value, '$.a') AS arm,
+       json_extract(j.value, '$.m') AS model,
+       json_extract(j.value, '$.b') AS backend,
+       json_extract(j.value, '$.s') AS status,
+       coalesce(json_extract(j.value, '$.st'), 0) AS stream,
+       json_extract(j.value, '$.ms') AS latency_ms,
+       json_extract(j.value, '$.pt') AS prompt_tokens,
+       json_extract(j.value, '$.ct') AS completion_tokens,
+       json_extract(j.value, '$.tt') AS total_tokens,
+       json_extract(j.value, '$.c') AS cache,
+       coalesce(json_extract(j.value, '$.vars'), '{}') AS variables,
+       json_extract(j.value, '$.o') AS output
 FROM exposure_chunks c, json_each(c.records) j;

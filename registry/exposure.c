@@ -203,41 +203,65 @@ static int mem_int(struct reg_buf *b, int flags, const char *key_text,
 #define INT(b, f, key, v) \
     mem_int(b, f, KEY_TEXT(key), sizeof(KEY_TEXT(key)) - 1, v)
 
-int reg_exposure_json(struct reg_buf *b, const struct reg_exposure *e,
-                      int flags)
-{
-    int exp = e->experiment_id > 0;
+/* A chunk's form of a record (flag for exposure_json only): short member
+ * names, no experiment_id (the chunk's column), stream only when true.
+ * Every byte of a record is copied some five times on its way to disk (the
+ * WAL, its checksum, the checkpoint's read and write), so the names cost;
+ * the view `exposures` (migration 0005) gives the columns their names. */
+#define JSON_CHUNK 0x100
 
-    if (buf_room(b, 24) < 0)
+/* the member name key_text (long) or its chunk form (short), and length */
+#define NAME(f, l, s) ((f) & JSON_CHUNK ? KEY_TEXT(s) : KEY_TEXT(l)), \
+    ((f) & JSON_CHUNK ? sizeof(KEY_TEXT(s)) : sizeof(KEY_TEXT(l))) - 1
+
+static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
+                         int flags)
+{
+    int exp = e->experiment_id > 0, chunk = flags & JSON_CHUNK;
+
+    if (buf_room(b, 32) < 0)
         return -1;
     if (flags & REG_JSON_TYPED)
         PUT_LIT(b, "{\"type\":\"exposure\",\"request_id\":");
+    else if (chunk)
+        PUT_LIT(b, "{\"r\":");
     else
         PUT_LIT(b, "{\"request_id\":");
     if (put_str(b, e->request_id ? e->request_id : "") < 0 ||
-        STR(b, flags, "at", e->at) < 0 ||
-        STR(b, flags, "key", e->key_name) < 0 ||
-        STR(b, flags, "user", e->user_id) < 0 ||
-        STR(b, flags, "prompt", e->prompt) < 0 ||
-        INT(b, flags, "version", e->version) < 0 ||
-        STR(b, flags, "label", e->label) < 0 ||
-        INT(b, flags, "experiment_id", exp ? e->experiment_id : -1) < 0 ||
-        STR(b, flags, "experiment", exp ? e->experiment : NULL) < 0 ||
-        INT(b, flags, "arm", exp ? e->arm : -1) < 0 ||
-        STR(b, flags, "model", e->model) < 0 ||
-        STR(b, flags, "backend", e->backend) < 0 ||
-        INT(b, flags, "status", e->status) < 0 ||
-        KEY(b, "stream") < 0 || buf_room(b, 5) < 0)
+        mem_str(b, flags, NAME(flags, "at", "t"), e->at) < 0 ||
+        mem_str(b, flags, NAME(flags, "key", "k"), e->key_name) < 0 ||
+        mem_str(b, flags, NAME(flags, "user", "u"), e->user_id) < 0 ||
+        mem_str(b, flags, NAME(flags, "prompt", "p"), e->prompt) < 0 ||
+        mem_int(b, flags, NAME(flags, "version", "v"), e->version) < 0 ||
+        mem_str(b, flags, NAME(flags, "label", "l"), e->label) < 0 ||
+        (!chunk && INT(b, flags, "experiment_id",
+                       exp ? e->experiment_id : -1) < 0) ||
+        mem_str(b, flags, NAME(flags, "experiment", "x"),
+                exp ? e->experiment : NULL) < 0 ||
+        mem_int(b, flags, NAME(flags, "arm", "a"), exp ? e->arm : -1) < 0 ||
+        mem_str(b, flags, NAME(flags, "model", "m"), e->model) < 0 ||
+        mem_str(b, flags, NAME(flags, "backend", "b"), e->backend) < 0 ||
+        mem_int(b, flags, NAME(flags, "status", "s"), e->status) < 0)
         return -1;
-    if (e->stream)
-        PUT_LIT(b, "true");
-    else
-        PUT_LIT(b, "false");
+    if (!chunk) {
+        if (KEY(b, "stream") < 0 || buf_room(b, 5) < 0)
+            return -1;
+        if (e->stream)
+            PUT_LIT(b, "true");
+        else
+            PUT_LIT(b, "false");
+    } else if (e->stream) {
+        if (buf_room(b, 12) < 0)
+            return -1;
+        PUT_LIT(b, ",\"st\":true");
+    }
     if (e->latency_ms >= 0) {
         /* milliseconds with 3 decimals, as printf("%.3f") */
         unsigned long long us = (unsigned long long)(e->latency_ms * 1000.0 + 0.5);
         char d[24], *p = digits(d, us / 1000), f[3];
-        if (KEY(b, "latency_ms") < 0 || buf_room(b, 26) < 0)
+        if (chunk ? KEY(b, "ms") < 0 : KEY(b, "latency_ms") < 0)
+            return -1;
+        if (buf_room(b, 26) < 0)
             return -1;
         PUT(b, p, (size_t)(d + 24 - p));
         f[0] = (char)('0' + us / 100 % 10);
@@ -249,11 +273,14 @@ int reg_exposure_json(struct reg_buf *b, const struct reg_exposure *e,
                (KEY(b, "latency_ms") < 0 || put_null(b) < 0)) {
         return -1;
     }
-    if (INT(b, flags, "prompt_tokens", e->prompt_tokens) < 0 ||
-        INT(b, flags, "completion_tokens", e->completion_tokens) < 0 ||
-        INT(b, flags, "total_tokens", e->total_tokens) < 0 ||
-        STR(b, flags, "cache", e->cache) < 0 ||
-        KEY(b, "variables") < 0)
+    if (mem_int(b, flags, NAME(flags, "prompt_tokens", "pt"),
+                e->prompt_tokens) < 0 ||
+        mem_int(b, flags, NAME(flags, "completion_tokens", "ct"),
+                e->completion_tokens) < 0 ||
+        mem_int(b, flags, NAME(flags, "total_tokens", "tt"),
+                e->total_tokens) < 0 ||
+        mem_str(b, flags, NAME(flags, "cache", "c"), e->cache) < 0 ||
+        (chunk ? KEY(b, "vars") : KEY(b, "variables")) < 0)
         return -1;
     if (e->variables == NULL) {
         if (buf_room(b, 2) < 0)
@@ -267,11 +294,18 @@ int reg_exposure_json(struct reg_buf *b, const struct reg_exposure *e,
     } else if (put_str(b, e->variables) < 0) {
         return -1;
     }
-    if (STR(b, flags, "output", e->output) < 0 || buf_room(b, 1) < 0)
+    if (mem_str(b, flags, NAME(flags, "output", "o"), e->output) < 0 ||
+        buf_room(b, 1) < 0)
         return -1;
     b->p[b->len++] = '}';
     b->p[b->len] = '\0';
     return 0;
+}
+
+int reg_exposure_json(struct reg_buf *b, const struct reg_exposure *e,
+                      int flags)
+{
+    return exposure_json(b, e, flags & (REG_JSON_TYPED | REG_JSON_NULLS));
 }
 
 int reg_feedback_json(struct reg_buf *b, const struct reg_feedback *f)
@@ -452,7 +486,7 @@ static int write_chunks(struct reg_exposure_log *log,
                 continue;
             if (k > 0)
                 t->p[t->len++] = ','; /* room: the '\0' after the last */
-            if (reg_exposure_json(t, e, 0) < 0)
+            if (exposure_json(t, e, JSON_CHUNK) < 0)
                 goto oom;
             if (first == NULL || strcmp(e->at, first) < 0)
                 first = e->at;
@@ -680,23 +714,38 @@ static json_t *vars_of(json_t *v)
     return json_object();
 }
 
-/* The sample of one exposure record (a chunk's element or a JSON-lines
- * log's line, borrowed) with its outcomes (borrowed, may be NULL). */
-static json_t *sample_of(json_t *rec, const char *experiment, json_t *outcomes)
-{
-    json_t *vars = vars_of(json_object_get(rec, "variables")), *arm, *s;
+/* The member names of a record: the JSON-lines log's, and a chunk's. */
+struct rec_names {
+    const char *id, *prompt, *version, *arm, *experiment, *user, *at,
+        *vars, *output, *status, *model;
+};
+static const struct rec_names line_names = {
+    "request_id", "prompt", "version", "arm", "experiment", "user", "at",
+    "variables", "output", "status", "model"};
+static const struct rec_names chunk_names = {
+    "r", "p", "v", "a", "x", "u", "t", "vars", "o", "s", "m"};
 
-    arm = json_object_get(rec, "arm");
-    s = sample_new(json_string_value(json_object_get(rec, "request_id")),
-                   json_string_value(json_object_get(rec, "prompt")),
-                   (int)json_integer_value(json_object_get(rec, "version")),
-                   arm ? arm : json_null(), experiment,
-                   json_string_value(json_object_get(rec, "user")),
-                   json_string_value(json_object_get(rec, "at")), vars,
-                   json_string_value(json_object_get(rec, "output")),
-                   outcomes,
-                   (int)json_integer_value(json_object_get(rec, "status")),
-                   json_string_value(json_object_get(rec, "model")));
+#define MEMBER(rec, nm, f) json_object_get(rec, (nm)->f)
+
+/* The sample of one exposure record (a chunk's element or a JSON-lines
+ * log's line, borrowed, member names nm) with its outcomes (borrowed, may
+ * be NULL). */
+static json_t *sample_of(json_t *rec, const struct rec_names *nm,
+                         json_t *outcomes)
+{
+    json_t *vars = vars_of(MEMBER(rec, nm, vars)), *arm, *s;
+
+    arm = MEMBER(rec, nm, arm);
+    s = sample_new(json_string_value(MEMBER(rec, nm, id)),
+                   json_string_value(MEMBER(rec, nm, prompt)),
+                   (int)json_integer_value(MEMBER(rec, nm, version)),
+                   arm ? arm : json_null(),
+                   json_string_value(MEMBER(rec, nm, experiment)),
+                   json_string_value(MEMBER(rec, nm, user)),
+                   json_string_value(MEMBER(rec, nm, at)), vars,
+                   json_string_value(MEMBER(rec, nm, output)), outcomes,
+                   (int)json_integer_value(MEMBER(rec, nm, status)),
+                   json_string_value(MEMBER(rec, nm, model)));
     json_decref(vars);
     return s;
 }
@@ -729,13 +778,13 @@ int reg_samples_export(struct reg_db *db, const char *experiment,
     sqlite3_bind_text(st, 2, since ? since : "", -1, SQLITE_STATIC);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         json_t *rec, *outcomes = NULL, *s;
-        const char *rid, *at, *o, *exp;
+        const char *rid, *at, *o;
         int stop;
 
         rec = json_loadb((const char *)sqlite3_column_text(st, 0),
                          (size_t)sqlite3_column_bytes(st, 0), 0, NULL);
-        rid = json_string_value(json_object_get(rec, "request_id"));
-        at = json_string_value(json_object_get(rec, "at"));
+        rid = json_string_value(MEMBER(rec, &chunk_names, id));
+        at = json_string_value(MEMBER(rec, &chunk_names, at));
         if (rid == NULL || at == NULL || (since && strcmp(at, since) < 0)) {
             json_decref(rec);
             continue;
@@ -745,8 +794,7 @@ int reg_samples_export(struct reg_db *db, const char *experiment,
             (o = (const char *)sqlite3_column_text(fq, 0)) != NULL)
             outcomes = json_loads(o, 0, NULL);
         sqlite3_reset(fq);
-        exp = json_string_value(json_object_get(rec, "experiment"));
-        s = sample_of(rec, exp, outcomes);
+        s = sample_of(rec, &chunk_names, outcomes);
         json_decref(outcomes);
         json_decref(rec);
         if (s == NULL) {
@@ -854,7 +902,7 @@ int reg_samples_export_file(const char *path, const char *experiment,
                                && strncmp(exp, experiment, strlen(experiment)) == 0
                                && exp[strlen(experiment)] == '@'))
                        && (since == NULL || (at && strcmp(at, since) >= 0))) {
-                json_t *s = sample_of(rec, exp, json_object_get(fb, rid));
+                json_t *s = sample_of(rec, &line_names, json_object_get(fb, rid));
                 if (s == NULL) {
                     json_decref(rec);
                     goto oom;
