@@ -23,10 +23,10 @@
  *     request. An exposure is in the log within about LINGER_MS.
  */
 #include "gateway/exposure.h"
+#include "gateway/jscan.h"
 #include "gateway/log.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,57 +130,105 @@ void gw_exposure_rec_free(struct gw_exposure_rec *r)
     free(r);
 }
 
-/* the text of choices[0] of one JSON answer or chunk */
-static const char *choice_text(json_t *doc, int delta)
+/* The span of the object that opens the JSON array text arr[0..len) (a
+ * value gw_jscan validated): -1 when the array is empty or its first
+ * element is not an object. */
+static int first_object(const char *arr, size_t len, const char **el,
+                        size_t *el_len)
 {
-    json_t *c = json_array_get(json_object_get(doc, "choices"), 0);
-    json_t *m = json_object_get(c, delta ? "delta" : "message");
-    const char *s = json_string_value(json_object_get(m, "content"));
+    size_t i = 1, start, depth = 0;
+    int in_str = 0;
 
-    return s ? s : json_string_value(json_object_get(c, "text"));
+    while (i < len && (arr[i] == ' ' || arr[i] == '\t' || arr[i] == '\r' ||
+                       arr[i] == '\n'))
+        i++;
+    if (i >= len || arr[i] != '{')
+        return -1;
+    for (start = i; i < len; i++) {
+        char c = arr[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if ((c == '}' || c == ']') && --depth == 0) {
+            *el = arr + start;
+            *el_len = i + 1 - start;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Appends the text of choices[0] of one JSON answer or chunk
+ * (.message.content, or .delta.content for a chunk, else .text) to
+ * out[0..*n) (grown, *cap); answers that do not scan add nothing. No
+ * tree: gw_jscan spans, and only the text decoded. 0, or -1 out of
+ * memory. */
+static int choice_text(const char *json, size_t len, int delta, char **out,
+                       size_t *n, size_t *cap)
+{
+    struct gw_jscan_field top = {.key = "choices"};
+    struct gw_jscan_field ch[2] = {{.key = delta ? "delta" : "message"},
+                                   {.key = "text"}};
+    struct gw_jscan_field content = {.key = "content"};
+    const struct gw_jscan_field *t = NULL;
+    const char *c0;
+    size_t c0_len;
+    long got;
+
+    if (gw_jscan(json, len, 64, &top, 1, NULL, 0) < 0 ||
+        top.type != GW_JSON_ARRAY ||
+        first_object(top.val, top.len, &c0, &c0_len) < 0 ||
+        gw_jscan(c0, c0_len, 63, ch, 2, NULL, 0) < 0)
+        return 0;
+    if (ch[0].type == GW_JSON_OBJECT &&
+        gw_jscan(ch[0].val, ch[0].len, 62, &content, 1, NULL, 0) == 0 &&
+        content.type == GW_JSON_STRING)
+        t = &content;
+    else if (ch[1].type == GW_JSON_STRING)
+        t = &ch[1];
+    else
+        return 0;
+    if (*n + t->len + 1 > *cap) { /* decoded is never longer than raw */
+        size_t nc = *cap ? *cap : 256;
+        char *nb;
+        while (nc < *n + t->len + 1)
+            nc *= 2;
+        if ((nb = realloc(*out, nc)) == NULL)
+            return -1;
+        *out = nb, *cap = nc;
+    }
+    if ((got = gw_jscan_string(t, *out + *n, *cap - *n)) > 0)
+        *n += (size_t)got;
+    (*out)[*n] = '\0';
+    return 0;
 }
 
 char *gw_exposure_output_text(const char *raw, size_t len, int sse)
 {
-    json_t *doc;
     char *out = NULL;
+    size_t n = 0, cap = 0;
 
     if (raw == NULL || len == 0)
         return NULL;
     if (!sse) {
-        const char *s;
-        if ((doc = json_loadb(raw, len, 0, NULL)) == NULL)
+        if (choice_text(raw, len, 0, &out, &n, &cap) < 0 || out == NULL) {
+            free(out);
             return NULL;
-        if ((s = choice_text(doc, 0)) != NULL)
-            out = strdup(s);
-        json_decref(doc);
+        }
         return out;
     }
-    size_t n = 0, cap = 0;
     const char *p = raw, *end = raw + len;
     while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p)), *s;
-        size_t l = (nl ? nl : end) - p;
-        if (l > 0 && (doc = json_loadb(p, l, 0, NULL)) != NULL) {
-            if ((s = choice_text(doc, 1)) != NULL) {
-                size_t sl = strlen(s);
-                if (n + sl + 1 > cap) {
-                    size_t nc = cap ? cap : 256;
-                    char *nb;
-                    while (nc < n + sl + 1)
-                        nc *= 2;
-                    if ((nb = realloc(out, nc)) == NULL) {
-                        json_decref(doc);
-                        break;
-                    }
-                    out = nb, cap = nc;
-                }
-                memcpy(out + n, s, sl);
-                n += sl;
-                out[n] = '\0';
-            }
-            json_decref(doc);
-        }
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = (size_t)((nl ? nl : end) - p);
+        if (l > 0 && choice_text(p, l, 1, &out, &n, &cap) < 0)
+            break;
         p += l + 1;
     }
     if (out == NULL)

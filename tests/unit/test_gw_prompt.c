@@ -11,6 +11,8 @@
  *   valgrind --tool=callgrind --separate-threads=yes \
  *       --callgrind-out-file=/tmp/cg.%p build/tests/test_gw_prompt test_writer_db_bulk
  * then the "totals:" of the thread-2 file (/tmp/cg.PID-02) divided by N.
+ * EXPOSURE_OUTPUT=1 gives every record an answer to take the output text
+ * from (log_outputs on).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -180,6 +182,22 @@ static struct gw_exposure_rec *make_real(int i)
     snprintf(r->backend, sizeof(r->backend), "mock");
     r->ex.model = r->model;
     r->ex.backend = r->backend;
+    if (getenv("EXPOSURE_OUTPUT")) { /* log_outputs on: a mockllm answer */
+        static char body[1024];
+        if (body[0] == '\0') {
+            size_t n = (size_t)snprintf(body, sizeof(body),
+                "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\","
+                "\"created\":1795875000,\"model\":\"gpt-4o-mini\",\"choices\":"
+                "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"");
+            for (int t = 0; t < 48; t++)
+                n += (size_t)snprintf(body + n, sizeof(body) - n, "%stok%d",
+                                      t ? " " : "", t);
+            snprintf(body + n, sizeof(body) - n,
+                     "\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":60,"
+                     "\"completion_tokens\":48,\"total_tokens\":108}}");
+        }
+        gw_exposure_rec_output(r, body, strlen(body), 1 << 20);
+    }
     return r;
 }
 
@@ -274,7 +292,14 @@ static void test_writer_db_bulk(void **state)
     assert_string_equal((const char *)sqlite3_column_text(q, 18),
         "\xe4\xbf\x9d\xe6\xb8\xa9\xe6\x97\xb6\xe9\x95\xbf\xe3\x80\x81\xe8\xbd\xbb"
         "\xe4\xbe\xbf\xe5\x92\x8c\xe5\x8d\x95\xe6\x89\x8b\xe5\xbc\x80\xe7\x9b\x96");
-    assert_int_equal(sqlite3_column_type(q, 19), SQLITE_NULL);
+    if (getenv("EXPOSURE_OUTPUT")) {
+        const char *o = (const char *)sqlite3_column_text(q, 19);
+        assert_non_null(o);
+        assert_int_equal(strncmp(o, "tok0 tok1 ", 10), 0);
+        assert_non_null(strstr(o, " tok47"));
+    } else {
+        assert_int_equal(sqlite3_column_type(q, 19), SQLITE_NULL);
+    }
     assert_int_equal(sqlite3_column_type(q, 20), SQLITE_NULL);
     sqlite3_finalize(q);
     sqlite3_close(sql);
