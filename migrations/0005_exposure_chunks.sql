@@ -18,7 +18,10 @@
 -- tokens, "c": cache, "vars": variables, "o": output}; unknown members are
 -- left out; experiment_id is the chunk's; "vars" is the request's JSON
 -- object, or a string holding JSON text when the writer could not vouch
--- for it. The view below names them.
+-- for it. String members that every record of a chunk shares ("k", "p",
+-- "l", "x", "m", "b", "c": under steady traffic all of them) are written
+-- once, in the chunk's `common` object, and left out of the records. The
+-- view below names the members and fills in the common ones.
 
 CREATE TABLE exposure_chunks (
     id            INTEGER PRIMARY KEY,
@@ -26,6 +29,7 @@ CREATE TABLE exposure_chunks (
     first_at      TEXT NOT NULL,
     last_at       TEXT NOT NULL,
     n             INTEGER NOT NULL CHECK (n BETWEEN 1 AND 1024),
+    common        TEXT,
     records       TEXT NOT NULL
 );
 CREATE INDEX exposure_chunks_experiment ON exposure_chunks(experiment_id)
@@ -49,23 +53,23 @@ CREATE VIEW exposures AS
 SELECT c.id * 1024 + j.key AS id,
        json_extract(j.value, '$.r') AS request_id,
        json_extract(j.value, '$.t') AS at,
-       json_extract(j.value, '$.k') AS key_name,
+       coalesce(json_extract(j.value, '$.k'), json_extract(c.common, '$.k')) AS key_name,
        json_extract(j.value, '$.u') AS user_id,
-       json_extract(j.value, '$.p') AS prompt,
+       coalesce(json_extract(j.value, '$.p'), json_extract(c.common, '$.p')) AS prompt,
        json_extract(j.value, '$.v') AS version,
-       json_extract(j.value, '$.l') AS label,
+       coalesce(json_extract(j.value, '$.l'), json_extract(c.common, '$.l')) AS label,
        c.experiment_id AS experiment_id,
-       json_extract(j.value, '$.x') AS experiment,
+       coalesce(json_extract(j.value, '$.x'), json_extract(c.common, '$.x')) AS experiment,
        json_extract(j.value, '$.a') AS arm,
-       json_extract(j.value, '$.m') AS model,
-       json_extract(j.value, '$.b') AS backend,
+       coalesce(json_extract(j.value, '$.m'), json_extract(c.common, '$.m')) AS model,
+       coalesce(json_extract(j.value, '$.b'), json_extract(c.common, '$.b')) AS backend,
        json_extract(j.value, '$.s') AS status,
        coalesce(json_extract(j.value, '$.st'), 0) AS stream,
        json_extract(j.value, '$.ms') AS latency_ms,
        json_extract(j.value, '$.pt') AS prompt_tokens,
        json_extract(j.value, '$.ct') AS completion_tokens,
        json_extract(j.value, '$.tt') AS total_tokens,
-       json_extract(j.value, '$.c') AS cache,
+       coalesce(json_extract(j.value, '$.c'), json_extract(c.common, '$.c')) AS cache,
        coalesce(json_extract(j.value, '$.vars'), '{}') AS variables,
        json_extract(j.value, '$.o') AS output
 FROM exposure_chunks c, json_each(c.records) j;

@@ -222,8 +222,32 @@ INLINE int mem_int(struct reg_buf *b, int flags, const char *key_text,
 #define NAME(f, l, s) ((f) & JSON_CHUNK ? KEY_TEXT(s) : KEY_TEXT(l)), \
     ((f) & JSON_CHUNK ? sizeof(KEY_TEXT(s)) : sizeof(KEY_TEXT(l))) - 1
 
+/* string members a chunk may hold once for all its records (the chunk's
+ * "common" object) instead of in each */
+enum {
+    COMMON_KEY = 1, COMMON_PROMPT = 2, COMMON_LABEL = 4, COMMON_EXPERIMENT = 8,
+    COMMON_MODEL = 16, COMMON_BACKEND = 32, COMMON_CACHE = 64
+};
+#define COMMON_FIELDS 7
+
+/* the value of common member bit `i` (0..COMMON_FIELDS-1) of e */
+static const char *common_value(const struct reg_exposure *e, int i)
+{
+    switch (i) {
+    case 0: return e->key_name;
+    case 1: return e->prompt;
+    case 2: return e->label;
+    case 3: return e->experiment_id > 0 ? e->experiment : NULL;
+    case 4: return e->model;
+    case 5: return e->backend;
+    default: return e->cache;
+    }
+}
+
+/* e as JSON; with JSON_CHUNK, the members of bits in `omit` are left out
+ * (the chunk's common object holds them) */
 static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
-                         int flags)
+                         int flags, int omit)
 {
     int exp = e->experiment_id > 0, chunk = flags & JSON_CHUNK;
 
@@ -237,18 +261,18 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
         PUT_LIT(b, "{\"request_id\":");
     if (put_str(b, e->request_id ? e->request_id : "") < 0 ||
         mem_str(b, flags, NAME(flags, "at", "t"), e->at) < 0 ||
-        mem_str(b, flags, NAME(flags, "key", "k"), e->key_name) < 0 ||
+        mem_str(b, flags, NAME(flags, "key", "k"), omit & COMMON_KEY ? NULL : e->key_name) < 0 ||
         mem_str(b, flags, NAME(flags, "user", "u"), e->user_id) < 0 ||
-        mem_str(b, flags, NAME(flags, "prompt", "p"), e->prompt) < 0 ||
+        mem_str(b, flags, NAME(flags, "prompt", "p"), omit & COMMON_PROMPT ? NULL : e->prompt) < 0 ||
         mem_int(b, flags, NAME(flags, "version", "v"), e->version) < 0 ||
-        mem_str(b, flags, NAME(flags, "label", "l"), e->label) < 0 ||
+        mem_str(b, flags, NAME(flags, "label", "l"), omit & COMMON_LABEL ? NULL : e->label) < 0 ||
         (!chunk && INT(b, flags, "experiment_id",
                        exp ? e->experiment_id : -1) < 0) ||
         mem_str(b, flags, NAME(flags, "experiment", "x"),
-                exp ? e->experiment : NULL) < 0 ||
+                exp && !(omit & COMMON_EXPERIMENT) ? e->experiment : NULL) < 0 ||
         mem_int(b, flags, NAME(flags, "arm", "a"), exp ? e->arm : -1) < 0 ||
-        mem_str(b, flags, NAME(flags, "model", "m"), e->model) < 0 ||
-        mem_str(b, flags, NAME(flags, "backend", "b"), e->backend) < 0 ||
+        mem_str(b, flags, NAME(flags, "model", "m"), omit & COMMON_MODEL ? NULL : e->model) < 0 ||
+        mem_str(b, flags, NAME(flags, "backend", "b"), omit & COMMON_BACKEND ? NULL : e->backend) < 0 ||
         mem_int(b, flags, NAME(flags, "status", "s"), e->status) < 0)
         return -1;
     if (!chunk) {
@@ -287,7 +311,7 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
                 e->completion_tokens) < 0 ||
         mem_int(b, flags, NAME(flags, "total_tokens", "tt"),
                 e->total_tokens) < 0 ||
-        mem_str(b, flags, NAME(flags, "cache", "c"), e->cache) < 0 ||
+        mem_str(b, flags, NAME(flags, "cache", "c"), omit & COMMON_CACHE ? NULL : e->cache) < 0 ||
         (chunk ? KEY(b, "vars") : KEY(b, "variables")) < 0)
         return -1;
     if (e->variables == NULL) {
@@ -313,7 +337,7 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
 int reg_exposure_json(struct reg_buf *b, const struct reg_exposure *e,
                       int flags)
 {
-    return exposure_json(b, e, flags & (REG_JSON_TYPED | REG_JSON_NULLS));
+    return exposure_json(b, e, flags & (REG_JSON_TYPED | REG_JSON_NULLS), 0);
 }
 
 int reg_feedback_json(struct reg_buf *b, const struct reg_feedback *f)
@@ -347,15 +371,17 @@ struct reg_exposure_log {
     sqlite3_stmt *chunk;     /* owned: INSERT of one chunk */
     sqlite3_stmt *fb;        /* owned: INSERT OR IGNORE of one feedback */
     struct reg_buf text;     /* owned: the chunk being built */
+    struct reg_buf common;   /* owned: its common object */
     unsigned char *done;     /* owned: per record of a batch, written */
-    size_t done_cap;
+    size_t *sel;             /* owned: the records of the chunk */
+    size_t done_cap;         /* records done and sel hold */
 };
 
 static int log_prepare(struct reg_exposure_log *log, char **err)
 {
     log->chunk = reg_db_prepare(log->db,
         "INSERT INTO exposure_chunks (experiment_id, first_at, last_at, n,"
-        " records) VALUES (?, ?, ?, ?, ?)", err);
+        " common, records) VALUES (?, ?, ?, ?, ?, ?)", err);
     log->fb = log->chunk ? reg_db_prepare(log->db,
         "INSERT OR IGNORE INTO feedback (request_id, event, value, at)"
         " VALUES (?, ?, ?, ?)", err) : NULL;
@@ -367,10 +393,13 @@ static void log_release(struct reg_exposure_log *log)
     sqlite3_finalize(log->chunk);
     sqlite3_finalize(log->fb);
     free(log->text.p);
+    free(log->common.p);
     free(log->done);
+    free(log->sel);
     log->chunk = log->fb = NULL;
     memset(&log->text, 0, sizeof(log->text));
-    log->done = NULL, log->done_cap = 0;
+    memset(&log->common, 0, sizeof(log->common));
+    log->done = NULL, log->sel = NULL, log->done_cap = 0;
 }
 
 struct reg_exposure_log *reg_exposure_log_open(const char *path, char **err)
@@ -458,52 +487,100 @@ static int step_once(struct reg_db *db, sqlite3_stmt *st, const char *what,
 }
 
 /* Writes the exposures of ex[] as chunks: each chunk holds records of one
- * experiment id (0: none), in their order, up to CHUNK_RECORDS or
+ * experiment id (0: none), in their order, up to CHUNK_RECORDS or about
  * CHUNK_BYTES of text. A batch usually holds one or two experiments, so
- * the passes over it are few. */
+ * the passes over it are few. The string members every record of a chunk
+ * shares (prompt, label, experiment, model, backend, key, cache: usually
+ * all of them) are written once, in the chunk's common object. */
 static int write_chunks(struct reg_exposure_log *log,
                         const struct reg_exposure *ex, size_t n, char **err)
 {
-    struct reg_buf *t = &log->text;
+    struct reg_buf *t = &log->text, *c = &log->common;
     size_t left = n, i, start = 0;
 
     if (n > log->done_cap) {
         unsigned char *d = realloc(log->done, n);
+        size_t *sel;
         if (d == NULL)
             goto oom;
-        log->done = d, log->done_cap = n;
+        log->done = d;
+        if ((sel = realloc(log->sel, n * sizeof(*sel))) == NULL)
+            goto oom;
+        log->sel = sel, log->done_cap = n;
     }
     memset(log->done, 0, n);
     while (left > 0) {
+        const struct reg_exposure *e0;
+        const char *first, *last;
+        size_t k = 0, bytes = 0, j;
         int64_t exp;
-        const char *first = NULL, *last = NULL, *rid = NULL;
-        size_t k = 0;
+        int common = 0, f;
 
         while (log->done[start])
             start++;
-        exp = ex[start].experiment_id > 0 ? ex[start].experiment_id : 0;
-        t->len = 0;
-        if (buf_room(t, 1) < 0)
-            goto oom;
-        t->p[t->len++] = '[';
-        for (i = start; i < n && k < CHUNK_RECORDS && t->len < CHUNK_BYTES;
+        e0 = &ex[start];
+        exp = e0->experiment_id > 0 ? e0->experiment_id : 0;
+        /* the chunk's records, and the members they share */
+        for (f = 0; f < COMMON_FIELDS; f++)
+            if (common_value(e0, f) != NULL)
+                common |= 1 << f;
+        for (i = start; i < n && k < CHUNK_RECORDS && bytes < CHUNK_BYTES;
              i++) {
             const struct reg_exposure *e = &ex[i];
             if (log->done[i] ||
                 (e->experiment_id > 0 ? e->experiment_id : 0) != exp)
                 continue;
-            if (k > 0)
-                t->p[t->len++] = ','; /* room: the '\0' after the last */
-            if (exposure_json(t, e, JSON_CHUNK) < 0)
-                goto oom;
-            if (first == NULL || strcmp(e->at, first) < 0)
-                first = e->at;
-            if (last == NULL || strcmp(e->at, last) > 0)
-                last = e->at;
-            if (rid == NULL)
-                rid = e->request_id;
+            for (f = 0; f < COMMON_FIELDS; f++) {
+                const char *a, *b;
+                if (!(common & (1 << f)))
+                    continue;
+                a = common_value(e0, f), b = common_value(e, f);
+                if (a != b && (b == NULL || strcmp(a, b) != 0))
+                    common &= ~(1 << f);
+            }
+            bytes += 256 + (e->variables ? strlen(e->variables) : 2)
+                   + (e->output ? strlen(e->output) : 0);
             log->done[i] = 1;
-            k++;
+            log->sel[k++] = i;
+        }
+        c->len = 0;
+        if (common) {
+            if (buf_room(c, 1) < 0)
+                goto oom;
+            c->p[c->len++] = '{';
+            for (f = 0; f < COMMON_FIELDS; f++) {
+                static const char *const names[COMMON_FIELDS] =
+                    {"\"k\":", "\"p\":", "\"l\":", "\"x\":", "\"m\":", "\"b\":",
+                     "\"c\":"};
+                if (!(common & (1 << f)))
+                    continue;
+                if (buf_room(c, 6) < 0)
+                    goto oom;
+                if (c->len > 1)
+                    c->p[c->len++] = ',';
+                PUT(c, names[f], 4);
+                if (put_str(c, common_value(e0, f)) < 0)
+                    goto oom;
+            }
+            if (buf_room(c, 1) < 0)
+                goto oom;
+            c->p[c->len++] = '}';
+        }
+        t->len = 0;
+        if (buf_room(t, 1) < 0)
+            goto oom;
+        t->p[t->len++] = '[';
+        first = last = e0->at;
+        for (j = 0; j < k; j++) {
+            const struct reg_exposure *e = &ex[log->sel[j]];
+            if (j > 0)
+                t->p[t->len++] = ','; /* room: the '\0' after the last */
+            if (exposure_json(t, e, JSON_CHUNK, common) < 0)
+                goto oom;
+            if (strcmp(e->at, first) < 0)
+                first = e->at;
+            if (strcmp(e->at, last) > 0)
+                last = e->at;
         }
         if (buf_room(t, 1) < 0)
             goto oom;
@@ -516,8 +593,13 @@ static int write_chunks(struct reg_exposure_log *log,
         bind_text(log->chunk, 2, first);
         bind_text(log->chunk, 3, last);
         sqlite3_bind_int(log->chunk, 4, (int)k);
-        sqlite3_bind_text(log->chunk, 5, t->p, (int)t->len, SQLITE_STATIC);
-        if (step_once(log->db, log->chunk, "exposures from", rid, err) < 0)
+        if (common)
+            sqlite3_bind_text(log->chunk, 5, c->p, (int)c->len, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(log->chunk, 5);
+        sqlite3_bind_text(log->chunk, 6, t->p, (int)t->len, SQLITE_STATIC);
+        if (step_once(log->db, log->chunk, "exposures from", e0->request_id,
+                      err) < 0)
             return -1;
     }
     return 0;
@@ -763,7 +845,8 @@ int reg_samples_export(struct reg_db *db, const char *experiment,
                        size_t *count, char **err)
 {
     sqlite3_stmt *st, *fq;
-    int64_t id;
+    json_t *common = NULL;    /* the current chunk's common members */
+    int64_t id, chunk_id = 0;
     int rc;
 
     *count = 0;
@@ -773,7 +856,8 @@ int reg_samples_export(struct reg_db *db, const char *experiment,
      * order written; a chunk whose last record is older than `since` is
      * skipped whole */
     st = reg_db_prepare(db,
-        "SELECT j.value FROM exposure_chunks c, json_each(c.records) j"
+        "SELECT j.value, c.id, c.common"
+        " FROM exposure_chunks c, json_each(c.records) j"
         " WHERE c.experiment_id = ? AND c.last_at >= ? ORDER BY c.id", err);
     fq = st ? reg_db_prepare(db,
         "SELECT json_group_object(event, value) FROM feedback"
@@ -789,8 +873,19 @@ int reg_samples_export(struct reg_db *db, const char *experiment,
         const char *rid, *at, *o;
         int stop;
 
+        if (sqlite3_column_int64(st, 1) != chunk_id) { /* the next chunk */
+            chunk_id = sqlite3_column_int64(st, 1);
+            json_decref(common);
+            common = NULL;
+            if (sqlite3_column_type(st, 2) == SQLITE_TEXT)
+                common = json_loadb((const char *)sqlite3_column_text(st, 2),
+                                    (size_t)sqlite3_column_bytes(st, 2), 0,
+                                    NULL);
+        }
         rec = json_loadb((const char *)sqlite3_column_text(st, 0),
                          (size_t)sqlite3_column_bytes(st, 0), 0, NULL);
+        if (rec && json_is_object(common))
+            json_object_update_missing(rec, common);
         rid = json_string_value(MEMBER(rec, &chunk_names, id));
         at = json_string_value(MEMBER(rec, &chunk_names, at));
         if (rid == NULL || at == NULL || (since && strcmp(at, since) < 0)) {
@@ -807,6 +902,7 @@ int reg_samples_export(struct reg_db *db, const char *experiment,
         json_decref(rec);
         if (s == NULL) {
             reg_err(err, "out of memory");
+            json_decref(common);
             sqlite3_finalize(st);
             sqlite3_finalize(fq);
             return -1;
@@ -817,6 +913,7 @@ int reg_samples_export(struct reg_db *db, const char *experiment,
         if (stop)
             break;
     }
+    json_decref(common);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         reg_err(err, "cannot read exposures from '%s': %s", db->path,
                 sqlite3_errmsg(reg_db_handle(db)));

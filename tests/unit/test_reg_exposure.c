@@ -326,6 +326,8 @@ static void test_chunks_by_experiment_and_the_view(void **state)
     ex[1] = exposure("n1", "bad\xff\xfeutf8", 1, 0, -1, "not json at all");
     ex[2] = exposure("e2", "u2", 2, id, 1, "{\"x\":\"k\"}"); /* a string */
     ex[2].at = "2026-11-28T10:00:01.000Z";
+    ex[2].model = "other"; /* the model is not common to the chunk */
+    ex[2].cache = "hit";   /* nor the cache (NULL in the others) */
     ex[3] = exposure("n2", NULL, 1, 0, -1, NULL);
     ex[3].latency_ms = -1;
     ex[3].prompt_tokens = ex[3].completion_tokens = ex[3].total_tokens = -1;
@@ -341,6 +343,14 @@ static void test_chunks_by_experiment_and_the_view(void **state)
                     " WHERE experiment_id IS NOT NULL",
                 "2026-11-28T09:59:59.999Z 2026-11-28T10:00:01.000Z");
     assert_int_equal(count(db, "SELECT count(*) FROM exposure_chunks WHERE json_valid(records)"), 2);
+    /* what every record of a chunk shares is written once */
+    ASSERT_TEXT(db, "SELECT common FROM exposure_chunks WHERE experiment_id IS NOT NULL",
+                "{\"p\":\"p\",\"l\":\"production\",\"x\":\"p@production\",\"b\":\"b\"}");
+    ASSERT_TEXT(db, "SELECT common FROM exposure_chunks WHERE experiment_id IS NULL",
+                "{\"p\":\"p\",\"l\":\"production\",\"m\":\"m\",\"b\":\"b\"}");
+    ASSERT_TEXT(db, "SELECT group_concat(model || '/' || coalesce(cache, '-'), ',') FROM"
+                    " (SELECT model, cache FROM exposures ORDER BY id)",
+                "m/-,other/hit,m/-,m/-,m/-");
     ASSERT_TEXT(db, "SELECT group_concat(request_id, ',') FROM"
                     " (SELECT request_id FROM exposures ORDER BY id)", "e1,e2,e3,n1,n2");
     /* the view's columns as the table had them */
@@ -361,7 +371,7 @@ static void test_chunks_by_experiment_and_the_view(void **state)
                     " prompt_tokens, completion_tokens, total_tokens, prompt, label, experiment,"
                     " arm, version, status, model, backend, typeof(key_name))"
                     " FROM exposures WHERE request_id = 'e2'",
-                "1.500 3 4 7 p production p@production 1 2 200 m b null");
+                "1.500 3 4 7 p production p@production 1 2 200 other b null");
     assert_int_equal(count(db, "SELECT count(*) FROM exposures WHERE experiment_id IS NULL"
                                " AND arm IS NULL AND experiment IS NULL"), 2);
 
@@ -378,6 +388,9 @@ static void test_chunks_by_experiment_and_the_view(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(s, "variables"), "x")),
                         "k");
     assert_int_equal(json_integer_value(json_object_get(s, "arm")), 1);
+    assert_string_equal(json_string_value(json_object_get(s, "model")), "other");
+    assert_string_equal(json_string_value(json_object_get(s, "experiment")), "p@production");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(out, 0), "model")), "m");
     /* --since keeps the later records of a chunk only */
     json_array_clear(out);
     assert_int_equal(reg_samples_export(db, "p@production", "2026-11-28T10:00:00.000Z",
