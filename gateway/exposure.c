@@ -64,13 +64,38 @@ struct gw_exposure {
     struct reg_buf text;    /* owned: the writer thread's file batch */
 };
 
+/* Records of up to POOL_SIZE bytes are kept for reuse: the loop takes
+ * one back instead of a malloc, the writer returns it instead of a free.
+ * Allocating in one thread and freeing in another, hundreds at a time,
+ * made the allocator consolidate and trim its heap under load (and the
+ * loop fault the pages in again). */
+#define POOL_SIZE 2048 /* bytes of a pooled record, header included */
+#define POOL_MAX  4096 /* records kept: 8 MiB at most */
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct gw_exposure_rec *pool; /* owned: kept records, by next */
+static size_t pool_n;
+
 struct gw_exposure_rec *gw_exposure_rec_new(enum gw_exposure_kind kind,
                                             size_t strings)
 {
-    struct gw_exposure_rec *r = calloc(1, sizeof(*r) + strings);
+    size_t size = sizeof(struct gw_exposure_rec) + strings;
+    struct gw_exposure_rec *r = NULL;
 
-    if (r == NULL)
+    if (size <= POOL_SIZE) {
+        pthread_mutex_lock(&pool_mu);
+        if ((r = pool) != NULL) {
+            pool = r->next;
+            pool_n--;
+        }
+        pthread_mutex_unlock(&pool_mu);
+        if (r == NULL && (r = malloc(POOL_SIZE)) == NULL)
+            return NULL;
+        memset(r, 0, size);
+        r->pooled = 1;
+    } else if ((r = calloc(1, size)) == NULL) {
         return NULL;
+    }
     r->kind = kind;
     r->ex.arm = -1;
     r->ex.latency_ms = -1;
@@ -127,7 +152,34 @@ void gw_exposure_rec_free(struct gw_exposure_rec *r)
         return;
     free(r->raw);
     free((char *)r->ex.output);
+    if (r->pooled) {
+        pthread_mutex_lock(&pool_mu);
+        if (pool_n < POOL_MAX) {
+            r->next = pool;
+            pool = r;
+            pool_n++;
+            r = NULL;
+        }
+        pthread_mutex_unlock(&pool_mu);
+    }
     free(r);
+}
+
+/* frees the kept records (a writer stopped; the next ones are new) */
+static void pool_trim(void)
+{
+    struct gw_exposure_rec *r;
+
+    pthread_mutex_lock(&pool_mu);
+    r = pool;
+    pool = NULL;
+    pool_n = 0;
+    pthread_mutex_unlock(&pool_mu);
+    while (r) {
+        struct gw_exposure_rec *next = r->next;
+        free(r);
+        r = next;
+    }
 }
 
 /* The span of the object that opens the JSON array text arr[0..len) (a
@@ -493,4 +545,5 @@ void gw_exposure_free(struct gw_exposure *w)
     free(w->where);
     free(w->ring);
     free(w);
+    pool_trim();
 }

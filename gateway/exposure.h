@@ -34,10 +34,12 @@ struct gw_exposure_rec {
     size_t raw_len, raw_cap;
     int raw_sse;                  /* raw holds SSE data payloads, one a line */
     int truncated;                /* raw stopped at its limit */
+    int pooled;                   /* a POOL_SIZE block, reused when freed */
     char strings[];               /* the packed strings */
 };
 
-/* Allocates a record with room for `strings` extra bytes (zeroed). */
+/* Allocates a record with room for `strings` extra bytes (zeroed); small
+ * ones come from a pool of records freed before. */
 struct gw_exposure_rec *gw_exposure_rec_new(enum gw_exposure_kind kind,
                                             size_t strings);
 /* Copies s (may be NULL) into the record's string area at *off; returns
