@@ -182,80 +182,164 @@ static void pool_trim(void)
     }
 }
 
-/* The span of the object that opens the JSON array text arr[0..len) (a
- * value gw_jscan validated): -1 when the array is empty or its first
- * element is not an object. */
-static int first_object(const char *arr, size_t len, const char **el,
-                        size_t *el_len)
-{
-    size_t i = 1, start, depth = 0;
-    int in_str = 0;
+/* ---- members of JSON text that gw_jscan validated ------------------------
+ * Once gw_jscan has checked a whole answer, finding a nested member needs
+ * no second validation: these walk the text, trusting its grammar, and
+ * never read outside [p, end). */
 
-    while (i < len && (arr[i] == ' ' || arr[i] == '\t' || arr[i] == '\r' ||
-                       arr[i] == '\n'))
-        i++;
-    if (i >= len || arr[i] != '{')
-        return -1;
-    for (start = i; i < len; i++) {
-        char c = arr[i];
-        if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = 0;
-        } else if (c == '"') {
-            in_str = 1;
-        } else if (c == '{' || c == '[') {
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++;
+    return p;
+}
+
+/* the end of the string that starts at p (its opening quote) */
+static const char *string_end(const char *p, const char *end)
+{
+    for (p++; p < end; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return end;
+}
+
+/* the end of the value that starts at p */
+static const char *value_end(const char *p, const char *end)
+{
+    size_t depth = 0;
+
+    if (p >= end)
+        return end;
+    if (*p == '"')
+        return string_end(p, end);
+    if (*p != '{' && *p != '[') { /* number or literal */
+        while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' &&
+               *p != '\t' && *p != '\r' && *p != '\n')
+            p++;
+        return p;
+    }
+    while (p < end) {
+        if (*p == '"') {
+            p = string_end(p, end);
+            continue;
+        }
+        if (*p == '{' || *p == '[')
             depth++;
-        } else if ((c == '}' || c == ']') && --depth == 0) {
-            *el = arr + start;
-            *el_len = i + 1 - start;
+        else if ((*p == '}' || *p == ']') && --depth == 0)
+            return p + 1;
+        p++;
+    }
+    return end;
+}
+
+/* Member `key` of the object that starts at obj (its members end at its
+ * '}', so `end` may be any bound past it): 0 with the start of its value
+ * in *val, 1 when absent, -1 when a key is written with escapes (it may
+ * still be `key`: the caller asks gw_jscan). */
+static int member(const char *obj, const char *end, const char *key,
+                  const char **val)
+{
+    size_t kl = strlen(key);
+    const char *p;
+
+    if (obj >= end || *obj != '{')
+        return 1;
+    p = skip_ws(obj + 1, end);
+    while (p < end && *p == '"') {
+        const char *k = p + 1, *q = k;
+        while (q < end && *q != '"') {
+            if (*q == '\\')
+                return -1;
+            q++;
+        }
+        p = skip_ws(skip_ws(q + 1, end) + 1, end); /* past the ':' */
+        if ((size_t)(q - k) == kl && memcmp(k, key, kl) == 0) {
+            *val = p;
             return 0;
         }
+        p = skip_ws(value_end(p, end), end);
+        if (p >= end || *p != ',')
+            break;
+        p = skip_ws(p + 1, end);
     }
-    return -1;
+    return 1;
+}
+
+/* the string value at v (its opening quote) as a field gw_jscan_string
+ * decodes */
+static void string_field(const char *v, const char *end,
+                         struct gw_jscan_field *f)
+{
+    const char *p;
+
+    f->type = GW_JSON_STRING;
+    f->val = v + 1;
+    f->escaped = 0;
+    for (p = v + 1; p < end && *p != '"'; p++)
+        if (*p == '\\')
+            p++, f->escaped = 1;
+    f->len = (size_t)(p - f->val);
 }
 
 /* Appends the text of choices[0] of one JSON answer or chunk
  * (.message.content, or .delta.content for a chunk, else .text) to
  * out[0..*n) (grown, *cap); answers that do not scan add nothing. No
- * tree: gw_jscan spans, and only the text decoded. 0, or -1 out of
- * memory. */
+ * tree: one gw_jscan pass checks the answer, the members are then found in
+ * place, and only the text is decoded. 0, or -1 out of memory. */
 static int choice_text(const char *json, size_t len, int delta, char **out,
                        size_t *n, size_t *cap)
 {
-    struct gw_jscan_field top = {.key = "choices"};
-    struct gw_jscan_field ch[2] = {{.key = delta ? "delta" : "message"},
-                                   {.key = "text"}};
-    struct gw_jscan_field content = {.key = "content"};
-    const struct gw_jscan_field *t = NULL;
-    const char *c0;
-    size_t c0_len;
+    struct gw_jscan_field top = {.key = "choices"}, t;
+    const char *end, *c0, *v, *m;
+    int rc;
     long got;
 
     if (gw_jscan(json, len, 64, &top, 1, NULL, 0) < 0 ||
-        top.type != GW_JSON_ARRAY ||
-        first_object(top.val, top.len, &c0, &c0_len) < 0 ||
-        gw_jscan(c0, c0_len, 63, ch, 2, NULL, 0) < 0)
+        top.type != GW_JSON_ARRAY)
         return 0;
-    if (ch[0].type == GW_JSON_OBJECT &&
-        gw_jscan(ch[0].val, ch[0].len, 62, &content, 1, NULL, 0) == 0 &&
-        content.type == GW_JSON_STRING)
-        t = &content;
-    else if (ch[1].type == GW_JSON_STRING)
-        t = &ch[1];
-    else
+    end = top.val + top.len;
+    c0 = skip_ws(top.val + 1, end);
+    if (c0 >= end || *c0 != '{')
         return 0;
-    if (*n + t->len + 1 > *cap) { /* decoded is never longer than raw */
+    rc = member(c0, end, delta ? "delta" : "message", &m);
+    if (rc == 0 && *m == '{' &&
+        (rc = member(m, end, "content", &v)) == 0 && *v == '"') {
+        string_field(v, end, &t);
+    } else if (rc >= 0 && (rc = member(c0, end, "text", &v)) == 0 &&
+               *v == '"') {
+        string_field(v, end, &t);
+    } else if (rc < 0) {
+        /* a key with escapes: the validating scanner decodes keys */
+        struct gw_jscan_field ch[2] = {{.key = delta ? "delta" : "message"},
+                                       {.key = "text"}};
+        struct gw_jscan_field content = {.key = "content"};
+        if (gw_jscan(c0, (size_t)(value_end(c0, end) - c0), 63, ch, 2, NULL,
+                     0) < 0)
+            return 0;
+        if (ch[0].type == GW_JSON_OBJECT &&
+            gw_jscan(ch[0].val, ch[0].len, 62, &content, 1, NULL, 0) == 0 &&
+            content.type == GW_JSON_STRING)
+            t = content;
+        else if (ch[1].type == GW_JSON_STRING)
+            t = ch[1];
+        else
+            return 0;
+    } else {
+        return 0;
+    }
+    if (*n + t.len + 1 > *cap) { /* decoded is never longer than raw */
         size_t nc = *cap ? *cap : 256;
         char *nb;
-        while (nc < *n + t->len + 1)
+        while (nc < *n + t.len + 1)
             nc *= 2;
         if ((nb = realloc(*out, nc)) == NULL)
             return -1;
         *out = nb, *cap = nc;
     }
-    if ((got = gw_jscan_string(t, *out + *n, *cap - *n)) > 0)
+    if ((got = gw_jscan_string(&t, *out + *n, *cap - *n)) > 0)
         *n += (size_t)got;
     (*out)[*n] = '\0';
     return 0;

@@ -55,6 +55,46 @@ static void test_output_text_json_and_sse(void **state)
     assert_null(gw_exposure_output_text("", 0, 0));
 }
 
+/* The members are found in place in the checked answer: values before
+ * them that hold brackets and quotes are skipped whole, a key written
+ * with escapes is still the key, and a body that is not JSON has no text. */
+static void test_output_text_members_in_place(void **state)
+{
+    static const struct {
+        const char *body;
+        int sse;
+        const char *want; /* NULL: no text */
+    } cases[] = {
+        {"{\"x\":\"{[\\\"\",\"choices\" : [ {\"logprobs\":{\"a\":[\"}]\",{\"b\":[]}]},"
+         "\"index\":0,\"message\":{\"tool_calls\":[],\"content\":\"A\\u00e9\\n\"}} ]}",
+         0, "A\xc3\xa9\n"},
+        {"{\"choices\":[{\"message\":{\"cont\\u0065nt\":\"escaped key\"}}]}", 0,
+         "escaped key"},
+        {"{\"choices\":[{\"message\":{\"content\":null},\"text\":\"the text\"}]}", 0,
+         "the text"},
+        {"{\"choices\":[{\"message\":{\"content\":\"x\"}}]", 0, NULL},   /* cut */
+        {"{\"choices\":[]}", 0, NULL},
+        {"{\"choices\":[1,{\"message\":{\"content\":\"x\"}}]}", 0, NULL},
+        {"{\"choices\":[{\"delta\":{\"content\":\"a\\\"\"}}]}\n"
+         "{\"choices\":[{\"delta\":{\"content\":\"}b\"},\"finish_reason\":null}]}\n", 1,
+         "a\"}b"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *t = gw_exposure_output_text(cases[i].body, strlen(cases[i].body),
+                                          cases[i].sse);
+        if (cases[i].want == NULL) {
+            if (t != NULL)
+                fail_msg("case %zu: want no text, got '%s'", i, t);
+        } else if (t == NULL || strcmp(t, cases[i].want) != 0) {
+            fail_msg("case %zu: want '%s', got '%s'", i, cases[i].want,
+                     t ? t : "(null)");
+        }
+        free(t);
+    }
+}
+
 static void test_rec_output_bounded(void **state)
 {
     struct gw_exposure_rec *r = gw_exposure_rec_new(GW_EXPOSURE, 0);
@@ -379,6 +419,7 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_output_text_json_and_sse),
+        cmocka_unit_test(test_output_text_members_in_place),
         cmocka_unit_test(test_rec_output_bounded),
         cmocka_unit_test(test_writer_file_every_push_accounted),
         cmocka_unit_test(test_writer_db_bulk),
