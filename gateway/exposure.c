@@ -372,7 +372,7 @@ char *gw_exposure_output_text(const char *raw, size_t len, int sse)
     return out;
 }
 
-/* ---- the writer thread --------------------------------------------------- */
+/* ---- the writer thread -------------------------------------------------- */
 
 static void format_at(struct at_cache *c, int64_t us, char out[32])
 {

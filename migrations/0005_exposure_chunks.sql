@@ -1,13 +1,17 @@
 -- 0005_exposure_chunks: exposures are appended at request rate, and a
--- table row per exposure cost the gateway's writer thread ~11,000
--- instructions a record (bind 21 columns, build the record, insert it and
--- its index entry, split pages) on the core that serves requests. They are
--- now stored as chunks: one row holds up to 256 exposures of one
+-- table row per exposure cost the gateway's writer thread ~20,000
+-- instructions a record (~11,000 even with its INSERT prepared once and
+-- 32 rows to an execution: bind 21 columns, build the record, insert it
+-- and its index entry, split pages) on the core that serves requests.
+-- They are now stored as chunks: one row holds up to 256 exposures of one
 -- experiment (or of none) as a JSON array of objects, written by one
 -- INSERT. The view `exposures` keeps the old columns, one row per
--- exposure, in the order they were written, for SQL readers; `promptctl
--- samples export` reads the chunks of one experiment through the index on
--- experiment_id (a chunk's last_at skips old chunks for --since).
+-- exposure, for SQL readers; its id is the chunk's id * 1024 + the
+-- record's place, so one experiment's exposures keep the order they were
+-- written in, and a writer batch that mixed experiments shows them
+-- grouped. `promptctl samples export` reads the chunks of one experiment
+-- through the index on experiment_id (a chunk's last_at skips old chunks
+-- for --since).
 -- Never updated; times are ISO-8601 UTC with milliseconds.
 --
 -- A record has short member names (each byte of it is copied about five
@@ -53,23 +57,30 @@ CREATE VIEW exposures AS
 SELECT c.id * 1024 + j.key AS id,
        json_extract(j.value, '$.r') AS request_id,
        json_extract(j.value, '$.t') AS at,
-       coalesce(json_extract(j.value, '$.k'), json_extract(c.common, '$.k')) AS key_name,
+       coalesce(json_extract(j.value, '$.k'),
+                json_extract(c.common, '$.k')) AS key_name,
        json_extract(j.value, '$.u') AS user_id,
-       coalesce(json_extract(j.value, '$.p'), json_extract(c.common, '$.p')) AS prompt,
+       coalesce(json_extract(j.value, '$.p'),
+                json_extract(c.common, '$.p')) AS prompt,
        json_extract(j.value, '$.v') AS version,
-       coalesce(json_extract(j.value, '$.l'), json_extract(c.common, '$.l')) AS label,
+       coalesce(json_extract(j.value, '$.l'),
+                json_extract(c.common, '$.l')) AS label,
        c.experiment_id AS experiment_id,
-       coalesce(json_extract(j.value, '$.x'), json_extract(c.common, '$.x')) AS experiment,
+       coalesce(json_extract(j.value, '$.x'),
+                json_extract(c.common, '$.x')) AS experiment,
        json_extract(j.value, '$.a') AS arm,
-       coalesce(json_extract(j.value, '$.m'), json_extract(c.common, '$.m')) AS model,
-       coalesce(json_extract(j.value, '$.b'), json_extract(c.common, '$.b')) AS backend,
+       coalesce(json_extract(j.value, '$.m'),
+                json_extract(c.common, '$.m')) AS model,
+       coalesce(json_extract(j.value, '$.b'),
+                json_extract(c.common, '$.b')) AS backend,
        json_extract(j.value, '$.s') AS status,
        coalesce(json_extract(j.value, '$.st'), 0) AS stream,
        json_extract(j.value, '$.ms') AS latency_ms,
        json_extract(j.value, '$.pt') AS prompt_tokens,
        json_extract(j.value, '$.ct') AS completion_tokens,
        json_extract(j.value, '$.tt') AS total_tokens,
-       coalesce(json_extract(j.value, '$.c'), json_extract(c.common, '$.c')) AS cache,
+       coalesce(json_extract(j.value, '$.c'),
+                json_extract(c.common, '$.c')) AS cache,
        coalesce(json_extract(j.value, '$.vars'), '{}') AS variables,
        json_extract(j.value, '$.o') AS output
 FROM exposure_chunks c, json_each(c.records) j;

@@ -250,6 +250,7 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
                          int flags, int omit)
 {
     int exp = e->experiment_id > 0, chunk = flags & JSON_CHUNK;
+#define OMIT(bit, v) (omit & (bit) ? NULL : (v))
 
     if (buf_room(b, 32) < 0)
         return -1;
@@ -261,18 +262,23 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
         PUT_LIT(b, "{\"request_id\":");
     if (put_str(b, e->request_id ? e->request_id : "") < 0 ||
         mem_str(b, flags, NAME(flags, "at", "t"), e->at) < 0 ||
-        mem_str(b, flags, NAME(flags, "key", "k"), omit & COMMON_KEY ? NULL : e->key_name) < 0 ||
+        mem_str(b, flags, NAME(flags, "key", "k"),
+                OMIT(COMMON_KEY, e->key_name)) < 0 ||
         mem_str(b, flags, NAME(flags, "user", "u"), e->user_id) < 0 ||
-        mem_str(b, flags, NAME(flags, "prompt", "p"), omit & COMMON_PROMPT ? NULL : e->prompt) < 0 ||
+        mem_str(b, flags, NAME(flags, "prompt", "p"),
+                OMIT(COMMON_PROMPT, e->prompt)) < 0 ||
         mem_int(b, flags, NAME(flags, "version", "v"), e->version) < 0 ||
-        mem_str(b, flags, NAME(flags, "label", "l"), omit & COMMON_LABEL ? NULL : e->label) < 0 ||
+        mem_str(b, flags, NAME(flags, "label", "l"),
+                OMIT(COMMON_LABEL, e->label)) < 0 ||
         (!chunk && INT(b, flags, "experiment_id",
                        exp ? e->experiment_id : -1) < 0) ||
         mem_str(b, flags, NAME(flags, "experiment", "x"),
-                exp && !(omit & COMMON_EXPERIMENT) ? e->experiment : NULL) < 0 ||
+                exp ? OMIT(COMMON_EXPERIMENT, e->experiment) : NULL) < 0 ||
         mem_int(b, flags, NAME(flags, "arm", "a"), exp ? e->arm : -1) < 0 ||
-        mem_str(b, flags, NAME(flags, "model", "m"), omit & COMMON_MODEL ? NULL : e->model) < 0 ||
-        mem_str(b, flags, NAME(flags, "backend", "b"), omit & COMMON_BACKEND ? NULL : e->backend) < 0 ||
+        mem_str(b, flags, NAME(flags, "model", "m"),
+                OMIT(COMMON_MODEL, e->model)) < 0 ||
+        mem_str(b, flags, NAME(flags, "backend", "b"),
+                OMIT(COMMON_BACKEND, e->backend)) < 0 ||
         mem_int(b, flags, NAME(flags, "status", "s"), e->status) < 0)
         return -1;
     if (!chunk) {
@@ -289,7 +295,8 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
     }
     if (e->latency_ms >= 0) {
         /* milliseconds with 3 decimals, as printf("%.3f") */
-        unsigned long long us = (unsigned long long)(e->latency_ms * 1000.0 + 0.5);
+        unsigned long long us =
+            (unsigned long long)(e->latency_ms * 1000.0 + 0.5);
         char d[24], *p = digits(d, us / 1000), f[3];
         if (chunk ? KEY(b, "ms") < 0 : KEY(b, "latency_ms") < 0)
             return -1;
@@ -311,7 +318,8 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
                 e->completion_tokens) < 0 ||
         mem_int(b, flags, NAME(flags, "total_tokens", "tt"),
                 e->total_tokens) < 0 ||
-        mem_str(b, flags, NAME(flags, "cache", "c"), omit & COMMON_CACHE ? NULL : e->cache) < 0 ||
+        mem_str(b, flags, NAME(flags, "cache", "c"),
+                OMIT(COMMON_CACHE, e->cache)) < 0 ||
         (chunk ? KEY(b, "vars") : KEY(b, "variables")) < 0)
         return -1;
     if (e->variables == NULL) {
@@ -332,6 +340,7 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
     b->p[b->len++] = '}';
     b->p[b->len] = '\0';
     return 0;
+#undef OMIT
 }
 
 int reg_exposure_json(struct reg_buf *b, const struct reg_exposure *e,
@@ -360,7 +369,7 @@ int reg_feedback_json(struct reg_buf *b, const struct reg_feedback *f)
     return 0;
 }
 
-/* ---- the log's writer ---------------------------------------------------- */
+/* ---- the log's writer --------------------------------------------------- */
 
 /* records per chunk row, and the text after which a chunk is closed */
 #define CHUNK_RECORDS 256
@@ -417,7 +426,8 @@ struct reg_exposure_log *reg_exposure_log_open(const char *path, char **err)
      * NORMAL from reg_db_open: a commit does not wait for the disk, so a
      * power loss may lose the last commits, never corrupt the file */
     if (reg_db_exec(log->db, "PRAGMA wal_autocheckpoint = 4000", err) < 0 ||
-        reg_db_exec(log->db, "PRAGMA journal_size_limit = 16777216", err) < 0 ||
+        reg_db_exec(log->db, "PRAGMA journal_size_limit = 16777216",
+                    err) < 0 ||
         log_prepare(log, err) < 0)
         goto fail;
     return log;
@@ -549,9 +559,9 @@ static int write_chunks(struct reg_exposure_log *log,
                 goto oom;
             c->p[c->len++] = '{';
             for (f = 0; f < COMMON_FIELDS; f++) {
-                static const char *const names[COMMON_FIELDS] =
-                    {"\"k\":", "\"p\":", "\"l\":", "\"x\":", "\"m\":", "\"b\":",
-                     "\"c\":"};
+                static const char *const names[COMMON_FIELDS] = {
+                    "\"k\":", "\"p\":", "\"l\":", "\"x\":", "\"m\":",
+                    "\"b\":", "\"c\":"};
                 if (!(common & (1 << f)))
                     continue;
                 if (buf_room(c, 6) < 0)
@@ -1007,7 +1017,8 @@ int reg_samples_export_file(const char *path, const char *experiment,
                                && strncmp(exp, experiment, strlen(experiment)) == 0
                                && exp[strlen(experiment)] == '@'))
                        && (since == NULL || (at && strcmp(at, since) >= 0))) {
-                json_t *s = sample_of(rec, &line_names, json_object_get(fb, rid));
+                json_t *s = sample_of(rec, &line_names,
+                                      json_object_get(fb, rid));
                 if (s == NULL) {
                     json_decref(rec);
                     goto oom;
