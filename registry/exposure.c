@@ -231,7 +231,7 @@ enum {
 #define COMMON_FIELDS 7
 
 /* the value of common member bit `i` (0..COMMON_FIELDS-1) of e */
-static const char *common_value(const struct reg_exposure *e, int i)
+INLINE const char *common_value(const struct reg_exposure *e, int i)
 {
     switch (i) {
     case 0: return e->key_name;
