@@ -237,8 +237,8 @@ static const char *value_end(const char *p, const char *end)
 
 /* Member `key` of the object that starts at obj (its members end at its
  * '}', so `end` may be any bound past it): 0 with the start of its value
- * in *val, 1 when absent, -1 when a key is written with escapes (it may
- * still be `key`: the caller asks gw_jscan). */
+ * in *val (before end), 1 when absent, -1 when a key is written with
+ * escapes (it may still be `key`: the caller asks gw_jscan). */
 static int member(const char *obj, const char *end, const char *key,
                   const char **val)
 {
@@ -255,9 +255,13 @@ static int member(const char *obj, const char *end, const char *key,
                 return -1;
             q++;
         }
-        p = skip_ws(skip_ws(q + 1, end) + 1, end); /* past the ':' */
+        p = skip_ws(q + 1, end);
+        if (p >= end || *p != ':')
+            return 1;
+        if ((p = skip_ws(p + 1, end)) >= end)
+            return 1;
         if ((size_t)(q - k) == kl && memcmp(k, key, kl) == 0) {
-            *val = p;
+            *val = p; /* < end */
             return 0;
         }
         p = skip_ws(value_end(p, end), end);
@@ -281,6 +285,8 @@ static void string_field(const char *v, const char *end,
     for (p = v + 1; p < end && *p != '"'; p++)
         if (*p == '\\')
             p++, f->escaped = 1;
+    if (p > end) /* a text cut after a backslash (never in checked JSON) */
+        p = end;
     f->len = (size_t)(p - f->val);
 }
 

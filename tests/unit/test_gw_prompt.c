@@ -95,6 +95,33 @@ static void test_output_text_members_in_place(void **state)
     }
 }
 
+/* Every prefix of an answer, in a buffer of exactly that size (ASan
+ * catches a read past it): no text from a cut JSON answer, no crash. */
+static void test_output_text_any_prefix(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+        "\"content\":\"a\\\"b\\\\\\u00e9\"},\"logprobs\":{\"x\":[\"]}\"]}}],\"usage\":{}}",
+        "{\"choices\":[{\"delta\":{\"content\":\"x\\\\\"}}]}\n"
+        "{\"choices\":[{\"delta\":{\"cont\\u0065nt\":\"y\"}}]}\n",
+    };
+
+    (void)state;
+    for (size_t b = 0; b < 2; b++) {
+        size_t len = strlen(bodies[b]);
+        for (size_t l = 0; l <= len; l++) {
+            char *copy = malloc(l ? l : 1), *t;
+            assert_non_null(copy);
+            memcpy(copy, bodies[b], l);
+            t = gw_exposure_output_text(copy, l, (int)b);
+            if (b == 0 && l < len)
+                assert_null(t);
+            free(t);
+            free(copy);
+        }
+    }
+}
+
 static void test_rec_output_bounded(void **state)
 {
     struct gw_exposure_rec *r = gw_exposure_rec_new(GW_EXPOSURE, 0);
@@ -420,6 +447,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_output_text_json_and_sse),
         cmocka_unit_test(test_output_text_members_in_place),
+        cmocka_unit_test(test_output_text_any_prefix),
         cmocka_unit_test(test_rec_output_bounded),
         cmocka_unit_test(test_writer_file_every_push_accounted),
         cmocka_unit_test(test_writer_db_bulk),
