@@ -420,6 +420,20 @@ static void test_chunk_size_bound(void **state)
                 "256,256,88");
     assert_int_equal(count(db, "SELECT count(DISTINCT request_id) FROM exposures"), 600);
     ASSERT_TEXT(db, "SELECT request_id FROM exposures ORDER BY id DESC LIMIT 1", "r599");
+    /* big outputs close a chunk at about 1 MiB of text */
+    {
+        char *big = malloc(300001);
+        assert_non_null(big);
+        memset(big, 'o', 300000);
+        big[300000] = '\0';
+        for (int i = 0; i < 10; i++)
+            ex[i].output = big;
+        assert_int_equal(reg_exposures_write(db, ex, 10, NULL, 0, NULL, &err), 0);
+        free(big);
+    }
+    ASSERT_TEXT(db, "SELECT group_concat(n, ',') FROM (SELECT n FROM exposure_chunks"
+                    " WHERE id > 3 ORDER BY id)", "4,4,2");
+    assert_int_equal(count(db, "SELECT count(*) FROM exposures WHERE length(output) = 300000"), 10);
     reg_db_free(db);
     treg_cleanup(path);
 }
