@@ -51,7 +51,7 @@ LIBS       :=
 # objs: map source files to object files under $(BUILD)
 objs = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
-.PHONY: all test unit integration run bench asan tsan install clean deps fuzz soak
+.PHONY: all test unit integration run bench asan tsan tsan-unit install clean deps fuzz soak
 all:
 
 include $(sort $(wildcard */module.mk */*/module.mk))
@@ -101,13 +101,20 @@ asan:
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    all unit integration
 
-# ThreadSanitizer: the threaded unit tests (tsan-unit, from the modules'
-# module.mk) and the worker-thread integration tests against a TSan build
-# of the programs (the fixtures fail a test on any report)
+# ThreadSanitizer: the threaded unit tests (TSAN_UNIT_TESTS, named by the
+# modules' module.mk) and the worker-thread integration tests against a
+# TSan build of the programs (the fixtures fail a test on any report)
+TSAN_SAN := -fsanitize=thread -fno-omit-frame-pointer
+tsan-unit:
+	@$(MAKE) --no-print-directory BUILD=build/tsan BIN=build/tsan/bin OPT=-O1 \
+	    SAN="$(TSAN_SAN)" $(addprefix build/tsan/tests/,$(TSAN_UNIT_TESTS))
+	@set -e; for t in $(TSAN_UNIT_TESTS); do echo "== tsan $$t"; \
+	    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build/tsan/tests/$$t; done
+
 tsan:
 	@contrib/deps.sh
 	@$(MAKE) --no-print-directory BUILD=build/tsan BIN=build/tsan/bin OPT=-O1 \
-	    SAN="-fsanitize=thread -fno-omit-frame-pointer" all
+	    SAN="$(TSAN_SAN)" all
 	@$(MAKE) --no-print-directory tsan-unit
 	PROMPTGATE_BIN=$(abspath build/tsan/bin) TSAN_OPTIONS="report_signal_unsafe=0" \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration/test_gateway_workers.py \

@@ -16,10 +16,7 @@ $(BUILD)/tests/test_gw_prompt: $(call objs,tests/unit/test_gw_prompt.c) $(GATEWA
 UNIT_TESTS += $(BUILD)/tests/test_gw_limit
 $(BUILD)/tests/test_gw_limit: $(call objs,tests/unit/test_gw_limit.c) $(GATEWAY_OBJS)
 # the limiter shared by worker threads: its threaded tests under TSan too
-tsan-unit::
-	@$(MAKE) --no-print-directory BUILD=build/tsan BIN=build/tsan/bin OPT=-O1 \
-	    SAN="-fsanitize=thread -fno-omit-frame-pointer" build/tsan/tests/test_gw_limit
-	TSAN_OPTIONS="halt_on_error=1" build/tsan/tests/test_gw_limit
+TSAN_UNIT_TESTS += test_gw_limit
 UNIT_TESTS += $(BUILD)/tests/test_gw_chunked
 $(BUILD)/tests/test_gw_chunked: $(call objs,tests/unit/test_gw_chunked.c) $(GATEWAY_OBJS)
 # routing (pool.c, breaker.c): linked without libregistry, which they do not use
@@ -37,21 +34,12 @@ UNIT_TESTS += $(BUILD)/tests/test_gw_metrics
 $(BUILD)/tests/test_gw_metrics: $(call objs,tests/unit/test_gw_metrics.c) $(GATEWAY_OBJS)
 # metrics across worker threads (issue 9, point 3): two workers' objects
 # updated, scraped and reloaded from 4 threads; `make tsan-unit` runs it
-# under ThreadSanitizer (a double-colon rule: other modules add theirs)
+# under ThreadSanitizer (TSAN_UNIT_TESTS: the top Makefile's rule)
 UNIT_TESTS += $(BUILD)/tests/test_gw_metrics_mt
 $(BUILD)/tests/test_gw_metrics_mt: $(call objs,tests/unit/test_gw_metrics_mt.c) $(GATEWAY_OBJS)
-.PHONY: tsan-unit
-tsan-unit::
-	@$(MAKE) --no-print-directory BUILD=build/tsan BIN=build/tsan/bin OPT=-O1 \
-	    SAN="-fsanitize=thread -fno-omit-frame-pointer" build/tsan/tests/test_gw_metrics_mt
-	TSAN_OPTIONS="halt_on_error=1" build/tsan/tests/test_gw_metrics_mt
+TSAN_UNIT_TESTS += test_gw_metrics_mt
 # workers (issue 9): pools and backend states hammered from 4 threads;
 # `make tsan-unit` builds it with ThreadSanitizer into build/tsan and runs it
-# (a double-colon rule, so other modules can add their own recipe)
 UNIT_TESTS += $(BUILD)/tests/test_gw_pool_threads
 $(BUILD)/tests/test_gw_pool_threads: $(call objs,tests/unit/test_gw_pool_threads.c) $(ROUTING_TEST_OBJS)
-.PHONY: tsan-unit
-tsan-unit::
-	@$(MAKE) --no-print-directory BUILD=build/tsan BIN=build/tsan/bin OPT=-O1 \
-	    SAN="-fsanitize=thread -fno-omit-frame-pointer" build/tsan/tests/test_gw_pool_threads
-	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build/tsan/tests/test_gw_pool_threads
+TSAN_UNIT_TESTS += test_gw_pool_threads
