@@ -33,6 +33,7 @@ struct scan {
     const unsigned char *base; /* borrowed: start of the document */
     char *err;                 /* borrowed from the caller */
     size_t errlen;
+    int trusted;               /* gw_jscan_trusted: strings were checked */
 };
 
 /* Byte classes inside a string. */
@@ -146,7 +147,10 @@ scan_string(const struct scan *sc,
             uint64_t w, m;
 
             memcpy(&w, p, 8);
-            m = special_bytes(w);
+            /* checked text: only a quote or a backslash ends a run */
+            m = sc->trusted ? HASZERO(w ^ ('"' * ONES)) |
+                              HASZERO(w ^ ('\\' * ONES))
+                            : special_bytes(w);
             if (m == 0) {
                 p += 8;
                 continue;
@@ -158,6 +162,10 @@ scan_string(const struct scan *sc,
         }
         if (p >= end)
             goto eof;
+        if (sc->trusted && str_class[*p] >= C_CTRL) {
+            p++;
+            continue;
+        }
         switch (str_class[*p]) {
         case C_PLAIN:
             p++;
@@ -237,10 +245,21 @@ scan_string(const struct scan *sc,
         default:
             break;
         }
-        /* a multi-byte UTF-8 sequence: lead byte at p */
-        {
+        /* multi-byte UTF-8 sequences, one after another without going
+         * back to the word loop while they follow each other (CJK text is
+         * one run of three-byte ones): lead byte at p */
+        for (;;) {
             unsigned c = str_class[*p], n, lo1 = 0x80, hi1 = 0xbf, i;
 
+            if (c == C_UTF3 && end - p >= 3 &&
+                ((p[1] ^ 0x80) | (p[2] ^ 0x80)) < 0x40) {
+                p += 3;     /* the common case: any two continuations */
+                if (p < end && *p >= 0x80)
+                    continue;
+                break;
+            }
+            if (c == C_BAD)
+                goto bad_utf8;
             n = c == C_UTF2 ? 1 : c <= C_ED ? 2 : 3;
             if (c == C_E0)
                 lo1 = 0xa0;
@@ -258,6 +277,8 @@ scan_string(const struct scan *sc,
                     goto bad_utf8;
             }
             p += n + 1;
+            if (p >= end || *p < 0x80)
+                break;
         }
     }
 bad_utf8:
@@ -383,9 +404,10 @@ static long find_escaped(const struct gw_jscan_field *fields, size_t n_fields,
                       (size_t)dn);
 }
 
-int gw_jscan(const char *json, size_t len, int max_depth,
-             struct gw_jscan_field *fields, size_t n_fields,
-             char *err, size_t errlen)
+static inline __attribute__((always_inline)) int
+scan_doc(const char *json, size_t len, int max_depth,
+         struct gw_jscan_field *fields, size_t n_fields, char *err,
+         size_t errlen, int trusted)
 {
     uint64_t stack[GW_JSCAN_MAX_DEPTH / 64];
     const unsigned char *p, *end, *q, *k, *cap_start = NULL;
@@ -400,6 +422,7 @@ int gw_jscan(const char *json, size_t len, int max_depth,
     sc.base = (const unsigned char *)json;
     sc.err = err;
     sc.errlen = errlen;
+    sc.trusted = trusted;
     if (max_depth < 1 || max_depth > GW_JSCAN_MAX_DEPTH) {
         if (errlen > 0)
             snprintf(err, errlen, "JSON depth limit %d out of range 1..%d",
@@ -647,6 +670,20 @@ static size_t put_utf8(char *out, size_t o, size_t cap, unsigned long cp)
         break;
     }
     return n;
+}
+
+int gw_jscan(const char *json, size_t len, int max_depth,
+             struct gw_jscan_field *fields, size_t n_fields,
+             char *err, size_t errlen)
+{
+    return scan_doc(json, len, max_depth, fields, n_fields, err, errlen, 0);
+}
+
+int gw_jscan_trusted(const char *json, size_t len, int max_depth,
+                     struct gw_jscan_field *fields, size_t n_fields,
+                     char *err, size_t errlen)
+{
+    return scan_doc(json, len, max_depth, fields, n_fields, err, errlen, 1);
 }
 
 long gw_jscan_string(const struct gw_jscan_field *f, char *out, size_t outcap)

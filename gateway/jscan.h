@@ -86,6 +86,19 @@ int gw_jscan(const char *json, size_t len, int max_depth,
              char *err, size_t errlen);
 
 /*
+ * gw_jscan for text a successful gw_jscan has already accepted: a whole
+ * document again, or the value of one of its members (an object's text
+ * from '{' to '}'). Strings are only searched for their end: their UTF-8
+ * and control characters are not checked again, which makes CJK text, the
+ * bulk of an e-commerce body, about three times cheaper to pass over. The
+ * structure, numbers, escapes and duplicate captured keys are checked as
+ * by gw_jscan. Never give it bytes that did not pass gw_jscan.
+ */
+int gw_jscan_trusted(const char *json, size_t len, int max_depth,
+                     struct gw_jscan_field *fields, size_t n_fields,
+                     char *err, size_t errlen);
+
+/*
  * Decodes a string field filled by a successful gw_jscan (f->val, f->len,
  * escapes resolved to UTF-8) into out[0..outcap), NUL-terminated. Returns
  * the decoded length in bytes, or -1 when f is not a string, when the value

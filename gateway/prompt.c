@@ -31,7 +31,11 @@
  *    the "prompt" member and of the top-level keys the version's params
  *    name; the new body is spliced from the original bytes: the rendered
  *    messages and the missing params first, then the request's own members
- *    minus "prompt". Only the prompt's variables are parsed by jansson.
+ *    minus "prompt"; the variables are spans of the request too (jansson
+ *    only dumps a version's params, once, into its vcache entry).
+ *    proxy.c's gw_jscan has validated the whole body, so the passes here
+ *    over it and its members use gw_jscan_trusted, which does not check
+ *    the strings' UTF-8 again.
  *  - The exposure record is allocated at resolve time (one malloc holding
  *    its strings) and kept in a small hash table keyed by the request
  *    pointer; gw_proxy_log, which runs exactly once when a request ends,
@@ -786,7 +790,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         return fail(gw, req, rl, 400, "invalid_prompt",
                     "registry prompts are served on /v1/chat/completions "
                     "only");
-    if (gw_jscan(pf->val, pf->len, MAX_DEPTH, pfs, 4, err, sizeof(err)) < 0)
+    if (gw_jscan_trusted(pf->val, pf->len, MAX_DEPTH, pfs, 4, err,
+                         sizeof(err)) < 0)
         return fail(gw, req, rl, 400, "invalid_prompt", "\"prompt\": %s", err);
     if (pfs[0].type != GW_JSON_STRING ||
         field_str(&pfs[0], name, sizeof(name)) < 0 || !reg_name_valid(name))
@@ -859,8 +864,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     bf[0].key = "messages";
     for (i = 0; i < vc->n_params; i++)
         bf[i + 1].key = vc->keys[i];
-    if (gw_jscan(body, len, MAX_DEPTH, bf, vc->n_params + 1, err,
-                 sizeof(err)) < 0 ||
+    if (gw_jscan_trusted(body, len, MAX_DEPTH, bf, vc->n_params + 1, err,
+                         sizeof(err)) < 0 ||
         member_span(body, len, pf->val, pf->len, &cut0, &cut1) < 0)
         return fail(gw, req, rl, 400, "invalid_prompt",
                     "\"prompt\" must be written once, as a plain top-level "
@@ -877,8 +882,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     for (i = 0; i < vc->n_vars; i++)
         vf[i].key = vc->vars[i];
     if (pfs[3].type == GW_JSON_OBJECT &&
-        gw_jscan(pfs[3].val, pfs[3].len, MAX_DEPTH, vf, vc->n_vars, err,
-                 sizeof(err)) < 0)
+        gw_jscan_trusted(pfs[3].val, pfs[3].len, MAX_DEPTH, vf, vc->n_vars,
+                         err, sizeof(err)) < 0)
         return fail(gw, req, rl, 400, "invalid_prompt",
                     "\"prompt.variables\": %s", err);
     lk.f = vf;

@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +41,12 @@ static size_t next_var(const char *s, size_t len, size_t *plen,
 {
     for (size_t i = 0; i + 1 < len; i++) {
         size_t j, n0;
+        const char *b = memchr(s + i, '{', len - 1 - i); /* not the last byte */
 
-        if (s[i] != '{' || s[i + 1] != '{')
+        if (b == NULL)
+            break;
+        i = (size_t)(b - s);
+        if (s[i + 1] != '{')
             continue;
         j = i + 2;
         while (j < len && s[j] == ' ')
@@ -286,17 +291,39 @@ fail:
 
 /* ---- rendering straight to JSON text (the gateway's request path) -------- */
 
-/* JSON-escapes s[0..len) (valid UTF-8) through emit, runs at a time. */
+#define ONES  0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+#define HASZERO(w) (((w) - ONES) & ~(w) & HIGHS)
+
+/* Nonzero when one of the 8 bytes at s needs escaping in a JSON string: a
+ * quote, a backslash or a control character (bytes >= 0x80 do not). */
+static int word_needs_escape(const char *s)
+{
+    uint64_t w;
+
+    memcpy(&w, s, 8);
+    return ((w - 0x20 * ONES) & ~w & HIGHS) != 0 ||
+           HASZERO(w ^ ('"' * ONES)) || HASZERO(w ^ ('\\' * ONES));
+}
+
+/* JSON-escapes s[0..len) (valid UTF-8) through emit, runs at a time:
+ * templates are mostly text with nothing to escape, skipped a word at a
+ * time. */
 static int emit_escaped(reg_emit_fn emit, void *arg, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     size_t i, run = 0;
 
     for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
+        unsigned char c;
         char esc[6];
         size_t n = 2;
 
+        while (len - i >= 8 && !word_needs_escape(s + i))
+            i += 8;
+        if (i >= len)
+            break;
+        c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
         if (i > run && emit(arg, s + run, i - run) < 0)

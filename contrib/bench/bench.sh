@@ -19,7 +19,12 @@
 # mock's share of the core is the same for every target; metrics on
 # (GET /metrics, scraped once after the run to check they counted).
 #
-# Knobs: SAT_CONN=32 SAT_DUR=10 LIGHT_DUR=5 WARM_DUR=3 PIN=1 FULL=1
+# The targets are measured in turns, ROUNDS times (round 1 of every target,
+# then round 2, ...), and each figure is the median over the rounds: on a
+# shared machine one 10 s window can lose a third of its speed to a
+# neighbour, and taking turns spreads that over every target alike.
+#
+# Knobs: SAT_CONN=32 SAT_DUR=10 LIGHT_DUR=5 WARM_DUR=3 ROUNDS=3 PIN=1 FULL=1
 #        POOL=N  promptgate routes over a pool of N mocks (round robin,
 #                breakers on), the cost of routing; direct/nginx use one
 set -euo pipefail
@@ -30,6 +35,7 @@ SAT_CONN=${SAT_CONN:-32}
 SAT_DUR=${SAT_DUR:-10}
 LIGHT_DUR=${LIGHT_DUR:-5}
 WARM_DUR=${WARM_DUR:-3}
+ROUNDS=${ROUNDS:-3}
 PIN=${PIN:-1}
 POOL=${POOL:-1}
 FULL=${FULL:-1}
@@ -127,32 +133,36 @@ run_wrk() { # conns dur url
         sed -n 's/^BENCHJSON //p'
 }
 
-measure() { # name url pid...
+measure() { # name url pid... (appends one line per round to the name's files)
     local name=$1 url=$2; shift 2
     local t0=0 t1=0 p j reqs
-    run_wrk "$SAT_CONN" "$WARM_DUR" "$url" >/dev/null
+    [[ -f $WORK/$name.sat ]] || run_wrk "$SAT_CONN" "$WARM_DUR" "$url" >/dev/null
     for p in "$@"; do t0=$((t0 + $(cpu_ticks "$p"))); done
     j=$(run_wrk "$SAT_CONN" "$SAT_DUR" "$url")
     for p in "$@"; do t1=$((t1 + $(cpu_ticks "$p"))); done
     [[ -n $j ]] || die "wrk gave no result for $name"
     [[ $(field "$j" non2xx) == 0 && $(field "$j" socket_errors) == 0 ]] ||
         die "$name: errors under load: $j"
-    echo "$j" >"$WORK/$name.sat"
+    echo "$j" >>"$WORK/$name.sat"
     reqs=$(field "$j" requests)
-    python3 -c "print(round(($t1-$t0)*1e6/$(getconf CLK_TCK)/$reqs, 2))" >"$WORK/$name.cpu"
-    run_wrk 1 "$LIGHT_DUR" "$url" >"$WORK/$name.light"
+    python3 -c "print(round(($t1-$t0)*1e6/$(getconf CLK_TCK)/$reqs, 2))" >>"$WORK/$name.cpu"
+    run_wrk 1 "$LIGHT_DUR" "$url" >>"$WORK/$name.light"
 }
 
-echo "bench: mock on :$MOCK_PORT, promptgate on :$GW_PORT${NGINX:+, nginx on :$NGX_PORT}; pinned=$PIN" >&2
+echo "bench: mock on :$MOCK_PORT, promptgate on :$GW_PORT${NGINX:+, nginx on :$NGX_PORT}; pinned=$PIN, $ROUNDS rounds" >&2
 URL=/v1/chat/completions
-measure direct "http://127.0.0.1:$MOCK_PORT$URL" "$MOCK_PID"
-[[ -n $NGINX ]] && measure nginx "http://127.0.0.1:$NGX_PORT$URL" "$NGX_PID" $(pgrep -P "$NGX_PID" || true)
-measure promptgate "http://127.0.0.1:$GW_PORT$URL" "$GW_PID"
+for r in $(seq "$ROUNDS"); do
+    measure direct "http://127.0.0.1:$MOCK_PORT$URL" "$MOCK_PID"
+    [[ -n $NGINX ]] && measure nginx "http://127.0.0.1:$NGX_PORT$URL" "$NGX_PID" $(pgrep -P "$NGX_PID" || true)
+    measure promptgate "http://127.0.0.1:$GW_PORT$URL" "$GW_PID"
+    if [[ $FULL == 1 ]]; then
+        BENCH_AUTH=$BENCH_KEY measure promptgate_full "http://127.0.0.1:$FULL_PORT$URL" "$FULL_PID"
+        # the access log must really have been written, one line per request
+        [[ -s $WORK/access.log ]] || die "promptgate_full wrote no access log"
+        : >"$WORK/access.log" # a whole run of lines is no use to keep
+    fi
+done
 if [[ $FULL == 1 ]]; then
-    BENCH_AUTH=$BENCH_KEY measure promptgate_full "http://127.0.0.1:$FULL_PORT$URL" "$FULL_PID"
-    # the access log must really have been written, one line per request
-    [[ -s $WORK/access.log ]] || die "promptgate_full wrote no access log"
-    : >"$WORK/access.log" # a whole run of lines is no use to keep
     curl -sf "http://127.0.0.1:$FULL_PORT/metrics" |
         grep '^promptgate_requests_total{route="/v1/chat/completions",model="gpt-4o-mini",backend="mock-' >/dev/null ||
         die "promptgate_full: GET /metrics did not count the requests"
@@ -161,14 +171,18 @@ fi
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 OUT="$RESULTS/bench-$TS.json"
 python3 - "$OUT" "$WORK" <<PY
-import json, os, sys
+import json, os, statistics, sys
 w = sys.argv[2]
 TARGETS = ("direct", "nginx", "promptgate", "promptgate_full")
 names = [n for n in TARGETS if os.path.exists(os.path.join(w, n + ".sat"))]
 rd = lambda n, ext: open(os.path.join(w, n + "." + ext)).read()
-sat = {n: json.loads(rd(n, "sat")) for n in names}
-light = {n: json.loads(rd(n, "light")) for n in names}
-cpu = {n: float(rd(n, "cpu")) for n in names}
+def med(lines):  # the median of every numeric field over the rounds
+    runs = [json.loads(l) for l in lines.splitlines()]
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]
+            if isinstance(runs[0][k], (int, float))} | {"rounds": runs}
+sat = {n: med(rd(n, "sat")) for n in names}
+light = {n: med(rd(n, "light")) for n in names}
+cpu = {n: statistics.median(float(x) for x in rd(n, "cpu").split()) for n in names}
 order = [n for n in TARGETS if n in sat]
 rows = []
 print("%-15s %10s %9s %9s %12s %10s %10s %14s" % ("target", "rps", "p50_us", "p99_us",
@@ -191,7 +205,14 @@ ratios["promptgate_rps_vs_direct"] = round(sat["promptgate"]["rps"] / sat["direc
 print()
 for k, v in ratios.items():
     print("%-34s %s" % (k, v))
-json.dump({"rows": rows, "ratios": ratios, "sat_conn": $SAT_CONN, "sat_dur_s": $SAT_DUR,
+# the ratios of each round too: how far one round alone may wander
+per_round = [{"nginx": sat["nginx"]["rounds"][i]["rps"],
+              **{n: sat[n]["rounds"][i]["rps"] for n in ("promptgate", "promptgate_full") if n in sat}}
+             for i in range($ROUNDS)] if "nginx" in sat else []
+for i, r in enumerate(per_round):
+    print("round %d: " % (i + 1) + ", ".join("%s %.3f" % (n, r[n] / r["nginx"])
+                                             for n in r if n != "nginx"))
+json.dump({"rows": rows, "ratios": ratios, "rounds": $ROUNDS, "sat_conn": $SAT_CONN, "sat_dur_s": $SAT_DUR,
            "light_dur_s": $LIGHT_DUR}, open(sys.argv[1], "w"), indent=1)
 print("\nwritten to", sys.argv[1])
 PY

@@ -13,6 +13,9 @@
  *    differences (a NUL after a number or literal, which jansson drops; a
  *    requested key written twice; nesting beyond the depth).
  * Any disagreement aborts: that is a bug in one of the two, to look at.
+ * A body jscan accepts is scanned again with gw_jscan_trusted (prompt.c's
+ * passes over a checked body), which must accept it and capture the very
+ * same spans.
  */
 #include "gateway/jscan.h"
 
@@ -105,6 +108,26 @@ static void check_field(const struct gw_jscan_field *f, json_t *v)
     }
 }
 
+/* gw_jscan_trusted over a body gw_jscan accepted gives the same fields. */
+static void check_trusted(const uint8_t *data, size_t size,
+                          const struct gw_jscan_field *f)
+{
+    struct gw_jscan_field t[N_FIELDS];
+    char err[256];
+    size_t i;
+
+    memset(t, 0, sizeof(t));
+    for (i = 0; i < N_FIELDS; i++)
+        t[i].key = keys[i];
+    if (gw_jscan_trusted((const char *)data, size, DEPTH, t, N_FIELDS, err,
+                         sizeof(err)) < 0)
+        fail("gw_jscan_trusted refuses a checked body", err);
+    for (i = 0; i < N_FIELDS; i++)
+        if (t[i].type != f[i].type || t[i].val != f[i].val ||
+            t[i].len != f[i].len || t[i].escaped != f[i].escaped)
+            fail("gw_jscan_trusted captured another span", keys[i]);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -134,6 +157,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         if (!json_is_object(root))
             fail("jscan accepts a root that is not an object", NULL);
+        check_trusted(data, size, f);
         for (i = 0; i < N_FIELDS; i++)
             check_field(&f[i], json_object_get(root, keys[i]));
     } else if (root != NULL && json_is_object(root) &&

@@ -24,16 +24,33 @@ struct doc {
 #define D(lit) {lit, sizeof(lit) - 1}
 
 /* Scans a copy of d in a buffer of exactly d.n bytes, so that ASan sees
- * any read past the end. */
+ * any read past the end. Whatever gw_jscan accepts is scanned again with
+ * gw_jscan_trusted, which must capture the very same spans: every test
+ * here checks the trusted scan on the documents it accepts. */
 static int scan(const char *s, size_t n, int depth, struct gw_jscan_field *f,
                 size_t nf, char *err, size_t errlen)
 {
-    char *copy = malloc(n ? n : 1);
+    char *copy = malloc(n ? n : 1), terr[256];
+    struct gw_jscan_field t[16];
+    size_t i;
     int rc;
 
     assert_non_null(copy);
+    assert_true(nf <= 16);
     memcpy(copy, s, n);
     rc = gw_jscan(copy, n, depth, f, nf, err, errlen);
+    if (rc == 0) {
+        for (i = 0; i < nf; i++)
+            t[i] = (struct gw_jscan_field){.key = f[i].key};
+        assert_int_equal(gw_jscan_trusted(copy, n, depth, t, nf, terr,
+                                          sizeof(terr)), 0);
+        for (i = 0; i < nf; i++) {
+            assert_int_equal(t[i].type, f[i].type);
+            assert_ptr_equal(t[i].val, f[i].val);
+            assert_int_equal(t[i].len, f[i].len);
+            assert_int_equal(t[i].escaped, f[i].escaped);
+        }
+    }
     free(copy);
     return rc;
 }

@@ -142,6 +142,74 @@ static void test_keeps_other_keys_and_rejects_bad_vars(void **state)
     json_decref(msgs);
 }
 
+/* reg_render_json's variable: v = "值", as the raw JSON string text */
+static int lookup_v(void *arg, const char *name, struct reg_value *out)
+{
+    (void)arg;
+    if (strcmp(name, "v") != 0)
+        return -1;
+    out->type = REG_VALUE_STRING;
+    out->text = "\xe5\x80\xbc";
+    out->len = 3;
+    return 0;
+}
+
+static int emit_buf(void *arg, const char *data, size_t len)
+{
+    char *b = arg;
+    size_t n = strlen(b);
+
+    if (n + len >= 512)
+        return -1;
+    memcpy(b + n, data, len);
+    b[n + len] = '\0';
+    return 0;
+}
+
+/* reg_render_json skips text with nothing to escape a word at a time: a
+ * character to escape at every offset around the word boundaries, between
+ * ASCII and CJK text, must come out escaped and everything else verbatim
+ * (parsed back by jansson). */
+static void test_render_json_escapes(void **state)
+{
+    static const char *const specials[] = {"\"", "\\", "\n", "\t", "\x01",
+                                           "\x1f", "{", "}"};
+    static const char *const fills[] = {"a", "\xe4\xb8\xad"}; /* a, 中 */
+    char tpl[256], want[256], out[512], *err = NULL;
+    char name[] = "p";
+    struct reg_message m = {.role = "user"};
+    struct reg_version v = {.prompt = name, .version = 1, .n_messages = 1,
+                            .messages = &m};
+    size_t off, si, fi, k;
+
+    (void)state;
+    for (fi = 0; fi < 2; fi++)
+        for (si = 0; si < sizeof(specials) / sizeof(specials[0]); si++)
+            for (off = 0; off < 20; off++) {
+                tpl[0] = '\0';
+                for (k = 0; k < off; k++)
+                    strcat(tpl, fills[fi]);
+                strcat(tpl, specials[si]);
+                for (k = 0; k < 20 - off; k++)
+                    strcat(tpl, fills[fi]);
+                /* the expected content: the same text, the variable as 值 */
+                snprintf(want, sizeof(want), "%s\xe5\x80\xbc", tpl);
+                strcat(tpl, "{{v}}");
+                m.content = tpl;
+                m.content_len = strlen(tpl);
+                out[0] = '\0';
+                assert_int_equal(reg_render_json(&v, lookup_v, NULL, emit_buf,
+                                                 out, &err), 0);
+                json_t *j = json_loads(out, 0, NULL);
+                if (j == NULL)
+                    fail_msg("not JSON: %s", out);
+                assert_string_equal(json_string_value(json_object_get(
+                                        json_array_get(j, 0), "content")),
+                                    want);
+                json_decref(j);
+            }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -153,6 +221,7 @@ int main(void)
         cmocka_unit_test(test_value_types),
         cmocka_unit_test(test_variables_list),
         cmocka_unit_test(test_keeps_other_keys_and_rejects_bad_vars),
+        cmocka_unit_test(test_render_json_escapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
