@@ -406,8 +406,8 @@ static long find_escaped(const struct gw_jscan_field *fields, size_t n_fields,
 
 static inline __attribute__((always_inline)) int
 scan_doc(const char *json, size_t len, int max_depth,
-         struct gw_jscan_field *fields, size_t n_fields, char *err,
-         size_t errlen, int trusted)
+         struct gw_jscan_field *fields, size_t n_fields, size_t *n_members,
+         char *err, size_t errlen, int trusted)
 {
     uint64_t stack[GW_JSCAN_MAX_DEPTH / 64];
     const unsigned char *p, *end, *q, *k, *cap_start = NULL;
@@ -415,7 +415,7 @@ scan_doc(const char *json, size_t len, int max_depth,
     enum gw_jscan_type t;
     int depth, escaped;
     long cap = -1;
-    size_t i;
+    size_t i, members = 0;
 
     if (errlen > 0)
         err[0] = '\0';
@@ -491,6 +491,7 @@ key: /* at the opening quote of a key */
     if ((q = scan_string(&sc, k, end, &escaped)) == NULL)
         return -1;
     p = q + 1;
+    members += depth == 1;
     if (depth == 1 && n_fields > 0 &&
         (cap = escaped ? find_escaped(fields, n_fields, k, (size_t)(q - k))
                        : find_field(fields, n_fields, k, (size_t)(q - k))) >=
@@ -633,6 +634,8 @@ done:
         fail(&sc, p, "unexpected data after the JSON document");
         return -1;
     }
+    if (n_members != NULL)
+        *n_members = members;
     return 0;
 
 eof:
@@ -676,14 +679,24 @@ int gw_jscan(const char *json, size_t len, int max_depth,
              struct gw_jscan_field *fields, size_t n_fields,
              char *err, size_t errlen)
 {
-    return scan_doc(json, len, max_depth, fields, n_fields, err, errlen, 0);
+    return scan_doc(json, len, max_depth, fields, n_fields, NULL, err,
+                    errlen, 0);
+}
+
+int gw_jscan_count(const char *json, size_t len, int max_depth,
+                   struct gw_jscan_field *fields, size_t n_fields,
+                   size_t *n_members, char *err, size_t errlen)
+{
+    return scan_doc(json, len, max_depth, fields, n_fields, n_members, err,
+                    errlen, 0);
 }
 
 int gw_jscan_trusted(const char *json, size_t len, int max_depth,
                      struct gw_jscan_field *fields, size_t n_fields,
                      char *err, size_t errlen)
 {
-    return scan_doc(json, len, max_depth, fields, n_fields, err, errlen, 1);
+    return scan_doc(json, len, max_depth, fields, n_fields, NULL, err,
+                    errlen, 1);
 }
 
 long gw_jscan_string(const struct gw_jscan_field *f, char *out, size_t outcap)

@@ -86,6 +86,16 @@ int gw_jscan(const char *json, size_t len, int max_depth,
              char *err, size_t errlen);
 
 /*
+ * gw_jscan that also counts the root object's members, captured or not,
+ * into *n_members (set on success only). When the count equals the number
+ * of fields found, the caller knows every key the body has: no other
+ * member needs looking for in a second pass.
+ */
+int gw_jscan_count(const char *json, size_t len, int max_depth,
+                   struct gw_jscan_field *fields, size_t n_fields,
+                   size_t *n_members, char *err, size_t errlen);
+
+/*
  * gw_jscan for text a successful gw_jscan has already accepted: a whole
  * document again, or the value of one of its members (an object's text
  * from '{' to '}'). Strings are only searched for their end: their UTF-8

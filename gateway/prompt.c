@@ -756,10 +756,37 @@ static int field_str(const struct gw_jscan_field *f, char *out, size_t cap)
     return gw_jscan_string(f, out, cap) < 0 ? -1 : 0;
 }
 
+/*
+ * Fills want[0..n_want) from the caller's fields f when they account for
+ * every member of the body (n_members, counted by the caller's scan): a
+ * key f does not capture is then absent. Returns -1, filling nothing, when
+ * the body has members f did not capture: a scan must look for them.
+ */
+static int known_fields(const struct gw_jscan_field *f, size_t n_f,
+                        size_t n_members, struct gw_jscan_field *want,
+                        size_t n_want)
+{
+    size_t i, k, found = 0;
+
+    for (i = 0; i < n_f; i++)
+        found += f[i].type != GW_JSON_NONE;
+    if (found != n_members)
+        return -1;
+    for (k = 0; k < n_want; k++) {
+        want[k].type = GW_JSON_NONE;
+        for (i = 0; i < n_f; i++)
+            if (strcmp(f[i].key, want[k].key) == 0) {
+                want[k] = f[i];
+                break;
+            }
+    }
+    return 0;
+}
+
 int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
                       struct gw_reqlog *rl, struct gw_jscan_field *f,
-                      size_t n_f, size_t pi, size_t ui, const char *key_name,
-                      char *model, size_t model_cap)
+                      size_t n_f, size_t n_members, size_t pi, size_t ui,
+                      const char *key_name, char *model, size_t model_cap)
 {
     const struct gw_jscan_field *pf = &f[pi], *uf = &f[ui];
     struct gw_prompts *p = gw->prompts;
@@ -864,8 +891,9 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     bf[0].key = "messages";
     for (i = 0; i < vc->n_params; i++)
         bf[i + 1].key = vc->keys[i];
-    if (gw_jscan_trusted(body, len, MAX_DEPTH, bf, vc->n_params + 1, err,
-                         sizeof(err)) < 0 ||
+    if ((known_fields(f, n_f, n_members, bf, vc->n_params + 1) < 0 &&
+         gw_jscan_trusted(body, len, MAX_DEPTH, bf, vc->n_params + 1, err,
+                          sizeof(err)) < 0) ||
         member_span(body, len, pf->val, pf->len, &cut0, &cut1) < 0)
         return fail(gw, req, rl, 400, "invalid_prompt",
                     "\"prompt\" must be written once, as a plain top-level "

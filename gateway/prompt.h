@@ -67,7 +67,10 @@ void gw_prompts_free(struct gw_prompts *p);
 /*
  * The resolve-prompt stage of a chat request whose body has a top-level
  * "prompt" object: f[0..n_f) are the request's gw_jscan fields, f[pi] the
- * "prompt" object and f[ui] the "user" field. After a rewrite, f is
+ * "prompt" object and f[ui] the "user" field; n_members is the number of
+ * members of the body (gw_jscan_count), or (size_t)-1 when not counted:
+ * when f captured them all, the stage needs no pass over the body to know
+ * which of the version's params it sets. After a rewrite, f is
  * scanned again so that it describes the new body for later stages.
  * Renders the version that the label, version or experiment arm names,
  * rewrites req->body into a plain OpenAI request (messages, the version's
@@ -81,8 +84,8 @@ void gw_prompts_free(struct gw_prompts *p);
  */
 int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
                       struct gw_reqlog *rl, struct gw_jscan_field *f,
-                      size_t n_f, size_t pi, size_t ui, const char *key_name,
-                      char *model, size_t model_cap);
+                      size_t n_f, size_t n_members, size_t pi, size_t ui,
+                      const char *key_name, char *model, size_t model_cap);
 
 /* The end of a request (called from gw_proxy_log): a request that used a
  * prompt gets its exposure record completed and queued. Cheap otherwise. */

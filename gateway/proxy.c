@@ -636,6 +636,7 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
     struct gw_admit admit = {0};
     struct gw_fwd fwd;
     char msg[512], err[256], model[MAX_MODEL_LEN + 1];
+    size_t n_members = 0;
     int stream;
 
     if (len == 0) {
@@ -645,8 +646,9 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
         return;
     }
     /* validate the whole body, read only what routing needs: no tree */
-    if (gw_jscan((const char *)evbuffer_pullup(req->body, -1), len,
-                 MAX_JSON_DEPTH, f, 8, err, sizeof(err)) < 0) {
+    if (gw_jscan_count((const char *)evbuffer_pullup(req->body, -1), len,
+                       MAX_JSON_DEPTH, f, 8, &n_members, err,
+                       sizeof(err)) < 0) {
         snprintf(msg, sizeof(msg), "request body is not valid JSON: %s", err);
         gw_proxy_error(gw, req, rl, 400, "invalid_json", msg);
         return;
@@ -694,8 +696,8 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
     }
     /* stage: resolve prompt */
     if (f[4].type == GW_JSON_OBJECT &&
-        gw_prompt_resolve(gw, req, rl, f, sizeof(f) / sizeof(f[0]), 4, 5,
-                          rl->key, model,
+        gw_prompt_resolve(gw, req, rl, f, sizeof(f) / sizeof(f[0]),
+                          n_members, 4, 5, rl->key, model,
                           sizeof(model)) < 0)
         return;
     /* the model is known now, also when a registry prompt supplied it */

@@ -175,6 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct gw_reqlog rl;
     struct gw_exposure_rec *r;
     char err[256], model[MODEL_MAX + 1];
+    size_t n_members;
     int rc;
 
     if (gw.prompts == NULL)
@@ -196,14 +197,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     req.body = evbuffer_new();
     if (req.body == NULL || evbuffer_add(req.body, data, size) < 0)
         die("evbuffer", NULL);
-    /* the fields must point into the body the stage reads */
-    if (gw_jscan((const char *)evbuffer_pullup(req.body, -1), size, DEPTH, f,
-                 8, err, sizeof(err)) < 0)
+    /* the fields must point into the body the stage reads; the members
+     * counted as proxy.c counts them for every other input, so that both
+     * of the stage's ways to find the params the request sets are fuzzed
+     * (the fields it describes the new body with are checked either way) */
+    if (gw_jscan_count((const char *)evbuffer_pullup(req.body, -1), size,
+                       DEPTH, f, 8, &n_members, err, sizeof(err)) < 0)
         die("second scan", err);
+    if (size & 1)
+        n_members = (size_t)-1;
     rl.request_id = "fuzz-request-1";
     last_status = 0;
 
-    rc = gw_prompt_resolve(&gw, &req, &rl, f, 8, 4, 5, NULL, model,
+    rc = gw_prompt_resolve(&gw, &req, &rl, f, 8, n_members, 4, 5, NULL, model,
                            sizeof(model));
     if (rc < 0) {
         if (getenv("FUZZ_PROMPT_SHOW"))
