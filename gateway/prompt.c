@@ -83,7 +83,8 @@
 #define VC_BUCKETS 256            /* version cache, power of two */
 
 /* What the request path needs of one snapshot version, computed once:
- * its params as JSON text members and its variable names. Valid as long
+ * its params as JSON text members, its variable names and its messages
+ * compiled (escaped once, not per request). Valid as long
  * as the snapshot it came from is the current one (cleared on a swap). */
 struct vcache {
     const struct reg_version *v;  /* borrowed from the current snapshot */
@@ -100,6 +101,7 @@ struct vcache {
     size_t n_vars;
     const char **vars;            /* owned array of names borrowed from
                                      v->variables */
+    struct reg_tpl *tpl;          /* owned: the messages, compiled */
 };
 
 /* A growable byte buffer, reused request after request. */
@@ -159,6 +161,7 @@ static void vcache_clear(struct gw_prompts *p)
             for (k = 0; k < c->n_params; k++)
                 free(c->texts[k]);
             free(c->vars);
+            reg_tpl_free(c->tpl);
             free(c);
         }
 }
@@ -263,6 +266,8 @@ static struct vcache *vcache_get(struct gw_prompts *p,
         goto oom;
     for (k = 0; k < c->n_vars; k++)
         c->vars[k] = json_string_value(json_array_get(v->variables, k));
+    if ((c->tpl = reg_tpl_compile(v)) == NULL)
+        goto oom;
     c->next = p->vcache[b];
     p->vcache[b] = c;
     return c;
@@ -775,7 +780,8 @@ static int known_fields(const struct gw_jscan_field *f, size_t n_f,
     for (k = 0; k < n_want; k++) {
         want[k].type = GW_JSON_NONE;
         for (i = 0; i < n_f; i++)
-            if (strcmp(f[i].key, want[k].key) == 0) {
+            if (f[i].key[0] == want[k].key[0] &&
+                strcmp(f[i].key, want[k].key) == 0) {
                 want[k] = f[i];
                 break;
             }
@@ -966,8 +972,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     if (ob_add(&p->out, "\"messages\":", 11) < 0)
         goto oom;
     msg_off = p->out.len;
-    if (reg_render_json(res.version, gw_prompt_lookup_var, &lk, emit_cb, &p->out,
-                        &e) < 0) {
+    if (reg_tpl_render(vc->tpl, gw_prompt_lookup_var, &lk, emit_cb, &p->out,
+                       &e) < 0) {
         rc = fail(gw, req, rl, 400, "prompt_render_error",
                   "prompt '%s@%d': %s", name, res.version->version,
                   e ? e : "out of memory");
@@ -992,7 +998,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
             offs[i] = msg_off;
         } else {
             for (k = 0; k < vc->n_params; k++)
-                if (ins[k] != (size_t)-1 && strcmp(f[i].key, vc->keys[k]) == 0)
+                if (ins[k] != (size_t)-1 && f[i].key[0] == vc->keys[k][0] &&
+                    strcmp(f[i].key, vc->keys[k]) == 0)
                     offs[i] = ins[k];
         }
     }

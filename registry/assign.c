@@ -11,7 +11,9 @@
  * Invariant: a pure function of its inputs, safe from any thread. The only
  * state is the SHA-256 implementation, fetched once (pthread_once): on the
  * gateway's request path SHA256() would look the algorithm up in OpenSSL's
- * provider tables on every call, which cost more than the hash itself.
+ * provider tables on every call, which cost more than the hash itself; and
+ * each thread's digest context, reused (a thread-specific key frees it when
+ * the thread ends).
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -22,10 +24,42 @@
 
 static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
 static EVP_MD *sha256_md;    /* owned for the life of the process */
+static pthread_key_t ctx_key; /* each thread's EVP_MD_CTX, freed at its exit */
+static int ctx_key_ok;
+
+static void ctx_free(void *ctx)
+{
+    EVP_MD_CTX_free(ctx);
+}
 
 static void sha256_fetch(void)
 {
     sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    ctx_key_ok = pthread_key_create(&ctx_key, ctx_free) == 0;
+}
+
+/* SHA-256 of buf with this thread's context, kept from call to call: an
+ * EVP_Digest allocates, initialises and frees one each time. 0 or -1. */
+static int sha256(const unsigned char *buf, size_t len, unsigned char *md)
+{
+    EVP_MD_CTX *ctx;
+
+    pthread_once(&sha256_once, sha256_fetch);
+    if (sha256_md == NULL || !ctx_key_ok)
+        return SHA256(buf, len, md) ? 0 : -1;
+    if ((ctx = pthread_getspecific(ctx_key)) == NULL) {
+        if ((ctx = EVP_MD_CTX_new()) == NULL)
+            return -1;
+        if (pthread_setspecific(ctx_key, ctx) != 0) {
+            EVP_MD_CTX_free(ctx);
+            return -1;
+        }
+    }
+    return EVP_DigestInit_ex2(ctx, sha256_md, NULL) == 1 &&
+                   EVP_DigestUpdate(ctx, buf, len) == 1 &&
+                   EVP_DigestFinal_ex(ctx, md, NULL) == 1
+               ? 0
+               : -1;
 }
 
 int reg_assign_bucket(const char *experiment_name, const char *salt,
@@ -46,10 +80,11 @@ int reg_assign_bucket(const char *experiment_name, const char *salt,
         memcpy(buf + off, parts[i], len[i]);
         off += len[i];
     }
-    pthread_once(&sha256_once, sha256_fetch);
-    if (sha256_md == NULL
-        || !EVP_Digest(buf, total, md, NULL, sha256_md, NULL))
-        SHA256(buf, total, md);
+    if (sha256(buf, total, md) < 0 && SHA256(buf, total, md) == NULL) {
+        if (buf != stackbuf)
+            free(buf);
+        return -1;
+    }
     if (buf != stackbuf)
         free(buf);
     for (int i = 0; i < 8; i++)

@@ -257,6 +257,21 @@ typedef int (*reg_emit_fn)(void *arg, const char *data, size_t len);
 int reg_render_json(const struct reg_version *version, reg_lookup_fn lookup,
                     void *larg, reg_emit_fn emit, void *earg, char **err);
 
+/*
+ * reg_render_json in two steps, for a caller that renders one version many
+ * times: reg_tpl_compile escapes the version's roles, names and literal
+ * text into JSON once (NULL when out of memory); reg_tpl_render then only
+ * copies that text and the variables' values, with reg_render_json's
+ * result and errors (reg_render_json is these two calls). A compiled
+ * template borrows nothing from the version and is read only: any thread
+ * may render it.
+ */
+struct reg_tpl;
+struct reg_tpl *reg_tpl_compile(const struct reg_version *version);
+int reg_tpl_render(const struct reg_tpl *t, reg_lookup_fn lookup, void *larg,
+                   reg_emit_fn emit, void *earg, char **err);
+void reg_tpl_free(struct reg_tpl *t);
+
 /* ---- experiments and assignment ----------------------------------------- */
 
 struct reg_arm {

@@ -392,87 +392,216 @@ out:
     return rc;
 }
 
-int reg_render_json(const struct reg_version *version, reg_lookup_fn lookup,
-                    void *larg, reg_emit_fn emit, void *earg, char **err)
-{
-#define EMIT(p, n) do { if (emit(earg, (p), (n)) < 0) goto oom; } while (0)
-    size_t i;
+/*
+ * A version compiled for rendering: its messages as JSON text with holes.
+ * Each part is text to emit as it is (the punctuation, role and name, and
+ * the template's literal text, all escaped once here), then optionally a
+ * variable. tlen is the template bytes the part's literal content stands
+ * for (they count towards REG_RENDER_MAX, as in reg_render); msg_end marks
+ * the part that closes a message, where its size is checked and the count
+ * starts again.
+ */
+struct tpl_part {
+    size_t off, len;          /* the text: bytes of tpl->text */
+    size_t tlen;
+    size_t var;               /* 1 + the offset in tpl->text of the
+                                 variable's name (NUL-terminated); 0: none */
+    int msg_end;
+};
 
-    EMIT("[", 1);
+struct reg_tpl {
+    size_t n_parts;
+    struct tpl_part *parts;   /* owned */
+    char *text;               /* owned */
+};
+
+struct tbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+};
+
+static int tbuf_add(void *arg, const char *data, size_t len)
+{
+    struct tbuf *b = arg;
+
+    if (b->len + len + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *p;
+        while (cap < b->len + len + 1)
+            cap *= 2;
+        if ((p = realloc(b->p, cap)) == NULL) {
+            b->oom = 1;
+            return -1;
+        }
+        b->p = p, b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+void reg_tpl_free(struct reg_tpl *t)
+{
+    if (t == NULL)
+        return;
+    free(t->parts);
+    free(t->text);
+    free(t);
+}
+
+struct reg_tpl *reg_tpl_compile(const struct reg_version *version)
+{
+    struct tbuf b = {0};
+    struct tpl_part *parts = NULL, *np;
+    size_t n = 0, cap = 0, i, start = 0;
+    struct reg_tpl *t;
+
+#define ADD(p, len) do { if (tbuf_add(&b, (p), (len)) < 0) goto oom; } while (0)
+#define PART(tl, v, end) do {                                             \
+        if (n == cap) {                                                   \
+            cap = cap ? cap * 2 : 8;                                      \
+            if ((np = realloc(parts, cap * sizeof(*parts))) == NULL)      \
+                goto oom;                                                 \
+            parts = np;                                                   \
+        }                                                                 \
+        parts[n++] = (struct tpl_part){start, b.len - start, (tl), (v),   \
+                                       (end)};                            \
+    } while (0)
+    ADD("[", 1);
     for (i = 0; i < version->n_messages; i++) {
         const struct reg_message *m = &version->messages[i];
         const char *s = m->content;
-        size_t len = m->content_len, off = 0, total = 0;
+        size_t len = m->content_len, off = 0;
 
-        EMIT(i ? ",{\"role\":\"" : "{\"role\":\"", i ? 10 : 9);
-        if (emit_escaped(emit, earg, m->role, strlen(m->role)) < 0)
+        ADD(i ? ",{\"role\":\"" : "{\"role\":\"", i ? 10 : 9);
+        if (emit_escaped(tbuf_add, &b, m->role, strlen(m->role)) < 0)
             goto oom;
         if (m->name) {
-            EMIT("\",\"name\":\"", 10);
-            if (emit_escaped(emit, earg, m->name, strlen(m->name)) < 0)
+            ADD("\",\"name\":\"", 10);
+            if (emit_escaped(tbuf_add, &b, m->name, strlen(m->name)) < 0)
                 goto oom;
         }
-        EMIT("\",\"content\":\"", 13);
-        while (off < len) {
-            size_t plen, nlen, at, vlen;
-            const char *name, *val;
-            char key[REG_VARNAME_MAX + 1], tmp[64];
-            struct reg_value v;
+        ADD("\",\"content\":\"", 13);
+        for (;;) {
+            size_t plen, nlen, at;
+            const char *name;
+            size_t name_off;
 
             at = next_var(s + off, len - off, &plen, &name, &nlen);
-            if (emit_escaped(emit, earg, s + off, at) < 0)
+            if (emit_escaped(tbuf_add, &b, s + off, at) < 0)
                 goto oom;
-            total += at;
-            if (at == len - off)
+            if (at == len - off) {
+                ADD(i + 1 == version->n_messages ? "\"}]" : "\"}",
+                    i + 1 == version->n_messages ? 3 : 2);
+                PART(at, 0, 1);
+                start = b.len;
                 break;
-            memcpy(key, name, nlen);
-            key[nlen] = '\0';
-            if (lookup(larg, key, &v) < 0) {
-                reg_err(err, "missing variable '%s'", key);
-                return -1;
             }
-            switch (v.type) {
-            case REG_VALUE_STRING: /* raw JSON string text: already escaped */
-                val = v.text, vlen = v.len;
-                break;
-            case REG_VALUE_NUMBER:
-                if (number_text(v.text, v.len, tmp, &vlen) < 0) {
-                    reg_err(err, "variable '%s' is not a number in range", key);
-                    return -1;
-                }
-                val = tmp;
-                break;
-            case REG_VALUE_TRUE:
-                val = "true", vlen = 4;
-                break;
-            case REG_VALUE_FALSE:
-                val = "false", vlen = 5;
-                break;
-            default:
-                reg_err(err, "variable '%s' must be a string, number or boolean",
-                        key);
-                return -1;
-            }
-            total += vlen;
+            /* the name after the part's text, NUL-terminated, outside
+             * the part's length */
+            name_off = b.len;
+            PART(at, name_off + 1, 0);
+            ADD(name, nlen);
+            ADD("", 1);
+            start = b.len;
+            off += at + plen;
+        }
+    }
+    if (version->n_messages == 0) {
+        ADD("]", 1);
+        PART(0, 0, 0);
+    }
+    if ((t = malloc(sizeof(*t))) == NULL)
+        goto oom;
+    t->n_parts = n;
+    t->parts = parts;
+    t->text = b.p;
+    return t;
+oom:
+    free(parts);
+    free(b.p);
+    return NULL;
+#undef PART
+#undef ADD
+}
+
+int reg_tpl_render(const struct reg_tpl *t, reg_lookup_fn lookup, void *larg,
+                   reg_emit_fn emit, void *earg, char **err)
+{
+    size_t i, total = 0, vlen;
+    char tmp[64];
+
+    for (i = 0; i < t->n_parts; i++) {
+        const struct tpl_part *pt = &t->parts[i];
+        const char *key = pt->var ? t->text + pt->var - 1 : NULL, *val;
+        struct reg_value v;
+
+        total += pt->tlen;
+        if (pt->msg_end) {
             if (total > REG_RENDER_MAX) {
                 reg_err(err, "rendered message is larger than %d bytes",
                         REG_RENDER_MAX);
                 return -1;
             }
-            EMIT(val, vlen);
-            off += at + plen;
+            total = 0;
         }
+        if (emit(earg, t->text + pt->off, pt->len) < 0)
+            goto oom;
+        if (key == NULL)
+            continue;
+        if (lookup(larg, key, &v) < 0) {
+            reg_err(err, "missing variable '%s'", key);
+            return -1;
+        }
+        switch (v.type) {
+        case REG_VALUE_STRING: /* raw JSON string text: already escaped */
+            val = v.text, vlen = v.len;
+            break;
+        case REG_VALUE_NUMBER:
+            if (number_text(v.text, v.len, tmp, &vlen) < 0) {
+                reg_err(err, "variable '%s' is not a number in range", key);
+                return -1;
+            }
+            val = tmp;
+            break;
+        case REG_VALUE_TRUE:
+            val = "true", vlen = 4;
+            break;
+        case REG_VALUE_FALSE:
+            val = "false", vlen = 5;
+            break;
+        default:
+            reg_err(err, "variable '%s' must be a string, number or boolean",
+                    key);
+            return -1;
+        }
+        total += vlen;
         if (total > REG_RENDER_MAX) {
             reg_err(err, "rendered message is larger than %d bytes",
                     REG_RENDER_MAX);
             return -1;
         }
-        EMIT("\"}", 2);
+        if (emit(earg, val, vlen) < 0)
+            goto oom;
     }
-    EMIT("]", 1);
     return 0;
 oom:
     reg_err(err, "cannot render: out of memory");
     return -1;
-#undef EMIT
+}
+
+int reg_render_json(const struct reg_version *version, reg_lookup_fn lookup,
+                    void *larg, reg_emit_fn emit, void *earg, char **err)
+{
+    struct reg_tpl *t = reg_tpl_compile(version);
+    int rc;
+
+    if (t == NULL) {
+        reg_err(err, "cannot render: out of memory");
+        return -1;
+    }
+    rc = reg_tpl_render(t, lookup, larg, emit, earg, err);
+    reg_tpl_free(t);
+    return rc;
 }
