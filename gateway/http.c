@@ -112,6 +112,8 @@ struct gw_http_server {
 
 struct gw_http_conn {
     struct gw_http_server *srv; /* borrowed */
+    struct gw_http_conn *cork_next; /* on this thread's corked list */
+    int corked;                 /* output held until gw_http_uncork */
     evutil_socket_t fd;         /* owned */
     struct event *rev, *wev;    /* owned: read (persistent), write */
     struct evbuffer *in, *out;  /* owned */
@@ -176,9 +178,29 @@ static void req_free(struct gw_http_req *r)
     free(r);
 }
 
+/* Output held by gw_http_cork: each worker thread runs one loop, so the
+ * list is the thread's. */
+static __thread struct gw_http_conn *corked_list;
+static __thread int cork_depth;
+
+static void cork_unlink(struct gw_http_conn *c)
+{
+    struct gw_http_conn **pp;
+
+    for (pp = &corked_list; *pp; pp = &(*pp)->cork_next)
+        if (*pp == c) {
+            *pp = c->cork_next;
+            break;
+        }
+    c->corked = 0;
+}
+
 static void conn_free(struct gw_http_conn *c)
 {
     struct gw_http_server *srv = c->srv;
+
+    if (c->corked)
+        cork_unlink(c);
 
     conn_state(c, C_CLOSE);
     if (c->prev)
@@ -232,9 +254,18 @@ static void schedule_write_cb(struct gw_http_conn *c)
     event_active(c->wev, EV_WRITE, 0);
 }
 
-/* Writes what it can now; arms the write event for the rest. */
+/* Writes what it can now; arms the write event for the rest. Under
+ * gw_http_cork, only notes that the connection has output to write. */
 static void flush_out(struct gw_http_conn *c)
 {
+    if (cork_depth > 0) {
+        if (!c->corked) {
+            c->corked = 1;
+            c->cork_next = corked_list;
+            corked_list = c;
+        }
+        return;
+    }
     if (c->ssl) {
         tls_flush(c);
         return;
@@ -652,6 +683,35 @@ void gw_http_reply_chunk(struct gw_http_req *r, const void *data, size_t len)
     }
     r->bytes_out += len;
     flush_out(r->conn);
+}
+
+void gw_http_cork(void)
+{
+    cork_depth++;
+}
+
+void gw_http_uncork(void)
+{
+    struct gw_http_conn *c;
+
+    if (--cork_depth > 0)
+        return;
+    while ((c = corked_list) != NULL) {
+        size_t left;
+
+        corked_list = c->cork_next;
+        c->corked = 0;
+        flush_out(c);
+        if (c->broken)
+            continue; /* flush_out scheduled the close */
+        /* what answer_done and a paused stream wait for, had the writes
+         * happened at once: the end of the answer, or room again */
+        left = evbuffer_get_length(c->out);
+        if ((c->state == C_FLUSH && left == 0) ||
+            (c->state == C_HANDLING && c->req && c->req->want_writable &&
+             left <= LOWMARK))
+            schedule_write_cb(c);
+    }
 }
 
 void gw_http_reply_end(struct gw_http_req *r)

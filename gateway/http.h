@@ -82,6 +82,18 @@ struct gw_http_req {
     int want_writable;
 };
 
+/*
+ * Holding the answers' writes: between gw_http_cork and gw_http_uncork,
+ * output queued on any connection of this thread is not written; uncork
+ * writes each such connection's output with one call. A caller that may
+ * queue several pieces for the same client in one go (an upstream read
+ * that carries several stream events) brackets it so that they leave in
+ * one writev, not one each. Nests; the connections stay valid (one closed
+ * meanwhile is dropped from the list).
+ */
+void gw_http_cork(void);
+void gw_http_uncork(void);
+
 /* Returns NULL on failure. handler is called for every complete request. */
 struct gw_http_server *gw_http_server_new(struct event_base *base,
                                           gw_http_handler handler,

@@ -27,6 +27,8 @@
  *     remain, so a request costs no epoll_ctl churn.
  */
 #include "gateway/upconn.h"
+
+#include "gateway/http.h"
 #include "gateway/chunked.h"
 
 #include <errno.h>
@@ -407,13 +409,20 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         return;
     /* after a resume, what was buffered goes first */
     if (c->state == U_BODY && evbuffer_get_length(c->in) > 0) {
-        if (process(c) || c->paused)
+        int stop;
+        gw_http_cork();
+        stop = process(c) || c->paused;
+        gw_http_uncork();
+        if (stop)
             return;
     }
     n = gw_read_some(c->in, fd, READ_CHUNK);
     if (n > 0) {
         c->got_bytes = 1;
+        /* the events of one read leave for the client in one write */
+        gw_http_cork();
         process(c);
+        gw_http_uncork();
         return;
     }
     if (n == -2)
