@@ -674,7 +674,14 @@ void gw_http_reply_chunk(struct gw_http_req *r, const void *data, size_t len)
 
     if (len == 0 || r->conn->broken)
         return;
-    if (r->http_minor >= 1) {
+    if (r->http_minor >= 1 && len <= 2048) {
+        /* a stream event: one append (each costs a hundred instructions) */
+        char buf[24 + 2048 + 2];
+        size_t n = chunk_size_line(buf, len);
+        memcpy(buf + n, data, len);
+        memcpy(buf + n + len, "\r\n", 2);
+        evbuffer_add(out, buf, n + len + 2);
+    } else if (r->http_minor >= 1) {
         evbuffer_add(out, size, chunk_size_line(size, len));
         evbuffer_add(out, data, len);
         evbuffer_add(out, "\r\n", 2);

@@ -799,6 +799,21 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     call_end(c, END_TIMEOUT, why);
 }
 
+/* Whether an event's data holds the key "usage": memchr for its 'u'
+ * (rare in a chunk's JSON: "null" has one) is several times cheaper than
+ * memmem on every relayed event. */
+static int has_usage_key(const char *data, size_t len)
+{
+    const char *p = data, *end = data + len;
+
+    while (end - p >= 6 && (p = memchr(p, 'u', (size_t)(end - p - 5)))) {
+        if (p > data && p[-1] == '"' && memcmp(p, "usage\"", 6) == 0)
+            return 1;
+        p++;
+    }
+    return 0;
+}
+
 /* One OpenAI stream event (data, and raw: the whole event) to the cache,
  * the usage count, the exposure log and the client. */
 static int relay_data(struct gw_call *c, const char *data, size_t data_len,
@@ -806,7 +821,7 @@ static int relay_data(struct gw_call *c, const char *data, size_t data_len,
 {
     if (c->fill) /* before the usage chunk may be stripped: it is kept */
         gw_cache_fill_event(c->fill, data, data_len);
-    if (data_len > 8 && memmem(data, data_len, "\"usage\"", 7)) {
+    if (data_len > 8 && has_usage_key(data, data_len)) {
         gw_usage_find(data, data_len, &c->usage);
         /* the usage-only chunk the gateway asked for, not the client */
         if (c->admit.injected_usage &&
