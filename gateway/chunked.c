@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/uio.h>
 
 #define MAX_LINE 4096
@@ -48,11 +49,43 @@ static int parse_size(const char *line, uint64_t *out)
     return 0;
 }
 
+/*
+ * The next line of in, ended by CRLF, when the first chain of in holds it
+ * and it is shorter than cap: copied into buf, NUL-terminated, and drained
+ * with its CRLF; returns its length. Else -1 (the line is not there yet,
+ * or spans chains, or is long): evbuffer_readln decides. A stream's size
+ * lines are in the first chain nearly always, and evbuffer_readln
+ * allocates each line it returns.
+ */
+static long line_in_first_chain(struct evbuffer *in, char *buf, size_t cap)
+{
+    struct evbuffer_iovec v;
+    const char *s, *p, *end;
+
+    if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+        return -1;
+    s = v.iov_base;
+    end = s + v.iov_len;
+    for (p = s; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++) {
+        if (p > s && p[-1] == '\r') { /* strict: a bare LF ends no line */
+            size_t n = (size_t)(p - 1 - s);
+            if (n >= cap)
+                return -1;
+            memcpy(buf, s, n);
+            buf[n] = '\0';
+            evbuffer_drain(in, n + 2);
+            return (long)n;
+        }
+    }
+    return -1;
+}
+
 enum gw_chunked_step gw_chunked_next(struct gw_chunked *d,
                                      struct evbuffer *in, size_t *len)
 {
+    char small[64], *line, *heap;
     size_t n;
-    char *line;
+    long k;
 
     for (;;) {
         if (d->state == 1) {
@@ -62,25 +95,31 @@ enum gw_chunked_step gw_chunked_next(struct gw_chunked *d,
             *len = avail < d->left ? avail : (size_t)d->left;
             return GW_CHUNKED_DATA;
         }
-        line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF_STRICT);
-        if (line == NULL)
-            return evbuffer_get_length(in) > MAX_LINE ? GW_CHUNKED_ERROR
-                                                      : GW_CHUNKED_NEED;
+        heap = NULL;
+        if ((k = line_in_first_chain(in, small, sizeof(small))) >= 0) {
+            line = small;
+            n = (size_t)k;
+        } else {
+            line = heap = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF_STRICT);
+            if (line == NULL)
+                return evbuffer_get_length(in) > MAX_LINE ? GW_CHUNKED_ERROR
+                                                          : GW_CHUNKED_NEED;
+        }
         if (d->state == 2) { /* the CRLF after a chunk's data */
-            free(line);
+            free(heap);
             if (n != 0)
                 return GW_CHUNKED_ERROR;
             d->state = 0;
             continue;
         }
         if (d->state == 3) { /* trailers: skipped up to the empty line */
-            free(line);
+            free(heap);
             if (n == 0)
                 return GW_CHUNKED_DONE;
             continue;
         }
         int bad = parse_size(line, &d->left);
-        free(line);
+        free(heap);
         if (bad)
             return GW_CHUNKED_ERROR;
         d->state = d->left == 0 ? 3 : 1;
