@@ -339,3 +339,58 @@ def check_coalescing_leader_fails(setup, n=20):
         [(r.status, cache_of(r)) for r in results]
     assert stats(gw)["coalesced"] >= n - 1
     assert mock.count() - before >= 2
+
+
+# ---- the checks as tests ----------------------------------------------
+# Every backend passes these: its test module imports them (from
+# cache_common import *) and defines the `setup` fixture they take.
+
+def test_miss_then_hit(setup):
+    check_miss_then_hit(setup)
+
+
+def test_stream_miss_then_stream_and_json_hits(setup):
+    check_stream_then_both_hits(setup)
+
+
+def test_json_miss_then_stream_hit(setup):
+    check_json_then_stream_hit(setup)
+
+
+def test_bypass_rules(setup):
+    check_bypass_rules(setup)
+
+
+def test_tenants_never_share(setup):
+    check_tenants(setup)
+
+
+def test_cache_control(setup):
+    check_cache_control(setup)
+
+
+def test_errors_and_truncated_streams_not_stored(setup):
+    check_failures_not_stored(setup)
+
+
+def test_entry_size_limit(setup):
+    check_entry_size_limit(setup)
+
+
+def test_ttl(setup):
+    check_ttl(setup)
+
+
+def test_purge(setup):
+    check_purge(setup)
+
+
+def test_coalescing_100_identical_misses_one_upstream(setup):
+    check_coalescing(setup, 100)
+
+
+def test_coalescing_leader_fails(setup):
+    check_coalescing_leader_fails(setup, 20)
+
+
+__all__ = [n for n in dir() if n.startswith("test_")]

@@ -26,6 +26,7 @@ import http.client as httpclient
 import json
 import os
 import socket
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -208,6 +209,25 @@ def sse_events(body):
 def sse_json(body):
     """The JSON objects of an SSE body's data events, "[DONE]" left out."""
     return [json.loads(e) for e in sse_events(body) if e != "[DONE]"]
+
+
+def in_parallel(fn, n, during=None):
+    """Runs fn() in n threads at once and returns their results; during(),
+    when given, runs meanwhile on the caller's thread."""
+    results, lock = [], threading.Lock()
+
+    def one():
+        r = fn()
+        with lock:
+            results.append(r)
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    if during is not None:
+        during()
+    for t in threads:
+        t.join()
+    return results
 
 
 def wait_until(pred, timeout=5, interval=0.02, message=None):

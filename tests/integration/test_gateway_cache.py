@@ -10,6 +10,7 @@ Redis in test_gateway_cache_redis.py (cache_common.py)."""
 import pytest
 
 import cache_common as cc
+from cache_common import *  # noqa: F401,F403 (the shared tests)
 from conftest import mock_backend_config
 from helpers import chat, http, wait_until
 
@@ -30,52 +31,8 @@ def setup(mockllm, gateway):
     return start
 
 
-def test_miss_then_hit(setup):
-    cc.check_miss_then_hit(setup)
-
-
-def test_stream_miss_then_stream_and_json_hits(setup):
-    cc.check_stream_then_both_hits(setup)
-
-
-def test_json_miss_then_stream_hit(setup):
-    cc.check_json_then_stream_hit(setup)
-
-
-def test_bypass_rules(setup):
-    cc.check_bypass_rules(setup)
-
-
 def test_model_cache_all(setup):
     cc.check_model_all(setup)
-
-
-def test_tenants_never_share(setup):
-    cc.check_tenants(setup)
-
-
-def test_cache_control(setup):
-    cc.check_cache_control(setup)
-
-
-def test_errors_and_truncated_streams_not_stored(setup):
-    cc.check_failures_not_stored(setup)
-
-
-def test_entry_size_limit(setup):
-    cc.check_entry_size_limit(setup)
-
-
-def test_ttl(setup):
-    cc.check_ttl(setup)
-
-
-def test_purge(setup):
-    cc.check_purge(setup)
-
-
-def test_coalescing_100_identical_misses_one_upstream(setup):
-    cc.check_coalescing(setup, 100)
 
 
 def test_lru_bounded_in_bytes(setup):
@@ -175,10 +132,6 @@ def test_openai_node_client_on_hits(mockllm, gateway):
     out = r.stdout + r.stderr
     assert r.returncode == 0 and "0 failed" in r.stdout, out
     assert cc.stats(gw)["hits"] >= 2, cc.stats(gw)
-
-
-def test_coalescing_leader_fails(setup):
-    cc.check_coalescing_leader_fails(setup, 20)
 
 
 def test_prompt_version_is_part_of_the_key(mockllm, gateway, tmp_path):

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import cache_common as cc
+from cache_common import *  # noqa: F401,F403 (the shared tests)
 from conftest import mock_backend_config
 from helpers import chat, http, wait_until
 
@@ -44,50 +45,6 @@ def setup(mockllm, gateway, rds):
         wait_until(lambda: "connected to redis" in gw.stderr_text(), timeout=5)
         return mock, gw
     return start
-
-
-def test_miss_then_hit(setup):
-    cc.check_miss_then_hit(setup)
-
-
-def test_stream_miss_then_stream_and_json_hits(setup):
-    cc.check_stream_then_both_hits(setup)
-
-
-def test_json_miss_then_stream_hit(setup):
-    cc.check_json_then_stream_hit(setup)
-
-
-def test_bypass_rules(setup):
-    cc.check_bypass_rules(setup)
-
-
-def test_tenants_never_share(setup):
-    cc.check_tenants(setup)
-
-
-def test_cache_control(setup):
-    cc.check_cache_control(setup)
-
-
-def test_errors_and_truncated_streams_not_stored(setup):
-    cc.check_failures_not_stored(setup)
-
-
-def test_entry_size_limit(setup):
-    cc.check_entry_size_limit(setup)
-
-
-def test_ttl(setup):
-    cc.check_ttl(setup)
-
-
-def test_purge(setup):
-    cc.check_purge(setup)
-
-
-def test_coalescing_100_identical_misses_one_upstream(setup):
-    cc.check_coalescing(setup, 100)
 
 
 def test_keys_are_short_and_expire(setup, rds):
@@ -176,10 +133,6 @@ def test_purge_when_redis_is_down(setup, rds):
     r = http("POST", gw.url + "/admin/cache/purge", body={"namespace": "default"},
              headers={"Authorization": "Bearer " + cc.ADMIN_KEY})
     assert r.status == 503 and r.headers.get("retry-after") == "1"
-
-
-def test_coalescing_leader_fails(setup):
-    cc.check_coalescing_leader_fails(setup, 20)
 
 
 def test_with_redis_rate_limits(setup):

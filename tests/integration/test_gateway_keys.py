@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from helpers import DEFAULT_MODELS, chat, http as request, wait_until
+from helpers import DEFAULT_MODELS, chat, http as request, in_parallel, wait_until
 
 CHAT = "/v1/chat/completions"
 
@@ -598,21 +598,13 @@ def test_stream_with_include_usage_settled(mock, gateway):
 
 def test_max_concurrent(mock, gateway):
     gw = gateway(config(mock, [key("alpha", SECRET_A, max_concurrent=2), key("bravo", SECRET_B)]))
-    results = []
-    lock = threading.Lock()
 
-    def one():
-        r = post(gw, SECRET_A, headers={"x-mock-fault": "delay-ms=600"})
-        with lock:
-            results.append(r)
-    threads = [threading.Thread(target=one) for _ in range(6)]
-    for t in threads:
-        t.start()
-    time.sleep(0.3)
-    # another key is not held back by alpha's slots
-    assert post(gw, SECRET_B).status == 200
-    for t in threads:
-        t.join()
+    def other_key():
+        time.sleep(0.3)
+        # another key is not held back by alpha's slots
+        assert post(gw, SECRET_B).status == 200
+    results = in_parallel(lambda: post(gw, SECRET_A, headers={"x-mock-fault": "delay-ms=600"}),
+                          6, during=other_key)
     ok = [r for r in results if r.status == 200]
     refused = [r for r in results if r.status != 200]
     assert len(ok) == 2, [r.status for r in results]

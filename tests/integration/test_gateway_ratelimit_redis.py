@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import Redis
-from helpers import chat, wait_until
+from helpers import chat, in_parallel, wait_until
 from test_gateway_keys import (SECRET_A, SECRET_B, Hammer, admitted_in_window_ok, api_log,
                                assert_error, config, key, post, retry_after, tokens_used)
 
@@ -263,18 +263,7 @@ def test_max_concurrent_in_redis_mode(mock, gateway, redis_server):
     are an instance's own resource)."""
     r = redis_server()
     g1 = gateway(rconfig(mock, [key("alpha", SECRET_A, rpm=6000, max_concurrent=2)], r))
-    results = []
-    lock = threading.Lock()
-
-    def one():
-        resp = post(g1, SECRET_A, headers={"x-mock-fault": "delay-ms=500"})
-        with lock:
-            results.append(resp)
-    threads = [threading.Thread(target=one) for _ in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = in_parallel(lambda: post(g1, SECRET_A, headers={"x-mock-fault": "delay-ms=500"}), 5)
     assert sorted(x.status for x in results) == [200, 200, 429, 429, 429], results
     for x in results:
         if x.status == 429:
