@@ -175,7 +175,7 @@ static void test_render_json_escapes(void **state)
     static const char *const specials[] = {"\"", "\\", "\n", "\t", "\x01",
                                            "\x1f", "{", "}"};
     static const char *const fills[] = {"a", "\xe4\xb8\xad"}; /* a, 中 */
-    char tpl[256], want[256], out[512], *err = NULL;
+    char tpl[256], want[256 + 8], out[512], *err = NULL;
     char name[] = "p";
     struct reg_message m = {.role = "user"};
     struct reg_version v = {.prompt = name, .version = 1, .n_messages = 1,
