@@ -226,21 +226,32 @@ static int collect(void *arg, json_t *sample)
     return 0;
 }
 
-static void test_samples_export(void **state)
+/* Prompt "p" with versions 1 and 2, "production" on 1 and a 50/50
+ * experiment on it; returns the experiment's id. */
+static int64_t start_ab(struct reg_db *db)
 {
-    char *path = treg_tmpdb(), *err = NULL;
-    struct reg_db *db = treg_open(path);
     struct reg_arm arms[2] = {{1, 50}, {2, 50}};
-    json_t *out = json_array(), *s;
     int64_t id = 0;
-    size_t n = 0;
+    char *err = NULL;
 
-    (void)state;
     treg_publish(db, "p", "v1 {{x}}");
     treg_publish(db, "p", "v2 {{x}}");
     assert_int_equal(reg_label_set(db, "p", 1, "production", "t", &err), 0);
     assert_int_equal(reg_experiment_start(db, "p", "production", arms, 2, "salt", "t",
                                           &id, &err), 0);
+    return id;
+}
+
+static void test_samples_export(void **state)
+{
+    char *path = treg_tmpdb(), *err = NULL;
+    struct reg_db *db = treg_open(path);
+    json_t *out = json_array(), *s;
+    int64_t id;
+    size_t n = 0;
+
+    (void)state;
+    id = start_ab(db);
     {
         struct reg_exposure ex[3] = {
             exposure("a", "u1", 1, id, 0, "{\"x\":\"k\",\"facts\":\"{\\\"color\\\":\\\"white\\\"}\"}"),
@@ -307,18 +318,13 @@ static void test_chunks_by_experiment_and_the_view(void **state)
 {
     char *path = treg_tmpdb(), *err = NULL;
     struct reg_db *db = treg_open(path);
-    struct reg_arm arms[2] = {{1, 50}, {2, 50}};
     struct reg_exposure ex[5];
     json_t *out = json_array(), *s;
-    int64_t id = 0;
+    int64_t id;
     size_t n = 0;
 
     (void)state;
-    treg_publish(db, "p", "v1 {{x}}");
-    treg_publish(db, "p", "v2 {{x}}");
-    assert_int_equal(reg_label_set(db, "p", 1, "production", "t", &err), 0);
-    assert_int_equal(reg_experiment_start(db, "p", "production", arms, 2, "salt", "t",
-                                          &id, &err), 0);
+    id = start_ab(db);
     ex[0] = exposure("e1", "quote\"back\\slash\nnl\ttab\x01", 1, id, 0,
                      "{\"x\":\"\xe4\xbf\x9d\",\"n\":[1,{\"a\":null}]}");
     ex[0].variables_json = 1;
