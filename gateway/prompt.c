@@ -141,6 +141,11 @@ struct gw_prompts {
     size_t n_pending;
     struct obuf out;              /* the body being built (reused) */
     struct vcache *vcache[VC_BUCKETS]; /* owned: per version of snap */
+    int64_t wall_off;             /* CLOCK_REALTIME - CLOCK_MONOTONIC, in
+                                     us, as of the last timer tick */
+    struct reg_arm_memo *memo;    /* owned: arms of returning users, for
+                                     snap (reset with each swap); NULL:
+                                     none */
     int failing;                  /* the watcher's last load failed */
     unsigned long load_errors;    /* failed loads: the watcher adds, the
                                      loop reads (__atomic) */
@@ -323,6 +328,22 @@ static int emit_cb(void *arg, const char *data, size_t len)
     return ob_add(arg, data, len);
 }
 
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* wall-clock time less monotonic time: a request's wall-clock start is
+ * its start_us plus this, with no clock read on the request path (the
+ * timer refreshes it, following clock steps within SWAP_MS) */
+static int64_t wall_offset(void)
+{
+    return wall_us() - gw_now_us();
+}
+
 /* ---- snapshot ------------------------------------------------------------ */
 
 /*
@@ -404,6 +425,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct reg_snapshot *s;
 
     (void)fd, (void)what;
+    p->wall_off = wall_offset();
     s = NULL;
     pthread_mutex_lock(&p->sh->wmu);
     if (p->seen_gen != p->sh->gen) {
@@ -413,6 +435,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&p->sh->wmu);
     if (s) {
         vcache_clear(p);
+        reg_arm_memo_reset(p->memo);
         reg_snapshot_unref(p->snap);
         p->snap = s;
     }
@@ -448,6 +471,8 @@ struct gw_prompts *gw_prompts_view(struct gw_prompts *first,
         return NULL;
     p->sh = first;
     p->base = base;
+    p->memo = reg_arm_memo_new(); /* NULL: assigned without */
+    p->wall_off = wall_offset();
     pthread_mutex_lock(&first->wmu);
     p->snap = reg_snapshot_ref(first->latest ? first->latest : first->snap);
     p->seen_gen = first->gen;
@@ -472,6 +497,8 @@ struct gw_prompts *gw_prompts_new(struct event_base *base,
     if (p == NULL)
         goto oom;
     p->sh = p;
+    p->memo = reg_arm_memo_new();
+    p->wall_off = wall_offset();
     pthread_mutex_init(&p->sh->wmu, NULL);
     pthread_cond_init(&p->sh->wcv, NULL);
     p->base = base;
@@ -579,6 +606,7 @@ void gw_prompts_free(struct gw_prompts *p)
             event_free(p->timer);
         pending_clear(p);
         vcache_clear(p);
+        reg_arm_memo_free(p->memo);
         reg_snapshot_unref(p->snap);
         free(p->out.p);
         free(p);
@@ -604,6 +632,7 @@ void gw_prompts_free(struct gw_prompts *p)
     }
     reg_watch_free(p->sh->watch);
     vcache_clear(p);
+    reg_arm_memo_free(p->memo);
     reg_snapshot_unref(p->snap);
     reg_snapshot_unref(p->sh->latest);
     pthread_mutex_destroy(&p->sh->wmu);
@@ -683,14 +712,6 @@ static const char *copy_str(char *out, size_t cap, const char *s)
     memcpy(out, s, n);
     out[n] = '\0';
     return out;
-}
-
-static int64_t wall_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static const char *skip_ws(const char *s, const char *end)
@@ -879,8 +900,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     if (uid && *uid == '\0')
         uid = NULL;
 
-    if (reg_snapshot_resolve(p->snap, name, label, (int)version, uid, &res,
-                             &e) < 0) {
+    if (reg_snapshot_resolve_memo(p->snap, name, label, (int)version, uid,
+                                  p->memo, &res, &e) < 0) {
         rc = fail(gw, req, rl, 404, "prompt_not_found",
                   "%s (promptctl list shows the registry)",
                   e ? e : "out of memory");
@@ -1013,7 +1034,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         goto oom;
     off = 0;
     r->owner = req;
-    r->at_us = wall_us();
+    r->at_us = req->start_us + p->wall_off; /* when the request came */
     r->ex.request_id = gw_exposure_rec_str(r, &off, rl->request_id,
                                            strlen(rl->request_id));
     r->ex.prompt = gw_exposure_rec_str(r, &off, name, strlen(name));
@@ -1121,7 +1142,7 @@ oom_late:
 }
 
 void gw_prompt_finish(struct gw_prompts *p, struct gw_http_req *req,
-                      const struct gw_reqlog *rl)
+                      const struct gw_reqlog *rl, int64_t end_us)
 {
     struct gw_exposure_rec *r;
 
@@ -1129,7 +1150,7 @@ void gw_prompt_finish(struct gw_prompts *p, struct gw_http_req *req,
         return;
     r->ex.status = rl->status;
     r->ex.stream = rl->stream;
-    r->ex.latency_ms = (double)(gw_now_us() - req->start_us) / 1000.0;
+    r->ex.latency_ms = (double)(end_us - req->start_us) / 1000.0;
     r->ex.prompt_tokens = rl->usage.prompt_tokens;
     r->ex.completion_tokens = rl->usage.completion_tokens;
     r->ex.total_tokens = rl->usage.total_tokens;

@@ -6,6 +6,7 @@
 #ifndef GW_PROMPT_H
 #define GW_PROMPT_H
 
+#include <stdint.h>
 #include <stddef.h>
 
 struct event_base;
@@ -90,7 +91,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
 /* The end of a request (called from gw_proxy_log): a request that used a
  * prompt gets its exposure record completed and queued. Cheap otherwise. */
 void gw_prompt_finish(struct gw_prompts *p, struct gw_http_req *req,
-                      const struct gw_reqlog *rl);
+                      const struct gw_reqlog *rl, int64_t end_us);
 
 /* Upstream answer bytes of a request (a JSON body, or one SSE event's data)
  * for the exposure's output text, when log_outputs is on. */

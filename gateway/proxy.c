@@ -135,7 +135,7 @@ void gw_proxy_log(struct gw_gateway *gw, struct gw_http_req *req,
 
     gw_metrics_request(gw->metrics, req, rl, end_us);
     if (gw->prompts)
-        gw_prompt_finish(gw->prompts, req, rl);
+        gw_prompt_finish(gw->prompts, req, rl, end_us);
     if ((l.b = gw_accesslog_buffer(gw->alog)) == NULL)
         return;
     l.n = 0;

@@ -8,6 +8,10 @@
  * user gets the same arm in every process, on every machine, after every
  * reload. The modulo bias of 2^64 mod 10000 is below 1e-15.
  *
+ * reg_arm_memo remembers answers for users who come back (one thread's,
+ * reset when its snapshot changes): a lookup of two 64-byte slots instead
+ * of a digest.
+ *
  * Invariant: a pure function of its inputs, safe from any thread. The only
  * state is the SHA-256 implementation, fetched once (pthread_once): on the
  * gateway's request path SHA256() would look the algorithm up in OpenSSL's
@@ -114,4 +118,103 @@ int reg_assign(const char *experiment_name, const char *salt,
             return (int)i;
     }
     return (int)n_arms - 1;   /* unreachable: cum reaches total */
+}
+
+/* ---- the memo ------------------------------------------------------------ */
+
+#define MEMO_SETS 4096 /* x 2 ways x 64 bytes = 512 KB */
+
+struct memo_slot {                        /* one cache line */
+    int64_t exp_id;
+    uint32_t epoch;                       /* the memo's epoch; 0: empty */
+    int16_t arm;
+    uint8_t len;
+    char user[REG_MEMO_USER_MAX + 1];
+};
+
+struct reg_arm_memo {
+    struct memo_slot (*sets)[2];          /* owned, MEMO_SETS; NULL until
+                                             first used */
+    uint32_t epoch;
+    unsigned long lookups, hits;
+};
+
+struct reg_arm_memo *reg_arm_memo_new(void)
+{
+    struct reg_arm_memo *m = calloc(1, sizeof(*m));
+
+    if (m)
+        m->epoch = 1;
+    return m;
+}
+
+void reg_arm_memo_reset(struct reg_arm_memo *m)
+{
+    if (m == NULL)
+        return;
+    if (++m->epoch == 0) { /* wrapped: forget every slot for real */
+        if (m->sets)
+            memset(m->sets, 0, MEMO_SETS * sizeof(*m->sets));
+        m->epoch = 1;
+    }
+}
+
+void reg_arm_memo_free(struct reg_arm_memo *m)
+{
+    if (m == NULL)
+        return;
+    free(m->sets);
+    free(m);
+}
+
+void reg_arm_memo_stats(const struct reg_arm_memo *m, unsigned long *lookups,
+                        unsigned long *hits)
+{
+    *lookups = m ? m->lookups : 0;
+    *hits = m ? m->hits : 0;
+}
+
+int reg_assign_memo(struct reg_arm_memo *m, const struct reg_experiment *e,
+                    const char *user_id)
+{
+    const unsigned char *u = (const unsigned char *)(user_id ? user_id : "");
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)e->id;
+    struct memo_slot *set, *s;
+    size_t len;
+    int arm;
+
+    for (len = 0; u[len] && len <= REG_MEMO_USER_MAX; len++)
+        h = (h ^ u[len]) * 0x100000001b3ULL;
+    if (m == NULL || len > REG_MEMO_USER_MAX ||
+        (m->sets == NULL &&
+         (m->sets = calloc(MEMO_SETS, sizeof(*m->sets))) == NULL))
+        return reg_assign(e->name, e->salt, user_id, e->arms, e->n_arms);
+    h ^= h >> 29;
+    set = m->sets[(h * 0x9e3779b97f4a7c15ULL) >> 52 & (MEMO_SETS - 1)];
+    m->lookups++;
+    for (int w = 0; w < 2; w++) {
+        s = &set[w];
+        if (s->epoch == m->epoch && s->exp_id == e->id && s->len == len &&
+            memcmp(s->user, u, len) == 0) {
+            arm = s->arm;
+            if (w == 1) { /* most recently used first */
+                struct memo_slot t = set[0];
+                set[0] = set[1], set[1] = t;
+            }
+            m->hits++;
+            return arm;
+        }
+    }
+    arm = reg_assign(e->name, e->salt, user_id, e->arms, e->n_arms);
+    if (arm < 0 || arm > INT16_MAX)
+        return arm;
+    set[1] = set[0];
+    s = &set[0];
+    s->exp_id = e->id;
+    s->epoch = m->epoch;
+    s->arm = (int16_t)arm;
+    s->len = (uint8_t)len;
+    memcpy(s->user, u, len);
+    s->user[len] = '\0';
+    return arm;
 }

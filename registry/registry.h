@@ -290,6 +290,29 @@ int reg_assign(const char *experiment_name, const char *salt,
 int reg_assign_bucket(const char *experiment_name, const char *salt,
                       const char *user_id);
 
+/*
+ * A memo of arm assignments for one thread, so that a user who comes back
+ * costs a table lookup instead of a SHA-256: a 2-way set-associative table
+ * of 8,192 slots (512 KB, allocated on first use) keyed by experiment id
+ * and user id; user ids longer than REG_MEMO_USER_MAX bytes are assigned
+ * without it. An experiment id names the same arms only within one
+ * snapshot, so the owner calls reg_arm_memo_reset whenever it swaps
+ * snapshots (O(1): entries of an older epoch are misses). Not thread-safe:
+ * one owner.
+ */
+#define REG_MEMO_USER_MAX 46
+struct reg_arm_memo;
+struct reg_experiment;
+struct reg_arm_memo *reg_arm_memo_new(void);
+void reg_arm_memo_reset(struct reg_arm_memo *m);
+void reg_arm_memo_free(struct reg_arm_memo *m);
+/* reg_assign for experiment e, through the memo (NULL: none) */
+int reg_assign_memo(struct reg_arm_memo *m, const struct reg_experiment *e,
+                    const char *user_id);
+/* lookups, and those that found the user (for tests) */
+void reg_arm_memo_stats(const struct reg_arm_memo *m, unsigned long *lookups,
+                        unsigned long *hits);
+
 struct reg_experiment {
     int64_t id;
     char *name;              /* owned: "<prompt>@<label>", the hashing key */
@@ -430,6 +453,13 @@ struct reg_resolved {
 int reg_snapshot_resolve(const struct reg_snapshot *snap, const char *name,
                          const char *label, int version, const char *user_id,
                          struct reg_resolved *out, char **err);
+/* The same, assigning arms through a memo (reg_arm_memo; NULL: none) that
+ * the caller resets when it moves to another snapshot. */
+int reg_snapshot_resolve_memo(const struct reg_snapshot *snap,
+                              const char *name, const char *label,
+                              int version, const char *user_id,
+                              struct reg_arm_memo *memo,
+                              struct reg_resolved *out, char **err);
 
 /* ---- exposures and outcomes (the gateway's A/B log) --------------------- */
 

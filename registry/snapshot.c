@@ -386,6 +386,16 @@ int reg_snapshot_resolve(const struct reg_snapshot *snap, const char *name,
                          const char *label, int version, const char *user_id,
                          struct reg_resolved *out, char **err)
 {
+    return reg_snapshot_resolve_memo(snap, name, label, version, user_id,
+                                     NULL, out, err);
+}
+
+int reg_snapshot_resolve_memo(const struct reg_snapshot *snap,
+                              const char *name, const char *label,
+                              int version, const char *user_id,
+                              struct reg_arm_memo *memo,
+                              struct reg_resolved *out, char **err)
+{
     const struct snap_prompt *p;
     const struct reg_experiment *e = NULL;
     int v;
@@ -423,7 +433,7 @@ int reg_snapshot_resolve(const struct reg_snapshot *snap, const char *name,
         out->label = l->name;
     }
     if (e != NULL && user_id != NULL) {
-        int arm = reg_assign(e->name, e->salt, user_id, e->arms, e->n_arms);
+        int arm = reg_assign_memo(memo, e, user_id);
         if (arm >= 0) {
             v = e->arms[arm].version;
             out->experiment = e;

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "tests/unit/test_reg_util.h"
 
 #define USERS 100000
@@ -99,6 +100,76 @@ static void test_degenerate(void **state)
     assert_int_equal(reg_assign("e", NULL, NULL, one, 1), 0);
 }
 
+/* the memo answers exactly what reg_assign answers: for returning users
+ * (hits), for more users than it has slots (evictions), for ids too long
+ * to keep, and after a reset for an experiment id whose arms changed */
+static void test_memo_matches(void **state)
+{
+    struct reg_arm arms_a[2] = {{1, 50}, {2, 50}}, arms_b[3] = {{3, 10},
+                                                               {4, 10},
+                                                               {5, 80}};
+    char name[] = "p@production", salt_a[] = "s1", salt_b[] = "s2";
+    struct reg_experiment a = {.id = 7, .name = name, .salt = salt_a,
+                               .n_arms = 2, .arms = arms_a};
+    struct reg_experiment b = {.id = 7, .name = name, .salt = salt_b,
+                               .n_arms = 3, .arms = arms_b};
+    struct reg_arm_memo *m = reg_arm_memo_new();
+    unsigned long lookups, hits;
+    char user[80];
+
+    (void)state;
+    assert_non_null(m);
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < 20000; i++) { /* more than its 8,192 slots */
+            snprintf(user, sizeof(user), "user-%d", i);
+            assert_int_equal(reg_assign_memo(m, &a, user),
+                             reg_assign(a.name, a.salt, user, arms_a, 2));
+        }
+    reg_arm_memo_stats(m, &lookups, &hits);
+    assert_int_equal(lookups, 60000);
+    assert_true(hits < 60000); /* evictions: 20,000 users cycle */
+    /* a few returning users: all hits */
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < 1000; i++) {
+            snprintf(user, sizeof(user), "u%d", i);
+            assert_int_equal(reg_assign_memo(m, &a, user),
+                             reg_assign(a.name, a.salt, user, arms_a, 2));
+        }
+    reg_arm_memo_stats(m, &lookups, &hits);
+    {
+        unsigned long h0 = hits, l0 = lookups;
+        for (int i = 0; i < 1000; i++) {
+            snprintf(user, sizeof(user), "u%d", i);
+            reg_assign_memo(m, &a, user);
+        }
+        reg_arm_memo_stats(m, &lookups, &hits);
+        assert_int_equal(lookups - l0, 1000);
+        assert_true(hits - h0 >= 950); /* 2 ways: a set may get 3 of them */
+    }
+    /* the same id with other arms: after a reset the memo forgets */
+    reg_arm_memo_reset(m);
+    for (int i = 0; i < 1000; i++) {
+        snprintf(user, sizeof(user), "u%d", i);
+        assert_int_equal(reg_assign_memo(m, &b, user),
+                         reg_assign(b.name, b.salt, user, arms_b, 3));
+    }
+    /* ids longer than the memo keeps, and ids that differ only past it */
+    memset(user, 'x', 60);
+    user[60] = '\0';
+    for (int i = 0; i < 2; i++) {
+        user[59] = (char)('a' + i);
+        assert_int_equal(reg_assign_memo(m, &b, user),
+                         reg_assign(b.name, b.salt, user, arms_b, 3));
+    }
+    user[REG_MEMO_USER_MAX] = '\0'; /* the longest kept */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(reg_assign_memo(m, &b, user),
+                         reg_assign(b.name, b.salt, user, arms_b, 3));
+    assert_int_equal(reg_assign_memo(NULL, &b, "u1"),
+                     reg_assign(b.name, b.salt, "u1", arms_b, 3));
+    reg_arm_memo_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -108,6 +179,7 @@ int main(void)
         cmocka_unit_test(test_known_buckets),
         cmocka_unit_test(test_salt_reshuffles),
         cmocka_unit_test(test_degenerate),
+        cmocka_unit_test(test_memo_matches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
