@@ -16,7 +16,8 @@
 # results/bench-prompt-<UTC time>.json.
 #
 # The three are measured in turns, ROUNDS times, and the median of each
-# figure is kept, so a machine busy with other work skews them alike.
+# figure is kept, so a machine busy with other work skews them alike; each
+# round's own ratios and their median are printed too.
 #
 # Knobs: SAT_CONN=32 SAT_DUR=10 WARM_DUR=3 ROUNDS=3 PIN=1 BENCH_USERS=2000
 set -euo pipefail
@@ -160,6 +161,12 @@ ratios = {"prompt_rps_vs_core": round(sat["prompt"]["rps"] / sat["core"]["rps"],
           "outputs_added_cpu_us": round(cpu["outputs"] - cpu["core"], 2),
           "prompt_added_loop_us": round(loop["prompt"] - loop["core"], 2),
           "outputs_added_loop_us": round(loop["outputs"] - loop["core"], 2)}
+# each round's own ratio (the three measured minutes apart at most): the
+# host's slow and fast spells shift a round's figures together
+for n in ("prompt", "outputs"):
+    rr = [round(a["rps"] / b["rps"], 3) for a, b in zip(runs[n], runs["core"])]
+    ratios[n + "_vs_core_each_round"] = rr
+    ratios[n + "_vs_core_median_of_rounds"] = round(med(rr), 3)
 sent_db = sum(r["requests"] for r in runs["prompt"]) + warm["prompt"]["requests"]
 sent_file = sum(r["requests"] for r in runs["outputs"]) + warm["outputs"]["requests"]
 checks = {"exposures_db": ex_db, "requests_db": sent_db,
