@@ -50,6 +50,8 @@ struct gw_metrics;
  * on the main thread and also owns signals, health checks and the metrics
  * listener. Fields below marked "shared" point at the same object in every
  * worker. */
+struct gw_call;
+
 struct gw_gateway {
     int worker_id;               /* 0 .. n_workers - 1 */
     size_t n_workers;
@@ -75,6 +77,9 @@ struct gw_gateway {
     struct sockaddr_storage *pool_addrs; /* owned: address of pools[i] */
     size_t n_pools;
     unsigned long calls;         /* upstream calls in flight */
+    struct gw_call *spare_calls; /* owned: finished calls kept for reuse
+                                    (their buffer and timer), a list */
+    int n_spare_calls;
     unsigned long retries;       /* of which on a retry attempt (budget) */
     int64_t retry_warn_us;       /* last "retry budget spent" line */
     unsigned long retry_quiet;   /* refusals not logged since */
@@ -144,6 +149,8 @@ void gw_admin_backends(struct gw_gateway *gw, struct gw_http_req *req,
 
 /* upstream.c: frees the keep-alive pools (at exit). */
 void gw_upstream_free_pools(struct gw_gateway *gw);
+/* The finished calls a worker kept for reuse, at its end. */
+void gw_upstream_free_spares(struct gw_gateway *gw);
 
 /* upstream.c: the curlev done callback. */
 void gw_upstream_done(CURL *easy, CURLcode result, void *priv);

@@ -53,6 +53,7 @@
  *     not yet taken by SSL_write, so backpressure is unchanged.
  */
 #include "gateway/http.h"
+#include "gateway/asan.h"
 #include "gateway/error.h"
 #include "gateway/chunked.h"
 #include "gateway/clock.h"
@@ -92,6 +93,7 @@ static const char *const state_names[] = {"idle",  "head",   "body",
 #define ACCEPT_PAUSE_MS 100      /* out of descriptors: accept again after */
 #define ACCEPT_WARN_US 10000000  /* at most one warning about it per 10 s */
 #define LINGER_MAX_BYTES (4u << 20)
+#define SPARE_HEAD_MAX (32 * 1024) /* a bigger head buffer is not kept */
 
 struct gw_http_server {
     struct event_base *base; /* borrowed */
@@ -122,6 +124,7 @@ struct gw_http_conn {
     int broken;                 /* a write failed: close from wev */
     int read_eof;               /* the client shut its side */
     struct gw_http_req *req;    /* owned: the request in progress */
+    struct gw_http_req *spare;  /* owned: the last one, for the next */
     struct gw_http_limits limits;
     enum conn_state state;
     /* body framing */
@@ -169,13 +172,47 @@ static void req_free(struct gw_http_req *r)
     if (r == NULL)
         return;
     free(r->head);
-    free((char *)r->path);
     free(r->headers);
     if (r->body)
         evbuffer_free(r->body);
     if (r->resp_headers)
         evbuffer_free(r->resp_headers);
     free(r);
+}
+
+/* A request for connection c: the one its last request left (its head
+ * and header buffers and its two evbuffers kept, empty), else a new one.
+ * A keep-alive connection so allocates nothing of its own per request. */
+static struct gw_http_req *req_new(struct gw_http_conn *c)
+{
+    struct gw_http_req *r = c->spare, keep;
+
+    if (r == NULL)
+        return calloc(1, sizeof(*r));
+    c->spare = NULL;
+    ASAN_UNPOISON_MEMORY_REGION(r, sizeof(*r));
+    keep = *r;
+    memset(r, 0, sizeof(*r));
+    r->head = keep.head, r->head_cap = keep.head_cap;
+    r->headers = keep.headers, r->headers_cap = keep.headers_cap;
+    r->body = keep.body;
+    r->resp_headers = keep.resp_headers;
+    if (r->body)
+        evbuffer_drain(r->body, evbuffer_get_length(r->body));
+    if (r->resp_headers)
+        evbuffer_drain(r->resp_headers, evbuffer_get_length(r->resp_headers));
+    return r;
+}
+
+/* The end of c's request r: kept for its next one (one at most). */
+static void req_done(struct gw_http_conn *c, struct gw_http_req *r)
+{
+    if (c->spare == NULL && r->head_cap <= SPARE_HEAD_MAX) {
+        c->spare = r;
+        ASAN_POISON_MEMORY_REGION(r, sizeof(*r));
+    } else {
+        req_free(r);
+    }
 }
 
 /* Output held by gw_http_cork: each worker thread runs one loop, so the
@@ -210,6 +247,10 @@ static void conn_free(struct gw_http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     req_free(c->req);
+    if (c->spare) {
+        ASAN_UNPOISON_MEMORY_REGION(c->spare, sizeof(*c->spare));
+        req_free(c->spare);
+    }
     event_free(c->timer);
     event_free(c->rev);
     event_free(c->wev);
@@ -764,7 +805,7 @@ static void fail(struct gw_http_conn *c, int status, const char *code,
     struct evbuffer *body = evbuffer_new();
 
     if (c->req == NULL)
-        c->req = calloc(1, sizeof(*c->req));
+        c->req = req_new(c);
     if (body == NULL || c->req == NULL) {
         if (body)
             evbuffer_free(body);
@@ -869,9 +910,9 @@ static size_t header_slots(const char *p)
 static int parse_head(struct gw_http_conn *c, struct gw_http_req *r,
                       const char **msg, const char **code)
 {
-    char *p = r->head, *line_end, *sp;
+    char *p = r->head, *line_end, *sp, *path;
     const char *cl = NULL, *te = NULL, *conn_hdr = NULL;
-    size_t n;
+    size_t n, slots;
 
     *code = "bad_request";
     /* request line */
@@ -918,11 +959,20 @@ static int parse_head(struct gw_http_conn *c, struct gw_http_req *r,
         return 505;
     }
     n = strcspn(r->target, "?");
-    r->path = strndup(r->target, n);
+    path = r->head + r->head_cap / 2; /* past the head's NUL (process_input) */
+    memcpy(path, r->target, n);
+    path[n] = '\0';
+    r->path = path;
 
     /* header fields */
-    r->headers = malloc(header_slots(line_end + 2) * sizeof(*r->headers));
-    if (r->path == NULL || r->headers == NULL) {
+    slots = header_slots(line_end + 2);
+    if (r->headers_cap < slots) {
+        free(r->headers);
+        r->headers_cap = 0;
+        if ((r->headers = malloc(slots * sizeof(*r->headers))) != NULL)
+            r->headers_cap = slots;
+    }
+    if (r->headers == NULL) {
         *msg = "out of memory";
         return 500;
     }
@@ -1084,10 +1134,15 @@ static void read_head(struct gw_http_conn *c)
         return;
     }
     r = c->req;
-    r->head = malloc(head_len - 1);
-    if (r->head == NULL) {
-        conn_close(c);
-        return;
+    /* the head, and after it the path (at most as long) */
+    if (r->head_cap < 2 * head_len) {
+        free(r->head);
+        r->head_cap = 0;
+        if ((r->head = malloc(2 * head_len)) == NULL) {
+            conn_close(c);
+            return;
+        }
+        r->head_cap = 2 * head_len;
     }
     /* keep the final CRLF of the last line, drop the blank line */
     evbuffer_remove(in, r->head, head_len - 2);
@@ -1216,7 +1271,7 @@ static void dispatch(struct gw_http_conn *c)
 
 static void start_request(struct gw_http_conn *c)
 {
-    c->req = calloc(1, sizeof(*c->req));
+    c->req = req_new(c);
     if (c->req == NULL) {
         conn_close(c);
         return;
@@ -1328,7 +1383,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
         conn_free(c);
         return;
     }
-    req_free(r);
+    req_done(c, r);
     c->req = NULL;
     conn_state(c, C_IDLE);
     read_on(c, 1);

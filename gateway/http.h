@@ -59,7 +59,7 @@ struct gw_http_req {
     struct gw_http_conn *conn; /* borrowed: the connection it came on */
     const char *method;        /* borrowed from head: "GET", "POST", ... */
     const char *target;        /* borrowed from head: path and query */
-    const char *path;          /* owned copy of target without the query */
+    const char *path;          /* target without the query (in head) */
     struct gw_http_header *headers; /* owned array, n_headers entries */
     size_t n_headers;
     struct evbuffer *body; /* owned: the request body, whole */
@@ -70,7 +70,9 @@ struct gw_http_req {
                           "miss" or "bypass"; NULL when not asked (cache.c) */
 
     /* answer state, private to http.c */
-    char *head;                    /* owned: the head, split in place */
+    char *head;                    /* owned: the head, split in place,
+                                      then the path; head_cap bytes */
+    size_t head_cap, headers_cap;  /* bytes of head, slots of headers */
     struct evbuffer *resp_headers; /* owned: "Name: value\r\n" lines */
     int status;
     int streaming; /* started with gw_http_reply_start */

@@ -550,6 +550,7 @@ static void worker_free(struct worker *w)
     gw_cache_free(gw->cache); /* after the requests that wait on it */
     gw_curlev_free(gw->curl);
     gw_upstream_free_pools(gw);
+    gw_upstream_free_spares(gw);
     if (gw->worker_id != 0)
         gw_prompts_free(gw->prompts); /* a view; the first goes last */
     gw_rlredis_free(gw->rlredis);

@@ -65,6 +65,7 @@
  */
 #include "gateway/gateway.h"
 #include "gateway/anthropic.h"
+#include "gateway/asan.h"
 #include "gateway/cache.h"
 #include "gateway/clock.h"
 #include "gateway/curlev.h"
@@ -81,6 +82,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +93,7 @@
 #define MAX_BUFFERED (64u << 20) /* largest non-streamed answer */
 #define MAX_EVENT (4u << 20)     /* largest single SSE event */
 #define MAX_ATTEMPTS 5
+#define SPARE_CALLS 64 /* finished calls a worker keeps for reuse */
 #define MIN_ATTEMPT_MS 5
 
 enum call_state { WAITING, STREAMING, BUFFERING, FINISHED, CANCELLED,
@@ -146,6 +149,7 @@ struct gw_call {
     struct gw_anthropic_stream *anth;  /* owned */
     char stream_err[320]; /* why a translated stream was cut, or "" */
     int head_sent; /* the client's answer has started: no more retries */
+    struct gw_call *spare_next; /* on gw->spare_calls; last member */
 };
 
 static void call_state(struct gw_call *c, enum call_state to)
@@ -153,6 +157,77 @@ static void call_state(struct gw_call *c, enum call_state to)
     gw_log_debug("request %s: upstream %s -> %s", c->request_id,
                  call_state_names[c->state], call_state_names[to]);
     c->state = to;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+
+/* A finished call goes on its worker's spare list with its body buffer
+ * (emptied) and its timer (stopped), up to SPARE_CALLS of them: a
+ * request then allocates neither (call_new). Under AddressSanitizer a
+ * spare is poisoned, so a use after the call's end is still reported. */
+static void call_recycle(struct gw_call *c)
+{
+    struct gw_gateway *gw = c->gw;
+
+    if (gw->n_spare_calls >= SPARE_CALLS || c->body == NULL ||
+        c->timer == NULL) {
+        if (c->timer)
+            event_free(c->timer);
+        if (c->body)
+            evbuffer_free(c->body);
+        free(c);
+        return;
+    }
+    evtimer_del(c->timer);
+    evbuffer_drain(c->body, evbuffer_get_length(c->body));
+    c->spare_next = gw->spare_calls;
+    gw->spare_calls = c;
+    gw->n_spare_calls++;
+    ASAN_POISON_MEMORY_REGION(c, offsetof(struct gw_call, spare_next));
+}
+
+/* A zeroed call for gw, with a body buffer and a timer: a spare if there
+ * is one. NULL when out of memory. */
+static struct gw_call *call_new(struct gw_gateway *gw)
+{
+    struct gw_call *c = gw->spare_calls;
+    struct evbuffer *body;
+    struct event *timer;
+
+    if (c == NULL) {
+        if ((c = calloc(1, sizeof(*c))) == NULL)
+            return NULL;
+        c->gw = gw;
+        c->body = evbuffer_new();
+        c->timer = evtimer_new(gw->base, on_timer, c);
+        if (c->body == NULL || c->timer == NULL) {
+            call_recycle(c); /* frees: a part is missing */
+            return NULL;
+        }
+        return c;
+    }
+    ASAN_UNPOISON_MEMORY_REGION(c, offsetof(struct gw_call, spare_next));
+    gw->spare_calls = c->spare_next;
+    gw->n_spare_calls--;
+    body = c->body, timer = c->timer;
+    memset(c, 0, sizeof(*c));
+    c->gw = gw;
+    c->body = body, c->timer = timer;
+    return c;
+}
+
+void gw_upstream_free_spares(struct gw_gateway *gw)
+{
+    struct gw_call *c;
+
+    while ((c = gw->spare_calls) != NULL) {
+        ASAN_UNPOISON_MEMORY_REGION(c, offsetof(struct gw_call, spare_next));
+        gw->spare_calls = c->spare_next;
+        event_free(c->timer);
+        evbuffer_free(c->body);
+        free(c);
+    }
+    gw->n_spare_calls = 0;
 }
 
 static void call_free(struct gw_call *c)
@@ -168,10 +243,6 @@ static void call_free(struct gw_call *c)
         gw_curlev_put(c->gw->curl, c->easy);
     }
     curl_slist_free_all(c->headers);
-    if (c->timer)
-        event_free(c->timer);
-    if (c->body)
-        evbuffer_free(c->body);
     if (c->alt_body)
         evbuffer_free(c->alt_body);
     gw_cache_fill_free(c->fill);
@@ -190,7 +261,7 @@ static void call_free(struct gw_call *c)
         __atomic_fetch_sub(&c->gw->retries, 1, __ATOMIC_RELAXED);
     __atomic_fetch_sub(&c->gw->calls, 1, __ATOMIC_RELAXED);
     gw_config_unref(c->config);
-    free(c);
+    call_recycle(c);
 }
 
 /* Stops the transfer, whichever transport carries it. */
@@ -1314,7 +1385,7 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
                        const struct gw_admit *admit,
                        struct gw_cache_fill *fill)
 {
-    struct gw_call *c = calloc(1, sizeof(*c));
+    struct gw_call *c = call_new(gw);
     struct gw_reqlog rl;
     struct gw_pick_why why;
     char msg[512];
@@ -1353,10 +1424,8 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
     gw_sse_init(&c->sse, MAX_EVENT);
     gw_copy(c->request_id, sizeof(c->request_id), request_id);
     gw_copy(c->model, sizeof(c->model), model);
-    c->body = evbuffer_new();
-    c->timer = evtimer_new(gw->base, on_timer, c);
     c->first_pool = c->pool = gw_pool_find(config, model);
-    if (c->body == NULL || c->timer == NULL || c->first_pool == NULL) {
+    if (c->first_pool == NULL) {
         call_free(c);
         gw_proxy_error(gw, req, &rl, 500, "internal_error",
                        "cannot start the upstream transfer");
