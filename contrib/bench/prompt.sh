@@ -20,6 +20,8 @@
 # round's own ratios and their median are printed too.
 #
 # Knobs: SAT_CONN=32 SAT_DUR=10 WARM_DUR=3 ROUNDS=3 PIN=1 BENCH_USERS=2000
+#        BENCH_TMP=/tmp (where the registry database and the exposure file
+#        live: /dev/shm takes the disk, and on a VM its I/O, out of it)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/contrib/bench"
@@ -30,7 +32,7 @@ WARM_DUR=${WARM_DUR:-3}
 ROUNDS=${ROUNDS:-3}
 PIN=${PIN:-1}
 export BENCH_USERS=${BENCH_USERS:-2000}
-WORK=$(mktemp -d /tmp/promptgate-bench-prompt.XXXXXX)
+WORK=$(mktemp -d "${BENCH_TMP:-/tmp}/promptgate-bench-prompt.XXXXXX")
 RESULTS="$ROOT/results"
 mkdir -p "$RESULTS"
 

@@ -780,3 +780,34 @@ def test_thousand_keepalive_requests_one_connection(hg):
     # the upstream keep-alive pool may hold a connection or two
     from helpers import wait_until
     wait_until(lambda: fds() <= before + 2, timeout=3)
+
+
+def test_keepalive_requests_do_not_inherit_each_others_parts(hg):
+    """A keep-alive connection reuses its last request's buffers and a
+    worker its finished upstream calls: each request on one connection
+    still carries only its own path, headers and body upstream, whatever
+    the one before it held (a long query and many headers, a refused body,
+    a GET)."""
+    mock, gw = hg
+    many = b"".join(b"X-Test-%d: value-%d\r\n" % (i, i) for i in range(20))
+    first = post(json.dumps(chat(user="first")).encode(), extra=many,
+                 path=CHAT + "?" + "q" * 300)
+    second = post(json.dumps(chat(user="second")).encode())
+    models = b"GET /v1/models HTTP/1.1\r\nHost: gw\r\n\r\n"
+    s = connect(gw)
+    try:
+        for i, (req, want) in enumerate([(first, 200), (second, 200),
+                                         (models, 200),
+                                         (post(b'{"model": '), 400),
+                                         (second, 200)]):
+            s.sendall(req)
+            a = read_answer(s)
+            assert a.status == want, (i, a)
+    finally:
+        s.close()
+    got = [r for r in mock.requests() if r["path"].startswith("/v1/chat")]
+    assert [r["body"]["user"] for r in got] == ["first", "second", "second"]
+    assert "x-test-0" in got[0]["headers"] and "x-test-19" in got[0]["headers"]
+    for r in got[1:]:
+        assert not any(h.startswith("x-test") for h in r["headers"]), r
+        assert "q" * 300 not in r["path"], r
