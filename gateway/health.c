@@ -143,7 +143,7 @@ static void up_done(void *arg, const char *err)
     verdict(hc, err == NULL && hc->status >= 200 && hc->status < 300, why);
 }
 
-static const struct gw_upconn_cbs up_cbs = {up_head, up_body, up_done};
+static const struct gw_upconn_cbs up_cbs = {up_head, up_body, up_done, NULL};
 
 static int native_check(struct gw_hcheck *hc, const struct gw_backend *b)
 {

@@ -28,7 +28,6 @@
  */
 #include "gateway/upconn.h"
 
-#include "gateway/http.h"
 #include "gateway/chunked.h"
 
 #include <errno.h>
@@ -409,20 +408,26 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         return;
     /* after a resume, what was buffered goes first */
     if (c->state == U_BODY && evbuffer_get_length(c->in) > 0) {
+        void (*batch)(int) = c->cbs ? c->cbs->on_batch : NULL;
         int stop;
-        gw_http_cork();
+        if (batch)
+            batch(1);
         stop = process(c) || c->paused;
-        gw_http_uncork();
+        if (batch)
+            batch(0);
         if (stop)
             return;
     }
     n = gw_read_some(c->in, fd, READ_CHUNK);
     if (n > 0) {
-        c->got_bytes = 1;
         /* the events of one read leave for the client in one write */
-        gw_http_cork();
+        void (*batch)(int) = c->cbs ? c->cbs->on_batch : NULL;
+        c->got_bytes = 1;
+        if (batch)
+            batch(1);
         process(c);
-        gw_http_uncork();
+        if (batch)
+            batch(0);
         return;
     }
     if (n == -2)

@@ -28,6 +28,11 @@ struct gw_upconn_cbs {
     /* The exchange ended: err 0 when the answer was complete, else a
      * message. After this the connection is no longer the caller's. */
     void (*on_done)(void *arg, const char *err);
+    /* 1 before the callbacks of one read (a read may carry several of a
+     * stream's events), 0 after them: the caller may hold the output they
+     * queue and send it in one go. No arg: the exchange may have ended in
+     * between. NULL: not told. */
+    void (*on_batch)(int begin);
 };
 
 /* A pool of keep-alive connections to one address. */

@@ -1042,7 +1042,17 @@ static void up_done(void *arg, const char *err)
                  err);
 }
 
-static const struct gw_upconn_cbs up_cbs = {up_head, up_body, up_done};
+/* the events of one upstream read leave for the client in one write */
+static void up_batch(int begin)
+{
+    if (begin)
+        gw_http_cork();
+    else
+        gw_http_uncork();
+}
+
+static const struct gw_upconn_cbs up_cbs = {up_head, up_body, up_done,
+                                            up_batch};
 
 static struct gw_uppool *pool_for(struct gw_gateway *gw,
                                   const struct gw_backend *b)
