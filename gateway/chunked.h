@@ -36,9 +36,9 @@ enum gw_chunked_step gw_chunked_next(struct gw_chunked *d,
                                      struct evbuffer *in, size_t *len);
 void gw_chunked_took(struct gw_chunked *d, size_t n);
 
-/* One readv into in's free space, without the FIONREAD that
- * evbuffer_read asks for first. Returns the bytes read, 0 at EOF, -1 on
- * error, -2 when nothing is there now. */
+/* One read of at most max (<= 64 KB) bytes appended to in, without the
+ * FIONREAD that evbuffer_read asks for first. Returns the bytes read, 0 at
+ * EOF, -1 on error, -2 when nothing is there now. */
 int gw_read_some(struct evbuffer *in, evutil_socket_t fd, size_t max);
 
 #endif
