@@ -959,7 +959,7 @@ static int parse_head(struct gw_http_conn *c, struct gw_http_req *r,
         return 505;
     }
     n = strcspn(r->target, "?");
-    path = r->head + r->head_cap / 2; /* past the head's NUL (process_input) */
+    path = r->head + r->head_cap / 2; /* past the head (read_head) */
     memcpy(path, r->target, n);
     path[n] = '\0';
     r->path = path;
