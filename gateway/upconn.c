@@ -392,6 +392,21 @@ static int process(struct gw_upconn *c)
 }
 
 
+/* process() with the caller told of the batch (on_batch), so the events
+ * of one read leave for the client in one write; process()'s result. */
+static int process_batch(struct gw_upconn *c)
+{
+    void (*batch)(int) = c->cbs ? c->cbs->on_batch : NULL;
+    int rc;
+
+    if (batch)
+        batch(1);
+    rc = process(c);
+    if (batch)
+        batch(0);
+    return rc;
+}
+
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_upconn *c = arg;
@@ -407,27 +422,13 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     if (c->paused)
         return;
     /* after a resume, what was buffered goes first */
-    if (c->state == U_BODY && evbuffer_get_length(c->in) > 0) {
-        void (*batch)(int) = c->cbs ? c->cbs->on_batch : NULL;
-        int stop;
-        if (batch)
-            batch(1);
-        stop = process(c) || c->paused;
-        if (batch)
-            batch(0);
-        if (stop)
-            return;
-    }
+    if (c->state == U_BODY && evbuffer_get_length(c->in) > 0 &&
+        (process_batch(c) || c->paused))
+        return;
     n = gw_read_some(c->in, fd, READ_CHUNK);
     if (n > 0) {
-        /* the events of one read leave for the client in one write */
-        void (*batch)(int) = c->cbs ? c->cbs->on_batch : NULL;
         c->got_bytes = 1;
-        if (batch)
-            batch(1);
-        process(c);
-        if (batch)
-            batch(0);
+        process_batch(c);
         return;
     }
     if (n == -2)

@@ -1422,8 +1422,7 @@ void gw_upstream_start(struct gw_gateway *gw, struct gw_http_req *req,
     c->fill = fill;
     if (key_name)
         gw_copy(c->key_name, sizeof(c->key_name), key_name);
-    c->gw = gw;
-    c->req = req;
+    c->req = req; /* c->gw: call_new */
     c->config = gw_config_ref(config);
     c->client_stream = stream;
     c->ttfb_us = -1;

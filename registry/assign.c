@@ -183,9 +183,11 @@ int reg_assign_memo(struct reg_arm_memo *m, const struct reg_experiment *e,
     size_t len;
     int arm;
 
+    if (m == NULL)
+        return reg_assign(e->name, e->salt, user_id, e->arms, e->n_arms);
     for (len = 0; u[len] && len <= REG_MEMO_USER_MAX; len++)
         h = (h ^ u[len]) * 0x100000001b3ULL;
-    if (m == NULL || len > REG_MEMO_USER_MAX ||
+    if (len > REG_MEMO_USER_MAX ||
         (m->sets == NULL &&
          (m->sets = calloc(MEMO_SETS, sizeof(*m->sets))) == NULL))
         return reg_assign(e->name, e->salt, user_id, e->arms, e->n_arms);
