@@ -94,6 +94,9 @@ static const char *const state_names[] = {"idle",  "head",   "body",
 #define ACCEPT_WARN_US 10000000  /* at most one warning about it per 10 s */
 #define LINGER_MAX_BYTES (4u << 20)
 #define SPARE_HEAD_MAX (32 * 1024) /* a bigger head buffer is not kept */
+#define SPARE_RH_MAX 4096          /* nor bigger added answer headers */
+#define RH_MAX (64 * 1024)         /* answer headers the gateway may add */
+#define HEAD_BUF 1024              /* bytes of a head gathered on the stack */
 
 struct gw_http_server {
     struct event_base *base; /* borrowed */
@@ -175,8 +178,7 @@ static void req_free(struct gw_http_req *r)
     free(r->headers);
     if (r->body)
         evbuffer_free(r->body);
-    if (r->resp_headers)
-        evbuffer_free(r->resp_headers);
+    free(r->rh);
     free(r);
 }
 
@@ -196,18 +198,17 @@ static struct gw_http_req *req_new(struct gw_http_conn *c)
     r->head = keep.head, r->head_cap = keep.head_cap;
     r->headers = keep.headers, r->headers_cap = keep.headers_cap;
     r->body = keep.body;
-    r->resp_headers = keep.resp_headers;
+    r->rh = keep.rh, r->rh_cap = keep.rh_cap;
     if (r->body)
         evbuffer_drain(r->body, evbuffer_get_length(r->body));
-    if (r->resp_headers)
-        evbuffer_drain(r->resp_headers, evbuffer_get_length(r->resp_headers));
     return r;
 }
 
 /* The end of c's request r: kept for its next one (one at most). */
 static void req_done(struct gw_http_conn *c, struct gw_http_req *r)
 {
-    if (c->spare == NULL && r->head_cap <= SPARE_HEAD_MAX) {
+    if (c->spare == NULL && r->head_cap <= SPARE_HEAD_MAX &&
+        r->rh_cap <= SPARE_RH_MAX) {
         c->spare = r;
         ASAN_POISON_MEMORY_REGION(r, sizeof(*r));
     } else {
@@ -505,57 +506,81 @@ static void tls_end(struct gw_http_conn *c)
 
 /* ------------------------------------------------------------ answering */
 
-static void add_str(struct evbuffer *b, const char *s)
+/* A head being built: bytes gather in buf and reach out in one
+ * evbuffer_add (each costs about a hundred instructions); a head bigger
+ * than buf leaves in a few. */
+struct head_buf {
+    struct evbuffer *out; /* borrowed */
+    size_t len;
+    char buf[HEAD_BUF];
+};
+
+static void hb_put(struct head_buf *h, const char *s, size_t n)
 {
-    evbuffer_add(b, s, strlen(s));
+    if (n > sizeof(h->buf) - h->len) {
+        evbuffer_add(h->out, h->buf, h->len);
+        h->len = 0;
+        if (n > sizeof(h->buf)) {
+            evbuffer_add(h->out, s, n);
+            return;
+        }
+    }
+    memcpy(h->buf + h->len, s, n);
+    h->len += n;
 }
 
-/* Appends v in decimal: printf costs more than the rest of a head. */
-static void add_num(struct evbuffer *b, unsigned long v)
+/* v in decimal: printf costs more than the rest of a head */
+static void hb_num(struct head_buf *h, unsigned long v)
 {
-    char buf[24], *p = buf + sizeof(buf);
+    char d[24], *p = d + sizeof(d);
 
     do
         *--p = (char)('0' + v % 10);
     while ((v /= 10) > 0);
-    evbuffer_add(b, p, (size_t)(buf + sizeof(buf) - p));
+    hb_put(h, p, (size_t)(d + sizeof(d) - p));
 }
+
+#define HB_LIT(h, s) hb_put(h, s, sizeof(s) - 1)
 
 static void write_head(struct gw_http_req *r, int status,
                        const char *content_type, long content_length)
 {
-    struct evbuffer *out = r->conn->out;
+    const char *reason = gw_error_reason(status);
+    struct head_buf h;
 
+    h.out = r->conn->out;
+    h.len = 0;
     r->status = status;
     if (r->conn->srv->shutting_down)
         r->keepalive = 0;
-    evbuffer_add(out, "HTTP/1.1 ", 9);
-    add_num(out, (unsigned long)status);
-    evbuffer_add(out, " ", 1);
-    add_str(out, gw_error_reason(status));
-    evbuffer_add(out, "\r\n", 2);
+    HB_LIT(&h, "HTTP/1.1 ");
+    hb_num(&h, (unsigned long)status);
+    HB_LIT(&h, " ");
+    hb_put(&h, reason, strlen(reason));
+    HB_LIT(&h, "\r\n");
     /* the type may be an upstream's: dropped when it could split the head */
     if (content_type && value_ok(content_type)) {
-        evbuffer_add(out, "Content-Type: ", 14);
-        add_str(out, content_type);
-        evbuffer_add(out, "\r\n", 2);
+        HB_LIT(&h, "Content-Type: ");
+        hb_put(&h, content_type, strlen(content_type));
+        HB_LIT(&h, "\r\n");
     }
     if (content_length >= 0) {
-        evbuffer_add(out, "Content-Length: ", 16);
-        add_num(out, (unsigned long)content_length);
-        evbuffer_add(out, "\r\n", 2);
+        HB_LIT(&h, "Content-Length: ");
+        hb_num(&h, (unsigned long)content_length);
+        HB_LIT(&h, "\r\n");
     } else if (r->http_minor >= 1)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        HB_LIT(&h, "Transfer-Encoding: chunked\r\n");
     else
         r->keepalive = 0;
-    if (r->resp_headers)
-        evbuffer_add_buffer(out, r->resp_headers);
+    if (r->rh_len)
+        hb_put(&h, r->rh, r->rh_len);
     if (!r->keepalive)
-        evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+        HB_LIT(&h, "Connection: close\r\n\r\n");
     else if (r->http_minor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+        HB_LIT(&h, "Connection: keep-alive\r\n\r\n");
     else
-        evbuffer_add(out, "\r\n", 2);
+        HB_LIT(&h, "\r\n");
+    evbuffer_add(h.out, h.buf, h.len);
 }
 
 static void answer_done(struct gw_http_req *r)
@@ -586,25 +611,26 @@ static int value_ok(const char *v)
 int gw_http_add_header(struct gw_http_req *r, const char *name,
                        const char *value)
 {
-    if (strpbrk(name, "\r\n:") || !value_ok(value))
-        return -1;
-    char line[256];
-    size_t nl = strlen(name), vl = strlen(value);
+    size_t nl = strlen(name), vl = strlen(value), need = nl + vl + 4;
 
-    if (r->resp_headers == NULL && (r->resp_headers = evbuffer_new()) == NULL)
+    if (strpbrk(name, "\r\n:") || !value_ok(value) ||
+        need > RH_MAX - r->rh_len)
         return -1;
-    if (nl + vl + 4 > sizeof(line)) {
-        add_str(r->resp_headers, name);
-        evbuffer_add(r->resp_headers, ": ", 2);
-        add_str(r->resp_headers, value);
-        return evbuffer_add(r->resp_headers, "\r\n", 2);
+    if (r->rh_len + need > r->rh_cap) {
+        size_t cap = r->rh_cap ? r->rh_cap : 256;
+        char *nb;
+        while (cap < r->rh_len + need)
+            cap *= 2;
+        if ((nb = realloc(r->rh, cap)) == NULL)
+            return -1;
+        r->rh = nb, r->rh_cap = cap;
     }
-    /* one append: each evbuffer_add costs about a hundred instructions */
-    memcpy(line, name, nl);
-    memcpy(line + nl, ": ", 2);
-    memcpy(line + nl + 2, value, vl);
-    memcpy(line + nl + 2 + vl, "\r\n", 2);
-    return evbuffer_add(r->resp_headers, line, nl + vl + 4);
+    memcpy(r->rh + r->rh_len, name, nl);
+    memcpy(r->rh + r->rh_len + nl, ": ", 2);
+    memcpy(r->rh + r->rh_len + nl + 2, value, vl);
+    memcpy(r->rh + r->rh_len + nl + 2 + vl, "\r\n", 2);
+    r->rh_len += need;
+    return 0;
 }
 
 int gw_http_resp_has_header(const struct gw_http_req *r, const char *name)
@@ -612,10 +638,10 @@ int gw_http_resp_has_header(const struct gw_http_req *r, const char *name)
     size_t n = strlen(name), len;
     const char *p, *end;
 
-    if (r->resp_headers == NULL)
+    if (r->rh_len == 0)
         return 0;
-    len = evbuffer_get_length(r->resp_headers);
-    p = (const char *)evbuffer_pullup(r->resp_headers, -1);
+    len = r->rh_len;
+    p = r->rh;
     end = p + len;
     while (p < end) {
         if ((size_t)(end - p) > n && p[n] == ':' && strncasecmp(p, name, n) == 0)
@@ -634,10 +660,10 @@ int gw_http_resp_header_get(const struct gw_http_req *r, const char *name,
     size_t n = strlen(name), len;
     const char *p, *end, *eol;
 
-    if (r->resp_headers == NULL || cap == 0)
+    if (r->rh_len == 0 || cap == 0)
         return -1;
-    len = evbuffer_get_length(r->resp_headers);
-    p = (const char *)evbuffer_pullup(r->resp_headers, -1);
+    len = r->rh_len;
+    p = r->rh;
     end = p + len;
     while (p < end) {
         eol = memchr(p, '\r', (size_t)(end - p));

@@ -73,7 +73,9 @@ struct gw_http_req {
     char *head;                    /* owned: the head, split in place,
                                       then the path; head_cap bytes */
     size_t head_cap, headers_cap;  /* bytes of head, slots of headers */
-    struct evbuffer *resp_headers; /* owned: "Name: value\r\n" lines */
+    char *rh;                      /* owned: "Name: value\r\n" lines the
+                                      answer adds; rh_len of rh_cap bytes */
+    size_t rh_len, rh_cap;
     int status;
     int streaming; /* started with gw_http_reply_start */
     int done;      /* the answer is complete */

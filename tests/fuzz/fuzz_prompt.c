@@ -238,7 +238,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (gw.prompts->n_pending != 0)
         die("an exposure record is left pending", NULL);
     evbuffer_free(req.body);
-    if (req.resp_headers)
-        evbuffer_free(req.resp_headers);
+    free(req.rh);
     return 0;
 }
