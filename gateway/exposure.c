@@ -91,7 +91,7 @@ struct gw_exposure_rec *gw_exposure_rec_new(enum gw_exposure_kind kind,
         pthread_mutex_unlock(&pool_mu);
         if (r == NULL && (r = malloc(POOL_SIZE)) == NULL)
             return NULL;
-        memset(r, 0, size);
+        memset(r, 0, offsetof(struct gw_exposure_rec, model));
         r->pooled = 1;
     } else if ((r = calloc(1, size)) == NULL) {
         return NULL;
@@ -148,21 +148,45 @@ void gw_exposure_rec_output(struct gw_exposure_rec *r, const char *data,
 
 void gw_exposure_rec_free(struct gw_exposure_rec *r)
 {
-    if (r == NULL)
-        return;
-    free(r->raw);
-    free((char *)r->ex.output);
-    if (r->pooled) {
-        pthread_mutex_lock(&pool_mu);
-        if (pool_n < POOL_MAX) {
-            r->next = pool;
-            pool = r;
-            pool_n++;
-            r = NULL;
+    gw_exposure_rec_free_n(&r, 1);
+}
+
+void gw_exposure_rec_free_n(struct gw_exposure_rec **recs, size_t n)
+{
+    struct gw_exposure_rec *keep = NULL, *last = NULL, *r;
+    size_t i, n_keep = 0;
+
+    for (i = 0; i < n; i++) {
+        if ((r = recs[i]) == NULL)
+            continue;
+        free(r->raw);
+        free((char *)r->ex.output);
+        if (!r->pooled) {
+            free(r);
+            continue;
         }
-        pthread_mutex_unlock(&pool_mu);
+        r->next = keep;
+        keep = r;
+        if (last == NULL)
+            last = r;
+        n_keep++;
     }
-    free(r);
+    if (keep == NULL)
+        return;
+    /* one lock for all of them: the writer returns a batch at a time */
+    pthread_mutex_lock(&pool_mu);
+    if (pool_n + n_keep <= POOL_MAX) {
+        last->next = pool;
+        pool = keep;
+        pool_n += n_keep;
+        keep = NULL;
+    }
+    pthread_mutex_unlock(&pool_mu);
+    while (keep) { /* the pool is full */
+        r = keep->next;
+        free(keep);
+        keep = r;
+    }
 }
 
 /* frees the kept records (a writer stopped; the next ones are new) */
@@ -490,7 +514,7 @@ static void *writer_main(void *arg)
     struct gw_exposure *w = arg;
     struct gw_exposure_rec *batch[BATCH];
     struct timespec linger = {0, LINGER_MS * 1000000L};
-    size_t n, i;
+    size_t n;
 
     pthread_mutex_lock(&w->mu);
     for (;;) {
@@ -517,8 +541,7 @@ static void *writer_main(void *arg)
             }
             pthread_mutex_unlock(&w->mu);
             write_batch(w, batch, n);
-            for (i = 0; i < n; i++)
-                gw_exposure_rec_free(batch[i]);
+            gw_exposure_rec_free_n(batch, n);
             pthread_mutex_lock(&w->mu);
         }
     }

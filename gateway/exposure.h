@@ -27,18 +27,20 @@ struct gw_exposure_rec {
     int64_t at_us;                /* wall clock (µs since the epoch) */
     struct reg_exposure ex;
     struct reg_feedback fb;
-    char model[264];
-    char backend[128];
     char *raw;                    /* owned: upstream answer bytes for the
                                      output text (SSE data or a JSON body) */
     size_t raw_len, raw_cap;
     int raw_sse;                  /* raw holds SSE data payloads, one a line */
     int truncated;                /* raw stopped at its limit */
     int pooled;                   /* a POOL_SIZE block, reused when freed */
+    /* not cleared by gw_exposure_rec_new (ex.model and ex.backend say
+     * whether they hold anything), nor is the string area */
+    char model[264];
+    char backend[128];
     char strings[];               /* the packed strings */
 };
 
-/* Allocates a record with room for `strings` extra bytes (zeroed); small
+/* Allocates a record with room for `strings` extra bytes; small
  * ones come from a pool of records freed before. */
 struct gw_exposure_rec *gw_exposure_rec_new(enum gw_exposure_kind kind,
                                             size_t strings);
@@ -50,6 +52,9 @@ const char *gw_exposure_rec_str(struct gw_exposure_rec *r, size_t *off,
 void gw_exposure_rec_output(struct gw_exposure_rec *r, const char *data,
                             size_t len, size_t max);
 void gw_exposure_rec_free(struct gw_exposure_rec *r);
+/* Frees recs[0..n) (NULLs skipped), returning the pooled ones with one
+ * lock. */
+void gw_exposure_rec_free_n(struct gw_exposure_rec **recs, size_t n);
 
 struct gw_exposure;
 

@@ -608,13 +608,10 @@ static int value_ok(const char *v)
     return 1;
 }
 
-int gw_http_add_header(struct gw_http_req *r, const char *name,
-                       const char *value)
+/* room for n more bytes in r->rh; -1 past RH_MAX or out of memory */
+static int rh_room(struct gw_http_req *r, size_t need)
 {
-    size_t nl = strlen(name), vl = strlen(value), need = nl + vl + 4;
-
-    if (strpbrk(name, "\r\n:") || !value_ok(value) ||
-        need > RH_MAX - r->rh_len)
+    if (need > RH_MAX - r->rh_len)
         return -1;
     if (r->rh_len + need > r->rh_cap) {
         size_t cap = r->rh_cap ? r->rh_cap : 256;
@@ -625,11 +622,32 @@ int gw_http_add_header(struct gw_http_req *r, const char *name,
             return -1;
         r->rh = nb, r->rh_cap = cap;
     }
+    return 0;
+}
+
+int gw_http_add_header(struct gw_http_req *r, const char *name,
+                       const char *value)
+{
+    size_t nl = strlen(name), vl = strlen(value), need = nl + vl + 4;
+
+    if (strpbrk(name, "\r\n:") || !value_ok(value) || rh_room(r, need) < 0)
+        return -1;
     memcpy(r->rh + r->rh_len, name, nl);
     memcpy(r->rh + r->rh_len + nl, ": ", 2);
     memcpy(r->rh + r->rh_len + nl + 2, value, vl);
     memcpy(r->rh + r->rh_len + nl + 2 + vl, "\r\n", 2);
     r->rh_len += need;
+    return 0;
+}
+
+int gw_http_add_header_line(struct gw_http_req *r, const char *line,
+                            size_t len)
+{
+    if (len < 4 || memcmp(line + len - 2, "\r\n", 2) != 0 ||
+        rh_room(r, len) < 0)
+        return -1;
+    memcpy(r->rh + r->rh_len, line, len);
+    r->rh_len += len;
     return 0;
 }
 

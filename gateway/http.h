@@ -150,6 +150,11 @@ const char *gw_http_req_header(const struct gw_http_req *req,
  * upstream can split the answer. */
 int gw_http_add_header(struct gw_http_req *req, const char *name,
                        const char *value);
+/* Adds a whole header line, "Name: value\r\n" (len bytes), made by the
+ * caller from text that may stand in a header (checked once, not per
+ * request). -1 when it does not end in CRLF or would not fit. */
+int gw_http_add_header_line(struct gw_http_req *req, const char *line,
+                            size_t len);
 
 /* 1 when a response header of that name was added already. */
 int gw_http_resp_has_header(const struct gw_http_req *req, const char *name);

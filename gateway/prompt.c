@@ -102,7 +102,26 @@ struct vcache {
     const char **vars;            /* owned array of names borrowed from
                                      v->variables */
     struct reg_tpl *tpl;          /* owned: the messages, compiled */
+    /* the caller's fields (proxy.c's: the same key strings every request)
+     * matched to the params once: fmap[i] is the index of f[i]'s key in
+     * keys[], FMAP_MESSAGES or FMAP_NONE; valid while f's keys are the
+     * pointers in fkeys */
+    size_t n_fkeys;
+    const char *fkeys[MAX_FIELDS];
+    int fmap[MAX_FIELDS];
+    /* the answer's header lines, made once: "x-prompt-version: name@N",
+     * and "x-prompt-experiment: exp; arm=K" for the experiment and arm
+     * that served this version last (names are registry names: no byte a
+     * header must not carry) */
+    char vline[REG_NAME_MAX + 48];
+    size_t vline_len;
+    const struct reg_experiment *xexp;
+    int xarm;
+    char xline[2 * REG_NAME_MAX + REG_LABEL_MAX + 64];
+    size_t xline_len;
 };
+#define FMAP_NONE (-1)
+#define FMAP_MESSAGES (-2)
 
 /* A growable byte buffer, reused request after request. */
 struct obuf {
@@ -205,6 +224,34 @@ static char *dump_param(json_t *val)
     return json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
 }
 
+/* out = head + s + sep + decimal n + CRLF; returns its length, 0 when it
+ * does not fit or s holds a control byte */
+static size_t header_line(char *out, size_t cap, const char *head,
+                          const char *s, const char *sep, int n)
+{
+    char num[16];
+    size_t k = sizeof(num), lh = strlen(head), ls = strlen(s),
+           lsep = strlen(sep), len;
+    unsigned v = n < 0 ? 0 : (unsigned)n;
+
+    do {
+        num[--k] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    len = lh + ls + lsep + (sizeof(num) - k) + 2;
+    if (len > cap)
+        return 0;
+    for (size_t i = 0; i < ls; i++) /* a value splits no answer */
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return 0;
+    memcpy(out, head, lh);
+    memcpy(out + lh, s, ls);
+    memcpy(out + lh + ls, sep, lsep);
+    memcpy(out + lh + ls + lsep, num + k, sizeof(num) - k);
+    memcpy(out + len - 2, "\r\n", 2);
+    return len;
+}
+
 static struct vcache *vcache_get(struct gw_prompts *p,
                                  const struct reg_version *v)
 {
@@ -273,6 +320,9 @@ static struct vcache *vcache_get(struct gw_prompts *p,
         c->vars[k] = json_string_value(json_array_get(v->variables, k));
     if ((c->tpl = reg_tpl_compile(v)) == NULL)
         goto oom;
+    c->vline_len = header_line(c->vline, sizeof(c->vline),
+                               "x-prompt-version: ", v->prompt, "@",
+                               v->version);
     c->next = p->vcache[b];
     p->vcache[b] = c;
     return c;
@@ -681,29 +731,6 @@ static struct gw_exposure_rec *pending_find(struct gw_prompts *p,
 
 /* ---- resolve ------------------------------------------------------------- */
 
-/* out = s + sep + decimal n (no printf on the request path); "" when it
- * does not fit */
-static void join_int(char *out, size_t cap, const char *s, const char *sep,
-                     int n)
-{
-    char num[16];
-    size_t k = sizeof(num), ls = strlen(s), lsep = strlen(sep);
-    unsigned v = n < 0 ? 0 : (unsigned)n;
-
-    num[--k] = '\0';
-    do {
-        num[--k] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    if (ls + lsep + (sizeof(num) - k) > cap) {
-        out[0] = '\0';
-        return;
-    }
-    memcpy(out, s, ls);
-    memcpy(out + ls, sep, lsep);
-    memcpy(out + ls + lsep, num + k, sizeof(num) - k);
-}
-
 /* a bounded copy of s into out; returns out */
 static const char *copy_str(char *out, size_t cap, const char *s)
 {
@@ -782,30 +809,61 @@ static int field_str(const struct gw_jscan_field *f, char *out, size_t cap)
     return gw_jscan_string(f, out, cap) < 0 ? -1 : 0;
 }
 
+/* vc's map of the caller's fields f (see struct vcache), made on the
+ * first request that brings these keys; NULL when there are too many */
+static const int *field_map(struct vcache *vc, const struct gw_jscan_field *f,
+                            size_t n_f)
+{
+    size_t i, k;
+
+    if (n_f > MAX_FIELDS)
+        return NULL;
+    if (vc->n_fkeys == n_f) {
+        for (i = 0; i < n_f && f[i].key == vc->fkeys[i]; i++)
+            ;
+        if (i == n_f)
+            return vc->fmap;
+    }
+    for (i = 0; i < n_f; i++) {
+        vc->fkeys[i] = f[i].key;
+        vc->fmap[i] = strcmp(f[i].key, "messages") == 0 ? FMAP_MESSAGES
+                                                        : FMAP_NONE;
+        for (k = 0; k < vc->n_params && vc->fmap[i] == FMAP_NONE; k++)
+            if (strcmp(f[i].key, vc->keys[k]) == 0)
+                vc->fmap[i] = (int)k;
+    }
+    vc->n_fkeys = n_f;
+    return vc->fmap;
+}
+
 /*
- * Fills want[0..n_want) from the caller's fields f when they account for
- * every member of the body (n_members, counted by the caller's scan): a
- * key f does not capture is then absent. Returns -1, filling nothing, when
- * the body has members f did not capture: a scan must look for them.
+ * Fills want[0] ("messages") and want[1 + k] (the version's param k) from
+ * the caller's fields f when they account for every member of the body
+ * (n_members, counted by the caller's scan): a key f does not capture is
+ * then absent. Returns -1, filling nothing, when the body has members f
+ * did not capture (or there is no map): a scan must look for them.
  */
 static int known_fields(const struct gw_jscan_field *f, size_t n_f,
-                        size_t n_members, struct gw_jscan_field *want,
-                        size_t n_want)
+                        const int *fmap, size_t n_members,
+                        struct gw_jscan_field *want, size_t n_want)
 {
-    size_t i, k, found = 0;
+    size_t i, found = 0;
 
+    if (fmap == NULL)
+        return -1;
     for (i = 0; i < n_f; i++)
         found += f[i].type != GW_JSON_NONE;
     if (found != n_members)
         return -1;
-    for (k = 0; k < n_want; k++) {
-        want[k].type = GW_JSON_NONE;
-        for (i = 0; i < n_f; i++)
-            if (f[i].key[0] == want[k].key[0] &&
-                strcmp(f[i].key, want[k].key) == 0) {
-                want[k] = f[i];
-                break;
-            }
+    for (i = 0; i < n_want; i++)
+        want[i].type = GW_JSON_NONE;
+    for (i = 0; i < n_f; i++) {
+        size_t w = fmap[i] == FMAP_MESSAGES ? 0 : (size_t)(fmap[i] + 1);
+        if (fmap[i] != FMAP_NONE && w < n_want) {
+            const char *key = want[w].key;
+            want[w] = f[i];
+            want[w].key = key;
+        }
     }
     return 0;
 }
@@ -822,10 +880,11 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     struct gw_jscan_field bf[MAX_PARAMS + 1], vf[REG_VARIABLES_MAX];
     struct gw_prompt_vars lk;
     struct vcache *vc;
+    const int *fmap;
     size_t ins[MAX_PARAMS], offs[MAX_FIELDS], seg1, seg2, msg_off, msg_len;
     const char *nbody, *end_brace;
     char name[REG_NAME_MAX + 1], label[REG_LABEL_MAX + 1];
-    char user[REG_USER_MAX + 1], hdr[REG_NAME_MAX + REG_LABEL_MAX + 32];
+    char user[REG_USER_MAX + 1];
     char err[256];
     const char *uid = NULL, *body, *cut0, *cut1, *rest;
     struct reg_resolved res;
@@ -918,7 +977,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     bf[0].key = "messages";
     for (i = 0; i < vc->n_params; i++)
         bf[i + 1].key = vc->keys[i];
-    if ((known_fields(f, n_f, n_members, bf, vc->n_params + 1) < 0 &&
+    fmap = field_map(vc, f, n_f);
+    if ((known_fields(f, n_f, fmap, n_members, bf, vc->n_params + 1) < 0 &&
          gw_jscan_trusted(body, len, MAX_DEPTH, bf, vc->n_params + 1, err,
                           sizeof(err)) < 0) ||
         member_span(body, len, pf->val, pf->len, &cut0, &cut1) < 0)
@@ -1004,8 +1064,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     msg_len = p->out.len - msg_off;
     if (ob_add(&p->out, "}", 1) < 0)
         goto oom;
-    for (i = 0; i < n_f && i < MAX_FIELDS; i++) {
-        size_t k;
+    for (i = 0; fmap && i < n_f; i++) {
         const char *v = f[i].val;
         offs[i] = (size_t)-1;
         if (i == pi) {
@@ -1015,13 +1074,10 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
                 offs[i] = seg1 + (size_t)(v - rest);
             else if (v >= cut1 && v < end_brace)
                 offs[i] = seg2 + (size_t)(v - cut1);
-        } else if (strcmp(f[i].key, "messages") == 0) {
+        } else if (fmap[i] == FMAP_MESSAGES) {
             offs[i] = msg_off;
-        } else {
-            for (k = 0; k < vc->n_params; k++)
-                if (ins[k] != (size_t)-1 && f[i].key[0] == vc->keys[k][0] &&
-                    strcmp(f[i].key, vc->keys[k]) == 0)
-                    offs[i] = ins[k];
+        } else if (fmap[i] >= 0) {
+            offs[i] = ins[fmap[i]];
         }
     }
 
@@ -1068,7 +1124,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     if (evbuffer_add(req->body, p->out.p, p->out.len) < 0)
         goto oom_late;
     nbody = (const char *)evbuffer_pullup(req->body, -1);
-    if (n_f > MAX_FIELDS) {
+    if (fmap == NULL) {
         if (gw_jscan(nbody, p->out.len, MAX_DEPTH, f, n_f, err,
                      sizeof(err)) < 0)
             gw_log_error("request %s: rewritten body does not scan: %s",
@@ -1082,15 +1138,13 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
                 continue;
             } else if (f[i].type != GW_JSON_NONE) {
                 f[i].val = nbody + offs[i];
-            } else if (strcmp(f[i].key, "messages") == 0) {
+            } else if (fmap[i] == FMAP_MESSAGES) {
                 f[i].type = GW_JSON_ARRAY;
                 f[i].val = nbody + offs[i];
                 f[i].len = msg_len;
                 f[i].escaped = 0;
             } else {
-                for (k = 0; k < vc->n_params; k++)
-                    if (ins[k] == offs[i])
-                        break;
+                k = (size_t)fmap[i];
                 f[i].type = vc->vtype[k];
                 f[i].val = nbody + offs[i];
                 f[i].len = vc->vlen[k];
@@ -1124,11 +1178,16 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         p->out.p = NULL, p->out.len = p->out.cap = 0;
     }
 
-    join_int(hdr, sizeof(hdr), name, "@", res.version->version);
-    gw_http_add_header(req, "x-prompt-version", hdr);
+    gw_http_add_header_line(req, vc->vline, vc->vline_len);
     if (res.experiment) {
-        join_int(hdr, sizeof(hdr), res.experiment->name, "; arm=", res.arm);
-        gw_http_add_header(req, "x-prompt-experiment", hdr);
+        if (vc->xexp != res.experiment || vc->xarm != res.arm) {
+            vc->xexp = res.experiment, vc->xarm = res.arm;
+            vc->xline_len = header_line(vc->xline, sizeof(vc->xline),
+                                        "x-prompt-experiment: ",
+                                        res.experiment->name, "; arm=",
+                                        res.arm);
+        }
+        gw_http_add_header_line(req, vc->xline, vc->xline_len);
     }
     rc = 0;
     goto done;

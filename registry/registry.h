@@ -292,7 +292,7 @@ int reg_assign_bucket(const char *experiment_name, const char *salt,
 
 /*
  * A memo of arm assignments for one thread, so that a user who comes back
- * costs a table lookup instead of a SHA-256: a 2-way set-associative table
+ * costs a table lookup instead of a SHA-256: a 4-way set-associative table
  * of 8,192 slots (512 KB, allocated on first use) keyed by experiment id
  * and user id; user ids longer than REG_MEMO_USER_MAX bytes are assigned
  * without it. An experiment id names the same arms only within one
