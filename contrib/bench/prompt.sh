@@ -1,59 +1,65 @@
 #!/usr/bin/env bash
-# The cost of registry prompts (issue 7), make-bench style, in one run:
-# the same mock backend behind
+# The cost of registry prompts (issue 7): the same mock backend behind
 #   core     promptgate without a registry, the plain bench request
 #            (contrib/bench/request.json)
 #   prompt   promptgate with a registry: the request names a prompt whose
 #            version renders to the same messages and params, a 50/50
 #            experiment runs on its label, users vary (BENCH_USERS), and
 #            every request writes an exposure to the registry database
-#   outputs  the same with log_outputs on (the generated text recorded)
-# Every server pinned to cpu 0, wrk on cpu 1, as in bench.sh (the exposure
-# writer thread too: it shares the core). Prints rps, latency, the
-# gateway's CPU per request (all threads) and its event loop's alone (the
-# main thread) for each, the ratios against
-# core, checks that every request left an exposure, and writes
+#   outputs  the same with log_outputs on (the generated text recorded, to
+#            a JSON-lines file)
+# Every server is pinned to cpu 0 (the exposure writer thread too: it
+# shares the core), the load generators to cpu 1.
+#
+# MODE=together (the default) runs core and one other side by side: both
+# gateways saturated at once on cpu 0 by their own wrk, for ROUNDS windows
+# of SAT_DUR seconds, first core with prompt, then core with outputs. In
+# each window /proc gives each gateway's CPU time per request (all its
+# threads) and the mock's (per request of either: they cost it the same);
+# one core serves 1 / (gateway + mock) requests a second, so the window's
+# capacity ratio is (core + mock) / (prompt + mock); "gateway only" leaves
+# the mock out. The two share every slow and fast spell of the host, which
+# moves the in-turns figures by +-20% on a shared VM: AA=1 runs core beside
+# core to show what the method reads when there is no difference (1.000
+# +- 0.007 on the machine of the README).
+#
+# MODE=turns measures each alone, in turns, ROUNDS times: requests/s side
+# by side (medians, and each round's own ratio), as bench.sh does.
+#
+# Both check that every prompt request left an exposure, and write
 # results/bench-prompt-<UTC time>.json.
 #
-# The three are measured in turns, ROUNDS times, and the median of each
-# figure is kept, so a machine busy with other work skews them alike; each
-# round's own ratios and their median are printed too.
-#
-# Knobs: SAT_CONN=32 SAT_DUR=10 WARM_DUR=3 ROUNDS=3 PIN=1 BENCH_USERS=2000
+# Knobs: MODE=together ROUNDS=6 SAT_DUR=5 SAT_CONN=32 WARM_DUR=3 PIN=1
+#        BENCH_USERS=2000 AA=0
 #        BENCH_TMP=/tmp (where the registry database and the exposure file
 #        live: /dev/shm takes the disk, and on a VM its I/O, out of it)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/contrib/bench"
 BIN=${BIN:-$ROOT/bin}
+MODE=${MODE:-together}
 SAT_CONN=${SAT_CONN:-32}
-SAT_DUR=${SAT_DUR:-10}
 WARM_DUR=${WARM_DUR:-3}
-ROUNDS=${ROUNDS:-3}
 PIN=${PIN:-1}
+AA=${AA:-0}
+if [[ $MODE == together ]]; then
+    ROUNDS=${ROUNDS:-6}; SAT_DUR=${SAT_DUR:-5}
+elif [[ $MODE == turns ]]; then
+    ROUNDS=${ROUNDS:-3}; SAT_DUR=${SAT_DUR:-10}
+else
+    echo "bench-prompt: MODE must be together or turns, not '$MODE'" >&2
+    exit 2
+fi
 export BENCH_USERS=${BENCH_USERS:-2000}
 WORK=$(mktemp -d "${BENCH_TMP:-/tmp}/promptgate-bench-prompt.XXXXXX")
 RESULTS="$ROOT/results"
 mkdir -p "$RESULTS"
+BENCH_NAME=bench-prompt
+. "$HERE/lib.sh"
 
 SRV=(); CLI=()
 if [[ $PIN == 1 ]]; then SRV=(taskset -c 0); CLI=(taskset -c 1); fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-die() { echo "bench-prompt: $*" >&2; exit 1; }
-PIDS=()
-cleanup() {
-    [[ -n ${KEEP:-} ]] && { echo "kept $WORK; servers left running: ${PIDS[*]}" >&2; return; }
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-wait_http() {
-    for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done
-    die "nothing answers at $1"
-}
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-loop_ticks() { awk '{print $14 + $15}' "/proc/$1/task/$1/stat"; } # main thread
+CLK_TCK=$(getconf CLK_TCK)
 
 # the registry: a version that renders to request.json's messages
 export PROMPTGATE_DB="$WORK/reg.db"
@@ -90,93 +96,171 @@ JSON
     wait_http "http://127.0.0.1:$port/healthz"
     echo "$pid $port"
 }
+PR_REG=", \"registry\": {\"path\": \"$PROMPTGATE_DB\"}"
+OUT_REG=", \"registry\": {\"path\": \"$PROMPTGATE_DB\", \"exposures\": \"$WORK/outputs.jsonl\", \"log_outputs\": true}"
+if [[ $AA == 1 ]]; then PR_REG=""; OUT_REG=""; fi
 read -r CORE_PID CORE_PORT < <(start_gw core "")
-read -r PR_PID PR_PORT < <(start_gw prompt ", \"registry\": {\"path\": \"$PROMPTGATE_DB\"}")
-read -r OUT_PID OUT_PORT < <(start_gw outputs ", \"registry\": {\"path\": \"$PROMPTGATE_DB\", \"exposures\": \"$WORK/outputs.jsonl\", \"log_outputs\": true}")
+read -r PR_PID PR_PORT < <(start_gw prompt "$PR_REG")
+read -r OUT_PID OUT_PORT < <(start_gw outputs "$OUT_REG")
 PIDS+=("$CORE_PID" "$PR_PID" "$OUT_PID") # start_gw ran in a subshell
-
-run_wrk() { # conns dur url lua body
-    BENCH_BODY=$5 "${CLI[@]}" wrk -t1 -c"$1" -d"$2"s --latency -s "$4" "$3" 2>&1 |
-        sed -n 's/^BENCHJSON //p'
-}
-field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 URL=/v1/chat/completions
-measure() { # name port pid lua body round
-    local j t0 t1 l0 l1 reqs
-    if [[ $6 == 1 ]]; then
-        run_wrk "$SAT_CONN" "$WARM_DUR" "http://127.0.0.1:$2$URL" "$4" "$5" >"$WORK/$1.warm"
-    fi
-    local m0 m1 i0 i1
-    t0=$(cpu_ticks "$3"); l0=$(loop_ticks "$3"); m0=$(cpu_ticks "$MOCK_PID")
-    i0=$(awk '/^cpu0 /{print $5}' /proc/stat)
-    j=$(run_wrk "$SAT_CONN" "$SAT_DUR" "http://127.0.0.1:$2$URL" "$4" "$5")
-    t1=$(cpu_ticks "$3"); l1=$(loop_ticks "$3"); m1=$(cpu_ticks "$MOCK_PID")
-    i1=$(awk '/^cpu0 /{print $5}' /proc/stat)
+# what each target is sent: the plain request, or the registry prompt
+declare -A LUA BODY PORT PID
+LUA[core]="$HERE/post.lua"; BODY[core]="$HERE/request.json"
+LUA[prompt]="$HERE/prompt.lua"; BODY[prompt]="$WORK/body-prompt.json"
+LUA[outputs]="$HERE/prompt.lua"; BODY[outputs]="$WORK/body-prompt.json"
+if [[ $AA == 1 ]]; then
+    for n in prompt outputs; do LUA[$n]=${LUA[core]}; BODY[$n]=${BODY[core]}; done
+fi
+PORT[core]=$CORE_PORT; PORT[prompt]=$PR_PORT; PORT[outputs]=$OUT_PORT
+PID[core]=$CORE_PID; PID[prompt]=$PR_PID; PID[outputs]=$OUT_PID
+
+run_wrk() { # name dur out
+    BENCH_BODY=${BODY[$1]} "${CLI[@]}" wrk -t1 -c"$SAT_CONN" -d"$2"s --latency \
+        -s "${LUA[$1]}" "http://127.0.0.1:${PORT[$1]}$URL" 2>&1 |
+        sed -n 's/^BENCHJSON //p' >"$3"
+}
+check_wrk() { # name file
+    local j; j=$(cat "$2")
     [[ -n $j ]] || die "wrk gave no result for $1"
     [[ $(field "$j" non2xx) == 0 && $(field "$j" socket_errors) == 0 ]] ||
         die "$1: errors under load: $j"
-    echo "$j" >>"$WORK/$1.sat"
-    reqs=$(field "$j" requests)
-    python3 -c "print(round(($t1-$t0)*1e6/$(getconf CLK_TCK)/$reqs, 2))" >>"$WORK/$1.cpu"
-    python3 -c "print(round(($l1-$l0)*1e6/$(getconf CLK_TCK)/$reqs, 2))" >>"$WORK/$1.loop"
-    python3 -c "print(round(($m1-$m0)*1e6/$(getconf CLK_TCK)/$reqs, 2))" >>"$WORK/$1.mock"
-    python3 -c "print(round(($i1-$i0)/$(getconf CLK_TCK)/$SAT_DUR, 3))" >>"$WORK/$1.idle"
 }
-echo "bench-prompt: mock :$MOCK_PORT core :$CORE_PORT prompt :$PR_PORT outputs :$OUT_PORT; pinned=$PIN, $ROUNDS rounds" >&2
-for r in $(seq "$ROUNDS"); do
-    measure core "$CORE_PORT" "$CORE_PID" "$HERE/post.lua" "$HERE/request.json" "$r"
-    measure prompt "$PR_PORT" "$PR_PID" "$HERE/prompt.lua" "$WORK/body-prompt.json" "$r"
-    measure outputs "$OUT_PORT" "$OUT_PID" "$HERE/prompt.lua" "$WORK/body-prompt.json" "$r"
+SENT_PROMPT=0; SENT_OUTPUTS=0
+count_sent() { # name file
+    local r; r=$(field "$(cat "$2")" requests)
+    if [[ $1 == prompt ]]; then SENT_PROMPT=$((SENT_PROMPT + r)); fi
+    if [[ $1 == outputs ]]; then SENT_OUTPUTS=$((SENT_OUTPUTS + r)); fi
+    return 0
+}
+
+# one window of core and $1 saturated together; appends a JSON line to
+# $WORK/$1.together: requests and CPU ticks of each, and the mock's
+window() { # other dur
+    local o=$1 c0 o0 m0 c1 o1 m1
+    c0=$(cpu_ticks "$CORE_PID"); o0=$(cpu_ticks "${PID[$o]}"); m0=$(cpu_ticks "$MOCK_PID")
+    run_wrk core "$2" "$WORK/w.core" &
+    local wa=$!
+    run_wrk "$o" "$2" "$WORK/w.other" &
+    local wb=$!
+    wait "$wa" "$wb"
+    c1=$(cpu_ticks "$CORE_PID"); o1=$(cpu_ticks "${PID[$o]}"); m1=$(cpu_ticks "$MOCK_PID")
+    check_wrk core "$WORK/w.core"; check_wrk "$o" "$WORK/w.other"
+    count_sent "$o" "$WORK/w.other"
+    python3 -c 'import json,sys
+c, o = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+print(json.dumps({"core_requests": c["requests"], "other_requests": o["requests"],
+  "core_ticks": int(sys.argv[3]), "other_ticks": int(sys.argv[4]),
+  "mock_ticks": int(sys.argv[5]), "dur_s": float(sys.argv[6])}))' \
+        "$WORK/w.core" "$WORK/w.other" $((c1 - c0)) $((o1 - o0)) $((m1 - m0)) "$2" \
+        >>"$WORK/$o.together"
+}
+
+# one target alone; appends its wrk line and CPU per request to $WORK/$1.*
+alone() { # name
+    local t0 t1
+    t0=$(cpu_ticks "${PID[$1]}")
+    run_wrk "$1" "$SAT_DUR" "$WORK/w.alone"
+    t1=$(cpu_ticks "${PID[$1]}")
+    check_wrk "$1" "$WORK/w.alone"
+    count_sent "$1" "$WORK/w.alone"
+    cat "$WORK/w.alone" >>"$WORK/$1.sat"
+    python3 -c "print(round(($t1-$t0)*1e6/$CLK_TCK/$(field "$(cat "$WORK/w.alone")" requests), 2))" \
+        >>"$WORK/$1.cpu"
+}
+
+echo "bench-prompt: MODE=$MODE AA=$AA mock :$MOCK_PORT core :$CORE_PORT prompt :$PR_PORT outputs :$OUT_PORT; pinned=$PIN, $ROUNDS rounds of ${SAT_DUR}s" >&2
+for n in core prompt outputs; do # warm-up: every user's arm in the memo
+    run_wrk "$n" "$WARM_DUR" "$WORK/w.warm"; check_wrk "$n" "$WORK/w.warm"
+    count_sent "$n" "$WORK/w.warm"
 done
+if [[ $MODE == together ]]; then
+    for o in prompt outputs; do
+        for _ in $(seq "$ROUNDS"); do window "$o" "$SAT_DUR"; done
+    done
+else
+    for _ in $(seq "$ROUNDS"); do
+        for n in core prompt outputs; do alone "$n"; done
+    done
+fi
 
 # every request answered must have left an exposure (after the writers flush)
 kill -TERM "$PR_PID" "$OUT_PID"
 wait "$PR_PID" "$OUT_PID" 2>/dev/null || true
-EXPOSED_DB=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from exposures').fetchone()[0])" "$PROMPTGATE_DB")
-EXPOSED_FILE=$(wc -l <"$WORK/outputs.jsonl")
+EXPOSED_DB=0; EXPOSED_FILE=0
+if [[ $AA != 1 ]]; then
+    EXPOSED_DB=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from exposures').fetchone()[0])" "$PROMPTGATE_DB")
+    EXPOSED_FILE=$(wc -l <"$WORK/outputs.jsonl")
+fi
 DROPPED=$(cat "$WORK/prompt.log" "$WORK/outputs.log" | sed -n 's/.*written, \([0-9]*\) dropped.*/\1/p' | paste -sd+ | bc)
 
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 OUT="$RESULTS/bench-prompt-$TS.json"
-python3 - "$OUT" "$WORK" "$EXPOSED_DB" "$EXPOSED_FILE" "${DROPPED:-0}" <<PY
-import json, os, sys
-out, w, ex_db, ex_file, dropped = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-import statistics
-rd = lambda n, ext: open(os.path.join(w, n + "." + ext)).read()
-names = ["core", "prompt", "outputs"]
-runs = {n: [json.loads(l) for l in rd(n, "sat").splitlines()] for n in names}
-med = lambda xs: statistics.median(xs)
-sat = {n: {k: med([r[k] for r in runs[n]]) for k in ("rps", "p50_us", "p99_us")} for n in names}
-warm = {n: json.loads(rd(n, "warm")) for n in names}
-cpu = {n: med([float(x) for x in rd(n, "cpu").split()]) for n in names}
-loop = {n: med([float(x) for x in rd(n, "loop").split()]) for n in names}
-mock = {n: med([float(x) for x in rd(n, "mock").split()]) for n in names}
-idle = {n: med([float(x) for x in rd(n, "idle").split()]) for n in names}
-print("%-8s %10s %9s %9s %12s %13s %13s %10s" % ("target", "rps", "p50_us", "p99_us",
-      "cpu_us/req", "loop_us/req", "mock_us/req", "cpu0_idle"))
-for n in names:
-    print("%-8s %10.0f %9d %9d %12.2f %13.2f %13.2f %10.3f" % (n, sat[n]["rps"], sat[n]["p50_us"],
-          sat[n]["p99_us"], cpu[n], loop[n], mock[n], idle[n]))
-ratios = {"prompt_rps_vs_core": round(sat["prompt"]["rps"] / sat["core"]["rps"], 3),
-          "outputs_rps_vs_core": round(sat["outputs"]["rps"] / sat["core"]["rps"], 3),
-          "prompt_added_cpu_us": round(cpu["prompt"] - cpu["core"], 2),
-          "outputs_added_cpu_us": round(cpu["outputs"] - cpu["core"], 2),
-          "prompt_added_loop_us": round(loop["prompt"] - loop["core"], 2),
-          "outputs_added_loop_us": round(loop["outputs"] - loop["core"], 2)}
-# each round's own ratio (the three measured minutes apart at most): the
-# host's slow and fast spells shift a round's figures together
-for n in ("prompt", "outputs"):
-    rr = [round(a["rps"] / b["rps"], 3) for a, b in zip(runs[n], runs["core"])]
-    ratios[n + "_vs_core_each_round"] = rr
-    ratios[n + "_vs_core_median_of_rounds"] = round(med(rr), 3)
-sent_db = sum(r["requests"] for r in runs["prompt"]) + warm["prompt"]["requests"]
-sent_file = sum(r["requests"] for r in runs["outputs"]) + warm["outputs"]["requests"]
-checks = {"exposures_db": ex_db, "requests_db": sent_db,
-          "exposures_file": ex_file, "requests_file": sent_file, "dropped": dropped}
+python3 - "$OUT" "$WORK" "$MODE" "$EXPOSED_DB" "$EXPOSED_FILE" "${DROPPED:-0}" \
+    "$SENT_PROMPT" "$SENT_OUTPUTS" "$CLK_TCK" "$AA" <<PY
+import json, os, statistics, sys
+out, w, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+ex_db, ex_file, dropped, sent_db, sent_file, tck, aa = map(int, sys.argv[4:11])
+med = statistics.median
+res = {"mode": mode, "aa": aa, "rounds": $ROUNDS, "sat_dur_s": $SAT_DUR,
+       "sat_conn": $SAT_CONN, "bench_users": int(os.environ["BENCH_USERS"])}
+if mode == "together":
+    res["windows"] = {}
+    print("%-8s %7s %9s %9s %9s %9s %10s %10s" % ("pair", "window", "core_rps",
+          "other_rps", "core_us", "other_us", "mock_us", "capacity"))
+    for o in ("prompt", "outputs"):
+        rows = [json.loads(l) for l in open(os.path.join(w, o + ".together"))]
+        cap, gw, add = [], [], []
+        for i, r in enumerate(rows, 1):
+            us = lambda t, n: t * 1e6 / tck / n
+            c = us(r["core_ticks"], r["core_requests"])
+            x = us(r["other_ticks"], r["other_requests"])
+            m = us(r["mock_ticks"], r["core_requests"] + r["other_requests"])
+            r.update(core_us=round(c, 2), other_us=round(x, 2), mock_us=round(m, 2),
+                     capacity_ratio=round((c + m) / (x + m), 3),
+                     gateway_ratio=round(c / x, 3))
+            cap.append(r["capacity_ratio"]); gw.append(r["gateway_ratio"]); add.append(x - c)
+            print("%-8s %7d %9.0f %9.0f %9.2f %9.2f %10.2f %10.3f" % (o, i,
+                  r["core_requests"] / r["dur_s"], r["other_requests"] / r["dur_s"],
+                  c, x, m, r["capacity_ratio"]))
+        res["windows"][o] = rows
+        res[o + "_capacity_ratio_median"] = round(med(cap), 3)
+        res[o + "_capacity_ratio_range"] = [min(cap), max(cap)]
+        res[o + "_gateway_only_ratio_median"] = round(med(gw), 3)
+        res[o + "_added_cpu_us_median"] = round(med(add), 2)
+else:
+    rd = lambda n, ext: open(os.path.join(w, n + "." + ext)).read()
+    runs = {n: [json.loads(l) for l in rd(n, "sat").splitlines()] for n in ("core", "prompt", "outputs")}
+    cpu = {n: med([float(x) for x in rd(n, "cpu").split()]) for n in runs}
+    print("%-8s %10s %9s %9s %12s" % ("target", "rps", "p50_us", "p99_us", "cpu_us/req"))
+    for n in runs:
+        print("%-8s %10.0f %9d %9d %12.2f" % (n, med([r["rps"] for r in runs[n]]),
+              med([r["p50_us"] for r in runs[n]]), med([r["p99_us"] for r in runs[n]]), cpu[n]))
+    res["runs"] = runs; res["cpu_us_per_req"] = cpu
+    for o in ("prompt", "outputs"):
+        rr = [round(a["rps"] / b["rps"], 3) for a, b in zip(runs[o], runs["core"])]
+        res[o + "_rps_ratio_of_medians"] = round(med([r["rps"] for r in runs[o]]) /
+                                                 med([r["rps"] for r in runs["core"]]), 3)
+        res[o + "_rps_ratio_each_round"] = rr
+        res[o + "_rps_ratio_median_of_rounds"] = round(med(rr), 3)
+res["exposures"] = {"exposures_db": ex_db, "requests_db": sent_db,
+                    "exposures_file": ex_file, "requests_file": sent_file,
+                    "dropped": dropped}
 print()
-for k, v in list(ratios.items()) + list(checks.items()):
-    print("%-24s %s" % (k, v))
-json.dump({"mock_cpu_us_per_req": mock, "cpu0_idle_share": idle, "runs": runs, "median": sat, "cpu_us_per_req": cpu, "loop_cpu_us_per_req": loop, "ratios": ratios, "exposures": checks,
-           "sat_conn": $SAT_CONN, "sat_dur_s": $SAT_DUR, "rounds": $ROUNDS}, open(out, "w"), indent=1)
+for k, v in res.items():
+    if k not in ("windows", "runs", "mode", "aa", "rounds", "sat_dur_s", "sat_conn", "bench_users"):
+        print("%-34s %s" % (k, v))
+# wrk counts the answers it read before its time ran out; the requests
+# still in flight then (SAT_CONN at most per run) were served and exposed
+# too: every counted request has its exposure, and at most that many more
+runs = 1 + $ROUNDS
+bad = [(what, ex, sent) for what, ex, sent in (("database", ex_db, sent_db), ("file", ex_file, sent_file))
+       if not sent <= ex <= sent + runs * $SAT_CONN]
+for what, ex, sent in bad if not aa else []:
+    print("bench-prompt: %d exposures in the %s for %d answered requests (and at most %d cut off)"
+          % (ex, what, sent, runs * $SAT_CONN), file=sys.stderr)
+json.dump(res, open(out, "w"), indent=1)
 print("\nwritten to", out)
+if bad and not aa:
+    sys.exit(1)
 PY
