@@ -357,17 +357,23 @@ int gw_prompt_lookup_var(void *arg, const char *name,
     return 0;
 }
 
-static int ob_add(struct obuf *b, const char *data, size_t len)
+static __attribute__((noinline)) int ob_grow(struct obuf *b, size_t len)
 {
-    if (b->len + len > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        char *p;
-        while (cap < b->len + len)
-            cap *= 2;
-        if ((p = realloc(b->p, cap)) == NULL)
-            return -1;
-        b->p = p, b->cap = cap;
-    }
+    size_t cap = b->cap ? b->cap : 4096;
+    char *p;
+
+    while (cap < b->len + len)
+        cap *= 2;
+    if ((p = realloc(b->p, cap)) == NULL)
+        return -1;
+    b->p = p, b->cap = cap;
+    return 0;
+}
+
+static inline int ob_add(struct obuf *b, const char *data, size_t len)
+{
+    if (b->len + len > b->cap && ob_grow(b, len) < 0)
+        return -1;
     memcpy(b->p + b->len, data, len);
     b->len += len;
     return 0;
@@ -973,7 +979,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     /* which of the version's params the request sets itself */
     len = evbuffer_get_length(req->body);
     body = (const char *)evbuffer_pullup(req->body, -1);
-    memset(bf, 0, sizeof(bf));
+    memset(bf, 0, (vc->n_params + 1) * sizeof(bf[0]));
     bf[0].key = "messages";
     for (i = 0; i < vc->n_params; i++)
         bf[i + 1].key = vc->keys[i];
