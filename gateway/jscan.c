@@ -28,6 +28,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include "registry/json8.h"
 
 struct scan {
     const unsigned char *base; /* borrowed: start of the document */
@@ -114,22 +115,6 @@ static inline long hex4(const unsigned char *p)
     return (long)a << 12 | b << 8 | c << 4 | d;
 }
 
-#define ONES  0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-/* Nonzero when some byte of w is zero; its lowest set bit marks the first
- * such byte exactly (borrows only create false marks above a true one). */
-#define HASZERO(w) (((w) - ONES) & ~(w) & HIGHS)
-
-/* Mask with the high bit set in (at least) the first byte of w that is a
- * quote, a backslash, a control character or non-ASCII; 0 when none is. */
-static inline uint64_t special_bytes(uint64_t w)
-{
-    uint64_t ctrl = (w - 0x20 * ONES) & ~w & HIGHS;
-
-    return ctrl | (w & HIGHS) | HASZERO(w ^ ('"' * ONES)) |
-           HASZERO(w ^ ('\\' * ONES));
-}
-
 /* Scans a string whose opening quote is at p[-1]. Returns a pointer to
  * the closing quote, setting *escaped when a backslash was seen, or NULL
  * after writing the error. */
@@ -148,9 +133,7 @@ scan_string(const struct scan *sc,
 
             memcpy(&w, p, 8);
             /* checked text: only a quote or a backslash ends a run */
-            m = sc->trusted ? HASZERO(w ^ ('"' * ONES)) |
-                              HASZERO(w ^ ('\\' * ONES))
-                            : special_bytes(w);
+            m = sc->trusted ? json8_quote(w) : json8_special(w);
             if (m == 0) {
                 p += 8;
                 continue;

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "registry/internal.h"
+#include "registry/json8.h"
 
 #define LINE_MAX_BYTES (16u << 20) /* one line of a JSON-lines log */
 
@@ -104,17 +105,6 @@ static const unsigned char json_special[256] = {
     [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1,
 };
 
-/* nonzero when one of w's eight bytes is special: below 0x20, '"', '\\'
- * or from 0x80 (the bit tricks of "Bit Twiddling Hacks", haszero and
- * hasless, on each byte) */
-INLINE uint64_t special8(uint64_t w)
-{
-    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
-    uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
-
-    return ((w - ones * 0x20) | (q - ones) | (bs - ones) | w) & high;
-}
-
 /* "s" as a JSON string: quotes, backslashes and control bytes escaped,
  * a byte that is not valid UTF-8 written as U+FFFD, so the text always
  * parses */
@@ -133,7 +123,7 @@ static int put_str(struct reg_buf *b, const char *str)
         while (n - i >= 8) {
             uint64_t w;
             memcpy(&w, s + i, 8);
-            if (special8(w))
+            if (json8_special(w))
                 break;
             i += 8;
         }

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "registry/internal.h"
+#include "registry/json8.h"
 
 static int is_name_start(char c)
 {
@@ -291,10 +292,6 @@ fail:
 
 /* ---- rendering straight to JSON text (the gateway's request path) -------- */
 
-#define ONES  0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-#define HASZERO(w) (((w) - ONES) & ~(w) & HIGHS)
-
 /* Nonzero when one of the 8 bytes at s needs escaping in a JSON string: a
  * quote, a backslash or a control character (bytes >= 0x80 do not). */
 static int word_needs_escape(const char *s)
@@ -302,8 +299,7 @@ static int word_needs_escape(const char *s)
     uint64_t w;
 
     memcpy(&w, s, 8);
-    return ((w - 0x20 * ONES) & ~w & HIGHS) != 0 ||
-           HASZERO(w ^ ('"' * ONES)) || HASZERO(w ^ ('\\' * ONES));
+    return json8_escape(w) != 0;
 }
 
 /* JSON-escapes s[0..len) (valid UTF-8) through emit, runs at a time:
