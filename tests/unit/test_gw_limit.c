@@ -494,12 +494,41 @@ static void test_fmt_reset_hours(void **state)
 #define PHASES 20
 #define PHASE_MS 500
 
+/* what a thread of the threaded tests counted: each run struct below
+ * starts with one */
+struct tally {
+    long admitted, refused, other; /* other: a failure or a wrong code */
+};
+
+/* Runs fn on each of the NTHREADS run structs at runs (size bytes each,
+ * a struct tally first), one thread each, and returns the sum of their
+ * tallies once all have ended. */
+static struct tally run_threads(void *(*fn)(void *), void *runs, size_t size)
+{
+    pthread_t th[NTHREADS];
+    struct tally sum = {0, 0, 0};
+    int i;
+
+    for (i = 0; i < NTHREADS; i++)
+        assert_int_equal(
+            pthread_create(&th[i], NULL, fn, (char *)runs + i * size), 0);
+    for (i = 0; i < NTHREADS; i++) {
+        const struct tally *t = (const void *)((char *)runs + i * size);
+
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        sum.admitted += t->admitted;
+        sum.refused += t->refused;
+        sum.other += t->other;
+    }
+    return sum;
+}
+
 struct rate_run {
+    struct tally t;
     struct gw_limiter *l;
     const struct gw_key *k;
     pthread_barrier_t *barrier; /* NULL: one thread */
     int per_phase;
-    long admitted, refused, other; /* other: a wrong refusal code */
 };
 
 static void *rate_thread(void *arg)
@@ -516,16 +545,16 @@ static void *rate_thread(void *arg)
             pthread_barrier_wait(run->barrier);
         for (i = 0; i < run->per_phase; i++) {
             if (gw_limit_admit(run->l, run->k, "m", 1, now, &a, &r) != 0) {
-                run->other++;
+                run->t.other++;
                 continue;
             }
             if (r.allowed) {
-                run->admitted++;
+                run->t.admitted++;
                 gw_limit_release(run->l, &a, -1, now);
             } else if (strcmp(r.code, "rate_limit_exceeded") == 0) {
-                run->refused++;
+                run->t.refused++;
             } else {
-                run->other++;
+                run->t.other++;
             }
         }
     }
@@ -553,9 +582,8 @@ static void test_threads_rate_exact(void **state)
     struct gw_key k1 = k;
     struct gw_limiter *l = gw_limiter_new(), *l1 = gw_limiter_new();
     struct rate_run one, runs[NTHREADS];
-    pthread_t th[NTHREADS];
     pthread_barrier_t barrier;
-    long admitted = 0, refused = 0, other = 0;
+    struct tally sum;
     int i;
 
     (void)state;
@@ -567,10 +595,10 @@ static void test_threads_rate_exact(void **state)
     one.k = &k1;
     one.per_phase = NTHREADS * (OPS / PHASES);
     rate_thread(&one);
-    assert_int_equal(one.other, 0);
-    assert_int_equal(one.admitted + one.refused, (long)NTHREADS * OPS);
+    assert_int_equal(one.t.other, 0);
+    assert_int_equal(one.t.admitted + one.t.refused, (long)NTHREADS * OPS);
     /* not a trivial run: both ways, and more than the first burst */
-    assert_true(one.admitted > 80000 && one.refused > 200000);
+    assert_true(one.t.admitted > 80000 && one.t.refused > 200000);
 
     assert_int_equal(pthread_barrier_init(&barrier, NULL, NTHREADS), 0);
     for (i = 0; i < NTHREADS; i++) {
@@ -579,21 +607,14 @@ static void test_threads_rate_exact(void **state)
         runs[i].k = &k;
         runs[i].barrier = &barrier;
         runs[i].per_phase = OPS / PHASES;
-        assert_int_equal(pthread_create(&th[i], NULL, rate_thread, &runs[i]),
-                         0);
     }
-    for (i = 0; i < NTHREADS; i++) {
-        assert_int_equal(pthread_join(th[i], NULL), 0);
-        admitted += runs[i].admitted;
-        refused += runs[i].refused;
-        other += runs[i].other;
-    }
+    sum = run_threads(rate_thread, runs, sizeof(runs[0]));
     pthread_barrier_destroy(&barrier);
-    assert_int_equal(other, 0);
-    if (admitted != one.admitted)
+    assert_int_equal(sum.other, 0);
+    if (sum.admitted != one.t.admitted)
         fail_msg("%d threads were admitted %ld, one thread %ld", NTHREADS,
-                 admitted, one.admitted);
-    assert_int_equal(refused, one.refused);
+                 sum.admitted, one.t.admitted);
+    assert_int_equal(sum.refused, one.t.refused);
     /* and the states end alike: the next request waits as long */
     {
         struct gw_limit_result r, r1;
@@ -618,13 +639,13 @@ static void test_threads_rate_exact(void **state)
 #define USED 2
 
 struct conc_run {
+    struct tally t;
     struct gw_limiter *l;
     const struct gw_key *k;
     const char *model;
     atomic_long *held; /* slots held right now, by every thread */
     atomic_long *over; /* times held was seen above MAXC */
     pthread_barrier_t *start; /* every thread starts at once */
-    long admitted, refused, other;
 };
 
 static void *conc_thread(void *arg)
@@ -637,17 +658,17 @@ static void *conc_thread(void *arg)
     pthread_barrier_wait(run->start);
     for (i = 0; i < OPS; i++) {
         if (gw_limit_admit(run->l, run->k, run->model, EST, T0, &a, &r) != 0) {
-            run->other++;
+            run->t.other++;
             continue;
         }
         if (!r.allowed) {
             if (strcmp(r.code, "concurrency_limit_exceeded") == 0)
-                run->refused++;
+                run->t.refused++;
             else
-                run->other++;
+                run->t.other++;
             continue;
         }
-        run->admitted++;
+        run->t.admitted++;
         if (atomic_fetch_add(run->held, 1) + 1 > MAXC)
             atomic_fetch_add(run->over, 1);
         if (i % 8 == 0)
@@ -665,12 +686,11 @@ static void test_threads_concurrency(void **state)
     struct gw_key k = make_key("cc", 0, 0), probe;
     struct gw_limiter *l = gw_limiter_new();
     struct conc_run runs[NTHREADS];
-    pthread_t th[NTHREADS];
     atomic_long held = 0, over = 0;
     pthread_barrier_t start;
     struct gw_admit a[MAXC + 1];
     struct gw_limit_result r;
-    long admitted = 0, refused = 0, other = 0;
+    struct tally sum;
     int i;
 
     (void)state;
@@ -694,19 +714,12 @@ static void test_threads_concurrency(void **state)
         runs[i].held = &held;
         runs[i].over = &over;
         runs[i].start = &start;
-        assert_int_equal(pthread_create(&th[i], NULL, conc_thread, &runs[i]),
-                         0);
     }
-    for (i = 0; i < NTHREADS; i++) {
-        assert_int_equal(pthread_join(th[i], NULL), 0);
-        admitted += runs[i].admitted;
-        refused += runs[i].refused;
-        other += runs[i].other;
-    }
+    sum = run_threads(conc_thread, runs, sizeof(runs[0]));
     pthread_barrier_destroy(&start);
-    assert_int_equal(other, 0);
-    assert_int_equal(admitted + refused, (long)NTHREADS * OPS);
-    assert_true(admitted > 0);
+    assert_int_equal(sum.other, 0);
+    assert_int_equal(sum.admitted + sum.refused, (long)NTHREADS * OPS);
+    assert_true(sum.admitted > 0);
     if (atomic_load(&over) != 0)
         fail_msg("more than %d slots held at once, %ld times", MAXC,
                  (long)atomic_load(&over));
@@ -726,17 +739,17 @@ static void test_threads_concurrency(void **state)
     /* the day's count is USED a request, none lost: a budget of exactly
      * that is spent, one token more is not */
     probe = k;
-    probe.daily_tokens = admitted * USED;
+    probe.daily_tokens = sum.admitted * USED;
     assert_int_equal(gw_limit_admit(l, &probe, "m0", 0, T0, &a[0], &r), 0);
     if (r.allowed)
         fail_msg("the daily count is below %ld tokens settled",
-                 admitted * USED);
+                 sum.admitted * USED);
     assert_string_equal(r.code, "daily_budget_exceeded");
-    probe.daily_tokens = admitted * USED + 1;
+    probe.daily_tokens = sum.admitted * USED + 1;
     assert_int_equal(gw_limit_admit(l, &probe, "m0", 0, T0, &a[0], &r), 0);
     if (!r.allowed)
         fail_msg("the daily count is above %ld tokens settled",
-                 admitted * USED);
+                 sum.admitted * USED);
     gw_limit_release(l, &a[0], -1, T0);
     gw_limiter_free(l);
 }
@@ -748,11 +761,11 @@ static void test_threads_concurrency(void **state)
 #define NKEYS 2000
 
 struct create_run {
+    struct tally t;
     struct gw_limiter *l;
     const struct gw_key *keys;
     int start;
     pthread_barrier_t *barrier; /* every thread starts at once */
-    long admitted, other;
 };
 
 static void *create_thread(void *arg)
@@ -767,11 +780,11 @@ static void *create_thread(void *arg)
         const struct gw_key *k = &run->keys[(run->start + i) % NKEYS];
 
         if (gw_limit_admit(run->l, k, "m", 1, T0, &a, &r) != 0) {
-            run->other++;
+            run->t.other++;
             continue;
         }
         if (r.allowed) {
-            run->admitted++;
+            run->t.admitted++;
             gw_limit_release(run->l, &a, 1, T0);
         }
     }
@@ -785,9 +798,8 @@ static void test_threads_state_creation(void **state)
     struct gw_model_rate mr = {.model = (char *)"m", .rate = {60, 0}};
     struct gw_limiter *l = gw_limiter_new();
     struct create_run runs[NTHREADS];
-    pthread_t th[NTHREADS];
     pthread_barrier_t barrier;
-    long admitted = 0, other = 0;
+    struct tally sum;
     int i;
 
     (void)state;
@@ -805,19 +817,13 @@ static void test_threads_state_creation(void **state)
         runs[i].keys = keys;
         runs[i].start = i * (NKEYS / NTHREADS / 2);
         runs[i].barrier = &barrier;
-        assert_int_equal(
-            pthread_create(&th[i], NULL, create_thread, &runs[i]), 0);
     }
-    for (i = 0; i < NTHREADS; i++) {
-        assert_int_equal(pthread_join(th[i], NULL), 0);
-        admitted += runs[i].admitted;
-        other += runs[i].other;
-    }
+    sum = run_threads(create_thread, runs, sizeof(runs[0]));
     pthread_barrier_destroy(&barrier);
-    assert_int_equal(other, 0);
-    if (admitted != NKEYS)
-        fail_msg("%ld admitted for %d keys of one request at once", admitted,
-                 NKEYS);
+    assert_int_equal(sum.other, 0);
+    if (sum.admitted != NKEYS)
+        fail_msg("%ld admitted for %d keys of one request at once",
+                 sum.admitted, NKEYS);
     gw_limiter_free(l);
 }
 
