@@ -551,6 +551,21 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* everything w holds, once its thread has ended (or never started) */
+static void release(struct gw_exposure *w)
+{
+    if (w->file)
+        fclose(w->file);
+    reg_exposure_log_free(w->db);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    pthread_cond_destroy(&w->idle);
+    free(w->text.p);
+    free(w->where);
+    free(w->ring);
+    free(w);
+}
+
 struct gw_exposure *gw_exposure_new(const char *db_path, const char *file,
                                     size_t queue, char *err, size_t errlen)
 {
@@ -589,15 +604,7 @@ struct gw_exposure *gw_exposure_new(const char *db_path, const char *file,
     }
     return w;
 fail:
-    if (w->file)
-        fclose(w->file);
-    reg_exposure_log_free(w->db);
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
-    pthread_cond_destroy(&w->idle);
-    free(w->where);
-    free(w->ring);
-    free(w);
+    release(w);
     return NULL;
 }
 
@@ -648,15 +655,6 @@ void gw_exposure_free(struct gw_exposure *w)
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
-    if (w->file)
-        fclose(w->file);
-    reg_exposure_log_free(w->db);
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
-    pthread_cond_destroy(&w->idle);
-    free(w->text.p);
-    free(w->where);
-    free(w->ring);
-    free(w);
+    release(w);
     pool_trim();
 }
