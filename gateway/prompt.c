@@ -123,12 +123,6 @@ struct vcache {
 #define FMAP_NONE (-1)
 #define FMAP_MESSAGES (-2)
 
-/* A growable byte buffer, reused request after request. */
-struct obuf {
-    char *p;                      /* owned */
-    size_t len, cap;
-};
-
 struct gw_prompts {
     struct gw_prompts *sh;        /* borrowed: the worker view that owns the
                                      shared part below (itself for the
@@ -158,7 +152,7 @@ struct gw_prompts {
     struct gw_exposure *writer;   /* owned */
     struct gw_exposure_rec *pending[BUCKETS]; /* owned lists */
     size_t n_pending;
-    struct obuf out;              /* the body being built (reused) */
+    struct reg_buf out;           /* the body being built (reused) */
     struct vcache *vcache[VC_BUCKETS]; /* owned: per version of snap */
     int64_t wall_off;             /* CLOCK_REALTIME - CLOCK_MONOTONIC, in
                                      us, as of the last timer tick */
@@ -355,33 +349,6 @@ int gw_prompt_lookup_var(void *arg, const char *name,
     default: out->type = REG_VALUE_OTHER; break;
     }
     return 0;
-}
-
-static __attribute__((noinline)) int ob_grow(struct obuf *b, size_t len)
-{
-    size_t cap = b->cap ? b->cap : 4096;
-    char *p;
-
-    while (cap < b->len + len)
-        cap *= 2;
-    if ((p = realloc(b->p, cap)) == NULL)
-        return -1;
-    b->p = p, b->cap = cap;
-    return 0;
-}
-
-static inline int ob_add(struct obuf *b, const char *data, size_t len)
-{
-    if (b->len + len > b->cap && ob_grow(b, len) < 0)
-        return -1;
-    memcpy(b->p + b->len, data, len);
-    b->len += len;
-    return 0;
-}
-
-static int emit_cb(void *arg, const char *data, size_t len)
-{
-    return ob_add(arg, data, len);
 }
 
 static int64_t wall_us(void)
@@ -1015,7 +982,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
      * servers read it faster there); offs[] remembers where the caller's
      * fields land */
     p->out.len = 0;
-    if (ob_add(&p->out, "{", 1) < 0)
+    if (reg_buf_add(&p->out, "{", 1) < 0)
         goto oom;
     for (i = 0; i < vc->n_params; i++) {
         int first = p->out.len == 1;
@@ -1029,7 +996,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         }
         /* texts[i] is ",\"key\":value": no comma before the first member */
         ins[i] = p->out.len + vc->voff[i] - first;
-        if (ob_add(&p->out, vc->texts[i] + first, vc->lens[i] - first) < 0)
+        if (reg_buf_add(&p->out, vc->texts[i] + first,
+                        vc->lens[i] - first) < 0)
             goto oom;
     }
     if (model[0] == '\0') {
@@ -1044,23 +1012,23 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     end_brace = skip_ws_back(body + len, body) - 1; /* the root's } */
     if (!(skip_ws(rest, end_brace) == cut0 &&
           skip_ws(cut1, end_brace) == end_brace) &&
-        p->out.len > 1 && ob_add(&p->out, ",", 1) < 0)
+        p->out.len > 1 && reg_buf_add(&p->out, ",", 1) < 0)
         goto oom;
     seg1 = p->out.len;
-    if (ob_add(&p->out, rest, (size_t)(cut0 - rest)) < 0)
+    if (reg_buf_add(&p->out, rest, (size_t)(cut0 - rest)) < 0)
         goto oom;
     seg2 = p->out.len;
-    if (ob_add(&p->out, cut1, (size_t)(end_brace - cut1)) < 0)
+    if (reg_buf_add(&p->out, cut1, (size_t)(end_brace - cut1)) < 0)
         goto oom;
     /* a comma unless nothing came before (whitespace aside) */
     if (skip_ws_back(p->out.p + p->out.len, p->out.p) != p->out.p + 1 &&
-        ob_add(&p->out, ",", 1) < 0)
+        reg_buf_add(&p->out, ",", 1) < 0)
         goto oom;
-    if (ob_add(&p->out, "\"messages\":", 11) < 0)
+    if (reg_buf_add(&p->out, "\"messages\":", 11) < 0)
         goto oom;
     msg_off = p->out.len;
-    if (reg_tpl_render(vc->tpl, gw_prompt_lookup_var, &lk, emit_cb, &p->out,
-                       &e) < 0) {
+    if (reg_tpl_render(vc->tpl, gw_prompt_lookup_var, &lk, reg_buf_emit,
+                       &p->out, &e) < 0) {
         rc = fail(gw, req, rl, 400, "prompt_render_error",
                   "prompt '%s@%d': %s", name, res.version->version,
                   e ? e : "out of memory");
@@ -1068,7 +1036,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         goto done;
     }
     msg_len = p->out.len - msg_off;
-    if (ob_add(&p->out, "}", 1) < 0)
+    if (reg_buf_add(&p->out, "}", 1) < 0)
         goto oom;
     for (i = 0; fmap && i < n_f; i++) {
         const char *v = f[i].val;

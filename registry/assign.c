@@ -213,7 +213,7 @@ int reg_assign_memo(struct reg_arm_memo *m, const struct reg_experiment *e,
     arm = reg_assign(e->name, e->salt, user_id, e->arms, e->n_arms);
     if (arm < 0 || arm > INT16_MAX)
         return arm;
-    /* the least recently used way goes */
+    /* the last way goes (a hit moves its way to the front) */
     memmove(&set[1], &set[0], (MEMO_WAYS - 1) * sizeof(set[0]));
     s = &set[0];
     s->exp_id = e->id;

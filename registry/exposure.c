@@ -48,23 +48,9 @@ int reg_event_valid(const char *s)
 #define INLINE static inline __attribute__((always_inline))
 
 /* grows *b to hold `more` bytes past its length; -1 out of memory */
-static int buf_grow(struct reg_buf *b, size_t more)
-{
-    size_t cap;
-    char *p;
-
-    cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + more + 1)
-        cap *= 2;
-    if ((p = realloc(b->p, cap)) == NULL)
-        return -1;
-    b->p = p, b->cap = cap;
-    return 0;
-}
-
 INLINE int buf_room(struct reg_buf *b, size_t more)
 {
-    return b->len + more + 1 <= b->cap ? 0 : buf_grow(b, more);
+    return b->len + more + 1 <= b->cap ? 0 : reg_buf_reserve(b, more);
 }
 
 /* appends n bytes that fit (buf_room was called) */

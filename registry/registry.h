@@ -26,6 +26,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <jansson.h>
 
 /* ---- limits on every input (enforced by the library) ------------------ */
@@ -504,12 +505,30 @@ struct reg_feedback {
     const char *at;          /* ISO-8601 UTC */
 };
 
-/* A growable text buffer (reg_exposure_json appends to it). */
+/* A growable byte buffer (registry/buf.c): {0} is an empty one; p is
+ * NUL-terminated once anything was added. */
 struct reg_buf {
-    char *p;                 /* owned: malloc'd, NUL-terminated after a
-                                reg_*_json call */
+    char *p;                 /* owned: malloc'd */
     size_t len, cap;
 };
+
+/* Makes room for `more` bytes and a NUL after len: 0, or -1 when out of
+ * memory (b as it was). */
+int reg_buf_reserve(struct reg_buf *b, size_t more);
+
+/* Appends s[0..n), NUL-terminated: 0, or -1 when out of memory. */
+static inline int reg_buf_add(struct reg_buf *b, const void *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap && reg_buf_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+/* reg_buf_add as a reg_emit_fn (arg: the struct reg_buf) */
+int reg_buf_emit(void *arg, const char *data, size_t len);
 
 #define REG_JSON_TYPED 1     /* "type": "exposure" first (JSON-lines log) */
 #define REG_JSON_NULLS 2     /* unknown members as null, not left out */

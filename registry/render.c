@@ -116,29 +116,12 @@ json_t *reg_template_variables(const json_t *messages, char **err)
     return vars;
 }
 
-struct buf {
-    char *p;                 /* owned */
-    size_t len, cap;
-};
-
-static int buf_add(struct buf *b, const char *s, size_t n)
+/* appends to a rendered message, which stays within REG_RENDER_MAX */
+static int buf_add(struct reg_buf *b, const char *s, size_t n)
 {
     if (b->len + n > REG_RENDER_MAX)
         return -1;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *p;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        if ((p = realloc(b->p, cap)) == NULL)
-            return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return 0;
+    return reg_buf_add(b, s, n);
 }
 
 /* the text of a variable value; `tmp` holds numbers */
@@ -165,7 +148,7 @@ static const char *value_text(const json_t *v, char tmp[64], size_t *n)
 static json_t *render_one(const char *s, size_t len, const json_t *vars,
                           char **err)
 {
-    struct buf b = {NULL, 0, 0};
+    struct reg_buf b = {NULL, 0, 0};
     size_t off = 0;
     json_t *out;
 
@@ -411,32 +394,6 @@ struct reg_tpl {
     char *text;               /* owned */
 };
 
-struct tbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-};
-
-static int tbuf_add(void *arg, const char *data, size_t len)
-{
-    struct tbuf *b = arg;
-
-    if (b->len + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *p;
-        while (cap < b->len + len + 1)
-            cap *= 2;
-        if ((p = realloc(b->p, cap)) == NULL) {
-            b->oom = 1;
-            return -1;
-        }
-        b->p = p, b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, len);
-    b->len += len;
-    return 0;
-}
-
 void reg_tpl_free(struct reg_tpl *t)
 {
     if (t == NULL)
@@ -448,12 +405,12 @@ void reg_tpl_free(struct reg_tpl *t)
 
 struct reg_tpl *reg_tpl_compile(const struct reg_version *version)
 {
-    struct tbuf b = {0};
+    struct reg_buf b = {0};
     struct tpl_part *parts = NULL, *np;
     size_t n = 0, cap = 0, i, start = 0;
     struct reg_tpl *t;
 
-#define ADD(p, len) do { if (tbuf_add(&b, (p), (len)) < 0) goto oom; } while (0)
+#define ADD(p, len) do { if (reg_buf_add(&b, (p), (len)) < 0) goto oom; } while (0)
 #define PART(tl, v, end) do {                                             \
         if (n == cap) {                                                   \
             cap = cap ? cap * 2 : 8;                                      \
@@ -471,11 +428,11 @@ struct reg_tpl *reg_tpl_compile(const struct reg_version *version)
         size_t len = m->content_len, off = 0;
 
         ADD(i ? ",{\"role\":\"" : "{\"role\":\"", i ? 10 : 9);
-        if (emit_escaped(tbuf_add, &b, m->role, strlen(m->role)) < 0)
+        if (emit_escaped(reg_buf_emit, &b, m->role, strlen(m->role)) < 0)
             goto oom;
         if (m->name) {
             ADD("\",\"name\":\"", 10);
-            if (emit_escaped(tbuf_add, &b, m->name, strlen(m->name)) < 0)
+            if (emit_escaped(reg_buf_emit, &b, m->name, strlen(m->name)) < 0)
                 goto oom;
         }
         ADD("\",\"content\":\"", 13);
@@ -485,7 +442,7 @@ struct reg_tpl *reg_tpl_compile(const struct reg_version *version)
             size_t name_off;
 
             at = next_var(s + off, len - off, &plen, &name, &nlen);
-            if (emit_escaped(tbuf_add, &b, s + off, at) < 0)
+            if (emit_escaped(reg_buf_emit, &b, s + off, at) < 0)
                 goto oom;
             if (at == len - off) {
                 ADD(i + 1 == version->n_messages ? "\"}]" : "\"}",

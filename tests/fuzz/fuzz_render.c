@@ -25,11 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct out {
-    char *p;
-    size_t len, cap;
-};
-
 struct vars {
     struct gw_jscan_field f[REG_VARIABLES_MAX];
     size_t n;
@@ -39,24 +34,6 @@ static void fail(const char *what, const char *detail)
 {
     fprintf(stderr, "fuzz_render: %s: %s\n", what, detail ? detail : "");
     abort();
-}
-
-static int emit(void *arg, const char *data, size_t len)
-{
-    struct out *o = arg;
-
-    if (o->len + len > o->cap) {
-        size_t cap = o->cap ? o->cap * 2 : 256;
-        char *p;
-        while (cap < o->len + len)
-            cap *= 2;
-        if ((p = realloc(o->p, cap)) == NULL)
-            return -1;
-        o->p = p, o->cap = cap;
-    }
-    memcpy(o->p + o->len, data, len);
-    o->len += len;
-    return 0;
 }
 
 static char prompt_name[] = "fuzz";
@@ -72,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct reg_version v;
     struct vars vars;
     struct gw_prompt_vars pv;
-    struct out o = {0};
+    struct reg_buf o = {0};
     json_error_t e;
     char *dump = NULL, *err1 = NULL, *err2 = NULL, *err = NULL, jerr[256];
     int rc1, rc2;
@@ -121,7 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc1 = reg_render(&v, vtree, &tree, &err1);
     pv.f = vars.f;
     pv.n = vars.n;
-    rc2 = reg_render_json(&v, gw_prompt_lookup_var, &pv, emit, &o, &err2);
+    rc2 = reg_render_json(&v, gw_prompt_lookup_var, &pv, reg_buf_emit, &o, &err2);
     if (rc1 != rc2) {
         fprintf(stderr, "reg_render: %s\nreg_render_json: %s\n",
                 rc1 ? err1 : "ok", rc2 ? err2 : "ok");
