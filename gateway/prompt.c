@@ -279,7 +279,8 @@ static struct vcache *vcache_get(struct gw_prompts *p,
         json_t *kj = json_string(key);
         char *ks = kj ? json_dumps(kj, JSON_ENCODE_ANY) : NULL;
         json_decref(kj);
-        if (ks == NULL || asprintf(&c->texts[c->n_params], ",%s:%s", ks, t) < 0) {
+        if (ks == NULL ||
+            asprintf(&c->texts[c->n_params], ",%s:%s", ks, t) < 0) {
             free(ks);
             free(t);
             goto oom;
@@ -542,7 +543,8 @@ struct gw_prompts *gw_prompts_new(struct event_base *base,
      * at start is an error, not an empty registry */
     if ((p->sh->watch = reg_watch_new(p->sh->path, &e)) == NULL ||
         reg_watch_changed(p->sh->watch, &e) < 0 ||
-        reg_watch_stamp(p->sh->watch, p->sh->stamp, sizeof(p->sh->stamp), &e) < 0 ||
+        reg_watch_stamp(p->sh->watch, p->sh->stamp, sizeof(p->sh->stamp),
+                        &e) < 0 ||
         (p->snap = reg_snapshot_load(p->sh->path, &e)) == NULL) {
         snprintf(err, errlen, "registry: %s", e ? e : "out of memory");
         free(e);
@@ -667,6 +669,12 @@ void gw_prompts_free(struct gw_prompts *p)
 }
 
 /* ---- pending requests ---------------------------------------------------- */
+
+/* log_outputs as of now (a reload may turn it on or off) */
+static int logs_outputs(const struct gw_prompts *p)
+{
+    return __atomic_load_n(&p->sh->log_outputs, __ATOMIC_RELAXED);
+}
 
 static size_t bucket(const void *req)
 {
@@ -1056,7 +1064,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     }
 
     /* the exposure record, with its strings in one allocation */
-    need = strlen(rl->request_id) + strlen(name) + strlen(res.label ? res.label : "")
+    need = strlen(rl->request_id) + strlen(name)
+         + (res.label ? strlen(res.label) : 0)
          + (uid ? strlen(uid) : 0) + (key_name ? strlen(key_name) : 0)
          + (res.experiment ? strlen(res.experiment->name) : 0)
          + (pfs[3].type == GW_JSON_OBJECT ? pfs[3].len : 2) + 8;
@@ -1070,7 +1079,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     r->ex.prompt = gw_exposure_rec_str(r, &off, name, strlen(name));
     r->ex.version = res.version->version;
     if (res.label)
-        r->ex.label = gw_exposure_rec_str(r, &off, res.label, strlen(res.label));
+        r->ex.label = gw_exposure_rec_str(r, &off, res.label,
+                                          strlen(res.label));
     if (uid)
         r->ex.user_id = gw_exposure_rec_str(r, &off, uid, strlen(uid));
     if (key_name)
@@ -1086,7 +1096,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         r->ex.variables = gw_exposure_rec_str(r, &off, pfs[3].val, pfs[3].len);
     else
         r->ex.variables = gw_exposure_rec_str(r, &off, "{}", 2);
-    r->truncated = !__atomic_load_n(&p->sh->log_outputs, __ATOMIC_RELAXED); /* keeps no output bytes */
+    r->truncated = !logs_outputs(p); /* then it keeps no output bytes */
     r->next = p->pending[bucket(req)];
     p->pending[bucket(req)] = r;
     p->n_pending++;
@@ -1200,7 +1210,7 @@ void gw_prompt_output(struct gw_prompts *p, struct gw_http_req *req,
 {
     struct gw_exposure_rec *r;
 
-    if (p == NULL || p->n_pending == 0 || !__atomic_load_n(&p->sh->log_outputs, __ATOMIC_RELAXED) ||
+    if (p == NULL || p->n_pending == 0 || !logs_outputs(p) ||
         (r = pending_find(p, req)) == NULL)
         return;
     r->raw_sse = sse;
@@ -1211,8 +1221,7 @@ void gw_prompt_output(struct gw_prompts *p, struct gw_http_req *req,
 
 int gw_prompt_wants_output(struct gw_prompts *p, struct gw_http_req *req)
 {
-    return p && p->n_pending &&
-           __atomic_load_n(&p->sh->log_outputs, __ATOMIC_RELAXED) && pending_find(p, req);
+    return p && p->n_pending && logs_outputs(p) && pending_find(p, req);
 }
 
 /* ---- feedback ------------------------------------------------------------ */
