@@ -954,7 +954,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     /* which of the version's params the request sets itself */
     len = evbuffer_get_length(req->body);
     body = (const char *)evbuffer_pullup(req->body, -1);
-    memset(bf, 0, (vc->n_params + 1) * sizeof(bf[0]));
+    /* keys only: known_fields or the scan sets every one's type */
     bf[0].key = "messages";
     for (i = 0; i < vc->n_params; i++)
         bf[i + 1].key = vc->keys[i];
