@@ -1,6 +1,7 @@
 /*
  * jscan.c - one-pass, allocation-free JSON validation with capture of
- * top-level fields (see jscan.h for the contract).
+ * top-level fields, and of members of their objects two levels down (see
+ * jscan.h for the contract).
  *
  * Design: gw_jscan is one loop of labelled states (object_first, key,
  * value, after_value, close, ...) joined by gotos instead of recursion, so
@@ -16,8 +17,11 @@
  *  1. depth is the number of open containers; bit (d-1) of stack says
  *     whether the container at level d is an object; 1 <= depth <=
  *     max_depth inside the root.
- *  2. cap >= 0 only between a captured top-level key and the end of its
- *     value; cap_start then points at the first byte of that value.
+ *  2. For a level d <= CAP_DEPTH, cur[d] is set only between a captured
+ *     key of the object open at level d and the end of its value; cst[d]
+ *     then points at the first byte of that value. lv[d] (d >= 2) is what
+ *     the object open at level d captures, NULL when nothing; the root's
+ *     captures are fields[0..n_fields).
  *  3. Every read of *p is preceded by a check that p < end; no byte past
  *     json[len) is ever read, so the input need not be NUL-terminated.
  */
@@ -348,6 +352,10 @@ static const unsigned char *scan_literal(const struct scan *sc,
     return NULL;
 }
 
+/* Captures reach this level: the root's members (1), theirs (2) and
+ * theirs (3). */
+#define CAP_DEPTH 3
+
 /* Index of the field named by the raw key k[0..n), or -1. */
 static long find_field(const struct gw_jscan_field *fields, size_t n_fields,
                        const unsigned char *k, size_t n)
@@ -387,17 +395,65 @@ static long find_escaped(const struct gw_jscan_field *fields, size_t n_fields,
                       (size_t)dn);
 }
 
+/* s as it is before its object's first member */
+static void sub_reset(struct gw_jscan_sub *s)
+{
+    size_t i;
+
+    for (i = 0; i < s->n_fields; i++) {
+        s->fields[i].type = GW_JSON_NONE;
+        s->fields[i].val = NULL;
+        s->fields[i].len = 0;
+        s->fields[i].escaped = 0;
+    }
+    s->n = 0;
+    s->dup = -1;
+}
+
+/* Where the value of key k[0..n) of an object captured into s goes:
+ * its field, a new member, or NULL (not kept). */
+static struct gw_jscan_field *sub_key(struct gw_jscan_sub *s,
+                                      const unsigned char *k, size_t n,
+                                      int escaped)
+{
+    struct gw_jscan_member *m;
+    long i = -1;
+
+    if (s->n_fields > 0)
+        i = escaped ? find_escaped(s->fields, s->n_fields, k, n)
+                    : find_field(s->fields, s->n_fields, k, n);
+    if (i >= 0) {
+        if (s->fields[i].type != GW_JSON_NONE && s->dup < 0)
+            s->dup = i;
+        return &s->fields[i];
+    }
+    if (s->members == NULL || s->n++ >= s->cap)
+        return NULL;
+    m = &s->members[s->n - 1];
+    m->key = (const char *)k;
+    m->klen = n;
+    m->kescaped = escaped;
+    m->v.type = GW_JSON_NONE;
+    m->v.val = NULL;
+    m->v.len = 0;
+    m->v.escaped = 0;
+    m->v.sub = NULL; /* its own members are not captured */
+    return &m->v;
+}
+
 static inline __attribute__((always_inline)) int
 scan_doc(const char *json, size_t len, int max_depth,
          struct gw_jscan_field *fields, size_t n_fields, size_t *n_members,
          char *err, size_t errlen, int trusted)
 {
     uint64_t stack[GW_JSCAN_MAX_DEPTH / 64];
-    const unsigned char *p, *end, *q, *k, *cap_start = NULL;
+    const unsigned char *p, *end, *q, *k, *cst[CAP_DEPTH + 1];
+    struct gw_jscan_sub *lv[CAP_DEPTH + 1];
+    struct gw_jscan_field *cur[CAP_DEPTH + 1], *cf;
     struct scan sc;
     enum gw_jscan_type t;
     int depth, escaped;
-    long cap = -1;
+    long cap;
     size_t i, members = 0;
 
     if (errlen > 0)
@@ -444,6 +500,7 @@ scan_doc(const char *json, size_t len, int max_depth,
     p++;
     stack[0] = 1;
     depth = 1;
+    cur[1] = NULL;
 
 object_first: /* just after '{' */
     p = skip_ws(p, end);
@@ -474,16 +531,22 @@ key: /* at the opening quote of a key */
     if ((q = scan_string(&sc, k, end, &escaped)) == NULL)
         return -1;
     p = q + 1;
-    members += depth == 1;
-    if (depth == 1 && n_fields > 0 &&
-        (cap = escaped ? find_escaped(fields, n_fields, k, (size_t)(q - k))
-                       : find_field(fields, n_fields, k, (size_t)(q - k))) >=
-            0 &&
-        fields[cap].type != GW_JSON_NONE) {
-        if (errlen > 0)
-            snprintf(err, errlen, "invalid JSON at byte %zu: duplicate key "
-                     "'%s'", (size_t)(k - 1 - sc.base), fields[cap].key);
-        return -1;
+    if (depth == 1) {
+        members++;
+        if (n_fields > 0) {
+            cap = escaped ? find_escaped(fields, n_fields, k, (size_t)(q - k))
+                          : find_field(fields, n_fields, k, (size_t)(q - k));
+            if (cap >= 0 && fields[cap].type != GW_JSON_NONE) {
+                if (errlen > 0)
+                    snprintf(err, errlen, "invalid JSON at byte %zu: "
+                             "duplicate key '%s'", (size_t)(k - 1 - sc.base),
+                             fields[cap].key);
+                return -1;
+            }
+            cur[1] = cap >= 0 ? &fields[cap] : NULL;
+        }
+    } else if (depth <= CAP_DEPTH && lv[depth] != NULL) {
+        cur[depth] = sub_key(lv[depth], k, (size_t)(q - k), escaped);
     }
     p = skip_ws(p, end);
     if (p >= end)
@@ -508,8 +571,8 @@ value:
     p = skip_ws(p, end);
     if (p >= end)
         goto eof;
-    if (depth == 1)
-        cap_start = p;
+    if (depth <= CAP_DEPTH)
+        cst[depth] = p;
     switch (*p) {
     case '{':
     case '[':
@@ -524,6 +587,16 @@ value:
         else
             stack[depth >> 6] &= ~(1ULL << (depth & 63));
         depth++;
+        if (depth <= CAP_DEPTH) {
+            /* the object a captured field's value is may capture too */
+            cf = cur[depth - 1];
+            cur[depth] = NULL;
+            lv[depth] = NULL;
+            if (*p == '{' && cf != NULL && cf->sub != NULL) {
+                lv[depth] = cf->sub;
+                sub_reset(cf->sub);
+            }
+        }
         if (*p++ == '{')
             goto object_first;
         goto array_first;
@@ -531,12 +604,12 @@ value:
         escaped = 0;
         if ((q = scan_string(&sc, p + 1, end, &escaped)) == NULL)
             return -1;
-        if (cap >= 0 && depth == 1) {
-            fields[cap].type = GW_JSON_STRING;
-            fields[cap].val = (const char *)p + 1;
-            fields[cap].len = (size_t)(q - p - 1);
-            fields[cap].escaped = escaped;
-            cap = -1;
+        if (depth <= CAP_DEPTH && (cf = cur[depth]) != NULL) {
+            cf->type = GW_JSON_STRING;
+            cf->val = (const char *)p + 1;
+            cf->len = (size_t)(q - p - 1);
+            cf->escaped = escaped;
+            cur[depth] = NULL;
         }
         p = q + 1;
         goto after_value;
@@ -563,11 +636,11 @@ value:
     }
     if (q == NULL)
         return -1;
-    if (cap >= 0 && depth == 1) {
-        fields[cap].type = t;
-        fields[cap].val = (const char *)p;
-        fields[cap].len = (size_t)(q - p);
-        cap = -1;
+    if (depth <= CAP_DEPTH && (cf = cur[depth]) != NULL) {
+        cf->type = t;
+        cf->val = (const char *)p;
+        cf->len = (size_t)(q - p);
+        cur[depth] = NULL;
     }
     p = q;
     goto after_value;
@@ -576,12 +649,12 @@ close: /* just after the '}' or ']' closing the container at level depth */
     depth--;
     if (depth == 0)
         goto done;
-    if (cap >= 0 && depth == 1) {
-        fields[cap].type = stack[depth >> 6] >> (depth & 63) & 1
-                               ? GW_JSON_OBJECT : GW_JSON_ARRAY;
-        fields[cap].val = (const char *)cap_start;
-        fields[cap].len = (size_t)(p - cap_start);
-        cap = -1;
+    if (depth <= CAP_DEPTH && (cf = cur[depth]) != NULL) {
+        cf->type = stack[depth >> 6] >> (depth & 63) & 1
+                       ? GW_JSON_OBJECT : GW_JSON_ARRAY;
+        cf->val = (const char *)cst[depth];
+        cf->len = (size_t)(p - cst[depth]);
+        cur[depth] = NULL;
     }
 
 after_value:

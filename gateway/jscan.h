@@ -5,7 +5,10 @@
  * "stream") and a verdict that the whole body is well-formed JSON. Building
  * a jansson tree for that costs an allocation per node; gw_jscan validates
  * the document in one pass, without allocating, and hands back borrowed
- * spans of the values asked for.
+ * spans of the values asked for. A field may also name what to capture
+ * inside its value when that is an object (struct gw_jscan_sub): the
+ * registry prompt's "prompt": {"name", ..., "variables": {...}} is read
+ * in the same pass.
  *
  * Usage:
  *
@@ -36,6 +39,8 @@ enum gw_jscan_type {
     GW_JSON_ARRAY
 };
 
+struct gw_jscan_sub;
+
 struct gw_jscan_field {
     const char *key;         /* in, borrowed from the caller: a top-level
                               * key to capture, plain ASCII, shorter than 64
@@ -52,6 +57,38 @@ struct gw_jscan_field {
     size_t len;              /* out: bytes at val */
     int escaped;             /* out: the string holds backslash escapes, so
                               * val is not its value; use gw_jscan_string */
+    struct gw_jscan_sub *sub; /* in, optional: when the value is an object,
+                              * its members are captured into sub as well
+                              * (two levels below the root at most) */
+};
+
+/* A member of a sub-object captured whatever its key. */
+struct gw_jscan_member {
+    const char *key;         /* out, borrowed: the key's bytes between the
+                              * quotes, escapes still in place */
+    size_t klen;
+    int kescaped;            /* out: the key holds backslash escapes */
+    struct gw_jscan_field v; /* out: the value (v.key and v.sub unused) */
+};
+
+/*
+ * What to capture inside the object a field's value is: members by key,
+ * as at the top level, and every other member in order. It is filled
+ * when the scan enters that object, and only then: read it when the
+ * field's type is GW_JSON_OBJECT. Unlike the top level, a key written
+ * twice is not an error of the scan: dup says which (the object is valid
+ * JSON; what a duplicate means is the caller's to say).
+ */
+struct gw_jscan_sub {
+    struct gw_jscan_field *fields; /* in: members to capture by key */
+    size_t n_fields;
+    struct gw_jscan_member *members; /* in: room for the other members, in
+                              * order (NULL: not kept) */
+    size_t cap;              /* in: entries at members */
+    size_t n;                /* out: the other members the object has, kept
+                              * or not (n > cap: some were not kept) */
+    long dup;                /* out: index in fields of the first key that
+                              * came twice, or -1 */
 };
 
 /*

@@ -784,6 +784,83 @@ static int fail(struct gw_gateway *gw, struct gw_http_req *req,
     return -1;
 }
 
+void gw_prompt_scan_init(struct gw_prompt_scan *ps,
+                         struct gw_jscan_field *prompt)
+{
+    static const char *const keys[4] = {"name", "label", "version",
+                                        "variables"};
+    size_t i;
+
+    for (i = 0; i < 4; i++) {
+        ps->f[i].key = keys[i];
+        ps->f[i].sub = NULL;
+    }
+    ps->f[3].sub = &ps->vars;
+    ps->prompt = (struct gw_jscan_sub){.fields = ps->f, .n_fields = 4};
+    ps->vars = (struct gw_jscan_sub){.members = ps->var,
+                                     .cap = GW_PROMPT_SCAN_VARS};
+    prompt->sub = &ps->prompt;
+}
+
+/*
+ * Fills vf[0..n) (keys set: the version's variables) from the members the
+ * body's scan kept of the request's variables: a key written with escapes
+ * matches by its decoded value. Returns 0, or -1 with *dup the variable
+ * the request gives twice.
+ */
+static int match_vars(const struct gw_jscan_sub *vs, struct gw_jscan_field *vf,
+                      size_t n, const char **dup)
+{
+    char buf[REG_VARNAME_MAX + 1];
+    size_t i, j, klen;
+    const char *key;
+
+    for (i = 0; i < vs->n; i++) {
+        const struct gw_jscan_member *m = &vs->members[i];
+        key = m->key;
+        klen = m->klen;
+        if (m->kescaped) {
+            struct gw_jscan_field k = {.type = GW_JSON_STRING, .val = m->key,
+                                       .len = m->klen, .escaped = 1};
+            long dn = gw_jscan_string(&k, buf, sizeof(buf));
+            if (dn < 0)
+                continue; /* longer than any variable name */
+            key = buf;
+            klen = (size_t)dn;
+        }
+        for (j = 0; j < n; j++) {
+            const char *name = vf[j].key;
+            if (name[0] != (klen ? key[0] : '\0') ||
+                strncmp(name, key, klen) != 0 || name[klen] != '\0')
+                continue;
+            if (vf[j].type != GW_JSON_NONE) {
+                *dup = name;
+                return -1;
+            }
+            vf[j].type = m->v.type;
+            vf[j].val = m->v.val;
+            vf[j].len = m->v.len;
+            vf[j].escaped = m->v.escaped;
+            break;
+        }
+    }
+    return 0;
+}
+
+static int bad_name(struct gw_gateway *gw, struct gw_http_req *req,
+                    struct gw_reqlog *rl)
+{
+    return fail(gw, req, rl, 400, "invalid_prompt", "\"prompt.name\" must be "
+                "a prompt name ([a-z0-9_.-], at most %d bytes)", REG_NAME_MAX);
+}
+
+static int bad_label(struct gw_gateway *gw, struct gw_http_req *req,
+                     struct gw_reqlog *rl)
+{
+    return fail(gw, req, rl, 400, "invalid_prompt", "\"prompt.label\" must be "
+                "a label name ([a-z0-9_-], at most %d bytes)", REG_LABEL_MAX);
+}
+
 /* A string field into out (NUL-terminated); -1 when not a string that fits. */
 static int field_str(const struct gw_jscan_field *f, char *out, size_t cap)
 {
@@ -856,8 +933,11 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
 {
     const struct gw_jscan_field *pf = &f[pi], *uf = &f[ui];
     struct gw_prompts *p = gw->prompts;
-    struct gw_jscan_field pfs[4] = {{.key = "name"}, {.key = "label"},
+    struct gw_jscan_field own[4] = {{.key = "name"}, {.key = "label"},
                                     {.key = "version"}, {.key = "variables"}};
+    struct gw_jscan_field *pfs = own;
+    const struct gw_jscan_sub *vs;
+    const char *dup;
     struct gw_jscan_field bf[MAX_PARAMS + 1], vf[REG_VARIABLES_MAX];
     struct gw_prompt_vars lk;
     struct vcache *vc;
@@ -884,22 +964,27 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         return fail(gw, req, rl, 400, "invalid_prompt",
                     "registry prompts are served on /v1/chat/completions "
                     "only");
-    if (gw_jscan_trusted(pf->val, pf->len, MAX_DEPTH, pfs, 4, err,
-                         sizeof(err)) < 0)
+    /* the prompt object's members: captured by the body's scan, or found
+     * by a pass of its own */
+    if (pf->sub != NULL) {
+        pfs = pf->sub->fields;
+        if (pf->sub->dup >= 0)
+            return fail(gw, req, rl, 400, "invalid_prompt", "\"prompt\": "
+                        "duplicate key '%s'", pfs[pf->sub->dup].key);
+    } else if (gw_jscan_trusted(pf->val, pf->len, MAX_DEPTH, pfs, 4, err,
+                                sizeof(err)) < 0) {
         return fail(gw, req, rl, 400, "invalid_prompt", "\"prompt\": %s", err);
+    }
+    /* the name's and label's characters are checked when the snapshot
+     * does not know them: what it knows is a registry name */
     if (pfs[0].type != GW_JSON_STRING ||
-        field_str(&pfs[0], name, sizeof(name)) < 0 || !reg_name_valid(name))
-        return fail(gw, req, rl, 400, "invalid_prompt",
-                    "\"prompt.name\" must be a prompt name ([a-z0-9_.-], at "
-                    "most %d bytes)", REG_NAME_MAX);
+        field_str(&pfs[0], name, sizeof(name)) < 0)
+        return bad_name(gw, req, rl);
     label[0] = '\0';
     if (pfs[1].type != GW_JSON_NONE && pfs[1].type != GW_JSON_NULL &&
         (pfs[1].type != GW_JSON_STRING ||
-         field_str(&pfs[1], label, sizeof(label)) < 0 ||
-         (strcmp(label, "latest") != 0 && !reg_label_valid(label))))
-        return fail(gw, req, rl, 400, "invalid_prompt",
-                    "\"prompt.label\" must be a label name ([a-z0-9_-], at "
-                    "most %d bytes)", REG_LABEL_MAX);
+         field_str(&pfs[1], label, sizeof(label)) < 0))
+        return bad_label(gw, req, rl);
     if (pfs[2].type != GW_JSON_NONE && pfs[2].type != GW_JSON_NULL) {
         char num[16], *end;
         if (pfs[2].type != GW_JSON_NUMBER || pfs[2].len >= sizeof(num))
@@ -942,9 +1027,15 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
 
     if (reg_snapshot_resolve_memo(p->snap, name, label, (int)version, uid,
                                   p->memo, &res, &e) < 0) {
-        rc = fail(gw, req, rl, 404, "prompt_not_found",
-                  "%s (promptctl list shows the registry)",
-                  e ? e : "out of memory");
+        if (!reg_name_valid(name))
+            rc = bad_name(gw, req, rl);
+        else if (label[0] && strcmp(label, "latest") != 0 &&
+                 !reg_label_valid(label))
+            rc = bad_label(gw, req, rl);
+        else
+            rc = fail(gw, req, rl, 404, "prompt_not_found",
+                      "%s (promptctl list shows the registry)",
+                      e ? e : "out of memory");
         free(e);
         return rc;
     }
@@ -977,11 +1068,45 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     memset(vf, 0, vc->n_vars * sizeof(vf[0]));
     for (i = 0; i < vc->n_vars; i++)
         vf[i].key = vc->vars[i];
-    if (pfs[3].type == GW_JSON_OBJECT &&
-        gw_jscan_trusted(pfs[3].val, pfs[3].len, MAX_DEPTH, vf, vc->n_vars,
-                         err, sizeof(err)) < 0)
+    vs = pfs[3].sub;
+    if (pfs[3].type == GW_JSON_OBJECT && vs != NULL && vs->n <= vs->cap) {
+        if (match_vars(vs, vf, vc->n_vars, &dup) < 0)
+            return fail(gw, req, rl, 400, "invalid_prompt",
+                        "\"prompt.variables\": duplicate key '%s'", dup);
+    } else if (pfs[3].type == GW_JSON_OBJECT &&
+               gw_jscan_trusted(pfs[3].val, pfs[3].len, MAX_DEPTH, vf,
+                                vc->n_vars, err, sizeof(err)) < 0) {
         return fail(gw, req, rl, 400, "invalid_prompt",
                     "\"prompt.variables\": %s", err);
+    }
+#ifdef GW_PROMPT_CHECK_FIELDS
+    /* the captured prompt members and variables must equal what passes
+     * of their own find */
+    if (pf->sub != NULL) {
+        struct gw_jscan_field cp[4] = {{.key = "name"}, {.key = "label"},
+                                       {.key = "version"},
+                                       {.key = "variables"}};
+        struct gw_jscan_field cv[REG_VARIABLES_MAX];
+        memset(cv, 0, sizeof(cv));
+        for (i = 0; i < vc->n_vars; i++)
+            cv[i].key = vc->vars[i];
+        if (gw_jscan_trusted(pf->val, pf->len, MAX_DEPTH, cp, 4, err,
+                             sizeof(err)) < 0 ||
+            (cp[3].type == GW_JSON_OBJECT &&
+             gw_jscan_trusted(cp[3].val, cp[3].len, MAX_DEPTH, cv,
+                              vc->n_vars, err, sizeof(err)) < 0))
+            gw_log_error("check: the captures passed, a scan fails: %s",
+                         err), abort();
+        for (i = 0; i < 4 + vc->n_vars; i++) {
+            const struct gw_jscan_field *a = i < 4 ? &cp[i] : &cv[i - 4],
+                                        *b = i < 4 ? &pfs[i] : &vf[i - 4];
+            if (a->type != b->type || a->val != b->val || a->len != b->len ||
+                a->escaped != b->escaped)
+                gw_log_error("check: capture of '%s' differs", a->key),
+                    abort();
+        }
+    }
+#endif
     lk.f = vf;
     lk.n = vc->n_vars;
 

@@ -8,16 +8,37 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include "gateway/jscan.h"
 
 struct event_base;
 struct gw_gateway;
 struct gw_http_req;
 struct gw_reqlog;
-struct gw_jscan_field;
 struct gw_registry_conf;
 struct gw_prompts;
 struct gw_exposure_stats;
 struct reg_value;
+
+/* Variables of a request's prompt the body's scan keeps; a request with
+ * more has them looked up by a pass of its own. */
+#define GW_PROMPT_SCAN_VARS 16
+
+/*
+ * What handle_inference's one scan of a body captures inside its "prompt"
+ * object for the stage: the object's name, label, version and variables,
+ * and every member of the variables, so that the stage passes over none
+ * of them again. gw_prompt_scan_init hooks it onto the "prompt" field
+ * before the scan.
+ */
+struct gw_prompt_scan {
+    struct gw_jscan_field f[4];   /* name, label, version, variables */
+    struct gw_jscan_sub prompt;   /* f */
+    struct gw_jscan_sub vars;     /* var */
+    struct gw_jscan_member var[GW_PROMPT_SCAN_VARS];
+};
+
+void gw_prompt_scan_init(struct gw_prompt_scan *ps,
+                         struct gw_jscan_field *prompt);
 
 /* The variables of a request, as spans of its body found by gw_jscan. */
 struct gw_prompt_vars {
@@ -68,7 +89,9 @@ void gw_prompts_free(struct gw_prompts *p);
 /*
  * The resolve-prompt stage of a chat request whose body has a top-level
  * "prompt" object: f[0..n_f) are the request's gw_jscan fields, f[pi] the
- * "prompt" object and f[ui] the "user" field; n_members is the number of
+ * "prompt" object and f[ui] the "user" field (f[pi] hooked to a
+ * gw_prompt_scan before the scan, or not: the stage then scans the prompt
+ * object itself); n_members is the number of
  * members of the body (gw_jscan_count), or (size_t)-1 when not counted:
  * when f captured them all, the stage needs no pass over the body to know
  * which of the version's params it sets. After a rewrite, f is

@@ -632,6 +632,7 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
                                   {.key = "user"},
                                   {.key = "stream_options"},
                                   {.key = "n"}};
+    struct gw_prompt_scan ps;
     const struct gw_key *key = NULL;
     struct gw_admit admit = {0};
     struct gw_fwd fwd;
@@ -645,7 +646,9 @@ static void handle_inference(struct gw_gateway *gw, struct gw_http_req *req,
                        "\"model\"");
         return;
     }
-    /* validate the whole body, read only what routing needs: no tree */
+    /* validate the whole body, read only what routing needs (and what a
+     * registry prompt holds): no tree */
+    gw_prompt_scan_init(&ps, &f[4]);
     if (gw_jscan_count((const char *)evbuffer_pullup(req->body, -1), len,
                        MAX_JSON_DEPTH, f, 8, &n_members, err,
                        sizeof(err)) < 0) {

@@ -15,7 +15,11 @@
  * Any disagreement aborts: that is a bug in one of the two, to look at.
  * A body jscan accepts is scanned again with gw_jscan_trusted (prompt.c's
  * passes over a checked body), which must accept it and capture the very
- * same spans.
+ * same spans. "prompt" captures inside its object as proxy.c hooks it
+ * (struct gw_jscan_sub: name, label, version and variables by key, the
+ * other members and every member of the variables in order); a scan of
+ * that object's text, and of the variables', must find the same values
+ * (and a duplicate where the sub reports one).
  */
 #include "gateway/jscan.h"
 
@@ -128,11 +132,81 @@ static void check_trusted(const uint8_t *data, size_t size,
             fail("gw_jscan_trusted captured another span", keys[i]);
 }
 
+#define SUB_ROOM 8
+
+static const char *const pkeys[4] = {"name", "label", "version",
+                                     "variables"};
+
+/* Every kept member of sub s of the object text obj[0..len) is what a scan
+ * of that text for its key finds (keys with escapes, and keys that come
+ * twice, which that scan refuses, are left out). */
+static void check_members(const char *obj, size_t len,
+                          const struct gw_jscan_sub *s)
+{
+    size_t i, kept = s->n < s->cap ? s->n : s->cap;
+    struct gw_jscan_field t;
+    char key[64], err[256];
+
+    for (i = 0; i < kept; i++) {
+        const struct gw_jscan_member *m = &s->members[i];
+        if (m->key < obj || m->key + m->klen >= obj + len ||
+            m->key[m->klen] != '"')
+            fail("a member's key is not in its object", NULL);
+        if (m->kescaped || m->klen >= sizeof(key))
+            continue;
+        memcpy(key, m->key, m->klen);
+        key[m->klen] = '\0';
+        t = (struct gw_jscan_field){.key = key};
+        if (gw_jscan_trusted(obj, len, DEPTH, &t, 1, err, sizeof(err)) < 0) {
+            if (strstr(err, "duplicate") == NULL)
+                fail("a captured object does not scan alone", err);
+            continue;
+        }
+        if (t.type != m->v.type || t.val != m->v.val || t.len != m->v.len ||
+            t.escaped != m->v.escaped)
+            fail("a member's capture differs from a scan for it", key);
+    }
+}
+
+/* The prompt object's captures against scans of its own text. */
+static void check_subs(const struct gw_jscan_field *prompt,
+                       const struct gw_jscan_sub *ps,
+                       const struct gw_jscan_sub *vs)
+{
+    struct gw_jscan_field t[4];
+    char err[256];
+    size_t i;
+
+    memset(t, 0, sizeof(t));
+    for (i = 0; i < 4; i++)
+        t[i].key = pkeys[i];
+    if (gw_jscan_trusted(prompt->val, prompt->len, DEPTH, t, 4, err,
+                         sizeof(err)) < 0) {
+        if (strstr(err, "duplicate") == NULL || ps->dup < 0)
+            fail("prompt: the scan alone refuses, the sub has no dup", err);
+        return;
+    }
+    if (ps->dup >= 0)
+        fail("prompt: the sub reports a dup the scan alone does not", NULL);
+    for (i = 0; i < 4; i++)
+        if (t[i].type != ps->fields[i].type || t[i].val != ps->fields[i].val ||
+            t[i].len != ps->fields[i].len ||
+            t[i].escaped != ps->fields[i].escaped)
+            fail("prompt: a captured member differs", pkeys[i]);
+    check_members(prompt->val, prompt->len, ps);
+    if (ps->fields[3].type == GW_JSON_OBJECT)
+        check_members(ps->fields[3].val, ps->fields[3].len, vs);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct gw_jscan_field f[N_FIELDS];
+    struct gw_jscan_field f[N_FIELDS], pf[4];
+    struct gw_jscan_member pm[SUB_ROOM], vm[SUB_ROOM];
+    struct gw_jscan_sub ps = {.fields = pf, .n_fields = 4, .members = pm,
+                              .cap = SUB_ROOM};
+    struct gw_jscan_sub vs = {.members = vm, .cap = SUB_ROOM};
     char err[256];
     json_error_t e;
     json_t *root;
@@ -142,6 +216,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(f, 0, sizeof(f));
     for (i = 0; i < N_FIELDS; i++)
         f[i].key = keys[i];
+    memset(pf, 0, sizeof(pf));
+    for (i = 0; i < 4; i++)
+        pf[i].key = pkeys[i];
+    pf[3].sub = &vs;
+    f[4].sub = &ps;
     /* data is exactly size bytes: ASan sees any read past the end */
     ok = gw_jscan((const char *)data, size, DEPTH, f, N_FIELDS, err,
                   sizeof(err)) == 0;
@@ -158,6 +237,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!json_is_object(root))
             fail("jscan accepts a root that is not an object", NULL);
         check_trusted(data, size, f);
+        if (f[4].type == GW_JSON_OBJECT)
+            check_subs(&f[4], &ps, &vs);
         for (i = 0; i < N_FIELDS; i++)
             check_field(&f[i], json_object_get(root, keys[i]));
     } else if (root != NULL && json_is_object(root) &&

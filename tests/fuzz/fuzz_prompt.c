@@ -173,6 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                   {.key = "user"},
                                   {.key = "stream_options"},
                                   {.key = "n"}};
+    struct gw_prompt_scan ps;
     struct gw_http_req req;
     struct gw_reqlog rl;
     struct gw_exposure_rec *r;
@@ -182,7 +183,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (gw.prompts == NULL)
         setup();
-    /* handle_inference's checks before the stage */
+    /* handle_inference's checks before the stage; its scan captures the
+     * prompt's members (odd sizes leave the stage to find them itself,
+     * as for a caller that does not hook the scan) */
+    if (size % 2 == 0)
+        gw_prompt_scan_init(&ps, &f[4]);
     if (gw_jscan((const char *)data, size, DEPTH, f, 8, err,
                  sizeof(err)) < 0 || f[4].type != GW_JSON_OBJECT)
         return 0;

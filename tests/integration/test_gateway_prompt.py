@@ -213,6 +213,34 @@ def test_messages_and_prompt_both_is_400(served):
     assert r.status == 400 and "not both" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("extra", [0, 20], ids=["captured", "many"])
+def test_variables_as_a_parser_reads_them(served, extra):
+    """The body's scan keeps a prompt's variables (up to 16; more are
+    looked up by a pass of their own): keys written with escapes match by
+    their value, a variable or prompt member given twice is a 400 that
+    names it, and a duplicate the version does not use is harmless."""
+    mock, gw, _ = served
+    pad = "".join(',"unused_%d":%d' % (i, i) for i in range(extra))
+    def raw(prompt):
+        return http("POST", gw.url + CHAT,
+                    '{"model":"qwen2.5-7b","prompt":%s}' % prompt,
+                    headers={"Content-Type": "application/json"})
+    r = raw('{"name":"product_copy","version":1,"variables":'
+            '{"x":1,"x":2,"product\\u005fname":"Lamp \\"L\\""%s}}' % pad)
+    assert r.status == 200, r
+    assert mock.requests()[-1]["body"]["messages"] == [
+        {"role": "user", "content": 'Write a product description for Lamp "L".'}]
+    r = raw('{"name":"product_copy","version":1,"variables":'
+            '{"product_name":"a"%s,"product_name":"b"}}' % pad)
+    assert r.status == 400, r
+    err = r.json()["error"]
+    assert err["code"] == "invalid_prompt" and "duplicate key 'product_name'" in err["message"], err
+    r = raw('{"name":"product_copy","n\\u0061me":"other","version":1,'
+            '"variables":{"product_name":"a"%s}}' % pad)
+    assert r.status == 400 and "duplicate key 'name'" in r.json()["error"]["message"], r
+    assert mock.count() == 1
+
+
 def test_no_model_anywhere_is_400(served):
     _, gw, _ = served
     r = ask(gw, {"name": "product_copy", "version": 1, "variables": {"product_name": "x"}})
