@@ -1160,8 +1160,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     if (reg_buf_add(&p->out, "\"messages\":", 11) < 0)
         goto oom;
     msg_off = p->out.len;
-    if (reg_tpl_render(vc->tpl, gw_prompt_lookup_var, &lk, reg_buf_emit,
-                       &p->out, &e) < 0) {
+    if (reg_tpl_render_buf(vc->tpl, gw_prompt_lookup_var, &lk, &p->out,
+                           &e) < 0) {
         rc = fail(gw, req, rl, 400, "prompt_render_error",
                   "prompt '%s@%d': %s", name, res.version->version,
                   e ? e : "out of memory");

@@ -271,6 +271,11 @@ struct reg_tpl;
 struct reg_tpl *reg_tpl_compile(const struct reg_version *version);
 int reg_tpl_render(const struct reg_tpl *t, reg_lookup_fn lookup, void *larg,
                    reg_emit_fn emit, void *earg, char **err);
+/* reg_tpl_render appending to out (as reg_buf_emit would, without a call
+ * per piece) */
+struct reg_buf;
+int reg_tpl_render_buf(const struct reg_tpl *t, reg_lookup_fn lookup,
+                       void *larg, struct reg_buf *out, char **err);
 void reg_tpl_free(struct reg_tpl *t);
 
 /* ---- experiments and assignment ----------------------------------------- */

@@ -479,8 +479,11 @@ oom:
 #undef ADD
 }
 
-int reg_tpl_render(const struct reg_tpl *t, reg_lookup_fn lookup, void *larg,
-                   reg_emit_fn emit, void *earg, char **err)
+/* reg_tpl_render's body; inlined with its emit, so that rendering into a
+ * struct reg_buf appends in place rather than by a call per piece */
+static inline __attribute__((always_inline)) int
+tpl_render(const struct reg_tpl *t, reg_lookup_fn lookup, void *larg,
+           reg_emit_fn emit, void *earg, char **err)
 {
     size_t i, total = 0, vlen;
     char tmp[64];
@@ -542,6 +545,23 @@ int reg_tpl_render(const struct reg_tpl *t, reg_lookup_fn lookup, void *larg,
 oom:
     reg_err(err, "cannot render: out of memory");
     return -1;
+}
+
+int reg_tpl_render(const struct reg_tpl *t, reg_lookup_fn lookup, void *larg,
+                   reg_emit_fn emit, void *earg, char **err)
+{
+    return tpl_render(t, lookup, larg, emit, earg, err);
+}
+
+static inline int buf_emit(void *arg, const char *data, size_t len)
+{
+    return reg_buf_add(arg, data, len);
+}
+
+int reg_tpl_render_buf(const struct reg_tpl *t, reg_lookup_fn lookup,
+                       void *larg, struct reg_buf *out, char **err)
+{
+    return tpl_render(t, lookup, larg, buf_emit, out, err);
 }
 
 int reg_render_json(const struct reg_version *version, reg_lookup_fn lookup,

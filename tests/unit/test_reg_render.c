@@ -166,6 +166,42 @@ static int emit_buf(void *arg, const char *data, size_t len)
     return 0;
 }
 
+/* The gateway's way, reg_tpl_render_buf, gives reg_render_json's text. */
+static void same_in_buf(const struct reg_version *v, const char *want)
+{
+    struct reg_tpl *t = reg_tpl_compile(v);
+    struct reg_buf b = {0};
+    char *err = NULL;
+
+    assert_non_null(t);
+    assert_int_equal(reg_tpl_render_buf(t, lookup_v, NULL, &b, &err), 0);
+    assert_int_equal(b.len, strlen(want));
+    assert_memory_equal(b.p, want, b.len);
+    free(b.p);
+    reg_tpl_free(t);
+}
+
+/* reg_tpl_render_buf's errors are reg_render_json's. */
+static void test_render_buf_errors(void **state)
+{
+    char content[] = "a {{w}}", name[] = "p";
+    struct reg_message m = {.role = "user", .content = content,
+                            .content_len = 7};
+    struct reg_version v = {.prompt = name, .version = 1, .n_messages = 1,
+                            .messages = &m};
+    struct reg_tpl *t = reg_tpl_compile(&v);
+    struct reg_buf b = {0};
+    char *err = NULL;
+
+    (void)state;
+    assert_non_null(t);
+    assert_int_equal(reg_tpl_render_buf(t, lookup_v, NULL, &b, &err), -1);
+    assert_string_equal(err, "missing variable 'w'");
+    free(err);
+    free(b.p);
+    reg_tpl_free(t);
+}
+
 /* reg_render_json skips text with nothing to escape a word at a time: a
  * character to escape at every offset around the word boundaries, between
  * ASCII and CJK text, must come out escaped and everything else verbatim
@@ -200,6 +236,7 @@ static void test_render_json_escapes(void **state)
                 out[0] = '\0';
                 assert_int_equal(reg_render_json(&v, lookup_v, NULL, emit_buf,
                                                  out, &err), 0);
+                same_in_buf(&v, out);
                 json_t *j = json_loads(out, 0, NULL);
                 if (j == NULL)
                     fail_msg("not JSON: %s", out);
@@ -222,6 +259,7 @@ int main(void)
         cmocka_unit_test(test_variables_list),
         cmocka_unit_test(test_keeps_other_keys_and_rejects_bad_vars),
         cmocka_unit_test(test_render_json_escapes),
+        cmocka_unit_test(test_render_buf_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
