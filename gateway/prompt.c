@@ -329,6 +329,21 @@ oom:
     return NULL;
 }
 
+/* a variable's span as the renderer's value (REG_VALUE_NONE: absent) */
+static void var_value(const struct gw_jscan_field *f, struct reg_value *out)
+{
+    out->text = f->val;
+    out->len = f->len;
+    switch (f->type) {
+    case GW_JSON_NONE: out->type = REG_VALUE_NONE; break;
+    case GW_JSON_STRING: out->type = REG_VALUE_STRING; break;
+    case GW_JSON_NUMBER: out->type = REG_VALUE_NUMBER; break;
+    case GW_JSON_TRUE: out->type = REG_VALUE_TRUE; break;
+    case GW_JSON_FALSE: out->type = REG_VALUE_FALSE; break;
+    default: out->type = REG_VALUE_OTHER; break;
+    }
+}
+
 int gw_prompt_lookup_var(void *arg, const char *name,
                          struct reg_value *out)
 {
@@ -340,15 +355,7 @@ int gw_prompt_lookup_var(void *arg, const char *name,
             break;
     if (i == l->n || l->f[i].type == GW_JSON_NONE)
         return -1;
-    out->text = l->f[i].val;
-    out->len = l->f[i].len;
-    switch (l->f[i].type) {
-    case GW_JSON_STRING: out->type = REG_VALUE_STRING; break;
-    case GW_JSON_NUMBER: out->type = REG_VALUE_NUMBER; break;
-    case GW_JSON_TRUE: out->type = REG_VALUE_TRUE; break;
-    case GW_JSON_FALSE: out->type = REG_VALUE_FALSE; break;
-    default: out->type = REG_VALUE_OTHER; break;
-    }
+    var_value(&l->f[i], out);
     return 0;
 }
 
@@ -939,7 +946,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     const struct gw_jscan_sub *vs;
     const char *dup;
     struct gw_jscan_field bf[MAX_PARAMS + 1], vf[REG_VARIABLES_MAX];
-    struct gw_prompt_vars lk;
+    struct reg_value vals[REG_VARIABLES_MAX];
     struct vcache *vc;
     const int *fmap;
     size_t ins[MAX_PARAMS], offs[MAX_FIELDS], seg1, seg2, msg_off, msg_len;
@@ -947,7 +954,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     char name[REG_NAME_MAX + 1], label[REG_LABEL_MAX + 1];
     char user[REG_USER_MAX + 1];
     char err[256];
-    const char *uid = NULL, *body, *cut0, *cut1, *rest;
+    const char *uid = NULL, *body, *cut0, *cut1, *rest, *rs[7];
+    size_t rlen[7];
     struct reg_resolved res;
     struct gw_exposure_rec *r;
     size_t len, i, off, need;
@@ -1107,8 +1115,6 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         }
     }
 #endif
-    lk.f = vf;
-    lk.n = vc->n_vars;
 
     /* {params the request lacks, the request's members without "prompt",
      * "messages":[...]}: the model first, as OpenAI clients write it (some
@@ -1160,8 +1166,9 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     if (reg_buf_add(&p->out, "\"messages\":", 11) < 0)
         goto oom;
     msg_off = p->out.len;
-    if (reg_tpl_render_buf(vc->tpl, gw_prompt_lookup_var, &lk, &p->out,
-                           &e) < 0) {
+    for (i = 0; i < vc->n_vars; i++)
+        var_value(&vf[i], &vals[i]);
+    if (reg_tpl_render_vals(vc->tpl, vals, vc->n_vars, &p->out, &e) < 0) {
         rc = fail(gw, req, rl, 400, "prompt_render_error",
                   "prompt '%s@%d': %s", name, res.version->version,
                   e ? e : "out of memory");
@@ -1188,39 +1195,36 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         }
     }
 
-    /* the exposure record, with its strings in one allocation */
-    need = strlen(rl->request_id) + strlen(name)
-         + (res.label ? strlen(res.label) : 0)
-         + (uid ? strlen(uid) : 0) + (key_name ? strlen(key_name) : 0)
-         + (res.experiment ? strlen(res.experiment->name) : 0)
-         + (pfs[3].type == GW_JSON_OBJECT ? pfs[3].len : 2) + 8;
+    /* the exposure record, with its strings in one allocation: request
+     * id, prompt, label, user, key, experiment, variables */
+    rs[0] = rl->request_id, rs[1] = name, rs[2] = res.label, rs[3] = uid;
+    rs[4] = key_name;
+    rs[5] = res.experiment ? res.experiment->name : NULL;
+    rs[6] = pfs[3].type == GW_JSON_OBJECT ? pfs[3].val : "{}";
+    need = 0;
+    for (i = 0; i < 7; i++)
+        need += (rlen[i] = i == 6 ? (pfs[3].type == GW_JSON_OBJECT
+                                         ? pfs[3].len : 2)
+                                  : rs[i] ? strlen(rs[i]) : 0) + 1;
     if ((r = gw_exposure_rec_new(GW_EXPOSURE, need)) == NULL)
         goto oom;
     off = 0;
+    for (i = 0; i < 7; i++)
+        rs[i] = gw_exposure_rec_str(r, &off, rs[i], rlen[i]);
     r->owner = req;
     r->at_us = req->start_us + p->wall_off; /* when the request came */
-    r->ex.request_id = gw_exposure_rec_str(r, &off, rl->request_id,
-                                           strlen(rl->request_id));
-    r->ex.prompt = gw_exposure_rec_str(r, &off, name, strlen(name));
+    r->ex.request_id = rs[0];
+    r->ex.prompt = rs[1];
     r->ex.version = res.version->version;
-    if (res.label)
-        r->ex.label = gw_exposure_rec_str(r, &off, res.label,
-                                          strlen(res.label));
-    if (uid)
-        r->ex.user_id = gw_exposure_rec_str(r, &off, uid, strlen(uid));
-    if (key_name)
-        r->ex.key_name = gw_exposure_rec_str(r, &off, key_name,
-                                             strlen(key_name));
+    r->ex.label = rs[2];
+    r->ex.user_id = rs[3];
+    r->ex.key_name = rs[4];
     if (res.experiment) {
         r->ex.experiment_id = res.experiment->id;
-        r->ex.experiment = gw_exposure_rec_str(r, &off, res.experiment->name,
-                                               strlen(res.experiment->name));
+        r->ex.experiment = rs[5];
         r->ex.arm = res.arm;
     }
-    if (pfs[3].type == GW_JSON_OBJECT)
-        r->ex.variables = gw_exposure_rec_str(r, &off, pfs[3].val, pfs[3].len);
-    else
-        r->ex.variables = gw_exposure_rec_str(r, &off, "{}", 2);
+    r->ex.variables = rs[6];
     r->truncated = !logs_outputs(p); /* then it keeps no output bytes */
     r->next = p->pending[bucket(req)];
     p->pending[bucket(req)] = r;

@@ -271,11 +271,13 @@ struct reg_tpl;
 struct reg_tpl *reg_tpl_compile(const struct reg_version *version);
 int reg_tpl_render(const struct reg_tpl *t, reg_lookup_fn lookup, void *larg,
                    reg_emit_fn emit, void *earg, char **err);
-/* reg_tpl_render appending to out (as reg_buf_emit would, without a call
- * per piece) */
+/* reg_tpl_render with the variables' values by place, vals[i] the value of
+ * the version's variables[i] (REG_VALUE_NONE: absent), appending to out
+ * (as reg_buf_emit would, without a call per piece): the request path's
+ * way, no lookup by name */
 struct reg_buf;
-int reg_tpl_render_buf(const struct reg_tpl *t, reg_lookup_fn lookup,
-                       void *larg, struct reg_buf *out, char **err);
+int reg_tpl_render_vals(const struct reg_tpl *t, const struct reg_value *vals,
+                        size_t n_vals, struct reg_buf *out, char **err);
 void reg_tpl_free(struct reg_tpl *t);
 
 /* ---- experiments and assignment ----------------------------------------- */

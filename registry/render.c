@@ -385,6 +385,8 @@ struct tpl_part {
     size_t tlen;
     size_t var;               /* 1 + the offset in tpl->text of the
                                  variable's name (NUL-terminated); 0: none */
+    size_t vidx;              /* 1 + its place in version->variables; 0:
+                                 none or not listed */
     int msg_end;
 };
 
@@ -403,6 +405,21 @@ void reg_tpl_free(struct reg_tpl *t)
     free(t);
 }
 
+/* 1 + the place of name[0..n) in version->variables, 0 when not there */
+static size_t var_index(const struct reg_version *version, const char *name,
+                        size_t n)
+{
+    size_t i, k = version->variables ? json_array_size(version->variables) : 0;
+
+    for (i = 0; name != NULL && i < k; i++) {
+        const char *v = json_string_value(json_array_get(version->variables,
+                                                         i));
+        if (v && strncmp(v, name, n) == 0 && v[n] == '\0')
+            return i + 1;
+    }
+    return 0;
+}
+
 struct reg_tpl *reg_tpl_compile(const struct reg_version *version)
 {
     struct reg_buf b = {0};
@@ -419,6 +436,7 @@ struct reg_tpl *reg_tpl_compile(const struct reg_version *version)
             parts = np;                                                   \
         }                                                                 \
         parts[n++] = (struct tpl_part){start, b.len - start, (tl), (v),   \
+                                       var_index(version, name, nlen),   \
                                        (end)};                            \
     } while (0)
     ADD("[", 1);
@@ -447,6 +465,7 @@ struct reg_tpl *reg_tpl_compile(const struct reg_version *version)
             if (at == len - off) {
                 ADD(i + 1 == version->n_messages ? "\"}]" : "\"}",
                     i + 1 == version->n_messages ? 3 : 2);
+                name = NULL, nlen = 0;
                 PART(at, 0, 1);
                 start = b.len;
                 break;
@@ -462,6 +481,8 @@ struct reg_tpl *reg_tpl_compile(const struct reg_version *version)
         }
     }
     if (version->n_messages == 0) {
+        const char *name = NULL;
+        size_t nlen = 0;
         ADD("]", 1);
         PART(0, 0, 0);
     }
@@ -483,6 +504,7 @@ oom:
  * struct reg_buf appends in place rather than by a call per piece */
 static inline __attribute__((always_inline)) int
 tpl_render(const struct reg_tpl *t, reg_lookup_fn lookup, void *larg,
+           const struct reg_value *vals, size_t n_vals,
            reg_emit_fn emit, void *earg, char **err)
 {
     size_t i, total = 0, vlen;
@@ -506,7 +528,14 @@ tpl_render(const struct reg_tpl *t, reg_lookup_fn lookup, void *larg,
             goto oom;
         if (key == NULL)
             continue;
-        if (lookup(larg, key, &v) < 0) {
+        if (vals != NULL) {
+            if (pt->vidx == 0 || pt->vidx > n_vals ||
+                vals[pt->vidx - 1].type == REG_VALUE_NONE) {
+                reg_err(err, "missing variable '%s'", key);
+                return -1;
+            }
+            v = vals[pt->vidx - 1];
+        } else if (lookup(larg, key, &v) < 0) {
             reg_err(err, "missing variable '%s'", key);
             return -1;
         }
@@ -550,7 +579,7 @@ oom:
 int reg_tpl_render(const struct reg_tpl *t, reg_lookup_fn lookup, void *larg,
                    reg_emit_fn emit, void *earg, char **err)
 {
-    return tpl_render(t, lookup, larg, emit, earg, err);
+    return tpl_render(t, lookup, larg, NULL, 0, emit, earg, err);
 }
 
 static inline int buf_emit(void *arg, const char *data, size_t len)
@@ -558,10 +587,10 @@ static inline int buf_emit(void *arg, const char *data, size_t len)
     return reg_buf_add(arg, data, len);
 }
 
-int reg_tpl_render_buf(const struct reg_tpl *t, reg_lookup_fn lookup,
-                       void *larg, struct reg_buf *out, char **err)
+int reg_tpl_render_vals(const struct reg_tpl *t, const struct reg_value *vals,
+                        size_t n_vals, struct reg_buf *out, char **err)
 {
-    return tpl_render(t, lookup, larg, buf_emit, out, err);
+    return tpl_render(t, NULL, NULL, vals, n_vals, buf_emit, out, err);
 }
 
 int reg_render_json(const struct reg_version *version, reg_lookup_fn lookup,

@@ -9,10 +9,12 @@
  * snapshot stores them. The version is then rendered both ways:
  *  - reg_render, with the variables as a jansson tree (promptctl render);
  *  - reg_render_json, with the variables as spans of the text found by
- *    gw_jscan and looked up by the gateway's own gw_prompt_lookup_var
- *    (its request path, gateway/prompt.c).
- * registry.h promises the same result and the same errors: both must
- * succeed or fail together, and the JSON text must parse to the tree.
+ *    gw_jscan and looked up by the gateway's own gw_prompt_lookup_var;
+ *  - reg_tpl_render_vals on the compiled template, the same spans as
+ *    values by place (the gateway's request path, gateway/prompt.c).
+ * registry.h promises the same result and the same errors: all must
+ * succeed or fail together, the JSON texts must be the same bytes, and
+ * they must parse to the tree.
  */
 #include "gateway/jscan.h"
 #include "gateway/prompt.h"
@@ -37,6 +39,35 @@ static void fail(const char *what, const char *detail)
 }
 
 static char prompt_name[] = "fuzz";
+
+/* reg_tpl_render_vals gives reg_render_json's result rc: its text o, or
+ * its error err */
+static void check_vals(const struct reg_version *v, const struct vars *vars,
+                       int rc, const struct reg_buf *o, const char *err)
+{
+    static struct reg_value vals[REG_VARIABLES_MAX];
+    struct reg_tpl *t = reg_tpl_compile(v);
+    struct reg_buf b = {0};
+    char *e = NULL;
+    size_t i;
+
+    if (t == NULL)
+        fail("reg_tpl_compile", "out of memory");
+    for (i = 0; i < vars->n; i++) {
+        struct gw_prompt_vars one = {(struct gw_jscan_field *)&vars->f[i], 1};
+        if (gw_prompt_lookup_var(&one, vars->f[i].key, &vals[i]) < 0)
+            vals[i].type = REG_VALUE_NONE;
+    }
+    if (reg_tpl_render_vals(t, vals, vars->n, &b, &e) != rc)
+        fail("reg_tpl_render_vals and reg_render_json disagree", e);
+    if (rc == 0 && (b.len != o->len || memcmp(b.p, o->p, b.len) != 0))
+        fail("reg_tpl_render_vals wrote other bytes", NULL);
+    if (rc < 0 && (e == NULL || err == NULL || strcmp(e, err) != 0))
+        fail("reg_tpl_render_vals gave another error", e);
+    free(e);
+    free(b.p);
+    reg_tpl_free(t);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -104,6 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 rc1 ? err1 : "ok", rc2 ? err2 : "ok");
         fail("the two renderers disagree", NULL);
     }
+    check_vals(&v, &vars, rc2, &o, err2);
     if (rc1 < 0) {
         if (err1 == NULL || err2 == NULL)
             fail("an error without a message", NULL);

@@ -166,40 +166,63 @@ static int emit_buf(void *arg, const char *data, size_t len)
     return 0;
 }
 
-/* The gateway's way, reg_tpl_render_buf, gives reg_render_json's text. */
+/* The gateway's way, reg_tpl_render_vals (v's variables are ["v"]), gives
+ * reg_render_json's text. */
 static void same_in_buf(const struct reg_version *v, const char *want)
 {
     struct reg_tpl *t = reg_tpl_compile(v);
+    struct reg_value val;
     struct reg_buf b = {0};
     char *err = NULL;
 
     assert_non_null(t);
-    assert_int_equal(reg_tpl_render_buf(t, lookup_v, NULL, &b, &err), 0);
+    assert_int_equal(lookup_v(NULL, "v", &val), 0);
+    assert_int_equal(reg_tpl_render_vals(t, &val, 1, &b, &err), 0);
     assert_int_equal(b.len, strlen(want));
     assert_memory_equal(b.p, want, b.len);
     free(b.p);
     reg_tpl_free(t);
 }
 
-/* reg_tpl_render_buf's errors are reg_render_json's. */
-static void test_render_buf_errors(void **state)
+/* reg_tpl_render_vals takes each value by its variable's place, and its
+ * errors are reg_render_json's. */
+static void test_render_vals(void **state)
 {
-    char content[] = "a {{w}}", name[] = "p";
+    char content[] = "{{b}}-{{a}}-{{b}}", name[] = "p";
     struct reg_message m = {.role = "user", .content = content,
-                            .content_len = 7};
+                            .content_len = strlen(content)};
+    json_t *names = json_pack("[ss]", "b", "a");
     struct reg_version v = {.prompt = name, .version = 1, .n_messages = 1,
-                            .messages = &m};
+                            .messages = &m, .variables = names};
+    struct reg_value vals[2] = {{REG_VALUE_STRING, "B", 1},
+                                {REG_VALUE_NUMBER, "1e2", 3}};
     struct reg_tpl *t = reg_tpl_compile(&v);
     struct reg_buf b = {0};
     char *err = NULL;
 
     (void)state;
     assert_non_null(t);
-    assert_int_equal(reg_tpl_render_buf(t, lookup_v, NULL, &b, &err), -1);
-    assert_string_equal(err, "missing variable 'w'");
+    assert_int_equal(reg_tpl_render_vals(t, vals, 2, &b, &err), 0);
+    assert_string_equal(b.p, "[{\"role\":\"user\",\"content\":\"B-100-B\"}]");
+    b.len = 0;
+    vals[1].type = REG_VALUE_NONE;
+    assert_int_equal(reg_tpl_render_vals(t, vals, 2, &b, &err), -1);
+    assert_string_equal(err, "missing variable 'a'");
+    free(err);
+    err = NULL;
+    vals[1] = (struct reg_value){REG_VALUE_OTHER, "[1]", 3};
+    assert_int_equal(reg_tpl_render_vals(t, vals, 2, &b, &err), -1);
+    assert_string_equal(err, "variable 'a' must be a string, number or "
+                             "boolean");
+    free(err);
+    err = NULL;
+    /* fewer values than variables: the rest are absent */
+    assert_int_equal(reg_tpl_render_vals(t, vals, 1, &b, &err), -1);
+    assert_string_equal(err, "missing variable 'a'");
     free(err);
     free(b.p);
     reg_tpl_free(t);
+    json_decref(names);
 }
 
 /* reg_render_json skips text with nothing to escape a word at a time: a
@@ -219,6 +242,7 @@ static void test_render_json_escapes(void **state)
     size_t off, si, fi, k;
 
     (void)state;
+    v.variables = json_pack("[s]", "v");
     for (fi = 0; fi < 2; fi++)
         for (si = 0; si < sizeof(specials) / sizeof(specials[0]); si++)
             for (off = 0; off < 20; off++) {
@@ -245,6 +269,7 @@ static void test_render_json_escapes(void **state)
                                     want);
                 json_decref(j);
             }
+    json_decref(v.variables);
 }
 
 int main(void)
@@ -259,7 +284,7 @@ int main(void)
         cmocka_unit_test(test_variables_list),
         cmocka_unit_test(test_keeps_other_keys_and_rejects_bad_vars),
         cmocka_unit_test(test_render_json_escapes),
-        cmocka_unit_test(test_render_buf_errors),
+        cmocka_unit_test(test_render_vals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
