@@ -1054,9 +1054,16 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     len = evbuffer_get_length(req->body);
     body = (const char *)evbuffer_pullup(req->body, -1);
     /* keys only: known_fields or the scan sets every one's type */
+#ifdef GW_PROMPT_CHECK_FIELDS
+    /* what is not set below is garbage, as on the stack */
+    memset(bf, 0xa5, (vc->n_params + 1) * sizeof(bf[0]));
+#endif
     bf[0].key = "messages";
-    for (i = 0; i < vc->n_params; i++)
+    bf[0].sub = NULL;
+    for (i = 0; i < vc->n_params; i++) {
         bf[i + 1].key = vc->keys[i];
+        bf[i + 1].sub = NULL; /* nothing captured inside */
+    }
     fmap = field_map(vc, f, n_f);
     if ((known_fields(f, n_f, fmap, n_members, bf, vc->n_params + 1) < 0 &&
          gw_jscan_trusted(body, len, MAX_DEPTH, bf, vc->n_params + 1, err,

@@ -286,31 +286,39 @@ static int value(struct sc *s);
 
 #define KEY_IS(k, n, lit) ((n) == sizeof(lit) - 1 && memcmp((k), (lit), (n)) == 0)
 
+/* The elements of the array at s->p, body run at each (as FOR_MEMBERS). */
+#define FOR_ELEMENTS(s, body)                                                \
+    do {                                                                     \
+        if (expect(s, '[') < 0 || ++(s)->depth > SCAN_MAX_DEPTH)             \
+            return -1;                                                       \
+        ws(s);                                                               \
+        if (peek(s) == ']') {                                                \
+            (s)->p++;                                                        \
+            (s)->depth--;                                                    \
+            break;                                                           \
+        }                                                                    \
+        for (;;) {                                                           \
+            body                                                             \
+            ws(s);                                                           \
+            if (peek(s) == ',') {                                            \
+                (s)->p++;                                                    \
+                ws(s);                                                       \
+                continue;                                                    \
+            }                                                                \
+            if (expect(s, ']') < 0)                                          \
+                return -1;                                                   \
+            break;                                                           \
+        }                                                                    \
+        (s)->depth--;                                                        \
+    } while (0)
+
 static int
 array_values(struct sc *s)
 {
-    if (expect(s, '[') < 0 || ++s->depth > SCAN_MAX_DEPTH)
-        return -1;
-    ws(s);
-    if (peek(s) == ']') {
-        s->p++;
-        s->depth--;
-        return 0;
-    }
-    for (;;) {
+    FOR_ELEMENTS(s, {
         if (value(s) < 0)
             return -1;
-        ws(s);
-        if (peek(s) == ',') {
-            s->p++;
-            ws(s);
-            continue;
-        }
-        if (expect(s, ']') < 0)
-            return -1;
-        break;
-    }
-    s->depth--;
+    });
     return 0;
 }
 
@@ -370,31 +378,12 @@ content(struct sc *s, size_t *bytes)
         return string(s, NULL, NULL, bytes, NULL);
     if (peek(s) != '[')
         return value(s);
-    if (expect(s, '[') < 0 || ++s->depth > SCAN_MAX_DEPTH)
-        return -1;
-    ws(s);
-    if (peek(s) == ']') {
-        s->p++;
-        s->depth--;
-        return 0;
-    }
-    for (;;) {
+    FOR_ELEMENTS(s, {
         size_t b;
-
         if (part_text(s, &b) < 0)
             return -1;
         *bytes += b;
-        ws(s);
-        if (peek(s) == ',') {
-            s->p++;
-            ws(s);
-            continue;
-        }
-        if (expect(s, ']') < 0)
-            return -1;
-        break;
-    }
-    s->depth--;
+    });
     return 0;
 }
 
@@ -420,32 +409,13 @@ messages(struct sc *s, size_t *count, size_t *bytes)
 {
     *count = 0;
     *bytes = 0;
-    if (expect(s, '[') < 0 || ++s->depth > SCAN_MAX_DEPTH)
-        return -1;
-    ws(s);
-    if (peek(s) == ']') {
-        s->p++;
-        s->depth--;
-        return 0;
-    }
-    for (;;) {
+    FOR_ELEMENTS(s, {
         size_t b;
-
         if (message(s, &b) < 0)
             return -1;
         *bytes += b;
         (*count)++;
-        ws(s);
-        if (peek(s) == ',') {
-            s->p++;
-            ws(s);
-            continue;
-        }
-        if (expect(s, ']') < 0)
-            return -1;
-        break;
-    }
-    s->depth--;
+    });
     return 0;
 }
 
@@ -455,17 +425,8 @@ prompt(struct sc *s, size_t *bytes)
     *bytes = 0;
     if (peek(s) == '"')
         return string(s, NULL, NULL, bytes, NULL);
-    if (expect(s, '[') < 0 || ++s->depth > SCAN_MAX_DEPTH)
-        return -1;
-    ws(s);
-    if (peek(s) == ']') {
-        s->p++;
-        s->depth--;
-        return 0;
-    }
-    for (;;) {
+    FOR_ELEMENTS(s, {
         size_t b = 4;
-
         if (peek(s) == '"') {
             if (string(s, NULL, NULL, &b, NULL) < 0)
                 return -1;
@@ -473,17 +434,7 @@ prompt(struct sc *s, size_t *bytes)
             return -1;
         }
         *bytes += b;
-        ws(s);
-        if (peek(s) == ',') {
-            s->p++;
-            ws(s);
-            continue;
-        }
-        if (expect(s, ']') < 0)
-            return -1;
-        break;
-    }
-    s->depth--;
+    });
     return 0;
 }
 

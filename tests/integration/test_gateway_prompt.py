@@ -241,6 +241,29 @@ def test_variables_as_a_parser_reads_them(served, extra):
     assert mock.count() == 1
 
 
+def test_object_params_with_a_rescan(served, tmp_path):
+    """A version param whose value is an object, which the request sets
+    itself beside members the body's scan does not capture (the stage then
+    scans the body for the params): the request's value wins."""
+    mock, gw, ctl = served
+    (tmp_path / "fmt.json").write_text(json.dumps(
+        {"messages": [{"role": "user", "content": "Describe {{product_name}}."}],
+         "params": {"model": "qwen2.5-7b", "response_format": {"type": "json_object"},
+                    "temperature": 0.5}}))
+    ctl.ok("publish", "fmt_copy", "-f", str(tmp_path / "fmt.json"))
+    ctl.ok("label", "fmt_copy", "1", "production")
+    body = {"prompt": {"name": "fmt_copy", "label": "production",
+                       "variables": {"product_name": "Lamp"}},
+            "response_format": {"type": "text"}, "top_p": 0.5, "seed": 7}
+    r = wait_until(lambda: (lambda x: x if x.status != 404 else None)(
+        http("POST", gw.url + CHAT, body)), timeout=5, message="fmt_copy served")
+    assert r.status == 200, r
+    raw = mock.requests()[-1]["body"]
+    assert raw["response_format"] == {"type": "text"} and raw["temperature"] == 0.5
+    assert raw["top_p"] == 0.5 and raw["seed"] == 7
+    assert raw["messages"] == [{"role": "user", "content": "Describe Lamp."}]
+
+
 def test_no_model_anywhere_is_400(served):
     _, gw, _ = served
     r = ask(gw, {"name": "product_copy", "version": 1, "variables": {"product_name": "x"}})
