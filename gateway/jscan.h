@@ -59,7 +59,9 @@ struct gw_jscan_field {
                               * val is not its value; use gw_jscan_string */
     struct gw_jscan_sub *sub; /* in, optional: when the value is an object,
                               * its members are captured into sub as well
-                              * (two levels below the root at most) */
+                              * (two levels below the root at most). A
+                              * field filled by assignment rather than an
+                              * initializer must set it (NULL: none) */
 };
 
 /* A member of a sub-object captured whatever its key. */
