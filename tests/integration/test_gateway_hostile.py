@@ -340,6 +340,24 @@ def test_missing_crlf_after_chunk_data_400(hg):
     assert mock.count() == 0
 
 
+def flood_413(hg, head, pieces):
+    """Sends head, then each of pieces until the gateway stops reading: the
+    one answer is 413 body_too_large, then the close, and nothing reached
+    the backend."""
+    mock, gw = hg
+    s = connect(gw)
+    try:
+        send(s, head)
+        for piece in pieces:
+            if not send(s, piece):
+                break
+        a = parse_answers(read_to_eof(s, 3))
+    finally:
+        s.close()
+    only_error(a, 413, "body_too_large")
+    assert mock.count() == 0
+
+
 def test_chunk_longer_than_announced_400(hg):
     """Six bytes where the size said five: 400 and close."""
     mock, gw = hg
@@ -351,35 +369,14 @@ def test_endless_trailers_413(hg):
     """After the last chunk, trailer lines sent without end (each short)
     are framing, bounded like the body: 413 once they pass max_body_bytes
     (64 KiB), not a connection held for as long as the client likes."""
-    mock, gw = hg
-    s = connect(gw)
-    try:
-        send(s, chunked_post(b"0\r\n"))
-        for i in range(200):
-            if not send(s, b"X-T%d: " % i + b"t" * 1000 + b"\r\n"):
-                break
-        a = parse_answers(read_to_eof(s, 3))
-    finally:
-        s.close()
-    only_error(a, 413, "body_too_large")
-    assert mock.count() == 0
+    flood_413(hg, chunked_post(b"0\r\n"),
+              (b"X-T%d: " % i + b"t" * 1000 + b"\r\n" for i in range(200)))
 
 
 def test_long_extension_on_every_tiny_chunk_413(hg):
     """1-byte chunks each carrying a 3 KB chunk extension: the data stays
     tiny but the framing passes max_body_bytes: 413."""
-    mock, gw = hg
-    s = connect(gw)
-    try:
-        send(s, chunked_post(b""))
-        for _ in range(40):
-            if not send(s, b"1;e=" + b"e" * 3000 + b"\r\nx\r\n"):
-                break
-        a = parse_answers(read_to_eof(s, 3))
-    finally:
-        s.close()
-    only_error(a, 413, "body_too_large")
-    assert mock.count() == 0
+    flood_413(hg, chunked_post(b""), [b"1;e=" + b"e" * 3000 + b"\r\nx\r\n"] * 40)
 
 
 def test_chunk_size_line_over_4k_400(hg):
@@ -508,33 +505,14 @@ def test_content_length_over_limit_413_before_the_body(hg):
     """Content-Length over max_body_bytes is 413 as soon as the head is in:
     the client has sent no byte of the body and gets the answer, then the
     close."""
-    mock, gw = hg
-    s = connect(gw)
-    try:
-        send(s, b"POST " + CHAT.encode() + b" HTTP/1.1\r\nHost: gw\r\n"
-             b"Content-Length: 1000000\r\n\r\n")
-        a = parse_answers(read_to_eof(s, 3))
-    finally:
-        s.close()
-    only_error(a, 413, "body_too_large")
-    assert mock.count() == 0
+    flood_413(hg, b"POST " + CHAT.encode() + b" HTTP/1.1\r\nHost: gw\r\n"
+              b"Content-Length: 1000000\r\n\r\n", [])
 
 
 def test_chunked_total_over_limit_413(hg):
     """Many small chunks adding up past max_body_bytes (64 KiB): 413 and
     close, never a buffered body over the limit."""
-    mock, gw = hg
-    s = connect(gw)
-    try:
-        send(s, chunked_post(b""))
-        for _ in range(100):
-            if not send(s, b"400\r\n" + b"x" * 1024 + b"\r\n"):
-                break
-        a = parse_answers(read_to_eof(s, 3))
-    finally:
-        s.close()
-    only_error(a, 413, "body_too_large")
-    assert mock.count() == 0
+    flood_413(hg, chunked_post(b""), [b"400\r\n" + b"x" * 1024 + b"\r\n"] * 100)
 
 
 def timed_normal_requests(gw, stop, out):
