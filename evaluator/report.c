@@ -448,6 +448,46 @@ static void md_cell(FILE *f, const char *s)
     }
 }
 
+/* A table row of text cells, in Markdown or HTML. */
+struct row_style {
+    const char *open, *sep, *close;
+    void (*cell)(FILE *f, const char *s); /* writes one cell's text */
+};
+static const struct row_style md_row = {"| ", " | ", " |\n", md_cell};
+
+static void row(FILE *f, const struct row_style *st, const char *const *cells,
+                size_t n)
+{
+    size_t i;
+
+    fputs(st->open, f);
+    for (i = 0; i < n; i++) {
+        if (i > 0)
+            fputs(st->sep, f);
+        st->cell(f, cells[i]);
+    }
+    fputs(st->close, f);
+}
+
+/* The worst examples of v, a row each: sample, attribute, what the copy
+ * says, what the product has. */
+static void worst_rows(FILE *f, const struct evl_score *s,
+                       const struct evl_version_stats *v,
+                       const struct row_style *st)
+{
+    size_t k;
+    unsigned j;
+
+    for (k = 0; k < v->n_worst; k++)
+        for (j = 0; j < v->worst[k].n_shown; j++) {
+            const struct evl_contradiction *x = &v->worst[k].shown[j];
+            const char *cells[4] = {v->worst[k].id,
+                                    evl_vocab_attr_name(s->vocab, x->attr),
+                                    x->stated, x->known};
+            row(f, st, cells, 4);
+        }
+}
+
 static void write_md(const struct evl_score *s, const char *source, FILE *f)
 {
     struct evl_verdict verdict;
@@ -557,21 +597,7 @@ static void write_md(const struct evl_score *s, const char *source, FILE *f)
         if (v->n_worst > 0) {
             fprintf(f, "\nWorst examples:\n\n| sample | attribute | copy says "
                        "| product has |\n|---|---|---|---|\n");
-            for (k = 0; k < v->n_worst; k++) {
-                unsigned j;
-                for (j = 0; j < v->worst[k].n_shown; j++) {
-                    const struct evl_contradiction *x = &v->worst[k].shown[j];
-                    fprintf(f, "| ");
-                    md_cell(f, v->worst[k].id);
-                    fprintf(f, " | ");
-                    md_cell(f, evl_vocab_attr_name(s->vocab, x->attr));
-                    fprintf(f, " | ");
-                    md_cell(f, x->stated);
-                    fprintf(f, " | ");
-                    md_cell(f, x->known);
-                    fprintf(f, " |\n");
-                }
-            }
+            worst_rows(f, s, v, &md_row);
         }
     }
 }
@@ -591,6 +617,9 @@ static void html_esc(FILE *f, const char *s)
         }
     }
 }
+
+static const struct row_style html_row = {"<tr><td>", "</td><td>",
+                                          "</td></tr>\n", html_esc};
 
 #define C_CONTROL "#4a6fa5"
 #define C_BETTER "#1e8449"
@@ -941,21 +970,7 @@ static void write_html(const struct evl_score *s, const char *source, FILE *f)
         if (v->n_worst > 0) {
             fprintf(f, "<table><tr><th>worst examples: sample</th><th>attribute"
                        "</th><th>copy says</th><th>product has</th></tr>\n");
-            for (k = 0; k < v->n_worst; k++) {
-                unsigned j;
-                for (j = 0; j < v->worst[k].n_shown; j++) {
-                    const struct evl_contradiction *x = &v->worst[k].shown[j];
-                    fprintf(f, "<tr><td>");
-                    html_esc(f, v->worst[k].id);
-                    fprintf(f, "</td><td>");
-                    html_esc(f, evl_vocab_attr_name(s->vocab, x->attr));
-                    fprintf(f, "</td><td>");
-                    html_esc(f, x->stated);
-                    fprintf(f, "</td><td>");
-                    html_esc(f, x->known);
-                    fprintf(f, "</td></tr>\n");
-                }
-            }
+            worst_rows(f, s, v, &html_row);
             fprintf(f, "</table>\n");
         }
     }
