@@ -86,6 +86,26 @@ static void print_json(json_t *j)
     fputc('\n', stdout);
 }
 
+/* A command's result: j (freed here) as JSON with --json, else the line
+ * fmt. Returns 0. */
+static int report(const struct cli *c, json_t *j, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int report(const struct cli *c, json_t *j, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (c->json) {
+        print_json(j);
+    } else {
+        va_start(ap, fmt);
+        vprintf(fmt, ap);
+        va_end(ap);
+    }
+    json_decref(j);
+    return 0;
+}
+
 static const char *actor_default(const char *given)
 {
     const char *a = given;
@@ -264,16 +284,10 @@ static int cmd_init(struct cli *c)
     if ((db = open_db(c, 1, &err)) == NULL)
         return fail(err);
     reg_db_free(db);
-    if (c->json) {
-        json_t *j = json_pack("{ss si}", "db", c->db_path, "schema_version",
-                              reg_migrate_latest());
-        print_json(j);
-        json_decref(j);
-    } else {
-        printf("registry '%s' is ready (schema version %d)\n", c->db_path,
-               reg_migrate_latest());
-    }
-    return 0;
+    return report(c, json_pack("{ss si}", "db", c->db_path, "schema_version",
+                               reg_migrate_latest()),
+                  "registry '%s' is ready (schema version %d)\n", c->db_path,
+                  reg_migrate_latest());
 }
 
 static int cmd_migrate(struct cli *c)
@@ -700,15 +714,9 @@ static int cmd_label(struct cli *c)
         return fail(err);
     }
     reg_db_free(db);
-    if (c->json) {
-        json_t *j = json_pack("{ss ss si}", "name", pos[0], "label", pos[2],
-                              "version", version);
-        print_json(j);
-        json_decref(j);
-    } else {
-        printf("%s@%s -> version %d\n", pos[0], pos[2], version);
-    }
-    return 0;
+    return report(c, json_pack("{ss ss si}", "name", pos[0], "label", pos[2],
+                               "version", version),
+                  "%s@%s -> version %d\n", pos[0], pos[2], version);
 }
 
 static int cmd_rollback(struct cli *c)
@@ -731,15 +739,10 @@ static int cmd_rollback(struct cli *c)
         return fail(err);
     }
     reg_db_free(db);
-    if (c->json) {
-        json_t *j = json_pack("{ss ss si si}", "name", pos[0], "label", pos[1],
-                              "from", from, "to", to);
-        print_json(j);
-        json_decref(j);
-    } else {
-        printf("%s@%s rolled back: version %d -> %d\n", pos[0], pos[1], from, to);
-    }
-    return 0;
+    return report(c, json_pack("{ss ss si si}", "name", pos[0], "label",
+                               pos[1], "from", from, "to", to),
+                  "%s@%s rolled back: version %d -> %d\n", pos[0], pos[1],
+                  from, to);
 }
 
 static int cmd_log(struct cli *c)
@@ -1048,15 +1051,10 @@ static int experiment_stop(struct cli *c)
         return fail(err);
     }
     reg_db_free(db);
-    if (c->json) {
-        json_t *j = json_pack("{ss ss? ss}", "name", name, "label",
-                              label[0] ? label : NULL, "status", "stopped");
-        print_json(j);
-        json_decref(j);
-    } else {
-        printf("experiment on %s%s%s stopped\n", name, label[0] ? "@" : "", label);
-    }
-    return 0;
+    return report(c, json_pack("{ss ss? ss}", "name", name, "label",
+                               label[0] ? label : NULL, "status", "stopped"),
+                  "experiment on %s%s%s stopped\n", name, label[0] ? "@" : "",
+                  label);
 }
 
 static int experiment_list(struct cli *c)
