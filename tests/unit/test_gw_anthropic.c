@@ -25,6 +25,22 @@ static json_t *parse_buf(struct evbuffer *b)
     return j;
 }
 
+/* gw_anthropic_response's answer to (status, body), which it must give,
+ * as JSON */
+static json_t *converted(int status, const char *body, size_t len,
+                         long created)
+{
+    struct evbuffer *out = evbuffer_new();
+    json_t *got;
+
+    assert_non_null(out);
+    assert_int_equal(gw_anthropic_response(status, body, len, created, out),
+                     0);
+    got = parse_buf(out);
+    evbuffer_free(out);
+    return got;
+}
+
 static void assert_json(json_t *got, const char *want_text)
 {
     json_t *want = json_loads(want_text, 0, NULL);
@@ -297,13 +313,10 @@ static void test_response_tool_use(void **state)
         "{\"city\":\"Paris\"}},{\"type\":\"tool_use\",\"id\":\"toolu_2\","
         "\"name\":\"now\",\"input\":{}}],\"stop_reason\":\"tool_use\","
         "\"usage\":{\"input_tokens\":3,\"output_tokens\":9}}";
-    struct evbuffer *out = evbuffer_new();
     json_t *got;
 
     (void)state;
-    assert_int_equal(gw_anthropic_response(200, body, sizeof(body) - 1, 5,
-                                           out), 0);
-    got = parse_buf(out);
+    got = converted(200, body, sizeof(body) - 1, 5);
     assert_json(json_object_get(got, "choices"),
                 "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
                 "null,\"tool_calls\":[{\"id\":\"toolu_1\",\"type\":\"function\","
@@ -312,7 +325,6 @@ static void test_response_tool_use(void **state)
                 "\"function\",\"function\":{\"name\":\"now\",\"arguments\":"
                 "\"{}\"}}]},\"logprobs\":null,\"finish_reason\":\"tool_calls\"}]");
     json_decref(got);
-    evbuffer_free(out);
 }
 
 static void test_response(void **state)
@@ -325,7 +337,6 @@ static void test_response(void **state)
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        struct evbuffer *out = evbuffer_new();
         snprintf(body, sizeof(body),
                  "{\"id\":\"msg_1\",\"type\":\"message\",\"role\":"
                  "\"assistant\",\"model\":\"claude-x\",\"content\":["
@@ -341,12 +352,9 @@ static void test_response(void **state)
                  "\"content\":\"Hello \\\"you\\\" there\"},\"logprobs\":null,"
                  "\"finish_reason\":\"%s\"}],\"usage\":{\"prompt_tokens\":10,"
                  "\"completion_tokens\":4,\"total_tokens\":14}}", cases[i][1]);
-        assert_int_equal(gw_anthropic_response(200, body, strlen(body),
-                                               1700000000, out), 0);
-        json_t *got = parse_buf(out);
+        json_t *got = converted(200, body, strlen(body), 1700000000);
         assert_json(got, want);
         json_decref(got);
-        evbuffer_free(out);
     }
 }
 
@@ -357,13 +365,10 @@ static void test_response_cache_tokens(void **state)
         "\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":5,"
         "\"cache_read_input_tokens\":100,\"cache_creation_input_tokens\":20,"
         "\"output_tokens\":1}}";
-    struct evbuffer *out = evbuffer_new();
     json_t *got;
 
     (void)state;
-    assert_int_equal(gw_anthropic_response(200, body, sizeof(body) - 1, 1,
-                                           out), 0);
-    got = parse_buf(out);
+    got = converted(200, body, sizeof(body) - 1, 1);
     assert_json(json_object_get(got, "usage"),
                 "{\"prompt_tokens\":125,\"completion_tokens\":1,"
                 "\"total_tokens\":126,\"prompt_tokens_details\":"
@@ -373,7 +378,6 @@ static void test_response_cache_tokens(void **state)
                                 got, "choices"), 0), "message"), "content")),
                         "");
     json_decref(got);
-    evbuffer_free(out);
 }
 
 static void test_response_errors(void **state)
@@ -385,21 +389,16 @@ static void test_response_errors(void **state)
     json_t *got;
 
     (void)state;
-    assert_int_equal(gw_anthropic_response(529, overloaded,
-                                           sizeof(overloaded) - 1, 1, out), 0);
-    got = parse_buf(out);
+    got = converted(529, overloaded, sizeof(overloaded) - 1, 1);
     assert_json(got, "{\"error\":{\"message\":\"Overloaded\",\"type\":"
                      "\"server_error\",\"code\":\"overloaded_error\"}}");
     json_decref(got);
-    evbuffer_drain(out, evbuffer_get_length(out));
     /* not an Anthropic error body: the status is still said */
-    assert_int_equal(gw_anthropic_response(401, "<html>", 6, 1, out), 0);
-    got = parse_buf(out);
+    got = converted(401, "<html>", 6, 1);
     assert_json(got, "{\"error\":{\"message\":\"the anthropic backend "
                      "answered 401 without an error message\",\"type\":"
                      "\"authentication_error\",\"code\":\"backend_error\"}}");
     json_decref(got);
-    evbuffer_drain(out, evbuffer_get_length(out));
     /* a 200 that is not a message: refused, out untouched */
     assert_int_equal(gw_anthropic_response(200, "{\"type\":\"x\"}", 12, 1,
                                            out), -1);
