@@ -411,7 +411,7 @@ static size_t var_index(const struct reg_version *version, const char *name,
 {
     size_t i, k = version->variables ? json_array_size(version->variables) : 0;
 
-    for (i = 0; name != NULL && i < k; i++) {
+    for (i = 0; i < k; i++) {
         const char *v = json_string_value(json_array_get(version->variables,
                                                          i));
         if (v && strncmp(v, name, n) == 0 && v[n] == '\0')
@@ -428,7 +428,7 @@ struct reg_tpl *reg_tpl_compile(const struct reg_version *version)
     struct reg_tpl *t;
 
 #define ADD(p, len) do { if (reg_buf_add(&b, (p), (len)) < 0) goto oom; } while (0)
-#define PART(tl, v, end) do {                                             \
+#define PART(tl, v, vi, end) do {                                         \
         if (n == cap) {                                                   \
             cap = cap ? cap * 2 : 8;                                      \
             if ((np = realloc(parts, cap * sizeof(*parts))) == NULL)      \
@@ -436,8 +436,7 @@ struct reg_tpl *reg_tpl_compile(const struct reg_version *version)
             parts = np;                                                   \
         }                                                                 \
         parts[n++] = (struct tpl_part){start, b.len - start, (tl), (v),   \
-                                       var_index(version, name, nlen),   \
-                                       (end)};                            \
+                                       (vi), (end)};                      \
     } while (0)
     ADD("[", 1);
     for (i = 0; i < version->n_messages; i++) {
@@ -465,15 +464,14 @@ struct reg_tpl *reg_tpl_compile(const struct reg_version *version)
             if (at == len - off) {
                 ADD(i + 1 == version->n_messages ? "\"}]" : "\"}",
                     i + 1 == version->n_messages ? 3 : 2);
-                name = NULL, nlen = 0;
-                PART(at, 0, 1);
+                PART(at, 0, 0, 1);
                 start = b.len;
                 break;
             }
             /* the name after the part's text, NUL-terminated, outside
              * the part's length */
             name_off = b.len;
-            PART(at, name_off + 1, 0);
+            PART(at, name_off + 1, var_index(version, name, nlen), 0);
             ADD(name, nlen);
             ADD("", 1);
             start = b.len;
@@ -481,10 +479,8 @@ struct reg_tpl *reg_tpl_compile(const struct reg_version *version)
         }
     }
     if (version->n_messages == 0) {
-        const char *name = NULL;
-        size_t nlen = 0;
         ADD("]", 1);
-        PART(0, 0, 0);
+        PART(0, 0, 0, 0);
     }
     if ((t = malloc(sizeof(*t))) == NULL)
         goto oom;
