@@ -247,29 +247,21 @@ literal(struct sc *s, const char *word)
 static int value(struct sc *s);
 
 /*
- * Iterate an object's members: call with s on '{'; for each member, key()
- * reads the value (s on its first byte) and returns 0 or -1.
+ * Iterate a container's items: call with s on `open`; body runs at each
+ * item (s on its first byte), reads it and may return -1; the items are
+ * separated by commas and end at `close`.
  */
-#define FOR_MEMBERS(s, keyvar, keylen, body)                                 \
+#define FOR_ITEMS(s, open, close, body)                                      \
     do {                                                                     \
-        if (expect(s, '{') < 0 || ++(s)->depth > SCAN_MAX_DEPTH)             \
+        if (expect(s, open) < 0 || ++(s)->depth > SCAN_MAX_DEPTH)            \
             return -1;                                                       \
         ws(s);                                                               \
-        if (peek(s) == '}') {                                                \
+        if (peek(s) == (close)) {                                            \
             (s)->p++;                                                        \
             (s)->depth--;                                                    \
             break;                                                           \
         }                                                                    \
         for (;;) {                                                           \
-            const char *keyvar;                                              \
-            size_t keylen;                                                   \
-            int kesc_;                                                       \
-            if (string(s, &keyvar, &keylen, NULL, &kesc_) < 0 || kesc_)      \
-                return -1;                                                   \
-            ws(s);                                                           \
-            if (expect(s, ':') < 0)                                          \
-                return -1;                                                   \
-            ws(s);                                                           \
             body                                                             \
             ws(s);                                                           \
             if (peek(s) == ',') {                                            \
@@ -277,40 +269,34 @@ static int value(struct sc *s);
                 ws(s);                                                       \
                 continue;                                                    \
             }                                                                \
-            if (expect(s, '}') < 0)                                          \
+            if (expect(s, close) < 0)                                        \
                 return -1;                                                   \
             break;                                                           \
         }                                                                    \
         (s)->depth--;                                                        \
     } while (0)
+
+/* The members of the object at s->p: body runs at each value, its key in
+ * keyvar[0..keylen) (a key with escapes gives up). */
+#define FOR_MEMBERS(s, keyvar, keylen, body)                                 \
+    FOR_ITEMS(s, '{', '}', {                                                 \
+        const char *keyvar;                                                  \
+        size_t keylen;                                                       \
+        int kesc_;                                                           \
+        if (string(s, &keyvar, &keylen, NULL, &kesc_) < 0 || kesc_)          \
+            return -1;                                                       \
+        ws(s);                                                               \
+        if (expect(s, ':') < 0)                                              \
+            return -1;                                                       \
+        ws(s);                                                               \
+        body                                                                 \
+    })
+
+/* The elements of the array at s->p, body run at each. */
+#define FOR_ELEMENTS(s, body) FOR_ITEMS(s, '[', ']', body)
 
 #define KEY_IS(k, n, lit) ((n) == sizeof(lit) - 1 && memcmp((k), (lit), (n)) == 0)
 
-/* The elements of the array at s->p, body run at each (as FOR_MEMBERS). */
-#define FOR_ELEMENTS(s, body)                                                \
-    do {                                                                     \
-        if (expect(s, '[') < 0 || ++(s)->depth > SCAN_MAX_DEPTH)             \
-            return -1;                                                       \
-        ws(s);                                                               \
-        if (peek(s) == ']') {                                                \
-            (s)->p++;                                                        \
-            (s)->depth--;                                                    \
-            break;                                                           \
-        }                                                                    \
-        for (;;) {                                                           \
-            body                                                             \
-            ws(s);                                                           \
-            if (peek(s) == ',') {                                            \
-                (s)->p++;                                                    \
-                ws(s);                                                       \
-                continue;                                                    \
-            }                                                                \
-            if (expect(s, ']') < 0)                                          \
-                return -1;                                                   \
-            break;                                                           \
-        }                                                                    \
-        (s)->depth--;                                                        \
-    } while (0)
 
 static int
 array_values(struct sc *s)
