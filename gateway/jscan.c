@@ -395,17 +395,22 @@ static long find_escaped(const struct gw_jscan_field *fields, size_t n_fields,
                       (size_t)dn);
 }
 
+/* f's out members as before a scan: absent (its key and sub are in) */
+static void field_clear(struct gw_jscan_field *f)
+{
+    f->type = GW_JSON_NONE;
+    f->val = NULL;
+    f->len = 0;
+    f->escaped = 0;
+}
+
 /* s as it is before its object's first member */
 static void sub_reset(struct gw_jscan_sub *s)
 {
     size_t i;
 
-    for (i = 0; i < s->n_fields; i++) {
-        s->fields[i].type = GW_JSON_NONE;
-        s->fields[i].val = NULL;
-        s->fields[i].len = 0;
-        s->fields[i].escaped = 0;
-    }
+    for (i = 0; i < s->n_fields; i++)
+        field_clear(&s->fields[i]);
     s->n = 0;
     s->dup = -1;
 }
@@ -433,10 +438,7 @@ static struct gw_jscan_field *sub_key(struct gw_jscan_sub *s,
     m->key = (const char *)k;
     m->klen = n;
     m->kescaped = escaped;
-    m->v.type = GW_JSON_NONE;
-    m->v.val = NULL;
-    m->v.len = 0;
-    m->v.escaped = 0;
+    field_clear(&m->v);
     m->v.sub = NULL; /* its own members are not captured */
     return &m->v;
 }
@@ -474,12 +476,8 @@ scan_doc(const char *json, size_t len, int max_depth,
                      json == NULL ? "a document" : "its fields");
         return -1;
     }
-    for (i = 0; i < n_fields; i++) {
-        fields[i].type = GW_JSON_NONE;
-        fields[i].val = NULL;
-        fields[i].len = 0;
-        fields[i].escaped = 0;
-    }
+    for (i = 0; i < n_fields; i++)
+        field_clear(&fields[i]);
 
     p = sc.base;
     end = p + len;
