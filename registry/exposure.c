@@ -29,6 +29,7 @@
 #include "registry/json8.h"
 
 #define LINE_MAX_BYTES (16u << 20) /* one line of a JSON-lines log */
+#define WAL_BYTES (16L << 20)      /* the log's WAL between checkpoints */
 
 int reg_event_valid(const char *s)
 {
@@ -406,9 +407,24 @@ static void log_release(struct reg_exposure_log *log)
     log->done = NULL, log->sel = NULL, log->done_cap = 0;
 }
 
+/* the database's page size in bytes (4096 if it cannot be read) */
+static long page_size(struct reg_db *db)
+{
+    sqlite3_stmt *st = NULL;
+    long n = 0;
+
+    if (sqlite3_prepare_v2(reg_db_handle(db), "PRAGMA page_size", -1, &st,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        n = (long)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return n >= 512 ? n : 4096;
+}
+
 struct reg_exposure_log *reg_exposure_log_open(const char *path, char **err)
 {
     struct reg_exposure_log *log = calloc(1, sizeof(*log));
+    char pragma[64];
 
     if (log == NULL) {
         reg_err(err, "cannot open '%s': out of memory", path);
@@ -416,11 +432,13 @@ struct reg_exposure_log *reg_exposure_log_open(const char *path, char **err)
     }
     if ((log->db = reg_db_open(path, 0, err)) == NULL)
         goto fail;
-    /* an append-mostly log: a WAL of up to 4,000 pages (16 MiB at 4 KiB)
-     * between checkpoints, cut back to 16 MiB after one; synchronous =
-     * NORMAL from reg_db_open: a commit does not wait for the disk, so a
-     * power loss may lose the last commits, never corrupt the file */
-    if (reg_db_exec(log->db, "PRAGMA wal_autocheckpoint = 4000", err) < 0 ||
+    /* an append-mostly log: a WAL of up to 16 MiB between checkpoints,
+     * cut back to 16 MiB after one; synchronous = NORMAL from
+     * reg_db_open: a commit does not wait for the disk, so a power loss
+     * may lose the last commits, never corrupt the file */
+    snprintf(pragma, sizeof(pragma), "PRAGMA wal_autocheckpoint = %d",
+             (int)(WAL_BYTES / page_size(log->db)));
+    if (reg_db_exec(log->db, pragma, err) < 0 ||
         reg_db_exec(log->db, "PRAGMA journal_size_limit = 16777216",
                     err) < 0 ||
         log_prepare(log, err) < 0)

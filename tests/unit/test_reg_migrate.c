@@ -72,6 +72,33 @@ static void test_pragmas(void **state)
     treg_cleanup(path);
 }
 
+/* a new database gets 16 KiB pages (the exposure log's chunks); one made
+ * with 4 KiB pages keeps them and still opens, migrates and writes */
+static void test_page_size(void **state)
+{
+    char *path = treg_tmpdb();
+    struct reg_db *db = treg_open(path);
+    sqlite3 *raw = NULL;
+
+    (void)state;
+    assert_int_equal(count_rows(db, "PRAGMA page_size"), 16384);
+    reg_db_free(db);
+    treg_cleanup(path);
+    path = treg_tmpdb();
+    assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(raw, "PRAGMA page_size = 4096; "
+                                  "CREATE TABLE t(x)", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(raw);
+    db = treg_open(path);
+    assert_int_equal(count_rows(db, "PRAGMA page_size"), 4096);
+    assert_int_equal(treg_publish(db, "p", "{\"messages\": [{\"role\": "
+                                  "\"user\", \"content\": \"hi\"}]}"), 1);
+    assert_int_equal(count_rows(db, "SELECT count(*) FROM versions"), 1);
+    reg_db_free(db);
+    treg_cleanup(path);
+}
+
 static void test_newer_database_refused(void **state)
 {
     char *path = treg_tmpdb(), *err = NULL;
@@ -144,6 +171,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fresh_applies_all),
         cmocka_unit_test(test_pragmas),
+        cmocka_unit_test(test_page_size),
         cmocka_unit_test(test_newer_database_refused),
         cmocka_unit_test(test_changed_migration_refused),
         cmocka_unit_test(test_status_without_migrating),
