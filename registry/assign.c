@@ -9,8 +9,8 @@
  * reload. The modulo bias of 2^64 mod 10000 is below 1e-15.
  *
  * reg_arm_memo remembers answers for users who come back (one thread's,
- * reset when its snapshot changes): a lookup of two 64-byte slots instead
- * of a digest.
+ * reset when its snapshot changes): a SipHash of the ids and one cache
+ * line instead of a SHA-256.
  *
  * Invariant: a pure function of its inputs, safe from any thread. The only
  * state is the SHA-256 implementation, fetched once (pthread_once): on the
@@ -19,10 +19,12 @@
  * each thread's digest context, reused (a thread-specific key frees it when
  * the thread ends).
  */
+#include <endian.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include "registry/internal.h"
 
@@ -122,23 +124,77 @@ int reg_assign(const char *experiment_name, const char *salt,
 
 /* ---- the memo ------------------------------------------------------------ */
 
+/* SipHash-2-4 (Aumasson and Bernstein): a keyed 64-bit PRF. Without the
+ * key nobody can choose two user ids that share a tag. */
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                              \
+    do {                                                                      \
+        v0 += v1, v1 = ROTL(v1, 13), v1 ^= v0, v0 = ROTL(v0, 32);             \
+        v2 += v3, v3 = ROTL(v3, 16), v3 ^= v2;                                \
+        v0 += v3, v3 = ROTL(v3, 21), v3 ^= v0;                                \
+        v2 += v1, v1 = ROTL(v1, 17), v1 ^= v2, v2 = ROTL(v2, 32);             \
+    } while (0)
+
+static uint64_t le64(const unsigned char *p)
+{
+    uint64_t v;
+
+    memcpy(&v, p, 8);
+    return le64toh(v);
+}
+
+uint64_t reg_siphash24(const uint64_t key[2], const void *data, size_t len)
+{
+    const unsigned char *p = data, *end = p + (len & ~(size_t)7);
+    uint64_t v0 = key[0] ^ 0x736f6d6570736575ULL;
+    uint64_t v1 = key[1] ^ 0x646f72616e646f6dULL;
+    uint64_t v2 = key[0] ^ 0x6c7967656e657261ULL;
+    uint64_t v3 = key[1] ^ 0x7465646279746573ULL;
+    uint64_t m, b = (uint64_t)len << 56;
+
+    for (; p < end; p += 8) {
+        m = le64(p);
+        v3 ^= m;
+        SIPROUND;
+        SIPROUND;
+        v0 ^= m;
+    }
+    for (size_t i = 0; i < (len & 7); i++)
+        b |= (uint64_t)p[i] << (8 * i);
+    v3 ^= b;
+    SIPROUND;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
 #define MEMO_BITS 11
-#define MEMO_SETS (1u << MEMO_BITS) /* x MEMO_WAYS x 64 bytes = 512 KB */
+#define MEMO_SETS (1u << MEMO_BITS) /* x one 64-byte line = 128 KB */
 #define MEMO_WAYS 4                 /* two ways lost 8% of 2,000 users
                                        cycling to sets they overfilled */
 
-struct memo_slot {                        /* one cache line */
-    int64_t exp_id;
+/* A slot holds no user id, only a keyed tag of (experiment id, user id):
+ * 16 bytes, so a set's four ways are one cache line and a lookup touches
+ * one line. Two pairs share a tag with probability 2^-64 (a lookup
+ * compares four). */
+struct memo_slot {
+    uint64_t tag;
     uint32_t epoch;                       /* the memo's epoch; 0: empty */
     int16_t arm;
-    uint8_t len;
-    char user[REG_MEMO_USER_MAX + 1];
+    uint16_t unused;
 };
 
 struct reg_arm_memo {
     struct memo_slot (*sets)[MEMO_WAYS];  /* owned, MEMO_SETS; NULL until
                                              first used */
+    uint64_t key[2];                      /* the tags' secret key */
     uint32_t epoch;
+    int keyed;                            /* key is random: else no memo */
     unsigned long lookups, hits;
 };
 
@@ -146,8 +202,10 @@ struct reg_arm_memo *reg_arm_memo_new(void)
 {
     struct reg_arm_memo *m = calloc(1, sizeof(*m));
 
-    if (m)
+    if (m) {
         m->epoch = 1;
+        m->keyed = RAND_bytes((unsigned char *)m->key, sizeof(m->key)) == 1;
+    }
     return m;
 }
 
@@ -180,47 +238,39 @@ void reg_arm_memo_stats(const struct reg_arm_memo *m, unsigned long *lookups,
 int reg_assign_memo(struct reg_arm_memo *m, const struct reg_experiment *e,
                     const char *user_id)
 {
-    const unsigned char *u = (const unsigned char *)(user_id ? user_id : "");
-    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)e->id;
-    struct memo_slot *set, *s;
+    const char *u = user_id ? user_id : "";
+    unsigned char in[8 + REG_MEMO_USER_MAX];
+    struct memo_slot *set, s;
+    uint64_t tag;
     size_t len;
-    int arm;
+    int arm, w;
 
-    if (m == NULL)
-        return reg_assign(e->name, e->salt, user_id, e->arms, e->n_arms);
-    for (len = 0; u[len] && len <= REG_MEMO_USER_MAX; len++)
-        h = (h ^ u[len]) * 0x100000001b3ULL;
-    if (len > REG_MEMO_USER_MAX ||
+    if (m == NULL || !m->keyed ||
+        (len = strnlen(u, REG_MEMO_USER_MAX + 1)) > REG_MEMO_USER_MAX ||
         (m->sets == NULL &&
          (m->sets = calloc(MEMO_SETS, sizeof(*m->sets))) == NULL))
         return reg_assign(e->name, e->salt, user_id, e->arms, e->n_arms);
-    h ^= h >> 29;
-    set = m->sets[(h * 0x9e3779b97f4a7c15ULL) >> (64 - MEMO_BITS)];
+    memcpy(in, &e->id, 8);
+    memcpy(in + 8, u, len);
+    tag = reg_siphash24(m->key, in, 8 + len);
+    set = m->sets[tag >> (64 - MEMO_BITS)];
     m->lookups++;
-    for (int w = 0; w < MEMO_WAYS; w++) {
-        s = &set[w];
-        if (s->epoch == m->epoch && s->exp_id == e->id && s->len == len &&
-            memcmp(s->user, u, len) == 0) {
-            arm = s->arm;
+    for (w = 0; w < MEMO_WAYS; w++)
+        if (set[w].tag == tag && set[w].epoch == m->epoch) {
+            s = set[w];
             if (w > 0) { /* most recently used first */
-                struct memo_slot t = set[0];
-                set[0] = set[w], set[w] = t;
+                memmove(&set[1], &set[0], (size_t)w * sizeof(set[0]));
+                set[0] = s;
             }
             m->hits++;
-            return arm;
+            return s.arm;
         }
-    }
     arm = reg_assign(e->name, e->salt, user_id, e->arms, e->n_arms);
     if (arm < 0 || arm > INT16_MAX)
         return arm;
     /* the last way goes (a hit moves its way to the front) */
     memmove(&set[1], &set[0], (MEMO_WAYS - 1) * sizeof(set[0]));
-    s = &set[0];
-    s->exp_id = e->id;
-    s->epoch = m->epoch;
-    s->arm = (int16_t)arm;
-    s->len = (uint8_t)len;
-    memcpy(s->user, u, len);
-    s->user[len] = '\0';
+    set[0] = (struct memo_slot){.tag = tag, .epoch = m->epoch,
+                                .arm = (int16_t)arm};
     return arm;
 }

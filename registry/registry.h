@@ -301,14 +301,15 @@ int reg_assign_bucket(const char *experiment_name, const char *salt,
 /*
  * A memo of arm assignments for one thread, so that a user who comes back
  * costs a table lookup instead of a SHA-256: a 4-way set-associative table
- * of 8,192 slots (512 KB, allocated on first use) keyed by experiment id
- * and user id; user ids longer than REG_MEMO_USER_MAX bytes are assigned
+ * of 8,192 16-byte slots (128 KB, allocated on first use) keyed by a
+ * SipHash-2-4 tag, under a random per-memo key, of the experiment id and
+ * the user id; user ids longer than REG_MEMO_USER_MAX bytes are assigned
  * without it. An experiment id names the same arms only within one
  * snapshot, so the owner calls reg_arm_memo_reset whenever it swaps
  * snapshots (O(1): entries of an older epoch are misses). Not thread-safe:
  * one owner.
  */
-#define REG_MEMO_USER_MAX 46
+#define REG_MEMO_USER_MAX 120
 struct reg_arm_memo;
 struct reg_experiment;
 struct reg_arm_memo *reg_arm_memo_new(void);
@@ -317,6 +318,8 @@ void reg_arm_memo_free(struct reg_arm_memo *m);
 /* reg_assign for experiment e, through the memo (NULL: none) */
 int reg_assign_memo(struct reg_arm_memo *m, const struct reg_experiment *e,
                     const char *user_id);
+/* SipHash-2-4 of data under key (the memo's tags; exposed for tests) */
+uint64_t reg_siphash24(const uint64_t key[2], const void *data, size_t len);
 /* lookups, and those that found the user (for tests) */
 void reg_arm_memo_stats(const struct reg_arm_memo *m, unsigned long *lookups,
                         unsigned long *hits);

@@ -10,6 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <endian.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
 #include "tests/unit/test_reg_util.h"
 
 #define USERS 100000
@@ -115,7 +119,7 @@ static void test_memo_matches(void **state)
                                .n_arms = 3, .arms = arms_b};
     struct reg_arm_memo *m = reg_arm_memo_new();
     unsigned long lookups, hits;
-    char user[80];
+    char user[REG_MEMO_USER_MAX + 20];
 
     (void)state;
     assert_non_null(m);
@@ -154,10 +158,10 @@ static void test_memo_matches(void **state)
                          reg_assign(b.name, b.salt, user, arms_b, 3));
     }
     /* ids longer than the memo keeps, and ids that differ only past it */
-    memset(user, 'x', 60);
-    user[60] = '\0';
+    memset(user, 'x', REG_MEMO_USER_MAX + 10);
+    user[REG_MEMO_USER_MAX + 10] = '\0';
     for (int i = 0; i < 2; i++) {
-        user[59] = (char)('a' + i);
+        user[REG_MEMO_USER_MAX + 9] = (char)('a' + i);
         assert_int_equal(reg_assign_memo(m, &b, user),
                          reg_assign(b.name, b.salt, user, arms_b, 3));
     }
@@ -170,6 +174,55 @@ static void test_memo_matches(void **state)
     reg_arm_memo_free(m);
 }
 
+/* the memo's tags: SipHash-2-4 as its authors' reference vectors give it
+ * (key 00..0f, message 00 01 02 ...), and as OpenSSL's SIPHASH computes it
+ * for every length up to 64 bytes under another key */
+static void test_siphash(void **state)
+{
+    static const struct {
+        size_t len;
+        uint64_t out;
+    } ref[] = {{0, 0x726fdb47dd0e0e31ULL},
+               {1, 0x74f839c593dc67fdULL},
+               {8, 0x93f5f5799a932462ULL},
+               {15, 0xa129ca6149be45e5ULL}};
+    unsigned char kb[16], msg[64], mac[8];
+    uint64_t key[2];
+    size_t i, n;
+
+    (void)state;
+    for (i = 0; i < 16; i++)
+        kb[i] = (unsigned char)i;
+    for (i = 0; i < sizeof(msg); i++)
+        msg[i] = (unsigned char)i;
+    key[0] = 0x0706050403020100ULL, key[1] = 0x0f0e0d0c0b0a0908ULL;
+    for (i = 0; i < sizeof(ref) / sizeof(ref[0]); i++)
+        assert_true(reg_siphash24(key, msg, ref[i].len) == ref[i].out);
+    for (i = 0; i < 16; i++)
+        kb[i] = (unsigned char)(i * 37 + 11);
+    memcpy(key, kb, 16); /* little endian words, as OpenSSL reads them */
+    key[0] = le64toh(key[0]), key[1] = le64toh(key[1]);
+    for (i = 0; i < sizeof(msg); i++)
+        msg[i] = (unsigned char)(i * 7 + 3);
+    for (n = 0; n <= sizeof(msg); n++) {
+        EVP_MAC *mac_alg = EVP_MAC_fetch(NULL, "SIPHASH", NULL);
+        EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac_alg);
+        size_t size = 8, got = 0;
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_size_t("size", &size), OSSL_PARAM_END};
+        uint64_t want;
+        assert_non_null(ctx);
+        assert_int_equal(EVP_MAC_init(ctx, kb, 16, params), 1);
+        assert_int_equal(EVP_MAC_update(ctx, msg, n), 1);
+        assert_int_equal(EVP_MAC_final(ctx, mac, &got, sizeof(mac)), 1);
+        assert_int_equal(got, 8);
+        memcpy(&want, mac, 8);
+        assert_true(reg_siphash24(key, msg, n) == le64toh(want));
+        EVP_MAC_CTX_free(ctx);
+        EVP_MAC_free(mac_alg);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -180,6 +233,7 @@ int main(void)
         cmocka_unit_test(test_salt_reshuffles),
         cmocka_unit_test(test_degenerate),
         cmocka_unit_test(test_memo_matches),
+        cmocka_unit_test(test_siphash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
