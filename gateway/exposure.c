@@ -76,31 +76,74 @@ static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct gw_exposure_rec *pool; /* owned: kept records, by next */
 static size_t pool_n;
 
-struct gw_exposure_rec *gw_exposure_rec_new(enum gw_exposure_kind kind,
-                                            size_t strings)
+/* a block from the pool (NULL: empty), or one malloc'd to join it later */
+static struct gw_exposure_rec *block_new(void)
 {
-    size_t size = sizeof(struct gw_exposure_rec) + strings;
-    struct gw_exposure_rec *r = NULL;
+    struct gw_exposure_rec *r;
 
-    if (size <= POOL_SIZE) {
-        pthread_mutex_lock(&pool_mu);
-        if ((r = pool) != NULL) {
-            pool = r->next;
-            pool_n--;
-        }
-        pthread_mutex_unlock(&pool_mu);
-        if (r == NULL && (r = malloc(POOL_SIZE)) == NULL)
-            return NULL;
+    pthread_mutex_lock(&pool_mu);
+    if ((r = pool) != NULL) {
+        pool = r->next;
+        pool_n--;
+    }
+    pthread_mutex_unlock(&pool_mu);
+    return r ? r : malloc(POOL_SIZE);
+}
+
+/* r (NULL: out of memory) as a new record of kind */
+static struct gw_exposure_rec *rec_init(struct gw_exposure_rec *r, int pooled,
+                                        enum gw_exposure_kind kind)
+{
+    if (r == NULL)
+        return NULL;
+    if (pooled) {
         memset(r, 0, offsetof(struct gw_exposure_rec, model));
         r->pooled = 1;
-    } else if ((r = calloc(1, size)) == NULL) {
-        return NULL;
     }
     r->kind = kind;
     r->ex.arm = -1;
     r->ex.latency_ms = -1;
     r->ex.prompt_tokens = r->ex.completion_tokens = r->ex.total_tokens = -1;
     return r;
+}
+
+struct gw_exposure_rec *gw_exposure_rec_new(enum gw_exposure_kind kind,
+                                            size_t strings)
+{
+    size_t size = sizeof(struct gw_exposure_rec) + strings;
+
+    if (size <= POOL_SIZE)
+        return rec_init(block_new(), 1, kind);
+    return rec_init(calloc(1, size), 0, kind);
+}
+
+struct gw_exposure_rec *gw_exposure_rec_take(struct gw_exposure_local *l,
+                                             enum gw_exposure_kind kind,
+                                             size_t strings)
+{
+    struct gw_exposure_rec *r;
+
+    if (sizeof(struct gw_exposure_rec) + strings > POOL_SIZE)
+        return gw_exposure_rec_new(kind, strings);
+    if (l->free == NULL) { /* up to a bulk of blocks for one lock */
+        pthread_mutex_lock(&pool_mu);
+        while (pool && l->n_free < GW_EXPOSURE_BULK) {
+            r = pool;
+            pool = r->next;
+            pool_n--;
+            r->next = l->free;
+            l->free = r;
+            l->n_free++;
+        }
+        pthread_mutex_unlock(&pool_mu);
+    }
+    if ((r = l->free) != NULL) {
+        l->free = r->next;
+        l->n_free--;
+    } else {
+        r = malloc(POOL_SIZE);
+    }
+    return rec_init(r, 1, kind);
 }
 
 const char *gw_exposure_rec_str(struct gw_exposure_rec *r, size_t *off,
@@ -608,24 +651,64 @@ fail:
     return NULL;
 }
 
-int gw_exposure_push(struct gw_exposure *w, struct gw_exposure_rec *r)
+/* queues recs[0..n) with one lock; those that do not fit are dropped
+ * (counted, freed). The number dropped. */
+static size_t push_n(struct gw_exposure *w, struct gw_exposure_rec **recs,
+                     size_t n)
 {
+    size_t i, fit;
     int wake;
 
     pthread_mutex_lock(&w->mu);
-    if (w->n == w->cap || w->stop) {
-        w->st.dropped++;
-        pthread_mutex_unlock(&w->mu);
-        gw_exposure_rec_free(r);
-        return -1;
-    }
-    w->ring[(w->head + w->n) % w->cap] = r;
-    wake = w->n++ == 0 && !w->busy;
-    w->st.queued++;
+    fit = w->stop ? 0 : w->cap - w->n < n ? w->cap - w->n : n;
+    wake = fit > 0 && w->n == 0 && !w->busy;
+    for (i = 0; i < fit; i++)
+        w->ring[(w->head + w->n + i) % w->cap] = recs[i];
+    w->n += fit;
+    w->st.queued += fit;
+    w->st.dropped += n - fit;
     pthread_mutex_unlock(&w->mu);
     if (wake)
         pthread_cond_signal(&w->cv);
-    return 0;
+    if (fit < n)
+        gw_exposure_rec_free_n(recs + fit, n - fit);
+    return n - fit;
+}
+
+int gw_exposure_push(struct gw_exposure *w, struct gw_exposure_rec *r)
+{
+    return push_n(w, &r, 1) ? -1 : 0;
+}
+
+int gw_exposure_stage(struct gw_exposure *w, struct gw_exposure_local *l,
+                      struct gw_exposure_rec *r)
+{
+    l->out[l->n_out++] = r;
+    if (l->n_out == GW_EXPOSURE_BULK) {
+        gw_exposure_hand(w, l);
+        return 0;
+    }
+    return l->n_out == 1;
+}
+
+void gw_exposure_hand(struct gw_exposure *w, struct gw_exposure_local *l)
+{
+    if (l->n_out > 0)
+        push_n(w, l->out, l->n_out);
+    l->n_out = 0;
+}
+
+void gw_exposure_local_clear(struct gw_exposure_local *l)
+{
+    struct gw_exposure_rec *r;
+
+    while ((r = l->free) != NULL) {
+        l->free = r->next;
+        free(r);
+    }
+    l->n_free = 0;
+    gw_exposure_rec_free_n(l->out, l->n_out);
+    l->n_out = 0;
 }
 
 void gw_exposure_stats(struct gw_exposure *w, struct gw_exposure_stats *s)

@@ -44,6 +44,34 @@ struct gw_exposure_rec {
  * ones come from a pool of records freed before. */
 struct gw_exposure_rec *gw_exposure_rec_new(enum gw_exposure_kind kind,
                                             size_t strings);
+struct gw_exposure;
+
+/*
+ * A loop's side of the queue, for the request path: blocks taken from the
+ * pool and records handed to the writer GW_EXPOSURE_BULK at a time, one
+ * lock each way for many records. Zeroed to start; one owner (a loop).
+ */
+#define GW_EXPOSURE_BULK 64
+struct gw_exposure_local {
+    struct gw_exposure_rec *free; /* owned: blocks ready, by next */
+    size_t n_free;
+    struct gw_exposure_rec *out[GW_EXPOSURE_BULK]; /* owned: staged */
+    size_t n_out;
+};
+/* gw_exposure_rec_new from the loop's blocks */
+struct gw_exposure_rec *gw_exposure_rec_take(struct gw_exposure_local *l,
+                                             enum gw_exposure_kind kind,
+                                             size_t strings);
+/* Stages r for w (a full stage is handed at once). Returns 1 when r is the
+ * first staged: the caller then makes sure gw_exposure_hand runs soon (a
+ * timer), so that a quiet loop does not keep records back. */
+int gw_exposure_stage(struct gw_exposure *w, struct gw_exposure_local *l,
+                      struct gw_exposure_rec *r);
+/* Queues the staged records, as gw_exposure_push would each. */
+void gw_exposure_hand(struct gw_exposure *w, struct gw_exposure_local *l);
+/* Frees the blocks and records l holds (hand first to keep the records). */
+void gw_exposure_local_clear(struct gw_exposure_local *l);
+
 /* Copies s (may be NULL) into the record's string area at *off; returns
  * the copy or NULL. */
 const char *gw_exposure_rec_str(struct gw_exposure_rec *r, size_t *off,
@@ -56,7 +84,6 @@ void gw_exposure_rec_free(struct gw_exposure_rec *r);
  * lock. */
 void gw_exposure_rec_free_n(struct gw_exposure_rec **recs, size_t n);
 
-struct gw_exposure;
 
 /*
  * Starts a writer. `db_path`: the registry database (opened read-write,

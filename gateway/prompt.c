@@ -74,6 +74,7 @@
 
 #define WATCH_MS 250              /* the watcher polls the database */
 #define SWAP_MS 100               /* the loop takes a new snapshot */
+#define HAND_MS 2                 /* finished records wait for more */
 #define QUEUE_MAX 65536           /* exposure records waiting for the writer */
 #define BUCKETS 1024              /* pending table, power of two */
 #define MAX_PARAMS 32             /* params keys looked up in a request */
@@ -149,6 +150,10 @@ struct gw_prompts {
     struct reg_watch *watch;      /* owned, the watcher's only */
     /* this worker's: the swap timer, requests in flight, caches */
     struct event *timer;          /* owned */
+    struct gw_exposure_local local; /* owned: this loop's blocks and the
+                                     records it has not handed over yet */
+    struct event *hand;           /* owned: hands them over, HAND_MS after
+                                     the first */
     struct gw_exposure *writer;   /* owned */
     struct gw_exposure_rec *pending[BUCKETS]; /* owned lists */
     size_t n_pending;
@@ -481,6 +486,24 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void on_hand(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_prompts *p = arg;
+
+    (void)fd, (void)what;
+    gw_exposure_hand(p->sh->writer, &p->local);
+}
+
+/* the loop's side of the writer's queue at exit: what it staged queued */
+static void local_close(struct gw_prompts *p)
+{
+    if (p->hand)
+        event_free(p->hand);
+    if (p->sh->writer)
+        gw_exposure_hand(p->sh->writer, &p->local);
+    gw_exposure_local_clear(&p->local);
+}
+
 /* Requests still pending at exit never ended: their records go. */
 static void pending_clear(struct gw_prompts *p)
 {
@@ -508,7 +531,8 @@ struct gw_prompts *gw_prompts_view(struct gw_prompts *first,
     p->snap = reg_snapshot_ref(first->latest ? first->latest : first->snap);
     p->seen_gen = first->gen;
     pthread_mutex_unlock(&first->wmu);
-    if ((p->timer = event_new(base, -1, EV_PERSIST, on_timer, p)) == NULL) {
+    if ((p->timer = event_new(base, -1, EV_PERSIST, on_timer, p)) == NULL ||
+        (p->hand = event_new(base, -1, 0, on_hand, p)) == NULL) {
         gw_prompts_free(p);
         return NULL;
     }
@@ -537,7 +561,8 @@ struct gw_prompts *gw_prompts_new(struct event_base *base,
     p->sh->path = strdup(conf->path);
     p->sh->exposures = strdup(conf->exposures ? conf->exposures : "db");
     p->timer = event_new(base, -1, EV_PERSIST, on_timer, p);
-    if (!p->sh->path || !p->sh->exposures || !p->timer)
+    p->hand = event_new(base, -1, 0, on_hand, p);
+    if (!p->sh->path || !p->sh->exposures || !p->timer || !p->hand)
         goto oom;
     file = strcmp(p->sh->exposures, "db") != 0;
     /* the writer first: opening the database read-write applies pending
@@ -636,6 +661,7 @@ void gw_prompts_free(struct gw_prompts *p)
     if (p->sh != p) { /* another worker's view: its own parts only */
         if (p->timer)
             event_free(p->timer);
+        local_close(p);
         pending_clear(p);
         vcache_clear(p);
         reg_arm_memo_free(p->memo);
@@ -653,6 +679,7 @@ void gw_prompts_free(struct gw_prompts *p)
     }
     if (p->timer)
         event_free(p->timer);
+    local_close(p);
     pending_clear(p);
     if (p->sh->writer) {
         struct gw_exposure_stats st;
@@ -1213,7 +1240,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         need += (rlen[i] = i == 6 ? (pfs[3].type == GW_JSON_OBJECT
                                          ? pfs[3].len : 2)
                                   : rs[i] ? strlen(rs[i]) : 0) + 1;
-    if ((r = gw_exposure_rec_new(GW_EXPOSURE, need)) == NULL)
+    if ((r = gw_exposure_rec_take(&p->local, GW_EXPOSURE, need)) == NULL)
         goto oom;
     off = 0;
     for (i = 0; i < 7; i++)
@@ -1338,7 +1365,10 @@ void gw_prompt_finish(struct gw_prompts *p, struct gw_http_req *req,
         r->ex.model = copy_str(r->model, sizeof(r->model), rl->model);
     if (rl->backend)
         r->ex.backend = copy_str(r->backend, sizeof(r->backend), rl->backend);
-    gw_exposure_push(p->sh->writer, r);
+    if (gw_exposure_stage(p->sh->writer, &p->local, r)) {
+        static const struct timeval tv = {0, HAND_MS * 1000};
+        event_add(p->hand, &tv);
+    }
 }
 
 void gw_prompt_output(struct gw_prompts *p, struct gw_http_req *req,

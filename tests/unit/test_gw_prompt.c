@@ -138,15 +138,18 @@ static void test_rec_output_bounded(void **state)
     gw_exposure_rec_free(r);
 }
 
-static struct gw_exposure_rec *make(int i, enum gw_exposure_kind kind)
+/* record i of kind, from the loop-side blocks of l (NULL: the pool's) */
+static struct gw_exposure_rec *make_from(struct gw_exposure_local *l, int i,
+                                         enum gw_exposure_kind kind)
 {
     char rid[32], vars[64];
     struct gw_exposure_rec *r;
-    size_t off = 0;
+    size_t off = 0, need;
 
     snprintf(rid, sizeof(rid), "req-%d", i);
     snprintf(vars, sizeof(vars), "{\"i\":%d}", i);
-    r = gw_exposure_rec_new(kind, strlen(rid) + strlen(vars) + 16);
+    need = strlen(rid) + strlen(vars) + 16;
+    r = l ? gw_exposure_rec_take(l, kind, need) : gw_exposure_rec_new(kind, need);
     r->at_us = 1795875000000000LL + i;
     if (kind == GW_EXPOSURE) {
         r->ex.request_id = gw_exposure_rec_str(r, &off, rid, strlen(rid));
@@ -160,6 +163,81 @@ static struct gw_exposure_rec *make(int i, enum gw_exposure_kind kind)
         r->fb.value = 1;
     }
     return r;
+}
+
+static struct gw_exposure_rec *make(int i, enum gw_exposure_kind kind)
+{
+    return make_from(NULL, i, kind);
+}
+
+/* lines of the file at path, or -1 */
+static long count_lines(const char *path)
+{
+    char line[512];
+    long n = 0;
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        n++;
+    fclose(f);
+    return n;
+}
+
+/* the loop's side: records staged and handed GW_EXPOSURE_BULK at a time
+ * (the caller told to arm its timer for the first of each stage), every
+ * one written or, past a full queue, dropped and counted */
+static void test_writer_staged(void **state)
+{
+    char dir[] = "/tmp/test_gw_prompt.XXXXXX", path[128], err[256];
+    struct gw_exposure_local l;
+    struct gw_exposure *w;
+    struct gw_exposure_stats st;
+    int i, firsts = 0, n = 2 * GW_EXPOSURE_BULK + 22;
+
+    (void)state;
+    memset(&l, 0, sizeof(l));
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/exposures.jsonl", dir);
+    w = gw_exposure_new(NULL, path, 1000, err, sizeof(err));
+    assert_non_null(w);
+    for (i = 0; i < n; i++) {
+        firsts += gw_exposure_stage(w, &l, make_from(&l, i, GW_EXPOSURE));
+        assert_int_equal(l.n_out, (size_t)(i + 1) % GW_EXPOSURE_BULK);
+    }
+    assert_int_equal(firsts, 3);
+    gw_exposure_stats(w, &st);
+    assert_int_equal(st.queued, 2 * GW_EXPOSURE_BULK); /* 22 staged */
+    gw_exposure_hand(w, &l);
+    assert_int_equal(l.n_out, 0);
+    gw_exposure_flush(w);
+    gw_exposure_stats(w, &st);
+    assert_int_equal(st.queued, n);
+    assert_int_equal(st.written, n);
+    assert_int_equal(st.dropped, 0);
+    assert_int_equal(count_lines(path), n);
+    /* blocks come back for reuse; a bulk into a queue of 10 keeps 10 */
+    gw_exposure_free(w);
+    unlink(path);
+    w = gw_exposure_new(NULL, path, 10, err, sizeof(err));
+    assert_non_null(w);
+    for (i = 0; i < GW_EXPOSURE_BULK; i++)
+        gw_exposure_stage(w, &l, make_from(&l, i, GW_EXPOSURE));
+    gw_exposure_flush(w);
+    gw_exposure_stats(w, &st);
+    assert_int_equal(st.queued, 10);
+    assert_int_equal(st.dropped, GW_EXPOSURE_BULK - 10);
+    assert_int_equal(st.written, 10);
+    /* records staged at exit are handed first, then the blocks freed */
+    gw_exposure_stage(w, &l, make_from(&l, 1, GW_EXPOSURE));
+    gw_exposure_hand(w, &l);
+    gw_exposure_local_clear(&l);
+    assert_null(l.free);
+    gw_exposure_free(w);
+    assert_int_equal(count_lines(path), 11);
+    unlink(path);
+    rmdir(dir);
 }
 
 static void test_writer_file_every_push_accounted(void **state)
@@ -450,6 +528,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_output_text_any_prefix),
         cmocka_unit_test(test_rec_output_bounded),
         cmocka_unit_test(test_writer_file_every_push_accounted),
+        cmocka_unit_test(test_writer_staged),
         cmocka_unit_test(test_writer_db_bulk),
         cmocka_unit_test(test_writer_db_drops_counted),
         cmocka_unit_test(test_writer_bad_targets),
