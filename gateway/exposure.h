@@ -48,8 +48,9 @@ struct gw_exposure;
 
 /*
  * A loop's side of the queue, for the request path: blocks taken from the
- * pool and records handed to the writer GW_EXPOSURE_BULK at a time, one
- * lock each way for many records. Zeroed to start; one owner (a loop).
+ * pool all at once and records handed to the writer GW_EXPOSURE_BULK at a
+ * time, one lock each way for many records. Zeroed to start; one owner (a
+ * loop).
  */
 #define GW_EXPOSURE_BULK 64
 struct gw_exposure_local {

@@ -178,10 +178,12 @@ uint64_t reg_siphash24(const uint64_t key[2], const void *data, size_t len)
 #define MEMO_WAYS 4                 /* two ways lost 8% of 2,000 users
                                        cycling to sets they overfilled */
 
-/* A slot holds no user id, only a keyed tag of (experiment id, user id):
- * 16 bytes, so a set's four ways are one cache line and a lookup touches
- * one line. Two pairs share a tag with probability 2^-64 (a lookup
- * compares four). */
+/* A slot holds no user id, only a tag: the user id's SipHash under the
+ * memo's random key, mixed with the experiment id. 16 bytes, so a set's
+ * four ways are one cache line and a lookup touches one line; the set is
+ * the hash's top bits, known before the experiment (reg_arm_memo_prefetch).
+ * Two pairs share a tag with probability 2^-64 (a lookup compares four),
+ * and nobody without the key can choose ids that do. */
 struct memo_slot {
     uint64_t tag;
     uint32_t epoch;                       /* the memo's epoch; 0: empty */
@@ -235,25 +237,43 @@ void reg_arm_memo_stats(const struct reg_arm_memo *m, unsigned long *lookups,
     *hits = m ? m->hits : 0;
 }
 
+/* the SipHash of user (its set's index in the top bits), or 0 with *ok
+ * cleared when the memo cannot keep it */
+static uint64_t user_hash(struct reg_arm_memo *m, const char *user, int *ok)
+{
+    size_t len = strnlen(user, REG_MEMO_USER_MAX + 1);
+
+    *ok = m->keyed && len <= REG_MEMO_USER_MAX &&
+          (m->sets != NULL ||
+           (m->sets = calloc(MEMO_SETS, sizeof(*m->sets))) != NULL);
+    return *ok ? reg_siphash24(m->key, user, len) : 0;
+}
+
+void reg_arm_memo_prefetch(struct reg_arm_memo *m, const char *user_id)
+{
+    uint64_t h;
+    int ok;
+
+    if (m == NULL)
+        return;
+    h = user_hash(m, user_id ? user_id : "", &ok);
+    if (ok)
+        __builtin_prefetch(m->sets[h >> (64 - MEMO_BITS)]);
+}
+
 int reg_assign_memo(struct reg_arm_memo *m, const struct reg_experiment *e,
                     const char *user_id)
 {
-    const char *u = user_id ? user_id : "";
-    unsigned char in[8 + REG_MEMO_USER_MAX];
     struct memo_slot *set, s;
-    uint64_t tag;
-    size_t len;
-    int arm, w;
+    uint64_t h, tag;
+    int arm, w, ok;
 
-    if (m == NULL || !m->keyed ||
-        (len = strnlen(u, REG_MEMO_USER_MAX + 1)) > REG_MEMO_USER_MAX ||
-        (m->sets == NULL &&
-         (m->sets = calloc(MEMO_SETS, sizeof(*m->sets))) == NULL))
+    if (m == NULL ||
+        (h = user_hash(m, user_id ? user_id : "", &ok), !ok))
         return reg_assign(e->name, e->salt, user_id, e->arms, e->n_arms);
-    memcpy(in, &e->id, 8);
-    memcpy(in + 8, u, len);
-    tag = reg_siphash24(m->key, in, 8 + len);
-    set = m->sets[tag >> (64 - MEMO_BITS)];
+    /* a user's experiments share its set; the tag tells them apart */
+    tag = h ^ ((uint64_t)e->id * 0x9e3779b97f4a7c15ULL);
+    set = m->sets[h >> (64 - MEMO_BITS)];
     m->lookups++;
     for (w = 0; w < MEMO_WAYS; w++)
         if (set[w].tag == tag && set[w].epoch == m->epoch) {

@@ -301,9 +301,9 @@ int reg_assign_bucket(const char *experiment_name, const char *salt,
 /*
  * A memo of arm assignments for one thread, so that a user who comes back
  * costs a table lookup instead of a SHA-256: a 4-way set-associative table
- * of 8,192 16-byte slots (128 KB, allocated on first use) keyed by a
- * SipHash-2-4 tag, under a random per-memo key, of the experiment id and
- * the user id; user ids longer than REG_MEMO_USER_MAX bytes are assigned
+ * of 8,192 16-byte slots (128 KB, allocated on first use) keyed by a tag
+ * of the experiment id and the user id's SipHash-2-4 under a random
+ * per-memo key; user ids longer than REG_MEMO_USER_MAX bytes are assigned
  * without it. An experiment id names the same arms only within one
  * snapshot, so the owner calls reg_arm_memo_reset whenever it swaps
  * snapshots (O(1): entries of an older epoch are misses). Not thread-safe:
@@ -318,6 +318,9 @@ void reg_arm_memo_free(struct reg_arm_memo *m);
 /* reg_assign for experiment e, through the memo (NULL: none) */
 int reg_assign_memo(struct reg_arm_memo *m, const struct reg_experiment *e,
                     const char *user_id);
+/* Starts loading the memo's line for user_id, so that a reg_assign_memo
+ * for it a little later does not wait for memory. */
+void reg_arm_memo_prefetch(struct reg_arm_memo *m, const char *user_id);
 /* SipHash-2-4 of data under key (the memo's tags; exposed for tests) */
 uint64_t reg_siphash24(const uint64_t key[2], const void *data, size_t len);
 /* lookups, and those that found the user (for tests) */
