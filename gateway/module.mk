@@ -13,6 +13,8 @@ $(BUILD)/tests/test_gw_error: $(call objs,tests/unit/test_gw_error.c) $(GATEWAY_
 $(BUILD)/tests/test_gw_jscan: $(call objs,tests/unit/test_gw_jscan.c) $(GATEWAY_OBJS)
 UNIT_TESTS += $(BUILD)/tests/test_gw_prompt
 $(BUILD)/tests/test_gw_prompt: $(call objs,tests/unit/test_gw_prompt.c) $(GATEWAY_OBJS)
+# the exposure writer thread, its record pool and a loop's hand-overs
+TSAN_UNIT_TESTS += test_gw_prompt
 UNIT_TESTS += $(BUILD)/tests/test_gw_limit
 $(BUILD)/tests/test_gw_limit: $(call objs,tests/unit/test_gw_limit.c) $(GATEWAY_OBJS)
 # the limiter shared by worker threads: its threaded tests under TSan too
