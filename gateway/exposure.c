@@ -71,6 +71,7 @@ struct gw_exposure {
  * loop fault the pages in again). */
 #define POOL_SIZE 2048 /* bytes of a pooled record, header included */
 #define POOL_MAX  4096 /* records kept: 8 MiB at most */
+#define POOL_STRINGS (POOL_SIZE - sizeof(struct gw_exposure_rec))
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct gw_exposure_rec *pool; /* owned: kept records, by next */
@@ -90,16 +91,18 @@ static struct gw_exposure_rec *block_new(void)
     return r ? r : malloc(POOL_SIZE);
 }
 
-/* r (NULL: out of memory) as a new record of kind */
+/* r (NULL: out of memory) as a new record of kind, with cap bytes for
+ * its strings */
 static struct gw_exposure_rec *rec_init(struct gw_exposure_rec *r, int pooled,
-                                        enum gw_exposure_kind kind)
+                                        enum gw_exposure_kind kind, size_t cap)
 {
     if (r == NULL)
         return NULL;
     if (pooled) {
-        memset(r, 0, offsetof(struct gw_exposure_rec, model));
+        memset(r, 0, offsetof(struct gw_exposure_rec, strings));
         r->pooled = 1;
     }
+    r->str_cap = cap;
     r->kind = kind;
     r->ex.arm = -1;
     r->ex.latency_ms = -1;
@@ -113,12 +116,12 @@ struct gw_exposure_rec *gw_exposure_rec_new(enum gw_exposure_kind kind,
     size_t size = sizeof(struct gw_exposure_rec) + strings;
 
     if (size <= POOL_SIZE)
-        return rec_init(block_new(), 1, kind);
-    return rec_init(calloc(1, size), 0, kind);
+        return rec_init(block_new(), 1, kind, POOL_STRINGS);
+    return rec_init(calloc(1, size), 0, kind, strings);
 }
 
 /* Asks for the lines of block b that the next record writes first (its
- * cleared head, the start of model, backend and the strings), for write:
+ * cleared head and the start of its strings), for write:
  * blocks come back cold, and a request is long enough for them to arrive.
  * Inlined: GCC drops a static function whose only effect is a prefetch. */
 static inline __attribute__((always_inline)) void
@@ -127,10 +130,8 @@ block_prefetch(const struct gw_exposure_rec *b)
     const char *c = (const char *)b;
     size_t off;
 
-    for (off = 0; off < offsetof(struct gw_exposure_rec, model); off += 64)
+    for (off = 0; off < offsetof(struct gw_exposure_rec, strings); off += 64)
         __builtin_prefetch(c + off, 1);
-    __builtin_prefetch(b->model, 1);
-    __builtin_prefetch(b->backend, 1);
     for (off = 0; off < 256; off += 64)
         __builtin_prefetch(b->strings + off, 1);
 }
@@ -159,21 +160,27 @@ struct gw_exposure_rec *gw_exposure_rec_take(struct gw_exposure_local *l,
     } else {
         r = malloc(POOL_SIZE);
     }
-    return rec_init(r, 1, kind);
+    return rec_init(r, 1, kind, POOL_STRINGS);
 }
 
-const char *gw_exposure_rec_str(struct gw_exposure_rec *r, size_t *off,
-                                const char *s, size_t len)
+const char *gw_exposure_rec_str(struct gw_exposure_rec *r, const char *s,
+                                size_t len)
 {
     char *d;
 
-    if (s == NULL)
+    if (s == NULL || r->str_cap - r->str_len <= len)
         return NULL;
-    d = r->strings + *off;
+    d = r->strings + r->str_len;
     memcpy(d, s, len);
     d[len] = '\0';
-    *off += len + 1;
+    r->str_len += len + 1;
     return d;
+}
+
+const char *gw_exposure_rec_strn(struct gw_exposure_rec *r, const char *s,
+                                 size_t max)
+{
+    return s ? gw_exposure_rec_str(r, s, strnlen(s, max - 1)) : NULL;
 }
 
 void gw_exposure_rec_output(struct gw_exposure_rec *r, const char *data,

@@ -33,12 +33,16 @@ struct gw_exposure_rec {
     int raw_sse;                  /* raw holds SSE data payloads, one a line */
     int truncated;                /* raw stopped at its limit */
     int pooled;                   /* a POOL_SIZE block, reused when freed */
-    /* not cleared by gw_exposure_rec_new (ex.model and ex.backend say
-     * whether they hold anything), nor is the string area */
-    char model[264];
-    char backend[128];
-    char strings[];               /* the packed strings */
+    size_t str_len, str_cap;      /* bytes of strings used, and room */
+    char strings[];               /* the packed strings (not cleared) */
 };
+
+/* what a record's strings must leave room for when the request's model
+ * and backend are added at its end (gw_exposure_rec_strn, bounded to
+ * these): all of a record in one run of cache lines */
+#define GW_EXPOSURE_MODEL_MAX   264
+#define GW_EXPOSURE_BACKEND_MAX 128
+#define GW_EXPOSURE_TAIL (GW_EXPOSURE_MODEL_MAX + GW_EXPOSURE_BACKEND_MAX)
 
 /* Allocates a record with room for `strings` extra bytes; small
  * ones come from a pool of records freed before. */
@@ -73,10 +77,13 @@ void gw_exposure_hand(struct gw_exposure *w, struct gw_exposure_local *l);
 /* Frees the blocks and records l holds (hand first to keep the records). */
 void gw_exposure_local_clear(struct gw_exposure_local *l);
 
-/* Copies s (may be NULL) into the record's string area at *off; returns
- * the copy or NULL. */
-const char *gw_exposure_rec_str(struct gw_exposure_rec *r, size_t *off,
-                                const char *s, size_t len);
+/* Appends s[0..len) (s may be NULL) to the record's string area; returns
+ * the copy, or NULL when s is NULL or the area has no room for it. */
+const char *gw_exposure_rec_str(struct gw_exposure_rec *r, const char *s,
+                                size_t len);
+/* The same for the string s, cut to at most max - 1 bytes. */
+const char *gw_exposure_rec_strn(struct gw_exposure_rec *r, const char *s,
+                                 size_t max);
 /* Appends upstream answer bytes (bounded to max bytes in all). */
 void gw_exposure_rec_output(struct gw_exposure_rec *r, const char *data,
                             size_t len, size_t max);

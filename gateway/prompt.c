@@ -746,16 +746,6 @@ static struct gw_exposure_rec *pending_find(struct gw_prompts *p,
 
 /* ---- resolve ------------------------------------------------------------- */
 
-/* a bounded copy of s into out; returns out */
-static const char *copy_str(char *out, size_t cap, const char *s)
-{
-    size_t n = strnlen(s, cap - 1);
-
-    memcpy(out, s, n);
-    out[n] = '\0';
-    return out;
-}
-
 static const char *skip_ws(const char *s, const char *end)
 {
     while (s < end && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r'))
@@ -985,7 +975,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     size_t rlen[7];
     struct reg_resolved res;
     struct gw_exposure_rec *r;
-    size_t len, i, off, need;
+    size_t len, i, need;
     char *e = NULL;
     long version = 0;
     int rc = -1;
@@ -1241,11 +1231,11 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         need += (rlen[i] = i == 6 ? (pfs[3].type == GW_JSON_OBJECT
                                          ? pfs[3].len : 2)
                                   : rs[i] ? strlen(rs[i]) : 0) + 1;
-    if ((r = gw_exposure_rec_take(&p->local, GW_EXPOSURE, need)) == NULL)
+    if ((r = gw_exposure_rec_take(&p->local, GW_EXPOSURE,
+                                  need + GW_EXPOSURE_TAIL)) == NULL)
         goto oom;
-    off = 0;
     for (i = 0; i < 7; i++)
-        rs[i] = gw_exposure_rec_str(r, &off, rs[i], rlen[i]);
+        rs[i] = gw_exposure_rec_str(r, rs[i], rlen[i]);
     r->owner = req;
     r->at_us = req->start_us + p->wall_off; /* when the request came */
     r->ex.request_id = rs[0];
@@ -1362,10 +1352,9 @@ void gw_prompt_finish(struct gw_prompts *p, struct gw_http_req *req,
     r->ex.completion_tokens = rl->usage.completion_tokens;
     r->ex.total_tokens = rl->usage.total_tokens;
     r->ex.cache = req->cache; /* static strings */
-    if (rl->model)
-        r->ex.model = copy_str(r->model, sizeof(r->model), rl->model);
-    if (rl->backend)
-        r->ex.backend = copy_str(r->backend, sizeof(r->backend), rl->backend);
+    r->ex.model = gw_exposure_rec_strn(r, rl->model, GW_EXPOSURE_MODEL_MAX);
+    r->ex.backend = gw_exposure_rec_strn(r, rl->backend,
+                                         GW_EXPOSURE_BACKEND_MAX);
     if (gw_exposure_stage(p->sh->writer, &p->local, r)) {
         static const struct timeval tv = {0, HAND_MS * 1000};
         event_add(p->hand, &tv);
@@ -1402,7 +1391,7 @@ void gw_prompt_feedback(struct gw_gateway *gw, struct gw_http_req *req,
     char rid[REG_REQUEST_ID_MAX + 1], ev[REG_EVENT_MAX + 1], err[256];
     struct gw_exposure_rec *r;
     struct evbuffer *b;
-    size_t len = evbuffer_get_length(req->body), off = 0, n;
+    size_t len = evbuffer_get_length(req->body), n;
     double value = 1;
 
     if (p == NULL) {
@@ -1458,8 +1447,8 @@ void gw_prompt_feedback(struct gw_gateway *gw, struct gw_http_req *req,
         return;
     }
     r->at_us = wall_us();
-    r->fb.request_id = gw_exposure_rec_str(r, &off, rid, strlen(rid));
-    r->fb.event = gw_exposure_rec_str(r, &off, ev, strlen(ev));
+    r->fb.request_id = gw_exposure_rec_str(r, rid, strlen(rid));
+    r->fb.event = gw_exposure_rec_str(r, ev, strlen(ev));
     r->fb.value = value;
     if (gw_exposure_push(p->sh->writer, r) < 0) {
         evbuffer_free(b);

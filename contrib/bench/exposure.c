@@ -85,7 +85,7 @@ static int push_one(struct gw_exposure *w, long i, int64_t now)
         "单手开盖\"}";
     char rid[40], uid[16];
     const char *rs[7];
-    size_t rl[7], need = 0, off = 0;
+    size_t rl[7], need = 0;
     struct gw_exposure_rec *r;
     int k;
 
@@ -98,7 +98,7 @@ static int push_one(struct gw_exposure *w, long i, int64_t now)
     if ((r = gw_exposure_rec_new(GW_EXPOSURE, need)) == NULL)
         return -1;
     for (k = 0; k < 7; k++)
-        rs[k] = gw_exposure_rec_str(r, &off, rs[k], rl[k]);
+        rs[k] = gw_exposure_rec_str(r, rs[k], rl[k]);
     r->owner = r;
     r->at_us = now + i * 16;
     r->ex.request_id = rs[0], r->ex.prompt = rs[1], r->ex.label = rs[2];
@@ -112,10 +112,8 @@ static int push_one(struct gw_exposure *w, long i, int64_t now)
     r->ex.prompt_tokens = 60, r->ex.completion_tokens = 48;
     r->ex.total_tokens = 108;
     r->ex.cache = "miss";
-    strcpy(r->model, "gpt-4o-mini");
-    r->ex.model = r->model;
-    strcpy(r->backend, "mock");
-    r->ex.backend = r->backend;
+    r->ex.model = gw_exposure_rec_strn(r, "gpt-4o-mini", GW_EXPOSURE_MODEL_MAX);
+    r->ex.backend = gw_exposure_rec_strn(r, "mock", GW_EXPOSURE_BACKEND_MAX);
     return gw_exposure_push(w, r);
 }
 

@@ -138,13 +138,42 @@ static void test_rec_output_bounded(void **state)
     gw_exposure_rec_free(r);
 }
 
+/* a record's strings stay in its area: model and backend cut to their
+ * bounds at its end, nothing written past the room it was given */
+static void test_rec_strings(void **state)
+{
+    struct gw_exposure_rec *r = gw_exposure_rec_new(GW_EXPOSURE, 3000);
+    char big[3000], model[400];
+    const char *m;
+
+    (void)state;
+    memset(big, 'b', sizeof(big));
+    memset(model, 'm', sizeof(model) - 1);
+    model[sizeof(model) - 1] = '\0';
+    assert_non_null(r);
+    assert_non_null(gw_exposure_rec_str(r, big, 2990));
+    assert_null(gw_exposure_rec_str(r, big, 20)); /* 9 bytes left */
+    assert_non_null(gw_exposure_rec_str(r, big, 8));
+    assert_null(gw_exposure_rec_str(r, "", 0));
+    assert_null(gw_exposure_rec_strn(r, NULL, 10));
+    gw_exposure_rec_free(r);
+    r = gw_exposure_rec_new(GW_EXPOSURE, 100 + GW_EXPOSURE_TAIL);
+    assert_non_null(gw_exposure_rec_str(r, big, 100));
+    m = gw_exposure_rec_strn(r, model, GW_EXPOSURE_MODEL_MAX);
+    assert_non_null(m);
+    assert_int_equal(strlen(m), GW_EXPOSURE_MODEL_MAX - 1);
+    m = gw_exposure_rec_strn(r, "mock", GW_EXPOSURE_BACKEND_MAX);
+    assert_string_equal(m, "mock");
+    gw_exposure_rec_free(r);
+}
+
 /* record i of kind, from the loop-side blocks of l (NULL: the pool's) */
 static struct gw_exposure_rec *make_from(struct gw_exposure_local *l, int i,
                                          enum gw_exposure_kind kind)
 {
     char rid[32], vars[64];
     struct gw_exposure_rec *r;
-    size_t off = 0, need;
+    size_t need;
 
     snprintf(rid, sizeof(rid), "req-%d", i);
     snprintf(vars, sizeof(vars), "{\"i\":%d}", i);
@@ -152,14 +181,14 @@ static struct gw_exposure_rec *make_from(struct gw_exposure_local *l, int i,
     r = l ? gw_exposure_rec_take(l, kind, need) : gw_exposure_rec_new(kind, need);
     r->at_us = 1795875000000000LL + i;
     if (kind == GW_EXPOSURE) {
-        r->ex.request_id = gw_exposure_rec_str(r, &off, rid, strlen(rid));
-        r->ex.prompt = gw_exposure_rec_str(r, &off, "p", 1);
+        r->ex.request_id = gw_exposure_rec_str(r, rid, strlen(rid));
+        r->ex.prompt = gw_exposure_rec_str(r, "p", 1);
         r->ex.version = 1 + i % 2;
         r->ex.status = 200;
-        r->ex.variables = gw_exposure_rec_str(r, &off, vars, strlen(vars));
+        r->ex.variables = gw_exposure_rec_str(r, vars, strlen(vars));
     } else {
-        r->fb.request_id = gw_exposure_rec_str(r, &off, rid, strlen(rid));
-        r->fb.event = gw_exposure_rec_str(r, &off, "click", 5);
+        r->fb.request_id = gw_exposure_rec_str(r, rid, strlen(rid));
+        r->fb.event = gw_exposure_rec_str(r, "click", 5);
         r->fb.value = 1;
     }
     return r;
@@ -299,34 +328,31 @@ static struct gw_exposure_rec *make_real(int i)
         "\xe5\x8d\x95\xe6\x89\x8b\xe5\xbc\x80\xe7\x9b\x96\"}";
     char rid[32], uid[16];
     struct gw_exposure_rec *r;
-    size_t off = 0;
 
     snprintf(rid, sizeof(rid), "%016llx",
              (unsigned long long)i * 0x9E3779B97F4A7C15ULL);
     snprintf(uid, sizeof(uid), "u%d", 1 + i % 2000);
     r = gw_exposure_rec_new(GW_EXPOSURE, strlen(rid) + strlen(uid) +
-                            sizeof(vars) + 64);
+                            sizeof(vars) + 64 + GW_EXPOSURE_TAIL);
     assert_non_null(r);
     r->at_us = 1795875000000000LL + (int64_t)i * 40;
-    r->ex.request_id = gw_exposure_rec_str(r, &off, rid, strlen(rid));
-    r->ex.prompt = gw_exposure_rec_str(r, &off, "bench_copy", 10);
-    r->ex.label = gw_exposure_rec_str(r, &off, "production", 10);
-    r->ex.user_id = gw_exposure_rec_str(r, &off, uid, strlen(uid));
+    r->ex.request_id = gw_exposure_rec_str(r, rid, strlen(rid));
+    r->ex.prompt = gw_exposure_rec_str(r, "bench_copy", 10);
+    r->ex.label = gw_exposure_rec_str(r, "production", 10);
+    r->ex.user_id = gw_exposure_rec_str(r, uid, strlen(uid));
     r->ex.experiment_id = 1;
-    r->ex.experiment = gw_exposure_rec_str(r, &off, "bench_copy@production",
+    r->ex.experiment = gw_exposure_rec_str(r, "bench_copy@production",
                                            21);
     r->ex.arm = i % 2;
     r->ex.version = 1 + i % 2;
-    r->ex.variables = gw_exposure_rec_str(r, &off, vars, sizeof(vars) - 1);
+    r->ex.variables = gw_exposure_rec_str(r, vars, sizeof(vars) - 1);
     r->ex.status = 200;
     r->ex.latency_ms = 1.25;
     r->ex.prompt_tokens = 60, r->ex.completion_tokens = 48;
     r->ex.total_tokens = 108;
     r->ex.cache = "bypass";
-    snprintf(r->model, sizeof(r->model), "gpt-4o-mini");
-    snprintf(r->backend, sizeof(r->backend), "mock");
-    r->ex.model = r->model;
-    r->ex.backend = r->backend;
+    r->ex.model = gw_exposure_rec_strn(r, "gpt-4o-mini", GW_EXPOSURE_MODEL_MAX);
+    r->ex.backend = gw_exposure_rec_strn(r, "mock", GW_EXPOSURE_BACKEND_MAX);
     if (getenv("EXPOSURE_OUTPUT")) { /* log_outputs on: a mockllm answer */
         static char body[1024];
         if (body[0] == '\0') {
@@ -527,6 +553,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_output_text_members_in_place),
         cmocka_unit_test(test_output_text_any_prefix),
         cmocka_unit_test(test_rec_output_bounded),
+        cmocka_unit_test(test_rec_strings),
         cmocka_unit_test(test_writer_file_every_push_accounted),
         cmocka_unit_test(test_writer_staged),
         cmocka_unit_test(test_writer_db_bulk),
