@@ -22,6 +22,9 @@
 struct reg_watch {
     char *path;              /* owned */
     sqlite3 *sql;            /* owned; NULL while the file is missing */
+    sqlite3_stmt *dv, *stamp; /* owned: prepared once per connection (the
+                                stamp's six subqueries cost more to compile
+                                than to run) */
     int64_t data_version;    /* last seen, -1 before the first call */
     dev_t dev;
     ino_t ino;
@@ -29,8 +32,24 @@ struct reg_watch {
 
 static void watch_close(struct reg_watch *w)
 {
+    sqlite3_finalize(w->dv);
+    sqlite3_finalize(w->stamp);
+    w->dv = w->stamp = NULL;
     sqlite3_close(w->sql);
     w->sql = NULL;
+}
+
+/* *slot, prepared from sql on first use; NULL on failure */
+static sqlite3_stmt *watch_stmt(struct reg_watch *w, sqlite3_stmt **slot,
+                                const char *sql)
+{
+    if (*slot == NULL &&
+        sqlite3_prepare_v3(w->sql, sql, -1, SQLITE_PREPARE_PERSISTENT, slot,
+                           NULL) != SQLITE_OK) {
+        sqlite3_finalize(*slot);
+        *slot = NULL;
+    }
+    return *slot;
 }
 
 static int watch_open(struct reg_watch *w, char **err)
@@ -83,7 +102,7 @@ void reg_watch_free(struct reg_watch *w)
 
 int reg_watch_changed(struct reg_watch *w, char **err)
 {
-    sqlite3_stmt *st = NULL;
+    sqlite3_stmt *st;
     struct stat sb;
     int64_t dv;
     int rc, reopened = 0;
@@ -96,17 +115,15 @@ int reg_watch_changed(struct reg_watch *w, char **err)
             return -1;
         reopened = 1;
     }
-    rc = sqlite3_prepare_v2(w->sql, "PRAGMA data_version", -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
+    st = watch_stmt(w, &w->dv, "PRAGMA data_version");
+    rc = st ? sqlite3_step(st) : SQLITE_ERROR;
     if (rc != SQLITE_ROW) {
         reg_err(err, "cannot watch '%s': %s", w->path, sqlite3_errmsg(w->sql));
-        sqlite3_finalize(st);
         watch_close(w);
         return -1;
     }
     dv = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     if (reopened || dv != w->data_version) {
         w->data_version = dv;
         return 1;
@@ -131,20 +148,20 @@ int reg_watch_stamp(struct reg_watch *w, char *out, size_t outlen, char **err)
         " (SELECT coalesce(max(id), 0) FROM experiments) || ':' ||"
         " (SELECT count(*) || '/' || coalesce(sum(id), 0) FROM experiments"
         "  WHERE status = 'running')";
-    sqlite3_stmt *st = NULL;
+    sqlite3_stmt *st;
     int rc;
 
     if (w->sql == NULL && watch_open(w, err) < 0)
         return -1;
-    rc = sqlite3_prepare_v2(w->sql, q, -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
+    st = watch_stmt(w, &w->stamp, q);
+    rc = st ? sqlite3_step(st) : SQLITE_ERROR;
     if (rc != SQLITE_ROW) {
         reg_err(err, "cannot read '%s': %s", w->path, sqlite3_errmsg(w->sql));
-        sqlite3_finalize(st);
+        if (st)
+            sqlite3_reset(st);
         return -1;
     }
     snprintf(out, outlen, "%s", (const char *)sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
+    sqlite3_reset(st); /* ends the read transaction */
     return 0;
 }
