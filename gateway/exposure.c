@@ -34,8 +34,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BATCH 1024   /* records per transaction */
-#define LINGER_MS 20 /* a woken writer waits this long for more */
+/* Records per transaction, and how long a woken writer waits for more.
+ * Commits cost more than their bytes: two prompt gateways side by side
+ * under load, one writing 1,024 records a commit after a 20 ms linger
+ * served ~1% fewer requests a second than one writing 4,096 after 60 ms
+ * (with 5 ms, ~2% fewer). */
+#define BATCH 4096
+#define LINGER_MS 60
 
 /* ISO-8601 UTC with milliseconds ("2026-11-28T14:10:00.000Z", 24 bytes
  * and a NUL). The part up to the second is formatted once per second and
@@ -62,6 +67,12 @@ struct gw_exposure {
     struct gw_exposure_stats st;
     struct at_cache atc;    /* the writer thread's */
     struct reg_buf text;    /* owned: the writer thread's file batch */
+    /* owned, BATCH each: the writer thread's batch, its records' rows
+     * and their times (on the heap: a thread's stack and TLS stay small) */
+    struct gw_exposure_rec **batch;
+    struct reg_exposure *ex;
+    struct reg_feedback *fb;
+    char (*ats)[32];
 };
 
 /* Records of up to POOL_SIZE bytes are kept for reuse: the loop takes
@@ -70,7 +81,7 @@ struct gw_exposure {
  * made the allocator consolidate and trim its heap under load (and the
  * loop fault the pages in again). */
 #define POOL_SIZE 2048 /* bytes of a pooled record, header included */
-#define POOL_MAX  4096 /* records kept: 8 MiB at most */
+#define POOL_MAX  8192 /* records kept: 16 MiB at most (two batches) */
 #define POOL_STRINGS (POOL_SIZE - sizeof(struct gw_exposure_rec))
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -220,7 +231,7 @@ void gw_exposure_rec_free(struct gw_exposure_rec *r)
 void gw_exposure_rec_free_n(struct gw_exposure_rec **recs, size_t n)
 {
     struct gw_exposure_rec *keep = NULL, *last = NULL, *r;
-    size_t i, n_keep = 0;
+    size_t i, n_keep = 0, room;
 
     for (i = 0; i < n; i++) {
         if ((r = recs[i]) == NULL)
@@ -239,13 +250,23 @@ void gw_exposure_rec_free_n(struct gw_exposure_rec **recs, size_t n)
     }
     if (keep == NULL)
         return;
-    /* one lock for all of them: the writer returns a batch at a time */
+    /* one lock for all of them: the writer returns a batch at a time; as
+     * many as the pool has room for (a batch may be larger than it) */
     pthread_mutex_lock(&pool_mu);
-    if (pool_n + n_keep <= POOL_MAX) {
+    room = pool_n < POOL_MAX ? POOL_MAX - pool_n : 0;
+    if (room >= n_keep) {
         last->next = pool;
         pool = keep;
         pool_n += n_keep;
         keep = NULL;
+    } else if (room > 0) {
+        for (last = keep, i = 1; i < room; i++)
+            last = last->next;
+        r = last->next;
+        last->next = pool;
+        pool = keep;
+        pool_n += room;
+        keep = r;
     }
     pthread_mutex_unlock(&pool_mu);
     while (keep) { /* the pool is full */
@@ -532,9 +553,9 @@ static int write_file(struct gw_exposure *w, struct gw_exposure_rec **recs,
 static void write_batch(struct gw_exposure *w, struct gw_exposure_rec **recs,
                         size_t n)
 {
-    static __thread struct reg_exposure ex[BATCH];
-    static __thread struct reg_feedback fb[BATCH];
-    char ats[BATCH][32];
+    struct reg_exposure *ex = w->ex;
+    struct reg_feedback *fb = w->fb;
+    char (*ats)[32] = w->ats;
     size_t i, n_ex = 0, n_fb = 0;
     char *err = NULL;
     int rc;
@@ -578,7 +599,7 @@ static void write_batch(struct gw_exposure *w, struct gw_exposure_rec **recs,
 static void *writer_main(void *arg)
 {
     struct gw_exposure *w = arg;
-    struct gw_exposure_rec *batch[BATCH];
+    struct gw_exposure_rec **batch = w->batch;
     struct timespec linger = {0, LINGER_MS * 1000000L};
     size_t n;
 
@@ -629,6 +650,10 @@ static void release(struct gw_exposure *w)
     free(w->text.p);
     free(w->where);
     free(w->ring);
+    free(w->batch);
+    free(w->ex);
+    free(w->fb);
+    free(w->ats);
     free(w);
 }
 
@@ -639,8 +664,19 @@ struct gw_exposure *gw_exposure_new(const char *db_path, const char *file,
     char *e = NULL;
 
     if (w == NULL || queue == 0 ||
-        (w->ring = calloc(queue, sizeof(*w->ring))) == NULL) {
+        (w->ring = calloc(queue, sizeof(*w->ring))) == NULL ||
+        (w->batch = calloc(BATCH, sizeof(*w->batch))) == NULL ||
+        (w->ex = calloc(BATCH, sizeof(*w->ex))) == NULL ||
+        (w->fb = calloc(BATCH, sizeof(*w->fb))) == NULL ||
+        (w->ats = calloc(BATCH, sizeof(*w->ats))) == NULL) {
         snprintf(err, errlen, "cannot start the exposure log: out of memory");
+        if (w) {
+            free(w->ring);
+            free(w->batch);
+            free(w->ex);
+            free(w->fb);
+            free(w->ats);
+        }
         free(w);
         return NULL;
     }
