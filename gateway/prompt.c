@@ -76,7 +76,8 @@
 #define SWAP_MS 100               /* the loop takes a new snapshot */
 #define HAND_MS 2                 /* finished records wait for more */
 #define QUEUE_MAX 65536           /* exposure records waiting for the writer */
-#define BUCKETS 1024              /* pending table, power of two */
+#define PEND_MIN 1024             /* pending table slots at first */
+#define DONE_MAX GW_EXPOSURE_BULK  /* finished records applied at once */
 #define MAX_PARAMS 32             /* params keys looked up in a request */
 #define OUTPUT_MAX (256u << 10)   /* bytes of an answer kept for its text */
 #define MAX_DEPTH 64
@@ -124,6 +125,29 @@ struct vcache {
 #define FMAP_NONE (-1)
 #define FMAP_MESSAGES (-2)
 
+/* a request in flight with a record: the table holds the owner itself, so
+ * finding a record reads no record (they are cold by the time the answer
+ * ends) */
+struct pend {
+    const void *owner;            /* NULL: free slot */
+    struct gw_exposure_rec *r;
+};
+
+/* A finished request's values, kept in the loop's hot memory and written
+ * into its record DONE_MAX at a time: stores to a cold record made the
+ * next locked instruction of the request path wait for its lines, once a
+ * request; applied together, their lines load side by side. Model and
+ * backend longer than these go into the record at once. */
+struct done {
+    struct gw_exposure_rec *r;
+    int status, stream;
+    double latency_ms;
+    long prompt_tokens, completion_tokens, total_tokens;
+    const char *cache;            /* static */
+    signed char mlen, blen;       /* -1: none */
+    char model[48], backend[32];
+};
+
 struct gw_prompts {
     struct gw_prompts *sh;        /* borrowed: the worker view that owns the
                                      shared part below (itself for the
@@ -155,8 +179,13 @@ struct gw_prompts {
     struct event *hand;           /* owned: hands them over, HAND_MS after
                                      the first */
     struct gw_exposure *writer;   /* owned */
-    struct gw_exposure_rec *pending[BUCKETS]; /* owned lists */
-    size_t n_pending;
+    struct pend *pend;            /* owned: the requests that have a
+                                     record, pend_cap slots (open
+                                     addressing on the owner) */
+    size_t pend_cap, n_pending;
+    struct done done[DONE_MAX];   /* finished, their values not yet in
+                                     their records (done_apply) */
+    size_t n_done;
     struct reg_buf out;           /* the body being built (reused) */
     struct vcache *vcache[VC_BUCKETS]; /* owned: per version of snap */
     int64_t wall_off;             /* CLOCK_REALTIME - CLOCK_MONOTONIC, in
@@ -486,11 +515,14 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void done_apply(struct gw_prompts *p);
+
 static void on_hand(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_prompts *p = arg;
 
     (void)fd, (void)what;
+    done_apply(p);
     gw_exposure_hand(p->sh->writer, &p->local);
 }
 
@@ -499,20 +531,22 @@ static void local_close(struct gw_prompts *p)
 {
     if (p->hand)
         event_free(p->hand);
-    if (p->sh->writer)
+    if (p->sh->writer) {
+        done_apply(p);
         gw_exposure_hand(p->sh->writer, &p->local);
+    }
     gw_exposure_local_clear(&p->local);
 }
 
 /* Requests still pending at exit never ended: their records go. */
 static void pending_clear(struct gw_prompts *p)
 {
-    for (size_t i = 0; i < BUCKETS; i++)
-        while (p->pending[i]) {
-            struct gw_exposure_rec *r = p->pending[i];
-            p->pending[i] = r->next;
-            gw_exposure_rec_free(r);
-        }
+    for (size_t i = 0; i < p->pend_cap; i++)
+        if (p->pend[i].owner)
+            gw_exposure_rec_free(p->pend[i].r);
+    free(p->pend);
+    p->pend = NULL;
+    p->pend_cap = p->n_pending = 0;
 }
 
 struct gw_prompts *gw_prompts_view(struct gw_prompts *first,
@@ -710,38 +744,103 @@ static int logs_outputs(const struct gw_prompts *p)
     return __atomic_load_n(&p->sh->log_outputs, __ATOMIC_RELAXED);
 }
 
-static size_t bucket(const void *req)
+static size_t pend_home(const struct gw_prompts *p, const void *req)
 {
     uintptr_t x = (uintptr_t)req;
 
     x ^= x >> 17;
     x *= 0x9E3779B97F4A7C15ULL;
-    return (size_t)(x >> 40) & (BUCKETS - 1);
+    return (size_t)(x >> 32) & (p->pend_cap - 1);
 }
 
-static struct gw_exposure_rec *pending_take(struct gw_prompts *p,
-                                            const void *req)
+/* the slot of req, or of the free slot where it would go */
+static size_t pend_slot(const struct gw_prompts *p, const void *req)
 {
-    struct gw_exposure_rec **pp = &p->pending[bucket(req)], *r;
+    size_t i = pend_home(p, req);
 
-    for (; (r = *pp) != NULL; pp = &r->next)
-        if (r->owner == req) {
-            *pp = r->next;
-            r->next = NULL;
-            p->n_pending--;
-            return r;
-        }
-    return NULL;
+    while (p->pend[i].owner != NULL && p->pend[i].owner != req)
+        i = (i + 1) & (p->pend_cap - 1);
+    return i;
+}
+
+/* r pending for req (at most half the slots used: the table doubles);
+ * 0, or -1 out of memory */
+static int pending_add(struct gw_prompts *p, const void *req,
+                       struct gw_exposure_rec *r)
+{
+    if ((p->n_pending + 1) * 2 > p->pend_cap) {
+        struct pend *old = p->pend;
+        size_t old_cap = p->pend_cap, i;
+        size_t cap = old_cap ? old_cap * 2 : PEND_MIN;
+        struct pend *t = calloc(cap, sizeof(*t));
+        if (t == NULL)
+            return -1;
+        p->pend = t, p->pend_cap = cap;
+        for (i = 0; i < old_cap; i++)
+            if (old[i].owner)
+                p->pend[pend_slot(p, old[i].owner)] = old[i];
+        free(old);
+    }
+    p->pend[pend_slot(p, req)] = (struct pend){req, r};
+    p->n_pending++;
+    return 0;
 }
 
 static struct gw_exposure_rec *pending_find(struct gw_prompts *p,
                                             const void *req)
 {
-    struct gw_exposure_rec *r = p->pending[bucket(req)];
+    return p->n_pending ? p->pend[pend_slot(p, req)].r : NULL;
+}
 
-    while (r && r->owner != req)
-        r = r->next;
+/* removes req's record from the table (linear probing's backward shift:
+ * no tombstones) and returns it */
+static struct gw_exposure_rec *pending_take(struct gw_prompts *p,
+                                            const void *req)
+{
+    size_t mask = p->pend_cap - 1, i, j, k;
+    struct gw_exposure_rec *r;
+
+    if (p->n_pending == 0 || (r = p->pend[i = pend_slot(p, req)].r) == NULL)
+        return NULL;
+    for (j = i;;) {
+        j = (j + 1) & mask;
+        if (p->pend[j].owner == NULL)
+            break;
+        k = pend_home(p, p->pend[j].owner);
+        /* j moves into the hole at i unless its home lies in (i, j] */
+        if (i <= j ? (k <= i || k > j) : (k <= i && k > j)) {
+            p->pend[i] = p->pend[j];
+            i = j;
+        }
+    }
+    p->pend[i] = (struct pend){NULL, NULL};
+    p->n_pending--;
     return r;
+}
+
+/* the finished records' values into the records, which go to the writer */
+static void done_apply(struct gw_prompts *p)
+{
+    size_t i;
+
+    for (i = 0; i < p->n_done; i++) {
+        struct done *d = &p->done[i];
+        struct gw_exposure_rec *r = d->r;
+        r->ex.status = d->status;
+        r->ex.stream = d->stream;
+        r->ex.latency_ms = d->latency_ms;
+        r->ex.prompt_tokens = d->prompt_tokens;
+        r->ex.completion_tokens = d->completion_tokens;
+        r->ex.total_tokens = d->total_tokens;
+        r->ex.cache = d->cache;
+        if (d->mlen >= 0)
+            r->ex.model = gw_exposure_rec_str(r, d->model, (size_t)d->mlen);
+        if (d->blen >= 0)
+            r->ex.backend = gw_exposure_rec_str(r, d->backend,
+                                                (size_t)d->blen);
+        gw_exposure_stage(p->sh->writer, &p->local, r);
+    }
+    p->n_done = 0;
 }
 
 /* ---- resolve ------------------------------------------------------------- */
@@ -1251,9 +1350,10 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     }
     r->ex.variables = rs[6];
     r->truncated = !logs_outputs(p); /* then it keeps no output bytes */
-    r->next = p->pending[bucket(req)];
-    p->pending[bucket(req)] = r;
-    p->n_pending++;
+    if (pending_add(p, req, r) < 0) {
+        gw_exposure_rec_free(r);
+        goto oom;
+    }
 
     /* the body is now the rewritten one, and the caller's fields describe
      * it (later stages read them): moved, dropped ("prompt") or pointing
@@ -1341,23 +1441,44 @@ oom_late:
 void gw_prompt_finish(struct gw_prompts *p, struct gw_http_req *req,
                       const struct gw_reqlog *rl, int64_t end_us)
 {
+    size_t ml = rl->model ? strlen(rl->model) : 0;
+    size_t bl = rl->backend ? strlen(rl->backend) : 0;
     struct gw_exposure_rec *r;
+    struct done *d;
+    size_t off;
 
-    if (p->n_pending == 0 || (r = pending_take(p, req)) == NULL)
+    if ((r = pending_take(p, req)) == NULL)
         return;
-    r->ex.status = rl->status;
-    r->ex.stream = rl->stream;
-    r->ex.latency_ms = (double)(end_us - req->start_us) / 1000.0;
-    r->ex.prompt_tokens = rl->usage.prompt_tokens;
-    r->ex.completion_tokens = rl->usage.completion_tokens;
-    r->ex.total_tokens = rl->usage.total_tokens;
-    r->ex.cache = req->cache; /* static strings */
-    r->ex.model = gw_exposure_rec_strn(r, rl->model, GW_EXPOSURE_MODEL_MAX);
-    r->ex.backend = gw_exposure_rec_strn(r, rl->backend,
-                                         GW_EXPOSURE_BACKEND_MAX);
-    if (gw_exposure_stage(p->sh->writer, &p->local, r)) {
+    d = &p->done[p->n_done];
+    d->r = r;
+    d->status = rl->status;
+    d->stream = rl->stream;
+    d->latency_ms = (double)(end_us - req->start_us) / 1000.0;
+    d->prompt_tokens = rl->usage.prompt_tokens;
+    d->completion_tokens = rl->usage.completion_tokens;
+    d->total_tokens = rl->usage.total_tokens;
+    d->cache = req->cache; /* static strings */
+    d->mlen = d->blen = -1;
+    if (ml < sizeof(d->model) && bl < sizeof(d->backend)) {
+        if (rl->model)
+            memcpy(d->model, rl->model, ml), d->mlen = (signed char)ml;
+        if (rl->backend)
+            memcpy(d->backend, rl->backend, bl), d->blen = (signed char)bl;
+    } else { /* long names: into the record now */
+        r->ex.model = gw_exposure_rec_strn(r, rl->model,
+                                           GW_EXPOSURE_MODEL_MAX);
+        r->ex.backend = gw_exposure_rec_strn(r, rl->backend,
+                                             GW_EXPOSURE_BACKEND_MAX);
+    }
+    /* the lines done_apply writes, loading while other requests run */
+    for (off = offsetof(struct gw_exposure_rec, ex.status);
+         off < offsetof(struct gw_exposure_rec, strings) + 384; off += 64)
+        __builtin_prefetch((const char *)r + off, 1);
+    if (++p->n_done == 1) {
         static const struct timeval tv = {0, HAND_MS * 1000};
         event_add(p->hand, &tv);
+    } else if (p->n_done == DONE_MAX) {
+        done_apply(p);
     }
 }
 
@@ -1366,8 +1487,7 @@ void gw_prompt_output(struct gw_prompts *p, struct gw_http_req *req,
 {
     struct gw_exposure_rec *r;
 
-    if (p == NULL || p->n_pending == 0 || !logs_outputs(p) ||
-        (r = pending_find(p, req)) == NULL)
+    if (p == NULL || !logs_outputs(p) || (r = pending_find(p, req)) == NULL)
         return;
     r->raw_sse = sse;
     if (sse && (len == 6 && memcmp(data, "[DONE]", 6) == 0))
@@ -1377,7 +1497,7 @@ void gw_prompt_output(struct gw_prompts *p, struct gw_http_req *req,
 
 int gw_prompt_wants_output(struct gw_prompts *p, struct gw_http_req *req)
 {
-    return p && p->n_pending && logs_outputs(p) && pending_find(p, req);
+    return p && logs_outputs(p) && pending_find(p, req);
 }
 
 /* ---- feedback ------------------------------------------------------------ */
