@@ -562,6 +562,13 @@ static void write_batch(struct gw_exposure *w, struct gw_exposure_rec **recs,
 
     for (i = 0; i < n; i++) {
         struct gw_exposure_rec *r = recs[i];
+        if (i + 8 < n) { /* the lines read below, cold since queued */
+            const char *c = (const char *)recs[i + 8];
+            __builtin_prefetch(c);
+            __builtin_prefetch(c + 64);
+            __builtin_prefetch(c + 128);
+            __builtin_prefetch(c + 192);
+        }
         format_at(&w->atc, r->at_us, ats[i]);
         if (r->kind == GW_EXPOSURE) {
             r->ex.at = ats[i];
