@@ -1148,7 +1148,6 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     }
     if (uid && *uid == '\0')
         uid = NULL;
-    reg_arm_memo_prefetch(p->memo, uid); /* the arm comes after the lookups */
 
     if (reg_snapshot_resolve_memo(p->snap, name, label, (int)version, uid,
                                   p->memo, &res, &e) < 0) {

@@ -181,7 +181,7 @@ uint64_t reg_siphash24(const uint64_t key[2], const void *data, size_t len)
 /* A slot holds no user id, only a tag: the user id's SipHash under the
  * memo's random key, mixed with the experiment id. 16 bytes, so a set's
  * four ways are one cache line and a lookup touches one line; the set is
- * the hash's top bits, known before the experiment (reg_arm_memo_prefetch).
+ * the hash's top bits (a user's experiments share its set).
  * Two pairs share a tag with probability 2^-64 (a lookup compares four),
  * and nobody without the key can choose ids that do. */
 struct memo_slot {
@@ -247,18 +247,6 @@ static uint64_t user_hash(struct reg_arm_memo *m, const char *user, int *ok)
           (m->sets != NULL ||
            (m->sets = calloc(MEMO_SETS, sizeof(*m->sets))) != NULL);
     return *ok ? reg_siphash24(m->key, user, len) : 0;
-}
-
-void reg_arm_memo_prefetch(struct reg_arm_memo *m, const char *user_id)
-{
-    uint64_t h;
-    int ok;
-
-    if (m == NULL)
-        return;
-    h = user_hash(m, user_id ? user_id : "", &ok);
-    if (ok)
-        __builtin_prefetch(m->sets[h >> (64 - MEMO_BITS)]);
 }
 
 int reg_assign_memo(struct reg_arm_memo *m, const struct reg_experiment *e,

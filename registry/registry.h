@@ -318,9 +318,6 @@ void reg_arm_memo_free(struct reg_arm_memo *m);
 /* reg_assign for experiment e, through the memo (NULL: none) */
 int reg_assign_memo(struct reg_arm_memo *m, const struct reg_experiment *e,
                     const char *user_id);
-/* Starts loading the memo's line for user_id, so that a reg_assign_memo
- * for it a little later does not wait for memory. */
-void reg_arm_memo_prefetch(struct reg_arm_memo *m, const char *user_id);
 /* SipHash-2-4 of data under key (the memo's tags; exposed for tests) */
 uint64_t reg_siphash24(const uint64_t key[2], const void *data, size_t len);
 /* lookups, and those that found the user (for tests) */
