@@ -218,7 +218,7 @@ static long count_lines(const char *path)
  * frees the rest (ASan: nothing leaked, nothing freed twice) */
 static void test_pool_overflow(void **state)
 {
-    enum { N = 9000 };
+    enum { N = 20000 }; /* more than POOL_MAX (16,384) */
     struct gw_exposure_rec **recs = calloc(N, sizeof(*recs));
 
     (void)state;
