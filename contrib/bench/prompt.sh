@@ -29,8 +29,15 @@
 # Both check that every prompt request left an exposure, and write
 # results/bench-prompt-<UTC time>.json.
 #
+# AB_BIN=DIR (MODE=together) puts a prompt gateway of another build (DIR
+# holds its promptgate and promptctl, e.g. a worktree's bin/) in core's
+# place, with its own registry made by its own promptctl: the prompt pair
+# then reads (that build + mock) / (this build + mock), >1 when this build
+# costs less; AB_BIN=bin (this build against itself) shows what it reads
+# when there is no difference. The outputs pair is not run.
+#
 # Knobs: MODE=together ROUNDS=6 SAT_DUR=5 SAT_CONN=32 WARM_DUR=3 PIN=1
-#        BENCH_USERS=2000 AA=0
+#        BENCH_USERS=2000 AA=0 AB_BIN=
 #        BENCH_TMP=/tmp (where the registry database and the exposure file
 #        live: /dev/shm takes the disk, and on a VM its I/O, out of it)
 set -euo pipefail
@@ -42,6 +49,15 @@ SAT_CONN=${SAT_CONN:-32}
 WARM_DUR=${WARM_DUR:-3}
 PIN=${PIN:-1}
 AA=${AA:-0}
+AB_BIN=${AB_BIN:-}
+if [[ -n $AB_BIN && ( $MODE != together || $AA == 1 ) ]]; then
+    echo "bench-prompt: AB_BIN needs MODE=together and AA=0" >&2
+    exit 2
+fi
+if [[ -n $AB_BIN && ! -x $AB_BIN/promptgate ]]; then
+    echo "bench-prompt: AB_BIN=$AB_BIN has no promptgate (build it: make -C <tree> all)" >&2
+    exit 2
+fi
 if [[ $MODE == together ]]; then
     ROUNDS=${ROUNDS:-6}; SAT_DUR=${SAT_DUR:-5}
 elif [[ $MODE == turns ]]; then
@@ -62,18 +78,23 @@ if [[ $PIN == 1 ]]; then SRV=(taskset -c 0); CLI=(taskset -c 1); fi
 CLK_TCK=$(getconf CLK_TCK)
 
 # the registry: a version that renders to request.json's messages
-export PROMPTGATE_DB="$WORK/reg.db"
-"$BIN/promptctl" init >/dev/null
-cat >"$WORK/v.json" <<'JSON'
+make_registry() { # bin db
+    PROMPTGATE_DB=$2 "$1/promptctl" init >/dev/null
+    cat >"$WORK/v.json" <<'JSON'
 {"messages": [{"role": "system", "content": "你是一名资深电商文案策划，擅长撰写简洁有力的中文商品卖点。"},
               {"role": "user", "content": "请为一款{{product}}写一段60字以内的商品详情页文案，突出{{points}}。"}],
  "params": {"model": "gpt-4o-mini", "temperature": 0.7, "max_tokens": 48}}
 JSON
-"$BIN/promptctl" publish bench_copy -f "$WORK/v.json" >/dev/null
-sed 's/60字/50字/' "$WORK/v.json" >"$WORK/v2.json"
-"$BIN/promptctl" publish bench_copy -f "$WORK/v2.json" >/dev/null
-"$BIN/promptctl" label bench_copy 1 production >/dev/null
-"$BIN/promptctl" experiment start bench_copy --label production --arm 1:50 --arm 2:50 >/dev/null
+    PROMPTGATE_DB=$2 "$1/promptctl" publish bench_copy -f "$WORK/v.json" >/dev/null
+    sed 's/60字/50字/' "$WORK/v.json" >"$WORK/v2.json"
+    PROMPTGATE_DB=$2 "$1/promptctl" publish bench_copy -f "$WORK/v2.json" >/dev/null
+    PROMPTGATE_DB=$2 "$1/promptctl" label bench_copy 1 production >/dev/null
+    PROMPTGATE_DB=$2 "$1/promptctl" experiment start bench_copy --label production \
+        --arm 1:50 --arm 2:50 >/dev/null
+}
+export PROMPTGATE_DB="$WORK/reg.db"
+make_registry "$BIN" "$PROMPTGATE_DB"
+if [[ -n $AB_BIN ]]; then make_registry "$AB_BIN" "$WORK/ab.db"; fi
 cat >"$WORK/body-prompt.json" <<'JSON'
 {"prompt":{"name":"bench_copy","label":"production","variables":{"product":"316不锈钢真空保温杯","points":"保温时长、轻便和单手开盖"}},"stream":false,"user":"USER"}
 JSON
@@ -84,14 +105,14 @@ MOCK_PORT=$(free_port)
 MOCK_PID=$!; PIDS+=("$MOCK_PID")
 wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
 
-start_gw() { # name registry-json
-    local port; port=$(free_port)
+start_gw() { # name registry-json [bin]
+    local port bin=${3:-$BIN}; port=$(free_port)
     cat >"$WORK/$1.json" <<JSON
 {"listen": "127.0.0.1:$port", "access_log": "off",
  "backends": [{"name": "mock", "url": "http://127.0.0.1:$MOCK_PORT/v1",
                "models": ["gpt-4o-mini"]}] $2}
 JSON
-    "${SRV[@]}" "$BIN/promptgate" -c "$WORK/$1.json" 2>"$WORK/$1.log" &
+    "${SRV[@]}" "$bin/promptgate" -c "$WORK/$1.json" 2>"$WORK/$1.log" &
     local pid=$!
     wait_http "http://127.0.0.1:$port/healthz"
     echo "$pid $port"
@@ -99,7 +120,12 @@ JSON
 PR_REG=", \"registry\": {\"path\": \"$PROMPTGATE_DB\"}"
 OUT_REG=", \"registry\": {\"path\": \"$PROMPTGATE_DB\", \"exposures\": \"$WORK/outputs.jsonl\", \"log_outputs\": true}"
 if [[ $AA == 1 ]]; then PR_REG=""; OUT_REG=""; fi
-read -r CORE_PID CORE_PORT < <(start_gw core "")
+if [[ -n $AB_BIN ]]; then
+    read -r CORE_PID CORE_PORT < <(start_gw core \
+        ", \"registry\": {\"path\": \"$WORK/ab.db\"}" "$AB_BIN")
+else
+    read -r CORE_PID CORE_PORT < <(start_gw core "")
+fi
 read -r PR_PID PR_PORT < <(start_gw prompt "$PR_REG")
 read -r OUT_PID OUT_PORT < <(start_gw outputs "$OUT_REG")
 PIDS+=("$CORE_PID" "$PR_PID" "$OUT_PID") # start_gw ran in a subshell
@@ -112,6 +138,7 @@ LUA[outputs]="$HERE/prompt.lua"; BODY[outputs]="$WORK/body-prompt.json"
 if [[ $AA == 1 ]]; then
     for n in prompt outputs; do LUA[$n]=${LUA[core]}; BODY[$n]=${BODY[core]}; done
 fi
+if [[ -n $AB_BIN ]]; then LUA[core]=${LUA[prompt]}; BODY[core]=${BODY[prompt]}; fi
 PORT[core]=$CORE_PORT; PORT[prompt]=$PR_PORT; PORT[outputs]=$OUT_PORT
 PID[core]=$CORE_PID; PID[prompt]=$PR_PID; PID[outputs]=$OUT_PID
 
@@ -169,13 +196,15 @@ alone() { # name
         >>"$WORK/$1.cpu"
 }
 
-echo "bench-prompt: MODE=$MODE AA=$AA mock :$MOCK_PORT core :$CORE_PORT prompt :$PR_PORT outputs :$OUT_PORT; pinned=$PIN, $ROUNDS rounds of ${SAT_DUR}s" >&2
+echo "bench-prompt: MODE=$MODE AA=$AA AB_BIN=${AB_BIN:-none} mock :$MOCK_PORT core :$CORE_PORT prompt :$PR_PORT outputs :$OUT_PORT; pinned=$PIN, $ROUNDS rounds of ${SAT_DUR}s" >&2
 for n in core prompt outputs; do # warm-up: every user's arm in the memo
     run_wrk "$n" "$WARM_DUR" "$WORK/w.warm"; check_wrk "$n" "$WORK/w.warm"
     count_sent "$n" "$WORK/w.warm"
 done
 if [[ $MODE == together ]]; then
-    for o in prompt outputs; do
+    PAIRS=(prompt outputs)
+    if [[ -n $AB_BIN ]]; then PAIRS=(prompt); fi
+    for o in "${PAIRS[@]}"; do
         for _ in $(seq "$ROUNDS"); do window "$o" "$SAT_DUR"; done
     done
 else
@@ -204,11 +233,14 @@ ex_db, ex_file, dropped, sent_db, sent_file, tck, aa = map(int, sys.argv[4:11])
 med = statistics.median
 res = {"mode": mode, "aa": aa, "rounds": $ROUNDS, "sat_dur_s": $SAT_DUR,
        "sat_conn": $SAT_CONN, "bench_users": int(os.environ["BENCH_USERS"])}
+if "$AB_BIN":
+    res["ab_bin"] = "$AB_BIN" # core's place: a prompt gateway of that build
 if mode == "together":
     res["windows"] = {}
     print("%-8s %7s %9s %9s %9s %9s %10s %10s" % ("pair", "window", "core_rps",
           "other_rps", "core_us", "other_us", "mock_us", "capacity"))
-    for o in ("prompt", "outputs"):
+    for o in [o for o in ("prompt", "outputs")
+              if os.path.exists(os.path.join(w, o + ".together"))]:
         rows = [json.loads(l) for l in open(os.path.join(w, o + ".together"))]
         cap, gw, add = [], [], []
         for i, r in enumerate(rows, 1):
@@ -248,7 +280,7 @@ res["exposures"] = {"exposures_db": ex_db, "requests_db": sent_db,
                     "dropped": dropped}
 print()
 for k, v in res.items():
-    if k not in ("windows", "runs", "mode", "aa", "rounds", "sat_dur_s", "sat_conn", "bench_users"):
+    if k not in ("windows", "runs", "mode", "aa", "rounds", "sat_dur_s", "sat_conn", "bench_users", "ab_bin"):
         print("%-34s %s" % (k, v))
 # wrk counts the answers it read before its time ran out; the requests
 # still in flight then (SAT_CONN at most per run) were served and exposed
