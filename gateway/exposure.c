@@ -89,7 +89,8 @@ static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct gw_exposure_rec *pool; /* owned: kept records, by next */
 static size_t pool_n;
 
-/* a block from the pool (NULL: empty), or one malloc'd to join it later */
+/* a block from the pool, or one malloc'd to join it later (NULL: out of
+ * memory) */
 static struct gw_exposure_rec *block_new(void)
 {
     struct gw_exposure_rec *r;
@@ -646,6 +647,16 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* the arrays of gw_exposure_new (any of them may be NULL) */
+static void free_arrays(struct gw_exposure *w)
+{
+    free(w->ring);
+    free(w->batch);
+    free(w->ex);
+    free(w->fb);
+    free(w->ats);
+}
+
 /* everything w holds, once its thread has ended (or never started) */
 static void release(struct gw_exposure *w)
 {
@@ -657,11 +668,7 @@ static void release(struct gw_exposure *w)
     pthread_cond_destroy(&w->idle);
     free(w->text.p);
     free(w->where);
-    free(w->ring);
-    free(w->batch);
-    free(w->ex);
-    free(w->fb);
-    free(w->ats);
+    free_arrays(w);
     free(w);
 }
 
@@ -678,13 +685,8 @@ struct gw_exposure *gw_exposure_new(const char *db_path, const char *file,
         (w->fb = calloc(BATCH, sizeof(*w->fb))) == NULL ||
         (w->ats = calloc(BATCH, sizeof(*w->ats))) == NULL) {
         snprintf(err, errlen, "cannot start the exposure log: out of memory");
-        if (w) {
-            free(w->ring);
-            free(w->batch);
-            free(w->ex);
-            free(w->fb);
-            free(w->ats);
-        }
+        if (w)
+            free_arrays(w);
         free(w);
         return NULL;
     }
