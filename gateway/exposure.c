@@ -161,13 +161,12 @@ struct gw_exposure_rec *gw_exposure_rec_take(struct gw_exposure_local *l,
         /* the pool's whole list for one lock: no walk over cold blocks
          * (another loop that finds the pool empty allocates) */
         pthread_mutex_lock(&pool_mu);
-        l->free = pool, l->n_free = pool_n;
+        l->free = pool;
         pool = NULL, pool_n = 0;
         pthread_mutex_unlock(&pool_mu);
     }
     if ((r = l->free) != NULL) {
         l->free = r->next;
-        l->n_free--;
         if (l->free)
             block_prefetch(l->free);
     } else {
@@ -775,7 +774,6 @@ void gw_exposure_local_clear(struct gw_exposure_local *l)
         l->free = r->next;
         free(r);
     }
-    l->n_free = 0;
     gw_exposure_rec_free_n(l->out, l->n_out);
     l->n_out = 0;
 }

@@ -59,7 +59,6 @@ struct gw_exposure;
 #define GW_EXPOSURE_BULK 64
 struct gw_exposure_local {
     struct gw_exposure_rec *free; /* owned: blocks ready, by next */
-    size_t n_free;
     struct gw_exposure_rec *out[GW_EXPOSURE_BULK]; /* owned: staged */
     size_t n_out;
 };
