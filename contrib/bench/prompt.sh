@@ -13,7 +13,8 @@
 #
 # MODE=together (the default) runs core and one other side by side: both
 # gateways saturated at once on cpu 0 by their own wrk, for ROUNDS windows
-# of SAT_DUR seconds, first core with prompt, then core with outputs. In
+# of SAT_DUR seconds, first core with prompt, then core with outputs; all
+# that LAUNCHES times, each with the gateways started afresh. In
 # each window /proc gives each gateway's CPU time per request (all its
 # threads) and the mock's (per request of either: they cost it the same);
 # one core serves 1 / (gateway + mock) requests a second, so the window's
@@ -22,6 +23,12 @@
 # moves the in-turns figures by +-20% on a shared VM: AA=1 runs core beside
 # core to show what the method reads when there is no difference (1.000
 # +- 0.007 on the machine of the README).
+#
+# Why launches: a process's address-space layout (ASLR) moves all of its
+# windows together. Six windows of one launch of the prompt gateway read
+# within 0.01 of each other, while launches read 0.87 to 0.97 (with ASLR
+# off, ten launches read 0.90-0.92). So the figure is each launch's median
+# window, then the median of the launches; _launches lists them.
 #
 # MODE=turns measures each alone, in turns, ROUNDS times: requests/s side
 # by side (medians, and each round's own ratio), as bench.sh does.
@@ -36,7 +43,7 @@
 # costs less; AB_BIN=bin (this build against itself) shows what it reads
 # when there is no difference. The outputs pair is not run.
 #
-# Knobs: MODE=together ROUNDS=6 SAT_DUR=5 SAT_CONN=32 WARM_DUR=3 PIN=1
+# Knobs: MODE=together LAUNCHES=5 ROUNDS=3 SAT_DUR=5 SAT_CONN=32 WARM_DUR=3 PIN=1
 #        BENCH_USERS=2000 AA=0 AB_BIN=
 #        BENCH_TMP=/tmp (where the registry database and the exposure file
 #        live: /dev/shm takes the disk, and on a VM its I/O, out of it)
@@ -59,9 +66,9 @@ if [[ -n $AB_BIN && ! -x $AB_BIN/promptgate ]]; then
     exit 2
 fi
 if [[ $MODE == together ]]; then
-    ROUNDS=${ROUNDS:-6}; SAT_DUR=${SAT_DUR:-5}
+    LAUNCHES=${LAUNCHES:-5}; ROUNDS=${ROUNDS:-3}; SAT_DUR=${SAT_DUR:-5}
 elif [[ $MODE == turns ]]; then
-    ROUNDS=${ROUNDS:-3}; SAT_DUR=${SAT_DUR:-10}
+    LAUNCHES=${LAUNCHES:-1}; ROUNDS=${ROUNDS:-3}; SAT_DUR=${SAT_DUR:-10}
 else
     echo "bench-prompt: MODE must be together or turns, not '$MODE'" >&2
     exit 2
@@ -112,7 +119,7 @@ start_gw() { # name registry-json [bin]
  "backends": [{"name": "mock", "url": "http://127.0.0.1:$MOCK_PORT/v1",
                "models": ["gpt-4o-mini"]}] $2}
 JSON
-    "${SRV[@]}" "$bin/promptgate" -c "$WORK/$1.json" 2>"$WORK/$1.log" &
+    "${SRV[@]}" "$bin/promptgate" -c "$WORK/$1.json" 2>>"$WORK/$1.log" &
     local pid=$!
     wait_http "http://127.0.0.1:$port/healthz"
     echo "$pid $port"
@@ -120,18 +127,30 @@ JSON
 PR_REG=", \"registry\": {\"path\": \"$PROMPTGATE_DB\"}"
 OUT_REG=", \"registry\": {\"path\": \"$PROMPTGATE_DB\", \"exposures\": \"$WORK/outputs.jsonl\", \"log_outputs\": true}"
 if [[ $AA == 1 ]]; then PR_REG=""; OUT_REG=""; fi
-if [[ -n $AB_BIN ]]; then
-    read -r CORE_PID CORE_PORT < <(start_gw core \
-        ", \"registry\": {\"path\": \"$WORK/ab.db\"}" "$AB_BIN")
-else
-    read -r CORE_PID CORE_PORT < <(start_gw core "")
-fi
-read -r PR_PID PR_PORT < <(start_gw prompt "$PR_REG")
-read -r OUT_PID OUT_PORT < <(start_gw outputs "$OUT_REG")
-PIDS+=("$CORE_PID" "$PR_PID" "$OUT_PID") # start_gw ran in a subshell
-URL=/v1/chat/completions
 # what each target is sent: the plain request, or the registry prompt
 declare -A LUA BODY PORT PID
+# one launch: the three gateways started afresh (new processes, new
+# address-space layout), their ports and pids in PORT and PID
+launch() {
+    if [[ -n $AB_BIN ]]; then
+        read -r CORE_PID CORE_PORT < <(start_gw core \
+            ", \"registry\": {\"path\": \"$WORK/ab.db\"}" "$AB_BIN")
+    else
+        read -r CORE_PID CORE_PORT < <(start_gw core "")
+    fi
+    read -r PR_PID PR_PORT < <(start_gw prompt "$PR_REG")
+    read -r OUT_PID OUT_PORT < <(start_gw outputs "$OUT_REG")
+    PIDS=("$MOCK_PID" "$CORE_PID" "$PR_PID" "$OUT_PID") # start_gw ran in a subshell
+    PORT[core]=$CORE_PORT; PORT[prompt]=$PR_PORT; PORT[outputs]=$OUT_PORT
+    PID[core]=$CORE_PID; PID[prompt]=$PR_PID; PID[outputs]=$OUT_PID
+}
+# the launch's gateways stopped; the exposure writers flush on SIGTERM
+land() {
+    kill -TERM "$CORE_PID" "$PR_PID" "$OUT_PID"
+    wait "$CORE_PID" "$PR_PID" "$OUT_PID" 2>/dev/null || true
+    PIDS=("$MOCK_PID")
+}
+URL=/v1/chat/completions
 LUA[core]="$HERE/post.lua"; BODY[core]="$HERE/request.json"
 LUA[prompt]="$HERE/prompt.lua"; BODY[prompt]="$WORK/body-prompt.json"
 LUA[outputs]="$HERE/prompt.lua"; BODY[outputs]="$WORK/body-prompt.json"
@@ -139,8 +158,6 @@ if [[ $AA == 1 ]]; then
     for n in prompt outputs; do LUA[$n]=${LUA[core]}; BODY[$n]=${BODY[core]}; done
 fi
 if [[ -n $AB_BIN ]]; then LUA[core]=${LUA[prompt]}; BODY[core]=${BODY[prompt]}; fi
-PORT[core]=$CORE_PORT; PORT[prompt]=$PR_PORT; PORT[outputs]=$OUT_PORT
-PID[core]=$CORE_PID; PID[prompt]=$PR_PID; PID[outputs]=$OUT_PID
 
 run_wrk() { # name dur out
     BENCH_BODY=${BODY[$1]} "${CLI[@]}" wrk -t1 -c"$SAT_CONN" -d"$2"s --latency \
@@ -178,8 +195,9 @@ window() { # other dur
 c, o = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 print(json.dumps({"core_requests": c["requests"], "other_requests": o["requests"],
   "core_ticks": int(sys.argv[3]), "other_ticks": int(sys.argv[4]),
-  "mock_ticks": int(sys.argv[5]), "dur_s": float(sys.argv[6])}))' \
-        "$WORK/w.core" "$WORK/w.other" $((c1 - c0)) $((o1 - o0)) $((m1 - m0)) "$2" \
+  "mock_ticks": int(sys.argv[5]), "dur_s": float(sys.argv[6]),
+  "launch": int(sys.argv[7])}))' \
+        "$WORK/w.core" "$WORK/w.other" $((c1 - c0)) $((o1 - o0)) $((m1 - m0)) "$2" "$LAUNCH" \
         >>"$WORK/$o.together"
 }
 
@@ -196,26 +214,29 @@ alone() { # name
         >>"$WORK/$1.cpu"
 }
 
-echo "bench-prompt: MODE=$MODE AA=$AA AB_BIN=${AB_BIN:-none} mock :$MOCK_PORT core :$CORE_PORT prompt :$PR_PORT outputs :$OUT_PORT; pinned=$PIN, $ROUNDS rounds of ${SAT_DUR}s" >&2
-for n in core prompt outputs; do # warm-up: every user's arm in the memo
-    run_wrk "$n" "$WARM_DUR" "$WORK/w.warm"; check_wrk "$n" "$WORK/w.warm"
-    count_sent "$n" "$WORK/w.warm"
+echo "bench-prompt: MODE=$MODE AA=$AA AB_BIN=${AB_BIN:-none} mock :$MOCK_PORT; pinned=$PIN, $LAUNCHES launch(es) of $ROUNDS rounds of ${SAT_DUR}s" >&2
+for LAUNCH in $(seq "$LAUNCHES"); do
+    launch
+    for n in core prompt outputs; do # warm-up: every user's arm in the memo
+        run_wrk "$n" "$WARM_DUR" "$WORK/w.warm"; check_wrk "$n" "$WORK/w.warm"
+        count_sent "$n" "$WORK/w.warm"
+    done
+    if [[ $MODE == together ]]; then
+        PAIRS=(prompt outputs)
+        if [[ -n $AB_BIN ]]; then PAIRS=(prompt); fi
+        for o in "${PAIRS[@]}"; do
+            for _ in $(seq "$ROUNDS"); do window "$o" "$SAT_DUR"; done
+        done
+    else
+        for _ in $(seq "$ROUNDS"); do
+            for n in core prompt outputs; do alone "$n"; done
+        done
+    fi
+    # every request answered must have left an exposure: the writers
+    # flush when their gateway stops
+    land
 done
-if [[ $MODE == together ]]; then
-    PAIRS=(prompt outputs)
-    if [[ -n $AB_BIN ]]; then PAIRS=(prompt); fi
-    for o in "${PAIRS[@]}"; do
-        for _ in $(seq "$ROUNDS"); do window "$o" "$SAT_DUR"; done
-    done
-else
-    for _ in $(seq "$ROUNDS"); do
-        for n in core prompt outputs; do alone "$n"; done
-    done
-fi
 
-# every request answered must have left an exposure (after the writers flush)
-kill -TERM "$PR_PID" "$OUT_PID"
-wait "$PR_PID" "$OUT_PID" 2>/dev/null || true
 EXPOSED_DB=0; EXPOSED_FILE=0
 if [[ $AA != 1 ]]; then
     EXPOSED_DB=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from exposures').fetchone()[0])" "$PROMPTGATE_DB")
@@ -231,18 +252,18 @@ import json, os, statistics, sys
 out, w, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 ex_db, ex_file, dropped, sent_db, sent_file, tck, aa = map(int, sys.argv[4:11])
 med = statistics.median
-res = {"mode": mode, "aa": aa, "rounds": $ROUNDS, "sat_dur_s": $SAT_DUR,
+res = {"mode": mode, "aa": aa, "launches": $LAUNCHES, "rounds": $ROUNDS, "sat_dur_s": $SAT_DUR,
        "sat_conn": $SAT_CONN, "bench_users": int(os.environ["BENCH_USERS"])}
 if "$AB_BIN":
     res["ab_bin"] = "$AB_BIN" # core's place: a prompt gateway of that build
 if mode == "together":
     res["windows"] = {}
-    print("%-8s %7s %9s %9s %9s %9s %10s %10s" % ("pair", "window", "core_rps",
+    print("%-8s %6s %7s %9s %9s %9s %9s %10s %10s" % ("pair", "launch", "window", "core_rps",
           "other_rps", "core_us", "other_us", "mock_us", "capacity"))
     for o in [o for o in ("prompt", "outputs")
               if os.path.exists(os.path.join(w, o + ".together"))]:
         rows = [json.loads(l) for l in open(os.path.join(w, o + ".together"))]
-        cap, gw, add = [], [], []
+        cap, gw, add = {}, {}, {}
         for i, r in enumerate(rows, 1):
             us = lambda t, n: t * 1e6 / tck / n
             c = us(r["core_ticks"], r["core_requests"])
@@ -251,15 +272,21 @@ if mode == "together":
             r.update(core_us=round(c, 2), other_us=round(x, 2), mock_us=round(m, 2),
                      capacity_ratio=round((c + m) / (x + m), 3),
                      gateway_ratio=round(c / x, 3))
-            cap.append(r["capacity_ratio"]); gw.append(r["gateway_ratio"]); add.append(x - c)
-            print("%-8s %7d %9.0f %9.0f %9.2f %9.2f %10.2f %10.3f" % (o, i,
+            for d, v in ((cap, r["capacity_ratio"]), (gw, r["gateway_ratio"]), (add, x - c)):
+                d.setdefault(r["launch"], []).append(v)
+            print("%-8s %6d %7d %9.0f %9.0f %9.2f %9.2f %10.2f %10.3f" % (o, r["launch"], i,
                   r["core_requests"] / r["dur_s"], r["other_requests"] / r["dur_s"],
                   c, x, m, r["capacity_ratio"]))
         res["windows"][o] = rows
-        res[o + "_capacity_ratio_median"] = round(med(cap), 3)
-        res[o + "_capacity_ratio_range"] = [min(cap), max(cap)]
-        res[o + "_gateway_only_ratio_median"] = round(med(gw), 3)
-        res[o + "_added_cpu_us_median"] = round(med(add), 2)
+        # a launch's own layout moves all its windows together: each
+        # launch's median, then the median of the launches
+        per = lambda d: [round(med(v), 3) for _, v in sorted(d.items())]
+        res[o + "_capacity_ratio_median"] = round(med(per(cap)), 3)
+        res[o + "_capacity_ratio_launches"] = per(cap)
+        res[o + "_capacity_ratio_windows_range"] = [min(min(v) for v in cap.values()),
+                                                    max(max(v) for v in cap.values())]
+        res[o + "_gateway_only_ratio_median"] = round(med(per(gw)), 3)
+        res[o + "_added_cpu_us_median"] = round(med(per(add)), 2)
 else:
     rd = lambda n, ext: open(os.path.join(w, n + "." + ext)).read()
     runs = {n: [json.loads(l) for l in rd(n, "sat").splitlines()] for n in ("core", "prompt", "outputs")}
@@ -285,7 +312,7 @@ for k, v in res.items():
 # wrk counts the answers it read before its time ran out; the requests
 # still in flight then (SAT_CONN at most per run) were served and exposed
 # too: every counted request has its exposure, and at most that many more
-runs = 1 + $ROUNDS
+runs = $LAUNCHES * (1 + $ROUNDS)
 bad = [(what, ex, sent) for what, ex, sent in (("database", ex_db, sent_db), ("file", ex_file, sent_file))
        if not sent <= ex <= sent + runs * $SAT_CONN]
 for what, ex, sent in bad if not aa else []:
