@@ -551,17 +551,13 @@ static int write_file(struct gw_exposure *w, struct gw_exposure_rec **recs,
     return 0;
 }
 
-static void write_batch(struct gw_exposure *w, struct gw_exposure_rec **recs,
-                        size_t n)
+/* recs[from..to) (of n) as rows: times formatted, outputs extracted;
+ * exposures appended to ex (at *n_ex), feedback to fb (at *n_fb). */
+static void rows_of(struct gw_exposure *w, struct gw_exposure_rec **recs,
+                    size_t from, size_t to, size_t n, struct reg_exposure *ex,
+                    size_t *n_ex, struct reg_feedback *fb, size_t *n_fb)
 {
-    struct reg_exposure *ex = w->ex;
-    struct reg_feedback *fb = w->fb;
-    char (*ats)[32] = w->ats;
-    size_t i, n_ex = 0, n_fb = 0;
-    char *err = NULL;
-    int rc;
-
-    for (i = 0; i < n; i++) {
+    for (size_t i = from; i < to; i++) {
         struct gw_exposure_rec *r = recs[i];
         if (i + 8 < n) { /* the lines read below, cold since queued */
             const char *c = (const char *)recs[i + 8];
@@ -570,27 +566,64 @@ static void write_batch(struct gw_exposure *w, struct gw_exposure_rec **recs,
             __builtin_prefetch(c + 128);
             __builtin_prefetch(c + 192);
         }
-        format_at(&w->atc, r->at_us, ats[i]);
+        format_at(&w->atc, r->at_us, w->ats[i]);
         if (r->kind == GW_EXPOSURE) {
-            r->ex.at = ats[i];
+            r->ex.at = w->ats[i];
             /* the request's own "variables" object, which gw_jscan
              * checked (JSON and UTF-8) before the prompt rendered it */
             r->ex.variables_json = 1;
             if (r->raw)
                 r->ex.output = gw_exposure_output_text(r->raw, r->raw_len,
                                                        r->raw_sse);
-            ex[n_ex++] = r->ex;
+            ex[(*n_ex)++] = r->ex;
         } else {
-            r->fb.at = ats[i];
-            fb[n_fb++] = r->fb;
+            r->fb.at = w->ats[i];
+            fb[(*n_fb)++] = r->fb;
         }
     }
+}
+
+/* Records per slice of a database batch: each slice's records go from
+ * their rows to their chunks while still in the cache (a batch's records
+ * are megabytes, read in three passes when written whole), and a slice is
+ * one chunk's worth. */
+#define SLICE 256
+
+/* recs[0..n) into the registry: one transaction, the exposures a slice
+ * at a time, then the feedback. 0 or -1 with *err set. */
+static int write_db(struct gw_exposure *w, struct gw_exposure_rec **recs,
+                    size_t n, char **err)
+{
+    size_t i, n_fb = 0;
+
+    if (reg_exposure_log_begin(w->db, err) < 0)
+        return -1;
+    for (i = 0; i < n; i += SLICE) {
+        size_t to = n - i < SLICE ? n : i + SLICE, n_ex = 0;
+        rows_of(w, recs, i, to, n, w->ex, &n_ex, w->fb, &n_fb);
+        if (reg_exposure_log_add(w->db, w->ex, n_ex, err) < 0)
+            return -1;
+    }
+    if (reg_exposure_log_feedback(w->db, w->fb, n_fb, NULL, err) < 0 ||
+        reg_exposure_log_commit(w->db, err) < 0)
+        return -1;
+    return 0;
+}
+
+static void write_batch(struct gw_exposure *w, struct gw_exposure_rec **recs,
+                        size_t n)
+{
+    size_t n_ex = 0, n_fb = 0;
+    char *err = NULL;
+    int rc;
+
     if (w->file) {
+        rows_of(w, recs, 0, n, n, w->ex, &n_ex, w->fb, &n_fb);
         rc = write_file(w, recs, n);
         if (rc < 0)
             err = strdup(strerror(errno));
     } else {
-        rc = reg_exposure_log_write(w->db, ex, n_ex, fb, n_fb, NULL, &err);
+        rc = write_db(w, recs, n, &err);
     }
     pthread_mutex_lock(&w->mu);
     if (rc < 0)

@@ -650,55 +650,88 @@ oom:
     return -1;
 }
 
-/* The batch with the log's statements: one transaction, the exposures as
- * chunks, then feedback one at a time (each may be a repeat that adds
- * nothing). */
-static int log_write(struct reg_exposure_log *log,
-                     const struct reg_exposure *ex, size_t n_ex,
-                     const struct reg_feedback *fb, size_t n_fb,
-                     int *fb_added, char **err)
+/* A transaction in parts (registry.h): a caller hands its records over a
+ * slice at a time, while they are still in its cache, and commits once. */
+int reg_exposure_log_begin(struct reg_exposure_log *log, char **err)
 {
-    struct reg_db *db = log->db;
-    int added = 0;
+    return reg_db_begin(log->db, err);
+}
+
+int reg_exposure_log_add(struct reg_exposure_log *log,
+                         const struct reg_exposure *ex, size_t n, char **err)
+{
     size_t i;
 
-    if (fb_added)
-        *fb_added = 0;
-    if (n_ex == 0 && n_fb == 0)
-        return 0;
-    /* all or nothing, and nothing written for a bad record; this first
-     * pass over the records' strings asks for them a few records ahead
-     * (a gateway's come from memory that went cold while they queued) */
-    for (i = 0; i < n_ex; i++) {
-        if (i + PREFETCH_AHEAD < n_ex)
+    /* nothing written for a bad record; this first pass over the records'
+     * strings asks for them a few records ahead (a gateway's come from
+     * memory that went cold while they queued) */
+    for (i = 0; i < n; i++) {
+        if (i + PREFETCH_AHEAD < n)
             prefetch_strings(&ex[i + PREFETCH_AHEAD]);
         if (exposure_check(&ex[i], err) < 0)
-            return -1;
+            goto fail;
     }
-    for (i = 0; i < n_fb; i++)
-        if (feedback_check(&fb[i], err) < 0)
-            return -1;
-    if (reg_db_begin(db, err) < 0)
-        return -1;
-    if (n_ex > 0 && write_chunks(log, ex, n_ex, err) < 0)
+    if (n > 0 && write_chunks(log, ex, n, err) < 0)
         goto fail;
-    for (i = 0; i < n_fb; i++) {
+    return 0;
+fail:
+    reg_db_rollback(log->db);
+    return -1;
+}
+
+/* Feedback one at a time: each may be a repeat that adds nothing. */
+int reg_exposure_log_feedback(struct reg_exposure_log *log,
+                              const struct reg_feedback *fb, size_t n,
+                              int *added, char **err)
+{
+    struct reg_db *db = log->db;
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (feedback_check(&fb[i], err) < 0)
+            goto fail;
+    for (i = 0; i < n; i++) {
         bind_text(log->fb, 1, fb[i].request_id);
         bind_text(log->fb, 2, fb[i].event);
         sqlite3_bind_double(log->fb, 3, fb[i].value);
         bind_text(log->fb, 4, fb[i].at);
         if (step_once(db, log->fb, "feedback for", fb[i].request_id, err) < 0)
             goto fail;
-        added += sqlite3_changes(reg_db_handle(db));
+        if (added)
+            *added += sqlite3_changes(reg_db_handle(db));
     }
-    if (reg_db_commit(db, err) < 0)
-        return -1;
-    if (fb_added)
-        *fb_added = added;
     return 0;
 fail:
     reg_db_rollback(db);
     return -1;
+}
+
+int reg_exposure_log_commit(struct reg_exposure_log *log, char **err)
+{
+    return reg_db_commit(log->db, err);
+}
+
+/* The batch with the log's statements: one transaction, the exposures as
+ * chunks, then the feedback. */
+static int log_write(struct reg_exposure_log *log,
+                     const struct reg_exposure *ex, size_t n_ex,
+                     const struct reg_feedback *fb, size_t n_fb,
+                     int *fb_added, char **err)
+{
+    int added = 0;
+
+    if (fb_added)
+        *fb_added = 0;
+    if (n_ex == 0 && n_fb == 0)
+        return 0;
+    if (reg_exposure_log_begin(log, err) < 0 ||
+        reg_exposure_log_add(log, ex, n_ex, err) < 0 ||
+        reg_exposure_log_feedback(log, fb, n_fb, &added, err) < 0 ||
+        reg_exposure_log_commit(log, err) < 0)
+        return -1;
+    if (fb_added)
+        *fb_added = added;
+    return 0;
 }
 
 int reg_exposure_log_write(struct reg_exposure_log *log,

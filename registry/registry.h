@@ -569,6 +569,22 @@ int reg_exposure_log_write(struct reg_exposure_log *log,
                            const struct reg_feedback *fb, size_t n_fb,
                            int *fb_added, char **err);
 
+/*
+ * The same transaction in parts, for a writer that hands its records over
+ * a slice at a time (while they are still in its cache): begin, any number
+ * of adds and feedbacks, then commit. A failed add or feedback (a bad
+ * record: nothing of the transaction is kept) rolls the whole transaction
+ * back itself; a failed commit too. 0 or -1 with *err set.
+ */
+int reg_exposure_log_begin(struct reg_exposure_log *log, char **err);
+int reg_exposure_log_add(struct reg_exposure_log *log,
+                         const struct reg_exposure *ex, size_t n, char **err);
+/* `*added` (may be NULL) is increased by the rows added */
+int reg_exposure_log_feedback(struct reg_exposure_log *log,
+                              const struct reg_feedback *fb, size_t n,
+                              int *added, char **err);
+int reg_exposure_log_commit(struct reg_exposure_log *log, char **err);
+
 /* NULL is a no-op. */
 void reg_exposure_log_free(struct reg_exposure_log *log);
 

@@ -554,6 +554,55 @@ static void test_writer_db_drops_counted(void **state)
     assert_int_equal(system(err), 0);
 }
 
+/* One batch of several slices (the writer hands the registry 256 records
+ * at a time in one transaction), exposures and feedback mixed: every
+ * record is written once, each with its own time. */
+static void test_writer_db_slices(void **state)
+{
+    char dir[] = "/tmp/test_gw_prompt.XXXXXX", path[128], err[256], *e = NULL;
+    struct gw_exposure *w;
+    struct gw_exposure_stats st;
+    struct reg_db *db;
+    sqlite3 *sql;
+    sqlite3_stmt *q;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/reg.db", dir);
+    db = reg_db_open(path, REG_DB_CREATE, &e);
+    assert_non_null(db);
+    reg_db_free(db);
+    w = gw_exposure_new(path, NULL, 2000, err, sizeof(err));
+    assert_non_null(w);
+    /* pushed within the writer's linger: one batch */
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(gw_exposure_push(w, make(i, i % 10 == 3 ? GW_FEEDBACK
+                                                               : GW_EXPOSURE)),
+                         0);
+    gw_exposure_flush(w);
+    gw_exposure_stats(w, &st);
+    assert_int_equal(st.written, 1000);
+    assert_int_equal(st.failed, 0);
+    gw_exposure_free(w);
+
+    assert_int_equal(sqlite3_open(path, &sql), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(sql,
+        "SELECT (SELECT count(DISTINCT request_id) FROM exposures),"
+        " (SELECT count(*) FROM exposures WHERE length(at) = 24),"
+        " (SELECT count(*) FROM feedback WHERE length(at) = 24),"
+        " (SELECT count(*) FROM exposure_chunks)",
+        -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(q, 0), 900);
+    assert_int_equal(sqlite3_column_int64(q, 1), 900);
+    assert_int_equal(sqlite3_column_int64(q, 2), 100);
+    assert_true(sqlite3_column_int64(q, 3) >= 4); /* 1,000 records / 256 */
+    sqlite3_finalize(q);
+    sqlite3_close(sql);
+    snprintf(err, sizeof(err), "rm -rf '%s'", dir);
+    assert_int_equal(system(err), 0);
+}
+
 static void test_writer_bad_targets(void **state)
 {
     char err[256];
@@ -580,6 +629,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_pool_overflow),
         cmocka_unit_test(test_writer_db_bulk),
         cmocka_unit_test(test_writer_db_drops_counted),
+        cmocka_unit_test(test_writer_db_slices),
         cmocka_unit_test(test_writer_bad_targets),
     };
 

@@ -220,6 +220,66 @@ static void test_write_batch_and_feedback_idempotent(void **state)
     treg_cleanup(path);
 }
 
+/* The transaction in parts: slices added one after the other are
+ * committed together; a bad record in a later slice, or bad feedback,
+ * rolls back the slices before it; the log works on after a rollback. */
+static void test_log_in_parts(void **state)
+{
+    char *path = treg_tmpdb(), *err = NULL;
+    struct reg_db *db = treg_open(path);
+    struct reg_exposure_log *log;
+    struct reg_exposure ex[3] = {exposure("r1", "u1", 1, 0, -1, NULL),
+                                 exposure("r2", "u2", 1, 0, -1, NULL),
+                                 exposure("r3", "u3", 1, 0, -1, NULL)};
+    struct reg_feedback fb[2] = {{"r1", "click", 1, "2026-11-28T10:00:01.000Z"},
+                                 {"r1", "click", 1, "2026-11-28T10:00:02.000Z"}};
+    int added = 0;
+
+    (void)state;
+    treg_publish(db, "p", "hello");
+    log = reg_exposure_log_open(path, &err);
+    assert_non_null(log);
+    assert_int_equal(reg_exposure_log_begin(log, &err), 0);
+    assert_int_equal(reg_exposure_log_add(log, ex, 2, &err), 0);
+    assert_int_equal(reg_exposure_log_add(log, &ex[2], 1, &err), 0);
+    assert_int_equal(reg_exposure_log_feedback(log, fb, 2, &added, &err), 0);
+    assert_int_equal(added, 1); /* the second is a repeat */
+    /* nothing is seen before the commit */
+    assert_int_equal(count(db, "SELECT count(*) FROM exposures"), 0);
+    assert_int_equal(reg_exposure_log_commit(log, &err), 0);
+    assert_int_equal(count(db, "SELECT count(*) FROM exposures"), 3);
+    assert_int_equal(count(db, "SELECT count(*) FROM exposures WHERE request_id = 'r3'"), 1);
+
+    /* a bad record in the second slice: the first is not kept either */
+    ex[0].request_id = "r4";
+    ex[2].request_id = NULL;
+    assert_int_equal(reg_exposure_log_begin(log, &err), 0);
+    assert_int_equal(reg_exposure_log_add(log, ex, 1, &err), 0);
+    assert_int_equal(reg_exposure_log_add(log, &ex[2], 1, &err), -1);
+    assert_non_null(strstr(err, "request id"));
+    free(err);
+    err = NULL;
+    assert_int_equal(count(db, "SELECT count(*) FROM exposures"), 3);
+
+    /* bad feedback after a good slice: rolled back the same way */
+    fb[0].event = "Bad Event";
+    assert_int_equal(reg_exposure_log_begin(log, &err), 0);
+    assert_int_equal(reg_exposure_log_add(log, ex, 1, &err), 0);
+    assert_int_equal(reg_exposure_log_feedback(log, fb, 1, NULL, &err), -1);
+    free(err);
+    err = NULL;
+    assert_int_equal(count(db, "SELECT count(*) FROM exposures"), 3);
+
+    /* and the log goes on */
+    assert_int_equal(reg_exposure_log_begin(log, &err), 0);
+    assert_int_equal(reg_exposure_log_add(log, ex, 2, &err), 0);
+    assert_int_equal(reg_exposure_log_commit(log, &err), 0);
+    assert_int_equal(count(db, "SELECT count(*) FROM exposures"), 5);
+    reg_exposure_log_free(log);
+    reg_db_free(db);
+    treg_cleanup(path);
+}
+
 static int collect(void *arg, json_t *sample)
 {
     json_array_append(arg, sample);
@@ -485,6 +545,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_render_json_matches_render),
         cmocka_unit_test(test_write_batch_and_feedback_idempotent),
+        cmocka_unit_test(test_log_in_parts),
         cmocka_unit_test(test_samples_export),
         cmocka_unit_test(test_chunks_by_experiment_and_the_view),
         cmocka_unit_test(test_chunk_size_bound),
