@@ -199,6 +199,30 @@ static struct gw_exposure_rec *make(int i, enum gw_exposure_kind kind)
     return make_from(NULL, i, kind);
 }
 
+/* a temporary directory in dir (a mkdtemp template) with a migrated
+ * registry at path (its reg.db) */
+static void temp_registry(char *dir, char *path, size_t cap)
+{
+    char *e = NULL;
+    struct reg_db *db;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, cap, "%s/reg.db", dir);
+    db = reg_db_open(path, REG_DB_CREATE, &e); /* the schema, migrated */
+    if (db == NULL)
+        fail_msg("%s", e);
+    reg_db_free(db);
+}
+
+/* dir and everything in it */
+static void remove_dir(const char *dir)
+{
+    char cmd[160];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* lines of the file at path, or -1 */
 static long count_lines(const char *path)
 {
@@ -397,12 +421,11 @@ static struct gw_exposure_rec *make_real(int i)
  * stop (gw_exposure_free, what SIGTERM runs), fields intact. */
 static void test_writer_db_bulk(void **state)
 {
-    char dir[] = "/tmp/test_gw_prompt.XXXXXX", path[128], err[256], *e = NULL;
+    char dir[] = "/tmp/test_gw_prompt.XXXXXX", path[128], err[256];
     const char *env = getenv("EXPOSURE_N");
     long n = env ? strtol(env, NULL, 10) : 10000, i;
     struct gw_exposure *w;
     struct gw_exposure_stats st;
-    struct reg_db *db;
     sqlite3 *sql;
     sqlite3_stmt *q;
 
@@ -412,11 +435,7 @@ static void test_writer_db_bulk(void **state)
 
     (void)state;
     assert_true(n >= 1 && n <= 1000000);
-    assert_non_null(mkdtemp(dir));
-    snprintf(path, sizeof(path), "%s/reg.db", dir);
-    db = reg_db_open(path, REG_DB_CREATE, &e); /* the schema, migrated */
-    assert_non_null(db);
-    reg_db_free(db);
+    temp_registry(dir, path, sizeof(path));
     /* made first, pushed all at once: the writer (it lingers before its
      * first batch) is then about all that runs until it is freed */
     recs = calloc((size_t)n, sizeof(*recs));
@@ -495,8 +514,7 @@ static void test_writer_db_bulk(void **state)
     assert_int_equal(sqlite3_column_type(q, 20), SQLITE_NULL);
     sqlite3_finalize(q);
     sqlite3_close(sql);
-    snprintf(err, sizeof(err), "rm -rf '%s'", dir);
-    assert_int_equal(system(err), 0);
+    remove_dir(dir);
 }
 
 /* A tiny queue in front of the db writer: a push is written or dropped
@@ -504,20 +522,15 @@ static void test_writer_db_bulk(void **state)
  * the database after a flush. */
 static void test_writer_db_drops_counted(void **state)
 {
-    char dir[] = "/tmp/test_gw_prompt.XXXXXX", path[128], err[256], *e = NULL;
+    char dir[] = "/tmp/test_gw_prompt.XXXXXX", path[128], err[256];
     struct gw_exposure *w;
     struct gw_exposure_stats st;
     unsigned long accepted_ex = 0, accepted_fb = 0, refused = 0;
-    struct reg_db *db;
     sqlite3 *sql;
     sqlite3_stmt *q;
 
     (void)state;
-    assert_non_null(mkdtemp(dir));
-    snprintf(path, sizeof(path), "%s/reg.db", dir);
-    db = reg_db_open(path, REG_DB_CREATE, &e);
-    assert_non_null(db);
-    reg_db_free(db);
+    temp_registry(dir, path, sizeof(path));
     w = gw_exposure_new(path, NULL, 4, err, sizeof(err));
     assert_non_null(w);
     for (int i = 0; i < 20000; i++) {
@@ -550,8 +563,7 @@ static void test_writer_db_drops_counted(void **state)
     assert_int_equal(sqlite3_column_int64(q, 2), accepted_fb);
     sqlite3_finalize(q);
     sqlite3_close(sql);
-    snprintf(err, sizeof(err), "rm -rf '%s'", dir);
-    assert_int_equal(system(err), 0);
+    remove_dir(dir);
 }
 
 /* One batch of several slices (the writer hands the registry 256 records
@@ -559,19 +571,14 @@ static void test_writer_db_drops_counted(void **state)
  * record is written once, each with its own time. */
 static void test_writer_db_slices(void **state)
 {
-    char dir[] = "/tmp/test_gw_prompt.XXXXXX", path[128], err[256], *e = NULL;
+    char dir[] = "/tmp/test_gw_prompt.XXXXXX", path[128], err[256];
     struct gw_exposure *w;
     struct gw_exposure_stats st;
-    struct reg_db *db;
     sqlite3 *sql;
     sqlite3_stmt *q;
 
     (void)state;
-    assert_non_null(mkdtemp(dir));
-    snprintf(path, sizeof(path), "%s/reg.db", dir);
-    db = reg_db_open(path, REG_DB_CREATE, &e);
-    assert_non_null(db);
-    reg_db_free(db);
+    temp_registry(dir, path, sizeof(path));
     w = gw_exposure_new(path, NULL, 2000, err, sizeof(err));
     assert_non_null(w);
     /* pushed within the writer's linger: one batch */
@@ -599,8 +606,7 @@ static void test_writer_db_slices(void **state)
     assert_true(sqlite3_column_int64(q, 3) >= 4); /* 1,000 records / 256 */
     sqlite3_finalize(q);
     sqlite3_close(sql);
-    snprintf(err, sizeof(err), "rm -rf '%s'", dir);
-    assert_int_equal(system(err), 0);
+    remove_dir(dir);
 }
 
 static void test_writer_bad_targets(void **state)
