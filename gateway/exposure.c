@@ -45,6 +45,12 @@
 #define BATCH 8192
 #define LINGER_MS 250
 
+/* Records per slice of a database batch: each slice's records go from
+ * their rows to their chunks while still in the cache (a batch's records
+ * are megabytes, read in three passes when written whole), and a slice is
+ * one chunk's worth. */
+#define SLICE 256
+
 /* ISO-8601 UTC with milliseconds ("2026-11-28T14:10:00.000Z", 24 bytes
  * and a NUL). The part up to the second is formatted once per second and
  * reused: records arrive in about time order, so this is nearly always a
@@ -70,8 +76,9 @@ struct gw_exposure {
     struct gw_exposure_stats st;
     struct at_cache atc;    /* the writer thread's */
     struct reg_buf text;    /* owned: the writer thread's file batch */
-    /* owned, BATCH each: the writer thread's batch, its records' rows
-     * and their times (on the heap: a thread's stack and TLS stay small) */
+    /* owned, BATCH each (ex: SLICE): the writer thread's batch, its
+     * records' rows (a slice's exposures, the batch's feedback) and their
+     * times (on the heap: a thread's stack and TLS stay small) */
     struct gw_exposure_rec **batch;
     struct reg_exposure *ex;
     struct reg_feedback *fb;
@@ -553,8 +560,9 @@ static int write_file(struct gw_exposure *w, struct gw_exposure_rec **recs,
     return 0;
 }
 
-/* recs[from..to) (of n) as rows: times formatted, outputs extracted;
- * exposures appended to ex (at *n_ex), feedback to fb (at *n_fb). */
+/* recs[from..to) (of n) ready to write: times formatted, outputs
+ * extracted; with ex and fb (not NULL), copied as rows: exposures to ex
+ * (at *n_ex), feedback to fb (at *n_fb). */
 static void rows_of(struct gw_exposure *w, struct gw_exposure_rec **recs,
                     size_t from, size_t to, size_t n, struct reg_exposure *ex,
                     size_t *n_ex, struct reg_feedback *fb, size_t *n_fb)
@@ -577,19 +585,15 @@ static void rows_of(struct gw_exposure *w, struct gw_exposure_rec **recs,
             if (r->raw)
                 r->ex.output = gw_exposure_output_text(r->raw, r->raw_len,
                                                        r->raw_sse);
-            ex[(*n_ex)++] = r->ex;
+            if (ex)
+                ex[(*n_ex)++] = r->ex;
         } else {
             r->fb.at = w->ats[i];
-            fb[(*n_fb)++] = r->fb;
+            if (fb)
+                fb[(*n_fb)++] = r->fb;
         }
     }
 }
-
-/* Records per slice of a database batch: each slice's records go from
- * their rows to their chunks while still in the cache (a batch's records
- * are megabytes, read in three passes when written whole), and a slice is
- * one chunk's worth. */
-#define SLICE 256
 
 /* recs[0..n) into the registry: one transaction, the exposures a slice
  * at a time, then the feedback. 0 or -1 with *err set. */
@@ -615,12 +619,11 @@ static int write_db(struct gw_exposure *w, struct gw_exposure_rec **recs,
 static void write_batch(struct gw_exposure *w, struct gw_exposure_rec **recs,
                         size_t n)
 {
-    size_t n_ex = 0, n_fb = 0;
     char *err = NULL;
     int rc;
 
-    if (w->file) {
-        rows_of(w, recs, 0, n, n, w->ex, &n_ex, w->fb, &n_fb);
+    if (w->file) { /* the file's lines come from the records themselves */
+        rows_of(w, recs, 0, n, n, NULL, NULL, NULL, NULL);
         rc = write_file(w, recs, n);
         if (rc < 0)
             err = strdup(strerror(errno));
@@ -715,7 +718,7 @@ struct gw_exposure *gw_exposure_new(const char *db_path, const char *file,
     if (w == NULL || queue == 0 ||
         (w->ring = calloc(queue, sizeof(*w->ring))) == NULL ||
         (w->batch = calloc(BATCH, sizeof(*w->batch))) == NULL ||
-        (w->ex = calloc(BATCH, sizeof(*w->ex))) == NULL ||
+        (w->ex = calloc(SLICE, sizeof(*w->ex))) == NULL ||
         (w->fb = calloc(BATCH, sizeof(*w->fb))) == NULL ||
         (w->ats = calloc(BATCH, sizeof(*w->ats))) == NULL) {
         snprintf(err, errlen, "cannot start the exposure log: out of memory");
