@@ -27,7 +27,7 @@
 # Why launches: a process's address-space layout (ASLR) moves all of its
 # windows together. Six windows of one launch of the prompt gateway read
 # within 0.01 of each other, while launches read 0.87 to 0.97 (with ASLR
-# off, ten launches read 0.90-0.92). So the figure is each launch's median
+# off, twelve read 0.902-0.922). So the figure is each launch's median
 # window, then the median of the launches; _launches lists them.
 #
 # MODE=turns measures each alone, in turns, ROUNDS times: requests/s side
