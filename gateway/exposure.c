@@ -60,6 +60,24 @@ struct at_cache {
     char prefix[20]; /* "YYYY-MM-DDTHH:MM:SS" */
 };
 
+/* Strings many records share (prompt, label, key name, experiment, model,
+ * backend) are kept once by the writer, until it is freed: records point
+ * at them, so a loop copies none of them into a record, and the writer,
+ * which asks which members a chunk's records share, finds them equal by
+ * pointer without reading their bytes (cold by then). Side by side, the
+ * writer's comparisons of those bytes cost 0.35 us a request (0.9% of the
+ * prompt gateway's capacity). Bounded: past INTERN_MAX strings or
+ * INTERN_BYTES bytes, or for a string longer than INTERN_LEN, the caller
+ * copies the string into its record as before. */
+#define INTERN_MAX   1024          /* strings; the table has twice the slots */
+#define INTERN_BYTES (64u << 10)   /* bytes of them, NULs included */
+#define INTERN_LEN   256
+
+struct intern_slot {
+    const char *s;                 /* borrowed from the arena; NULL: free */
+    size_t len;
+};
+
 struct gw_exposure {
     pthread_t thread;
     pthread_mutex_t mu;
@@ -83,6 +101,11 @@ struct gw_exposure {
     struct reg_exposure *ex;
     struct reg_feedback *fb;
     char (*ats)[32];
+    /* the kept strings (gw_exposure_intern), any thread's, under imu */
+    pthread_mutex_t imu;
+    struct intern_slot *islots;    /* owned: 2 * INTERN_MAX, open addressing */
+    char *iarena;                  /* owned: INTERN_BYTES */
+    size_t in_n, in_used;
 };
 
 /* Records of up to POOL_SIZE bytes are kept for reuse: the loop takes
@@ -692,6 +715,8 @@ static void free_arrays(struct gw_exposure *w)
     free(w->ex);
     free(w->fb);
     free(w->ats);
+    free(w->islots);
+    free(w->iarena);
 }
 
 /* everything w holds, once its thread has ended (or never started) */
@@ -703,6 +728,7 @@ static void release(struct gw_exposure *w)
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     pthread_cond_destroy(&w->idle);
+    pthread_mutex_destroy(&w->imu);
     free(w->text.p);
     free(w->where);
     free_arrays(w);
@@ -720,7 +746,9 @@ struct gw_exposure *gw_exposure_new(const char *db_path, const char *file,
         (w->batch = calloc(BATCH, sizeof(*w->batch))) == NULL ||
         (w->ex = calloc(SLICE, sizeof(*w->ex))) == NULL ||
         (w->fb = calloc(BATCH, sizeof(*w->fb))) == NULL ||
-        (w->ats = calloc(BATCH, sizeof(*w->ats))) == NULL) {
+        (w->ats = calloc(BATCH, sizeof(*w->ats))) == NULL ||
+        (w->islots = calloc(2 * INTERN_MAX, sizeof(*w->islots))) == NULL ||
+        (w->iarena = malloc(INTERN_BYTES)) == NULL) {
         snprintf(err, errlen, "cannot start the exposure log: out of memory");
         if (w)
             free_arrays(w);
@@ -732,6 +760,7 @@ struct gw_exposure *gw_exposure_new(const char *db_path, const char *file,
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     pthread_cond_init(&w->idle, NULL);
+    pthread_mutex_init(&w->imu, NULL);
     if (file) {
         w->where = strdup(file);
         if ((w->file = fopen(file, "a")) == NULL) { /* O_APPEND: lines whole */
@@ -814,6 +843,39 @@ void gw_exposure_local_clear(struct gw_exposure_local *l)
     }
     gw_exposure_rec_free_n(l->out, l->n_out);
     l->n_out = 0;
+}
+
+const char *gw_exposure_intern(struct gw_exposure *w, const char *s,
+                               size_t len)
+{
+    const size_t mask = 2 * INTERN_MAX - 1;
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+    const char *kept = NULL;
+    size_t i;
+
+    if (s == NULL || len > INTERN_LEN)
+        return NULL;
+    for (i = 0; i < len; i++)
+        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ULL;
+    pthread_mutex_lock(&w->imu);
+    for (i = (size_t)h & mask; w->islots[i].s != NULL; i = (i + 1) & mask) {
+        if (w->islots[i].len == len && memcmp(w->islots[i].s, s, len) == 0) {
+            kept = w->islots[i].s;
+            break;
+        }
+    }
+    if (kept == NULL && w->in_n < INTERN_MAX &&
+        INTERN_BYTES - w->in_used > len) {
+        char *d = w->iarena + w->in_used;
+        memcpy(d, s, len);
+        d[len] = '\0';
+        w->in_used += len + 1;
+        w->in_n++;
+        w->islots[i] = (struct intern_slot){d, len};
+        kept = d;
+    }
+    pthread_mutex_unlock(&w->imu);
+    return kept;
 }
 
 void gw_exposure_stats(struct gw_exposure *w, struct gw_exposure_stats *s)

@@ -105,6 +105,13 @@ struct gw_exposure *gw_exposure_new(const char *db_path, const char *file,
  * (r is freed and counted as dropped). Never blocks on I/O. */
 int gw_exposure_push(struct gw_exposure *w, struct gw_exposure_rec *r);
 
+/* A copy of s[0..len) that w keeps until gw_exposure_free (the same
+ * pointer for equal strings), for a record's members that many records
+ * share; NULL when s is NULL, long, or w keeps no more strings (then copy
+ * it into the record). Any thread. */
+const char *gw_exposure_intern(struct gw_exposure *w, const char *s,
+                               size_t len);
+
 struct gw_exposure_stats {
     unsigned long queued, written, dropped, failed;
 };

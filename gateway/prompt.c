@@ -144,8 +144,21 @@ struct done {
     double latency_ms;
     long prompt_tokens, completion_tokens, total_tokens;
     const char *cache;            /* static */
-    signed char mlen, blen;       /* -1: none */
+    const char *mkept, *bkept;    /* kept by the writer (keep_str), or NULL */
+    signed char mlen, blen;       /* -1: none (or kept) */
     char model[48], backend[32];
+};
+
+/* A record's members that many records share, kept once by the writer
+ * (gw_exposure_intern): the last few of each kind this loop used, so that
+ * finding one is a length and a memcmp of hot bytes, and a new one takes
+ * the writer's lock once. */
+enum { KEEP_PROMPT, KEEP_LABEL, KEEP_KEY, KEEP_EXPERIMENT, KEEP_MODEL,
+       KEEP_BACKEND, KEEP_KINDS };
+#define KEEP_WAYS 4
+struct kept {
+    const char *s;                /* borrowed from the writer; NULL: none */
+    size_t len;
 };
 
 struct gw_prompts {
@@ -186,6 +199,8 @@ struct gw_prompts {
     struct done done[DONE_MAX];   /* finished, their values not yet in
                                      their records (done_apply) */
     size_t n_done;
+    struct kept kept[KEEP_KINDS][KEEP_WAYS];
+    unsigned char kept_next[KEEP_KINDS];
     struct reg_buf out;           /* the body being built (reused) */
     struct vcache *vcache[VC_BUCKETS]; /* owned: per version of snap */
     int64_t wall_off;             /* CLOCK_REALTIME - CLOCK_MONOTONIC, in
@@ -818,6 +833,24 @@ static struct gw_exposure_rec *pending_take(struct gw_prompts *p,
     return r;
 }
 
+/* s[0..len) as the writer keeps it (kind: KEEP_*), or NULL: copy it */
+static const char *keep_str(struct gw_prompts *p, int kind, const char *s,
+                            size_t len)
+{
+    struct kept *k = p->kept[kind];
+    const char *t;
+    int i;
+
+    for (i = 0; i < KEEP_WAYS; i++)
+        if (k[i].s != NULL && k[i].len == len && memcmp(k[i].s, s, len) == 0)
+            return k[i].s;
+    if ((t = gw_exposure_intern(p->sh->writer, s, len)) != NULL) {
+        i = p->kept_next[kind]++ % KEEP_WAYS;
+        k[i].s = t, k[i].len = len;
+    }
+    return t;
+}
+
 /* the finished records' values into the records, which go to the writer */
 static void done_apply(struct gw_prompts *p)
 {
@@ -833,9 +866,13 @@ static void done_apply(struct gw_prompts *p)
         r->ex.completion_tokens = d->completion_tokens;
         r->ex.total_tokens = d->total_tokens;
         r->ex.cache = d->cache;
-        if (d->mlen >= 0)
+        if (d->mkept)
+            r->ex.model = d->mkept;
+        else if (d->mlen >= 0)
             r->ex.model = gw_exposure_rec_str(r, d->model, (size_t)d->mlen);
-        if (d->blen >= 0)
+        if (d->bkept)
+            r->ex.backend = d->bkept;
+        else if (d->blen >= 0)
             r->ex.backend = gw_exposure_rec_str(r, d->backend,
                                                 (size_t)d->blen);
         gw_exposure_stage(p->sh->writer, &p->local, r);
@@ -1070,7 +1107,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     char name[REG_NAME_MAX + 1], label[REG_LABEL_MAX + 1];
     char user[REG_USER_MAX + 1];
     char err[256];
-    const char *uid = NULL, *body, *cut0, *cut1, *rest, *rs[7];
+    const char *uid = NULL, *body, *cut0, *cut1, *rest, *rs[7], *ks[7];
     size_t rlen[7];
     struct reg_resolved res;
     struct gw_exposure_rec *r;
@@ -1319,21 +1356,28 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     }
 
     /* the exposure record, with its strings in one allocation: request
-     * id, prompt, label, user, key, experiment, variables */
+     * id, user, variables, and prompt, label, key and experiment unless
+     * the writer keeps them (keep_str) */
     rs[0] = rl->request_id, rs[1] = name, rs[2] = res.label, rs[3] = uid;
     rs[4] = key_name;
     rs[5] = res.experiment ? res.experiment->name : NULL;
     rs[6] = pfs[3].type == GW_JSON_OBJECT ? pfs[3].val : "{}";
     need = 0;
-    for (i = 0; i < 7; i++)
-        need += (rlen[i] = i == 6 ? (pfs[3].type == GW_JSON_OBJECT
-                                         ? pfs[3].len : 2)
-                                  : rs[i] ? strlen(rs[i]) : 0) + 1;
+    for (i = 0; i < 7; i++) {
+        static const signed char kind[7] = {-1, KEEP_PROMPT, KEEP_LABEL, -1,
+                                            KEEP_KEY, KEEP_EXPERIMENT, -1};
+        rlen[i] = i == 6 ? (pfs[3].type == GW_JSON_OBJECT ? pfs[3].len : 2)
+                         : rs[i] ? strlen(rs[i]) : 0;
+        ks[i] = rs[i] && kind[i] >= 0 ? keep_str(p, kind[i], rs[i], rlen[i])
+                                      : NULL;
+        if (ks[i] == NULL)
+            need += rlen[i] + 1;
+    }
     if ((r = gw_exposure_rec_take(&p->local, GW_EXPOSURE,
                                   need + GW_EXPOSURE_TAIL)) == NULL)
         goto oom;
     for (i = 0; i < 7; i++)
-        rs[i] = gw_exposure_rec_str(r, rs[i], rlen[i]);
+        rs[i] = ks[i] ? ks[i] : gw_exposure_rec_str(r, rs[i], rlen[i]);
     r->owner = req;
     r->at_us = req->start_us + p->wall_off; /* when the request came */
     r->ex.request_id = rs[0];
@@ -1458,16 +1502,24 @@ void gw_prompt_finish(struct gw_prompts *p, struct gw_http_req *req,
     d->total_tokens = rl->usage.total_tokens;
     d->cache = req->cache; /* static strings */
     d->mlen = d->blen = -1;
-    if (ml < sizeof(d->model) && bl < sizeof(d->backend)) {
-        if (rl->model)
+    d->mkept = rl->model && ml < GW_EXPOSURE_MODEL_MAX
+             ? keep_str(p, KEEP_MODEL, rl->model, ml) : NULL;
+    d->bkept = rl->backend && bl < GW_EXPOSURE_BACKEND_MAX
+             ? keep_str(p, KEEP_BACKEND, rl->backend, bl) : NULL;
+    if ((d->mkept || ml < sizeof(d->model)) &&
+        (d->bkept || bl < sizeof(d->backend))) {
+        if (rl->model && !d->mkept)
             memcpy(d->model, rl->model, ml), d->mlen = (signed char)ml;
-        if (rl->backend)
+        if (rl->backend && !d->bkept)
             memcpy(d->backend, rl->backend, bl), d->blen = (signed char)bl;
     } else { /* long names: into the record now */
-        r->ex.model = gw_exposure_rec_strn(r, rl->model,
+        r->ex.model = d->mkept ? d->mkept
+                    : gw_exposure_rec_strn(r, rl->model,
                                            GW_EXPOSURE_MODEL_MAX);
-        r->ex.backend = gw_exposure_rec_strn(r, rl->backend,
+        r->ex.backend = d->bkept ? d->bkept
+                      : gw_exposure_rec_strn(r, rl->backend,
                                              GW_EXPOSURE_BACKEND_MAX);
+        d->mkept = d->bkept = NULL;
     }
     /* the lines done_apply writes, loading while other requests run */
     for (off = offsetof(struct gw_exposure_rec, ex.status);

@@ -84,7 +84,7 @@ static int push_one(struct gw_exposure *w, long i, int64_t now)
         "{\"product\":\"316不锈钢真空保温杯\",\"points\":\"保温时长、轻便和"
         "单手开盖\"}";
     char rid[40], uid[16];
-    const char *rs[7];
+    const char *rs[7], *kept[7];
     size_t rl[7], need = 0;
     struct gw_exposure_rec *r;
     int k;
@@ -93,12 +93,20 @@ static int push_one(struct gw_exposure *w, long i, int64_t now)
     snprintf(uid, sizeof(uid), "user-%ld", i % 2000);
     rs[0] = rid, rs[1] = "bench_copy", rs[2] = "production", rs[3] = uid;
     rs[4] = "bench", rs[5] = "bench_copy@production", rs[6] = vars;
-    for (k = 0; k < 7; k++)
-        need += (rl[k] = strlen(rs[k])) + 1;
+    /* as the gateway makes them: the members many records share (prompt,
+     * label, key, experiment, model, backend) kept by the writer, the
+     * others copied into the record */
+    for (k = 0; k < 7; k++) {
+        rl[k] = strlen(rs[k]);
+        kept[k] = k == 1 || k == 2 || k == 4 || k == 5
+                ? gw_exposure_intern(w, rs[k], rl[k]) : NULL;
+        if (kept[k] == NULL)
+            need += rl[k] + 1;
+    }
     if ((r = gw_exposure_rec_new(GW_EXPOSURE, need)) == NULL)
         return -1;
     for (k = 0; k < 7; k++)
-        rs[k] = gw_exposure_rec_str(r, rs[k], rl[k]);
+        rs[k] = kept[k] ? kept[k] : gw_exposure_rec_str(r, rs[k], rl[k]);
     r->owner = r;
     r->at_us = now + i * 16;
     r->ex.request_id = rs[0], r->ex.prompt = rs[1], r->ex.label = rs[2];
@@ -112,8 +120,8 @@ static int push_one(struct gw_exposure *w, long i, int64_t now)
     r->ex.prompt_tokens = 60, r->ex.completion_tokens = 48;
     r->ex.total_tokens = 108;
     r->ex.cache = "miss";
-    r->ex.model = gw_exposure_rec_strn(r, "gpt-4o-mini", GW_EXPOSURE_MODEL_MAX);
-    r->ex.backend = gw_exposure_rec_strn(r, "mock", GW_EXPOSURE_BACKEND_MAX);
+    r->ex.model = gw_exposure_intern(w, "gpt-4o-mini", 11);
+    r->ex.backend = gw_exposure_intern(w, "mock", 4);
     return gw_exposure_push(w, r);
 }
 

@@ -26,6 +26,7 @@
 #include <unistd.h>
 #include <sqlite3.h>
 #include <sys/resource.h>
+#include <pthread.h>
 
 #include "gateway/exposure.h"
 
@@ -609,6 +610,146 @@ static void test_writer_db_slices(void **state)
     remove_dir(dir);
 }
 
+/* strings the writer keeps (gw_exposure_intern): one copy for equal bytes,
+ * bounded in length and in number, the kept ones found once it is full */
+static void test_writer_intern(void **state)
+{
+    char err[256], a[] = "product_copy", b[] = "product_copy", big[300];
+    char s[16];
+    struct gw_exposure *w;
+    const char *p, *q;
+    int n;
+
+    (void)state;
+    w = gw_exposure_new(NULL, "/dev/null", 4, err, sizeof(err));
+    assert_non_null(w);
+    p = gw_exposure_intern(w, a, strlen(a));
+    assert_non_null(p);
+    assert_ptr_not_equal(p, a);
+    assert_string_equal(p, "product_copy");
+    assert_ptr_equal(gw_exposure_intern(w, b, strlen(b)), p);
+    assert_ptr_equal(gw_exposure_intern(w, "product_copy_v2", 12), p);
+    q = gw_exposure_intern(w, "product", 7); /* a prefix is another string */
+    assert_ptr_not_equal(q, p);
+    assert_string_equal(q, "product");
+    assert_string_equal(gw_exposure_intern(w, "", 0), "");
+    assert_null(gw_exposure_intern(w, NULL, 0));
+    memset(big, 'x', sizeof(big));
+    assert_null(gw_exposure_intern(w, big, 257)); /* long: the caller copies */
+    assert_int_equal(strlen(gw_exposure_intern(w, big, 256)), 256);
+    for (n = 0; n < 5000; n++) {
+        snprintf(s, sizeof(s), "k%d", n);
+        if (gw_exposure_intern(w, s, strlen(s)) == NULL)
+            break;
+    }
+    assert_in_range(n, 500, 4999); /* full: new strings are not kept */
+    assert_null(gw_exposure_intern(w, "not kept", 8));
+    assert_ptr_equal(gw_exposure_intern(w, "product_copy", 12), p);
+    assert_ptr_equal(gw_exposure_intern(w, "k0", 2),
+                     gw_exposure_intern(w, "k0", 2));
+    gw_exposure_free(w);
+}
+
+struct intern_arg {
+    struct gw_exposure *w;
+    const char *got[200];
+};
+
+static void *intern_thread(void *arg)
+{
+    struct intern_arg *a = arg;
+    char s[16];
+
+    for (int i = 0; i < 200; i++) {
+        snprintf(s, sizeof(s), "name-%d", i % 150);
+        a->got[i] = gw_exposure_intern(a->w, s, strlen(s));
+    }
+    return NULL;
+}
+
+/* loops of several workers keep strings at once: equal bytes, one pointer
+ * (make tsan-unit: no race on the table or the bytes) */
+static void test_writer_intern_threads(void **state)
+{
+    char err[256];
+    struct intern_arg args[3];
+    pthread_t t[3];
+    int i, k;
+
+    (void)state;
+    args[0].w = gw_exposure_new(NULL, "/dev/null", 4, err, sizeof(err));
+    assert_non_null(args[0].w);
+    for (k = 1; k < 3; k++)
+        args[k].w = args[0].w;
+    for (k = 0; k < 3; k++)
+        assert_int_equal(pthread_create(&t[k], NULL, intern_thread, &args[k]),
+                         0);
+    for (k = 0; k < 3; k++)
+        pthread_join(t[k], NULL);
+    for (i = 0; i < 200; i++) {
+        char s[16];
+        snprintf(s, sizeof(s), "name-%d", i % 150);
+        assert_string_equal(args[0].got[i], s);
+        assert_ptr_equal(args[1].got[i], args[0].got[i]);
+        assert_ptr_equal(args[2].got[i], args[0].got[i]);
+        assert_ptr_equal(args[0].got[i], args[0].got[i % 150]);
+    }
+    gw_exposure_free(args[0].w);
+}
+
+/* records whose shared members are kept strings, copies of the same bytes,
+ * or other bytes: each row has its own values, and a chunk of records
+ * that share kept members holds them once, in its common object */
+static void test_writer_db_kept(void **state)
+{
+    char dir[] = "/tmp/test_gw_prompt.XXXXXX", path[128], err[256];
+    const char *kp, *kl, *kk, *km, *kb;
+    struct gw_exposure *w;
+    sqlite3 *sql;
+    sqlite3_stmt *q;
+
+    (void)state;
+    temp_registry(dir, path, sizeof(path));
+    w = gw_exposure_new(path, NULL, 1000, err, sizeof(err));
+    assert_non_null(w);
+    kp = gw_exposure_intern(w, "p", 1);
+    kl = gw_exposure_intern(w, "production", 10);
+    kk = gw_exposure_intern(w, "shop", 4);
+    km = gw_exposure_intern(w, "qwen", 4);
+    kb = gw_exposure_intern(w, "gpu-1", 5);
+    for (int i = 0; i < 600; i++) {
+        struct gw_exposure_rec *r = make(i, GW_EXPOSURE);
+        r->ex.prompt = kp;
+        r->ex.label = kl;
+        r->ex.key_name = kk;
+        r->ex.model = i % 7 == 5 ? gw_exposure_rec_str(r, "qwen", 4) : km;
+        r->ex.backend = i == 300 ? gw_exposure_rec_str(r, "gpu-2", 5) : kb;
+        assert_int_equal(gw_exposure_push(w, r), 0);
+    }
+    gw_exposure_flush(w);
+    gw_exposure_free(w);
+
+    assert_int_equal(sqlite3_open(path, &sql), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(sql,
+        "SELECT count(*), sum(prompt = 'p' AND label = 'production' AND"
+        " key_name = 'shop' AND model = 'qwen'), sum(backend = 'gpu-1'),"
+        " (SELECT request_id FROM exposures WHERE backend = 'gpu-2'),"
+        " (SELECT count(*) FROM exposure_chunks),"
+        " (SELECT count(*) FROM exposure_chunks WHERE"
+        "  json_extract(common, '$.k') IS NOT 'shop')"
+        " FROM exposures", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(q, 0), 600);
+    assert_int_equal(sqlite3_column_int64(q, 1), 600);
+    assert_int_equal(sqlite3_column_int64(q, 2), 599);
+    assert_string_equal((const char *)sqlite3_column_text(q, 3), "req-300");
+    assert_true(sqlite3_column_int64(q, 4) >= 3); /* 600 / 256 */
+    assert_int_equal(sqlite3_column_int64(q, 5), 0);
+    sqlite3_finalize(q);
+    sqlite3_close(sql);
+    remove_dir(dir);
+}
+
 static void test_writer_bad_targets(void **state)
 {
     char err[256];
@@ -636,6 +777,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_writer_db_bulk),
         cmocka_unit_test(test_writer_db_drops_counted),
         cmocka_unit_test(test_writer_db_slices),
+        cmocka_unit_test(test_writer_intern),
+        cmocka_unit_test(test_writer_intern_threads),
+        cmocka_unit_test(test_writer_db_kept),
         cmocka_unit_test(test_writer_bad_targets),
     };
 
