@@ -248,6 +248,18 @@ static int parse_opts(struct cli *c, const char *verb, struct opt *opts,
     return 0;
 }
 
+/* parse_opts for a verb of exactly n positional arguments: 1 (after the
+ * usage line `missing`) when they are not all there */
+static int parse_exact(struct cli *c, const char *verb, struct opt *opts,
+                       const char **pos, int n, const char *missing)
+{
+    int npos;
+
+    if (parse_opts(c, verb, opts, pos, n, &npos))
+        return 1;
+    return npos != n ? usage(verb, missing) : 0;
+}
+
 static void free_opts(struct opt *opts)
 {
     for (struct opt *p = opts; p->name; p++)
@@ -367,12 +379,11 @@ static int cmd_publish(struct cli *c)
     json_t *messages = NULL, *params = NULL;
     struct reg_db *db = NULL;
     size_t len;
-    int npos, version = 0, created = 0, rc = 1;
+    int version = 0, created = 0, rc = 1;
 
-    if (parse_opts(c, "publish", opts, pos, 1, &npos))
+    if (parse_exact(c, "publish", opts, pos, 1,
+                    "missing prompt NAME"))
         return 1;
-    if (npos != 1)
-        return usage("publish", "missing prompt NAME");
     if (opts[0].value == NULL)
         return usage("publish", "missing -f FILE (the prompt text or JSON; - for stdin)");
     if (!reg_name_valid(pos[0])) {
@@ -514,14 +525,13 @@ static int cmd_show(struct cli *c)
     struct reg_db *db;
     json_t *labels;
     char *err = NULL;
-    int npos, version;
+    int version;
     size_t i;
     json_t *m;
 
-    if (parse_opts(c, "show", opts, pos, 1, &npos))
+    if (parse_exact(c, "show", opts, pos, 1,
+                    "missing NAME, NAME@LABEL or NAME@VERSION"))
         return 1;
-    if (npos != 1)
-        return usage("show", "missing NAME, NAME@LABEL or NAME@VERSION");
     if (reg_ref_parse(pos[0], name, label, &version, &err) < 0)
         return fail(err);
     if ((db = open_db(c, 0, &err)) == NULL)
@@ -572,12 +582,10 @@ static int cmd_versions(struct cli *c)
     json_t *labmap = NULL;
     char *err = NULL;
     size_t n = 0, np = 0;
-    int npos;
 
-    if (parse_opts(c, "versions", opts, pos, 1, &npos))
+    if (parse_exact(c, "versions", opts, pos, 1,
+                    "missing prompt NAME"))
         return 1;
-    if (npos != 1)
-        return usage("versions", "missing prompt NAME");
     if ((db = open_db(c, 0, &err)) == NULL)
         return fail(err);
     if (reg_versions_list(db, pos[0], &vs, &n, &err) < 0) {
@@ -653,12 +661,10 @@ static int cmd_diff(struct cli *c)
     struct reg_version *a = NULL, *b = NULL;
     struct reg_db *db;
     char *err = NULL, *d;
-    int npos;
 
-    if (parse_opts(c, "diff", opts, pos, 3, &npos))
+    if (parse_exact(c, "diff", opts, pos, 3,
+                    "want NAME A B (versions or labels)"))
         return 1;
-    if (npos != 3)
-        return usage("diff", "want NAME A B (versions or labels)");
     if ((db = open_db(c, 0, &err)) == NULL)
         return fail(err);
     a = get_side(db, pos[0], pos[1], &err);
@@ -698,12 +704,11 @@ static int cmd_label(struct cli *c)
     const char *pos[3];
     struct reg_db *db;
     char *err = NULL;
-    int npos, version;
+    int version;
 
-    if (parse_opts(c, "label", opts, pos, 3, &npos))
+    if (parse_exact(c, "label", opts, pos, 3,
+                    "want NAME VERSION LABEL"))
         return 1;
-    if (npos != 3)
-        return usage("label", "want NAME VERSION LABEL");
     if (parse_int(pos[1], 1, 1000000000, &version) < 0)
         return usage("label", "VERSION must be a version number such as 3");
     if ((db = open_db(c, 0, &err)) == NULL)
@@ -725,12 +730,11 @@ static int cmd_rollback(struct cli *c)
     const char *pos[2];
     struct reg_db *db;
     char *err = NULL;
-    int npos, from = 0, to = 0;
+    int from = 0, to = 0;
 
-    if (parse_opts(c, "rollback", opts, pos, 2, &npos))
+    if (parse_exact(c, "rollback", opts, pos, 2,
+                    "want NAME LABEL"))
         return 1;
-    if (npos != 2)
-        return usage("rollback", "want NAME LABEL");
     if ((db = open_db(c, 0, &err)) == NULL)
         return fail(err);
     if (reg_label_rollback(db, pos[0], pos[1], actor_default(opts[0].value),
@@ -752,13 +756,11 @@ static int cmd_log(struct cli *c)
     struct reg_db *db;
     json_t *log, *e;
     char *err = NULL;
-    int npos;
     size_t i;
 
-    if (parse_opts(c, "log", opts, pos, 1, &npos))
+    if (parse_exact(c, "log", opts, pos, 1,
+                    "missing prompt NAME"))
         return 1;
-    if (npos != 1)
-        return usage("log", "missing prompt NAME");
     if ((db = open_db(c, 0, &err)) == NULL)
         return fail(err);
     log = reg_label_log(db, pos[0], &err);
@@ -1034,12 +1036,10 @@ static int experiment_stop(struct cli *c)
     char name[REG_NAME_MAX + 1], label[REG_LABEL_MAX + 1];
     struct reg_db *db;
     char *err = NULL;
-    int npos;
 
-    if (parse_opts(c, "experiment", opts, pos, 1, &npos))
+    if (parse_exact(c, "experiment", opts, pos, 1,
+                    "stop wants NAME or NAME@LABEL"))
         return 1;
-    if (npos != 1)
-        return usage("experiment", "stop wants NAME or NAME@LABEL");
     if (name_label(pos[0], name, label, &err) < 0)
         return fail(err);
     if (opts[0].value)
@@ -1167,12 +1167,10 @@ static int cmd_import(struct cli *c)
     json_t *doc;
     char *err = NULL, *text;
     size_t len;
-    int npos;
 
-    if (parse_opts(c, "import", opts, pos, 1, &npos))
+    if (parse_exact(c, "import", opts, pos, 1,
+                    "missing FILE (made by 'promptctl export'; - for stdin)"))
         return 1;
-    if (npos != 1)
-        return usage("import", "missing FILE (made by 'promptctl export'; - for stdin)");
     if ((text = read_file(pos[0], IMPORT_MAX, &len, &err)) == NULL)
         return fail(err);
     doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);

@@ -146,6 +146,24 @@ def test_publish_usage_errors(ctl, tmp_path):
     assert "unknown option '--bogus'" in ctl.fail("publish", "x", "--bogus").err
 
 
+@pytest.mark.parametrize("args,needle", [
+    (["show"], "show: missing NAME, NAME@LABEL or NAME@VERSION"),
+    (["versions"], "versions: missing prompt NAME"),
+    (["diff", "p", "1"], "diff: want NAME A B (versions or labels)"),
+    (["label", "p", "1"], "label: want NAME VERSION LABEL"),
+    (["rollback", "p"], "rollback: want NAME LABEL"),
+    (["log"], "log: missing prompt NAME"),
+    (["experiment", "stop"], "experiment: stop wants NAME or NAME@LABEL"),
+    (["import"], "import: missing FILE"),
+    (["versions", "a", "b"], "versions: "),
+])
+def test_positional_usage_errors(filled, args, needle):
+    # a verb short of (or past) its arguments says which, and where help is
+    r = filled.fail(*args)
+    assert needle in r.err, r.err
+    assert "(see 'promptctl help %s')" % args[0] in r.err, r.err
+
+
 # ---- reading ----------------------------------------------------------------
 
 def test_list_show_versions(filled):
