@@ -327,6 +327,9 @@ for what, ex, sent in bad if not aa else []:
     print("bench-prompt: %d exposures in the %s for %d answered requests (and at most %d cut off)"
           % (ex, what, sent, runs * $SAT_CONN), file=sys.stderr)
 json.dump(res, open(out, "w"), indent=1)
+if mode == "together" and not aa and not "$AB_BIN":
+    print("\nside by side, the core gateway pays part of the prompt path's cost "
+          "(see the header): for the issue's bar, read MODE=turns")
 print("\nwritten to", out)
 if bad and not aa:
     sys.exit(1)
