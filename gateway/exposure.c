@@ -853,7 +853,7 @@ const char *gw_exposure_intern(struct gw_exposure *w, const char *s,
     const char *kept = NULL;
     size_t i;
 
-    if (s == NULL || len > INTERN_LEN)
+    if (w == NULL || s == NULL || len > INTERN_LEN)
         return NULL;
     for (i = 0; i < len; i++)
         h = (h ^ (unsigned char)s[i]) * 0x100000001b3ULL;

@@ -107,8 +107,8 @@ int gw_exposure_push(struct gw_exposure *w, struct gw_exposure_rec *r);
 
 /* A copy of s[0..len) that w keeps until gw_exposure_free (the same
  * pointer for equal strings), for a record's members that many records
- * share; NULL when s is NULL, long, or w keeps no more strings (then copy
- * it into the record). Any thread. */
+ * share; NULL when w or s is NULL, s is long, or w keeps no more strings
+ * (then copy it into the record). Any thread. */
 const char *gw_exposure_intern(struct gw_exposure *w, const char *s,
                                size_t len);
 

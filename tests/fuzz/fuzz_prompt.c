@@ -77,7 +77,7 @@ static void setup(void)
 {
     static char dir[] = "/tmp/fuzz_prompt.XXXXXX";
     static const struct reg_arm arms[2] = {{1, 50}, {2, 50}};
-    char path[64], *err = NULL;
+    char path[64], msg[256], *err = NULL;
     struct reg_db *db;
 
     if (mkdtemp(dir) == NULL)
@@ -112,6 +112,11 @@ static void setup(void)
     if (gw.prompts == NULL)
         die("calloc", NULL);
     gw.prompts->sh = gw.prompts; /* the first worker's: owns the shared part */
+    /* a writer that is never handed a record: it keeps the records' shared
+     * strings (keep_str), until its table is full and they are copied */
+    if ((gw.prompts->writer = gw_exposure_new(NULL, "/dev/null", 4, msg,
+                                              sizeof(msg))) == NULL)
+        die("gw_exposure_new", msg);
     if ((gw.prompts->snap = reg_snapshot_load(path, &err)) == NULL)
         die("reg_snapshot_load", err);
     unlink(path);

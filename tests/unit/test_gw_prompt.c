@@ -634,6 +634,7 @@ static void test_writer_intern(void **state)
     assert_string_equal(q, "product");
     assert_string_equal(gw_exposure_intern(w, "", 0), "");
     assert_null(gw_exposure_intern(w, NULL, 0));
+    assert_null(gw_exposure_intern(NULL, "x", 1)); /* no writer: copy */
     memset(big, 'x', sizeof(big));
     assert_null(gw_exposure_intern(w, big, 257)); /* long: the caller copies */
     assert_int_equal(strlen(gw_exposure_intern(w, big, 256)), 256);
