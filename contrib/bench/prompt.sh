@@ -41,6 +41,17 @@
 # session 10). Together compares two builds well (AB_BIN, AA); the issue's
 # bar ("cost less than 10% of the core proxy's requests/s") is turns.
 #
+# MOCK_CPU=1 moves the mock beside wrk, so cpu 0 runs the gateway alone:
+# its requests/s and CPU a request are then its own, not shared with the
+# mock nor shaped by their scheduling. On a shared core the mock preempts
+# the gateway after its writes, more often the slower the gateway is
+# (0.40 -> 0.61 times a request), and costs more a request behind the
+# prompt gateway (+3 us) although it serves the same bodies equally fast
+# alone (README, Performance, session 11). Read the bar in turns both
+# ways: MOCK_CPU=1 gives the gateway's own capacity (prompt_cpu_ratio:
+# core's CPU a request over the prompt gateway's, all its threads),
+# MOCK_CPU=0 the gateway and the mock on one core.
+#
 # Both check that every prompt request left an exposure, and write
 # results/bench-prompt-<UTC time>.json.
 #
@@ -51,7 +62,7 @@
 # costs less; AB_BIN=bin (this build against itself) shows what it reads
 # when there is no difference. The outputs pair is not run.
 #
-# Knobs: MODE=together LAUNCHES=5 ROUNDS=3 SAT_DUR=5 SAT_CONN=32 WARM_DUR=3 PIN=1
+# Knobs: MODE=together LAUNCHES=5 ROUNDS=3 SAT_DUR=5 SAT_CONN=32 WARM_DUR=3 PIN=1 MOCK_CPU=0
 #        BENCH_USERS=2000 AA=0 AB_BIN=
 #        BENCH_TMP=/tmp (where the registry database and the exposure file
 #        live: /dev/shm takes the disk, and on a VM its I/O, out of it)
@@ -63,6 +74,11 @@ MODE=${MODE:-together}
 SAT_CONN=${SAT_CONN:-32}
 WARM_DUR=${WARM_DUR:-3}
 PIN=${PIN:-1}
+MOCK_CPU=${MOCK_CPU:-0}
+if [[ ! $MOCK_CPU =~ ^[0-9]+$ ]]; then
+    echo "bench-prompt: MOCK_CPU must be a cpu number (0: the servers' core, 1: wrk's), not '$MOCK_CPU'" >&2
+    exit 2
+fi
 AA=${AA:-0}
 AB_BIN=${AB_BIN:-}
 if [[ -n $AB_BIN && ( $MODE != together || $AA == 1 ) ]]; then
@@ -88,8 +104,8 @@ mkdir -p "$RESULTS"
 BENCH_NAME=bench-prompt
 . "$HERE/lib.sh"
 
-SRV=(); CLI=()
-if [[ $PIN == 1 ]]; then SRV=(taskset -c 0); CLI=(taskset -c 1); fi
+SRV=(); CLI=(); MOCK=()
+if [[ $PIN == 1 ]]; then SRV=(taskset -c 0); CLI=(taskset -c 1); MOCK=(taskset -c "$MOCK_CPU"); fi
 CLK_TCK=$(getconf CLK_TCK)
 
 # the registry: a version that renders to request.json's messages
@@ -115,7 +131,7 @@ cat >"$WORK/body-prompt.json" <<'JSON'
 JSON
 
 MOCK_PORT=$(free_port)
-"${SRV[@]}" "$BIN/mockllm" --listen "127.0.0.1:$MOCK_PORT" --no-record --tokens 48 \
+"${MOCK[@]}" "$BIN/mockllm" --listen "127.0.0.1:$MOCK_PORT" --no-record --tokens 48 \
     2>"$WORK/mock.log" &
 MOCK_PID=$!; PIDS+=("$MOCK_PID")
 wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
@@ -222,7 +238,7 @@ alone() { # name
         >>"$WORK/$1.cpu"
 }
 
-echo "bench-prompt: MODE=$MODE AA=$AA AB_BIN=${AB_BIN:-none} mock :$MOCK_PORT; pinned=$PIN, $LAUNCHES launch(es) of $ROUNDS rounds of ${SAT_DUR}s" >&2
+echo "bench-prompt: MODE=$MODE AA=$AA AB_BIN=${AB_BIN:-none} mock :$MOCK_PORT (cpu $MOCK_CPU); pinned=$PIN, $LAUNCHES launch(es) of $ROUNDS rounds of ${SAT_DUR}s" >&2
 for LAUNCH in $(seq "$LAUNCHES"); do
     launch
     for n in core prompt outputs; do # warm-up: every user's arm in the memo
@@ -260,7 +276,7 @@ import json, os, statistics, sys
 out, w, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 ex_db, ex_file, dropped, sent_db, sent_file, tck, aa = map(int, sys.argv[4:11])
 med = statistics.median
-res = {"mode": mode, "aa": aa, "launches": $LAUNCHES, "rounds": $ROUNDS, "sat_dur_s": $SAT_DUR,
+res = {"mode": mode, "aa": aa, "mock_cpu": $MOCK_CPU, "launches": $LAUNCHES, "rounds": $ROUNDS, "sat_dur_s": $SAT_DUR,
        "sat_conn": $SAT_CONN, "bench_users": int(os.environ["BENCH_USERS"])}
 if "$AB_BIN":
     res["ab_bin"] = "$AB_BIN" # core's place: a prompt gateway of that build
@@ -310,12 +326,14 @@ else:
                                                  med([r["rps"] for r in runs["core"]]), 3)
         res[o + "_rps_ratio_each_round"] = rr
         res[o + "_rps_ratio_median_of_rounds"] = round(med(rr), 3)
+        # a gateway's capacity on its core: 1 / its CPU a request
+        res[o + "_cpu_ratio"] = round(cpu["core"] / cpu[o], 3)
 res["exposures"] = {"exposures_db": ex_db, "requests_db": sent_db,
                     "exposures_file": ex_file, "requests_file": sent_file,
                     "dropped": dropped}
 print()
 for k, v in res.items():
-    if k not in ("windows", "runs", "mode", "aa", "rounds", "sat_dur_s", "sat_conn", "bench_users", "ab_bin"):
+    if k not in ("windows", "runs", "mode", "aa", "mock_cpu", "rounds", "sat_dur_s", "sat_conn", "bench_users", "ab_bin"):
         print("%-34s %s" % (k, v))
 # wrk counts the answers it read before its time ran out; the requests
 # still in flight then (SAT_CONN at most per run) were served and exposed
