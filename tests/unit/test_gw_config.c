@@ -491,6 +491,39 @@ static void pki_remove(struct pki *p)
     rmdir(p->dir);
 }
 
+/* cmocka setup and teardown: the files are removed even when a test
+ * fails (an assertion leaves the test, not the teardown) */
+static int pki_setup(void **state)
+{
+    struct pki *p = calloc(1, sizeof(*p));
+
+    if (p == NULL)
+        return -1;
+    *state = p;
+    pki_make(p);
+    return 0;
+}
+
+static int pki_teardown(void **state)
+{
+    struct pki *p = *state;
+
+    if (p != NULL) {
+        if (p->dir[0] != '\0')
+            pki_remove(p);
+        free(p);
+    }
+    return 0;
+}
+
+/* a "tls" object of cert and key, with `extra` members */
+static void tls_of(char *out, size_t len, const char *cert, const char *key,
+                   const char *extra)
+{
+    snprintf(out, len, "{\"cert\":\"%s\",\"key\":\"%s\"%s}", cert, key,
+             extra);
+}
+
 static struct gw_config *parse_tls(const char *tls, char **err)
 {
     char text[2048];
@@ -513,18 +546,14 @@ static void expect_problem(const char *tls, const char *want)
     free(err);
 }
 
-static void test_parse_tls(void **state)
+/* no "tls": plain, and gw_tls_new says so with an empty message */
+static void test_tls_none(void **state)
 {
-    struct pki p;
-    char tls[1024], msg[512];
+    char msg[512];
     char *err;
     struct gw_config *c;
-    struct gw_tls *t;
 
     (void)state;
-    pki_make(&p);
-
-    /* no "tls": plain, and gw_tls_new says so with an empty message */
     c = parse("{\"backends\":[{\"name\":\"a\",\"url\":\"http://h/v1\","
               "\"models\":[\"m\"]}]}", &err);
     assert_non_null(c);
@@ -533,15 +562,23 @@ static void test_parse_tls(void **state)
     assert_null(gw_tls_new(c, msg, sizeof(msg)));
     assert_int_equal(msg[0], '\0');
     gw_config_unref(c);
+}
 
-    /* a good pair: the context is built, the certificate described */
-    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.cert,
-             p.key);
+/* a good pair: the context is built, the certificate described */
+static void test_tls_good_pair(void **state)
+{
+    const struct pki *p = *state;
+    char tls[1024], msg[512];
+    char *err;
+    struct gw_config *c;
+    struct gw_tls *t;
+
+    tls_of(tls, sizeof(tls), p->cert, p->key, "");
     c = parse_tls(tls, &err);
     assert_non_null(c);
     assert_int_equal(c->tls.enabled, 1);
-    assert_string_equal(c->tls.cert, p.cert);
-    assert_string_equal(c->tls.key, p.key);
+    assert_string_equal(c->tls.cert, p->cert);
+    assert_string_equal(c->tls.key, p->key);
     assert_int_equal(c->tls.min_version, TLS1_2_VERSION);
     t = gw_tls_new(c, msg, sizeof(msg));
     assert_non_null(t);
@@ -555,8 +592,7 @@ static void test_parse_tls(void **state)
     gw_tls_unref(t);
     gw_config_unref(c);
 
-    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\","
-             "\"min_version\":\"1.3\"}", p.cert, p.key);
+    tls_of(tls, sizeof(tls), p->cert, p->key, ",\"min_version\":\"1.3\"");
     c = parse_tls(tls, &err);
     assert_non_null(c);
     assert_int_equal(c->tls.min_version, TLS1_3_VERSION);
@@ -566,138 +602,150 @@ static void test_parse_tls(void **state)
                      TLS1_3_VERSION);
     gw_tls_unref(t);
     gw_config_unref(c);
+}
 
-    /* every problem names its path */
-    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.cert,
-             p.other_key);
-    expect_problem(tls, "tls.key: does not match tls.cert");
-    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\"}", p.cert);
+/* every problem names its path */
+static void test_tls_problems(void **state)
+{
+    const struct pki *p = *state;
+    const struct {
+        const char *cert, *key, *extra, *want;
+    } cases[] = {
+        {p->cert, p->other_key, "", "tls.key: does not match tls.cert"},
+        {p->missing, p->key, "", "tls.cert: cannot read '"},
+        {p->junk, p->key, "", "tls.cert: no PEM certificate in '"},
+        {p->cert, p->junk, "", "tls.key: no usable PEM private key in '"},
+        /* the certificate is not a key, nor the key a certificate */
+        {p->key, p->cert, "", "tls.cert: no PEM certificate"},
+        {p->cert, p->key, ",\"min_version\":\"1.1\"",
+         "tls.min_version: must be \"1.2\""},
+        {p->cert, p->key, ",\"min_version\":1.3", "tls.min_version: must be"},
+        {p->cert, p->key, ",\"ciphers\":\"x\"", "tls.ciphers: unknown key"},
+        {"/dev/null", p->key, "", "tls.cert: '/dev/null' is not a PEM file"},
+        {p->cert, p->dir, "", "is not a PEM file"},
+    };
+    char tls[1024];
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        tls_of(tls, sizeof(tls), cases[i].cert, cases[i].key,
+               cases[i].extra);
+        expect_problem(tls, cases[i].want);
+    }
+    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\"}", p->cert);
     expect_problem(tls, "tls.key: missing");
-    snprintf(tls, sizeof(tls), "{\"key\":\"%s\"}", p.key);
+    snprintf(tls, sizeof(tls), "{\"key\":\"%s\"}", p->key);
     expect_problem(tls, "tls.cert: missing");
-    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}",
-             p.missing, p.key);
-    expect_problem(tls, "tls.cert: cannot read '");
-    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.junk,
-             p.key);
-    expect_problem(tls, "tls.cert: no PEM certificate in '");
-    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.cert,
-             p.junk);
-    expect_problem(tls, "tls.key: no usable PEM private key in '");
-    /* the certificate is not a key, nor the key a certificate */
-    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.key,
-             p.cert);
-    expect_problem(tls, "tls.cert: no PEM certificate");
-    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\","
-             "\"min_version\":\"1.1\"}", p.cert, p.key);
-    expect_problem(tls, "tls.min_version: must be \"1.2\"");
-    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\","
-             "\"min_version\":1.3}", p.cert, p.key);
-    expect_problem(tls, "tls.min_version: must be");
-    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\","
-             "\"ciphers\":\"x\"}", p.cert, p.key);
-    expect_problem(tls, "tls.ciphers: unknown key");
     expect_problem("{\"cert\":\"\",\"key\":7}",
                    "tls.cert: must be the path of the PEM certificate");
     expect_problem("{\"cert\":\"\",\"key\":7}",
                    "tls.key: must be the path of the PEM private key");
     expect_problem("true", "tls: must be an object");
-    snprintf(tls, sizeof(tls), "{\"cert\":\"/dev/null\",\"key\":\"%s\"}",
-             p.key);
-    expect_problem(tls, "tls.cert: '/dev/null' is not a PEM file");
-    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.cert,
-             p.dir);
-    expect_problem(tls, "is not a PEM file");
+}
 
-    /* -t: the subject and notAfter; an expired certificate is a warning,
-     * not a failure */
-    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.cert,
-             p.key);
+/* -t: the subject and notAfter; an expired certificate is a warning, not
+ * a failure */
+static void test_tls_check(void **state)
+{
+    const struct pki *p = *state;
+    char tls[1024], out[1024] = "", warn[1024] = "";
+    char *err;
+    struct gw_config *c;
+    FILE *fo, *fw, *f;
+    EVP_PKEY *k;
+
+    tls_of(tls, sizeof(tls), p->cert, p->key, "");
     c = parse_tls(tls, &err);
     assert_non_null(c);
-    {
-        char out[1024] = "", warn[1024] = "";
-        FILE *fo = fmemopen(out, sizeof(out) - 1, "w");
-        FILE *fw = fmemopen(warn, sizeof(warn) - 1, "w");
-        EVP_PKEY *k = NULL;
-        FILE *f;
+    fo = fmemopen(out, sizeof(out) - 1, "w");
+    fw = fmemopen(warn, sizeof(warn) - 1, "w");
+    assert_non_null(fo);
+    assert_non_null(fw);
+    assert_int_equal(gw_tls_check(c, fo, fw), 0);
+    fflush(fo);
+    fflush(fw);
+    assert_non_null(strstr(out, "subject 'CN=unit.example', notAfter 20"));
+    assert_non_null(strstr(warn, "warning: tls certificate '"));
+    assert_non_null(strstr(warn, " days (notAfter 20")); /* 2 or 3 */
 
-        assert_int_equal(gw_tls_check(c, fo, fw), 0);
-        fflush(fo);
-        fflush(fw);
-        assert_non_null(strstr(out, "subject 'CN=unit.example', notAfter 20"));
-        assert_non_null(strstr(warn, "warning: tls certificate '"));
-        assert_non_null(strstr(warn, " days (notAfter 20")); /* 2 or 3 */
-
-        f = fopen(p.key, "r");
-        assert_non_null(f);
-        k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-        fclose(f);
-        assert_non_null(k);
-        write_cert(p.cert, k, "old.example", -2); /* ended two days ago */
-        EVP_PKEY_free(k);
-        rewind(fo);
-        rewind(fw);
-        assert_int_equal(gw_tls_check(c, fo, fw), 0);
-        fflush(fo);
-        fflush(fw);
-        assert_non_null(strstr(out, "subject 'CN=old.example'"));
-        assert_non_null(strstr(warn, "has expired (notAfter 20"));
-        fclose(fo);
-        fclose(fw);
-    }
+    f = fopen(p->key, "r");
+    assert_non_null(f);
+    k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(k);
+    write_cert(p->cert, k, "old.example", -2); /* ended two days ago */
+    EVP_PKEY_free(k);
+    rewind(fo);
+    rewind(fw);
+    assert_int_equal(gw_tls_check(c, fo, fw), 0);
+    fflush(fo);
+    fflush(fw);
+    assert_non_null(strstr(out, "subject 'CN=old.example'"));
+    assert_non_null(strstr(warn, "has expired (notAfter 20"));
+    fclose(fo);
+    fclose(fw);
     gw_config_unref(c);
+}
 
-    /* gw_tls_attach: start, reload, and "tls" added or removed (kept as
-     * the listener was: that takes a restart) */
-    {
-        struct gw_config *plain, *next;
+/* gw_tls_attach: start, reload, and "tls" added or removed (kept as the
+ * listener was: that takes a restart) */
+static void test_tls_attach(void **state)
+{
+    const struct pki *p = *state;
+    static const char plain_text[] =
+        "{\"backends\":[{\"name\":\"a\",\"url\":\"http://h/v1\","
+        "\"models\":[\"m\"]}]}";
+    char tls[1024], msg[512];
+    char *err;
+    struct gw_config *c, *plain, *next;
 
-        snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}",
-                 p.cert, p.key);
-        c = parse_tls(tls, &err);
-        next = parse_tls(tls, &err);
-        assert_non_null(c);
-        assert_non_null(next);
-        assert_int_equal(gw_tls_attach(c, NULL, msg, sizeof(msg)), 0);
-        assert_non_null(c->tls.ctx);
-        assert_int_equal(gw_tls_attach(next, c, msg, sizeof(msg)), 0);
-        assert_non_null(next->tls.ctx);
-        assert_ptr_not_equal(next->tls.ctx, c->tls.ctx); /* rebuilt */
-        plain = parse("{\"backends\":[{\"name\":\"a\",\"url\":"
-                      "\"http://h/v1\",\"models\":[\"m\"]}]}", &err);
-        assert_non_null(plain);
-        assert_int_equal(gw_tls_attach(plain, c, msg, sizeof(msg)), 0);
-        assert_ptr_equal(plain->tls.ctx, c->tls.ctx); /* still on TLS */
-        gw_config_unref(plain);
-        plain = parse("{\"backends\":[{\"name\":\"a\",\"url\":"
-                      "\"http://h/v1\",\"models\":[\"m\"]}]}", &err);
-        assert_non_null(plain);
-        assert_int_equal(gw_tls_attach(plain, NULL, msg, sizeof(msg)), 0);
-        assert_null(plain->tls.ctx);
-        gw_config_unref(next);
-        next = parse_tls(tls, &err);
-        assert_int_equal(gw_tls_attach(next, plain, msg, sizeof(msg)), 0);
-        assert_null(next->tls.ctx); /* still plain */
-        gw_config_unref(next);
-        gw_config_unref(plain);
-        gw_config_unref(c);
-    }
+    tls_of(tls, sizeof(tls), p->cert, p->key, "");
+    c = parse_tls(tls, &err);
+    next = parse_tls(tls, &err);
+    assert_non_null(c);
+    assert_non_null(next);
+    assert_int_equal(gw_tls_attach(c, NULL, msg, sizeof(msg)), 0);
+    assert_non_null(c->tls.ctx);
+    assert_int_equal(gw_tls_attach(next, c, msg, sizeof(msg)), 0);
+    assert_non_null(next->tls.ctx);
+    assert_ptr_not_equal(next->tls.ctx, c->tls.ctx); /* rebuilt */
+    plain = parse(plain_text, &err);
+    assert_non_null(plain);
+    assert_int_equal(gw_tls_attach(plain, c, msg, sizeof(msg)), 0);
+    assert_ptr_equal(plain->tls.ctx, c->tls.ctx); /* still on TLS */
+    gw_config_unref(plain);
+    plain = parse(plain_text, &err);
+    assert_non_null(plain);
+    assert_int_equal(gw_tls_attach(plain, NULL, msg, sizeof(msg)), 0);
+    assert_null(plain->tls.ctx);
+    gw_config_unref(next);
+    next = parse_tls(tls, &err);
+    assert_non_null(next);
+    assert_int_equal(gw_tls_attach(next, plain, msg, sizeof(msg)), 0);
+    assert_null(next->tls.ctx); /* still plain */
+    gw_config_unref(next);
+    gw_config_unref(plain);
+    gw_config_unref(c);
+}
 
-    /* a file that changed after the load: gw_tls_new names it */
-    snprintf(tls, sizeof(tls), "{\"cert\":\"%s\",\"key\":\"%s\"}", p.cert,
-             p.key);
+/* a file that changed after the load: gw_tls_new names it */
+static void test_tls_changed_file(void **state)
+{
+    const struct pki *p = *state;
+    char tls[1024], msg[512];
+    char *err;
+    struct gw_config *c;
+
+    tls_of(tls, sizeof(tls), p->cert, p->key, "");
     c = parse_tls(tls, &err);
     assert_non_null(c);
-    unlink(p.key);
+    unlink(p->key);
     assert_null(gw_tls_new(c, msg, sizeof(msg)));
     assert_non_null(strstr(msg, "tls.key: cannot read '"));
     assert_int_equal(gw_tls_attach(c, NULL, msg, sizeof(msg)), -1);
     assert_non_null(strstr(msg, "tls.key: cannot read '"));
     assert_null(c->tls.ctx);
     gw_config_unref(c);
-
-    pki_remove(&p);
 }
 
 int main(void)
@@ -713,7 +761,17 @@ int main(void)
         cmocka_unit_test(test_load_missing_file),
         cmocka_unit_test(test_parse_metrics),
         cmocka_unit_test(test_provider_anthropic),
-        cmocka_unit_test(test_parse_tls),
+        cmocka_unit_test(test_tls_none),
+        cmocka_unit_test_setup_teardown(test_tls_good_pair, pki_setup,
+                                        pki_teardown),
+        cmocka_unit_test_setup_teardown(test_tls_problems, pki_setup,
+                                        pki_teardown),
+        cmocka_unit_test_setup_teardown(test_tls_check, pki_setup,
+                                        pki_teardown),
+        cmocka_unit_test_setup_teardown(test_tls_attach, pki_setup,
+                                        pki_teardown),
+        cmocka_unit_test_setup_teardown(test_tls_changed_file, pki_setup,
+                                        pki_teardown),
     };
     return cmocka_run_group_tests_name("gw_config", tests, NULL, NULL);
 }
