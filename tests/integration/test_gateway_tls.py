@@ -9,6 +9,7 @@ flight finishes on the old, a bad one is refused), the OpenAI Node client
 over https, a 1 MB upload, and backpressure under a reader that takes
 nothing."""
 
+import contextlib
 import hashlib
 import http.client as httpclient
 import json
@@ -117,6 +118,20 @@ def tls_gw(mockllm, gateway, pki):
     return mock, gw
 
 
+@contextlib.contextmanager
+def tls_socket(gw, ctx, timeout=5, session=None):
+    """A TLS connection to gw that ctx verifies, closed on the way out,
+    also when the handshake or the test fails."""
+    raw = socket.create_connection(("127.0.0.1", gw.port), timeout=timeout)
+    try:
+        s = ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session)
+    except BaseException:
+        raw.close()
+        raise
+    with s:
+        yield s
+
+
 def read_until_closed(s, limit=5.0):
     """Everything s receives until the peer closes (b"" or a reset)."""
     s.settimeout(limit)
@@ -156,16 +171,15 @@ def test_alpn_is_http11_and_version_floor(tls_gw, pki):
     _, gw = tls_gw
     ctx = client_ctx(pki / "a.pem")
     ctx.set_alpn_protocols(["h2", "http/1.1"])
-    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as raw:
-        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-            assert s.selected_alpn_protocol() == "http/1.1"
-            assert s.version() in ("TLSv1.2", "TLSv1.3")
+    with tls_socket(gw, ctx) as s:
+        assert s.selected_alpn_protocol() == "http/1.1"
+        assert s.version() in ("TLSv1.2", "TLSv1.3")
     # a client that speaks h2 only is refused at the handshake
     ctx = client_ctx(pki / "a.pem")
     ctx.set_alpn_protocols(["h2"])
-    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as raw:
-        with pytest.raises(ssl.SSLError):
-            ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    with pytest.raises(ssl.SSLError):
+        with tls_socket(gw, ctx):
+            pass
     assert gw.alive()
 
 
@@ -175,13 +189,11 @@ def test_min_version_13_refuses_tls12(mockllm, gateway, pki):
                                                min_version="1.3"), pki / "a.pem")
     ctx = client_ctx(pki / "a.pem")
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as raw:
-        with pytest.raises(ssl.SSLError):
-            ctx.wrap_socket(raw, server_hostname="127.0.0.1")
-    ctx = client_ctx(pki / "a.pem")
-    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as raw:
-        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-            assert s.version() == "TLSv1.3"
+    with pytest.raises(ssl.SSLError):
+        with tls_socket(gw, ctx):
+            pass
+    with tls_socket(gw, client_ctx(pki / "a.pem")) as s:
+        assert s.version() == "TLSv1.3"
 
 
 def test_keepalive_on_one_tls_connection(tls_gw, pki):
@@ -221,12 +233,11 @@ def test_pipelined_requests_in_separate_records(tls_gw, pki):
     req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
     ctx = client_ctx(pki / "a.pem")
-    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-            for _ in range(10):
-                s.sendall(req)
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            got = read_until_closed(s, 10)
+    with tls_socket(gw, ctx, timeout=10) as s:
+        for _ in range(10):
+            s.sendall(req)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = read_until_closed(s, 10)
     assert got.count(b"HTTP/1.1 200 ") == 11, got[:500]
     assert got.count(b'"object":"chat.completion"') == 10
 
@@ -527,15 +538,12 @@ def test_two_workers_share_one_context(mockllm, gateway, pki, tmp_path):
     req = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
     def connect(session=None):
-        raw = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
-        s = ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session)
-        s.sendall(req)
-        got = read_until_closed(s)  # TLS 1.3 tickets arrive with the answer
-        assert got.startswith(b"HTTP/1.1 200"), got
-        fp = hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
-        out = (s.session, s.session_reused, fp)
-        s.close()
-        return out
+        with tls_socket(gw, ctx, session=session) as s:
+            s.sendall(req)
+            got = read_until_closed(s)  # TLS 1.3 tickets arrive with the answer
+            assert got.startswith(b"HTTP/1.1 200"), got
+            fp = hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
+            return s.session, s.session_reused, fp
 
     session, _, fp = connect()
     assert fp == der_sha256(pki / "a.pem")
