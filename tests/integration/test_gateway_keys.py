@@ -492,11 +492,13 @@ def test_ratelimit_headers(mock, gateway):
     assert not any(k.startswith("x-ratelimit") for k in r.headers), r.headers
 
 
-def test_remaining_requests_counts_down_to_zero_at_refusal(mock, gateway):
-    gw = gateway(config(mock, [key("alpha", SECRET_A, rpm=600)]))
+def countdown_to_refusal(send, tries=12):
+    """Requests send(i) of a key with rpm 600 (a burst of 10) until the
+    first 429: x-ratelimit-remaining-requests counts down and the answer
+    just before the refusal already says 0. The (status, remaining) pairs."""
     seen = []
-    for _ in range(12):
-        r = post(gw, SECRET_A)
+    for i in range(tries):
+        r = send(i)
         seen.append((r.status, int(r.headers["x-ratelimit-remaining-requests"])))
         if r.status == 429:
             break
@@ -504,8 +506,13 @@ def test_remaining_requests_counts_down_to_zero_at_refusal(mock, gateway):
     assert statuses.count(200) in (10, 11) and statuses[-1] == 429, seen
     rem = [n for _, n in seen]
     assert rem == sorted(rem, reverse=True), "remaining went up: %r" % seen
-    # the answer before the refusal already said 0
     assert rem[-2] == 0 and rem[-1] == 0, seen
+    return seen
+
+
+def test_remaining_requests_counts_down_to_zero_at_refusal(mock, gateway):
+    gw = gateway(config(mock, [key("alpha", SECRET_A, rpm=600)]))
+    seen = countdown_to_refusal(lambda i: post(gw, SECRET_A))
     assert all(n > 0 for s, n in seen[:-2]), seen
 
 
