@@ -75,8 +75,8 @@ SAT_CONN=${SAT_CONN:-32}
 WARM_DUR=${WARM_DUR:-3}
 PIN=${PIN:-1}
 MOCK_CPU=${MOCK_CPU:-0}
-if [[ ! $MOCK_CPU =~ ^[0-9]+$ ]]; then
-    echo "bench-prompt: MOCK_CPU must be a cpu number (0: the servers' core, 1: wrk's), not '$MOCK_CPU'" >&2
+if [[ ! $MOCK_CPU =~ ^[0-9]+$ ]] || (( MOCK_CPU >= $(nproc) )); then
+    echo "bench-prompt: MOCK_CPU must be a cpu number below $(nproc) (0: the servers' core, 1: wrk's), not '$MOCK_CPU'" >&2
     exit 2
 fi
 AA=${AA:-0}
