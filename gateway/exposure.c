@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -121,7 +122,66 @@ static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct gw_exposure_rec *pool; /* owned: kept records, by next */
 static size_t pool_n;
 
-/* a block from the pool, or one malloc'd to join it later (NULL: out of
+/* The first POOL_MAX blocks are carved, in order, from one mapping that
+ * asks for transparent huge pages: under load the records in flight span
+ * tens of megabytes (a batch lingers LINGER_MS), and in 4 KiB pages each
+ * record the loop fills and the writer reads was a TLB miss of its own.
+ * Never unmapped: its blocks live in the pool (or in flight) for the
+ * process's life, and pool_trim keeps them. */
+#define SLAB_ALIGN (2u << 20)
+#define SLAB_BYTES ((size_t)POOL_MAX * POOL_SIZE)
+static char *slab;      /* the mapping, SLAB_ALIGN-aligned; NULL: none yet */
+static size_t slab_used; /* blocks carved */
+static int slab_failed; /* mmap failed: malloc from then on */
+
+static int in_slab(const struct gw_exposure_rec *r)
+{
+    const char *c = (const char *)r;
+    const char *s = __atomic_load_n(&slab, __ATOMIC_ACQUIRE);
+    return s != NULL && c >= s && c < s + SLAB_BYTES;
+}
+
+/* a new block: carved from the slab while it lasts, else malloc'd;
+ * pool_mu held */
+static struct gw_exposure_rec *block_alloc_locked(void)
+{
+    if (slab == NULL && !slab_failed) {
+        size_t len = SLAB_BYTES + SLAB_ALIGN;
+        char *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) {
+            slab_failed = 1;
+        } else {
+            uintptr_t a = ((uintptr_t)m + SLAB_ALIGN - 1) &
+                          ~(uintptr_t)(SLAB_ALIGN - 1);
+            /* the unaligned ends go back */
+            if (a > (uintptr_t)m)
+                munmap(m, a - (uintptr_t)m);
+            if ((uintptr_t)m + len > a + SLAB_BYTES)
+                munmap((char *)(a + SLAB_BYTES),
+                       (uintptr_t)m + len - (a + SLAB_BYTES));
+#ifdef MADV_HUGEPAGE
+            (void)madvise((char *)a, SLAB_BYTES, MADV_HUGEPAGE); /* a hint */
+#endif
+            __atomic_store_n(&slab, (char *)a, __ATOMIC_RELEASE);
+        }
+    }
+    if (slab != NULL && slab_used < POOL_MAX)
+        return (struct gw_exposure_rec *)(slab + POOL_SIZE * slab_used++);
+    return malloc(POOL_SIZE);
+}
+
+static struct gw_exposure_rec *block_alloc(void)
+{
+    struct gw_exposure_rec *r;
+
+    pthread_mutex_lock(&pool_mu);
+    r = block_alloc_locked();
+    pthread_mutex_unlock(&pool_mu);
+    return r;
+}
+
+/* a block from the pool, or a new one to join it later (NULL: out of
  * memory) */
 static struct gw_exposure_rec *block_new(void)
 {
@@ -131,9 +191,11 @@ static struct gw_exposure_rec *block_new(void)
     if ((r = pool) != NULL) {
         pool = r->next;
         pool_n--;
+    } else {
+        r = block_alloc_locked();
     }
     pthread_mutex_unlock(&pool_mu);
-    return r ? r : malloc(POOL_SIZE);
+    return r;
 }
 
 /* r (NULL: out of memory) as a new record of kind, with cap bytes for
@@ -202,7 +264,7 @@ struct gw_exposure_rec *gw_exposure_rec_take(struct gw_exposure_local *l,
         if (l->free)
             block_prefetch(l->free);
     } else {
-        r = malloc(POOL_SIZE);
+        r = block_alloc();
     }
     return rec_init(r, 1, kind, POOL_STRINGS);
 }
@@ -263,7 +325,7 @@ void gw_exposure_rec_free(struct gw_exposure_rec *r)
 
 void gw_exposure_rec_free_n(struct gw_exposure_rec **recs, size_t n)
 {
-    struct gw_exposure_rec *keep = NULL, *last = NULL, *r;
+    struct gw_exposure_rec *keep = NULL, *last = NULL, *spill = NULL, *r;
     size_t i, n_keep = 0, room;
 
     for (i = 0; i < n; i++) {
@@ -284,7 +346,8 @@ void gw_exposure_rec_free_n(struct gw_exposure_rec **recs, size_t n)
     if (keep == NULL)
         return;
     /* one lock for all of them: the writer returns a batch at a time; as
-     * many as the pool has room for (a batch may be larger than it) */
+     * many as the pool has room for (a batch may be larger than it), and
+     * the slab's blocks always (they cannot be freed) */
     pthread_mutex_lock(&pool_mu);
     room = pool_n < POOL_MAX ? POOL_MAX - pool_n : 0;
     if (room >= n_keep) {
@@ -292,38 +355,59 @@ void gw_exposure_rec_free_n(struct gw_exposure_rec **recs, size_t n)
         pool = keep;
         pool_n += n_keep;
         keep = NULL;
-    } else if (room > 0) {
-        for (last = keep, i = 1; i < room; i++)
-            last = last->next;
-        r = last->next;
-        last->next = pool;
-        pool = keep;
-        pool_n += room;
+    }
+    while (keep) {
+        r = keep->next;
+        if (room > 0 || in_slab(keep)) {
+            room -= room > 0;
+            keep->next = pool;
+            pool = keep;
+            pool_n++;
+        } else {
+            keep->next = spill;
+            spill = keep;
+        }
         keep = r;
     }
     pthread_mutex_unlock(&pool_mu);
-    while (keep) { /* the pool is full */
-        r = keep->next;
-        free(keep);
-        keep = r;
+    while (spill) { /* the pool is full */
+        r = spill->next;
+        free(spill);
+        spill = r;
     }
 }
 
-/* frees the kept records (a writer stopped; the next ones are new) */
+/* frees the kept records that were malloc'd (a writer stopped; the next
+ * ones are new); the slab's stay */
 static void pool_trim(void)
 {
-    struct gw_exposure_rec *r;
+    struct gw_exposure_rec *r, *kept = NULL, *next;
+    size_t n = 0;
 
     pthread_mutex_lock(&pool_mu);
     r = pool;
     pool = NULL;
     pool_n = 0;
     pthread_mutex_unlock(&pool_mu);
-    while (r) {
-        struct gw_exposure_rec *next = r->next;
-        free(r);
-        r = next;
+    for (; r; r = next) {
+        next = r->next;
+        if (in_slab(r)) {
+            r->next = kept;
+            kept = r;
+            n++;
+        } else {
+            free(r);
+        }
     }
+    if (kept == NULL)
+        return;
+    pthread_mutex_lock(&pool_mu);
+    for (r = kept; r->next; r = r->next)
+        ;
+    r->next = pool;
+    pool = kept;
+    pool_n += n;
+    pthread_mutex_unlock(&pool_mu);
 }
 
 /* ---- members of JSON text that gw_jscan validated ------------------------
@@ -839,7 +923,15 @@ void gw_exposure_local_clear(struct gw_exposure_local *l)
 
     while ((r = l->free) != NULL) {
         l->free = r->next;
-        free(r);
+        if (in_slab(r)) { /* rare (a loop stops): one lock each */
+            pthread_mutex_lock(&pool_mu);
+            r->next = pool;
+            pool = r;
+            pool_n++;
+            pthread_mutex_unlock(&pool_mu);
+        } else {
+            free(r);
+        }
     }
     gw_exposure_rec_free_n(l->out, l->n_out);
     l->n_out = 0;
