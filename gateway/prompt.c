@@ -1136,6 +1136,24 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
                                 sizeof(err)) < 0) {
         return fail(gw, req, rl, 400, "invalid_prompt", "\"prompt\": %s", err);
     }
+    /* the caller: the request's user, else x-user-id, else the key */
+    if (uf->type == GW_JSON_STRING) {
+        if (uf->len > REG_USER_MAX || field_str(uf, user, sizeof(user)) < 0)
+            return fail(gw, req, rl, 400, "invalid_user",
+                        "\"user\" must be a string of at most %d bytes",
+                        REG_USER_MAX);
+        uid = user;
+    } else if ((uid = gw_http_req_header(req, "x-user-id")) != NULL) {
+        if (strlen(uid) > REG_USER_MAX)
+            return fail(gw, req, rl, 400, "invalid_user",
+                        "x-user-id must be at most %d bytes", REG_USER_MAX);
+    } else {
+        uid = key_name;
+    }
+    if (uid && *uid == '\0')
+        uid = NULL;
+    /* the user's arm memo line loads while the prompt is parsed */
+    reg_arm_memo_prefetch(p->memo, uid);
     /* the name's and label's characters are checked when the snapshot
      * does not know them: what it knows is a registry name */
     if (pfs[0].type != GW_JSON_STRING ||
@@ -1169,23 +1187,6 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         return fail(gw, req, rl, 400, "invalid_prompt",
                     "\"prompt.variables\" must be an object of strings, "
                     "numbers or booleans");
-    /* the caller: the request's user, else x-user-id, else the key */
-    if (uf->type == GW_JSON_STRING) {
-        if (uf->len > REG_USER_MAX || field_str(uf, user, sizeof(user)) < 0)
-            return fail(gw, req, rl, 400, "invalid_user",
-                        "\"user\" must be a string of at most %d bytes",
-                        REG_USER_MAX);
-        uid = user;
-    } else if ((uid = gw_http_req_header(req, "x-user-id")) != NULL) {
-        if (strlen(uid) > REG_USER_MAX)
-            return fail(gw, req, rl, 400, "invalid_user",
-                        "x-user-id must be at most %d bytes", REG_USER_MAX);
-    } else {
-        uid = key_name;
-    }
-    if (uid && *uid == '\0')
-        uid = NULL;
-
     if (reg_snapshot_resolve_memo(p->snap, name, label, (int)version, uid,
                                   p->memo, &res, &e) < 0) {
         if (!reg_name_valid(name))

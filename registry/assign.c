@@ -198,6 +198,11 @@ struct reg_arm_memo {
     uint32_t epoch;
     int keyed;                            /* key is random: else no memo */
     unsigned long lookups, hits;
+    /* reg_arm_memo_prefetch's hash, for the next lookup of the same id
+     * (then forgotten) */
+    const char *pf_user;                  /* borrowed; NULL: none */
+    size_t pf_len;
+    uint64_t pf_hash;
 };
 
 struct reg_arm_memo *reg_arm_memo_new(void)
@@ -242,11 +247,40 @@ void reg_arm_memo_stats(const struct reg_arm_memo *m, unsigned long *lookups,
 static uint64_t user_hash(struct reg_arm_memo *m, const char *user, int *ok)
 {
     size_t len = strnlen(user, REG_MEMO_USER_MAX + 1);
+    uint64_t h;
 
     *ok = m->keyed && len <= REG_MEMO_USER_MAX &&
           (m->sets != NULL ||
            (m->sets = calloc(MEMO_SETS, sizeof(*m->sets))) != NULL);
-    return *ok ? reg_siphash24(m->key, user, len) : 0;
+    if (!*ok)
+        return 0;
+    if (m->pf_user == user && m->pf_len == len)
+        h = m->pf_hash; /* the same id, hashed a moment ago */
+    else
+        h = reg_siphash24(m->key, user, len);
+    m->pf_user = NULL;
+    return h;
+}
+
+/* The set a lookup of user_id will read comes from memory while the
+ * caller does other work: with thousands of users the sets (128 KB) do
+ * not stay in the cache between one user's requests, and the gateway
+ * waited for that line on every request (side by side, arms assigned
+ * without the memo served 1.2% more requests a second). */
+void reg_arm_memo_prefetch(struct reg_arm_memo *m, const char *user_id)
+{
+    size_t len;
+
+    if (m == NULL)
+        return;
+    m->pf_user = NULL;
+    if (user_id == NULL || !m->keyed || m->sets == NULL ||
+        (len = strnlen(user_id, REG_MEMO_USER_MAX + 1)) > REG_MEMO_USER_MAX)
+        return;
+    m->pf_user = user_id;
+    m->pf_len = len;
+    m->pf_hash = reg_siphash24(m->key, user_id, len);
+    __builtin_prefetch(m->sets[m->pf_hash >> (64 - MEMO_BITS)]);
 }
 
 int reg_assign_memo(struct reg_arm_memo *m, const struct reg_experiment *e,

@@ -315,6 +315,10 @@ struct reg_experiment;
 struct reg_arm_memo *reg_arm_memo_new(void);
 void reg_arm_memo_reset(struct reg_arm_memo *m);
 void reg_arm_memo_free(struct reg_arm_memo *m);
+/* Starts loading what a lookup of user_id (a string that stays put until
+ * that lookup) reads, and keeps its hash for the next lookup of the same
+ * id; m may be NULL. */
+void reg_arm_memo_prefetch(struct reg_arm_memo *m, const char *user_id);
 /* reg_assign for experiment e, through the memo (NULL: none) */
 int reg_assign_memo(struct reg_arm_memo *m, const struct reg_experiment *e,
                     const char *user_id);

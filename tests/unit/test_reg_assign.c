@@ -174,6 +174,61 @@ static void test_memo_matches(void **state)
     reg_arm_memo_free(m);
 }
 
+/* a prefetch hands its hash to the next lookup of the same id only: the
+ * arms stay reg_assign's whether the lookup that follows is of that id, of
+ * another one, of a longer id, or comes without a prefetch */
+static void test_memo_prefetch(void **state)
+{
+    struct reg_arm arms[3] = {{1, 30}, {2, 30}, {3, 40}};
+    char name[] = "p@production", salt[] = "s";
+    struct reg_experiment e = {.id = 3, .name = name, .salt = salt,
+                               .n_arms = 3, .arms = arms};
+    struct reg_arm_memo *m = reg_arm_memo_new();
+    char a[32], b[32], lng[REG_MEMO_USER_MAX + 8];
+    unsigned long lookups, hits;
+
+    (void)state;
+    assert_non_null(m);
+    reg_arm_memo_prefetch(NULL, "u"); /* no memo: nothing to do */
+    reg_arm_memo_prefetch(m, "u0");   /* before its first lookup */
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 3000; i++) {
+            snprintf(a, sizeof(a), "user-%d", i);
+            snprintf(b, sizeof(b), "other-%d", i);
+            reg_arm_memo_prefetch(m, a);
+            assert_int_equal(reg_assign_memo(m, &e, a),
+                             reg_assign(name, salt, a, arms, 3));
+            /* prefetched, then another id looked up (then a again) */
+            reg_arm_memo_prefetch(m, a);
+            assert_int_equal(reg_assign_memo(m, &e, b),
+                             reg_assign(name, salt, b, arms, 3));
+            assert_int_equal(reg_assign_memo(m, &e, a),
+                             reg_assign(name, salt, a, arms, 3));
+            /* the same buffer with another id in it: the hash was used
+             * up by the lookup above, so it is not b's */
+            reg_arm_memo_prefetch(m, b);
+            assert_int_equal(reg_assign_memo(m, &e, b),
+                             reg_assign(name, salt, b, arms, 3));
+            snprintf(b, sizeof(b), "third-%d", i);
+            assert_int_equal(reg_assign_memo(m, &e, b),
+                             reg_assign(name, salt, b, arms, 3));
+            /* a prefetch that keeps nothing clears the last one */
+            reg_arm_memo_prefetch(m, a);
+            reg_arm_memo_prefetch(m, NULL);
+            snprintf(a, sizeof(a), "fourth-%d", i);
+            assert_int_equal(reg_assign_memo(m, &e, a),
+                             reg_assign(name, salt, a, arms, 3));
+        }
+    reg_arm_memo_stats(m, &lookups, &hits);
+    assert_true(hits > lookups / 3); /* the second round hits */
+    memset(lng, 'y', sizeof(lng) - 1);
+    lng[sizeof(lng) - 1] = '\0';
+    reg_arm_memo_prefetch(m, lng); /* longer than it keeps: no hash */
+    assert_int_equal(reg_assign_memo(m, &e, lng),
+                     reg_assign(name, salt, lng, arms, 3));
+    reg_arm_memo_free(m);
+}
+
 /* the memo's tags: SipHash-2-4 as its authors' reference vectors give it
  * (key 00..0f, message 00 01 02 ...), and as OpenSSL's SIPHASH computes it
  * for every length up to 64 bytes under another key */
@@ -233,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_salt_reshuffles),
         cmocka_unit_test(test_degenerate),
         cmocka_unit_test(test_memo_matches),
+        cmocka_unit_test(test_memo_prefetch),
         cmocka_unit_test(test_siphash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
