@@ -348,13 +348,27 @@ def test_sighup_reloads_the_registry(served):
 
 # ------------------------------------------------------------ experiments
 
-def test_experiment_sticky_split_and_headers(served):
-    mock, gw, ctl = served
+def start_split(gw, ctl):
+    """Starts a 50/50 experiment of versions 2 and 3 on
+    product_copy@production and waits until the gateway serves it; returns
+    the prompt to ask for."""
     ctl.ok("experiment", "start", "product_copy", "--label", "production",
            "--arm", "2:50", "--arm", "3:50")
     prompt = {"name": "product_copy", "label": "production",
               "variables": {"product_name": "K", "facts": "f"}}
     wait_until(lambda: "x-prompt-experiment" in ask(gw, prompt, user="probe").headers, timeout=3)
+    return prompt
+
+
+def rendered_version(ctl, user):
+    """The version promptctl render serves user from start_split's prompt."""
+    return ctl.json("render", "product_copy@production", "--user", user,
+                    "--var", "product_name=K", "--var", "facts=f")["version"]
+
+
+def test_experiment_sticky_split_and_headers(served):
+    mock, gw, ctl = served
+    prompt = start_split(gw, ctl)
     versions = {}
     for i in range(400):
         u = "user-%d" % i
@@ -370,9 +384,7 @@ def test_experiment_sticky_split_and_headers(served):
         for how in ({"user": u}, {"headers": {"x-user-id": u}}):
             r = ask(gw, prompt, **how)
             assert r.headers["x-prompt-version"] == versions[u]
-        rendered = ctl.json("render", "product_copy@production", "--user", u,
-                            "--var", "product_name=K", "--var", "facts=f")
-        assert "product_copy@%d" % rendered["version"] == versions[u]
+        assert "product_copy@%d" % rendered_version(ctl, u) == versions[u]
     share = sum(v == "product_copy@2" for v in versions.values()) / len(versions)
     assert 0.40 < share < 0.60, share
 
@@ -382,17 +394,12 @@ def test_user_ids_long_and_too_long(served):
     keep it: the same arm as promptctl's); a longer one is a 400 that names
     the limit, from the body's "user" and from x-user-id alike."""
     mock, gw, ctl = served
-    ctl.ok("experiment", "start", "product_copy", "--label", "production",
-           "--arm", "2:50", "--arm", "3:50")
-    prompt = {"name": "product_copy", "label": "production",
-              "variables": {"product_name": "K", "facts": "f"}}
-    wait_until(lambda: "x-prompt-experiment" in ask(gw, prompt, user="probe").headers, timeout=3)
+    prompt = start_split(gw, ctl)
     for n in (120, 121, 256):
         for i in range(3):
             u = ("u%d-" % i) + "x" * (n - 3)
             assert len(u) == n
-            want = ctl.json("render", "product_copy@production", "--user", u,
-                            "--var", "product_name=K", "--var", "facts=f")["version"]
+            want = rendered_version(ctl, u)
             for how in ({"user": u}, {"headers": {"x-user-id": u}}):
                 for _ in range(2):  # the second may come from the memo
                     r = ask(gw, prompt, **how)
