@@ -252,13 +252,11 @@ static uint64_t user_hash(struct reg_arm_memo *m, const char *user, int *ok)
     *ok = m->keyed && len <= REG_MEMO_USER_MAX &&
           (m->sets != NULL ||
            (m->sets = calloc(MEMO_SETS, sizeof(*m->sets))) != NULL);
-    if (!*ok)
-        return 0;
-    if (m->pf_user == user && m->pf_len == len)
+    if (*ok && m->pf_user == user && m->pf_len == len)
         h = m->pf_hash; /* the same id, hashed a moment ago */
     else
-        h = reg_siphash24(m->key, user, len);
-    m->pf_user = NULL;
+        h = *ok ? reg_siphash24(m->key, user, len) : 0;
+    m->pf_user = NULL; /* used once, or not at all */
     return h;
 }
 

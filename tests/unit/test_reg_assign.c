@@ -226,6 +226,22 @@ static void test_memo_prefetch(void **state)
     reg_arm_memo_prefetch(m, lng); /* longer than it keeps: no hash */
     assert_int_equal(reg_assign_memo(m, &e, lng),
                      reg_assign(name, salt, lng, arms, 3));
+    /* a lookup of an id it cannot keep uses the prefetch up too */
+    for (int i = 0; i < 300; i++) {
+        snprintf(a, sizeof(a), "fifth-%d", i);
+        reg_arm_memo_prefetch(m, a);
+        assert_int_equal(reg_assign_memo(m, &e, lng),
+                         reg_assign(name, salt, lng, arms, 3));
+        snprintf(a, sizeof(a), "sixth-%d", i);
+        assert_int_equal(reg_assign_memo(m, &e, a),
+                         reg_assign(name, salt, a, arms, 3));
+    }
+    for (int i = 0; i < 300; i++) /* what the memo kept is theirs */
+        for (int k = 0; k < 2; k++) {
+            snprintf(a, sizeof(a), k ? "sixth-%d" : "fifth-%d", i);
+            assert_int_equal(reg_assign_memo(m, &e, a),
+                             reg_assign(name, salt, a, arms, 3));
+        }
     reg_arm_memo_free(m);
 }
 
