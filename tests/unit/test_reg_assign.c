@@ -174,6 +174,12 @@ static void test_memo_matches(void **state)
     reg_arm_memo_free(m);
 }
 
+/* the memo's arm for id is reg_assign's */
+#define assert_memo_agrees(m, e, id)                                          \
+    assert_int_equal(reg_assign_memo((m), (e), (id)),                         \
+                     reg_assign((e)->name, (e)->salt, (id), (e)->arms,        \
+                                (e)->n_arms))
+
 /* a prefetch hands its hash to the next lookup of the same id only: the
  * arms stay reg_assign's whether the lookup that follows is of that id, of
  * another one, of a longer id, or comes without a prefetch */
@@ -196,51 +202,41 @@ static void test_memo_prefetch(void **state)
             snprintf(a, sizeof(a), "user-%d", i);
             snprintf(b, sizeof(b), "other-%d", i);
             reg_arm_memo_prefetch(m, a);
-            assert_int_equal(reg_assign_memo(m, &e, a),
-                             reg_assign(name, salt, a, arms, 3));
+            assert_memo_agrees(m, &e, a);
             /* prefetched, then another id looked up (then a again) */
             reg_arm_memo_prefetch(m, a);
-            assert_int_equal(reg_assign_memo(m, &e, b),
-                             reg_assign(name, salt, b, arms, 3));
-            assert_int_equal(reg_assign_memo(m, &e, a),
-                             reg_assign(name, salt, a, arms, 3));
+            assert_memo_agrees(m, &e, b);
+            assert_memo_agrees(m, &e, a);
             /* the same buffer with another id in it: the hash was used
              * up by the lookup above, so it is not b's */
             reg_arm_memo_prefetch(m, b);
-            assert_int_equal(reg_assign_memo(m, &e, b),
-                             reg_assign(name, salt, b, arms, 3));
+            assert_memo_agrees(m, &e, b);
             snprintf(b, sizeof(b), "third-%d", i);
-            assert_int_equal(reg_assign_memo(m, &e, b),
-                             reg_assign(name, salt, b, arms, 3));
+            assert_memo_agrees(m, &e, b);
             /* a prefetch that keeps nothing clears the last one */
             reg_arm_memo_prefetch(m, a);
             reg_arm_memo_prefetch(m, NULL);
             snprintf(a, sizeof(a), "fourth-%d", i);
-            assert_int_equal(reg_assign_memo(m, &e, a),
-                             reg_assign(name, salt, a, arms, 3));
+            assert_memo_agrees(m, &e, a);
         }
     reg_arm_memo_stats(m, &lookups, &hits);
     assert_true(hits > lookups / 3); /* the second round hits */
     memset(lng, 'y', sizeof(lng) - 1);
     lng[sizeof(lng) - 1] = '\0';
     reg_arm_memo_prefetch(m, lng); /* longer than it keeps: no hash */
-    assert_int_equal(reg_assign_memo(m, &e, lng),
-                     reg_assign(name, salt, lng, arms, 3));
+    assert_memo_agrees(m, &e, lng);
     /* a lookup of an id it cannot keep uses the prefetch up too */
     for (int i = 0; i < 300; i++) {
         snprintf(a, sizeof(a), "fifth-%d", i);
         reg_arm_memo_prefetch(m, a);
-        assert_int_equal(reg_assign_memo(m, &e, lng),
-                         reg_assign(name, salt, lng, arms, 3));
+        assert_memo_agrees(m, &e, lng);
         snprintf(a, sizeof(a), "sixth-%d", i);
-        assert_int_equal(reg_assign_memo(m, &e, a),
-                         reg_assign(name, salt, a, arms, 3));
+        assert_memo_agrees(m, &e, a);
     }
     for (int i = 0; i < 300; i++) /* what the memo kept is theirs */
         for (int k = 0; k < 2; k++) {
             snprintf(a, sizeof(a), k ? "sixth-%d" : "fifth-%d", i);
-            assert_int_equal(reg_assign_memo(m, &e, a),
-                             reg_assign(name, salt, a, arms, 3));
+            assert_memo_agrees(m, &e, a);
         }
     reg_arm_memo_free(m);
 }
