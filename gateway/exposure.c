@@ -712,10 +712,21 @@ static int write_db(struct gw_exposure *w, struct gw_exposure_rec **recs,
     if (reg_exposure_log_begin(w->db, err) < 0)
         return -1;
     for (i = 0; i < n; i += SLICE) {
-        size_t to = n - i < SLICE ? n : i + SLICE, n_ex = 0;
+        size_t to = n - i < SLICE ? n : i + SLICE, n_ex = 0, j, k = 0;
+        struct gw_exposure_rec *done[SLICE];
         rows_of(w, recs, i, to, n, w->ex, &n_ex, w->fb, &n_fb);
         if (reg_exposure_log_add(w->db, w->ex, n_ex, err) < 0)
             return -1;
+        /* the slice's exposures are in SQLite's pages now: their blocks
+         * go back while still in the cache (a batch's records are
+         * megabytes, cold again by its end); feedback waits for its rows,
+         * and the caller frees what is left (recs[j] NULL: freed) */
+        for (j = i; j < to; j++)
+            if (recs[j]->kind == GW_EXPOSURE) {
+                done[k++] = recs[j];
+                recs[j] = NULL;
+            }
+        gw_exposure_rec_free_n(done, k);
     }
     if (reg_exposure_log_feedback(w->db, w->fb, n_fb, NULL, err) < 0 ||
         reg_exposure_log_commit(w->db, err) < 0)

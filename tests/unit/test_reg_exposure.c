@@ -468,6 +468,51 @@ static void test_chunks_by_experiment_and_the_view(void **state)
     treg_cleanup(path);
 }
 
+/* Numbers of every width come back as they went in: the record's digits
+ * are written two at a time, and one and two digit values, round hundreds
+ * and long values each take a different path. */
+static void test_numbers_round_trip(void **state)
+{
+    static const struct {
+        long tokens[3];
+        int status;
+        double ms;
+        const char *want;
+    } cases[] = {
+        {{0, 9, 10}, 200, 0.0, "0 9 10 200 0.000"},
+        {{99, 100, 101}, 404, 0.001, "99 100 101 404 0.001"},
+        {{999, 1000, 1009}, 503, 9.999, "999 1000 1009 503 9.999"},
+        {{12345, 100000, 9876543210L}, 200, 12345.678,
+         "12345 100000 9876543210 200 12345.678"},
+        {{7, 70, 700}, 100, 100.05, "7 70 700 100 100.050"},
+    };
+    char *path = treg_tmpdb(), *err = NULL, rid[16], q[160];
+    struct reg_db *db = treg_open(path);
+    struct reg_exposure ex[5];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < 5; i++) {
+        snprintf(rid, sizeof(rid), "n%zu", i);
+        ex[i] = exposure(strdup(rid), "u", 1, 0, -1, "{}");
+        ex[i].prompt_tokens = cases[i].tokens[0];
+        ex[i].completion_tokens = cases[i].tokens[1];
+        ex[i].total_tokens = cases[i].tokens[2];
+        ex[i].status = cases[i].status;
+        ex[i].latency_ms = cases[i].ms;
+    }
+    assert_int_equal(reg_exposures_write(db, ex, 5, NULL, 0, NULL, &err), 0);
+    for (i = 0; i < 5; i++) {
+        snprintf(q, sizeof(q), "SELECT printf('%%d %%d %%d %%d %%.3f', prompt_tokens,"
+                 " completion_tokens, total_tokens, status, latency_ms)"
+                 " FROM exposures WHERE request_id = 'n%zu'", i);
+        ASSERT_TEXT(db, q, cases[i].want);
+        free((char *)ex[i].request_id);
+    }
+    reg_db_free(db);
+    treg_cleanup(path);
+}
+
 /* A batch bigger than a chunk is split; every record lands once. */
 static void test_chunk_size_bound(void **state)
 {
@@ -548,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_log_in_parts),
         cmocka_unit_test(test_samples_export),
         cmocka_unit_test(test_chunks_by_experiment_and_the_view),
+        cmocka_unit_test(test_numbers_round_trip),
         cmocka_unit_test(test_chunk_size_bound),
         cmocka_unit_test(test_export_query_plans),
     };
