@@ -222,17 +222,6 @@ INLINE int mem_int(struct reg_buf *b, int flags, const char *key_text,
 #define INT(b, f, key, v) \
     mem_int(b, f, KEY_TEXT(key), sizeof(KEY_TEXT(key)) - 1, v)
 
-/* A chunk's form of a record (flag for exposure_json only): short member
- * names, no experiment_id (the chunk's column), stream only when true.
- * Every byte of a record is copied some five times on its way to disk (the
- * WAL, its checksum, the checkpoint's read and write), so the names cost;
- * the view `exposures` (migration 0005) gives the columns their names. */
-#define JSON_CHUNK 0x100
-
-/* the member name key_text (long) or its chunk form (short), and length */
-#define NAME(f, l, s) ((f) & JSON_CHUNK ? KEY_TEXT(s) : KEY_TEXT(l)), \
-    ((f) & JSON_CHUNK ? sizeof(KEY_TEXT(s)) : sizeof(KEY_TEXT(l))) - 1
-
 /* string members a chunk may hold once for all its records (the chunk's
  * "common" object) instead of in each */
 enum {
@@ -255,109 +244,185 @@ INLINE const char *common_value(const struct reg_exposure *e, int i)
     }
 }
 
-/* e as JSON; with JSON_CHUNK, the members of bits in `omit` are left out
- * (the chunk's common object holds them) */
-static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
-                         int flags, int omit)
+/* latency in milliseconds with 3 decimals, as printf("%.3f") */
+INLINE int put_ms(struct reg_buf *b, double ms)
 {
-    int exp = e->experiment_id > 0, chunk = flags & JSON_CHUNK;
-#define OMIT(bit, v) (omit & (bit) ? NULL : (v))
+    unsigned long long us = (unsigned long long)(ms * 1000.0 + 0.5);
+    char d[24], *p = digits(d, us / 1000), f[4];
 
-    if (buf_room(b, 32) < 0)
+    if (buf_room(b, 26) < 0)
         return -1;
-    if (flags & REG_JSON_TYPED)
-        PUT_LIT(b, "{\"type\":\"exposure\",\"request_id\":");
-    else if (chunk)
-        PUT_LIT(b, "{\"r\":");
-    else
-        PUT_LIT(b, "{\"request_id\":");
-    if (put_str(b, e->request_id ? e->request_id : "") < 0 ||
-        mem_str(b, flags, NAME(flags, "at", "t"), e->at) < 0 ||
-        mem_str(b, flags, NAME(flags, "key", "k"),
-                OMIT(COMMON_KEY, e->key_name)) < 0 ||
-        mem_str(b, flags, NAME(flags, "user", "u"), e->user_id) < 0 ||
-        mem_str(b, flags, NAME(flags, "prompt", "p"),
-                OMIT(COMMON_PROMPT, e->prompt)) < 0 ||
-        mem_int(b, flags, NAME(flags, "version", "v"), e->version) < 0 ||
-        mem_str(b, flags, NAME(flags, "label", "l"),
-                OMIT(COMMON_LABEL, e->label)) < 0 ||
-        (!chunk && INT(b, flags, "experiment_id",
-                       exp ? e->experiment_id : -1) < 0) ||
-        mem_str(b, flags, NAME(flags, "experiment", "x"),
-                exp ? OMIT(COMMON_EXPERIMENT, e->experiment) : NULL) < 0 ||
-        mem_int(b, flags, NAME(flags, "arm", "a"), exp ? e->arm : -1) < 0 ||
-        mem_str(b, flags, NAME(flags, "model", "m"),
-                OMIT(COMMON_MODEL, e->model)) < 0 ||
-        mem_str(b, flags, NAME(flags, "backend", "b"),
-                OMIT(COMMON_BACKEND, e->backend)) < 0 ||
-        mem_int(b, flags, NAME(flags, "status", "s"), e->status) < 0)
-        return -1;
-    if (!chunk) {
-        if (KEY(b, "stream") < 0 || buf_room(b, 5) < 0)
-            return -1;
-        if (e->stream)
-            PUT_LIT(b, "true");
-        else
-            PUT_LIT(b, "false");
-    } else if (e->stream) {
-        if (buf_room(b, 12) < 0)
-            return -1;
-        PUT_LIT(b, ",\"st\":true");
-    }
-    if (e->latency_ms >= 0) {
-        /* milliseconds with 3 decimals, as printf("%.3f") */
-        unsigned long long us =
-            (unsigned long long)(e->latency_ms * 1000.0 + 0.5);
-        char d[24], *p = digits(d, us / 1000), f[3];
-        if (chunk ? KEY(b, "ms") < 0 : KEY(b, "latency_ms") < 0)
-            return -1;
-        if (buf_room(b, 26) < 0)
-            return -1;
-        PUT(b, p, (size_t)(d + 24 - p));
-        f[0] = (char)('0' + us / 100 % 10);
-        f[1] = (char)('0' + us / 10 % 10);
-        f[2] = (char)('0' + us % 10);
-        b->p[b->len++] = '.';
-        PUT(b, f, 3);
-    } else if ((flags & REG_JSON_NULLS) &&
-               (KEY(b, "latency_ms") < 0 || put_null(b) < 0)) {
-        return -1;
-    }
-    if (mem_int(b, flags, NAME(flags, "prompt_tokens", "pt"),
-                e->prompt_tokens) < 0 ||
-        mem_int(b, flags, NAME(flags, "completion_tokens", "ct"),
-                e->completion_tokens) < 0 ||
-        mem_int(b, flags, NAME(flags, "total_tokens", "tt"),
-                e->total_tokens) < 0 ||
-        mem_str(b, flags, NAME(flags, "cache", "c"),
-                OMIT(COMMON_CACHE, e->cache)) < 0 ||
-        (chunk ? KEY(b, "vars") : KEY(b, "variables")) < 0)
-        return -1;
+    PUT(b, p, (size_t)(d + 24 - p));
+    f[0] = '.';
+    f[1] = (char)('0' + us / 100 % 10);
+    f[2] = (char)('0' + us / 10 % 10);
+    f[3] = (char)('0' + us % 10);
+    PUT(b, f, 4);
+    return 0;
+}
+
+/* the variables: the caller's JSON object as it is, a string holding
+ * text it could not vouch for, or {} */
+INLINE int put_vars(struct reg_buf *b, const struct reg_exposure *e)
+{
     if (e->variables == NULL) {
         if (buf_room(b, 2) < 0)
             return -1;
         PUT_LIT(b, "{}");
-    } else if (e->variables_json) {
+        return 0;
+    }
+    if (e->variables_json) {
         size_t n = strlen(e->variables);
         if (buf_room(b, n) < 0)
             return -1;
         PUT(b, e->variables, n);
-    } else if (put_str(b, e->variables) < 0) {
+        return 0;
+    }
+    return put_str(b, e->variables);
+}
+
+/* e as a JSON object: the JSON-lines log's line and reg_exposure_json */
+static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
+                         int flags)
+{
+    int exp = e->experiment_id > 0;
+
+    if (buf_room(b, 40) < 0)
+        return -1;
+    if (flags & REG_JSON_TYPED)
+        PUT_LIT(b, "{\"type\":\"exposure\",\"request_id\":");
+    else
+        PUT_LIT(b, "{\"request_id\":");
+    if (put_str(b, e->request_id ? e->request_id : "") < 0 ||
+        STR(b, flags, "at", e->at) < 0 ||
+        STR(b, flags, "key", e->key_name) < 0 ||
+        STR(b, flags, "user", e->user_id) < 0 ||
+        STR(b, flags, "prompt", e->prompt) < 0 ||
+        INT(b, flags, "version", e->version) < 0 ||
+        STR(b, flags, "label", e->label) < 0 ||
+        INT(b, flags, "experiment_id", exp ? e->experiment_id : -1) < 0 ||
+        STR(b, flags, "experiment", exp ? e->experiment : NULL) < 0 ||
+        INT(b, flags, "arm", exp ? e->arm : -1) < 0 ||
+        STR(b, flags, "model", e->model) < 0 ||
+        STR(b, flags, "backend", e->backend) < 0 ||
+        INT(b, flags, "status", e->status) < 0 ||
+        KEY(b, "stream") < 0 || buf_room(b, 5) < 0)
+        return -1;
+    if (e->stream)
+        PUT_LIT(b, "true");
+    else
+        PUT_LIT(b, "false");
+    if (e->latency_ms >= 0) {
+        if (KEY(b, "latency_ms") < 0 || put_ms(b, e->latency_ms) < 0)
+            return -1;
+    } else if ((flags & REG_JSON_NULLS) &&
+               (KEY(b, "latency_ms") < 0 || put_null(b) < 0)) {
         return -1;
     }
-    if (mem_str(b, flags, NAME(flags, "output", "o"), e->output) < 0 ||
-        buf_room(b, 1) < 0)
+    if (INT(b, flags, "prompt_tokens", e->prompt_tokens) < 0 ||
+        INT(b, flags, "completion_tokens", e->completion_tokens) < 0 ||
+        INT(b, flags, "total_tokens", e->total_tokens) < 0 ||
+        STR(b, flags, "cache", e->cache) < 0 ||
+        KEY(b, "variables") < 0 || put_vars(b, e) < 0 ||
+        STR(b, flags, "output", e->output) < 0 || buf_room(b, 1) < 0)
         return -1;
     b->p[b->len++] = '}';
     b->p[b->len] = '\0';
     return 0;
-#undef OMIT
+}
+
+/*
+ * A chunk's form of a record (migration 0006): an array, its members by
+ * place rather than by name (each byte of a record is copied some five
+ * times on its way to disk: the WAL, its checksum, the checkpoint's read
+ * and write; the names were a third of a typical record):
+ *   0 request_id  1 at  2 user_id  3 version  4 arm  5 status
+ *   6 latency_ms  7 prompt_tokens  8 completion_tokens  9 total_tokens
+ *   10 variables  11 stream (1, when streamed)  12 output
+ *   13 key  14 prompt  15 label  16 experiment  17 model  18 backend
+ *   19 cache
+ * null where unknown; the places after 10 only up to the last one set.
+ * The string members of bits in `omit` (13..19) are left out: the chunk's
+ * common object holds them. experiment_id is the chunk's column. The view
+ * `exposures` gives the places their names.
+ */
+#define CHUNK_PLACES 20
+#define CHUNK_FIRST_COMMON 13
+
+static int chunk_record(struct reg_buf *b, const struct reg_exposure *e,
+                        int omit)
+{
+    const char *tail[CHUNK_PLACES - 11];
+    int exp = e->experiment_id > 0, last = 10, i;
+    long long n[7];
+
+    tail[0] = NULL; /* stream: written as 1 below */
+    tail[1] = e->output;
+    for (i = 0; i < COMMON_FIELDS; i++)
+        tail[2 + i] = omit & (1 << i) ? NULL : common_value(e, i);
+    for (i = CHUNK_PLACES - 1; i > 10 && last == 10; i--)
+        if (i == 11 ? e->stream != 0 : tail[i - 11] != NULL)
+            last = i;
+    if (buf_room(b, 2) < 0)
+        return -1;
+    b->p[b->len++] = '[';
+    if (put_str(b, e->request_id ? e->request_id : "") < 0 ||
+        buf_room(b, 1) < 0)
+        return -1;
+    b->p[b->len++] = ',';
+    if ((e->at ? put_str(b, e->at) : put_null(b)) < 0 || buf_room(b, 1) < 0)
+        return -1;
+    b->p[b->len++] = ',';
+    if ((e->user_id ? put_str(b, e->user_id) : put_null(b)) < 0)
+        return -1;
+    n[0] = e->version, n[1] = exp ? e->arm : -1, n[2] = e->status;
+    n[3] = -1; /* the latency's place, written by put_ms */
+    n[4] = e->prompt_tokens, n[5] = e->completion_tokens;
+    n[6] = e->total_tokens;
+    for (i = 0; i < 7; i++) {
+        if (buf_room(b, 1) < 0)
+            return -1;
+        b->p[b->len++] = ',';
+        if (i == 3) { /* latency */
+            if ((e->latency_ms >= 0 ? put_ms(b, e->latency_ms)
+                                    : put_null(b)) < 0)
+                return -1;
+        } else if ((n[i] >= 0 ? put_int(b, n[i]) : put_null(b)) < 0) {
+            return -1;
+        }
+    }
+    if (buf_room(b, 1) < 0)
+        return -1;
+    b->p[b->len++] = ',';
+    if (put_vars(b, e) < 0)
+        return -1;
+    for (i = 11; i <= last; i++) {
+        if (buf_room(b, 2) < 0)
+            return -1;
+        b->p[b->len++] = ',';
+        if (i == 11) {
+            if (!e->stream) {
+                if (put_null(b) < 0)
+                    return -1;
+            } else {
+                b->p[b->len++] = '1'; /* room: the 2 above */
+            }
+        } else if ((tail[i - 11] ? put_str(b, tail[i - 11])
+                                 : put_null(b)) < 0) {
+            return -1;
+        }
+    }
+    if (buf_room(b, 1) < 0)
+        return -1;
+    b->p[b->len++] = ']';
+    b->p[b->len] = '\0';
+    return 0;
 }
 
 int reg_exposure_json(struct reg_buf *b, const struct reg_exposure *e,
                       int flags)
 {
-    return exposure_json(b, e, flags & (REG_JSON_TYPED | REG_JSON_NULLS), 0);
+    return exposure_json(b, e, flags & (REG_JSON_TYPED | REG_JSON_NULLS));
 }
 
 int reg_feedback_json(struct reg_buf *b, const struct reg_feedback *f)
@@ -631,7 +696,7 @@ static int write_chunks(struct reg_exposure_log *log,
             const struct reg_exposure *e = &ex[log->sel[j]];
             if (j > 0)
                 t->p[t->len++] = ','; /* room: the '\0' after the last */
-            if (exposure_json(t, e, JSON_CHUNK, common) < 0)
+            if (chunk_record(t, e, common) < 0)
                 goto oom;
             if (strcmp(e->at, first) < 0)
                 first = e->at;
@@ -911,6 +976,30 @@ static const struct rec_names chunk_names = {
 
 #define MEMBER(rec, nm, f) json_object_get(rec, (nm)->f)
 
+/* A chunk's array record (migration 0006) as the object form it replaced
+ * (migration 0005's short names), which the export reads: rec is
+ * consumed; NULL out of memory. */
+static json_t *chunk_object(json_t *rec)
+{
+    static const char *const names[CHUNK_PLACES] = {
+        "r", "t", "u", "v", "a", "s", "ms", "pt", "ct", "tt", "vars", "st",
+        "o", "k", "p", "l", "x", "m", "b", "c"};
+    json_t *o, *v;
+    size_t i;
+
+    if (!json_is_array(rec))
+        return rec;
+    if ((o = json_object()) != NULL)
+        json_array_foreach(rec, i, v) {
+            if (i >= CHUNK_PLACES)
+                break;
+            if (!json_is_null(v))
+                json_object_set(o, names[i], v);
+        }
+    json_decref(rec);
+    return o;
+}
+
 /* The sample of one exposure record (a chunk's element or a JSON-lines
  * log's line, borrowed, member names nm) with its outcomes (borrowed, may
  * be NULL). */
@@ -976,8 +1065,9 @@ int reg_samples_export(struct reg_db *db, const char *experiment,
                                     (size_t)sqlite3_column_bytes(st, 2), 0,
                                     NULL);
         }
-        rec = json_loadb((const char *)sqlite3_column_text(st, 0),
-                         (size_t)sqlite3_column_bytes(st, 0), 0, NULL);
+        rec = chunk_object(json_loadb((const char *)sqlite3_column_text(st, 0),
+                                      (size_t)sqlite3_column_bytes(st, 0), 0,
+                                      NULL));
         if (rec && json_is_object(common))
             json_object_update_missing(rec, common);
         rid = json_string_value(MEMBER(rec, &chunk_names, id));

@@ -559,8 +559,9 @@ int reg_feedback_json(struct reg_buf *b, const struct reg_feedback *f);
 /* The exposure log's writer: a connection tuned for a write-heavy log
  * with its INSERT statements prepared once. One thread at a time.
  * Exposures are stored as chunks (table exposure_chunks, migration 0005):
- * up to 256 records of one experiment to a row, as a JSON array; the view
- * `exposures` shows one row per exposure. */
+ * up to 256 records of one experiment to a row, as a JSON array of
+ * records, each an array of its members by place (migration 0006); the
+ * view `exposures` shows one row per exposure. */
 struct reg_exposure_log;
 
 /* Open the registry at `path` (it must exist; migrated) for appending

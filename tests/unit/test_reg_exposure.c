@@ -513,6 +513,62 @@ static void test_numbers_round_trip(void **state)
     treg_cleanup(path);
 }
 
+/* Chunks written before migration 0006 hold objects (0005's short
+ * names): the view and the export read them beside the arrays written
+ * now, common members and all. */
+static void test_object_records_still_read(void **state)
+{
+    char *path = treg_tmpdb(), *err = NULL;
+    struct reg_db *db = treg_open(path);
+    struct reg_exposure ex[1];
+    json_t *out = json_array(), *s;
+    size_t n = 0;
+    char sql[1024];
+    int64_t id;
+
+    (void)state;
+    id = start_ab(db);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO exposure_chunks (experiment_id, first_at, last_at, n,"
+             " common, records) VALUES (%lld, '2026-11-28T09:00:00.000Z',"
+             " '2026-11-28T09:00:00.000Z', 1, '{\"p\":\"p\",\"l\":\"production\","
+             "\"x\":\"p@production\",\"m\":\"m\"}', '[{\"r\":\"old\","
+             "\"t\":\"2026-11-28T09:00:00.000Z\",\"u\":\"u0\",\"v\":2,\"a\":1,"
+             "\"s\":200,\"st\":true,\"ms\":2.25,\"pt\":1,\"ct\":2,\"tt\":3,"
+             "\"b\":\"b0\",\"vars\":{\"x\":\"k\"},\"o\":\"said\"}]')",
+             (long long)id);
+    assert_int_equal(sqlite3_exec(reg_db_handle(db), sql, NULL, NULL, NULL), SQLITE_OK);
+    ex[0] = exposure("new", "u1", 1, id, 0, "{\"x\":\"y\"}");
+    ex[0].variables_json = 1;
+    assert_int_equal(reg_exposures_write(db, ex, 1, NULL, 0, NULL, &err), 0);
+    ASSERT_TEXT(db, "SELECT typeof(records) || json_type(records, '$[0]') FROM exposure_chunks"
+                    " ORDER BY id DESC LIMIT 1", "textarray");
+    ASSERT_TEXT(db, "SELECT group_concat(printf('%s %s %s %d %d %d %d %.2f %d %d %d %s %s %s %s"
+                    " %s %s %s', request_id, at, user_id, version, arm, status, stream,"
+                    " latency_ms, prompt_tokens, completion_tokens, total_tokens, variables,"
+                    " coalesce(output, '-'), prompt, label, experiment, model, backend), '|')"
+                    " FROM (SELECT * FROM exposures ORDER BY id)",
+                "old 2026-11-28T09:00:00.000Z u0 2 1 200 1 2.25 1 2 3 {\"x\":\"k\"} said p"
+                " production p@production m b0|"
+                "new 2026-11-28T10:00:00.000Z u1 1 0 200 0 1.50 3 4 7 {\"x\":\"y\"} - p"
+                " production p@production m b");
+    assert_int_equal(reg_samples_export(db, "p@production", NULL, collect, out, &n, &err), 0);
+    assert_int_equal(n, 2);
+    s = json_array_get(out, 0);
+    assert_string_equal(json_string_value(json_object_get(s, "id")), "old");
+    assert_string_equal(json_string_value(json_object_get(s, "output")), "said");
+    assert_int_equal(json_integer_value(json_object_get(s, "version")), 2);
+    s = json_array_get(out, 1);
+    assert_string_equal(json_string_value(json_object_get(s, "id")), "new");
+    assert_string_equal(json_string_value(json_object_get(s, "user")), "u1");
+    assert_int_equal(json_integer_value(json_object_get(s, "arm")), 0);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(s, "variables"), "x")),
+                        "y");
+    json_decref(out);
+    reg_db_free(db);
+    treg_cleanup(path);
+}
+
 /* A batch bigger than a chunk is split; every record lands once. */
 static void test_chunk_size_bound(void **state)
 {
@@ -594,6 +650,7 @@ int main(void)
         cmocka_unit_test(test_samples_export),
         cmocka_unit_test(test_chunks_by_experiment_and_the_view),
         cmocka_unit_test(test_numbers_round_trip),
+        cmocka_unit_test(test_object_records_still_read),
         cmocka_unit_test(test_chunk_size_bound),
         cmocka_unit_test(test_export_query_plans),
     };
