@@ -683,9 +683,17 @@ static void rows_of(struct gw_exposure *w, struct gw_exposure_rec **recs,
             __builtin_prefetch(c + 128);
             __builtin_prefetch(c + 192);
         }
-        format_at(&w->atc, r->at_us, w->ats[i]);
+        if (r->kind == GW_EXPOSURE && ex) {
+            /* the database keeps the time in ms: no text to format */
+            r->ex.at = NULL;
+            r->ex.at_ms = r->at_us >= 0 ? r->at_us / 1000
+                                        : -((999 - r->at_us) / 1000);
+        } else {
+            format_at(&w->atc, r->at_us, w->ats[i]);
+        }
         if (r->kind == GW_EXPOSURE) {
-            r->ex.at = w->ats[i];
+            if (!ex)
+                r->ex.at = w->ats[i];
             /* the request's own "variables" object, which gw_jscan
              * checked (JSON and UTF-8) before the prompt rendered it */
             r->ex.variables_json = 1;

@@ -2,16 +2,17 @@
 -- arrays, their members by place, no longer as objects with short names:
 -- every byte of a record is copied some five times on its way to disk (the
 -- WAL, its checksum, the checkpoint's read and write), and the names were
--- a quarter of a typical record (bin/exposure-bench's: 192 -> 141 bytes
--- of text, 259 -> 196 bytes of database a record).
+-- a quarter of a typical record; the time, as text, another tenth.
 --
 -- A record is [request_id, at, user_id, version, arm, status, latency_ms,
 -- prompt_tokens, completion_tokens, total_tokens, variables, stream,
 -- output, key, prompt, label, experiment, model, backend, cache]:
 -- places 0-10 always, null where unknown; the later ones only up to the
--- last one set (stream is 1 when streamed); "variables" is the request's
--- JSON object, or a string holding JSON text the writer could not vouch
--- for. Places 13-19 are left null (or out) when the chunk's `common`
+-- last one set (stream is 1 when streamed); "at" is the time in ms since
+-- the epoch (the view writes it as before: ISO-8601 UTC with
+-- milliseconds; a chunk's first_at and last_at stay text); "variables"
+-- is the request's JSON object, or a string holding JSON text the writer
+-- could not vouch for. Places 13-19 are left null (or out) when the chunk's `common`
 -- object holds them, as before.
 --
 -- Chunks written before keep their objects (migration 0005's form): the
@@ -23,7 +24,10 @@ DROP VIEW exposures;
 CREATE VIEW exposures AS
 SELECT c.id * 1024 + j.key AS id,
        json_extract(j.value, CASE j.type WHEN 'array' THEN '$[0]' ELSE '$.r' END) AS request_id,
-       json_extract(j.value, CASE j.type WHEN 'array' THEN '$[1]' ELSE '$.t' END) AS at,
+       CASE j.type WHEN 'array'
+           THEN strftime('%Y-%m-%dT%H:%M:%fZ',
+                         json_extract(j.value, '$[1]') / 1000.0, 'unixepoch')
+           ELSE json_extract(j.value, '$.t') END AS at,
        coalesce(json_extract(j.value, CASE j.type WHEN 'array' THEN '$[13]' ELSE '$.k' END),
                 json_extract(c.common, '$.k')) AS key_name,
        json_extract(j.value, CASE j.type WHEN 'array' THEN '$[2]' ELSE '$.u' END) AS user_id,

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "registry/internal.h"
 #include "registry/json8.h"
 
@@ -222,6 +223,76 @@ INLINE int mem_int(struct reg_buf *b, int flags, const char *key_text,
 #define INT(b, f, key, v) \
     mem_int(b, f, KEY_TEXT(key), sizeof(KEY_TEXT(key)) - 1, v)
 
+/* ---- times ---------------------------------------------------------- */
+
+/* s ("YYYY-MM-DDTHH:MM:SS" with an optional fraction, then "Z") as ms
+ * since the epoch (the fraction cut to ms): 0, or -1 when s is not so */
+static int iso_ms(const char *s, int64_t *ms)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    int v[6] = {0}, f = 0, i, k = 0, fd = 0;
+    struct tm tm;
+    time_t t;
+
+    for (i = 0; shape[i]; i++) {
+        if (shape[i] == 'd') {
+            if (s[i] < '0' || s[i] > '9')
+                return -1;
+            v[k] = v[k] * 10 + (s[i] - '0');
+        } else if (s[i] != shape[i]) {
+            return -1;
+        } else {
+            k++;
+        }
+    }
+    s += i;
+    if (*s == '.')
+        for (s++; *s >= '0' && *s <= '9'; s++, fd++)
+            if (fd < 3)
+                f = f * 10 + (*s - '0');
+    if (*s != 'Z' || s[1] != '\0' || (s[-1] == '.' && fd == 0))
+        return -1;
+    while (fd > 0 && fd < 3)
+        f *= 10, fd++;
+    if (v[1] < 1 || v[1] > 12 || v[2] < 1 || v[2] > 31 || v[3] > 23 ||
+        v[4] > 59 || v[5] > 60)
+        return -1;
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = v[0] - 1900, tm.tm_mon = v[1] - 1, tm.tm_mday = v[2];
+    tm.tm_hour = v[3], tm.tm_min = v[4], tm.tm_sec = v[5];
+    t = timegm(&tm);
+    /* a day the month does not have comes back as another */
+    if (gmtime_r(&t, &tm) == NULL || tm.tm_mday != v[2] ||
+        tm.tm_mon != v[1] - 1)
+        return -1;
+    *ms = (int64_t)t * 1000 + f;
+    return 0;
+}
+
+/* ms since the epoch as "YYYY-MM-DDTHH:MM:SS.mmmZ" */
+static void ms_iso(int64_t ms, char out[32])
+{
+    int64_t sec = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
+    time_t t = (time_t)sec;
+    struct tm tm;
+
+    if (gmtime_r(&t, &tm) == NULL ||
+        strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm) != 19)
+        memcpy(out, "1970-01-01T00:00:00", 20);
+    snprintf(out + 19, 13, ".%03dZ", (int)(ms - sec * 1000));
+}
+
+/* e's time as ms since the epoch (exposure_check vouched for it) */
+static int64_t exposure_ms(const struct reg_exposure *e)
+{
+    int64_t ms = 0;
+
+    if (e->at == NULL)
+        return e->at_ms;
+    (void)iso_ms(e->at, &ms);
+    return ms;
+}
+
 /* string members a chunk may hold once for all its records (the chunk's
  * "common" object) instead of in each */
 enum {
@@ -286,6 +357,7 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
                          int flags)
 {
     int exp = e->experiment_id > 0;
+    char at[32];
 
     if (buf_room(b, 40) < 0)
         return -1;
@@ -293,8 +365,10 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
         PUT_LIT(b, "{\"type\":\"exposure\",\"request_id\":");
     else
         PUT_LIT(b, "{\"request_id\":");
+    if (e->at == NULL)
+        ms_iso(e->at_ms, at);
     if (put_str(b, e->request_id ? e->request_id : "") < 0 ||
-        STR(b, flags, "at", e->at) < 0 ||
+        STR(b, flags, "at", e->at ? e->at : at) < 0 ||
         STR(b, flags, "key", e->key_name) < 0 ||
         STR(b, flags, "user", e->user_id) < 0 ||
         STR(b, flags, "prompt", e->prompt) < 0 ||
@@ -336,7 +410,8 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
  * place rather than by name (each byte of a record is copied some five
  * times on its way to disk: the WAL, its checksum, the checkpoint's read
  * and write; the names were a third of a typical record):
- *   0 request_id  1 at  2 user_id  3 version  4 arm  5 status
+ *   0 request_id  1 at (ms since the epoch)  2 user_id  3 version  4 arm
+ *   5 status
  *   6 latency_ms  7 prompt_tokens  8 completion_tokens  9 total_tokens
  *   10 variables  11 stream (1, when streamed)  12 output
  *   13 key  14 prompt  15 label  16 experiment  17 model  18 backend
@@ -350,7 +425,7 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
 #define CHUNK_FIRST_COMMON 13
 
 static int chunk_record(struct reg_buf *b, const struct reg_exposure *e,
-                        int omit)
+                        int64_t ms, int omit)
 {
     const char *tail[CHUNK_PLACES - 11];
     int exp = e->experiment_id > 0, last = 10, i;
@@ -370,7 +445,7 @@ static int chunk_record(struct reg_buf *b, const struct reg_exposure *e,
         buf_room(b, 1) < 0)
         return -1;
     b->p[b->len++] = ',';
-    if ((e->at ? put_str(b, e->at) : put_null(b)) < 0 || buf_room(b, 1) < 0)
+    if (put_int(b, ms) < 0 || buf_room(b, 1) < 0)
         return -1;
     b->p[b->len++] = ',';
     if ((e->user_id ? put_str(b, e->user_id) : put_null(b)) < 0)
@@ -558,14 +633,21 @@ prefetch_strings(const struct reg_exposure *e)
 
 static int exposure_check(const struct reg_exposure *e, char **err)
 {
+    int64_t ms;
+
     if (e->request_id == NULL || *e->request_id == '\0'
         || strlen(e->request_id) > REG_REQUEST_ID_MAX) {
         reg_err(err, "exposure without a valid request id");
         return -1;
     }
-    if (e->at == NULL || e->prompt == NULL || e->version < 1) {
-        reg_err(err, "exposure '%s' lacks its time, prompt or version",
+    if (e->prompt == NULL || e->version < 1) {
+        reg_err(err, "exposure '%s' lacks its prompt or version",
                 e->request_id);
+        return -1;
+    }
+    if (e->at != NULL && iso_ms(e->at, &ms) < 0) {
+        reg_err(err, "exposure '%s': time '%.40s' is not ISO-8601 UTC "
+                "(YYYY-MM-DDTHH:MM:SS.mmmZ)", e->request_id, e->at);
         return -1;
     }
     return 0;
@@ -632,7 +714,8 @@ static int write_chunks(struct reg_exposure_log *log,
     memset(log->done, 0, n);
     while (left > 0) {
         const struct reg_exposure *e0;
-        const char *first, *last;
+        int64_t first, last;
+        char first_at[32], last_at[32];
         size_t k = 0, bytes = 0, j;
         int64_t exp;
         int common = 0, f;
@@ -691,18 +774,19 @@ static int write_chunks(struct reg_exposure_log *log,
         if (buf_room(t, 1) < 0)
             goto oom;
         t->p[t->len++] = '[';
-        first = last = e0->at;
+        first = last = exposure_ms(e0);
         for (j = 0; j < k; j++) {
             const struct reg_exposure *e = &ex[log->sel[j]];
+            int64_t ms = exposure_ms(e);
             if (j > 0)
                 t->p[t->len++] = ','; /* room: the '\0' after the last */
-            if (chunk_record(t, e, common) < 0)
+            if (chunk_record(t, e, ms, common) < 0)
                 goto oom;
-            if (strcmp(e->at, first) < 0)
-                first = e->at;
-            if (strcmp(e->at, last) > 0)
-                last = e->at;
+            first = ms < first ? ms : first;
+            last = ms > last ? ms : last;
         }
+        ms_iso(first, first_at);
+        ms_iso(last, last_at);
         if (buf_room(t, 1) < 0)
             goto oom;
         t->p[t->len++] = ']';
@@ -711,8 +795,8 @@ static int write_chunks(struct reg_exposure_log *log,
             sqlite3_bind_int64(log->chunk, 1, exp);
         else
             sqlite3_bind_null(log->chunk, 1);
-        bind_text(log->chunk, 2, first);
-        bind_text(log->chunk, 3, last);
+        bind_text(log->chunk, 2, first_at);
+        bind_text(log->chunk, 3, last_at);
         sqlite3_bind_int(log->chunk, 4, (int)k);
         if (common)
             sqlite3_bind_text(log->chunk, 5, c->p, (int)c->len, SQLITE_STATIC);
@@ -993,8 +1077,13 @@ static json_t *chunk_object(json_t *rec)
         json_array_foreach(rec, i, v) {
             if (i >= CHUNK_PLACES)
                 break;
-            if (!json_is_null(v))
+            if (i == 1 && json_is_integer(v)) { /* the time in ms */
+                char at[32];
+                ms_iso((int64_t)json_integer_value(v), at);
+                json_object_set_new(o, "t", json_string(at));
+            } else if (!json_is_null(v)) {
                 json_object_set(o, names[i], v);
+            }
         }
     json_decref(rec);
     return o;

@@ -486,7 +486,9 @@ int reg_snapshot_resolve_memo(const struct reg_snapshot *snap,
  * and may be NULL unless said otherwise; numbers < 0 mean unknown. */
 struct reg_exposure {
     const char *request_id;  /* required */
-    const char *at;          /* required: ISO-8601 UTC */
+    const char *at;          /* ISO-8601 UTC, YYYY-MM-DDTHH:MM:SS[.fff]Z;
+                                NULL: at_ms */
+    int64_t at_ms;           /* when at is NULL: ms since the epoch */
     const char *key_name;
     const char *user_id;
     const char *prompt;      /* required */

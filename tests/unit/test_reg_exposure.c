@@ -513,6 +513,67 @@ static void test_numbers_round_trip(void **state)
     treg_cleanup(path);
 }
 
+/* A record's time is kept in ms: given as ms (at NULL) or as ISO-8601 text
+ * of any fraction, it reads back as text with milliseconds, in the view,
+ * the chunk's first_at and last_at, and the export; text that is not a
+ * time, or not a day of its month, fails the batch with the reason. */
+static void test_times(void **state)
+{
+    char *path = treg_tmpdb(), *err = NULL;
+    struct reg_db *db = treg_open(path);
+    struct reg_exposure ex[5];
+    json_t *out = json_array();
+    size_t n = 0;
+    int64_t id;
+
+    (void)state;
+    id = start_ab(db);
+    ex[0] = exposure("ms", "u", 1, id, 0, "{}");
+    ex[0].at = NULL;
+    ex[0].at_ms = 1796047200123LL; /* 2026-11-30T14:00:00.123Z */
+    ex[1] = exposure("whole", "u", 1, id, 0, "{}");
+    ex[1].at = "2026-11-30T13:59:59Z";
+    ex[2] = exposure("tenths", "u", 1, id, 0, "{}");
+    ex[2].at = "2026-11-30T14:00:00.5Z";
+    ex[3] = exposure("micro", "u", 1, id, 0, "{}");
+    ex[3].at = "2026-11-30T14:00:00.987654Z";
+    ex[4] = exposure("epoch", "u", 1, id, 0, "{}");
+    ex[4].at = NULL;
+    ex[4].at_ms = 0;
+    assert_int_equal(reg_exposures_write(db, ex, 5, NULL, 0, NULL, &err), 0);
+    ASSERT_TEXT(db, "SELECT group_concat(request_id || '=' || at, ' ') FROM"
+                    " (SELECT request_id, at FROM exposures ORDER BY id)",
+                "ms=2026-11-30T14:00:00.123Z whole=2026-11-30T13:59:59.000Z"
+                " tenths=2026-11-30T14:00:00.500Z micro=2026-11-30T14:00:00.987Z"
+                " epoch=1970-01-01T00:00:00.000Z");
+    ASSERT_TEXT(db, "SELECT first_at || ' ' || last_at FROM exposure_chunks",
+                "1970-01-01T00:00:00.000Z 2026-11-30T14:00:00.987Z");
+    ASSERT_TEXT(db, "SELECT json_extract(records, '$[0][1]') FROM exposure_chunks",
+                "1796047200123");
+    assert_int_equal(reg_samples_export(db, "p@production", "2026-11-30T14:00:00.000Z",
+                                        collect, out, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(out, 0), "at")),
+                        "2026-11-30T14:00:00.123Z");
+
+    static const char *const bad[] = {
+        "2026-11-30 14:00:00.000Z", "2026-11-30T14:00:00.000", "2026-02-30T00:00:00Z",
+        "2026-11-30T14:00:00.Z", "2026-13-01T00:00:00Z", "yesterday", ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ex[0] = exposure("bad", "u", 1, id, 0, "{}");
+        ex[0].at = bad[i];
+        free(err);
+        err = NULL;
+        assert_int_equal(reg_exposures_write(db, ex, 1, NULL, 0, NULL, &err), -1);
+        assert_non_null(strstr(err, "is not ISO-8601 UTC"));
+    }
+    free(err);
+    assert_int_equal(count(db, "SELECT count(*) FROM exposures WHERE request_id = 'bad'"), 0);
+    json_decref(out);
+    reg_db_free(db);
+    treg_cleanup(path);
+}
+
 /* Chunks written before migration 0006 hold objects (0005's short
  * names): the view and the export read them beside the arrays written
  * now, common members and all. */
@@ -651,6 +712,7 @@ int main(void)
         cmocka_unit_test(test_chunks_by_experiment_and_the_view),
         cmocka_unit_test(test_numbers_round_trip),
         cmocka_unit_test(test_object_records_still_read),
+        cmocka_unit_test(test_times),
         cmocka_unit_test(test_chunk_size_bound),
         cmocka_unit_test(test_export_query_plans),
     };
