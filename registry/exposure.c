@@ -409,11 +409,11 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
  * A chunk's form of a record (migration 0006): an array, its members by
  * place rather than by name (each byte of a record is copied some five
  * times on its way to disk: the WAL, its checksum, the checkpoint's read
- * and write; the names were a third of a typical record):
+ * and write; the names were a quarter of a typical record, the time as
+ * text another tenth):
  *   0 request_id  1 at (ms since the epoch)  2 user_id  3 version  4 arm
- *   5 status
- *   6 latency_ms  7 prompt_tokens  8 completion_tokens  9 total_tokens
- *   10 variables  11 stream (1, when streamed)  12 output
+ *   5 status  6 latency_ms  7 prompt_tokens  8 completion_tokens
+ *   9 total_tokens  10 variables  11 stream (1 when streamed)  12 output
  *   13 key  14 prompt  15 label  16 experiment  17 model  18 backend
  *   19 cache
  * null where unknown; the places after 10 only up to the last one set.
@@ -422,7 +422,6 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
  * `exposures` gives the places their names.
  */
 #define CHUNK_PLACES 20
-#define CHUNK_FIRST_COMMON 13
 
 static int chunk_record(struct reg_buf *b, const struct reg_exposure *e,
                         int64_t ms, int omit)
