@@ -608,9 +608,16 @@ char *gw_exposure_output_text(const char *raw, size_t len, int sse)
 
 /* ---- the writer thread -------------------------------------------------- */
 
+/* a / b rounded down (b > 0): whole units before a time, even before
+ * the epoch */
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    return a >= 0 ? a / b : -((b - 1 - a) / b);
+}
+
 static void format_at(struct at_cache *c, int64_t us, char out[32])
 {
-    int64_t sec = us >= 0 ? us / 1000000 : (us - 999999) / 1000000;
+    int64_t sec = floor_div(us, 1000000);
     int ms = (int)((us - sec * 1000000) / 1000);
 
     if (sec != c->sec) {
@@ -686,14 +693,13 @@ static void rows_of(struct gw_exposure *w, struct gw_exposure_rec **recs,
         if (r->kind == GW_EXPOSURE && ex) {
             /* the database keeps the time in ms: no text to format */
             r->ex.at = NULL;
-            r->ex.at_ms = r->at_us >= 0 ? r->at_us / 1000
-                                        : -((999 - r->at_us) / 1000);
+            r->ex.at_ms = floor_div(r->at_us, 1000);
         } else {
             format_at(&w->atc, r->at_us, w->ats[i]);
+            if (r->kind == GW_EXPOSURE)
+                r->ex.at = w->ats[i];
         }
         if (r->kind == GW_EXPOSURE) {
-            if (!ex)
-                r->ex.at = w->ats[i];
             /* the request's own "variables" object, which gw_jscan
              * checked (JSON and UTF-8) before the prompt rendered it */
             r->ex.variables_json = 1;
