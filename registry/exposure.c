@@ -144,17 +144,36 @@ static int put_str(struct reg_buf *b, const char *str)
     return 0;
 }
 
-/* decimal digits of v >= 0 at the end of out[24]; returns the start.
- * Two digits a division: a record's numbers (status, tokens, latency)
- * are mostly two or three digits. */
-INLINE char *digits(char out[24], unsigned long long v)
+/* the number of decimal digits of v: from its bits, and one comparison */
+INLINE unsigned n_digits(unsigned long long v)
+{
+    static const unsigned long long pow10[20] = {
+        1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL,
+        10000000ULL, 100000000ULL, 1000000000ULL, 10000000000ULL,
+        100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+        100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+        100000000000000000ULL, 1000000000000000000ULL,
+        10000000000000000000ULL};
+    /* bits * log10(2), rounded down: v has t or t + 1 digits */
+    unsigned t = ((64u - (unsigned)__builtin_clzll(v | 1)) * 1233u) >> 12;
+
+    t += v >= pow10[t];
+    return t ? t : 1;
+}
+
+/* v's decimal digits written at p (room for 20); returns their end.
+ * Written in place, last first, two digits a division: no copy of a
+ * variable length (a call of memcpy) a number, and a record's numbers
+ * (status, tokens, latency) are mostly two or three digits. */
+INLINE char *at_digits(char *p, unsigned long long v)
 {
     static const char pairs[] =
         "00010203040506070809101112131415161718192021222324252627282930313233"
         "34353637383940414243444546474849505152535455565758596061626364656667"
         "6869707172737475767778798081828384858687888990919293949596979899";
-    char *p = out + 24;
+    char *end = p + n_digits(v);
 
+    p = end;
     while (v >= 100) {
         unsigned q = (unsigned)(v % 100);
         v /= 100;
@@ -167,18 +186,26 @@ INLINE char *digits(char out[24], unsigned long long v)
     } else {
         *--p = (char)('0' + v);
     }
-    return p;
+    return end;
+}
+
+/* v, unchecked: the caller made room for 21 bytes */
+INLINE void int_text(struct reg_buf *b, long long v)
+{
+    unsigned long long u = (unsigned long long)v;
+
+    if (v < 0) {
+        b->p[b->len++] = '-';
+        u = 0ULL - u;
+    }
+    b->len = (size_t)(at_digits(b->p + b->len, u) - b->p);
 }
 
 INLINE int put_int(struct reg_buf *b, long long v)
 {
-    char d[24], *p = digits(d, (unsigned long long)(v < 0 ? -v : v));
-
     if (buf_room(b, 22) < 0)
         return -1;
-    if (v < 0)
-        b->p[b->len++] = '-';
-    PUT(b, p, (size_t)(d + 24 - p));
+    int_text(b, v);
     return 0;
 }
 
@@ -315,21 +342,36 @@ INLINE const char *common_value(const struct reg_exposure *e, int i)
     }
 }
 
-/* latency in milliseconds with 3 decimals, as printf("%.3f") */
-INLINE int put_ms(struct reg_buf *b, double ms)
+/* latency in milliseconds with 3 decimals, as printf("%.3f"),
+ * unchecked: the caller made room for 25 bytes */
+INLINE void ms_text(struct reg_buf *b, double ms)
 {
     unsigned long long us = (unsigned long long)(ms * 1000.0 + 0.5);
-    char d[24], *p = digits(d, us / 1000), f[4];
+    char *p = at_digits(b->p + b->len, us / 1000);
 
+    p[0] = '.';
+    p[1] = (char)('0' + us / 100 % 10);
+    p[2] = (char)('0' + us / 10 % 10);
+    p[3] = (char)('0' + us % 10);
+    b->len = (size_t)(p + 4 - b->p);
+}
+
+INLINE int put_ms(struct reg_buf *b, double ms)
+{
     if (buf_room(b, 26) < 0)
         return -1;
-    PUT(b, p, (size_t)(d + 24 - p));
-    f[0] = '.';
-    f[1] = (char)('0' + us / 100 % 10);
-    f[2] = (char)('0' + us / 10 % 10);
-    f[3] = (char)('0' + us % 10);
-    PUT(b, f, 4);
+    ms_text(b, ms);
     return 0;
+}
+
+/* v, or null when v < 0 (unknown), unchecked: room for 21 bytes */
+INLINE void num_text(struct reg_buf *b, long long v)
+{
+    if (v < 0)
+        PUT_LIT(b, "null");
+    else
+        b->len = (size_t)(at_digits(b->p + b->len, (unsigned long long)v) -
+                          b->p);
 }
 
 /* the variables: the caller's JSON object as it is, a string holding
@@ -426,47 +468,52 @@ static int exposure_json(struct reg_buf *b, const struct reg_exposure *e,
 static int chunk_record(struct reg_buf *b, const struct reg_exposure *e,
                         int64_t ms, int omit)
 {
-    const char *tail[CHUNK_PLACES - 11];
-    int exp = e->experiment_id > 0, last = 10, i;
-    long long n[7];
+    /* places 11.. (stream is written as 1 below); 13.. are the common
+     * members, bit i of omit for place 13 + i */
+    const char *tail[CHUNK_PLACES - 11] = {
+        NULL, e->output, e->key_name, e->prompt, e->label,
+        e->experiment_id > 0 ? e->experiment : NULL, e->model, e->backend,
+        e->cache};
+    int exp = e->experiment_id > 0, last, i;
 
-    tail[0] = NULL; /* stream: written as 1 below */
-    tail[1] = e->output;
     for (i = 0; i < COMMON_FIELDS; i++)
-        tail[2 + i] = omit & (1 << i) ? NULL : common_value(e, i);
-    for (i = CHUNK_PLACES - 1; i > 10 && last == 10; i--)
-        if (i == 11 ? e->stream != 0 : tail[i - 11] != NULL)
-            last = i;
+        if (omit & (1 << i))
+            tail[2 + i] = NULL;
+    for (i = CHUNK_PLACES - 1; i > 11 && tail[i - 11] == NULL; i--)
+        ;
+    last = i > 11 ? i : e->stream ? 11 : 10;
     if (buf_room(b, 2) < 0)
         return -1;
     b->p[b->len++] = '[';
     if (put_str(b, e->request_id ? e->request_id : "") < 0 ||
-        buf_room(b, 1) < 0)
+        buf_room(b, 23) < 0)
         return -1;
     b->p[b->len++] = ',';
-    if (put_int(b, ms) < 0 || buf_room(b, 1) < 0)
-        return -1;
+    int_text(b, ms);
     b->p[b->len++] = ',';
     if ((e->user_id ? put_str(b, e->user_id) : put_null(b)) < 0)
         return -1;
-    n[0] = e->version, n[1] = exp ? e->arm : -1, n[2] = e->status;
-    n[3] = -1; /* the latency's place, written by put_ms */
-    n[4] = e->prompt_tokens, n[5] = e->completion_tokens;
-    n[6] = e->total_tokens;
-    for (i = 0; i < 7; i++) {
-        if (buf_room(b, 1) < 0)
-            return -1;
-        b->p[b->len++] = ',';
-        if (i == 3) { /* latency */
-            if ((e->latency_ms >= 0 ? put_ms(b, e->latency_ms)
-                                    : put_null(b)) < 0)
-                return -1;
-        } else if ((n[i] >= 0 ? put_int(b, n[i]) : put_null(b)) < 0) {
-            return -1;
-        }
-    }
-    if (buf_room(b, 1) < 0)
+    /* the seven numbers, each at most 20 digits and a comma (or
+     * ",null"), and the comma before the variables */
+    if (buf_room(b, 7 * 26 + 1) < 0)
         return -1;
+    b->p[b->len++] = ',';
+    num_text(b, e->version);
+    b->p[b->len++] = ',';
+    num_text(b, exp ? e->arm : -1);
+    b->p[b->len++] = ',';
+    num_text(b, e->status);
+    b->p[b->len++] = ',';
+    if (e->latency_ms >= 0)
+        ms_text(b, e->latency_ms);
+    else
+        PUT_LIT(b, "null");
+    b->p[b->len++] = ',';
+    num_text(b, e->prompt_tokens);
+    b->p[b->len++] = ',';
+    num_text(b, e->completion_tokens);
+    b->p[b->len++] = ',';
+    num_text(b, e->total_tokens);
     b->p[b->len++] = ',';
     if (put_vars(b, e) < 0)
         return -1;

@@ -485,14 +485,19 @@ static void test_numbers_round_trip(void **state)
         {{12345, 100000, 9876543210L}, 200, 12345.678,
          "12345 100000 9876543210 200 12345.678"},
         {{7, 70, 700}, 100, 100.05, "7 70 700 100 100.050"},
+        /* the digit count's edges: 10^18 - 1, 10^18, the largest long */
+        {{999999999999999999L, 1000000000000000000L, 9223372036854775807L},
+         599, 99999.9994,
+         "999999999999999999 1000000000000000000 9223372036854775807 599"
+         " 99999.999"},
     };
     char *path = treg_tmpdb(), *err = NULL, rid[16], q[160];
     struct reg_db *db = treg_open(path);
-    struct reg_exposure ex[5];
+    struct reg_exposure ex[6];
     size_t i;
 
     (void)state;
-    for (i = 0; i < 5; i++) {
+    for (i = 0; i < 6; i++) {
         snprintf(rid, sizeof(rid), "n%zu", i);
         ex[i] = exposure(strdup(rid), "u", 1, 0, -1, "{}");
         ex[i].prompt_tokens = cases[i].tokens[0];
@@ -501,8 +506,8 @@ static void test_numbers_round_trip(void **state)
         ex[i].status = cases[i].status;
         ex[i].latency_ms = cases[i].ms;
     }
-    assert_int_equal(reg_exposures_write(db, ex, 5, NULL, 0, NULL, &err), 0);
-    for (i = 0; i < 5; i++) {
+    assert_int_equal(reg_exposures_write(db, ex, 6, NULL, 0, NULL, &err), 0);
+    for (i = 0; i < 6; i++) {
         snprintf(q, sizeof(q), "SELECT printf('%%d %%d %%d %%d %%.3f', prompt_tokens,"
                  " completion_tokens, total_tokens, status, latency_ms)"
                  " FROM exposures WHERE request_id = 'n%zu'", i);
