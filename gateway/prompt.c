@@ -121,6 +121,13 @@ struct vcache {
     int xarm;
     char xline[2 * REG_NAME_MAX + REG_LABEL_MAX + 64];
     size_t xline_len;
+    /* a record's members as the writer keeps them (keep_str), found once:
+     * the version's prompt name, and the label and experiment that
+     * served it last (NULL: not kept yet, or the writer keeps no more) */
+    const char *kname;
+    const char *klabel_of, *klabel;   /* klabel keeps the label klabel_of */
+    const struct reg_experiment *kexp_of;
+    const char *kexp;                 /* keeps kexp_of's name */
 };
 #define FMAP_NONE (-1)
 #define FMAP_MESSAGES (-2)
@@ -851,6 +858,16 @@ static const char *keep_str(struct gw_prompts *p, int kind, const char *s,
     return t;
 }
 
+/* *kept, found by keep_str the first time: s as the writer keeps it, or
+ * NULL (copy it) */
+static const char *keep_once(struct gw_prompts *p, int kind,
+                             const char **kept, const char *s)
+{
+    if (*kept == NULL && s != NULL)
+        *kept = keep_str(p, kind, s, strlen(s));
+    return *kept;
+}
+
 /* the finished records' values into the records, which go to the writer */
 static void done_apply(struct gw_prompts *p)
 {
@@ -1363,16 +1380,26 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     rs[4] = key_name;
     rs[5] = res.experiment ? res.experiment->name : NULL;
     rs[6] = pfs[3].type == GW_JSON_OBJECT ? pfs[3].val : "{}";
+    /* the prompt, label and experiment kept through the version's cache
+     * (the snapshot's strings: the same pointers while it serves) */
+    if (vc->klabel_of != res.label)
+        vc->klabel_of = res.label, vc->klabel = NULL;
+    if (vc->kexp_of != res.experiment)
+        vc->kexp_of = res.experiment, vc->kexp = NULL;
+    ks[0] = ks[3] = ks[6] = NULL;
+    ks[1] = keep_once(p, KEEP_PROMPT, &vc->kname, res.version->prompt);
+    ks[2] = keep_once(p, KEEP_LABEL, &vc->klabel, res.label);
+    ks[4] = key_name ? keep_str(p, KEEP_KEY, key_name, strlen(key_name))
+                     : NULL;
+    ks[5] = keep_once(p, KEEP_EXPERIMENT, &vc->kexp, rs[5]);
     need = 0;
     for (i = 0; i < 7; i++) {
-        static const signed char kind[7] = {-1, KEEP_PROMPT, KEEP_LABEL, -1,
-                                            KEEP_KEY, KEEP_EXPERIMENT, -1};
+        rlen[i] = 0;
+        if (ks[i] != NULL)
+            continue;
         rlen[i] = i == 6 ? (pfs[3].type == GW_JSON_OBJECT ? pfs[3].len : 2)
                          : rs[i] ? strlen(rs[i]) : 0;
-        ks[i] = rs[i] && kind[i] >= 0 ? keep_str(p, kind[i], rs[i], rlen[i])
-                                      : NULL;
-        if (ks[i] == NULL)
-            need += rlen[i] + 1;
+        need += rlen[i] + 1;
     }
     if ((r = gw_exposure_rec_take(&p->local, GW_EXPOSURE,
                                   need + GW_EXPOSURE_TAIL)) == NULL)
