@@ -100,6 +100,9 @@ struct vcache {
     enum gw_jscan_type vtype[MAX_PARAMS];
     int vesc[MAX_PARAMS];
     char model[256];              /* params.model, "" when none */
+    size_t model_len;
+    size_t model_k;               /* keys[model_k] is "model";
+                                     MAX_PARAMS: none */
     size_t n_vars;
     const char **vars;            /* owned array of names borrowed from
                                      v->variables */
@@ -316,6 +319,7 @@ static struct vcache *vcache_get(struct gw_prompts *p,
     if ((c = calloc(1, sizeof(*c))) == NULL)
         return NULL;
     c->v = v;
+    c->model_k = MAX_PARAMS; /* none */
     json_object_foreach(v->params, key, val) {
         char *t;
         if (c->n_params == MAX_PARAMS)
@@ -325,10 +329,14 @@ static struct vcache *vcache_get(struct gw_prompts *p,
          * registry might still hold them) */
         if (strcmp(key, "stream") == 0 || strcmp(key, "stream_options") == 0)
             continue;
-        if (strcmp(key, "model") == 0 && json_is_string(val) &&
-            json_string_length(val) < sizeof(c->model))
-            memcpy(c->model, json_string_value(val),
-                   json_string_length(val) + 1);
+        if (strcmp(key, "model") == 0) {
+            c->model_k = c->n_params;
+            if (json_is_string(val) &&
+                json_string_length(val) < sizeof(c->model)) {
+                c->model_len = json_string_length(val);
+                memcpy(c->model, json_string_value(val), c->model_len + 1);
+            }
+        }
         t = dump_param(val);
         if (t == NULL)
             goto oom;
@@ -1110,9 +1118,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
 {
     const struct gw_jscan_field *pf = &f[pi], *uf = &f[ui];
     struct gw_prompts *p = gw->prompts;
-    struct gw_jscan_field own[4] = {{.key = "name"}, {.key = "label"},
-                                    {.key = "version"}, {.key = "variables"}};
-    struct gw_jscan_field *pfs = own;
+    struct gw_jscan_field own[4], *pfs;
     const struct gw_jscan_sub *vs;
     const char *dup;
     struct gw_jscan_field bf[MAX_PARAMS + 1], vf[REG_VARIABLES_MAX];
@@ -1149,9 +1155,17 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         if (pf->sub->dup >= 0)
             return fail(gw, req, rl, 400, "invalid_prompt", "\"prompt\": "
                         "duplicate key '%s'", pfs[pf->sub->dup].key);
-    } else if (gw_jscan_trusted(pf->val, pf->len, MAX_DEPTH, pfs, 4, err,
-                                sizeof(err)) < 0) {
-        return fail(gw, req, rl, 400, "invalid_prompt", "\"prompt\": %s", err);
+    } else {
+        static const char *const keys[4] = {"name", "label", "version",
+                                            "variables"};
+        memset(own, 0, sizeof(own));
+        for (i = 0; i < 4; i++)
+            own[i].key = keys[i];
+        pfs = own;
+        if (gw_jscan_trusted(pf->val, pf->len, MAX_DEPTH, pfs, 4, err,
+                             sizeof(err)) < 0)
+            return fail(gw, req, rl, 400, "invalid_prompt", "\"prompt\": %s",
+                        err);
     }
     /* the caller: the request's user, else x-user-id, else the key */
     if (uf->type == GW_JSON_STRING) {
@@ -1306,10 +1320,10 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
         ins[i] = (size_t)-1;
         if (bf[i + 1].type != GW_JSON_NONE)
             continue;
-        if (strcmp(vc->keys[i], "model") == 0) {
-            if (vc->model[0] == '\0' || strlen(vc->model) >= model_cap)
+        if (i == vc->model_k) {
+            if (vc->model_len == 0 || vc->model_len >= model_cap)
                 continue;
-            memcpy(model, vc->model, strlen(vc->model) + 1);
+            memcpy(model, vc->model, vc->model_len + 1);
         }
         /* texts[i] is ",\"key\":value": no comma before the first member */
         ins[i] = p->out.len + vc->voff[i] - first;
