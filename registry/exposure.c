@@ -328,18 +328,17 @@ enum {
 };
 #define COMMON_FIELDS 7
 
-/* the value of common member bit `i` (0..COMMON_FIELDS-1) of e */
-INLINE const char *common_value(const struct reg_exposure *e, int i)
+/* e's common members in bit order: v[i] is bit i's */
+INLINE void common_values(const struct reg_exposure *e,
+                          const char *v[COMMON_FIELDS])
 {
-    switch (i) {
-    case 0: return e->key_name;
-    case 1: return e->prompt;
-    case 2: return e->label;
-    case 3: return e->experiment_id > 0 ? e->experiment : NULL;
-    case 4: return e->model;
-    case 5: return e->backend;
-    default: return e->cache;
-    }
+    v[0] = e->key_name;
+    v[1] = e->prompt;
+    v[2] = e->label;
+    v[3] = e->experiment_id > 0 ? e->experiment : NULL;
+    v[4] = e->model;
+    v[5] = e->backend;
+    v[6] = e->cache;
 }
 
 /* latency in milliseconds with 3 decimals, as printf("%.3f"),
@@ -470,12 +469,12 @@ static int chunk_record(struct reg_buf *b, const struct reg_exposure *e,
 {
     /* places 11.. (stream is written as 1 below); 13.. are the common
      * members, bit i of omit for place 13 + i */
-    const char *tail[CHUNK_PLACES - 11] = {
-        NULL, e->output, e->key_name, e->prompt, e->label,
-        e->experiment_id > 0 ? e->experiment : NULL, e->model, e->backend,
-        e->cache};
+    const char *tail[CHUNK_PLACES - 11];
     int exp = e->experiment_id > 0, last, i;
 
+    tail[0] = NULL;
+    tail[1] = e->output;
+    common_values(e, tail + 2);
     for (i = 0; i < COMMON_FIELDS; i++)
         if (omit & (1 << i))
             tail[2 + i] = NULL;
@@ -767,6 +766,7 @@ static int write_chunks(struct reg_exposure_log *log,
         int64_t first, last;
         char first_at[32], last_at[32];
         size_t k = 0, bytes = 0, j;
+        const char *v0[COMMON_FIELDS], *v[COMMON_FIELDS];
         int64_t exp;
         int common = 0, f;
 
@@ -775,8 +775,9 @@ static int write_chunks(struct reg_exposure_log *log,
         e0 = &ex[start];
         exp = e0->experiment_id > 0 ? e0->experiment_id : 0;
         /* the chunk's records, and the members they share */
+        common_values(e0, v0);
         for (f = 0; f < COMMON_FIELDS; f++)
-            if (common_value(e0, f) != NULL)
+            if (v0[f] != NULL)
                 common |= 1 << f;
         for (i = start; i < n && k < CHUNK_RECORDS && bytes < CHUNK_BYTES;
              i++) {
@@ -784,14 +785,11 @@ static int write_chunks(struct reg_exposure_log *log,
             if (log->done[i] ||
                 (e->experiment_id > 0 ? e->experiment_id : 0) != exp)
                 continue;
-            for (f = 0; f < COMMON_FIELDS; f++) {
-                const char *a, *b;
-                if (!(common & (1 << f)))
-                    continue;
-                a = common_value(e0, f), b = common_value(e, f);
-                if (a != b && (b == NULL || strcmp(a, b) != 0))
+            common_values(e, v);
+            for (f = 0; f < COMMON_FIELDS; f++)
+                if ((common & (1 << f)) && v0[f] != v[f] &&
+                    (v[f] == NULL || strcmp(v0[f], v[f]) != 0))
                     common &= ~(1 << f);
-            }
             bytes += 256 + (e->variables ? strlen(e->variables) : 2)
                    + (e->output ? strlen(e->output) : 0);
             log->done[i] = 1;
@@ -813,7 +811,7 @@ static int write_chunks(struct reg_exposure_log *log,
                 if (c->len > 1)
                     c->p[c->len++] = ',';
                 PUT(c, names[f], 4);
-                if (put_str(c, common_value(e0, f)) < 0)
+                if (put_str(c, v0[f]) < 0)
                     goto oom;
             }
             if (buf_room(c, 1) < 0)
