@@ -1442,10 +1442,13 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
 
     /* the body is now the rewritten one, and the caller's fields describe
      * it (later stages read them): moved, dropped ("prompt") or pointing
-     * at the inserted messages and params */
-    evbuffer_drain(req->body, len);
+     * at the inserted messages and params. Added behind the old body, then
+     * the old drained: a small body's chain (1 KiB at least) has room for
+     * both, so no chain is freed and allocated again (evbuffer_drain frees
+     * a drained one); a larger one is made contiguous by the pullup */
     if (evbuffer_add(req->body, p->out.p, p->out.len) < 0)
         goto oom_late;
+    evbuffer_drain(req->body, len);
     nbody = (const char *)evbuffer_pullup(req->body, -1);
     if (fmap == NULL) {
         if (gw_jscan(nbody, p->out.len, MAX_DEPTH, f, n_f, err,

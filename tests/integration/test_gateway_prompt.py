@@ -660,6 +660,10 @@ def test_keys_feedback_authenticated_and_key_is_the_default_user(mockllm, gatewa
     '{"stream":false,"prompt":%s,"max_tokens":5,"metadata":{"a":[1,{"b":"c"}]}}',
     '{"temperature":1,"prompt":%s}',
     '  {"x":"\\u00e9\\"","prompt":%s,"y":[]}  ',
+    # larger than the chain the body arrived in, and than a read buffer:
+    # the rewritten body spans chains until it is made contiguous
+    '{"metadata":{"n":"' + "x" * 1500 + '"},"prompt":%s}',
+    '{"prompt":%s,"metadata":{"n":"' + "y" * 20000 + '"}}',
 ])
 def test_body_shapes_rewritten(served, raw):
     mock, gw, _ = served
