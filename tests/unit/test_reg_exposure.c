@@ -493,11 +493,12 @@ static void test_numbers_round_trip(void **state)
     };
     char *path = treg_tmpdb(), *err = NULL, rid[16], q[160];
     struct reg_db *db = treg_open(path);
-    struct reg_exposure ex[6];
+    enum { N = sizeof(cases) / sizeof(cases[0]) };
+    struct reg_exposure ex[N];
     size_t i;
 
     (void)state;
-    for (i = 0; i < 6; i++) {
+    for (i = 0; i < N; i++) {
         snprintf(rid, sizeof(rid), "n%zu", i);
         ex[i] = exposure(strdup(rid), "u", 1, 0, -1, "{}");
         ex[i].prompt_tokens = cases[i].tokens[0];
@@ -506,8 +507,8 @@ static void test_numbers_round_trip(void **state)
         ex[i].status = cases[i].status;
         ex[i].latency_ms = cases[i].ms;
     }
-    assert_int_equal(reg_exposures_write(db, ex, 6, NULL, 0, NULL, &err), 0);
-    for (i = 0; i < 6; i++) {
+    assert_int_equal(reg_exposures_write(db, ex, N, NULL, 0, NULL, &err), 0);
+    for (i = 0; i < N; i++) {
         snprintf(q, sizeof(q), "SELECT printf('%%d %%d %%d %%d %%.3f', prompt_tokens,"
                  " completion_tokens, total_tokens, status, latency_ms)"
                  " FROM exposures WHERE request_id = 'n%zu'", i);
