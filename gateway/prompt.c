@@ -1046,6 +1046,13 @@ static int bad_label(struct gw_gateway *gw, struct gw_http_req *req,
                 "a label name ([a-z0-9_-], at most %d bytes)", REG_LABEL_MAX);
 }
 
+static int bad_member(struct gw_gateway *gw, struct gw_http_req *req,
+                      struct gw_reqlog *rl)
+{
+    return fail(gw, req, rl, 400, "invalid_prompt", "\"prompt\" must be "
+                "written once, as a plain top-level key");
+}
+
 /* A string field into out (NUL-terminated); -1 when not a string that fits. */
 static int field_str(const struct gw_jscan_field *f, char *out, size_t cap)
 {
@@ -1225,9 +1232,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     len = evbuffer_get_length(req->body);
     body = (const char *)evbuffer_pullup(req->body, -1);
     if (member_span(body, len, pf->val, pf->len, &cut0, &cut1) < 0)
-        return fail(gw, req, rl, 400, "invalid_prompt",
-                    "\"prompt\" must be written once, as a plain top-level "
-                    "key");
+        return bad_member(gw, req, rl);
     ks[4] = key_name ? keep_str(p, KEEP_KEY, key_name, strlen(key_name))
                      : NULL;
     rlen[0] = rl->request_id ? strlen(rl->request_id) : 0;
@@ -1265,9 +1270,7 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     if (known_fields(f, n_f, fmap, n_members, bf, vc->n_params + 1) < 0 &&
         gw_jscan_trusted(body, len, MAX_DEPTH, bf, vc->n_params + 1, err,
                          sizeof(err)) < 0)
-        return fail(gw, req, rl, 400, "invalid_prompt",
-                    "\"prompt\" must be written once, as a plain top-level "
-                    "key");
+        return bad_member(gw, req, rl);
     if (bf[0].type != GW_JSON_NONE)
         return fail(gw, req, rl, 400, "invalid_prompt",
                     "send either \"messages\" or \"prompt\", not both: the "
