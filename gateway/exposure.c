@@ -21,6 +21,10 @@
  *     lingers LINGER_MS before taking records, so under load a commit
  *     carries up to BATCH records and the loop causes no wake-up per
  *     request. An exposure is in the log within about LINGER_MS.
+ *  6. The writer thread closes the database (or the file) itself when it
+ *     stops: a loop may have a file table of its own by then (main.c,
+ *     own_file_table), where the descriptors SQLite opened on this thread
+ *     do not exist.
  */
 #include "gateway/exposure.h"
 #include "gateway/jscan.h"
@@ -774,6 +778,16 @@ static void write_batch(struct gw_exposure *w, struct gw_exposure_rec **recs,
     free(err);
 }
 
+/* the database or the file, closed; both are NULL after */
+static void close_sink(struct gw_exposure *w)
+{
+    if (w->file)
+        fclose(w->file);
+    w->file = NULL;
+    reg_exposure_log_free(w->db);
+    w->db = NULL;
+}
+
 static void *writer_main(void *arg)
 {
     struct gw_exposure *w = arg;
@@ -813,6 +827,7 @@ static void *writer_main(void *arg)
     w->busy = 0;
     pthread_cond_broadcast(&w->idle);
     pthread_mutex_unlock(&w->mu);
+    close_sink(w); /* on this thread: see invariant 6 */
     return NULL;
 }
 
@@ -831,9 +846,7 @@ static void free_arrays(struct gw_exposure *w)
 /* everything w holds, once its thread has ended (or never started) */
 static void release(struct gw_exposure *w)
 {
-    if (w->file)
-        fclose(w->file);
-    reg_exposure_log_free(w->db);
+    close_sink(w); /* when the thread never ran */
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     pthread_cond_destroy(&w->idle);

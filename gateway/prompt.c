@@ -507,6 +507,10 @@ static void *watcher_main(void *arg)
         }
     }
     pthread_mutex_unlock(&p->sh->wmu);
+    /* closed on this thread, which opened the snapshots' connections: a
+     * loop may have its own file table by now (main.c, own_file_table) */
+    reg_watch_free(p->sh->watch);
+    p->sh->watch = NULL;
     return NULL;
 }
 

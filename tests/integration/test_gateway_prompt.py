@@ -3,8 +3,13 @@ version, render errors, params, hot relabel, experiments (stickiness and
 split), exposures with and without outputs (streamed too), feedback
 idempotency and the samples export."""
 
+import ctypes
+import errno
 import http.client as httpclient
 import json
+import os
+import platform
+import signal
 import sqlite3
 import threading
 import time
@@ -344,6 +349,50 @@ def test_sighup_reloads_the_registry(served):
     mock, gw, ctl = served
     gw.reload(gw_config(mock, ctl))
     wait_until(lambda: "snapshot of" in gw.stderr_text() and "(reload)" in gw.stderr_text())
+
+
+def same_file_table(tid1, tid2):
+    """kcmp(2) KCMP_FILES: do two threads share one file table?"""
+    nr = {"x86_64": 312, "aarch64": 272}.get(platform.machine())
+    if nr is None:
+        pytest.skip("kcmp(2)'s number is not known on %s" % platform.machine())
+    libc = ctypes.CDLL(None, use_errno=True)
+    r = libc.syscall(nr, tid1, tid2, 2, 0, 0)  # KCMP_FILES
+    if r < 0:
+        e = ctypes.get_errno()
+        if e in (errno.ENOSYS, errno.EPERM, errno.EACCES):
+            pytest.skip("kcmp(2) unavailable here: %s" % os.strerror(e))
+        raise OSError(e, os.strerror(e))
+    return r == 0
+
+
+def test_loop_has_a_file_table_of_its_own(served):
+    """The loop leaves the table the writer and the watcher share, and each
+    side still does its work with its own descriptors: exposures are
+    written, a reload loads a snapshot, SIGTERM writes what is queued and
+    exits 0."""
+    mock, gw, ctl = served
+    pid = gw.proc.pid
+    others = [int(t) for t in os.listdir("/proc/%d/task" % pid) if int(t) != pid]
+    assert len(others) >= 2, "the writer and the watcher threads"
+    for t in others:
+        assert not same_file_table(pid, t), "the loop shares thread %d's file table" % t
+    assert all(same_file_table(others[0], t) for t in others[1:])
+    for i in range(20):
+        assert ask(gw, {"name": "product_copy", "label": "production",
+                        "variables": {"product_name": "Kettle", "facts": "1.7 l"}},
+                   user="u%d" % i).status == 200
+    assert len(exposures(ctl.db, 20)) == 20
+    gw.reload(gw_config(mock, ctl))
+    wait_until(lambda: "(reload)" in gw.stderr_text())
+    for i in range(30):
+        assert ask(gw, {"name": "product_copy", "version": 3,
+                        "variables": {"product_name": "Kettle", "facts": "1.7 l"}},
+                   user="v%d" % i).status == 200
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.proc.wait(10) == 0
+    assert len(exposures(ctl.db, 50)) == 50
+    assert "0 dropped, 0 failed" in gw.stderr_text()
 
 
 # ------------------------------------------------------------ experiments
