@@ -1145,7 +1145,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     size_t rlen[7];
     struct reg_resolved res;
     struct gw_exposure_rec *r;
-    size_t len, i, need;
+    static const size_t kept_rs[4] = {1, 2, 4, 5}; /* rs[] it may keep */
+    size_t len, i, k, need;
     char *e = NULL;
     long version = 0;
     int rc = -1;
@@ -1424,9 +1425,8 @@ int gw_prompt_resolve(struct gw_gateway *gw, struct gw_http_req *req,
     ks[5] = keep_once(p, KEEP_EXPERIMENT, &vc->kexp, rs[5]);
     rlen[6] = pfs[3].type == GW_JSON_OBJECT ? pfs[3].len : 2;
     need = rlen[0] + rlen[3] + rlen[6] + 3;
-    for (i = 1; i < 6; i++) { /* the kept ones, unless kept */
-        if (i == 3)
-            continue;
+    for (k = 0; k < 4; k++) { /* prompt, label, key, experiment */
+        i = kept_rs[k];
         rlen[i] = 0;
         if (ks[i] != NULL)
             continue;
