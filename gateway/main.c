@@ -437,9 +437,9 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
  * writer and watcher share the one they were started with) make the kernel
  * take and drop a reference on the file at every socket call the loop
  * makes; with a table of its own the loop skips that. Side by side, a
- * prompt gateway (three threads) cost 0.86 us less a request with it
- * (README, Performance, session 17); a gateway without a registry has no
- * other thread and gains nothing.
+ * prompt gateway (three threads) cost 0.20 to 0.86 us less a request with
+ * it, the more the slower the host (README, Performance, session 17); a
+ * gateway without a registry has no other thread and gains nothing.
  *
  * Afterwards a descriptor opened on one side is not seen on the other, and
  * the same number may name different files on the two. So: the other
@@ -448,7 +448,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
  * database (the writer and the watcher close theirs on their own threads,
  * since SQLite may close one connection's descriptor when another
  * connection to the same file closes). With several workers the loops keep
- * sharing one table, as before. A refusal (seccomp) costs only the speed.
+ * sharing one table, as before: the main thread frees each worker's
+ * sockets after that worker stops. A refusal (seccomp) costs only speed.
  */
 static void own_file_table(void)
 {
