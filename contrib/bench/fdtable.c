@@ -26,12 +26,14 @@
 #include <unistd.h>
 
 static int unshared;
+static pthread_barrier_t ready; /* the sleeper has its table */
 
 static void *sleeper(void *arg)
 {
     (void)arg;
     if (unshared && unshare(CLONE_FILES) != 0)
         perror("unshare");
+    pthread_barrier_wait(&ready);
     for (;;)
         pause();
     return NULL;
@@ -57,9 +59,10 @@ int main(int argc, char **argv)
 
     if (strcmp(mode, "alone") != 0) {
         unshared = strcmp(mode, "unshared") == 0;
+        pthread_barrier_init(&ready, NULL, 2);
         if (pthread_create(&t, NULL, sleeper, NULL) != 0)
             return 1;
-        usleep(10000); /* let it unshare first */
+        pthread_barrier_wait(&ready);
     }
     if ((l = socket(AF_INET, SOCK_STREAM, 0)) < 0 ||
         bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 1) < 0 ||
