@@ -43,7 +43,9 @@
 # (20 bracketed rounds of one launch read 0.872, quartiles 0.846-0.889,
 # and of another launch of the same code 0.913, 0.888-0.929: see
 # "Why launches" above), so read LAUNCHES=5 or more: each launch's median,
-# then the median of the launches. TARGETS=prompt leaves the outputs
+# then the median of the launches; _by_core_speed gives the median of the
+# bracketed rounds in thirds by core's requests/s beside them (the host's
+# slow, middle and fast spells). TARGETS=prompt leaves the outputs
 # gateway out of the turns (core, prompt, core, prompt, ... core); AA=1
 # shows what the method reads when there is no difference.
 #
@@ -342,15 +344,18 @@ else:
     when = {n: [l.split() for l in rd(n, "when").splitlines()] for n in runs}
     mid = {n: [(float(a) + float(b)) / 2 for a, b, _ in v] for n, v in when.items()}
     launch_of = {n: [int(x) for _, _, x in v] for n, v in when.items()}
-    def bracketed(o, val):
-        """o's windows each over core's value interpolated to its middle
+    def core_at(o, val):
+        """core's value interpolated to the middle of each of o's windows
         from the core windows just before and after it"""
         out = []
-        for t, v in zip(mid[o], val[o]):
+        for t in mid[o]:
             i = max(k for k, c in enumerate(mid["core"]) if c < t)
             (ta, a), (tb, b) = ((mid["core"][k], val["core"][k]) for k in (i, i + 1))
-            out.append(round(v / (a + (b - a) * (t - ta) / (tb - ta)), 3))
+            out.append(a + (b - a) * (t - ta) / (tb - ta))
         return out
+    def bracketed(o, val):
+        """o's windows each over core's value at its middle (core_at)"""
+        return [round(v / c, 3) for v, c in zip(val[o], core_at(o, val))]
     quart = lambda v: [round(q, 3) for q in statistics.quantiles(v, n=4)] if len(v) > 1 else v
     print("%-8s %10s %9s %9s %12s" % ("target", "rps", "p50_us", "p99_us", "cpu_us/req"))
     for n in runs:
@@ -371,6 +376,15 @@ else:
         res[o + "_rps_ratio_bracketed_median"] = round(med(br), 3)
         res[o + "_rps_ratio_bracketed_quartiles"] = quart(br)
         res[o + "_rps_ratio_bracketed"] = br
+        # the host runs slow or fast for tens of seconds: the rounds in
+        # thirds by core's requests/s beside them (slowest first), so the
+        # bar can be read in each state ([core rps low, high, median ratio])
+        by = sorted(zip(core_at(o, rps), br))
+        k = len(by) // 3
+        if k > 0:
+            res[o + "_rps_ratio_bracketed_by_core_speed"] = [
+                [round(part[0][0]), round(part[-1][0]), round(med([r for _, r in part]), 3)]
+                for part in (by[:k], by[k:len(by) - k], by[len(by) - k:])]
         # CPU a request: core's over o's, so >1 is o cheaper as for rps
         res[o + "_cpu_ratio_bracketed_median"] = round(med([round(1 / x, 3) for x in bc]), 3)
         res[o + "_rps_ratio_of_medians"] = round(med([r["rps"] for r in runs[o]]) /
